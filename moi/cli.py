@@ -1,0 +1,168 @@
+"""The ``moi`` command: submit jobs and look at them from a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import connections, runtime
+from .errors import InvalidId, MoiError
+from .info import SEED_FIELDS, Info, is_finished, is_uuid
+from .job import check_code, python_exec, submit, system_call
+
+DEFAULT_NAME = "no-user-cmd-submit"
+
+
+class _Commands(click.Group):
+    """Turns every MoiError into one line on stderr and exit status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MoiError as error:
+            click.echo(str(error), err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Commands)
+@click.option("-v", "--verbose", is_flag=True, help="Log what moi does.")
+def main(verbose: bool) -> None:
+    """Dispatch compute to an ipyparallel cluster and inspect jobs kept in Redis."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
+
+
+@main.command("submit")
+@click.option("--cmd", required=True, help="Python code (a function body) or a shell command.")
+@click.option("--cmd-type", type=click.Choice(["python", "system"]), default="python", show_default=True)
+@click.option("--block", is_flag=True, help="Wait for the job to finish and print it.")
+@click.option("--user", default=None, help="The user (group) the job belongs to.")
+@click.option("--name", default=DEFAULT_NAME, show_default=True, help="The job's name.")
+@click.option("--context", default=None, help="The cluster context (default: the configured default).")
+def submit_command(cmd: str, cmd_type: str, block: bool, user: str | None, name: str, context: str | None) -> None:
+    """Submit a job."""
+    if cmd_type == "python":
+        check_code(cmd)
+        func: Any = python_exec
+    else:
+        func = system_call
+    ctx = context or connections.settings().default_context
+    job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd)
+    click.echo(f"Submitted job id: {job_id}")
+    if block:
+        click.echo(format_info(wait_for(job_id)))
+
+
+@main.command("job")
+@click.option("--job-id", required=True, help="The id of a job or group.")
+def job_command(job_id: str) -> None:
+    """Show one job."""
+    if not is_uuid(job_id):
+        raise InvalidId(job_id)
+    click.echo(format_info(connections.store().get(job_id)))
+
+
+@main.command("userjobs")
+@click.option("--key", required=True, help="A user name or a group id.")
+@click.option("--summary", is_flag=True, help="One line per job.")
+def userjobs_command(key: str, summary: bool) -> None:
+    """Show a user's jobs, oldest first."""
+    store = connections.store()
+    group_id = store.group_of_user(key)
+    if group_id is None:
+        from .errors import UnknownKey
+
+        raise UnknownKey(key)
+    jobs = store.descendant_jobs(group_id)
+    if summary:
+        for info in jobs:
+            click.echo(f"date: {info['date_created']}\tid: {info['id']}\tstatus: {info['status']}")
+    else:
+        click.echo("\n".join(format_info(info) for info in jobs))
+
+
+@main.command("users")
+def users_command() -> None:
+    """List the users moi knows, with their group ids."""
+    for user, group_id in sorted(connections.store().users().items()):
+        click.echo(f"{user}\t{group_id}")
+
+
+@main.command("status")
+def status_command() -> None:
+    """Say what runs and where."""
+    settings = connections.settings()
+    info = runtime.read(Path(settings.state_dir))
+    if info is None:
+        click.echo(f"local runtime: not running (state directory {settings.state_dir})")
+    else:
+        click.echo(
+            f"local runtime: running (pid {info.pid}, since {info.started}, state directory {settings.state_dir})"
+        )
+        click.echo(f"  redis: {info.redis_url} (pid {info.redis_pid})")
+        click.echo(f"  cluster: {info.engines} engines, connection file {info.url_file}")
+    if not settings.uses_embedded_redis:
+        click.echo(f"configured redis: {settings.redis_url}")
+    for spec in settings.contexts.values():
+        target = spec.url_file or ":".join(filter(None, [spec.profile, spec.cluster_id]))
+        click.echo(f"configured context: {spec.name} -> {target}")
+    click.echo(f"default context: {settings.default_context}")
+
+
+@main.command("down")
+def down_command() -> None:
+    """Stop the local runtime (its Redis and cluster)."""
+    settings = connections.settings()
+    stopped = runtime.stop(Path(settings.state_dir))
+    click.echo("local runtime stopped" if stopped else "local runtime was not running")
+
+
+# output -------------------------------------------------------------------------
+
+
+def format_info(info: Info) -> str:
+    """The seed's block: a header, sorted ``key<tab>: value`` lines, result last."""
+    lines = [f"********** {info['id']} **********"]
+    extra = sorted(set(info) - set(SEED_FIELDS))
+    for key in sorted(set(SEED_FIELDS) - {"result"}) + extra:
+        lines.append(f"{key}{_tabs(key)}: {info.get(key)}")
+    lines.append(f"result{_tabs('result')}: {_show_result(info.get('result'))}")
+    return "\n".join(lines)
+
+
+def _tabs(key: str) -> str:
+    return "\t" if len(key) >= 8 else "\t\t"
+
+
+def _show_result(result: Any) -> str:
+    # Tracebacks and text print as they are, so they read as they would in a terminal.
+    return result if isinstance(result, str) else repr(result)
+
+
+def wait_for(job_id: str, timeout: float | None = None, poll: float = 1.0) -> Info:
+    """Block until the job is finished; listens for its updates, re-reads on each.
+
+    Raises TimeoutError when ``timeout`` seconds pass first.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    store = connections.store()
+    pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(store.keys.channel(job_id))  # before reading: no update can slip by
+    try:
+        info = store.get(job_id)
+        while not is_finished(info):
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {info['status']} after {timeout}s")
+            pubsub.get_message(timeout=poll)
+            info = store.get(job_id)
+        return info
+    finally:
+        pubsub.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""Settings: built once, lazily, from defaults, an INI file, the environment and
+``moi.configure``; later sources win. Reading settings opens no connection.
+
+INI file (named by ``MOI_CONFIG_FP``)::
+
+    [redis]
+    url = redis://127.0.0.1:6379/0     ; or host / port / password / db
+    [ipython]
+    context = default=/path/to/ipcontroller-client.json, big=slurm:cluster1
+    default = default
+    [moi]
+    key_prefix = myapp:
+    ttl = 1209600
+
+A context entry is ``NAME`` (an IPython profile of that name), or
+``NAME=TARGET`` where TARGET is a profile, ``profile:cluster_id`` or the path
+of an ``ipcontroller-client.json`` connection file.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import quote
+
+from .errors import ConfigError
+
+TWO_WEEKS = 14 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """Where one ipyparallel cluster is; ``None`` everywhere means the embedded runtime."""
+
+    name: str
+    profile: str | None = None
+    cluster_id: str | None = None
+    url_file: str | None = None
+
+    @classmethod
+    def parse(cls, entry: str) -> ContextSpec:
+        name, sep, target = (part.strip() for part in entry.partition("="))
+        if not name:
+            raise ConfigError(f"Empty context name in {entry!r}; write NAME or NAME=TARGET")
+        target = target if sep else name
+        if target.endswith(".json"):
+            return cls(name, url_file=os.path.expanduser(target))
+        profile, _, cluster_id = target.partition(":")
+        return cls(name, profile=profile or None, cluster_id=cluster_id or None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str | None = None  # None: the embedded runtime's Redis
+    contexts: dict[str, ContextSpec] = field(default_factory=dict)  # empty: the runtime's cluster
+    default_context: str = "default"
+    key_prefix: str = ""
+    ttl: int = TWO_WEEKS
+    cluster_timeout: float = 10.0
+    state_dir: str = ""
+    engines: int = 0  # engines of the embedded cluster; 0 means the CPU count
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def uses_embedded_cluster(self) -> bool:
+        return not self.contexts
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "moi")
+
+
+def _redis_url_from_section(section: configparser.SectionProxy) -> str:
+    if "url" in section:
+        return section["url"]
+    password = section.get("password", "")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    host = section.get("host", "127.0.0.1")
+    return f"redis://{auth}{host}:{section.get('port', '6379')}/{section.get('db', '0')}"
+
+
+def _parse_contexts(text: str) -> dict[str, ContextSpec]:
+    specs = [ContextSpec.parse(entry) for entry in text.split(",") if entry.strip()]
+    return {spec.name: spec for spec in specs}
+
+
+def _from_ini(path: str) -> dict[str, Any]:
+    parser = configparser.ConfigParser()
+    if not parser.read(path):
+        raise ConfigError(f"Cannot read the configuration file {path} named by MOI_CONFIG_FP")
+    values: dict[str, Any] = {}
+    if parser.has_section("redis"):
+        values["redis_url"] = _redis_url_from_section(parser["redis"])
+    if parser.has_section("ipython"):
+        section = parser["ipython"]
+        if "context" in section:
+            values["contexts"] = _parse_contexts(section["context"])
+        if "default" in section:
+            values["default_context"] = section["default"].strip()
+    if parser.has_section("moi"):
+        section = parser["moi"]
+        for name in ("key_prefix", "state_dir"):
+            if name in section:
+                values[name] = section[name]
+        if "ttl" in section:
+            values["ttl"] = section["ttl"]
+    return values
+
+
+_ENVIRONMENT = {
+    "MOI_REDIS_URL": "redis_url",
+    "MOI_CONTEXTS": "contexts",
+    "MOI_DEFAULT_CONTEXT": "default_context",
+    "MOI_KEY_PREFIX": "key_prefix",
+    "MOI_TTL": "ttl",
+    "MOI_CLUSTER_TIMEOUT": "cluster_timeout",
+    "MOI_STATE_DIR": "state_dir",
+    "MOI_ENGINES": "engines",
+}
+
+
+def _from_environment() -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for variable, name in _ENVIRONMENT.items():
+        text = os.environ.get(variable)
+        if text:
+            values[name] = _parse_contexts(text) if name == "contexts" else text
+    return values
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    converters = {"ttl": int, "cluster_timeout": float, "engines": int}
+    out = dict(values)
+    for name, convert in converters.items():
+        if name in out:
+            try:
+                out[name] = convert(out[name])
+            except (TypeError, ValueError):
+                raise ConfigError(f"{name} must be a number, not {out[name]!r}") from None
+    if isinstance(out.get("contexts"), str):
+        out["contexts"] = _parse_contexts(out["contexts"])
+    if isinstance(out.get("contexts"), (list, tuple)):
+        out["contexts"] = _parse_contexts(",".join(out["contexts"]))
+    return out
+
+
+def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Defaults, then the INI file, then the environment, then ``overrides``."""
+    values: dict[str, Any] = {"state_dir": default_state_dir()}
+    config_fp = os.environ.get("MOI_CONFIG_FP")
+    if config_fp:
+        values.update(_from_ini(config_fp))
+    values.update(_from_environment())
+    values.update(overrides or {})
+    settings = replace(Settings(), **_coerce(values))
+    if settings.ttl <= 0:
+        raise ConfigError(f"ttl must be a positive number of seconds, not {settings.ttl}")
+    if settings.contexts and "default_context" not in values:
+        settings = replace(settings, default_context=next(iter(settings.contexts)))
+    return settings

@@ -1,0 +1,105 @@
+"""The process-wide settings, Redis client and contexts, each made on first use."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import redis
+
+from . import runtime
+from .config import ContextSpec, Settings, build_settings
+from .context import Context
+from .errors import UnknownContext
+from .keys import Keys
+from .store import Store
+
+_lock = threading.RLock()
+_overrides: dict[str, Any] = {}
+_settings: Settings | None = None
+_store: Store | None = None
+_contexts: dict[str, Context] = {}
+
+
+def configure(**overrides: Any) -> Settings:
+    """Override settings (redis_url, contexts, default_context, key_prefix, ttl, ...).
+
+    Takes effect for everything made after the call; earlier connections are dropped.
+    """
+    global _settings
+    with _lock:
+        candidate = {**_overrides, **overrides}
+        settings = build_settings(candidate)  # validate before changing anything
+        _overrides.clear()
+        _overrides.update(candidate)
+        reset()
+        _settings = settings
+        return settings
+
+
+def reset() -> None:
+    """Drop the cached settings, Redis client and cluster connections."""
+    global _settings, _store
+    with _lock:
+        for context in _contexts.values():
+            context.reset()
+        _contexts.clear()
+        if _store is not None:
+            _store.redis.close()
+        _store = None
+        _settings = None
+
+
+def settings() -> Settings:
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = build_settings(_overrides)
+        return _settings
+
+
+def redis_url() -> str:
+    current = settings()
+    if current.redis_url is not None:
+        return current.redis_url
+    return runtime.ensure(current).redis_url
+
+
+def store() -> Store:
+    global _store
+    with _lock:
+        if _store is None:
+            current = settings()
+            url = redis_url()
+            client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+            _store = Store(client, Keys(current.key_prefix), current.ttl, url)
+        return _store
+
+
+def get_redis() -> redis.Redis[str]:
+    return store().redis
+
+
+def context_specs() -> dict[str, ContextSpec]:
+    current = settings()
+    if current.contexts:
+        return current.contexts
+    return {current.default_context: ContextSpec(current.default_context)}
+
+
+def get_context(ctx: str | Context) -> Context:
+    """The Context for a name (or the Context itself); unknown names are an error."""
+    if isinstance(ctx, Context):
+        return ctx
+    with _lock:
+        if ctx in _contexts:
+            return _contexts[ctx]
+        specs = context_specs()
+        if ctx not in specs:
+            raise UnknownContext(ctx, list(specs))
+        spec = specs[ctx]
+        current = settings()
+        if current.uses_embedded_cluster:
+            spec = ContextSpec(ctx, url_file=runtime.ensure(current).url_file)
+        _contexts[ctx] = Context(spec, current.cluster_timeout)
+        return _contexts[ctx]

@@ -1,0 +1,86 @@
+"""Contexts: one per ipyparallel cluster, connected on first use."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import threading
+from typing import TYPE_CHECKING, Any
+
+from .config import ContextSpec
+from .errors import ClusterUnavailable
+
+if TYPE_CHECKING:
+    import ipyparallel
+
+log = logging.getLogger("moi.context")
+
+
+class Context:
+    """A named ipyparallel cluster. Nothing connects until a job is sent."""
+
+    def __init__(self, spec: ContextSpec, timeout: float = 10.0) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.timeout = timeout
+        self._client: ipyparallel.Client | None = None
+        self._view: ipyparallel.LoadBalancedView | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Context({self.name!r})"
+
+    @property
+    def client(self) -> ipyparallel.Client:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    @property
+    def view(self) -> ipyparallel.LoadBalancedView:
+        client = self.client
+        if self._view is None:
+            self._view = client.load_balanced_view()
+        return self._view
+
+    def _connect(self) -> ipyparallel.Client:
+        import ipyparallel  # imported here: it is slow, and only submitters need it
+
+        spec = self.spec
+        kwargs: dict[str, Any] = {"timeout": self.timeout}
+        if spec.profile:
+            kwargs["profile"] = spec.profile
+        if spec.cluster_id:
+            kwargs["cluster_id"] = spec.cluster_id
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints while it waits
+                client = ipyparallel.Client(spec.url_file, **kwargs)
+        except (OSError, TimeoutError, ValueError) as error:
+            raise ClusterUnavailable(
+                f"Cluster for context {self.name!r} is unreachable ({_reason(error)}); "
+                "start it (moi status shows the embedded one) or check [ipython] context"
+            ) from error
+        try:
+            client.wait_for_engines(1, timeout=self.timeout)
+        except TimeoutError as error:
+            client.close()
+            raise ClusterUnavailable(
+                f"Cluster for context {self.name!r} has no engines after {self.timeout:g}s; start some engines"
+            ) from error
+        log.info("connected to cluster %s with %d engines", self.name, len(client.ids))
+        return client
+
+    def reset(self) -> None:
+        """Forget the connection, so the next use reconnects."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+            self._client = None
+            self._view = None
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -1,0 +1,93 @@
+"""The one exception hierarchy of moi.
+
+    MoiError
+    ├── ConfigError
+    │   └── UnknownContext
+    ├── RedisUnavailable
+    ├── ClusterUnavailable
+    ├── UnknownId
+    │   └── UnknownKey
+    ├── InvalidId
+    ├── InvalidCode
+    ├── CommandFailed
+    ├── JobCancelled
+    └── RuntimeStartError
+
+Every message is one line a user can act on; the CLI prints it as it is.
+"""
+
+
+class MoiError(Exception):
+    """Root of every error moi raises on purpose."""
+
+
+class ConfigError(MoiError):
+    """The configuration is missing, unreadable or contradictory."""
+
+
+class UnknownContext(ConfigError):
+    """A context name that is not configured."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"Unknown context: {name!r}; known contexts: {', '.join(sorted(known)) or 'none'}")
+        self.name = name
+        self.known = known
+
+
+class RedisUnavailable(MoiError):
+    """Redis cannot be reached."""
+
+    def __init__(self, url: str, reason: object = "") -> None:
+        detail = f" ({reason})" if reason else ""
+        super().__init__(f"Redis is unreachable at {url}{detail}; start it or set MOI_REDIS_URL")
+        self.url = url
+
+
+class ClusterUnavailable(MoiError):
+    """No ipyparallel controller (or no engine) answers for a context."""
+
+
+class UnknownId(MoiError):
+    """An id that names no job or group in Redis."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"Unknown job id: {node_id}")
+        self.node_id = node_id
+
+
+class UnknownKey(UnknownId):
+    """A user name or group id that moi does not know."""
+
+    def __init__(self, key: str) -> None:
+        MoiError.__init__(self, f"Unknown key: {key}")
+        self.node_id = key
+
+
+class InvalidId(MoiError):
+    """A string that cannot be a job id."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(f"Not a job id: {text!r}; job ids look like 0c1ce595-4f6d-4fcb-b872-90118f6b1cd9")
+
+
+class InvalidCode(MoiError):
+    """Python code given to run that does not compile."""
+
+
+class CommandFailed(MoiError):
+    """A shell command run by system_call exited non-zero."""
+
+    def __init__(self, cmd: str, stdout: str, stderr: str, returncode: int) -> None:
+        super().__init__(f"Failed to execute: {cmd}\nreturncode: {returncode}\nstdout: {stdout}\nstderr: {stderr}")
+        self.cmd = cmd
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode = returncode
+
+
+class JobCancelled(MoiError):
+    """Raised inside a job whose cancellation was requested."""
+
+
+class RuntimeStartError(MoiError):
+    """The embedded local runtime could not be started."""

@@ -1,0 +1,232 @@
+"""Reading and changing the group/job tree in Redis.
+
+Every change to a job goes through ``Store.update``: a compare-and-set on the
+info object's ``revision`` done by one Lua script, which also publishes the
+announcement. Writers never overwrite each other's change (status_update
+racing the final state, a cancel racing the engine), and every change bumps
+the revision so clients can drop stale updates.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from .errors import RedisUnavailable, UnknownId
+from .info import Info, dumps, new_id, new_info
+from .keys import Keys
+
+log = logging.getLogger("moi.store")
+
+# Set the info object only if nobody changed it since we read it.
+# Returns 1 (set and published), -1 (no such node) or the current document.
+_COMPARE_AND_SET = """
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+if cjson.decode(current)['revision'] ~= tonumber(ARGV[1]) then return current end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"""
+
+# The group of a user (or an existing group id), created when missing or expired.
+# KEYS: user map.  ARGV: key, new group id, new group info, ttl, key prefix.
+_ENSURE_GROUP = """
+local prefix = ARGV[5]
+local gid = redis.call('HGET', KEYS[1], ARGV[1])
+if not gid and redis.call('EXISTS', prefix .. ARGV[1] .. ':jobs') == 1 then gid = ARGV[1] end
+if gid and redis.call('EXISTS', prefix .. gid) == 1 then
+  redis.call('EXPIRE', prefix .. gid, ARGV[4])
+  return gid
+end
+redis.call('SET', prefix .. ARGV[2], ARGV[3], 'EX', ARGV[4])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[2], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return ARGV[2]
+"""
+
+
+@contextmanager
+def reaching(url: str) -> Iterator[None]:
+    """Turn a lost Redis connection into a one-line RedisUnavailable."""
+    try:
+        yield
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise RedisUnavailable(url, _first_line(error)) from error
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+def message(action: str, ids: Iterable[str]) -> str:
+    """The one pub/sub payload shape: ``{action: [ids]}``."""
+    return json.dumps({action: list(ids)})
+
+
+class Store:
+    def __init__(self, client: redis.Redis[str], keys: Keys, ttl: int, url: str = "") -> None:
+        self.redis = client
+        self.keys = keys
+        self.ttl = ttl
+        self.url = url
+        self._cas = client.register_script(_COMPARE_AND_SET)
+        self._ensure_group = client.register_script(_ENSURE_GROUP)
+
+    # reading -------------------------------------------------------------
+
+    def get(self, node_id: str) -> Info:
+        info = self.find(node_id)
+        if info is None:
+            raise UnknownId(node_id)
+        return info
+
+    def find(self, node_id: str) -> Info | None:
+        with reaching(self.url):
+            raw = self.redis.get(self.keys.info(node_id))
+        return json.loads(raw) if raw else None
+
+    def get_many(self, node_ids: Iterable[str]) -> list[Info]:
+        """The info objects that still exist, in the order asked."""
+        keys = [self.keys.info(node_id) for node_id in node_ids]
+        if not keys:
+            return []
+        with reaching(self.url):
+            raws = self.redis.mget(keys)
+        return [json.loads(raw) for raw in raws if raw]
+
+    def children(self, group_id: str) -> set[str]:
+        with reaching(self.url):
+            return set(self.redis.smembers(self.keys.children(group_id)))
+
+    def group_of_user(self, key: str) -> str | None:
+        """The group id for a user name, or the key itself if it is a group id."""
+        with reaching(self.url):
+            gid = self.redis.hget(self.keys.user_map, key)
+            if gid is None and self.redis.exists(self.keys.children(key)):
+                gid = key
+        if gid is None:
+            return None
+        info = self.find(gid)
+        return gid if info is not None and info.get("type") == "group" else None
+
+    def users(self) -> dict[str, str]:
+        """user name -> group id, for users whose group still exists."""
+        with reaching(self.url):
+            mapping = self.redis.hgetall(self.keys.user_map)
+        groups = {gid for gid in mapping.values()}
+        alive = {info["id"] for info in self.get_many(sorted(groups)) if info.get("type") == "group"}
+        return {user: gid for user, gid in mapping.items() if gid in alive and user not in alive}
+
+    def descendant_jobs(self, group_id: str) -> list[Info]:
+        """Every job under a group, nested groups included, oldest first."""
+        jobs: list[Info] = []
+        pending, seen = [group_id], {group_id}
+        while pending:
+            child_ids = sorted(self.children(pending.pop()) - seen)
+            seen.update(child_ids)
+            for info in self.get_many(child_ids):
+                if info.get("type") == "group":
+                    pending.append(info["id"])
+                else:
+                    jobs.append(info)
+        return sorted(jobs, key=lambda info: info.get("date_created") or "")
+
+    # writing -------------------------------------------------------------
+
+    def ensure_group(self, key: str) -> str:
+        """The id of the group for a user name or group id, created if needed."""
+        gid = new_id()
+        info = new_info(gid, key, "group", self.keys.channel(gid))
+        with reaching(self.url):
+            return str(
+                self._ensure_group(
+                    keys=[self.keys.user_map],
+                    args=[key, gid, dumps(info), self.ttl, self.keys.prefix],
+                )
+            )
+
+    def create_group(self, name: str, parent: str | None = None) -> str:
+        """A new (sub)group; under ``parent`` when given, announced there."""
+        gid = new_id()
+        info = new_info(gid, name, "group", self.keys.channel(gid), parent=parent)
+        self.add_nodes(parent, [info]) if parent else self._set(info)
+        return gid
+
+    def _set(self, info: Info) -> None:
+        with reaching(self.url):
+            self.redis.set(self.keys.info(info["id"]), dumps(info), ex=self.ttl)
+
+    def add_nodes(self, group_id: str | None, infos: list[Info]) -> None:
+        """Store new nodes under a group and announce them, in one round trip."""
+        if group_id is None:
+            raise ValueError("a node needs a parent group")
+        ids = [info["id"] for info in infos]
+        pipe = self.redis.pipeline(transaction=True)
+        for info in infos:
+            pipe.set(self.keys.info(info["id"]), dumps(info), ex=self.ttl)
+        pipe.sadd(self.keys.children(group_id), *ids)
+        pipe.expire(self.keys.children(group_id), self.ttl)
+        pipe.expire(self.keys.info(group_id), self.ttl)
+        pipe.publish(self.keys.channel(group_id), message("add", ids))
+        with reaching(self.url):
+            pipe.execute()
+
+    def update(
+        self,
+        node_id: str,
+        change: Callable[[Info], Info | None],
+        known: Info | None = None,
+    ) -> Info:
+        """Apply ``change`` atomically; it returns the new info, or None for no change.
+
+        ``known`` is the caller's last copy; when it is current, this is one
+        round trip. Returns the info as it now stands.
+        """
+        info = known if known is not None else self.get(node_id)
+        while True:
+            changed = change(dict(info))
+            if changed is None:
+                return info
+            changed["revision"] = info["revision"] + 1
+            with reaching(self.url):
+                outcome = self._cas(
+                    keys=[self.keys.info(node_id)],
+                    args=[
+                        info["revision"],
+                        dumps(changed),
+                        self.ttl,
+                        self.keys.channel(node_id),
+                        message("update", [node_id]),
+                    ],
+                )
+            if outcome == 1:
+                return changed
+            if outcome == -1:
+                raise UnknownId(node_id)
+            info = json.loads(outcome)  # someone else changed it: merge again
+
+    def publish(self, node_id: str, action: str, ids: Iterable[str]) -> None:
+        with reaching(self.url):
+            self.redis.publish(self.keys.channel(node_id), message(action, ids))
+
+
+@functools.lru_cache(maxsize=8)
+def store_for(url: str, prefix: str, ttl: int) -> Store:
+    """One Store (and connection pool) per Redis URL, per process; engines use this."""
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30)
+    return Store(client, Keys(prefix), ttl, url)
+
+
+def set_fields(**fields: Any) -> Callable[[Info], Info]:
+    def change(info: Info) -> Info:
+        info.update(fields)
+        return info
+
+    return change

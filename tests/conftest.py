@@ -1,0 +1,113 @@
+"""One real Redis server and one real ipyparallel cluster for the whole session.
+
+Both run on free ports on 127.0.0.1 in a temporary directory and are stopped
+at the end; the machine's own Redis is never touched. The environment points
+moi (and every CLI subprocess) at them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+import moi.connections
+from moi import runtime
+from moi.cli import wait_for
+from moi.info import Info
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINES = 2
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("moi-session")
+
+
+@pytest.fixture(scope="session")
+def redis_url(session_dir: Path) -> Iterator[str]:
+    proc, url = runtime.start_redis(session_dir / "redis")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def cluster_file(session_dir: Path) -> Iterator[str]:
+    import ipyparallel
+
+    # Engines import job functions from tests/ by reference.
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    cluster = ipyparallel.Cluster(n=ENGINES, profile_dir=str(session_dir / "ipython"), cluster_id="moitest")
+    cluster.start_cluster_sync()
+    client = cluster.connect_client_sync()
+    client.wait_for_engines(ENGINES, timeout=120)
+    client.close()
+    yield os.path.join(cluster.profile_dir, "security", "ipcontroller-moitest-client.json")
+    cluster.stop_cluster_sync()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def moi_environment(redis_url: str, cluster_file: str, session_dir: Path) -> Iterator[None]:
+    """Point moi, and every moi subprocess, at the session's Redis and cluster."""
+    saved = dict(os.environ)
+    os.environ.update(
+        MOI_REDIS_URL=redis_url,
+        MOI_CONTEXTS=f"default={cluster_file}",
+        MOI_STATE_DIR=str(session_dir / "state"),
+    )
+    os.environ.pop("MOI_CONFIG_FP", None)
+    moi.connections.reset()
+    yield
+    moi.connections.reset()
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def r(redis_url: str) -> Iterator[redis.Redis]:
+    """A raw client on the session's Redis, emptied before each test."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def store(r: redis.Redis) -> Any:
+    return moi.connections.store()
+
+
+def run_moi(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run the moi command as a user would, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "moi.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def finished(job_id: str, timeout: float = 60) -> Info:
+    return wait_for(job_id, timeout=timeout, poll=0.2)
+
+
+def next_message(pubsub: Any, timeout: float = 10) -> Any:
+    """The next published message (redis-py returns None for skipped subscribe replies)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message is not None:
+            return message
+    return None
