@@ -1,0 +1,92 @@
+"""Settings from defaults, an INI file, the environment and configure(); a lazy import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from moi.config import ContextSpec, build_settings
+from moi.errors import ConfigError
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("MOI_REDIS_URL", "MOI_CONTEXTS", "MOI_DEFAULT_CONTEXT", "MOI_KEY_PREFIX", "MOI_TTL", "MOI_CONFIG_FP"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_defaults_use_the_embedded_runtime(clean_env) -> None:
+    settings = build_settings()
+    assert settings.uses_embedded_redis and settings.uses_embedded_cluster
+    assert (settings.default_context, settings.key_prefix, settings.ttl) == ("default", "", 14 * 24 * 3600)
+
+
+def test_ini_then_environment_then_overrides(clean_env, tmp_path) -> None:
+    ini = tmp_path / "moi.ini"
+    ini.write_text(
+        "[redis]\nhost = 127.0.0.1\nport = 7000\npassword = s3cret\ndb = 2\n"
+        "[ipython]\ncontext = demo, big=slurm:c1, local=/tmp/x/ipcontroller-client.json\ndefault = big\n"
+        "[moi]\nkey_prefix = app:\nttl = 60\n"
+    )
+    clean_env.setenv("MOI_CONFIG_FP", str(ini))
+    settings = build_settings()
+    assert settings.redis_url == "redis://:s3cret@127.0.0.1:7000/2"
+    assert settings.contexts == {
+        "demo": ContextSpec("demo", profile="demo"),
+        "big": ContextSpec("big", profile="slurm", cluster_id="c1"),
+        "local": ContextSpec("local", url_file="/tmp/x/ipcontroller-client.json"),
+    }
+    assert (settings.default_context, settings.key_prefix, settings.ttl) == ("big", "app:", 60)
+
+    clean_env.setenv("MOI_TTL", "90")
+    clean_env.setenv("MOI_REDIS_URL", "redis://127.0.0.1:7001/0")
+    assert build_settings().ttl == 90
+    assert build_settings().redis_url == "redis://127.0.0.1:7001/0"
+    assert build_settings({"ttl": 5}).ttl == 5
+
+
+def test_first_configured_context_is_the_default(clean_env) -> None:
+    clean_env.setenv("MOI_CONTEXTS", "alpha,beta")
+    assert build_settings().default_context == "alpha"
+
+
+def test_bad_values_are_config_errors(clean_env) -> None:
+    with pytest.raises(ConfigError, match="ttl must be a number"):
+        build_settings({"ttl": "soon"})
+    with pytest.raises(ConfigError, match="positive"):
+        build_settings({"ttl": 0})
+
+
+def test_import_opens_no_connection_and_starts_nothing(tmp_path) -> None:
+    # An unreachable Redis and an empty state dir: importing and naming things must still work.
+    code = (
+        "import moi, moi.job, moi.cli\n"
+        "from moi import ctx_default, r_client\n"
+        "print(ctx_default)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "MOI_STATE_DIR": str(tmp_path / "state"), "MOI_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "default\n"
+    assert not (tmp_path / "state").exists()
+
+
+def test_a_down_context_breaks_neither_import_nor_other_contexts(r, tmp_path, cluster_file) -> None:
+    import moi
+    from moi.errors import ClusterUnavailable
+    from moi.job import submit
+    from tests import jobs
+    from tests.conftest import finished
+
+    moi.configure(contexts=f"default={cluster_file},down={tmp_path / 'gone.json'}", cluster_timeout=1)
+    try:
+        with pytest.raises(ClusterUnavailable, match="'down'"):
+            submit("down", "kim", "x", None, jobs.add, 1, 1)
+        job_id, _, _ = submit("default", "kim", "x", None, jobs.add, 1, 1)
+        assert finished(job_id)["result"] == 2
+    finally:
+        moi.connections._overrides.clear()
+        moi.connections.reset()
