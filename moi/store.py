@@ -24,6 +24,9 @@ from .keys import Keys
 
 log = logging.getLogger("moi.store")
 
+# A change to an info object: the new info, or None for no change.
+Change = Callable[[Info], "Info | None"]
+
 # Set the info object only if nobody changed it since we read it.
 # Returns 1 (set and published), -1 (no such node) or the current document.
 _COMPARE_AND_SET = """
@@ -33,6 +36,29 @@ if cjson.decode(current)['revision'] ~= tonumber(ARGV[1]) then return current en
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
+"""
+
+# The compare-and-set above for many nodes in one call (a batch of jobs on one engine).
+# KEYS: info keys.  ARGV: ttl, then per key: revision, document, channel, message.
+# Returns per key what _COMPARE_AND_SET returns; a key may come more than once.
+_COMPARE_AND_SET_MANY = """
+local ttl = ARGV[1]
+local out, lost = {}, {}
+for i, key in ipairs(KEYS) do
+  local at = 2 + (i - 1) * 4
+  local current = redis.call('GET', key)
+  if not current then
+    out[i] = -1
+  elseif lost[key] or cjson.decode(current)['revision'] ~= tonumber(ARGV[at]) then
+    lost[key] = true  -- a later change of this node was built on the lost one
+    out[i] = current
+  else
+    redis.call('SET', key, ARGV[at + 1], 'EX', ttl)
+    redis.call('PUBLISH', ARGV[at + 2], ARGV[at + 3])
+    out[i] = 1
+  end
+end
+return out
 """
 
 # The group of a user (or an existing group id), created when missing or expired.
@@ -78,6 +104,7 @@ class Store:
         self.url = url
         self._cas = client.register_script(_COMPARE_AND_SET)
         self._ensure_group = client.register_script(_ENSURE_GROUP)
+        self._cas_many = client.register_script(_COMPARE_AND_SET_MANY)
 
     # reading -------------------------------------------------------------
 
@@ -211,6 +238,61 @@ class Store:
             if outcome == -1:
                 raise UnknownId(node_id)
             info = json.loads(outcome)  # someone else changed it: merge again
+
+    def update_many(self, changes: list[tuple[str, Change, Info]]) -> dict[str, Info]:
+        """``update`` for many nodes in one round trip: ``(node_id, change, known)`` each.
+
+        A node may appear more than once; its changes apply in order, each
+        published. Nodes whose ``known`` copy was stale are merged and retried
+        (rare). Returns node id -> info as it now stands; a node that no longer
+        exists (removed meanwhile) is left out rather than failing the others.
+        """
+        pending = list(changes)
+        outcome: dict[str, Info] = {}
+        gone: set[str] = set()
+        while pending:
+            writes = self._writes(pending, outcome)
+            if not writes:
+                break
+            args: list[Any] = [self.ttl]
+            for node_id, _, new in writes:
+                args += [new["revision"] - 1, dumps(new), self.keys.channel(node_id), message("update", [node_id])]
+            with reaching(self.url):
+                answers = self._cas_many(keys=[self.keys.info(node_id) for node_id, _, _ in writes], args=args)
+            pending = self._settle(writes, answers, outcome, gone)
+        return outcome
+
+    @staticmethod
+    def _writes(pending: list[tuple[str, Change, Info]], outcome: dict[str, Info]) -> list[tuple[str, Change, Info]]:
+        """The documents to write, each change applied to the node's latest copy in this round."""
+        writes = []
+        latest: dict[str, Info] = {}
+        for node_id, change, known in pending:
+            info = latest.get(node_id, known)
+            changed = change(dict(info))
+            if changed is None:
+                outcome[node_id] = info
+                continue
+            changed["revision"] = info["revision"] + 1
+            latest[node_id] = changed
+            writes.append((node_id, change, changed))
+        return writes
+
+    @staticmethod
+    def _settle(
+        writes: list[tuple[str, Change, Info]], answers: list[Any], outcome: dict[str, Info], gone: set[str]
+    ) -> list[tuple[str, Change, Info]]:
+        """Record what was written; what lost a race is retried from the current copy."""
+        retry = []
+        for (node_id, change, new), answer in zip(writes, answers, strict=True):
+            if answer == 1:
+                outcome[node_id] = new
+            elif answer == -1:
+                gone.add(node_id)
+                outcome.pop(node_id, None)
+            else:
+                retry.append((node_id, change, json.loads(answer)))  # changed meanwhile: merge again
+        return [entry for entry in retry if entry[0] not in gone]
 
     def publish(self, node_id: str, action: str, ids: Iterable[str]) -> None:
         with reaching(self.url):

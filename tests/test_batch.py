@@ -1,0 +1,129 @@
+"""Batches: submit_many and ``moi submit --each``, against the session's Redis and cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from moi.batch import chunk_size_for
+from moi.info import new_info
+from moi.batch import submit_many
+from moi.store import set_fields
+from tests import batch_jobs
+from tests.conftest import finished, run_moi
+
+
+def _drain(pubsub: Any, until: float = 0.5) -> list[tuple[str, dict[str, list[str]]]]:
+    """Every message published until none came for ``until`` seconds (bounded to 30 s)."""
+    messages = []
+    deadline = time.monotonic() + 30
+    last = time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - last < until:
+        # None also stands for a skipped subscribe reply: only silence ends the wait.
+        message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+        if message is not None:
+            messages.append((message["channel"], json.loads(message["data"])))
+            last = time.monotonic()
+    return messages
+
+
+def test_every_item_is_its_own_job_and_succeeds(r, store) -> None:
+    items = [(a, 2) for a in range(10)]
+    job_ids, group_id, batch = submit_many("default", "sweeper", "halves", "/sweep", batch_jobs.divide, items)
+
+    assert batch.get(timeout=60) == [a / 2 for a in range(10)]
+    assert len(set(job_ids)) == 10
+    assert r.smembers(f"{group_id}:jobs") == set(job_ids)
+    infos = [finished(job_id) for job_id in job_ids]
+    for index, info in enumerate(infos):
+        assert (info["status"], info["result"], info["type"]) == ("Success", index / 2, "job")
+        assert (info["name"], info["parent"], info["url"]) == (f"halves [{index}]", group_id, "/sweep")
+        assert info["date_start"] <= info["date_end"]
+
+
+def test_a_failing_item_fails_alone(r, store) -> None:
+    job_ids, _, batch = submit_many("default", "sweeper", "ratios", None, batch_jobs.divide, [(1, 1), (1, 0), (3, 1)])
+
+    assert batch.get(timeout=60) == [1.0, None, 3.0]
+    first, broken, last = (finished(job_id) for job_id in job_ids)
+    assert (first["status"], last["status"]) == ("Success", "Success")
+    assert broken["status"] == "Failed"
+    assert "ZeroDivisionError" in broken["result"]
+
+
+def test_items_are_announced_and_every_transition_published(r, store) -> None:
+    group_id = store.ensure_group("watcher")
+    pubsub = r.pubsub(ignore_subscribe_messages=True)
+    pubsub.psubscribe("*:pubsub")
+
+    job_ids, _, batch = submit_many("default", "watcher", "p", None, batch_jobs.progress, [2, 2, 2], chunk_size=2)
+    batch.wait(60)
+    messages = _drain(pubsub)
+    pubsub.close()
+
+    assert len(batch.handles) == 2  # chunks of 2: two ipyparallel tasks for three jobs
+    added = [ids for channel, body in messages if channel == f"{group_id}:pubsub" for ids in body["add"]]
+    assert added == job_ids
+    updates = Counter(body["update"][0] for channel, body in messages if "update" in body)
+    assert updates == {job_id: 4 for job_id in job_ids}  # Running, two status texts, Success
+    assert all(finished(job_id)["result"] == 2 for job_id in job_ids)
+
+
+def test_a_plain_value_is_the_single_argument(r, store) -> None:
+    job_ids, _, batch = submit_many("default", "sweeper", "p", None, batch_jobs.progress, [0, 1])
+    assert batch.get(timeout=60) == [0, 1]
+    assert [finished(job_id)["status"] for job_id in job_ids] == ["Success", "Success"]
+
+
+def test_chunks_share_the_items_out_over_the_engines() -> None:
+    assert chunk_size_for(1, 2) == 1
+    assert chunk_size_for(80, 2) == 10
+    assert chunk_size_for(10**6, 2) == 500
+
+
+def test_update_many_merges_a_concurrent_change_and_skips_removed_nodes(r, store) -> None:
+    kept, removed = (new_info(name, name, "job", f"{name}:pubsub") for name in ("kept", "removed"))
+    group_id = store.ensure_group("merger")
+    store.add_nodes(group_id, [kept, removed])
+    store.update("kept", set_fields(note="from elsewhere"))  # our copy of "kept" is now stale
+    r.delete("removed")
+
+    outcome = store.update_many(
+        [("kept", set_fields(status="Running"), kept), ("removed", set_fields(status="Running"), removed)]
+    )
+
+    assert set(outcome) == {"kept"}
+    now = json.loads(r.get("kept"))
+    assert (now["status"], now["note"], now["revision"]) == ("Running", "from elsewhere", 2)
+
+
+@pytest.mark.parametrize("block", [False, True])
+def test_cli_submit_each_runs_one_job_per_line(r, tmp_path, block: bool) -> None:
+    commands = tmp_path / "commands.txt"
+    commands.write_text("echo one\n\n# a comment\necho two\nexit 3\n")
+
+    done = run_moi("submit", "--each", str(commands), "--user", "shell", *(["--block"] if block else []))
+
+    assert done.returncode == 0, done.stderr
+    job_ids = [line.split(": ")[1] for line in done.stdout.splitlines() if line.startswith("Submitted job id: ")]
+    assert len(job_ids) == 3
+    infos = [finished(job_id) for job_id in job_ids]
+    assert [info["status"] for info in infos] == ["Success", "Success", "Failed"]
+    assert infos[0]["result"] == ["one\n", "", 0]
+    assert "returncode: 3" in infos[2]["result"]
+    if block:
+        assert done.stdout.count("**********") == 6  # three blocks, a header line each
+        assert "status\t\t: Failed" in done.stdout
+
+
+def test_cli_submit_each_refuses_an_empty_file_and_both_options(r, tmp_path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n# nothing\n")
+    assert "holds no commands" in run_moi("submit", "--each", str(empty)).stderr
+    both = run_moi("submit", "--each", str(empty), "--cmd", "return 1")
+    assert both.returncode != 0
+    assert "not both" in both.stderr
