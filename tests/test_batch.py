@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from moi.batch import chunk_size_for
+from moi.batch import chunk_size_for, submit_many
 from moi.info import new_info
-from moi.batch import submit_many
 from moi.store import set_fields
 from tests import batch_jobs
 from tests.conftest import finished, run_moi
