@@ -48,7 +48,9 @@ def test_submit_python_block_prints_the_seed_block(r) -> None:
     )  # fmt: skip
 
 
-SEED_ORDER = ["context", "date_created", "date_end", "date_start", "id", "name", "parent", "pubsub", "status", "type", "url"]
+SEED_ORDER = [
+    "context", "date_created", "date_end", "date_start", "id", "name", "parent", "pubsub", "status", "type", "url",
+]  # fmt: skip
 
 
 def test_submit_system_block(r) -> None:
