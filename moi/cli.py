@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 
-from . import connections, runtime
+from . import connections, runtime, watchdog
 from .errors import InvalidId, MoiError
 from .info import SEED_FIELDS, Info, is_finished, is_uuid
-from .job import check_code, python_exec, submit, system_call
+from .job import cancel, check_code, python_exec, submit, system_call
 
 DEFAULT_NAME = "no-user-cmd-submit"
 
@@ -113,6 +115,31 @@ def status_command() -> None:
     click.echo(f"default context: {settings.default_context}")
 
 
+@main.command("cancel")
+@click.option("--job-id", required=True, help="A job id, or a group id to cancel all its unfinished jobs.")
+def cancel_command(job_id: str) -> None:
+    """Cancel a queued or running job (or every unfinished job of a group)."""
+    if not is_uuid(job_id):
+        raise InvalidId(job_id)
+    click.echo(cancel(job_id).summary(job_id))
+
+
+@main.command("watchdog")
+@click.option("--once", is_flag=True, help="One pass that fails stranded jobs at once, then exit.")
+@click.option("--interval", type=float, default=watchdog.INTERVAL, show_default=True, help="Seconds between passes.")
+def watchdog_command(once: bool, interval: float) -> None:
+    """Fail jobs whose engine died or whose cluster went away (for clusters moi did not start)."""
+    store = connections.store()
+    if once:
+        # No second look here, so no grace: only for a cluster known to be down.
+        for job_id in watchdog.Watchdog(store, grace=0, queued_grace=0).check():
+            click.echo(f"failed stranded job {job_id}")
+        return
+    click.echo(f"watching jobs in {store.url} every {interval:g}s; Ctrl-C stops")
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop it
+        watchdog.run_forever(store, threading.Event(), interval)
+
+
 @main.command("down")
 def down_command() -> None:
     """Stop the local runtime (its Redis and cluster)."""
@@ -150,6 +177,8 @@ def wait_for(job_id: str, timeout: float | None = None, poll: float = 1.0) -> In
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     store = connections.store()
+    # A waiter watches too: a job whose engine died ends even if nothing else runs a watchdog.
+    guard, next_check = watchdog.Watchdog(store), time.monotonic() + watchdog.INTERVAL
     pubsub = store.redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(store.keys.channel(job_id))  # before reading: no update can slip by
     try:
@@ -158,6 +187,9 @@ def wait_for(job_id: str, timeout: float | None = None, poll: float = 1.0) -> In
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {info['status']} after {timeout}s")
             pubsub.get_message(timeout=poll)
+            if time.monotonic() >= next_check:
+                watchdog.check_logging(guard)
+                next_check = time.monotonic() + watchdog.INTERVAL
             info = store.get(job_id)
         return info
     finally:

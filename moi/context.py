@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import threading
@@ -72,6 +73,22 @@ class Context:
         log.info("connected to cluster %s with %d engines", self.name, len(client.ids))
         return client
 
+    def controller(self) -> dict[str, str]:
+        """Where this cluster's controller listens and which one it is, for the watchdog.
+
+        ``identity`` is a digest of the controller's session key (never the key
+        itself): a restarted controller has a new key, and has lost the old tasks.
+        """
+        config: dict[str, Any] = getattr(self.client, "_config", {}) or {}
+        key = config.get("key") or ""
+        if isinstance(key, bytes):
+            key = key.decode()
+        return {
+            "registration": str(config.get("registration") or ""),
+            "identity": key_digest(key),
+            "file": self.spec.url_file or "",
+        }
+
     def reset(self) -> None:
         """Forget the connection, so the next use reconnects."""
         with self._lock:
@@ -79,6 +96,11 @@ class Context:
                 self._client.close()
             self._client = None
             self._view = None
+
+
+def key_digest(key: str) -> str:
+    """Names a controller by its session key without revealing the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _reason(error: BaseException) -> str:

@@ -9,24 +9,29 @@ configuration: the ``JobSpec`` it receives says which Redis to write to.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import signal
 import subprocess
 import textwrap
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from . import connections
+from . import connections, engine
 from .context import Context
-from .errors import CommandFailed, InvalidCode
+from .errors import CommandFailed, InvalidCode, JobCancelled, RedisUnavailable, UnknownId
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
-from .store import Store, store_for
+from .store import Store, reaching, store_for
 
 log = logging.getLogger("moi.job")
 
 NO_USER_GROUP = "no-user"
 _CODE_FILENAME = "<moi-cmd>"
+KILL_AFTER = 3.0  # seconds a cancelled shell command gets between SIGTERM and SIGKILL
 
 
 @dataclass(frozen=True)
@@ -70,8 +75,16 @@ def submit(
     store.add_nodes(group_id, [info])
     spec = JobSpec(job_id, store.url, store.keys.prefix, store.ttl)
     handle = view.apply_async(run_job, spec, func, args, kwargs)
+    _index_queued(store, job_id, context, handle)
     log.debug("submitted %s to %s", job_id, context.name)
     return job_id, group_id, handle
+
+
+def _index_queued(store: Store, job_id: str, context: Context, handle: Any) -> None:
+    """Note which cluster the job waits in, so a watchdog can fail it if that cluster goes away."""
+    entry = {"context": context.name, "task_id": handle.msg_ids[0], **context.controller()}
+    with reaching(store.url):
+        store.redis.hset(store.keys.queued, job_id, json.dumps(entry))
 
 
 def submit_nouser(func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, str, Any]:
@@ -91,19 +104,123 @@ def get_info(job_id: str) -> Info:
     return connections.store().get(job_id)
 
 
+# cancelling ----------------------------------------------------------------
+
+
+@dataclass
+class CancelReport:
+    """What ``cancel`` did, job by job."""
+
+    cancelled: list[str] = field(default_factory=list)  # were queued: Cancelled now, never run
+    requested: list[str] = field(default_factory=list)  # running: their engine interrupts them
+    finished: list[str] = field(default_factory=list)  # already finished: nothing changed
+
+    def summary(self, node_id: str) -> str:
+        """One line for a user."""
+        if not (self.cancelled or self.requested):
+            if len(self.finished) == 1 and self.finished[0] == node_id:
+                return f"Job {node_id} has already finished; nothing to cancel"
+            return f"Nothing to cancel in {node_id}: all {len(self.finished)} jobs have finished"
+        parts = []
+        if self.cancelled:
+            parts.append(f"{len(self.cancelled)} queued job(s) cancelled")
+        if self.requested:
+            parts.append(f"{len(self.requested)} running job(s) being interrupted")
+        if self.finished:
+            parts.append(f"{len(self.finished)} already finished")
+        return f"Cancel {node_id}: " + ", ".join(parts)
+
+
+def cancel(node_id: str) -> CancelReport:
+    """Cancel a job, or every unfinished job under a group.
+
+    A queued job is marked Cancelled at once and never runs; a running job's
+    engine interrupts it (a shell command's process group is terminated) and
+    records Cancelled within a few seconds. Finished jobs are left as they are.
+    Raises UnknownId for an id that names nothing.
+    """
+    store = connections.store()
+    info = store.get(node_id)
+    jobs = store.descendant_jobs(node_id) if info.get("type") == "group" else [info]
+    report = CancelReport()
+    for job in jobs:
+        _cancel_job(store, job, report)
+    return report
+
+
+def _cancel_job(store: Store, info: Info, report: CancelReport) -> None:
+    job_id = info["id"]
+    wrote: list[bool] = []
+
+    def change(current: Info) -> Info | None:
+        new = _cancel_if_queued(current)
+        wrote[:] = [new is not None]  # the last attempt is the one that counted
+        return new
+
+    try:
+        info = store.update(job_id, change, info)
+    except UnknownId:
+        return  # removed meanwhile: nothing left to cancel
+    if wrote == [True]:
+        report.cancelled.append(job_id)
+        with reaching(store.url):
+            store.redis.hdel(store.keys.queued, job_id)
+    elif is_finished(info):
+        report.finished.append(job_id)
+    else:
+        with reaching(store.url):
+            store.redis.set(store.keys.cancel(job_id), "1", ex=store.ttl)
+        report.requested.append(job_id)
+
+
+_CANCELLED_QUEUED = "Cancelled before it started"
+
+
+def _cancel_if_queued(info: Info) -> Info | None:
+    # The compare-and-set decides the race with an engine starting the job:
+    # whichever writes first wins, and run_job never runs a job not Queued.
+    if info["status"] != Status.QUEUED:
+        return None
+    info.update(status=Status.CANCELLED, result=_CANCELLED_QUEUED, result_format="text", date_end=now())
+    return info
+
+
 # on the engine -----------------------------------------------------------
 
 
 def run_job(spec: JobSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The engine side of a job: Running, the call, then Success or Failed."""
+    """The engine side of a job: Running, the call, then Success, Failed or Cancelled.
+
+    The heartbeat starts before the job shows as Running, so a watchdog can
+    tell a running job from one whose engine died.
+    """
     store = spec.store()
-    info = store.update(spec.job_id, _start)
-    if info["status"] != Status.RUNNING:
-        return None  # cancelled (or otherwise finished) before it started
-    tracker = _Tracker(store, spec.job_id, info)
+    liveness = engine.Liveness(store, spec.job_id)
+    liveness.start()
     try:
-        result = func(*args, status_update=tracker.status_update, **kwargs)
-    except Exception:
+        start = _starter(liveness.label)
+        info = engine.retrying(lambda: store.update(spec.job_id, start), f"starting job {spec.job_id}")
+        if info["status"] != Status.RUNNING:
+            return None  # cancelled (or otherwise finished) before it started
+        return _call(_Tracker(store, spec.job_id, info), liveness, func, args, kwargs)
+    finally:
+        liveness.stop()
+
+
+def _call(
+    tracker: _Tracker,
+    liveness: engine.Liveness,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    try:
+        with liveness.interruptible():
+            result = func(*args, status_update=tracker.status_update, **kwargs)
+    except BaseException:  # KeyboardInterrupt or SystemExit must not leave it Running either
+        if liveness.cancel_requested:
+            tracker.finish(Status.CANCELLED, "Cancelled while running", "text")
+            raise JobCancelled(f"Job {tracker.job_id} was cancelled") from None
         tracker.finish(Status.FAILED, traceback.format_exc(), "traceback")
         raise
     value, result_format = encode_result(result)
@@ -111,11 +228,14 @@ def run_job(spec: JobSpec, func: Callable[..., Any], args: tuple[Any, ...], kwar
     return result
 
 
-def _start(info: Info) -> Info | None:
-    if info["status"] != Status.QUEUED:
-        return None
-    info.update(status=Status.RUNNING, date_start=now())
-    return info
+def _starter(label: str) -> Callable[[Info], Info | None]:
+    def start(info: Info) -> Info | None:
+        if info["status"] != Status.QUEUED:
+            return None
+        info.update(status=Status.RUNNING, date_start=now(), engine=label)
+        return info
+
+    return start
 
 
 class _Tracker:
@@ -133,7 +253,11 @@ class _Tracker:
             info["status"] = str(text)
             return info
 
-        self.info = self.store.update(self.job_id, change, self.info)
+        try:
+            self.info = self.store.update(self.job_id, change, self.info)
+        except RedisUnavailable as error:
+            # A status text is a progress note: losing one must not fail the job.
+            log.warning("job %s: status %r not recorded: %s", self.job_id, text, error)
 
     def finish(self, status: Status, result: Any, result_format: str) -> None:
         def change(info: Info) -> Info | None:
@@ -142,18 +266,55 @@ class _Tracker:
             info.update(status=status, result=result, result_format=result_format, date_end=now())
             return info
 
-        self.info = self.store.update(self.job_id, change, self.info)
+        # The final state must land even across a Redis outage (bounded: then it is logged).
+        self.info = engine.retrying(
+            lambda: self.store.update(self.job_id, change, self.info), f"recording job {self.job_id} {status}"
+        )
 
 
 # what the CLI runs ------------------------------------------------------
 
 
 def system_call(cmd: str, **kwargs: Any) -> list[Any]:
-    """Run a shell command; ``[stdout, stderr, returncode]``, or CommandFailed."""
-    proc = subprocess.run(cmd, shell=True, capture_output=True, text=True, start_new_session=True)
+    """Run a shell command; ``[stdout, stderr, returncode]``, or CommandFailed.
+
+    The command runs in its own process group; if the call is interrupted
+    (the job is cancelled), the whole group gets SIGTERM, then SIGKILL.
+    """
+    with subprocess.Popen(
+        cmd,
+        shell=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            with engine.shielded():
+                _end_process_group(proc)
+            raise
     if proc.returncode != 0:
-        raise CommandFailed(cmd, proc.stdout, proc.stderr, proc.returncode)
-    return [proc.stdout, proc.stderr, proc.returncode]
+        raise CommandFailed(cmd, stdout, stderr, proc.returncode)
+    return [stdout, stderr, proc.returncode]
+
+
+def _end_process_group(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM to the command's whole process group; SIGKILL for whatever ignores it."""
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(KILL_AFTER)
+    except subprocess.TimeoutExpired:
+        log.info("command %d ignored SIGTERM; killing its process group", proc.pid)
+    _signal_group(proc.pid, signal.SIGKILL)  # children may outlive the shell
+    proc.wait()
+
+
+def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the group has already gone
+        os.killpg(pgid, signum)
 
 
 def function_source(code: str) -> str:

@@ -4,12 +4,15 @@ The first moi process that needs them starts a supervisor in the background
 (``python -m moi.runtime``), which runs an embedded redis-server and a local
 cluster, writes where they are to ``runtime.json`` in the state directory,
 and stops both when it gets SIGTERM (``moi down``). A file lock makes sure
-that two moi commands started at once start one runtime.
+that two moi commands started at once start one runtime. While it runs, the
+supervisor replaces any engine that dies (so the cluster keeps its size) and
+runs the job watchdog (``moi.watchdog``) over the Redis jobs are kept in.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -24,9 +27,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from .errors import RuntimeStartError
+from .errors import ConfigError, RuntimeStartError
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -36,6 +39,7 @@ log = logging.getLogger("moi.runtime")
 STATE_FILE = "runtime.json"
 CLUSTER_ID = "moi"
 START_TIMEOUT = 120.0
+SUPERVISE_INTERVAL = 1.0  # seconds between looks at the engines
 
 
 @dataclass(frozen=True)
@@ -231,7 +235,9 @@ async def _serve(state_dir: Path, engines: int) -> None:
         )
         _write_state(state_dir, info)
         log.warning("moi runtime ready: redis %s, %d engines", redis_url, engines)
-        await stopping.wait()
+        watching = asyncio.create_task(_watch_jobs(redis_url, stopping))
+        await _keep_engines(cluster, engines, stopping)
+        await watching
     finally:
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         try:
@@ -239,6 +245,35 @@ async def _serve(state_dir: Path, engines: int) -> None:
         finally:
             redis_proc.terminate()
             redis_proc.wait(10)
+
+
+async def _keep_engines(cluster: Any, engines: int, stopping: asyncio.Event) -> None:
+    """Start a new engine for each one that died, until the runtime stops."""
+    while not stopping.is_set():
+        for set_id, engine_set in list(cluster.engines.items()):
+            if not getattr(engine_set, "launchers", None):
+                cluster.engines.pop(set_id)  # every engine of this set is gone
+        alive = sum(len(engine_set.launchers) for engine_set in cluster.engines.values())
+        if alive < engines:
+            log.warning("%d of %d engines died; starting replacements", engines - alive, engines)
+            await cluster.start_engines(n=engines - alive)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), SUPERVISE_INTERVAL)
+
+
+async def _watch_jobs(own_redis_url: str, stopping: asyncio.Event) -> None:
+    """The watchdog over the Redis moi processes of this user keep jobs in."""
+    from .config import build_settings
+    from .store import store_for
+    from .watchdog import watch
+
+    try:
+        settings = build_settings({})
+    except ConfigError as error:  # a broken configuration must not take the cluster down
+        log.error("no job watchdog: %s", error)
+        return
+    url = settings.redis_url or own_redis_url
+    await watch(store_for(url, settings.key_prefix, settings.ttl), stopping)
 
 
 def _write_state(state_dir: Path, info: RuntimeInfo) -> None:

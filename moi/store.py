@@ -65,8 +65,10 @@ return out
 # KEYS: user map.  ARGV: key, new group id, new group info, ttl, key prefix.
 _ENSURE_GROUP = """
 local prefix = ARGV[5]
-local gid = redis.call('HGET', KEYS[1], ARGV[1])
-if not gid and redis.call('EXISTS', prefix .. ARGV[1] .. ':jobs') == 1 then gid = ARGV[1] end
+local gid = nil
+-- A group id first: the map also holds group id -> user name, which is not a group.
+if redis.call('EXISTS', prefix .. ARGV[1] .. ':jobs') == 1 then gid = ARGV[1] end
+if not gid then gid = redis.call('HGET', KEYS[1], ARGV[1]) end
 if gid and redis.call('EXISTS', prefix .. gid) == 1 then
   redis.call('EXPIRE', prefix .. gid, ARGV[4])
   return gid

@@ -1,0 +1,228 @@
+"""The engine side of liveness and cancellation.
+
+While a job runs, a daemon thread beats: it refreshes the job's heartbeat key
+(a short TTL, so it vanishes when the engine dies) and looks at the job's
+cancel flag. When the flag is set it interrupts the job function by raising
+``JobCancelled`` in the thread that runs it: through a signal when that is the
+main thread (so a blocking ``time.sleep`` or ``subprocess`` wait is
+interrupted too), otherwise with ``PyThreadState_SetAsyncExc``. A function
+that swallows the exception is interrupted again every ``REINTERRUPT_AFTER``
+seconds. Writes of the job's state survive a Redis outage by retrying with
+backoff for at most ``WRITE_RETRY_FOR`` seconds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import redis
+
+from .errors import JobCancelled, RedisUnavailable
+from .store import Store
+
+log = logging.getLogger("moi.engine")
+
+HEARTBEAT_INTERVAL = 1.0  # seconds between beats, and so between looks at the cancel flag
+HEARTBEAT_TTL = 10  # seconds a heartbeat lives: an engine silent this long is lost
+REINTERRUPT_AFTER = 10.0  # a job that swallowed JobCancelled is interrupted again after this
+WRITE_RETRY_FOR = 60.0  # a state write keeps retrying through a Redis outage this long
+CANCEL_SIGNAL = signal.SIGUSR2
+
+T = TypeVar("T")
+
+# The job running on this engine's main thread, for the signal handler.
+_main_job: Liveness | None = None
+_jobs_by_thread: dict[int, Liveness] = {}
+
+
+def engine_label() -> str:
+    """Where a job runs, as ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def retrying(write: Callable[[], T], what: str, retry_for: float = WRITE_RETRY_FOR) -> T:
+    """``write()``, retried with backoff while Redis is unreachable, for at most ``retry_for`` s."""
+    deadline = time.monotonic() + retry_for
+    delay = 0.25
+    while True:
+        try:
+            return write()
+        except RedisUnavailable as error:
+            if time.monotonic() + delay > deadline:
+                log.error("giving up on %s after %.0fs: %s", what, retry_for, error)
+                raise
+            log.warning("%s: %s; retrying in %.2fs", what, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
+
+
+class Liveness:
+    """The heartbeat and the cancel watch of one job on this engine."""
+
+    def __init__(self, store: Store, job_id: str) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.label = engine_label()
+        self.cancel_requested = False
+        self._thread_id = threading.get_ident()
+        self._on_main = threading.current_thread() is threading.main_thread()
+        self._active = False  # the job function is running and may be interrupted
+        self._shielded = 0  # cleanup that must not be interrupted is running
+        self._last_interrupt: float | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._beater = threading.Thread(target=self._beat_forever, name=f"moi-heartbeat-{job_id}", daemon=True)
+        self._outage_logged = False
+
+    # lifecycle ----------------------------------------------------------------
+
+    def start(self) -> None:
+        """First beat, before the job can show as Running, then beat in the background."""
+        keys = self.store.keys
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.set(keys.heartbeat(self.job_id), self.label, ex=HEARTBEAT_TTL)
+        pipe.sadd(keys.running, self.job_id)
+        pipe.hdel(keys.queued, self.job_id)
+        retrying(lambda: self._execute(pipe), f"registering job {self.job_id}")
+        _install_signal_handler()
+        _jobs_by_thread[self._thread_id] = self
+        self._beater.start()
+
+    def stop(self) -> None:
+        """Stop beating and forget the job's liveness keys (best effort: they expire anyway)."""
+        self._stop.set()
+        self._beater.join(HEARTBEAT_INTERVAL * 2)
+        _jobs_by_thread.pop(self._thread_id, None)
+        keys = self.store.keys
+        pipe = self.store.redis.pipeline(transaction=True)
+        pipe.delete(keys.heartbeat(self.job_id), keys.cancel(self.job_id))
+        pipe.srem(keys.running, self.job_id)
+        try:
+            self._execute(pipe)
+        except RedisUnavailable as error:
+            log.warning(
+                "job %s: could not clear its heartbeat (%s); it expires in %ds", self.job_id, error, HEARTBEAT_TTL
+            )
+
+    def _execute(self, pipe: redis.client.Pipeline[str]) -> list[object]:
+        try:
+            return pipe.execute()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            raise RedisUnavailable(self.store.url, str(error).splitlines()[0] if str(error) else "") from error
+
+    # the job function ---------------------------------------------------------
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """While the job function runs inside this block, a cancel interrupts it."""
+        global _main_job
+        with self._lock:
+            if self.cancel_requested:
+                raise JobCancelled(f"Job {self.job_id} was cancelled before it ran")
+            self._active = True
+            if self._on_main:
+                _main_job = self
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active = False
+                if self._on_main:
+                    _main_job = None
+                else:
+                    _clear_async_exception(self._thread_id)
+
+    @contextmanager
+    def shielded(self) -> Iterator[None]:
+        """No interrupt inside this block (cleanup after an interrupt)."""
+        with self._lock:
+            self._shielded += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._shielded -= 1
+
+    def should_raise(self) -> bool:
+        # Read without the lock: this runs inside a signal handler on the job's thread.
+        return self._active and self.cancel_requested and not self._shielded
+
+    # the heartbeat thread -----------------------------------------------------
+
+    def _beat_forever(self) -> None:
+        while not self._stop.wait(HEARTBEAT_INTERVAL):
+            if self._beat():
+                self._interrupt()
+
+    def _beat(self) -> bool:
+        """Refresh the heartbeat; whether cancellation is requested."""
+        keys = self.store.keys
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.set(keys.heartbeat(self.job_id), self.label, ex=HEARTBEAT_TTL)
+        pipe.exists(keys.cancel(self.job_id))
+        try:
+            _, cancelled = pipe.execute()
+        except redis.RedisError as error:
+            if not self._outage_logged:
+                log.warning("job %s: heartbeat cannot reach Redis (%s); still trying", self.job_id, error)
+                self._outage_logged = True
+            return self.cancel_requested
+        self._outage_logged = False
+        return bool(cancelled)
+
+    def _interrupt(self) -> None:
+        with self._lock:
+            if not self.cancel_requested:
+                log.info("job %s: cancellation requested", self.job_id)
+            self.cancel_requested = True
+            if not self._active or self._shielded:
+                return
+            now = time.monotonic()
+            if self._last_interrupt is not None and now - self._last_interrupt < REINTERRUPT_AFTER:
+                return
+            self._last_interrupt = now
+            if self._on_main:
+                signal.pthread_kill(self._thread_id, CANCEL_SIGNAL)
+            else:
+                _raise_in_thread(self._thread_id)
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """Shield cleanup in the current job (if any) from a cancel interrupt."""
+    job = _jobs_by_thread.get(threading.get_ident())
+    if job is None:
+        yield
+        return
+    with job.shielded():
+        yield
+
+
+def _on_cancel_signal(signum: int, frame: object) -> None:
+    job = _main_job
+    if job is not None and job.should_raise():
+        raise JobCancelled(f"Job {job.job_id} was cancelled")
+
+
+def _install_signal_handler() -> None:
+    # Installed for good (never restored): a late signal then finds a handler
+    # that ignores it, rather than the default action, which kills the engine.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
+
+
+def _raise_in_thread(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(JobCancelled))
+
+
+def _clear_async_exception(thread_id: int) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)

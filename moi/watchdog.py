@@ -1,0 +1,225 @@
+"""The watchdog: no job stays Running after its engine died, nor Queued after its cluster went away.
+
+It works from Redis alone, whatever the cluster. An engine running a job
+keeps the job's heartbeat key alive (see ``moi.engine``); a job in the
+running set whose heartbeat has been gone for ``GRACE`` seconds (as seen by
+this watchdog, so a Redis restart that dropped the keys is not mistaken for a
+death) is marked Failed, "engine lost". A job in the queued index whose
+controller stopped answering (or was replaced by a new one, which does not
+know the old tasks) for ``QUEUED_GRACE`` seconds is marked Failed, "cluster
+lost". Every write is a compare-and-set that leaves finished jobs alone, so
+any number of watchdogs may run at once: the embedded runtime's supervisor,
+``moi server``, a blocking ``moi submit --block`` and ``moi watchdog`` each run one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from .context import key_digest
+from .engine import HEARTBEAT_TTL
+from .errors import MoiError
+from .info import Info, Status, is_finished, now
+from .store import Store, reaching
+
+log = logging.getLogger("moi.watchdog")
+
+INTERVAL = 2.0  # seconds between two passes
+GRACE = 3.0  # a heartbeat must stay missing this long before the job is failed
+QUEUED_GRACE = 10.0  # a controller must stay gone this long before its queued jobs are failed
+PROBE_TIMEOUT = 1.0
+# From an engine's death to its job marked Failed, when a watchdog runs.
+ENGINE_LOST_WITHIN = HEARTBEAT_TTL + GRACE + 2 * INTERVAL
+CLUSTER_LOST_WITHIN = QUEUED_GRACE + 2 * INTERVAL + PROBE_TIMEOUT
+
+
+class Watchdog:
+    """One watcher over one Redis; call ``check`` every ``INTERVAL`` seconds."""
+
+    def __init__(self, store: Store, grace: float = GRACE, queued_grace: float = QUEUED_GRACE) -> None:
+        self.store = store
+        self.grace = grace
+        self.queued_grace = queued_grace
+        self._silent: dict[str, float] = {}  # running job -> when its heartbeat was first seen missing
+        self._stranded: dict[str, float] = {}  # queued job -> when its controller was first seen gone
+
+    def check(self) -> list[str]:
+        """One pass; the ids of the jobs it failed."""
+        return self._check_running() + self._check_queued()
+
+    # running jobs -------------------------------------------------------------
+
+    def _check_running(self) -> list[str]:
+        keys, client = self.store.keys, self.store.redis
+        with reaching(self.store.url):
+            ids = sorted(client.smembers(keys.running))
+            pipe = client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.exists(keys.heartbeat(job_id))
+            beating = pipe.execute() if ids else []
+        infos = {info["id"]: info for info in self.store.get_many(ids)}
+        _forget_others(self._silent, ids)
+        failed, done = [], []
+        moment = time.monotonic()
+        for job_id, alive in zip(ids, beating, strict=True):
+            info = infos.get(job_id)
+            if info is None or is_finished(info):
+                done.append(job_id)
+            elif alive:
+                self._silent.pop(job_id, None)
+            elif moment - self._silent.setdefault(job_id, moment) >= self.grace:
+                if self._fail(info, _engine_lost(info)):
+                    failed.append(job_id)
+                done.append(job_id)
+        if done:
+            with reaching(self.store.url):
+                client.srem(keys.running, *done)
+        return failed
+
+    # queued jobs ---------------------------------------------------------------
+
+    def _check_queued(self) -> list[str]:
+        keys, client = self.store.keys, self.store.redis
+        with reaching(self.store.url):
+            entries = client.hgetall(keys.queued)
+        ids = sorted(entries)
+        infos = {info["id"]: info for info in self.store.get_many(ids)}
+        _forget_others(self._stranded, ids)
+        alive: dict[str, bool] = {}  # one probe per controller per pass
+        failed, done = [], []
+        moment = time.monotonic()
+        for job_id in ids:
+            info = infos.get(job_id)
+            if info is None or info.get("status") != Status.QUEUED:
+                done.append(job_id)
+                continue
+            entry = _entry(entries[job_id])
+            where = entry.get("registration", "")
+            if where not in alive:
+                alive[where] = controller_alive(entry)
+            if alive[where]:
+                self._stranded.pop(job_id, None)
+            elif moment - self._stranded.setdefault(job_id, moment) >= self.queued_grace:
+                if self._fail(info, _cluster_lost(info, entry)):
+                    failed.append(job_id)
+                done.append(job_id)
+        if done:
+            with reaching(self.store.url):
+                client.hdel(keys.queued, *done)
+        return failed
+
+    # -------------------------------------------------------------------------
+
+    def _fail(self, info: Info, reason: str) -> bool:
+        """Mark an unfinished job Failed; whether this watchdog was the one that did."""
+        wrote: list[bool] = []
+
+        def change(current: Info) -> Info | None:
+            wrote[:] = [not is_finished(current)]
+            if is_finished(current):
+                return None  # it finished meanwhile: that state is final
+            current.update(status=Status.FAILED, result=reason, result_format="text", date_end=now())
+            return current
+
+        try:
+            self.store.update(info["id"], change, info)
+        except MoiError as error:
+            log.warning("could not fail job %s: %s", info["id"], error)
+            return False
+        if wrote == [True]:
+            log.warning("job %s failed: %s", info["id"], reason)
+        return wrote == [True]
+
+
+def _forget_others(suspects: dict[str, float], current: list[str]) -> None:
+    for job_id in set(suspects) - set(current):
+        del suspects[job_id]
+
+
+def _entry(raw: str) -> dict[str, Any]:
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def _engine_lost(info: Info) -> str:
+    engine = info.get("engine") or "its engine"
+    return (
+        f"Engine lost: {engine} stopped sending heartbeats for over {HEARTBEAT_TTL}s "
+        "(the engine died, or could not reach Redis); the job did not finish"
+    )
+
+
+def _cluster_lost(info: Info, entry: dict[str, Any]) -> str:
+    where = entry.get("registration") or "unknown address"
+    return (
+        f"Cluster lost: the controller of context {info.get('context')!r} at {where} went away "
+        "(stopped, restarted or unreachable) while the job was queued; it never ran"
+    )
+
+
+def controller_alive(entry: dict[str, Any]) -> bool:
+    """Whether the controller a job was queued in still answers and is the same one."""
+    address = urlsplit(str(entry.get("registration") or ""))
+    if not address.port:
+        return True  # nothing to probe: never fail a job on a guess
+    if not _same_controller(entry):
+        return False
+    host = address.hostname if address.hostname not in (None, "*", "0.0.0.0") else "127.0.0.1"
+    try:
+        with socket.create_connection((host, address.port), timeout=PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
+
+
+def _same_controller(entry: dict[str, Any]) -> bool:
+    """False only when the connection file now names a different controller."""
+    path = entry.get("file")
+    if not path or not os.path.exists(path):
+        return True
+    try:
+        with open(path) as handle:
+            key = str(json.load(handle).get("key") or "")
+    except (OSError, ValueError, AttributeError):
+        return True
+    return key_digest(key) == entry.get("identity")
+
+
+# running it ----------------------------------------------------------------------
+
+
+def run_forever(store: Store, stop: threading.Event, interval: float = INTERVAL) -> None:
+    """Check every ``interval`` seconds until ``stop`` is set; Redis outages are logged, not fatal."""
+    watchdog = Watchdog(store)
+    while not stop.is_set():
+        check_logging(watchdog)
+        stop.wait(interval)
+
+
+async def watch(store: Store, stop: asyncio.Event, interval: float = INTERVAL) -> None:
+    """``run_forever`` for an asyncio program (the runtime supervisor, ``moi server``)."""
+    watchdog = Watchdog(store)
+    while not stop.is_set():
+        await asyncio.to_thread(check_logging, watchdog)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+
+
+def check_logging(watchdog: Watchdog) -> list[str]:
+    try:
+        return watchdog.check()
+    except MoiError as error:
+        log.warning("watchdog pass skipped: %s", error)
+        return []
