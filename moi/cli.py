@@ -8,14 +8,14 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from . import connections, runtime, watchdog
 from .errors import InvalidId, MoiError
 from .info import SEED_FIELDS, Info, is_finished, is_uuid
-from .job import cancel, check_code, python_exec, submit, system_call
+from .job import cancel, check_code, python_exec, submit, submit_many, system_call
 
 DEFAULT_NAME = "no-user-cmd-submit"
 
@@ -39,24 +39,69 @@ def main(verbose: bool) -> None:
 
 
 @main.command("submit")
-@click.option("--cmd", required=True, help="Python code (a function body) or a shell command.")
-@click.option("--cmd-type", type=click.Choice(["python", "system"]), default="python", show_default=True)
+@click.option("--cmd", default=None, help="Python code (a function body) or a shell command.")
+@click.option(
+    "--each",
+    type=click.File("r"),
+    default=None,
+    help="A file of commands (- for stdin): one job per line, sent as one batch; blank and # lines skipped.",
+)
+@click.option(
+    "--cmd-type",
+    type=click.Choice(["python", "system"]),
+    default=None,
+    help="[default: python for --cmd, system for --each]",
+)
 @click.option("--block", is_flag=True, help="Wait for the job to finish and print it.")
 @click.option("--user", default=None, help="The user (group) the job belongs to.")
 @click.option("--name", default=DEFAULT_NAME, show_default=True, help="The job's name.")
 @click.option("--context", default=None, help="The cluster context (default: the configured default).")
-def submit_command(cmd: str, cmd_type: str, block: bool, user: str | None, name: str, context: str | None) -> None:
-    """Submit a job."""
-    if cmd_type == "python":
-        check_code(cmd)
-        func: Any = python_exec
-    else:
-        func = system_call
+def submit_command(
+    cmd: str | None,
+    each: TextIO | None,
+    cmd_type: str | None,
+    block: bool,
+    user: str | None,
+    name: str,
+    context: str | None,
+) -> None:
+    """Submit a job (--cmd), or one job per line of a file (--each)."""
+    if cmd is not None and each is not None:
+        raise click.UsageError("Give --cmd or --each, not both")
     ctx = context or connections.settings().default_context
+    if each is not None:
+        _submit_each(each, cmd_type or "system", block, user or "no-user", name, ctx)
+        return
+    if cmd is None:
+        raise click.UsageError("Give --cmd (one job) or --each (a file of commands)")
+    func = _command_function(cmd_type or "python", [cmd])
     job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd)
     click.echo(f"Submitted job id: {job_id}")
     if block:
         click.echo(format_info(wait_for(job_id)))
+
+
+def _command_function(cmd_type: str, commands: list[str]) -> Any:
+    """What runs the commands on an engine; Python code is compiled here first, so mistakes show now."""
+    if cmd_type == "system":
+        return system_call
+    for code in commands:
+        check_code(code)
+    return python_exec
+
+
+def _submit_each(lines: TextIO, cmd_type: str, block: bool, user: str, name: str, ctx: str) -> None:
+    commands = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not commands:
+        raise click.UsageError(f"{lines.name} holds no commands")
+    func = _command_function(cmd_type, commands)
+    job_ids, _, batch = submit_many(ctx, user, name, None, func, [(command,) for command in commands])
+    for handle in batch.handles:
+        handle.wait_for_send(30)  # this process may exit next: the tasks must have left it
+    for job_id in job_ids:
+        click.echo(f"Submitted job id: {job_id}")
+    if block:
+        click.echo("\n".join(format_info(wait_for(job_id)) for job_id in job_ids))
 
 
 @main.command("job")

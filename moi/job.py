@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import connections, engine
+from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
+from .batch import submit_many as submit_many
 from .context import Context
 from .errors import CommandFailed, InvalidCode, JobCancelled, RedisUnavailable, UnknownId
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
