@@ -100,11 +100,14 @@ def submit_many(
     context = connections.get_context(ctx)
     view = context.view  # connect first: an unreachable cluster writes nothing
     store = connections.store()
-    group_id = store.ensure_group(group)
     arguments = [item if isinstance(item, tuple) else (item,) for item in items]
-    infos = [_new_job(store, f"{name} [{index}]", group_id, url, context.name) for index in range(len(arguments))]
+    infos = [_new_job(store, f"{name} [{index}]", url, context.name) for index in range(len(arguments))]
+    entry = context.queued_entry()
+    group_id = ""
     for start in range(0, len(infos), ADD_PER_ROUND_TRIP):
-        store.add_nodes(group_id, infos[start : start + ADD_PER_ROUND_TRIP])
+        group_id = store.add_queued(group, infos[start : start + ADD_PER_ROUND_TRIP], entry)
+    if not infos:
+        group_id = store.group_id(group)
     size = chunk_size or chunk_size_for(len(infos), len(context.client.ids))
     spec = BatchSpec(store.url, store.keys.prefix, store.ttl)
     pairs = list(zip(infos, arguments, strict=True))
@@ -116,9 +119,9 @@ def submit_many(
     return job_ids, group_id, Batch(job_ids, handles)
 
 
-def _new_job(store: Store, name: str, group_id: str, url: str | None, context: str) -> Info:
+def _new_job(store: Store, name: str, url: str | None, context: str) -> Info:
     job_id = new_id()
-    return new_info(job_id, name, "job", store.keys.channel(job_id), parent=group_id, url=url, context=context)
+    return new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=context)
 
 
 def chunk_size_for(items: int, engines: int) -> int:

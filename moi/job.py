@@ -10,7 +10,6 @@ configuration: the ``JobSpec`` it receives says which Redis to write to.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -44,6 +43,7 @@ class JobSpec:
     redis_url: str
     key_prefix: str
     ttl: int
+    info: Info | None = None  # as stored at submission: the engine's first write needs no read
 
     def store(self) -> Store:
         return store_for(self.redis_url, self.key_prefix, self.ttl)
@@ -71,22 +71,14 @@ def submit(
     context = connections.get_context(ctx)
     view = context.view  # connect first: an unreachable cluster writes nothing
     store = connections.store()
-    group_id = store.ensure_group(group)
     job_id = new_id()
-    info = new_info(job_id, name, "job", store.keys.channel(job_id), parent=group_id, url=url, context=context.name)
-    store.add_nodes(group_id, [info])
-    spec = JobSpec(job_id, store.url, store.keys.prefix, store.ttl)
+    info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=context.name)
+    # Stored, announced and in the queued index (for the watchdog) in one round trip.
+    group_id = store.add_queued(group, [info], context.queued_entry())
+    spec = JobSpec(job_id, store.url, store.keys.prefix, store.ttl, info)
     handle = view.apply_async(run_job, spec, func, args, kwargs)
-    _index_queued(store, job_id, context, handle)
     log.debug("submitted %s to %s", job_id, context.name)
     return job_id, group_id, handle
-
-
-def _index_queued(store: Store, job_id: str, context: Context, handle: Any) -> None:
-    """Note which cluster the job waits in, so a watchdog can fail it if that cluster goes away."""
-    entry = {"context": context.name, "task_id": handle.msg_ids[0], **context.controller()}
-    with reaching(store.url):
-        store.redis.hset(store.keys.queued, job_id, json.dumps(entry))
 
 
 def submit_nouser(func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, str, Any]:
@@ -201,7 +193,7 @@ def run_job(spec: JobSpec, func: Callable[..., Any], args: tuple[Any, ...], kwar
     liveness.start()
     try:
         start = _starter(liveness.label)
-        info = engine.retrying(lambda: store.update(spec.job_id, start), f"starting job {spec.job_id}")
+        info = engine.retrying(lambda: store.update(spec.job_id, start, spec.info), f"starting job {spec.job_id}")
         if info["status"] != Status.RUNNING:
             return None  # cancelled (or otherwise finished) before it started
         return _call(_Tracker(store, spec.job_id, info), liveness, func, args, kwargs)

@@ -12,17 +12,21 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import redis
 
-from .errors import RedisUnavailable, UnknownId
+from .errors import RedisUnavailable, UnknownId, UnknownKey
 from .info import Info, dumps, new_id, new_info
 from .keys import Keys
 
 log = logging.getLogger("moi.store")
+
+# How long a process trusts its user -> group id lookup (the group's TTL is weeks).
+GROUP_CACHE_SECONDS = 5.0
 
 # A change to an info object: the new info, or None for no change.
 Change = Callable[[Info], "Info | None"]
@@ -59,6 +63,23 @@ for i, key in ipairs(KEYS) do
   end
 end
 return out
+"""
+
+# New jobs stored under a group, indexed as queued and announced, in one call; 0 if the group is gone.
+# KEYS: group info, group children, queued index.
+# ARGV: ttl, group channel, add message, queued entry ('' for none), key prefix, then id, document pairs.
+_ADD_JOBS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local ttl, entry, prefix = ARGV[1], ARGV[4], ARGV[5]
+for i = 6, #ARGV, 2 do
+  redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'EX', ttl)
+  redis.call('SADD', KEYS[2], ARGV[i])
+  if entry ~= '' then redis.call('HSET', KEYS[3], ARGV[i], entry) end
+end
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
 """
 
 # The group of a user (or an existing group id), created when missing or expired.
@@ -107,6 +128,8 @@ class Store:
         self._cas = client.register_script(_COMPARE_AND_SET)
         self._ensure_group = client.register_script(_ENSURE_GROUP)
         self._cas_many = client.register_script(_COMPARE_AND_SET_MANY)
+        self._add_jobs = client.register_script(_ADD_JOBS)
+        self._groups: dict[str, tuple[str, float]] = {}  # key -> (group id, good until)
 
     # reading -------------------------------------------------------------
 
@@ -180,6 +203,50 @@ class Store:
                     args=[key, gid, dumps(info), self.ttl, self.keys.prefix],
                 )
             )
+
+    def group_id(self, key: str) -> str:
+        """``ensure_group``, remembered for GROUP_CACHE_SECONDS: submitting saves a round trip.
+
+        Safe because ``add_jobs`` refuses a group that is gone (see ``add_queued``).
+        """
+        hit = self._groups.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        group_id = self.ensure_group(key)
+        self._groups[key] = (group_id, time.monotonic() + GROUP_CACHE_SECONDS)
+        return group_id
+
+    def add_queued(self, group: str, infos: list[Info], queued_entry: str = "") -> str:
+        """Store new jobs as children of a user's group (made if needed); the group id.
+
+        One round trip while the group id is remembered; sets each job's ``parent``.
+        """
+        for _ in range(2):
+            group_id = self.group_id(group)
+            for info in infos:
+                info["parent"] = group_id
+            if self.add_jobs(group_id, infos, queued_entry):
+                return group_id
+            self._groups.pop(group, None)  # removed meanwhile: look it up (or make it) again
+        raise UnknownKey(group)
+
+    def add_jobs(self, group_id: str, infos: list[Info], queued_entry: str = "") -> bool:
+        """Store new jobs under a group, note them in the queued index and announce them: one round trip.
+
+        False (nothing written) if the group no longer exists.
+        """
+        args: list[Any] = [
+            self.ttl,
+            self.keys.channel(group_id),
+            message("add", [info["id"] for info in infos]),
+            queued_entry,
+            self.keys.prefix,
+        ]
+        for info in infos:
+            args += [info["id"], dumps(info)]
+        keys = [self.keys.info(group_id), self.keys.children(group_id), self.keys.queued]
+        with reaching(self.url):
+            return bool(self._add_jobs(keys=keys, args=args))
 
     def create_group(self, name: str, parent: str | None = None) -> str:
         """A new (sub)group; under ``parent`` when given, announced there."""
