@@ -75,7 +75,8 @@ def submit_command(
     if cmd is None:
         raise click.UsageError("Give --cmd (one job) or --each (a file of commands)")
     func = _command_function(cmd_type or "python", [cmd])
-    job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd)
+    job_id, _, handle = submit(ctx, user or "no-user", name, None, func, cmd)
+    connections.get_context(ctx).confirm_delivery(handle.msg_ids)  # this process may exit next
     click.echo(f"Submitted job id: {job_id}")
     if block:
         click.echo(format_info(wait_for(job_id)))
@@ -96,8 +97,8 @@ def _submit_each(lines: TextIO, cmd_type: str, block: bool, user: str, name: str
         raise click.UsageError(f"{lines.name} holds no commands")
     func = _command_function(cmd_type, commands)
     job_ids, _, batch = submit_many(ctx, user, name, None, func, [(command,) for command in commands])
-    for handle in batch.handles:
-        handle.wait_for_send(30)  # this process may exit next: the tasks must have left it
+    # this process may exit next: the controller must hold the tasks first
+    connections.get_context(ctx).confirm_delivery([msg_id for handle in batch.handles for msg_id in handle.msg_ids])
     for job_id in job_ids:
         click.echo(f"Submitted job id: {job_id}")
     if block:

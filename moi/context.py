@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from .config import ContextSpec
@@ -93,6 +94,27 @@ class Context:
             "identity": key_digest(key),
             "file": self.spec.url_file or "",
         }
+
+    def confirm_delivery(self, msg_ids: list[str], timeout: float = 30.0) -> None:
+        """Wait until the controller knows of these tasks.
+
+        zmq sends in the background: a process that exits right after
+        submitting drops what is still unsent, leaving its jobs Queued for
+        ever. The controller answers for a task only once it holds it.
+        """
+        import ipyparallel
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.client.result_status(msg_ids, status_only=True)
+                return
+            except ipyparallel.error.RemoteError:  # "No such message": not there yet
+                if time.monotonic() > deadline:
+                    raise ClusterUnavailable(
+                        f"Cluster for context {self.name!r} did not acknowledge the job within {timeout:g}s"
+                    ) from None
+                time.sleep(0.02)
 
     def reset(self) -> None:
         """Forget the connection, so the next use reconnects."""
