@@ -1,0 +1,160 @@
+"""Faults injected for real: a SIGKILLed engine, a cluster that goes away, a Redis restart.
+
+No mocks: the engine is killed with SIGKILL, the embedded runtime is stopped,
+and a dedicated redis-server is stopped and started again on the same port.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import moi.connections
+from moi import runtime
+from moi.info import Info, Status, is_finished, new_info
+from moi.job import _cancel_if_queued, _starter, _Tracker, submit
+from moi.watchdog import CLUSTER_LOST_WITHIN, ENGINE_LOST_WITHIN, Watchdog
+from tests import fault_jobs
+from tests.conftest import finished, run_moi
+
+SLACK = 30  # on top of the documented bounds: the machine is shared and slow
+
+
+def poll(store, job_id: str, done, timeout: float) -> Info:
+    """Plain polling, no watchdog of our own: only what moi runs may end the job."""
+    deadline = time.monotonic() + timeout
+    info = store.get(job_id)
+    while not done(info) and time.monotonic() < deadline:
+        time.sleep(0.2)
+        info = store.get(job_id)
+    return info
+
+
+def running(info: Info) -> bool:
+    return info["status"] not in (Status.QUEUED, None)
+
+
+def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_end_with_their_cluster(store, tmp_path) -> None:
+    state = tmp_path / "state"
+    embedded = {"MOI_CONTEXTS": "", "MOI_STATE_DIR": str(state), "MOI_ENGINES": "1"}
+    try:
+        # Submitted by a process that exits at once: no submitter is left to notice anything.
+        job_id = run_moi("submit", "--cmd", "import time; time.sleep(300)", env=embedded, timeout=240)
+        job_id = job_id.stdout.split()[-1]
+        info = poll(store, job_id, running, 120)
+        assert info["status"] == Status.RUNNING, info
+        os.kill(int(info["engine"].rsplit(":", 1)[1]), signal.SIGKILL)
+
+        info = poll(store, job_id, is_finished, ENGINE_LOST_WITHIN + SLACK)  # the runtime's watchdog
+        assert info["status"] == Status.FAILED and info["result"].startswith("Engine lost:"), info
+
+        # The runtime started a new engine: the cluster (of one engine) runs jobs again.
+        again = run_moi("submit", "--cmd", "import os; return os.getpid()", "--block", env=embedded)
+        assert "status\t\t: Success" in again.stdout, again
+        assert f"engine\t\t: {info['engine']}" not in again.stdout
+
+        busy = run_moi("submit", "--cmd", "import time; time.sleep(300)", env=embedded).stdout.split()[-1]
+        assert poll(store, busy, running, 60)["status"] == Status.RUNNING
+        queued = run_moi("submit", "--cmd", "return 1", env=embedded).stdout.split()[-1]
+        assert store.get(queued)["status"] == Status.QUEUED
+    finally:
+        runtime.stop(state)
+
+    # The whole cluster is gone; a watchdog (here: this test's, as `moi watchdog` would) ends both.
+    guard = Watchdog(store)
+    deadline = time.monotonic() + max(ENGINE_LOST_WITHIN, CLUSTER_LOST_WITHIN) + SLACK
+    while time.monotonic() < deadline and not all(is_finished(store.get(j)) for j in (busy, queued)):
+        guard.check()
+        time.sleep(0.5)
+    assert store.get(busy)["result"].startswith("Engine lost:"), store.get(busy)
+    info = store.get(queued)
+    assert info["status"] == Status.FAILED and info["result"].startswith("Cluster lost:"), info
+    assert info["date_start"] is None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A redis-server of this test's own, on a fixed port it can be restarted on."""
+    port = runtime.free_port()
+    proc, url = runtime.start_redis(tmp_path / "redis", port)
+    monkeypatch.setenv("MOI_REDIS_URL", url)
+    moi.connections.reset()
+    servers = [proc]
+    yield url, port, servers
+    for server in servers:
+        server.terminate()
+        server.wait(10)
+    moi.connections.reset()
+
+
+def test_redis_restart_mid_job_loses_nothing_and_cli_names_redis(own_redis, tmp_path) -> None:
+    url, port, servers = own_redis
+    store = moi.connections.store()
+    mark = tmp_path / "finished"
+    job_id, _, _ = submit("default", "outage", "survives", None, fault_jobs.sleep_then_touch, 1.5, str(mark))
+    assert poll(store, job_id, running, 60)["status"] == Status.RUNNING
+
+    with contextlib.suppress(redis.ConnectionError):  # the server goes away as it answers
+        redis.Redis.from_url(url).shutdown(save=True)  # a real stop, keeping the data on disk
+    servers[0].wait(10)
+    down = run_moi("job", "--job-id", job_id)
+    assert down.returncode == 1
+    assert down.stderr.startswith(f"Redis is unreachable at {url}") and down.stderr.count("\n") == 1, down
+
+    deadline = time.monotonic() + 60
+    while not mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert mark.exists()  # the job ended while Redis was down: its final write is retrying
+    time.sleep(1)
+    servers.append(runtime.start_redis(tmp_path / "redis", port)[0])
+
+    info = finished(job_id, timeout=90)
+    assert info["status"] == Status.SUCCESS and info["result"] == 1.5, info
+
+
+# honest states: random action sequences from stale copies --------------------------------
+
+
+def _act(store, job_id: str, action: str, known: Info) -> None:
+    tracker = _Tracker(store, job_id, known)
+    if action == "start":
+        store.update(job_id, _starter("host:1"), known)
+    elif action == "cancel_queued":
+        store.update(job_id, _cancel_if_queued, known)
+    elif action == "status":
+        tracker.status_update("step")
+    elif action == "lost":
+        Watchdog(store)._fail(known, "Engine lost: test")
+    else:
+        tracker.finish(Status(action), action.lower(), "text")
+
+
+ACTIONS = ["start", "cancel_queued", "status", "lost", *[str(s) for s in (Status.SUCCESS, Status.FAILED)]]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(steps=st.lists(st.tuples(st.sampled_from(ACTIONS), st.integers(0, 50)), max_size=20))
+def test_random_actions_from_stale_copies_never_reopen_a_finished_job(store, steps) -> None:
+    group = store.ensure_group("honest")
+    info = new_info("job-" + os.urandom(8).hex(), "j", "job", "c", parent=group)
+    store.add_nodes(group, [info])
+    seen = [info]  # every version so far: actions start from any of them, stale or not
+    for action, pick in steps:
+        before = store.get(info["id"])
+        _act(store, info["id"], action, seen[pick % len(seen)])
+        after = store.get(info["id"])
+        if is_finished(before):
+            assert after == before  # terminal states are final
+        elif after != before:
+            assert after["revision"] == before["revision"] + 1
+        seen.append(after)
+    revisions = [version["revision"] for version in seen]
+    assert revisions == sorted(revisions)
