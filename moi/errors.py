@@ -6,11 +6,14 @@
     ├── RedisUnavailable
     ├── ClusterUnavailable
     ├── UnknownId
-    │   └── UnknownKey
+    │   ├── UnknownKey
+    │   └── NotInGroup
     ├── InvalidId
     ├── InvalidCode
     ├── CommandFailed
     ├── JobCancelled
+    ├── BadRequest
+    │   └── RootRemoval
     └── RuntimeStartError
 
 Every message is one line a user can act on; the CLI prints it as it is.
@@ -63,6 +66,14 @@ class UnknownKey(UnknownId):
         self.node_id = key
 
 
+class NotInGroup(UnknownId):
+    """An id outside the tree a user may see; says no more than UnknownId would."""
+
+    def __init__(self, node_id: str) -> None:
+        MoiError.__init__(self, f"Unknown job id: {node_id}; not among your jobs")
+        self.node_id = node_id
+
+
 class InvalidId(MoiError):
     """A string that cannot be a job id."""
 
@@ -87,6 +98,18 @@ class CommandFailed(MoiError):
 
 class JobCancelled(MoiError):
     """Raised inside a job whose cancellation was requested."""
+
+
+class BadRequest(MoiError):
+    """A websocket frame the server cannot act on (not JSON, wrong shape, unknown verb)."""
+
+
+class RootRemoval(BadRequest):
+    """A request to remove a user's own top group."""
+
+    def __init__(self, group_id: str) -> None:
+        super().__init__(f"Cannot remove your own group {group_id}; remove its jobs instead")
+        self.group_id = group_id
 
 
 class RuntimeStartError(MoiError):

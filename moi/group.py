@@ -1,0 +1,320 @@
+"""Following a group's whole subtree over pub/sub, for one websocket (or anyone).
+
+A ``Group`` subscribes, through the process's shared ``Hub``, to the channel
+of its group and of every descendant (nested groups included), and forwards
+each change as an info object to ``callback(action, info)`` with action one of
+``add``, ``update``, ``remove``, ``get``.
+
+- It subscribes to a node's channel before it reads the node (or a group's
+  children), so a change made between the read and the subscription cannot
+  be lost: it arrives as a message and is applied after the read.
+- It keeps the last info it forwarded for every node it follows: an update
+  is forwarded only when the node's ``revision`` went up (no duplicates, no
+  going back), and a removed node is forwarded with its last known info.
+- Pub/sub messages and requests (``get``, ``remove``) are handled one at a
+  time, in order, by one task per Group, so they never interleave.
+
+``remove_nodes`` is the one place that removes nodes from Redis (async).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from .errors import NotInGroup, RedisUnavailable, RootRemoval
+from .hub import Hub
+from .info import Info
+from .keys import Keys
+from .store import message
+
+log = logging.getLogger("moi.group")
+
+Callback = Callable[[str, Info], None]
+_Work = Callable[[], Awaitable[None]]
+
+
+class Group:
+    def __init__(self, hub: Hub, group_id: str, callback: Callback) -> None:
+        self.hub = hub
+        self.keys = hub.keys
+        self.group_id = group_id
+        self.callback = callback
+        self._known: dict[str, Info] = {}  # last info forwarded (or read) per followed node
+        self._children: dict[str, set[str]] = {}  # followed group -> its children
+        self._queue: asyncio.Queue[tuple[_Work, asyncio.Future[None] | None]] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # public ------------------------------------------------------------------
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._known
+
+    @property
+    def followed(self) -> set[str]:
+        return set(self._known)
+
+    async def start(self) -> None:
+        """Follow the subtree: subscribe, then read. Forwards nothing by itself."""
+        self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"moi-group-{self.group_id}")
+        await self._call(self._start)
+
+    async def get(self, ids: Iterable[str]) -> None:
+        """Forward ``get`` for each id; a group brings its whole subtree along."""
+        await self._call(lambda: self._get(list(ids)))
+
+    async def remove(self, ids: Iterable[str]) -> None:
+        """Delete nodes (and their descendants) from Redis; the relay then forwards ``remove``."""
+        await self._call(lambda: self._remove(list(ids)))
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        channels = [self.keys.channel(node_id) for node_id in self._known]
+        self._known.clear()
+        self._children.clear()
+        with contextlib.suppress(redis.RedisError, OSError):
+            await self.hub.unsubscribe(channels, self)
+
+    # Listener (called by the hub; must not block) -----------------------------
+
+    def message(self, channel: str, payload: dict[str, Any]) -> None:
+        node_id = self.keys.node_of_channel(channel)
+        for action, ids in payload.items():
+            if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+                self._post(functools.partial(self._on_message, node_id, action, ids))
+
+    def resync(self) -> None:
+        self._post(self._resync)
+
+    # the worker ----------------------------------------------------------------
+
+    def _post(self, work: _Work) -> None:
+        if not self._closed:
+            self._queue.put_nowait((work, None))
+
+    async def _call(self, work: _Work) -> None:
+        if self._worker is None or self._closed:
+            raise RuntimeError("the group is not started")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((work, future))
+        await future
+
+    async def _work(self) -> None:
+        while True:
+            work, future = await self._queue.get()
+            try:
+                await work()
+            except (TimeoutError, redis.RedisError, OSError) as error:
+                # The hub re-syncs us once Redis is back.
+                failure: Exception = RedisUnavailable(self.hub.url, error)
+                self._fail(future, failure, "redis unavailable while following %s: %s")
+            except Exception as error:
+                self._fail(future, error, "while following %s: %s")
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self._closed or (task is not None and task.cancelling()):
+                    raise
+                # A cancelled wait inside a step; the worker itself carries on.
+                self._fail(future, RedisUnavailable(self.hub.url, "cancelled"), "%s: %s")
+            else:
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    def _fail(self, future: asyncio.Future[None] | None, error: Exception, text: str) -> None:
+        if future is None:
+            log.warning(text, self.group_id, error)
+        elif not future.done():
+            future.set_exception(error)
+
+    # reading the tree ------------------------------------------------------
+
+    async def _start(self) -> None:
+        await self._follow([self.group_id], parent=None)
+
+    async def _follow(self, ids: Iterable[str], parent: str | None) -> list[Info]:
+        """Subscribe to nodes not followed yet, then read them and, level by level,
+        their descendants. Returns the new nodes, parents before children."""
+        found: list[Info] = []
+        level = [node_id for node_id in dict.fromkeys(ids) if node_id not in self._known]
+        while level:
+            await self.hub.subscribe([self.keys.channel(node_id) for node_id in level], self)
+            infos = await self._read(level)
+            groups = []
+            for node_id in level:
+                info = infos.get(node_id)
+                if info is None or (parent is not None and info.get("parent") != parent):
+                    await self.hub.unsubscribe([self.keys.channel(node_id)], self)
+                    continue
+                self._known[node_id] = info
+                found.append(info)
+                if info.get("type") == "group":
+                    groups.append(node_id)
+            level = await self._read_children(groups)
+            parent = None  # below the first level, membership comes from the sets themselves
+        return found
+
+    async def _read_children(self, groups: list[str]) -> list[str]:
+        if not groups:
+            return []
+        pipe = self.hub.redis.pipeline(transaction=False)
+        for group_id in groups:
+            pipe.smembers(self.keys.children(group_id))
+        kids_per_group = await pipe.execute()
+        new: list[str] = []
+        for group_id, kids in zip(groups, kids_per_group, strict=True):
+            self._children[group_id] = set(kids)
+            new.extend(kid for kid in sorted(kids) if kid not in self._known)
+        return list(dict.fromkeys(new))
+
+    async def _read(self, ids: list[str]) -> dict[str, Info]:
+        """Current infos of ids that exist, oldest first."""
+        if not ids:
+            return {}
+        raws = await self.hub.redis.mget([self.keys.info(node_id) for node_id in ids])
+        infos = [json.loads(raw) for raw in raws if raw]
+        infos.sort(key=lambda info: info.get("date_created") or "")
+        return {info["id"]: info for info in infos}
+
+    def _subtree(self, node_id: str) -> list[str]:
+        """A followed node and its followed descendants, parents first."""
+        order, pending = [], [node_id]
+        while pending:
+            current = pending.pop(0)
+            if current in self._known and current not in order:
+                order.append(current)
+                pending.extend(sorted(self._children.get(current, ())))
+        return order
+
+    # handling pub/sub messages ----------------------------------------------
+
+    async def _on_message(self, node_id: str, action: str, ids: list[str]) -> None:
+        if node_id not in self._known:
+            return  # a message still in flight for a node we stopped following
+        if action == "add" and node_id in self._children:
+            self._children[node_id].update(ids)
+            for info in await self._follow(ids, parent=node_id):
+                self._forward("add", info)
+        elif action == "remove" and node_id in self._children:
+            for child in ids:
+                if child in self._children[node_id]:
+                    self._children[node_id].discard(child)
+                    await self._drop(child)
+        elif action == "update":
+            await self._refresh([i for i in ids if i in self._known], "update")
+        elif action == "get":
+            await self._refresh([i for i in ids if i in self._known], "get", always=True)
+
+    async def _refresh(self, ids: list[str], action: str, always: bool = False) -> None:
+        """Re-read nodes; forward those that changed (or all, with ``always``)."""
+        infos = await self._read(ids)
+        for node_id in ids:
+            info = infos.get(node_id)
+            if info is None:
+                await self._drop(node_id)  # it expired or was deleted
+            elif always or _revision(info) > _revision(self._known.get(node_id)):
+                self._known[node_id] = info
+                self._forward(action, info)
+
+    async def _drop(self, node_id: str) -> None:
+        """Stop following a node and its descendants; forward ``remove`` for each, children first."""
+        subtree = self._subtree(node_id)
+        parent = self._known[node_id].get("parent") if node_id in self._known else None
+        for gone in reversed(subtree):
+            info = self._known.pop(gone)
+            self._children.pop(gone, None)
+            self._forward("remove", info)
+        if parent in self._children:
+            self._children[parent].discard(node_id)
+        await self.hub.unsubscribe([self.keys.channel(gone) for gone in subtree], self)
+
+    async def _resync(self) -> None:
+        """After lost messages: forward what changed since, as add/update/remove."""
+        if self.group_id not in self._known:
+            return
+        await self._refresh(list(self._known), "update")
+        for group_id in [g for g in list(self._children) if g in self._known]:
+            kids = set(await self.hub.redis.smembers(self.keys.children(group_id)))
+            known = self._children.get(group_id, set())
+            for gone in sorted(known - kids):
+                if gone in self._known:
+                    await self._drop(gone)
+            self._children[group_id] = kids
+            for info in await self._follow(sorted(kids - set(self._known)), parent=group_id):
+                self._forward("add", info)
+
+    # requests ----------------------------------------------------------------
+
+    def _check(self, ids: list[str]) -> None:
+        for node_id in ids:
+            if node_id not in self._known:
+                raise NotInGroup(node_id)
+
+    async def _get(self, ids: list[str]) -> None:
+        self._check(ids)
+        seen: set[str] = set()
+        for node_id in ids:
+            subtree = [i for i in self._subtree(node_id) if i not in seen]
+            seen.update(subtree)
+            await self._refresh(subtree, "get", always=True)
+
+    async def _remove(self, ids: list[str]) -> None:
+        self._check(ids)
+        if self.group_id in ids:
+            raise RootRemoval(self.group_id)
+        await remove_nodes(self.hub.redis, self.keys, ids)
+
+    def _forward(self, action: str, info: Info) -> None:
+        if info.get("type") == "group":
+            # Lets a client drop rows of children that went away while it was offline.
+            info = {**info, "jobs": sorted(self._children.get(info["id"], ()))}
+        try:
+            self.callback(action, info)
+        except Exception:
+            log.exception("the callback of group %s failed on %s", self.group_id, action)
+
+
+def _revision(info: Info | None) -> int:
+    return int(info.get("revision", 0)) if info else -1
+
+
+async def remove_nodes(client: aioredis.Redis[str], keys: Keys, ids: list[str]) -> list[str]:
+    """Delete nodes and their descendants from Redis, take them out of their
+    parents' sets, and announce ``remove`` on each parent's channel (and an
+    ``update`` on each removed node's own channel, for anyone following it
+    directly). Returns every id removed."""
+    raws = await client.mget([keys.info(node_id) for node_id in ids])
+    tops = [json.loads(raw) for raw in raws if raw]
+    removed, pending = [], [info["id"] for info in tops]
+    while pending:
+        current = pending.pop()
+        if current not in removed:
+            removed.append(current)
+            pending.extend(await client.smembers(keys.children(current)))
+    by_parent: dict[str, list[str]] = {}
+    for info in tops:
+        if info.get("parent"):
+            by_parent.setdefault(info["parent"], []).append(info["id"])
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(*[keys.info(node_id) for node_id in removed], *[keys.children(node_id) for node_id in removed])
+    for parent, children in by_parent.items():
+        pipe.srem(keys.children(parent), *children)
+        pipe.publish(keys.channel(parent), message("remove", children))
+    for node_id in removed:
+        pipe.publish(keys.channel(node_id), message("update", [node_id]))
+    if removed:
+        await pipe.execute()
+    log.info("removed %d nodes", len(removed))
+    return removed

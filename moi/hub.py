@@ -1,0 +1,262 @@
+"""One shared Redis pub/sub connection for every listener in a server process.
+
+The original moi opened a pub/sub connection per websocket, so connections
+grew with the number of open pages and leaked when pages went away. A
+``Hub`` owns exactly one ``PubSub`` connection and one small, bounded pool
+for reads, however many ``Group``\\ s (and sockets) use it:
+
+- ``await hub.subscribe(channel, listener)`` subscribes the channel on its
+  first listener and returns only once Redis has confirmed the subscription,
+  so a caller that reads Redis afterwards cannot miss a change made after
+  the read;
+- ``await hub.unsubscribe(channel, listener)`` unsubscribes on the last one;
+- one reader task parses each payload once and hands it to the channel's
+  listeners (``listener.message(channel, payload)``), which must not block;
+- when the pub/sub connection drops, the reader reconnects with backoff,
+  subscribes every channel again, and calls ``listener.resync()`` on every
+  listener, because messages published meanwhile are lost. ``reconnect()``
+  does the same on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from typing import Any, Protocol, cast
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from .keys import Keys
+
+log = logging.getLogger("moi.hub")
+
+READ_CONNECTIONS = 4
+BACKOFF_START = 0.1
+BACKOFF_CAP = 5.0
+# How long a subscribe or a read waits for Redis before giving up.
+REDIS_TIMEOUT = 10.0
+
+
+class Listener(Protocol):
+    def message(self, channel: str, payload: dict[str, Any]) -> None:
+        """A decoded ``{action: [ids]}`` payload published on ``channel``."""
+
+    def resync(self) -> None:
+        """Messages may have been lost (Redis dropped): read the state again."""
+
+
+class Hub:
+    def __init__(self, url: str, keys: Keys, ttl: int, read_connections: int = READ_CONNECTIONS) -> None:
+        self.url = url
+        self.keys = keys
+        self.ttl = ttl
+        pool: Any = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=read_connections, timeout=REDIS_TIMEOUT, decode_responses=True
+        )
+        # Reads share this small pool; callers wait for a free connection.
+        self.redis: aioredis.Redis[str] = aioredis.Redis(connection_pool=pool, decode_responses=True)
+        self._listeners: dict[str, set[Listener]] = {}
+        # Futures waiting for Redis to confirm a SUBSCRIBE, per channel, in
+        # the order the commands were sent (confirmations come in that order).
+        self._confirming: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self._resyncing: asyncio.Task[None] | None = None
+        self._closed = False
+        self.reconnects = 0
+
+    # public ------------------------------------------------------------------
+
+    @property
+    def channels(self) -> list[str]:
+        """The channels subscribed now (each once, whatever its listener count)."""
+        return sorted(self._listeners)
+
+    def listener_count(self, channel: str) -> int:
+        return len(self._listeners.get(channel, ()))
+
+    async def subscribe(self, channels: list[str], listener: Listener) -> None:
+        """Add ``listener`` to ``channels``; returns once Redis confirmed new ones."""
+        await self._start()
+        new, pending = [], []
+        for channel in channels:
+            listeners = self._listeners.setdefault(channel, set())
+            if not listeners:
+                new.append(channel)
+            elif self._confirming.get(channel):
+                pending.append(self._confirming[channel][-1])  # someone else's, not yet confirmed
+            listeners.add(listener)
+        futures = self._expect_confirmations(new)
+        if new:
+            await asyncio.wait_for(self._pubsub.subscribe(*new), REDIS_TIMEOUT)
+        await self._confirmed(futures + pending)
+
+    async def unsubscribe(self, channels: list[str], listener: Listener) -> None:
+        gone = []
+        for channel in channels:
+            listeners = self._listeners.get(channel)
+            if listeners is None:
+                continue
+            listeners.discard(listener)
+            if not listeners:
+                del self._listeners[channel]
+                gone.append(channel)
+        if gone and self._connected.is_set():
+            with contextlib.suppress(redis.RedisError, OSError):
+                await asyncio.wait_for(self._pubsub.unsubscribe(*gone), REDIS_TIMEOUT)
+
+    async def reconnect(self) -> None:
+        """Drop the pub/sub connection; the reader reconnects and re-syncs everyone."""
+        if self._pubsub is not None and self._connected.is_set():
+            with contextlib.suppress(redis.RedisError, OSError):
+                await self._pubsub.connection.disconnect()
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._drop_pubsub()
+        await cast(Any, self.redis).aclose()
+        self._fail_confirming(redis.ConnectionError("hub closed"))
+
+    # the connection ----------------------------------------------------------
+
+    async def _start(self) -> None:
+        if self._closed:
+            raise RuntimeError("the hub is closed")
+        if self._reader is None:
+            self._reader = asyncio.get_running_loop().create_task(self._run(), name="moi-hub-reader")
+        await asyncio.wait_for(self._connected.wait(), REDIS_TIMEOUT)
+
+    async def _connect(self) -> None:
+        # No retries inside redis-py: a silent internal reconnect would lose
+        # messages without anyone knowing to re-sync.
+        client = aioredis.Redis.from_url(
+            self.url, decode_responses=True, retry=Retry(NoBackoff(), 0), socket_keepalive=True
+        )
+        pubsub: Any = client.pubsub()
+        await pubsub.connect()
+        self._pubsub = pubsub
+        self._connected.set()
+
+    async def _resubscribe(self) -> None:
+        """After a reconnect: subscribe everything again, then have everyone re-read."""
+        channels = list(self._listeners)
+        futures = self._expect_confirmations(channels)
+        if channels:
+            await self._pubsub.subscribe(*channels)
+
+        async def resync_when_confirmed() -> None:
+            # Re-reading before Redis confirms could miss a change made in between.
+            with contextlib.suppress(redis.ConnectionError, redis.TimeoutError):
+                await self._confirmed(futures)
+                self._resync_all()
+
+        self._resyncing = asyncio.get_running_loop().create_task(resync_when_confirmed())
+
+    def _expect_confirmations(self, channels: list[str]) -> list[asyncio.Future[None]]:
+        loop = asyncio.get_running_loop()
+        futures = []
+        for channel in channels:
+            future: asyncio.Future[None] = loop.create_future()
+            self._confirming.setdefault(channel, collections.deque()).append(future)
+            futures.append(future)
+        return futures
+
+    @staticmethod
+    async def _confirmed(futures: list[asyncio.Future[None]]) -> None:
+        # asyncio.wait, not wait_for: a timeout must not cancel futures others share.
+        if not futures:
+            return
+        done, waiting = await asyncio.wait(futures, timeout=REDIS_TIMEOUT)
+        if waiting:
+            raise redis.TimeoutError("redis did not confirm a subscription")
+        for future in done:
+            if future.cancelled():
+                raise redis.ConnectionError("subscription abandoned")
+            future.result()
+
+    async def _drop_pubsub(self) -> None:
+        self._connected.clear()
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await pubsub.aclose()
+            with contextlib.suppress(redis.RedisError, OSError):
+                await pubsub.connection_pool.disconnect()
+
+    async def _run(self) -> None:
+        delay = BACKOFF_START
+        first = True
+        while not self._closed:
+            try:
+                await self._connect()
+                if not first:
+                    await self._resubscribe()
+                first, delay = False, BACKOFF_START
+                await self._read()
+            except (redis.RedisError, OSError) as error:
+                log.warning("redis pub/sub connection lost (%s); reconnecting in %.1fs", error, delay)
+            await self._drop_pubsub()
+            self._fail_confirming(redis.ConnectionError("redis pub/sub connection lost"))
+            if not first:
+                self.reconnects += 1
+            first = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_CAP)
+
+    async def _read(self) -> None:
+        while True:
+            message = await self._pubsub.get_message(timeout=None)
+            if message is not None:
+                self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "subscribe":
+            waiting = self._confirming.get(channel)
+            if waiting:
+                future = waiting.popleft()
+                if not future.done():
+                    future.set_result(None)
+                if not waiting:
+                    del self._confirming[channel]
+            return
+        if kind != "message":
+            return
+        try:
+            payload = json.loads(message["data"])
+        except ValueError:
+            log.warning("ignoring a payload that is not JSON on %s", channel)
+            return
+        if not isinstance(payload, dict):
+            log.warning("ignoring a payload that is not an object on %s", channel)
+            return
+        for listener in list(self._listeners.get(channel, ())):
+            try:
+                listener.message(channel, payload)
+            except Exception:  # one broken listener must not stop the reader for all
+                log.exception("a listener failed on a message from %s", channel)
+
+    def _resync_all(self) -> None:
+        listeners = {listener for group in self._listeners.values() for listener in group}
+        log.info("pub/sub reconnected; re-syncing %d listeners", len(listeners))
+        for listener in listeners:
+            listener.resync()
+
+    def _fail_confirming(self, error: Exception) -> None:
+        for waiting in self._confirming.values():
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(error)
+                    future.exception()  # whoever waits sees it; nobody waiting is fine too
+        self._confirming.clear()
