@@ -79,29 +79,36 @@ class Liveness:
         self._shielded = 0  # cleanup that must not be interrupted is running
         self._last_interrupt: float | None = None
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._beater = threading.Thread(target=self._beat_forever, name=f"moi-heartbeat-{job_id}", daemon=True)
         self._outage_logged = False
 
     # lifecycle ----------------------------------------------------------------
 
-    def start(self) -> None:
-        """First beat, before the job can show as Running, then beat in the background."""
+    def registering(self) -> list[list[str | int]]:
+        """The commands that register the job as running: they go with its Running write, atomically."""
         keys = self.store.keys
-        pipe = self.store.redis.pipeline(transaction=True)
-        pipe.set(keys.heartbeat(self.job_id), self.label, ex=HEARTBEAT_TTL)
-        pipe.sadd(keys.running, self.job_id)
-        pipe.hdel(keys.queued, self.job_id)
-        retrying(lambda: self._execute(pipe), f"registering job {self.job_id}")
+        return [
+            ["SET", keys.heartbeat(self.job_id), self.label, "EX", HEARTBEAT_TTL],
+            ["SADD", keys.running, self.job_id],
+            ["HDEL", keys.queued, self.job_id],
+        ]
+
+    def unregistering(self) -> list[list[str | int]]:
+        """The commands that forget the job's liveness keys: they go with its final write."""
+        keys = self.store.keys
+        return [["DEL", keys.heartbeat(self.job_id), keys.cancel(self.job_id)], ["SREM", keys.running, self.job_id]]
+
+    def start(self) -> None:
+        """Beat in the background (registered by the Running write, which carried ``registering``)."""
         _install_signal_handler()
         _jobs_by_thread[self._thread_id] = self
-        self._beater.start()
+        _BEATER.add(self)
 
-    def stop(self) -> None:
-        """Stop beating and forget the job's liveness keys (best effort: they expire anyway)."""
-        self._stop.set()
-        self._beater.join(HEARTBEAT_INTERVAL * 2)
+    def stop(self, unregistered: bool = False) -> None:
+        """Stop beating; forget the liveness keys unless the final write did (best effort: they expire)."""
+        _BEATER.remove(self)
         _jobs_by_thread.pop(self._thread_id, None)
+        if unregistered:
+            return
         keys = self.store.keys
         pipe = self.store.redis.pipeline(transaction=True)
         pipe.delete(keys.heartbeat(self.job_id), keys.cancel(self.job_id))
@@ -156,12 +163,7 @@ class Liveness:
         # Read without the lock: this runs inside a signal handler on the job's thread.
         return self._active and self.cancel_requested and not self._shielded
 
-    # the heartbeat thread -----------------------------------------------------
-
-    def _beat_forever(self) -> None:
-        while not self._stop.wait(HEARTBEAT_INTERVAL):
-            if self._beat():
-                self._interrupt()
+    # the heartbeat ------------------------------------------------------------
 
     def _beat(self) -> bool:
         """Refresh the heartbeat; whether cancellation is requested."""
@@ -194,6 +196,45 @@ class Liveness:
                 signal.pthread_kill(self._thread_id, CANCEL_SIGNAL)
             else:
                 _raise_in_thread(self._thread_id)
+
+
+class _Beater:
+    """One thread per engine process beats for every job running in it.
+
+    A thread per job would cost its start and join on every job; this one
+    ends when no job is left and starts again with the next.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[int, Liveness] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, job: Liveness) -> None:
+        with self._lock:
+            self._jobs[id(job)] = job
+            if self._thread is None or not self._thread.is_alive():  # none yet, or lost in a fork
+                self._thread = threading.Thread(target=self._run, name="moi-heartbeat", daemon=True)
+                self._thread.start()
+
+    def remove(self, job: Liveness) -> None:
+        with self._lock:
+            self._jobs.pop(id(job), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(HEARTBEAT_INTERVAL)
+            with self._lock:
+                jobs = list(self._jobs.values())
+                if not jobs:
+                    self._thread = None
+                    return
+            for job in jobs:
+                if job._beat():
+                    job._interrupt()
+
+
+_BEATER = _Beater()
 
 
 @contextmanager

@@ -185,20 +185,25 @@ def _cancel_if_queued(info: Info) -> Info | None:
 def run_job(spec: JobSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The engine side of a job: Running, the call, then Success, Failed or Cancelled.
 
-    The heartbeat starts before the job shows as Running, so a watchdog can
-    tell a running job from one whose engine died.
+    The heartbeat is set by the same atomic write that shows the job Running,
+    so a watchdog can tell a running job from one whose engine died.
     """
     store = spec.store()
     liveness = engine.Liveness(store, spec.job_id)
+    start = _starter(liveness.label)
+    # Running, the heartbeat and the running index are one atomic write (one round trip).
+    registering = liveness.registering()
+    info = engine.retrying(
+        lambda: store.update(spec.job_id, start, spec.info, also=registering), f"starting job {spec.job_id}"
+    )
+    if info["status"] != Status.RUNNING:
+        return None  # cancelled (or otherwise finished) before it started
+    tracker = _Tracker(store, spec.job_id, info, also_at_end=liveness.unregistering())
     liveness.start()
     try:
-        start = _starter(liveness.label)
-        info = engine.retrying(lambda: store.update(spec.job_id, start, spec.info), f"starting job {spec.job_id}")
-        if info["status"] != Status.RUNNING:
-            return None  # cancelled (or otherwise finished) before it started
-        return _call(_Tracker(store, spec.job_id, info), liveness, func, args, kwargs)
+        return _call(tracker, liveness, func, args, kwargs)
     finally:
-        liveness.stop()
+        liveness.stop(unregistered=tracker.ended)
 
 
 def _call(
@@ -235,10 +240,12 @@ def _starter(label: str) -> Callable[[Info], Info | None]:
 class _Tracker:
     """Keeps the engine's latest copy, so each change is usually one round trip."""
 
-    def __init__(self, store: Store, job_id: str, info: Info) -> None:
+    def __init__(self, store: Store, job_id: str, info: Info, also_at_end: list[list[str | int]] | None = None) -> None:
         self.store = store
         self.job_id = job_id
         self.info = info
+        self.also_at_end = also_at_end or []  # commands that go with the final write
+        self.ended = False  # the final write was ours, and carried also_at_end
 
     def status_update(self, text: str) -> None:
         def change(info: Info) -> Info | None:
@@ -254,7 +261,10 @@ class _Tracker:
             log.warning("job %s: status %r not recorded: %s", self.job_id, text, error)
 
     def finish(self, status: Status, result: Any, result_format: str) -> None:
+        wrote: list[bool] = []
+
         def change(info: Info) -> Info | None:
+            wrote[:] = [not is_finished(info)]  # the last attempt is the one that counted
             if is_finished(info):
                 return None
             info.update(status=status, result=result, result_format=result_format, date_end=now())
@@ -262,8 +272,10 @@ class _Tracker:
 
         # The final state must land even across a Redis outage (bounded: then it is logged).
         self.info = engine.retrying(
-            lambda: self.store.update(self.job_id, change, self.info), f"recording job {self.job_id} {status}"
+            lambda: self.store.update(self.job_id, change, self.info, also=self.also_at_end),
+            f"recording job {self.job_id} {status}",
         )
+        self.ended = wrote == [True]
 
 
 # what the CLI runs ------------------------------------------------------

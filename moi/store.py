@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,12 +33,20 @@ Change = Callable[[Info], "Info | None"]
 
 # Set the info object only if nobody changed it since we read it.
 # Returns 1 (set and published), -1 (no such node) or the current document.
+# ARGV[6:] are optional commands that go with the change (and only with it), each
+# as its length then its words: an engine's heartbeat registration rides along.
 _COMPARE_AND_SET = """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 if cjson.decode(current)['revision'] ~= tonumber(ARGV[1]) then return current end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
+local i = 6
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
 return 1
 """
 
@@ -279,13 +287,16 @@ class Store:
         node_id: str,
         change: Callable[[Info], Info | None],
         known: Info | None = None,
+        also: Sequence[Sequence[str | int]] = (),
     ) -> Info:
         """Apply ``change`` atomically; it returns the new info, or None for no change.
 
         ``known`` is the caller's last copy; when it is current, this is one
-        round trip. Returns the info as it now stands.
+        round trip. ``also``: Redis commands run in the same atomic step, if
+        (and only if) the change is written. Returns the info as it now stands.
         """
         info = known if known is not None else self.get(node_id)
+        extra = [word for command in also for word in (len(command), *command)]
         while True:
             changed = change(dict(info))
             if changed is None:
@@ -300,6 +311,7 @@ class Store:
                         self.ttl,
                         self.keys.channel(node_id),
                         message("update", [node_id]),
+                        *extra,
                     ],
                 )
             if outcome == 1:
