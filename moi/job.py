@@ -10,6 +10,7 @@ configuration: the ``JobSpec`` it receives says which Redis to write to.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from . import connections, engine
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
 from .context import Context
-from .errors import CommandFailed, InvalidCode, JobCancelled, RedisUnavailable, UnknownId
+from .errors import CommandFailed, InvalidCode, JobCancelled, MoiError, RedisUnavailable, UnknownId
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
 from .store import Store, reaching, store_for
 
@@ -77,8 +78,27 @@ def submit(
     group_id = store.add_queued(group, [info], context.queued_entry())
     spec = JobSpec(job_id, store.url, store.keys.prefix, store.ttl, info)
     handle = view.apply_async(run_job, spec, func, args, kwargs)
+    handle.add_done_callback(functools.partial(_fail_if_never_started, store, job_id))
     log.debug("submitted %s to %s", job_id, context.name)
     return job_id, group_id, handle
+
+
+def _fail_if_never_started(store: Store, job_id: str, handle: Any) -> None:
+    """A task the cluster failed before run_job ran (a function the engine cannot load) must not stay Queued."""
+    error = handle.exception()
+    if error is None:
+        return
+
+    def change(info: Info) -> Info | None:
+        if info["status"] != Status.QUEUED:
+            return None  # run_job ran and recorded the outcome itself
+        info.update(status=Status.FAILED, result=f"Never started: {error}", result_format="text", date_end=now())
+        return info
+
+    try:
+        store.update(job_id, change)
+    except MoiError as failure:  # runs in ipyparallel's IO thread: log, never raise there
+        log.warning("job %s never started (%s) and could not be marked Failed: %s", job_id, error, failure)
 
 
 def submit_nouser(func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, str, Any]:

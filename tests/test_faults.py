@@ -158,3 +158,15 @@ def test_random_actions_from_stale_copies_never_reopen_a_finished_job(store, ste
         seen.append(after)
     revisions = [version["revision"] for version in seen]
     assert revisions == sorted(revisions)
+
+
+def test_task_the_engine_cannot_load_does_not_stay_queued(store, tmp_path, monkeypatch) -> None:
+    # A module only this process can import: the engine fails the task before moi's code runs.
+    (tmp_path / "only_here_mod.py").write_text("def job(**kwargs):\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here_mod  # type: ignore[import-not-found]
+
+    job_id, _, _ = submit("default", "loader", "unloadable", None, only_here_mod.job)
+    info = finished(job_id)
+    assert info["status"] == Status.FAILED and info["result"].startswith("Never started:"), info
+    assert "only_here_mod" in info["result"]
