@@ -61,6 +61,7 @@ class Settings:
     cluster_timeout: float = 10.0
     state_dir: str = ""
     engines: int = 0  # engines of the embedded cluster; 0 means the CPU count
+    cookie_secret: str = ""  # empty: `moi server` keeps a generated one in state_dir
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -122,6 +123,7 @@ _ENVIRONMENT = {
     "MOI_CLUSTER_TIMEOUT": "cluster_timeout",
     "MOI_STATE_DIR": "state_dir",
     "MOI_ENGINES": "engines",
+    "MOI_COOKIE_SECRET": "cookie_secret",
 }
 
 
