@@ -145,7 +145,7 @@ class CancelReport:
         return f"Cancel {node_id}: " + ", ".join(parts)
 
 
-def cancel(node_id: str) -> CancelReport:
+def cancel(node_id: str, store: Store | None = None) -> CancelReport:
     """Cancel a job, or every unfinished job under a group.
 
     A queued job is marked Cancelled at once and never runs; a running job's
@@ -153,7 +153,7 @@ def cancel(node_id: str) -> CancelReport:
     records Cancelled within a few seconds. Finished jobs are left as they are.
     Raises UnknownId for an id that names nothing.
     """
-    store = connections.store()
+    store = store or connections.store()
     info = store.get(node_id)
     jobs = store.descendant_jobs(node_id) if info.get("type") == "group" else [info]
     report = CancelReport()

@@ -11,7 +11,8 @@ override it to use your application's login), mapped to a group through
 Server -> browser, one JSON object per frame: ``{"add"|"update"|"remove"|"get": info}``,
 or ``{"error": "what was wrong"}`` for a request the server refuses.
 Browser -> server: ``{"get": [ids]}`` (an empty list: the user's own group),
-``{"remove": [ids]}``, ``{"close": null}``. A verb ``v`` is handled by the
+``{"remove": [ids]}``, ``{"cancel": [ids]}`` (a group: all its unfinished
+jobs; the outcome arrives as updates), ``{"close": null}``. A verb ``v`` is handled by the
 method ``do_v``; a subclass adds verbs by extending ``VERBS`` and adding the
 method.
 
@@ -35,6 +36,7 @@ from .errors import BadRequest, MoiError, NotInGroup
 from .group import Group
 from .hub import Hub
 from .info import Info
+from .job import cancel
 from .keys import Keys
 from .store import store_for
 
@@ -100,7 +102,7 @@ def id_list(argument: Any) -> list[str]:
 
 
 class MOIMessageHandler(WebSocketHandler):
-    VERBS = frozenset({"get", "remove", "close"})
+    VERBS = frozenset({"get", "remove", "cancel", "close"})
 
     hub: Hub
     group_id: str
@@ -164,6 +166,19 @@ class MOIMessageHandler(WebSocketHandler):
 
     async def do_remove(self, argument: Any) -> None:
         await self._group().remove(id_list(argument))
+
+    async def do_cancel(self, argument: Any) -> None:
+        ids = id_list(argument)
+        group = self._group()
+        for node_id in ids:
+            if node_id not in group:
+                raise NotInGroup(node_id)  # only one's own jobs
+        store = store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
+        loop = asyncio.get_running_loop()
+        for node_id in ids:
+            report = await loop.run_in_executor(None, cancel, node_id, store)
+            if not (report.cancelled or report.requested):
+                self.refuse(report.summary(node_id))  # said, not silent: nothing was left to cancel
 
     async def do_close(self, argument: Any) -> None:
         self.close(1000, "closed on request")
