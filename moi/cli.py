@@ -194,6 +194,23 @@ def down_command() -> None:
     click.echo("local runtime stopped" if stopped else "local runtime was not running")
 
 
+@main.command("server")
+@click.option("--port", default=8888, show_default=True, type=int, help="The port to serve on.")
+@click.option("--address", default="127.0.0.1", show_default=True, help="The address to listen on.")
+def server_command(port: int, address: str) -> None:
+    """Serve each user's live job list (development login at /login)."""
+    import asyncio
+
+    from .server import serve
+
+    connections.redis_url()  # start (or find) the runtime before saying we serve
+    click.echo(f"moi server: http://{address}:{port}/ (Ctrl-C stops it)")
+    try:
+        asyncio.run(serve(port, address))
+    except OSError as error:
+        raise click.ClickException(f"cannot serve on {address}:{port}: {error.strerror or error}") from None
+
+
 # output -------------------------------------------------------------------------
 
 

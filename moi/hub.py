@@ -41,6 +41,9 @@ BACKOFF_START = 0.1
 BACKOFF_CAP = 5.0
 # How long a subscribe or a read waits for Redis before giving up.
 REDIS_TIMEOUT = 10.0
+# Names in Redis's CLIENT LIST, so a process's connections can be counted.
+READ_CLIENT_NAME = "moi-hub-read"
+PUBSUB_CLIENT_NAME = "moi-hub-pubsub"
 
 
 class Listener(Protocol):
@@ -57,7 +60,11 @@ class Hub:
         self.keys = keys
         self.ttl = ttl
         pool: Any = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=read_connections, timeout=REDIS_TIMEOUT, decode_responses=True
+            url,
+            max_connections=read_connections,
+            timeout=REDIS_TIMEOUT,
+            decode_responses=True,
+            client_name=READ_CLIENT_NAME,
         )
         # Reads share this small pool; callers wait for a free connection.
         self.redis: aioredis.Redis[str] = aioredis.Redis(connection_pool=pool, decode_responses=True)
@@ -141,7 +148,11 @@ class Hub:
         # No retries inside redis-py: a silent internal reconnect would lose
         # messages without anyone knowing to re-sync.
         client = aioredis.Redis.from_url(
-            self.url, decode_responses=True, retry=Retry(NoBackoff(), 0), socket_keepalive=True
+            self.url,
+            decode_responses=True,
+            retry=Retry(NoBackoff(), 0),
+            socket_keepalive=True,
+            client_name=PUBSUB_CLIENT_NAME,
         )
         pubsub: Any = client.pubsub()
         await pubsub.connect()

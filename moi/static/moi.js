@@ -1,0 +1,195 @@
+/*
+ * moi.js: live job status from a moi server, for current browsers. No build step.
+ *
+ *   <div id="jobs"></div>
+ *   <script src="/static/moi.js"></script>
+ *   <script>moi.liveList(document.getElementById("jobs"));</script>
+ *
+ * moi.connect(options) opens the websocket (/moi-ws/ on the page's host, wss on
+ * https pages), asks for the group, and calls options.onAdd / onUpdate /
+ * onRemove / onGet with each info object the server sends (onError with the
+ * text of a refused request). When the connection drops (server restart,
+ * network) it reconnects with exponential backoff and asks for the group again.
+ *
+ * moi.liveList(element, options) is the ready list: one row per job with its
+ * name, status, a link to url/<id> once finished, and a Remove button. Rows
+ * keep the revision they show, so a stale update never overwrites a newer
+ * state, and a re-sync never duplicates a row. All text goes in with
+ * textContent, never as HTML. options.renderRow(info, row, helpers) replaces
+ * how a row's content is drawn (see defaultRenderRow).
+ */
+(function (global) {
+  "use strict";
+
+  var FINISHED = { Success: true, Failed: true, Cancelled: true };
+
+  function socketUrl(path) {
+    var location = global.location;
+    return (location.protocol === "https:" ? "wss://" : "ws://") + location.host + path;
+  }
+
+  function connect(options) {
+    options = options || {};
+    var path = options.path || "/moi-ws/";
+    var minDelay = options.minDelay || 250;
+    var maxDelay = options.maxDelay || 4000;
+    var handlers = {
+      add: options.onAdd, update: options.onUpdate, remove: options.onRemove,
+      get: options.onGet, error: options.onError
+    };
+    var socket = null;
+    var attempts = 0;
+    var stopped = false;
+    var timer = null;
+
+    function call(handler, value) {
+      if (typeof handler === "function") { handler(value); }
+    }
+
+    function send(verb, value) {
+      if (!socket || socket.readyState !== WebSocket.OPEN) { return false; }
+      var request = {};
+      request[verb] = value;
+      socket.send(JSON.stringify(request));
+      return true;
+    }
+
+    function onMessage(event) {
+      var frame;
+      try { frame = JSON.parse(event.data); } catch (error) { return; }
+      if (!frame || typeof frame !== "object") { return; }
+      Object.keys(frame).forEach(function (action) {
+        if (Object.prototype.hasOwnProperty.call(handlers, action)) { call(handlers[action], frame[action]); }
+      });
+    }
+
+    function reconnectLater() {
+      // Exponential backoff with jitter, so a restarted server is not stormed.
+      var delay = Math.min(maxDelay, minDelay * Math.pow(2, attempts));
+      attempts += 1;
+      timer = global.setTimeout(open, delay * (0.5 + Math.random() / 2));
+    }
+
+    function open() {
+      timer = null;
+      if (stopped) { return; }
+      socket = new WebSocket(socketUrl(path));
+      socket.onopen = function () {
+        attempts = 0;
+        call(options.onOpen);
+        send("get", options.group ? [options.group] : []);  // [] asks for the user's own group
+      };
+      socket.onmessage = onMessage;
+      socket.onclose = function () {
+        socket = null;
+        call(options.onClose);
+        if (!stopped) { reconnectLater(); }
+      };
+    }
+
+    open();
+    return {
+      get: function (ids) { return send("get", ids); },
+      remove: function (ids) { return send("remove", ids); },
+      send: send,
+      close: function () {
+        stopped = true;
+        if (timer !== null) { global.clearTimeout(timer); }
+        if (socket) { send("close", null); socket.close(); }
+      },
+      isOpen: function () { return !!socket && socket.readyState === WebSocket.OPEN; }
+    };
+  }
+
+  function jobLink(info) {
+    // Only a path or an http(s) address: a job's url is never a javascript: link.
+    var base = typeof info.url === "string" ? info.url : "";
+    if (!FINISHED[info.status] || !/^(\/|https?:\/\/)/.test(base)) { return null; }
+    return base.replace(/\/+$/, "") + "/" + encodeURIComponent(info.id);
+  }
+
+  function element(tag, className, text) {
+    var node = global.document.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    return node;
+  }
+
+  // The default look of a row; helpers.remove() asks the server to remove the job.
+  function defaultRenderRow(info, row, helpers) {
+    row.replaceChildren();
+    row.appendChild(element("span", "moi-name", info.name));
+    row.appendChild(element("span", "moi-status", info.status));
+    var href = jobLink(info);
+    if (href) {
+      var link = element("a", "moi-result", "result");
+      link.href = href;
+      row.appendChild(link);
+    }
+    var button = element("button", "moi-remove", "Remove");
+    button.type = "button";
+    button.addEventListener("click", helpers.remove);
+    row.appendChild(button);
+  }
+
+  function liveList(container, options) {
+    options = options || {};
+    var render = options.renderRow || defaultRenderRow;
+    var nodes = {};  // id -> {info, row}: every job and group shown or known
+    var client;
+
+    function newer(info) {
+      var known = nodes[info.id];
+      return !known || (info.revision || 0) >= (known.info.revision || 0);
+    }
+
+    function drop(id) {
+      var known = nodes[id];
+      if (!known) { return; }
+      delete nodes[id];
+      if (known.row) { known.row.remove(); }
+      Object.keys(nodes).forEach(function (other) {
+        if (nodes[other] && nodes[other].info.parent === id) { drop(other); }
+      });
+    }
+
+    function prune(group) {
+      // A group's get lists its children: rows of children gone while offline go too.
+      if (!Array.isArray(group.jobs)) { return; }
+      var present = {};
+      group.jobs.forEach(function (id) { present[id] = true; });
+      Object.keys(nodes).forEach(function (id) {
+        if (nodes[id] && nodes[id].info.parent === group.id && !present[id]) { drop(id); }
+      });
+    }
+
+    function show(info) {
+      if (!info || typeof info.id !== "string" || !newer(info)) { return; }  // stale: keep the newer state
+      var known = nodes[info.id] || (nodes[info.id] = { info: info, row: null });
+      known.info = info;
+      if (info.type === "group") { prune(info); return; }
+      if (!known.row) {
+        known.row = element("div", "moi-row");
+        known.row.dataset.id = info.id;
+        container.appendChild(known.row);
+      }
+      known.row.dataset.status = String(info.status);
+      render(info, known.row, { remove: function () { client.remove([info.id]); }, link: jobLink(info) });
+    }
+
+    function gone(info) { if (info && typeof info.id === "string") { drop(info.id); } }
+
+    container.classList.add("moi-list");
+    client = connect({
+      path: options.path,
+      group: options.group || container.dataset.moiGroup,
+      onAdd: show, onUpdate: show, onGet: show, onRemove: gone,
+      onError: options.onError || function (text) { global.console.warn("moi: " + text); },
+      onOpen: function () { container.dataset.connected = "true"; },
+      onClose: function () { container.dataset.connected = "false"; }
+    });
+    return { client: client, nodes: nodes };
+  }
+
+  global.moi = { connect: connect, liveList: liveList, defaultRenderRow: defaultRenderRow, jobLink: jobLink };
+})(window);
