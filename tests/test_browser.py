@@ -8,6 +8,7 @@ CI (``CI=true``) these tests run, never skip.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -65,16 +66,17 @@ def free_port() -> int:
 
 
 class Server:
-    """``moi server --port N`` in a subprocess, as a user starts it."""
+    """``moi server --port N`` (or another command) in a subprocess, as a user starts it."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, command: tuple[str, ...] = ("-m", "moi.cli", "server")) -> None:
         self.port = port
+        self.command = command
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "moi.cli", "server", "--port", str(self.port)],
+            [sys.executable, *self.command, "--port", str(self.port)],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -204,3 +206,26 @@ def test_job_name_is_text_not_html(page: Any, server: Server) -> None:
     expect(page.locator("#moi-user")).to_have_text("<b>eve</b>")
     assert page.locator("img").count() == 0 and page.locator("#moi-jobs b, h1 b").count() == 0
     assert dialogs == []
+
+
+def test_example_webserver(browser: Any, r: Any) -> None:
+    from playwright.sync_api import expect
+
+    example = Server(free_port(), (str(ROOT / "examples" / "webserver.py"),))
+    example.start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(example.url + "/")
+        page.fill("input[name=user]", "frank")
+        page.click("form button")
+        expect(page.locator("#jobs")).to_have_attribute("data-connected", "true")
+        page.click("#hello")
+        hello_row = page.locator(".moi-row", has_text="The hello job")
+        expect(hello_row.locator(".moi-status")).to_have_text(re.compile(r"saying hello: step \d of 4"))
+        expect(hello_row.locator(".moi-status")).to_have_text("Success")
+        hello_row.locator("a", has_text="see the result").click()
+        expect(page.locator("#result")).to_have_text('"hi!"')
+    finally:
+        context.close()
+        example.stop()
