@@ -55,7 +55,8 @@ class LoginHandler(_UserHandler):
 
     def _safe_next(self) -> bool:
         target = self.get_query_argument("next", "/")
-        return target.startswith("/") and not target.startswith("//")
+        # Only a path on this site: "//host" and "/\\host" would leave it.
+        return target.startswith("/") and not target.startswith(("//", "/\\"))
 
 
 class LogoutHandler(_UserHandler):

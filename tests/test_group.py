@@ -262,6 +262,10 @@ def test_resync_after_the_pubsub_connection_drops(
         await frames.until(lambda _: hub.reconnects >= 1)
         job2 = add_job(store, tree["alice"], "after")  # and it keeps following
         await frames.seen("add", job2)
+        await hub.reconnect()  # on demand too
+        job3 = add_job(store, tree["alice"], "after reconnect()")
+        await frames.seen("add", job3)
+        await frames.until(lambda _: hub.reconnects >= 2)
         await group.close()
         await hub.close()
 
