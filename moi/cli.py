@@ -203,10 +203,9 @@ def server_command(port: int, address: str) -> None:
 
     from .server import serve
 
-    connections.redis_url()  # start (or find) the runtime before saying we serve
-    click.echo(f"moi server: http://{address}:{port}/ (Ctrl-C stops it)")
+    connections.redis_url()  # start (or find) the runtime first
     try:
-        asyncio.run(serve(port, address))
+        asyncio.run(serve(port, address, lambda url: click.echo(f"moi server: {url} (Ctrl-C stops it)")))
     except OSError as error:
         raise click.ClickException(f"cannot serve on {address}:{port}: {error.strerror or error}") from None
 

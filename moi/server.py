@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,13 +115,15 @@ def default_hub() -> Hub:
     return Hub(connections.redis_url(), Keys(current.key_prefix), current.ttl)
 
 
-async def serve(port: int, address: str = "127.0.0.1") -> None:
-    """Run until SIGINT or SIGTERM."""
+async def serve(port: int, address: str = "127.0.0.1", ready: Callable[[str], None] | None = None) -> None:
+    """Run until SIGINT or SIGTERM; ``ready(url)`` is called once it listens."""
     current = connections.settings()
     hub = default_hub()
     app = make_app(hub, cookie_secret=cookie_secret(current.state_dir))
     server = app.listen(port, address=address)
     log.info("moi server on http://%s:%d/ (redis %s)", address, port, hub.url)
+    if ready is not None:
+        ready(f"http://{address}:{port}/")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
