@@ -63,12 +63,12 @@ def hub_for(application: Application) -> Hub:
 
 async def user_group(hub: Hub, user: str) -> str:
     """The id of a user's group (made on first use), as the CLI's ``--user`` would."""
+    if await hub.redis.exists(hub.keys.info(user), hub.keys.children(user)):
+        # A user name that is a node's id (or another moi key) could reach that node's tree.
+        raise NotInGroup(user)
     group_id = await hub.redis.hget(hub.keys.user_map, user)
     if group_id is not None and await hub.redis.exists(hub.keys.info(group_id)):
         return str(group_id)
-    if group_id is None and await hub.redis.exists(hub.keys.children(user)):
-        # A user name that is someone's group id would otherwise open that group.
-        raise NotInGroup(user)
     store = store_for(hub.url, hub.keys.prefix, hub.ttl)
     return await asyncio.get_running_loop().run_in_executor(None, store.ensure_group, user)
 

@@ -83,6 +83,12 @@ class HandlerTest(AsyncHTTPTestCase):
                     url = self.get_url("/moi-ws/").replace("http://", "ws://")
                     await websocket_connect(HTTPRequest(url, headers={"Cookie": f"user={user}"}))
             assert refused.value.code == 403
+        # A user name that is someone else's group id does not open that group.
+        bob = moi.connections.store().ensure_group("bob")
+        add_job(bob, "bob's")
+        with pytest.raises(HTTPClientError) as refused:
+            await self.connect(bob)
+        assert refused.value.code == 403
 
     @gen_test(timeout=120)
     async def test_a_job_live_from_queued_to_success(self) -> None:
