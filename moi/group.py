@@ -183,7 +183,7 @@ class Group:
         """Current infos of ids that exist, oldest first."""
         if not ids:
             return {}
-        raws = await self.hub.redis.mget([self.keys.info(node_id) for node_id in ids])
+        raws = await self.hub.mget([self.keys.info(node_id) for node_id in ids])
         infos = [json.loads(raw) for raw in raws if raw]
         infos.sort(key=lambda info: info.get("date_created") or "")
         return {info["id"]: info for info in infos}

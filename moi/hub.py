@@ -78,6 +78,9 @@ class Hub:
         self._resyncing: asyncio.Task[None] | None = None
         self._closed = False
         self.reconnects = 0
+        # Reads asked for in the same turn of the event loop, sent as one MGET.
+        self._reads: list[tuple[list[str], asyncio.Future[list[str | None]]]] = []
+        self._reads_flush: asyncio.Task[None] | None = None
 
     # public ------------------------------------------------------------------
 
@@ -104,6 +107,34 @@ class Hub:
         if new:
             await asyncio.wait_for(self._pubsub.subscribe(*new), REDIS_TIMEOUT)
         await self._confirmed(futures + pending)
+
+    async def mget(self, keys: list[str]) -> list[str | None]:
+        """``MGET keys``, merged with the other reads of this loop turn into one round trip.
+
+        A burst of updates (one per followed group) then costs a few MGETs, not one each.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[str | None]] = loop.create_future()
+        self._reads.append((keys, future))
+        if self._reads_flush is None:
+            self._reads_flush = loop.create_task(self._flush_reads())
+        return await future
+
+    async def _flush_reads(self) -> None:
+        await asyncio.sleep(0)  # one turn: every reader woken by the same burst joins in
+        batch, self._reads, self._reads_flush = self._reads, [], None
+        try:
+            values = await asyncio.wait_for(self.redis.mget([key for keys, _ in batch for key in keys]), REDIS_TIMEOUT)
+        except (redis.RedisError, OSError, TimeoutError) as error:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        start = 0
+        for keys, future in batch:
+            if not future.done():  # its reader may have been cancelled meanwhile
+                future.set_result(values[start : start + len(keys)])
+            start += len(keys)
 
     async def unsubscribe(self, channels: list[str], listener: Listener) -> None:
         gone = []
