@@ -1,0 +1,1 @@
+"""moi's benchmark: ``python -m benchmarks`` (see README, "Performance")."""

@@ -1,0 +1,300 @@
+"""Live figures: how fast a job's change reaches a websocket client, and a fan-out.
+
+- latency: one job at a time, from ``submit`` to its ``Success`` frame at a
+  websocket client, and from the job's end (the job returns ``time.time()``)
+  to that frame; beside Redis alone: an engine publishes ``time.time()`` and a
+  subscriber in the same event loop as the websocket client receives it;
+- fan-out: K clients, each its own user following its own group; one update
+  per group (one Lua call writes and publishes all K), until the last client
+  has its frame; beside a plain Tornado server that writes one published
+  message to the same number of sockets; and the server's memory per socket.
+
+Servers run in their own processes (``benchmarks.wsserver``); clients are
+Tornado websocket clients in this process's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import sys
+import time
+from typing import Any
+
+import psutil
+import redis.asyncio as aioredis
+from tornado.httpclient import HTTPRequest
+from tornado.web import create_signed_value
+from tornado.websocket import WebSocketClientConnection, websocket_connect
+
+from moi import connections
+from moi.info import Info, new_id, new_info
+from moi.job import submit
+from moi.store import set_fields
+
+from .services import Services, wait_until
+from .stats import Figure, percentile
+from .tasks import publish_stamp, stamp
+from .wsserver import BROADCAST_CHANNEL
+
+log = logging.getLogger("benchmarks.live")
+
+SECRET = "moi-benchmark-cookie-secret"
+TIMEOUT = 60.0
+CONNECT_AT_ONCE = 50
+STAMP_CHANNEL = "bench-stamp"
+
+
+# servers and clients -------------------------------------------------------
+
+
+def start_server(services: Services, kind: str) -> tuple[int, psutil.Process]:
+    port = services.free_port()
+    proc = services.start_process(
+        f"wsserver-{kind}",
+        [sys.executable, "-m", "benchmarks.wsserver", kind, str(port), SECRET],
+        env={"MOI_REDIS_URL": services.redis_url, "MOI_STATE_DIR": str(services.directory / "state")},
+    )
+    wait_until(lambda: _listening(port) or proc.poll() is not None, 30, f"{kind} websocket server")
+    if proc.poll() is not None:
+        raise RuntimeError(f"the {kind} websocket server exited; see {services.directory}")
+    return port, psutil.Process(proc.pid)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def connect(port: int, user: str, path: str = "/moi-ws/") -> WebSocketClientConnection:
+    cookie = create_signed_value(SECRET, "user", user).decode()
+    request = HTTPRequest(f"ws://127.0.0.1:{port}{path}", headers={"Cookie": f"user={cookie}"}, request_timeout=TIMEOUT)
+    return await websocket_connect(request)
+
+
+async def read_until(conn: WebSocketClientConnection, action: str, node_id: str) -> Info:
+    """Frames until ``{action: info}`` for ``node_id``; bounded in time."""
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            frame = await conn.read_message()
+            if frame is None:
+                raise ConnectionError("websocket closed")
+            body = json.loads(frame)
+            info = body.get(action)
+            if info is not None and info.get("id") == node_id:
+                return info
+
+
+async def following(port: int, user: str, job_id: str) -> WebSocketClientConnection:
+    """A client of ``user``, once the server follows the user's tree (its ``get`` answered)."""
+    conn = await connect(port, user)
+    conn.write_message(json.dumps({"get": []}))
+    await read_until(conn, "get", job_id)
+    return conn
+
+
+# latency -------------------------------------------------------------------
+
+
+class _Stamps:
+    """Receipt times of Success frames (per job id) and of Redis stamps, read by background tasks."""
+
+    def __init__(self) -> None:
+        self.frames: dict[str, tuple[float, Info]] = {}
+        self.redis: list[float] = []
+        self.arrived = asyncio.Event()
+
+    async def read_frames(self, conn: WebSocketClientConnection) -> None:
+        while (frame := await conn.read_message()) is not None:
+            now = time.time()
+            # A job that ends before the relay has followed it arrives as its "add".
+            body = json.loads(frame)
+            info = body.get("update") or body.get("add")
+            if info is not None and info.get("status") == "Success":
+                self.frames[info["id"]] = (now, info)
+                self.arrived.set()
+
+    async def read_redis(self, pubsub: Any) -> None:
+        async for message in pubsub.listen():
+            if message["type"] == "message":
+                self.redis.append(time.time() - float(message["data"]))
+                self.arrived.set()
+
+    async def wait(self, done: Any) -> None:
+        async with asyncio.timeout(TIMEOUT):
+            while not done():
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def latency(plan: Any, port: int) -> list[Figure]:
+    """``plan.runs`` runs of ``plan.latency_samples`` jobs; percentiles per run."""
+    ctx = connections.get_context("bench")
+    store = connections.store()
+    user = "latency-user"
+    first, _, handle = submit(ctx, user, "warm", None, stamp)
+    handle.get(TIMEOUT)
+    conn = await following(port, user, first)
+    pubsub = aioredis.Redis.from_url(store.url).pubsub(ignore_subscribe_messages=True)
+    await pubsub.subscribe(STAMP_CHANNEL)
+    stamps = _Stamps()
+    readers = [asyncio.create_task(stamps.read_frames(conn)), asyncio.create_task(stamps.read_redis(pubsub))]
+    figures: dict[str, Figure] = {}
+    try:
+        for _ in range(plan.runs):
+            to_client, end_to_client, redis_alone = await _latency_run(plan.latency_samples, ctx, store.url, stamps)
+            for figure in (
+                *_percentiles("submit -> Success at websocket client", to_client),
+                *_percentiles("job end -> websocket client", end_to_client),
+                *_percentiles("Redis pub/sub alone (engine publishes)", redis_alone),
+                _gap(end_to_client, redis_alone),
+            ):
+                figures.setdefault(figure.label, Figure(figure.label, figure.unit)).add(figure.runs[0])
+    finally:
+        for reader in readers:
+            reader.cancel()
+        conn.close()
+        await pubsub.aclose()
+    return list(figures.values())
+
+
+async def _latency_run(samples: int, ctx: Any, redis_url: str, stamps: _Stamps) -> tuple[list[float], ...]:
+    """One job at a time, each followed by one Redis-alone stamp: both see the same machine."""
+    loop = asyncio.get_running_loop()
+    to_client, end_to_client = [], []
+    stamps.redis.clear()
+    for _ in range(samples):
+        start = time.time()
+        job_id, _, _ = await loop.run_in_executor(None, submit, ctx, "latency-user", "stamp", None, stamp)
+        await stamps.wait(lambda job_id=job_id: job_id in stamps.frames)
+        received, info = stamps.frames.pop(job_id)
+        to_client.append((received - start) * 1e3)
+        end_to_client.append((received - info["result"]) * 1e3)
+        count = len(stamps.redis)
+        await loop.run_in_executor(None, ctx.view.apply_async, publish_stamp, redis_url, STAMP_CHANNEL)
+        await stamps.wait(lambda count=count: len(stamps.redis) > count)
+    return to_client, end_to_client, [delay * 1e3 for delay in stamps.redis]
+
+
+def _percentiles(label: str, samples: list[float]) -> list[Figure]:
+    figures = []
+    for name, fraction in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+        figure = Figure(f"{label}, {name}", "ms")
+        figure.add(percentile(samples, fraction))
+        figures.append(figure)
+    return figures
+
+
+def _gap(moi: list[float], redis_alone: list[float]) -> Figure:
+    figure = Figure("job end -> client p50 minus Redis alone p50 (target <= 2)", "ms")
+    figure.add(percentile(moi, 0.5) - percentile(redis_alone, 0.5))
+    return figure
+
+
+# fan-out ------------------------------------------------------------------
+
+
+async def _connect_all(port: int, users: list[str], job_ids: list[str]) -> list[WebSocketClientConnection]:
+    conns: list[WebSocketClientConnection] = []
+    for start in range(0, len(users), CONNECT_AT_ONCE):
+        pairs = zip(users[start : start + CONNECT_AT_ONCE], job_ids[start : start + CONNECT_AT_ONCE], strict=True)
+        conns += await asyncio.gather(*(following(port, user, job_id) for user, job_id in pairs))
+    return conns
+
+
+async def _received_at(conn: WebSocketClientConnection, action: str, node_id: str | None) -> float:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            frame = await conn.read_message()
+            if frame is None:
+                raise ConnectionError("websocket closed")
+            if node_id is None:
+                return time.perf_counter()
+            info = json.loads(frame).get(action)
+            if info is not None and info.get("id") == node_id:
+                return time.perf_counter()
+
+
+async def fanout_moi(plan: Any, port: int, server: psutil.Process) -> tuple[Figure, Figure, Info]:
+    store = connections.store()
+    users = [f"fan-{index}" for index in range(plan.clients)]
+    infos = []
+    for user in users:
+        job_id = new_id()
+        info = new_info(job_id, "fan", "job", store.keys.channel(job_id), context="bench")
+        store.add_queued(user, [info])
+        infos.append(info)
+    before = server.memory_info().rss
+    conns = await _connect_all(port, users, [info["id"] for info in infos])
+    memory = Figure("moi relay: server memory per open socket", "KiB")
+    memory.add((server.memory_info().rss - before) / len(conns) / 1024)
+    seconds = Figure(f"moi relay: {plan.clients} clients, own group each, one update each", "ms")
+    loop = asyncio.get_running_loop()
+    try:
+        for round_index in range(plan.runs):
+            waiters = [
+                asyncio.create_task(_received_at(c, "update", i["id"])) for c, i in zip(conns, infos, strict=True)
+            ]
+            await asyncio.sleep(0)  # every waiter is reading before the updates go out
+            changes = [(i["id"], set_fields(status="Running", progress=round_index), i) for i in infos]
+            start = time.perf_counter()
+            outcome = await loop.run_in_executor(None, store.update_many, changes)
+            seconds.add((max(await asyncio.gather(*waiters)) - start) * 1e3)
+            infos = [outcome[i["id"]] for i in infos]
+    finally:
+        for conn in conns:
+            conn.close()
+    return seconds, memory, infos[0]
+
+
+async def fanout_plain(plan: Any, port: int, server: psutil.Process, sample: Info) -> tuple[Figure, Figure]:
+    store = connections.store()
+    before = server.memory_info().rss
+    conns: list[WebSocketClientConnection] = []
+    for start in range(0, plan.clients, CONNECT_AT_ONCE):
+        count = min(CONNECT_AT_ONCE, plan.clients - start)
+        conns += await asyncio.gather(*(connect(port, f"plain-{start + n}", "/ws/") for n in range(count)))
+    await asyncio.sleep(0.5)  # every socket is open on the server's side too
+    memory = Figure("plain Tornado: server memory per open socket", "KiB")
+    memory.add((server.memory_info().rss - before) / len(conns) / 1024)
+    seconds = Figure(f"plain Tornado broadcast: same {plan.clients} clients, one frame each", "ms")
+    frame = json.dumps({"update": sample})  # the same frame moi sends
+    publisher = aioredis.Redis.from_url(store.url)
+    try:
+        for _ in range(plan.runs):
+            waiters = [asyncio.create_task(_received_at(conn, "update", None)) for conn in conns]
+            await asyncio.sleep(0)
+            start = time.perf_counter()
+            await publisher.publish(BROADCAST_CHANNEL, frame)
+            seconds.add((max(await asyncio.gather(*waiters)) - start) * 1e3)
+    finally:
+        for conn in conns:
+            conn.close()
+        await publisher.aclose()
+    return seconds, memory
+
+
+# the section -----------------------------------------------------------------
+
+
+def measure(plan: Any, services: Services) -> list[tuple[str, list[Figure]]]:
+    moi_port, moi_server = start_server(services, "moi")
+    plain_port, plain_server = start_server(services, "plain")
+    return asyncio.run(_measure(plan, moi_port, moi_server, plain_port, plain_server))
+
+
+async def _measure(
+    plan: Any, moi_port: int, moi_server: psutil.Process, plain_port: int, plain_server: psutil.Process
+) -> list[tuple[str, list[Figure]]]:
+    latencies = await latency(plan, moi_port)
+    moi_time, moi_memory, sample = await fanout_moi(plan, moi_port, moi_server)
+    plain_time, plain_memory = await fanout_plain(plan, plain_port, plain_server, sample)
+    ratio = Figure(f"moi / plain Tornado, {plan.clients} clients (target <= 1.3)", "x")
+    for moi_ms, plain_ms in zip(moi_time.runs, plain_time.runs, strict=True):
+        ratio.add(moi_ms / plain_ms)
+    return [
+        (f"Latency: one job at a time ({plan.latency_samples} samples)", latencies),
+        (f"Fan-out: {plan.clients} websocket clients", [moi_time, plain_time, ratio, moi_memory, plain_memory]),
+    ]
