@@ -196,6 +196,8 @@ class Hub:
         futures = self._expect_confirmations(channels)
         if channels:
             await self._pubsub.subscribe(*channels)
+        # Pooled read connections may have died with the old server: the re-read would fail on them.
+        await self.redis.connection_pool.disconnect()
 
         async def resync_when_confirmed() -> None:
             # Re-reading before Redis confirms could miss a change made in between.
