@@ -92,7 +92,7 @@ async def server() -> AsyncIterator[int]:
         http.stop()
         hub = app.settings.get(HUB_SETTING)
         if hub is not None:
-            await hub.close()
+            await asyncio.wait_for(hub.close(), 15)  # a hang here would hang the whole run
 
 
 async def open_page(port: int, user: str) -> Page:
