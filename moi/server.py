@@ -25,6 +25,8 @@ from tornado.web import Application, RequestHandler, authenticated
 from . import connections
 from .hub import Hub
 from .keys import Keys
+from .store import store_for
+from .watchdog import watch
 from .websocket import HUB_SETTING, MOIMessageHandler
 
 log = logging.getLogger("moi.server")
@@ -128,6 +130,9 @@ async def serve(port: int, address: str = "127.0.0.1", ready: Callable[[str], No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # Jobs whose engine died, or whose cluster went away, end even if nothing else watches.
+    watching = loop.create_task(watch(store_for(hub.url, hub.keys.prefix, hub.ttl), stop))
     await stop.wait()
     server.stop()
+    await watching
     await hub.close()

@@ -12,7 +12,8 @@
  * network) it reconnects with exponential backoff and asks for the group again.
  *
  * moi.liveList(element, options) is the ready list: one row per job with its
- * name, status, a link to url/<id> once finished, and a Remove button. Rows
+ * name, status, a link to url/<id> once finished, a Cancel button while it is
+ * unfinished (queued or running), and a Remove button. Rows
  * keep the revision they show, so a stale update never overwrites a newer
  * state, and a re-sync never duplicates a row. All text goes in with
  * textContent, never as HTML. options.renderRow(info, row, helpers) replaces
@@ -91,6 +92,7 @@
     return {
       get: function (ids) { return send("get", ids); },
       remove: function (ids) { return send("remove", ids); },
+      cancel: function (ids) { return send("cancel", ids); },
       send: send,
       close: function () {
         stopped = true;
@@ -115,7 +117,7 @@
     return node;
   }
 
-  // The default look of a row; helpers.remove() asks the server to remove the job.
+  // The default look of a row; helpers.remove() / helpers.cancel() ask the server to remove / cancel the job.
   function defaultRenderRow(info, row, helpers) {
     row.replaceChildren();
     row.appendChild(element("span", "moi-name", info.name));
@@ -125,6 +127,12 @@
       var link = element("a", "moi-result", "result");
       link.href = href;
       row.appendChild(link);
+    }
+    if (!FINISHED[info.status]) {
+      var cancel = element("button", "moi-cancel", "Cancel");
+      cancel.type = "button";
+      cancel.addEventListener("click", helpers.cancel);
+      row.appendChild(cancel);
     }
     var button = element("button", "moi-remove", "Remove");
     button.type = "button";
@@ -174,7 +182,11 @@
         container.appendChild(known.row);
       }
       known.row.dataset.status = String(info.status);
-      render(info, known.row, { remove: function () { client.remove([info.id]); }, link: jobLink(info) });
+      render(info, known.row, {
+        remove: function () { client.remove([info.id]); },
+        cancel: function () { client.cancel([info.id]); },
+        link: jobLink(info)
+      });
     }
 
     function gone(info) { if (info && typeof info.id === "string") { drop(info.id); } }
