@@ -75,6 +75,9 @@ class Hub:
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        # Held while a command goes out on the pub/sub connection and while it is dropped:
+        # redis-py's PubSub would otherwise open a fresh (leaked) connection for a late command.
+        self._sending = asyncio.Lock()
         self._resyncing: asyncio.Task[None] | None = None
         self._closed = False
         self.reconnects = 0
@@ -105,7 +108,7 @@ class Hub:
             listeners.add(listener)
         futures = self._expect_confirmations(new)
         if new:
-            await asyncio.wait_for(self._pubsub.subscribe(*new), REDIS_TIMEOUT)
+            await self._send("SUBSCRIBE", new)
         await self._confirmed(futures + pending)
 
     async def mget(self, keys: list[str]) -> list[str | None]:
@@ -146,9 +149,9 @@ class Hub:
             if not listeners:
                 del self._listeners[channel]
                 gone.append(channel)
-        if gone and self._connected.is_set():
-            with contextlib.suppress(redis.RedisError, OSError):
-                await asyncio.wait_for(self._pubsub.unsubscribe(*gone), REDIS_TIMEOUT)
+        if gone:
+            with contextlib.suppress(redis.RedisError, OSError, TimeoutError):
+                await self._send("UNSUBSCRIBE", gone)
 
     async def reconnect(self) -> None:
         """Drop the pub/sub connection; the reader reconnects and re-syncs everyone."""
@@ -164,6 +167,7 @@ class Hub:
                 await self._reader
         await self._drop_pubsub()
         await cast(Any, self.redis).aclose()
+        await self.redis.connection_pool.disconnect()  # a pool passed in is not closed with its client
         self._fail_confirming(redis.ConnectionError("hub closed"))
 
     # the connection ----------------------------------------------------------
@@ -186,7 +190,13 @@ class Hub:
             client_name=PUBSUB_CLIENT_NAME,
         )
         pubsub: Any = client.pubsub()
-        await pubsub.connect()
+        try:
+            await pubsub.connect()
+        except BaseException:  # cancelled (hub closing) or refused: leave no connection behind
+            with contextlib.suppress(redis.RedisError, OSError):
+                await pubsub.aclose()
+                await client.connection_pool.disconnect()
+            raise
         self._pubsub = pubsub
         self._connected.set()
 
@@ -195,7 +205,7 @@ class Hub:
         channels = list(self._listeners)
         futures = self._expect_confirmations(channels)
         if channels:
-            await self._pubsub.subscribe(*channels)
+            await self._send("SUBSCRIBE", channels)
         # Pooled read connections may have died with the old server: the re-read would fail on them.
         await self.redis.connection_pool.disconnect()
 
@@ -229,9 +239,18 @@ class Hub:
                 raise redis.ConnectionError("subscription abandoned")
             future.result()
 
+    async def _send(self, command: str, channels: list[str]) -> None:
+        """SUBSCRIBE or UNSUBSCRIBE on the current connection; never opens another one."""
+        async with self._sending:
+            if self._pubsub is None:
+                raise redis.ConnectionError("the pub/sub connection is down")
+            method = self._pubsub.subscribe if command == "SUBSCRIBE" else self._pubsub.unsubscribe
+            await asyncio.wait_for(method(*channels), REDIS_TIMEOUT)
+
     async def _drop_pubsub(self) -> None:
-        self._connected.clear()
-        pubsub, self._pubsub = self._pubsub, None
+        async with self._sending:
+            self._connected.clear()
+            pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(redis.RedisError, OSError):
                 await pubsub.aclose()
