@@ -21,7 +21,7 @@ DEFAULT_NAME = "no-user-cmd-submit"
 
 
 class _Commands(click.Group):
-    """Turns every MoiError into one line on stderr and exit status 1."""
+    """A user's mistake is one line on stderr and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -29,6 +29,19 @@ class _Commands(click.Group):
         except MoiError as error:
             click.echo(str(error), err=True)
             sys.exit(1)
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False  # so usage errors reach us as exceptions
+        try:
+            return super().main(*args, **kwargs)
+        except click.exceptions.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        except click.ClickException as error:  # usage mistakes: bad option values, missing options
+            context = getattr(error, "ctx", None)
+            hint = f" (see: {context.command_path} --help)" if context else ""
+            click.echo(f"Error: {error.format_message()}{hint}", err=True)
+            sys.exit(error.exit_code)
 
 
 @click.group(cls=_Commands)
