@@ -36,7 +36,7 @@ def test_submit_stores_queued_job_and_announces_it_before_returning(r, store) ->
 
     assert parent_id == group_id
     info = json.loads(r.get(job_id))  # read right away: the engine is still sleeping
-    assert SEED_FIELDS <= set(info)
+    assert set(info) >= SEED_FIELDS
     assert info["status"] in ("Queued", "Running")
     assert (info["id"], info["name"], info["type"], info["url"]) == (job_id, "adding", "job", "/result")
     assert (info["parent"], info["context"], info["pubsub"]) == (group_id, "default", f"{job_id}:pubsub")
