@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import connections
+from . import connections, engine
 from .context import Context
 from .errors import MoiError
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
@@ -134,9 +134,11 @@ def chunk_size_for(items: int, engines: int) -> int:
 
 def run_batch(spec: BatchSpec, func: Callable[..., Any], items: list[Item]) -> list[Any]:
     """The engine side of a chunk: each item Running, called, Success or Failed."""
-    recorder = Recorder(spec.store(), [info for info, _ in items])
+    store = spec.store()
+    recorder = Recorder(store, [info for info, _ in items])
     results: list[Any] = []
-    with recorder:
+    # Heartbeats for the chunk's jobs: if this engine dies, the watchdog fails them.
+    with engine.ChunkLiveness(store, [info["id"] for info, _ in items]), recorder:
         for info, args in items:
             results.append(_run_item(recorder, info["id"], func, args))
     return results

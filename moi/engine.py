@@ -13,6 +13,7 @@ backoff for at most ``WRITE_RETRY_FOR`` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -22,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import redis
 
@@ -198,6 +199,68 @@ class Liveness:
                 _raise_in_thread(self._thread_id)
 
 
+class ChunkLiveness:
+    """Heartbeats for every job of a batch chunk while the chunk runs on this engine.
+
+    If the engine dies, the watchdog fails the chunk's unfinished jobs (the
+    task is lost with the engine). Finished jobs keep beating until the chunk
+    ends, which is harmless: the watchdog leaves finished jobs alone.
+    """
+
+    def __init__(self, store: Store, job_ids: list[str]) -> None:
+        self.store = store
+        self.job_ids = job_ids
+        self.label = engine_label()
+
+    def __enter__(self) -> ChunkLiveness:
+        if not self.job_ids:
+            return self
+        pipe = self._beats(self.store.redis.pipeline(transaction=False))
+        pipe.sadd(self.store.keys.running, *self.job_ids)
+        retrying(lambda: _execute(self.store, pipe), "registering a batch chunk")
+        _BEATER.add(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _BEATER.remove(self)
+        if not self.job_ids:
+            return
+        keys = self.store.keys
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.delete(*(keys.heartbeat(job_id) for job_id in self.job_ids))
+        pipe.srem(keys.running, *self.job_ids)
+        try:
+            _execute(self.store, pipe)
+        except RedisUnavailable as error:
+            log.warning("batch chunk: could not clear its heartbeats (%s); they expire in %ds", error, HEARTBEAT_TTL)
+
+    def _beats(self, pipe: redis.client.Pipeline[str]) -> redis.client.Pipeline[str]:
+        for job_id in self.job_ids:
+            pipe.set(self.store.keys.heartbeat(job_id), self.label, ex=HEARTBEAT_TTL)
+        return pipe
+
+    def _beat(self) -> bool:
+        with contextlib.suppress(redis.RedisError):  # an outage: the next beat tries again
+            self._beats(self.store.redis.pipeline(transaction=False)).execute()
+        return False  # a running batch item is not interrupted
+
+    def _interrupt(self) -> None:
+        pass
+
+
+def _execute(store: Store, pipe: redis.client.Pipeline[str]) -> list[object]:
+    try:
+        return pipe.execute()
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        raise RedisUnavailable(store.url, str(error).splitlines()[0] if str(error) else "") from error
+
+
+class _Beating(Protocol):
+    def _beat(self) -> bool: ...
+
+    def _interrupt(self) -> None: ...
+
+
 class _Beater:
     """One thread per engine process beats for every job running in it.
 
@@ -206,18 +269,18 @@ class _Beater:
     """
 
     def __init__(self) -> None:
-        self._jobs: dict[int, Liveness] = {}
+        self._jobs: dict[int, _Beating] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, job: Liveness) -> None:
+    def add(self, job: _Beating) -> None:
         with self._lock:
             self._jobs[id(job)] = job
             if self._thread is None or not self._thread.is_alive():  # none yet, or lost in a fork
                 self._thread = threading.Thread(target=self._run, name="moi-heartbeat", daemon=True)
                 self._thread.start()
 
-    def remove(self, job: Liveness) -> None:
+    def remove(self, job: _Beating) -> None:
         with self._lock:
             self._jobs.pop(id(job), None)
 

@@ -42,7 +42,7 @@ def running(info: Info) -> bool:
     return info["status"] not in (Status.QUEUED, None)
 
 
-def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_end_with_their_cluster(store, tmp_path) -> None:
+def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_end_with_their_cluster(store, r, tmp_path) -> None:
     state = tmp_path / "state"
     embedded = {"MOI_CONTEXTS": "", "MOI_STATE_DIR": str(state), "MOI_ENGINES": "1"}
     try:
@@ -60,6 +60,19 @@ def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_end_with_th
         again = run_moi("submit", "--cmd", "import os; return os.getpid()", "--block", env=embedded)
         assert "status\t\t: Success" in again.stdout, again
         assert f"engine\t\t: {info['engine']}" not in again.stdout
+
+        # Batch jobs on an engine that dies: the running one fails, the other ends either way.
+        commands = tmp_path / "commands"
+        commands.write_text("sleep 300\ntrue\n")
+        out = run_moi("submit", "--each", str(commands), env=embedded).stdout
+        batch = [line.split()[-1] for line in out.splitlines() if line.startswith("Submitted job id:")]
+        assert len(batch) == 2, out
+        assert poll(store, batch[0], running, 60)["status"] == Status.RUNNING
+        os.kill(int(r.get(store.keys.heartbeat(batch[0])).rsplit(":", 1)[1]), signal.SIGKILL)
+        info = poll(store, batch[0], is_finished, ENGINE_LOST_WITHIN + SLACK)
+        assert info["status"] == Status.FAILED and info["result"].startswith("Engine lost:"), info
+        info = poll(store, batch[1], is_finished, ENGINE_LOST_WITHIN + SLACK)  # lost with it, or run by the new one
+        assert info["status"] == Status.SUCCESS or info["result"].startswith("Engine lost:"), info
 
         busy = run_moi("submit", "--cmd", "import time; time.sleep(300)", env=embedded).stdout.split()[-1]
         assert poll(store, busy, running, 60)["status"] == Status.RUNNING
