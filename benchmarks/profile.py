@@ -109,7 +109,7 @@ def run(services: Services, jobs: int) -> list[str]:
         store.add_nodes(group_id, infos)
         return infos
 
-    specs = [job.JobSpec(info["id"], store.url, store.keys.prefix, store.ttl) for info in queued_jobs(jobs)]
+    specs = [job.JobSpec(info["id"], store.url, store.keys.prefix, store.ttl, info) for info in queued_jobs(jobs)]
     _timed(
         "moi run_job, engine side (in this process)",
         jobs,

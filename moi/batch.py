@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import connections, engine
-from .context import Context
+from .context import ByName, Context
 from .errors import MoiError
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
 from .store import Change, Store, store_for
@@ -112,7 +112,8 @@ def submit_many(
     spec = BatchSpec(store.url, store.keys.prefix, store.ttl)
     pairs = list(zip(infos, arguments, strict=True))
     handles = [
-        view.apply_async(run_batch, spec, func, pairs[start : start + size]) for start in range(0, len(pairs), size)
+        view.apply_async(ByName(run_batch), spec, func, pairs[start : start + size])
+        for start in range(0, len(pairs), size)
     ]
     log.debug("submitted %d jobs in %d chunks to %s", len(infos), len(handles), context.name)
     job_ids = [info["id"] for info in infos]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import ContextSpec
@@ -128,6 +130,25 @@ class Context:
 def key_digest(key: str) -> str:
     """Names a controller by its session key without revealing the key."""
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+class ByName:
+    """A module-level function as a task should carry it: by its name.
+
+    ipyparallel ships a function as its code object (about 2 KB for run_job,
+    on every task, through the controller to the engine); this object
+    pickles as the function's module and name, and calls it there.
+    """
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.module = func.__module__
+        self.name = func.__qualname__
+
+    def __repr__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)(*args, **kwargs)
 
 
 def _reason(error: BaseException) -> str:

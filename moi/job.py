@@ -24,7 +24,7 @@ from typing import Any
 from . import connections, engine
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
-from .context import Context
+from .context import ByName, Context
 from .errors import CommandFailed, InvalidCode, JobCancelled, MoiError, RedisUnavailable, UnknownId
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
 from .store import Store, reaching, store_for
@@ -77,7 +77,7 @@ def submit(
     # Stored, announced and in the queued index (for the watchdog) in one round trip.
     group_id = store.add_queued(group, [info], context.queued_entry())
     spec = JobSpec(job_id, store.url, store.keys.prefix, store.ttl, info)
-    handle = view.apply_async(run_job, spec, func, args, kwargs)
+    handle = view.apply_async(ByName(run_job), spec, func, args, kwargs)
     handle.add_done_callback(functools.partial(_fail_if_never_started, store, job_id))
     log.debug("submitted %s to %s", job_id, context.name)
     return job_id, group_id, handle
