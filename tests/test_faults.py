@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -81,12 +83,16 @@ def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_end_with_th
     finally:
         runtime.stop(state)
 
-    # The whole cluster is gone; a watchdog (here: this test's, as `moi watchdog` would) ends both.
-    guard = Watchdog(store)
-    deadline = time.monotonic() + max(ENGINE_LOST_WITHIN, CLUSTER_LOST_WITHIN) + SLACK
-    while time.monotonic() < deadline and not all(is_finished(store.get(j)) for j in (busy, queued)):
-        guard.check()
-        time.sleep(0.5)
+    # The whole cluster is gone, and its supervisor with it: `moi watchdog`, as a user runs it, ends both.
+    watching = subprocess.Popen([sys.executable, "-m", "moi.cli", "watchdog"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert watching.stdout is not None and watching.stdout.readline().startswith("watching jobs in redis://")
+        deadline = time.monotonic() + max(ENGINE_LOST_WITHIN, CLUSTER_LOST_WITHIN) + SLACK
+        while time.monotonic() < deadline and not all(is_finished(store.get(j)) for j in (busy, queued)):
+            time.sleep(0.5)
+    finally:
+        watching.send_signal(signal.SIGINT)  # Ctrl-C
+        assert watching.wait(30) == 0
     assert store.get(busy)["result"].startswith("Engine lost:"), store.get(busy)
     info = store.get(queued)
     assert info["status"] == Status.FAILED and info["result"].startswith("Cluster lost:"), info
