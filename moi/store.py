@@ -96,7 +96,8 @@ _ENSURE_GROUP = """
 local prefix = ARGV[5]
 local gid = nil
 -- A group id first: the map also holds group id -> user name, which is not a group.
-if redis.call('EXISTS', prefix .. ARGV[1] .. ':jobs') == 1 then gid = ARGV[1] end
+local own = redis.call('GET', prefix .. ARGV[1])
+if own and cjson.decode(own)['type'] == 'group' then gid = ARGV[1] end
 if not gid then gid = redis.call('HGET', KEYS[1], ARGV[1]) end
 if gid and redis.call('EXISTS', prefix .. gid) == 1 then
   redis.call('EXPIRE', prefix .. gid, ARGV[4])
@@ -167,14 +168,15 @@ class Store:
 
     def group_of_user(self, key: str) -> str | None:
         """The group id for a user name, or the key itself if it is a group id."""
+        for candidate in (key, self._mapped(key)):  # the map also holds group id -> user name
+            info = self.find(candidate) if candidate else None
+            if info is not None and info.get("type") == "group":
+                return candidate
+        return None
+
+    def _mapped(self, user: str) -> str | None:
         with reaching(self.url):
-            gid = self.redis.hget(self.keys.user_map, key)
-            if gid is None and self.redis.exists(self.keys.children(key)):
-                gid = key
-        if gid is None:
-            return None
-        info = self.find(gid)
-        return gid if info is not None and info.get("type") == "group" else None
+            return self.redis.hget(self.keys.user_map, user)
 
     def users(self) -> dict[str, str]:
         """user name -> group id, for users whose group still exists."""

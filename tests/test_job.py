@@ -167,3 +167,16 @@ def test_unreachable_cluster_fails_clearly_and_writes_nothing(tmp_path, r) -> No
     finally:
         moi.connections._overrides.clear()
         moi.connections.reset()
+
+
+def test_submit_into_a_nested_group_by_its_id(r, store) -> None:
+    from moi.job import create_group
+
+    workflow = create_group("assembly", parent="lena")
+    job_id, group_id, _ = submit("default", workflow, "step 1", None, jobs.add, 1, 2)
+    assert group_id == workflow
+    assert finished(job_id)["parent"] == workflow
+    user_group = r.hget("user-id-map", "lena")
+    assert json.loads(r.get(workflow))["parent"] == user_group
+    assert store.group_of_user(workflow) == workflow
+    assert [info["id"] for info in store.descendant_jobs(user_group)] == [job_id]
