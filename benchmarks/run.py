@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def default_scheme() -> str:
-    from moi import runtime
+    """The scheduler moi's own runtime starts its cluster with."""
+    from moi.config import Settings
 
-    return getattr(runtime, "TASK_SCHEME", "leastload")
+    return Settings().scheduler
 
 
 def measure(plan: Plan, services: Services) -> list[tuple[str, list[Figure]]]:

@@ -22,6 +22,7 @@ from typing import Any
 import redis
 
 from moi import runtime
+from moi.config import scheduler_args
 
 log = logging.getLogger("benchmarks.services")
 
@@ -57,7 +58,7 @@ class Services(contextlib.ExitStack):
         """A local cluster; ``scheme`` picks the controller's task scheduler."""
         import ipyparallel
 
-        args = controller_args(self.scheme) if self.scheme else []
+        args = scheduler_args(self.scheme) if self.scheme else []
         cluster = ipyparallel.Cluster(
             n=self.engines,
             profile_dir=str(self.directory / "ipython"),
@@ -140,13 +141,6 @@ class Services(contextlib.ExitStack):
         client: redis.Redis[str] = redis.Redis.from_url(self.redis_url, decode_responses=True)
         self.callback(client.close)
         return client
-
-
-def controller_args(scheme: str) -> list[str]:
-    """``NAME`` or ``NAME+hwm=N``: the task scheduler, and how many tasks an engine may hold."""
-    name, _, hwm = scheme.partition("+hwm=")
-    args = [f"--TaskScheduler.scheme_name={name}"]
-    return args + [f"--TaskScheduler.hwm={hwm}"] if hwm else args
 
 
 def wait_until(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.05) -> Any:

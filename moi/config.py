@@ -61,6 +61,8 @@ class Settings:
     cluster_timeout: float = 10.0
     state_dir: str = ""
     engines: int = 0  # engines of the embedded cluster; 0 means the CPU count
+    # Task scheduler of the embedded cluster: NAME or NAME+hwm=N (see README, Performance).
+    scheduler: str = "leastload"
     cookie_secret: str = ""  # empty: `moi server` keeps a generated one in state_dir
 
     @property
@@ -106,7 +108,7 @@ def _from_ini(path: str) -> dict[str, Any]:
             values["default_context"] = section["default"].strip()
     if parser.has_section("moi"):
         section = parser["moi"]
-        for name in ("key_prefix", "state_dir"):
+        for name in ("key_prefix", "state_dir", "scheduler"):
             if name in section:
                 values[name] = section[name]
         if "ttl" in section:
@@ -123,6 +125,7 @@ _ENVIRONMENT = {
     "MOI_CLUSTER_TIMEOUT": "cluster_timeout",
     "MOI_STATE_DIR": "state_dir",
     "MOI_ENGINES": "engines",
+    "MOI_SCHEDULER": "scheduler",
     "MOI_COOKIE_SECRET": "cookie_secret",
 }
 
@@ -152,6 +155,18 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
+
+
+def scheduler_args(scheduler: str) -> list[str]:
+    """ipcontroller arguments for ``NAME`` or ``NAME+hwm=N`` (N: tasks an engine may hold; 0 no limit)."""
+    name, plus, hwm = scheduler.partition("+hwm=")
+    if name not in SCHEDULERS or (plus and not hwm.isdigit()):
+        raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, optionally +hwm=N; not {scheduler!r}")
+    args = [f"--TaskScheduler.scheme_name={name}"]
+    return args + [f"--TaskScheduler.hwm={hwm}"] if plus else args
+
+
 def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     """Defaults, then the INI file, then the environment, then ``overrides``."""
     values: dict[str, Any] = {"state_dir": default_state_dir()}
@@ -161,6 +176,7 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     values.update(_from_environment())
     values.update(overrides or {})
     settings = replace(Settings(), **_coerce(values))
+    scheduler_args(settings.scheduler)  # a mistake shows now, not when the runtime starts
     if settings.ttl <= 0:
         raise ConfigError(f"ttl must be a positive number of seconds, not {settings.ttl}")
     if settings.contexts and "default_context" not in values:

@@ -64,7 +64,7 @@ def ensure(settings: Settings) -> RuntimeInfo:
     with _locked(state_dir):
         info = read(state_dir)  # someone else may have started it while we waited
         if info is None:
-            info = _start(state_dir, settings.engines or os.cpu_count() or 1)
+            info = _start(state_dir, settings.engines or os.cpu_count() or 1, settings.scheduler)
     return info
 
 
@@ -89,11 +89,11 @@ def _locked(state_dir: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _start(state_dir: Path, engines: int) -> RuntimeInfo:
+def _start(state_dir: Path, engines: int, scheduler: str) -> RuntimeInfo:
     log_path = state_dir / "runtime.log"
     with open(log_path, "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "moi.runtime", str(state_dir), str(engines)],
+            [sys.executable, "-m", "moi.runtime", str(state_dir), str(engines), scheduler],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -213,12 +213,18 @@ def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Po
     raise RuntimeStartError(f"redis-server did not start on port {port}; see {directory / 'redis.log'}")
 
 
-async def _serve(state_dir: Path, engines: int) -> None:
+async def _serve(state_dir: Path, engines: int, scheduler: str) -> None:
     import ipyparallel
+
+    from .config import scheduler_args
 
     redis_proc, redis_url = start_redis(state_dir / "redis")
     cluster = ipyparallel.Cluster(
-        n=engines, profile_dir=str(state_dir / "ipython"), cluster_id=CLUSTER_ID, log_level=logging.WARNING
+        n=engines,
+        profile_dir=str(state_dir / "ipython"),
+        cluster_id=CLUSTER_ID,
+        log_level=logging.WARNING,
+        controller_args=scheduler_args(scheduler),
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -285,7 +291,8 @@ def _write_state(state_dir: Path, info: RuntimeInfo) -> None:
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     state_dir, engines = Path(argv[0]), int(argv[1])
-    asyncio.run(_serve(state_dir, engines))
+    scheduler = argv[2] if len(argv) > 2 else "leastload"
+    asyncio.run(_serve(state_dir, engines, scheduler))
 
 
 if __name__ == "__main__":
