@@ -209,6 +209,7 @@ class Recorder:
         self.interval = interval
         self.latest = {info["id"]: info for info in infos}  # as last written or read
         self._pending: list[tuple[str, Change]] = []
+        self._started: list[str] = []  # among the pending: jobs that start
         self._lock = threading.Lock()  # guards _pending and latest
         self._flushing = threading.Lock()  # one write at a time, in order
         self._stop = threading.Event()
@@ -230,6 +231,7 @@ class Recorder:
             if info is None or is_finished(info):
                 return False
             self._pending.append((job_id, _start()))
+            self._started.append(job_id)
             return True
 
     def record(self, job_id: str, change: Change) -> None:
@@ -241,14 +243,18 @@ class Recorder:
         with self._flushing:
             with self._lock:
                 pending, self._pending = self._pending, []
+                started, self._started = self._started, []
                 changes = [(job_id, change, self.latest[job_id]) for job_id, change in pending]
             if not changes:
                 return
+            # Started jobs leave the queued index (the watchdog's) in the same call.
+            also = [["HDEL", self.store.keys.queued, *started]] if started else []
             try:
-                outcome = self.store.update_many(changes)
+                outcome = self.store.update_many(changes, also)
             except MoiError:
                 with self._lock:  # keep them, in order, for the next try
                     self._pending[:0] = pending
+                    self._started[:0] = started
                 raise
             with self._lock:
                 for job_id, _, _ in changes:

@@ -70,6 +70,12 @@ for i, key in ipairs(KEYS) do
     out[i] = 1
   end
 end
+local i = 2 + #KEYS * 4  -- then commands that go along, as in _COMPARE_AND_SET
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
 return out
 """
 
@@ -322,14 +328,18 @@ class Store:
                 raise UnknownId(node_id)
             info = json.loads(outcome)  # someone else changed it: merge again
 
-    def update_many(self, changes: list[tuple[str, Change, Info]]) -> dict[str, Info]:
+    def update_many(
+        self, changes: list[tuple[str, Change, Info]], also: Sequence[Sequence[str | int]] = ()
+    ) -> dict[str, Info]:
         """``update`` for many nodes in one round trip: ``(node_id, change, known)`` each.
 
         A node may appear more than once; its changes apply in order, each
         published. Nodes whose ``known`` copy was stale are merged and retried
         (rare). Returns node id -> info as it now stands; a node that no longer
         exists (removed meanwhile) is left out rather than failing the others.
+        ``also``: Redis commands run in the same call (once, whatever the outcome).
         """
+        extra = [word for command in also for word in (len(command), *command)]
         pending = list(changes)
         outcome: dict[str, Info] = {}
         gone: set[str] = set()
@@ -340,6 +350,8 @@ class Store:
             args: list[Any] = [self.ttl]
             for node_id, _, new in writes:
                 args += [new["revision"] - 1, dumps(new), self.keys.channel(node_id), message("update", [node_id])]
+            args += extra
+            extra = []  # once is enough
             with reaching(self.url):
                 answers = self._cas_many(keys=[self.keys.info(node_id) for node_id, _, _ in writes], args=args)
             pending = self._settle(writes, answers, outcome, gone)

@@ -42,6 +42,7 @@ def test_every_item_is_its_own_job_and_succeeds(r, store) -> None:
         assert (info["status"], info["result"], info["type"]) == ("Success", index / 2, "job")
         assert (info["name"], info["parent"], info["url"]) == (f"halves [{index}]", group_id, "/sweep")
         assert info["date_start"] <= info["date_end"]
+    assert not any(r.hexists(store.keys.queued, job_id) for job_id in job_ids)  # started: out of the queued index
 
 
 def test_a_failing_item_fails_alone(r, store) -> None:
