@@ -115,17 +115,11 @@ class Liveness:
         pipe.delete(keys.heartbeat(self.job_id), keys.cancel(self.job_id))
         pipe.srem(keys.running, self.job_id)
         try:
-            self._execute(pipe)
+            _execute(self.store, pipe)
         except RedisUnavailable as error:
             log.warning(
                 "job %s: could not clear its heartbeat (%s); it expires in %ds", self.job_id, error, HEARTBEAT_TTL
             )
-
-    def _execute(self, pipe: redis.client.Pipeline[str]) -> list[object]:
-        try:
-            return pipe.execute()
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            raise RedisUnavailable(self.store.url, str(error).splitlines()[0] if str(error) else "") from error
 
     # the job function ---------------------------------------------------------
 
