@@ -102,12 +102,7 @@ def submit_many(
     store = connections.store()
     arguments = [item if isinstance(item, tuple) else (item,) for item in items]
     infos = [_new_job(store, f"{name} [{index}]", url, context.name) for index in range(len(arguments))]
-    entry = context.queued_entry()
-    group_id = ""
-    for start in range(0, len(infos), ADD_PER_ROUND_TRIP):
-        group_id = store.add_queued(group, infos[start : start + ADD_PER_ROUND_TRIP], entry)
-    if not infos:
-        group_id = store.group_id(group)
+    group_id = _store_queued(store, group, infos, context.queued_entry())
     size = chunk_size or chunk_size_for(len(infos), len(context.client.ids))
     spec = BatchSpec(store.url, store.keys.prefix, store.ttl)
     pairs = list(zip(infos, arguments, strict=True))
@@ -118,6 +113,14 @@ def submit_many(
     log.debug("submitted %d jobs in %d chunks to %s", len(infos), len(handles), context.name)
     job_ids = [info["id"] for info in infos]
     return job_ids, group_id, Batch(job_ids, handles)
+
+
+def _store_queued(store: Store, group: str, infos: list[Info], entry: str) -> str:
+    """Store and announce the jobs, ADD_PER_ROUND_TRIP per Lua call; the group id."""
+    group_id = store.group_id(group)
+    for start in range(0, len(infos), ADD_PER_ROUND_TRIP):
+        group_id = store.add_queued(group, infos[start : start + ADD_PER_ROUND_TRIP], entry)
+    return group_id
 
 
 def _new_job(store: Store, name: str, url: str | None, context: str) -> Info:
