@@ -11,6 +11,7 @@ published, however long an item runs).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -106,10 +107,12 @@ def submit_many(
     size = chunk_size or chunk_size_for(len(infos), len(context.client.ids))
     spec = BatchSpec(store.url, store.keys.prefix, store.ttl)
     pairs = list(zip(infos, arguments, strict=True))
-    handles = [
-        view.apply_async(ByName(run_batch), spec, func, pairs[start : start + size])
-        for start in range(0, len(pairs), size)
-    ]
+    handles = []
+    for start in range(0, len(pairs), size):
+        chunk = pairs[start : start + size]
+        handle = view.apply_async(ByName(run_batch), spec, func, chunk)
+        handle.add_done_callback(functools.partial(_fail_unfinished, store, [info for info, _ in chunk]))
+        handles.append(handle)
     log.debug("submitted %d jobs in %d chunks to %s", len(infos), len(handles), context.name)
     job_ids = [info["id"] for info in infos]
     return job_ids, group_id, Batch(job_ids, handles)
@@ -121,6 +124,19 @@ def _store_queued(store: Store, group: str, infos: list[Info], entry: str) -> st
     for start in range(0, len(infos), ADD_PER_ROUND_TRIP):
         group_id = store.add_queued(group, infos[start : start + ADD_PER_ROUND_TRIP], entry)
     return group_id
+
+
+def _fail_unfinished(store: Store, infos: list[Info], handle: Any) -> None:
+    """A chunk whose task failed (the engine could not load the function, or lost Redis
+    for good) must not leave its items Queued or Running: nothing else will end them."""
+    error = handle.exception()
+    if error is None:
+        return
+    change = _finish(Status.FAILED, f"Never finished: its batch chunk failed: {error}", "text")
+    try:
+        store.update_many([(info["id"], change, info) for info in infos])
+    except MoiError as failure:  # runs in ipyparallel's IO thread: log, never raise there
+        log.warning("a batch chunk failed (%s); its jobs could not be marked Failed: %s", error, failure)
 
 
 def _new_job(store: Store, name: str, url: str | None, context: str) -> Info:

@@ -127,3 +127,17 @@ def test_cli_submit_each_refuses_an_empty_file_and_both_options(r, tmp_path) -> 
     both = run_moi("submit", "--each", str(empty), "--cmd", "return 1")
     assert both.returncode != 0
     assert "not both" in both.stderr
+
+
+def test_a_chunk_the_engine_cannot_load_fails_its_jobs(r, store, tmp_path, monkeypatch) -> None:
+    # A module only this process can import: the engine fails the chunk's task before moi's code runs.
+    (tmp_path / "only_here_batch.py").write_text("def job(x, **kwargs):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here_batch  # type: ignore[import-not-found]
+
+    job_ids, _, batch = submit_many("default", "loader", "unloadable", None, only_here_batch.job, [1, 2, 3])
+    batch.wait(60)
+    for job_id in job_ids:
+        info = finished(job_id)
+        assert info["status"] == "Failed" and info["result"].startswith("Never finished:"), info
+        assert "only_here_batch" in info["result"]
