@@ -134,6 +134,8 @@ class CancelReport:
         if not (self.cancelled or self.requested):
             if len(self.finished) == 1 and self.finished[0] == node_id:
                 return f"Job {node_id} has already finished; nothing to cancel"
+            if not self.finished:
+                return f"Nothing to cancel in {node_id}: it holds no jobs"
             return f"Nothing to cancel in {node_id}: all {len(self.finished)} jobs have finished"
         parts = []
         if self.cancelled:
@@ -172,13 +174,12 @@ def _cancel_job(store: Store, info: Info, report: CancelReport) -> None:
         return new
 
     try:
-        info = store.update(job_id, change, info)
+        # Out of the queued index in the same atomic write: the watchdog has nothing left to watch.
+        info = store.update(job_id, change, info, also=[["HDEL", store.keys.queued, job_id]])
     except UnknownId:
         return  # removed meanwhile: nothing left to cancel
     if wrote == [True]:
         report.cancelled.append(job_id)
-        with reaching(store.url):
-            store.redis.hdel(store.keys.queued, job_id)
     elif is_finished(info):
         report.finished.append(job_id)
     else:
