@@ -52,7 +52,8 @@ def measure(scheme: str, engines: int, runs: int, jobs: int, batch_jobs: int) ->
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m benchmarks.schedulers")
-    parser.add_argument("--schemes", default="leastload,lru,twobin,weighted,plainrandom,pure")
+    # "weighted" is left out: with it, tasks stalled in our runs (none finished within the time bound).
+    parser.add_argument("--schemes", default="leastload,leastload+hwm=0,lru,twobin,plainrandom,pure")
     parser.add_argument("--engines", default="2")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=500)
