@@ -111,3 +111,25 @@ def next_message(pubsub: Any, timeout: float = 10) -> Any:
         if message is not None:
             return message
     return None
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, int, list[Any]]]:
+    """A redis-server of the test's own, on a fixed port it can be restarted on.
+
+    Yields (url, port, servers); a test that restarts it appends the new process.
+    """
+    port = runtime.free_port()
+    proc, url = runtime.start_redis(tmp_path / "redis", port)
+    monkeypatch.setenv("MOI_REDIS_URL", url)
+    moi.connections.reset()
+    servers: list[Any] = [proc]
+    yield url, port, servers
+    for proc in servers:
+        proc.terminate()
+        proc.wait(10)
+    moi.connections.reset()
+
+
+# The browser tests' fixtures (imported last: tests.browser uses this module).
+from tests.browser import browser, page, server  # noqa: E402, F401

@@ -12,9 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -98,20 +96,6 @@ def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_end_with_th
     assert info["status"] == Status.FAILED and info["result"].startswith("Cluster lost:"), info
     assert info["date_start"] is None
 
-
-@pytest.fixture
-def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A redis-server of this test's own, on a fixed port it can be restarted on."""
-    port = runtime.free_port()
-    proc, url = runtime.start_redis(tmp_path / "redis", port)
-    monkeypatch.setenv("MOI_REDIS_URL", url)
-    moi.connections.reset()
-    servers = [proc]
-    yield url, port, servers
-    for server in servers:
-        server.terminate()
-        server.wait(10)
-    moi.connections.reset()
 
 
 def test_redis_restart_mid_job_loses_nothing_and_cli_names_redis(own_redis, tmp_path) -> None:

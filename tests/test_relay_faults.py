@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -145,20 +144,6 @@ def test_cancel_verb_cancels_own_jobs_only_and_says_when_nothing_to_cancel(store
 
 # a Redis restart ---------------------------------------------------------------------------
 
-
-@pytest.fixture
-def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A redis-server of this test's own, on a fixed port it can be restarted on."""
-    port = runtime.free_port()
-    proc, url = runtime.start_redis(tmp_path / "redis", port)
-    monkeypatch.setenv("MOI_REDIS_URL", url)
-    moi.connections.reset()
-    servers = [proc]
-    yield url, port, servers
-    for proc in servers:
-        proc.terminate()
-        proc.wait(10)
-    moi.connections.reset()
 
 
 def test_pages_resync_after_a_redis_restart(own_redis, tmp_path: Path) -> None:
