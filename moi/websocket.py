@@ -152,6 +152,9 @@ class MOIMessageHandler(WebSocketHandler):
         except MoiError as error:
             log.info("refused %s from %s: %s", verb or "a frame", self.current_user, error)
             self.refuse(str(error))
+        except asyncio.CancelledError:
+            # The server is shutting down under this request; the page re-asks the next server.
+            log.debug("%s from %s cut short by shutdown", verb or "a frame", self.current_user)
 
     def on_close(self) -> None:
         if self.group is not None:
