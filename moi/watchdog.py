@@ -74,9 +74,7 @@ class Watchdog:
             info = infos.get(job_id)
             if info is None or is_finished(info):
                 done.append(job_id)
-            elif alive:
-                self._silent.pop(job_id, None)
-            elif moment - self._silent.setdefault(job_id, moment) >= self.grace:
+            elif _overdue(self._silent, job_id, bool(alive), moment, self.grace):
                 if self._fail(info, _engine_lost(info)):
                     failed.append(job_id)
                 done.append(job_id)
@@ -106,9 +104,7 @@ class Watchdog:
             where = entry.get("registration", "")
             if where not in alive:
                 alive[where] = controller_alive(entry)
-            if alive[where]:
-                self._stranded.pop(job_id, None)
-            elif moment - self._stranded.setdefault(job_id, moment) >= self.queued_grace:
+            if _overdue(self._stranded, job_id, alive[where], moment, self.queued_grace):
                 if self._fail(info, _cluster_lost(info, entry)):
                     failed.append(job_id)
                 done.append(job_id)
@@ -138,6 +134,14 @@ class Watchdog:
         if wrote == [True]:
             log.warning("job %s failed: %s", info["id"], reason)
         return wrote == [True]
+
+
+def _overdue(suspects: dict[str, float], job_id: str, alive: bool, moment: float, grace: float) -> bool:
+    """True once a job has looked dead for ``grace`` seconds in a row, as this watchdog saw it."""
+    if alive:
+        suspects.pop(job_id, None)
+        return False
+    return moment - suspects.setdefault(job_id, moment) >= grace
 
 
 def _forget_others(suspects: dict[str, float], current: list[str]) -> None:
