@@ -93,7 +93,12 @@ class Group:
     def message(self, channel: str, payload: dict[str, Any]) -> None:
         node_id = self.keys.node_of_channel(channel)
         for action, ids in payload.items():
-            if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
+            if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
+                continue
+            if action == "update" and not self._closed and all(i in self._known for i in ids):
+                # The common case, kept off the worker queue: no task switch per update.
+                self.hub.read_soon([self.keys.info(i) for i in ids], functools.partial(self._updated, node_id, ids))
+            else:
                 self._post(functools.partial(self._on_message, node_id, action, ids))
 
     def resync(self) -> None:
@@ -216,6 +221,29 @@ class Group:
             await self._refresh([i for i in ids if i in self._known], "update")
         elif action == "get":
             await self._refresh([i for i in ids if i in self._known], "get", always=True)
+
+    def _updated(self, node_id: str, ids: list[str], raws: list[str | None] | BaseException) -> None:
+        """An update of nodes already followed, as read: forward those whose revision went up.
+
+        Safe beside the worker: it only forwards known nodes, newer than what was forwarded.
+        Anything else (a node gone, a failed read) takes the queued way, in order.
+        """
+        if self._closed:
+            return
+        if isinstance(raws, BaseException):
+            self._post(functools.partial(self._on_message, node_id, "update", ids))
+            return
+        for child, raw in zip(ids, raws, strict=True):
+            known = self._known.get(child)
+            if known is None:
+                continue  # dropped meanwhile
+            if raw is None:
+                self._post(functools.partial(self._on_message, node_id, "update", [child]))
+                continue
+            info = json.loads(raw)
+            if _revision(info) > _revision(known):
+                self._known[child] = info
+                self._forward("update", info)
 
     async def _refresh(self, ids: list[str], action: str, always: bool = False) -> None:
         """Re-read nodes; forward those that changed (or all, with ``always``)."""

@@ -25,6 +25,7 @@ import collections
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol, cast
 
 import redis
@@ -44,6 +45,12 @@ REDIS_TIMEOUT = 10.0
 # Names in Redis's CLIENT LIST, so a process's connections can be counted.
 READ_CLIENT_NAME = "moi-hub-read"
 PUBSUB_CLIENT_NAME = "moi-hub-pubsub"
+# Messages the reader hands out before it lets the event loop run the listeners' work.
+YIELD_EVERY = 32
+
+
+# Called with what a batched read found (one value or None per key), or with the error.
+Reply = Callable[[list[str | None] | BaseException], None]
 
 
 class Listener(Protocol):
@@ -82,7 +89,7 @@ class Hub:
         self._closed = False
         self.reconnects = 0
         # Reads asked for in the same turn of the event loop, sent as one MGET.
-        self._reads: list[tuple[list[str], asyncio.Future[list[str | None]]]] = []
+        self._reads: list[tuple[list[str], Reply]] = []
         self._reads_flush: asyncio.Task[None] | None = None
 
     # public ------------------------------------------------------------------
@@ -116,12 +123,27 @@ class Hub:
 
         A burst of updates (one per followed group) then costs a few MGETs, not one each.
         """
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[str | None]] = loop.create_future()
-        self._reads.append((keys, future))
-        if self._reads_flush is None:
-            self._reads_flush = loop.create_task(self._flush_reads())
+        future: asyncio.Future[list[str | None]] = asyncio.get_running_loop().create_future()
+
+        def settle(values: list[str | None] | BaseException) -> None:
+            if future.done():  # its reader was cancelled meanwhile
+                return
+            if isinstance(values, BaseException):
+                future.set_exception(values)
+            else:
+                future.set_result(values)
+
+        self.read_soon(keys, settle)
         return await future
+
+    def read_soon(self, keys: list[str], reply: Reply) -> None:
+        """``mget`` for callers that must not wait: ``reply(values or error)`` is called later.
+
+        A listener uses it from ``message``, which must not block.
+        """
+        self._reads.append((keys, reply))
+        if self._reads_flush is None:
+            self._reads_flush = asyncio.get_running_loop().create_task(self._flush_reads())
 
     async def _flush_reads(self) -> None:
         await asyncio.sleep(0)  # one turn: every reader woken by the same burst joins in
@@ -129,15 +151,20 @@ class Hub:
         try:
             values = await asyncio.wait_for(self.redis.mget([key for keys, _ in batch for key in keys]), REDIS_TIMEOUT)
         except (redis.RedisError, OSError, TimeoutError) as error:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            for _, reply in batch:
+                self._reply(reply, error)
             return
         start = 0
-        for keys, future in batch:
-            if not future.done():  # its reader may have been cancelled meanwhile
-                future.set_result(values[start : start + len(keys)])
+        for keys, reply in batch:
+            self._reply(reply, values[start : start + len(keys)])
             start += len(keys)
+
+    @staticmethod
+    def _reply(reply: Reply, values: list[str | None] | BaseException) -> None:
+        try:
+            reply(values)
+        except Exception:  # one broken reader must not cost the others their values
+            log.exception("a read's reply failed")
 
     async def unsubscribe(self, channels: list[str], listener: Listener) -> None:
         gone = []
@@ -278,10 +305,16 @@ class Hub:
             delay = min(delay * 2, BACKOFF_CAP)
 
     async def _read(self) -> None:
+        handled = 0
         while True:
             message = await self._pubsub.get_message(timeout=None)
             if message is not None:
                 self._dispatch(message)
+            handled += 1
+            if handled % YIELD_EVERY == 0:
+                # A burst is already buffered, so the reads above never suspend: let the
+                # groups woken so far read and send now, rather than after the whole burst.
+                await asyncio.sleep(0)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]

@@ -339,7 +339,7 @@ class Store:
         exists (removed meanwhile) is left out rather than failing the others.
         ``also``: Redis commands run in the same call (once, whatever the outcome).
         """
-        extra = [word for command in also for word in (len(command), *command)]
+        extra = also
         pending = list(changes)
         outcome: dict[str, Info] = {}
         gone: set[str] = set()
@@ -347,15 +347,23 @@ class Store:
             writes = self._writes(pending, outcome)
             if not writes:
                 break
-            args: list[Any] = [self.ttl]
-            for node_id, _, new in writes:
-                args += [new["revision"] - 1, dumps(new), self.keys.channel(node_id), message("update", [node_id])]
-            args += extra
+            answers = self.write_many([(node_id, new) for node_id, _, new in writes], extra)
             extra = []  # once is enough
-            with reaching(self.url):
-                answers = self._cas_many(keys=[self.keys.info(node_id) for node_id, _, _ in writes], args=args)
             pending = self._settle(writes, answers, outcome, gone)
         return outcome
+
+    def write_many(self, writes: list[tuple[str, Info]], also: Sequence[Sequence[str | int]] = ()) -> list[Any]:
+        """One compare-and-set call for changed documents (``revision`` already bumped), each published.
+
+        Per document: 1 (written), -1 (no such node) or the current document (changed meanwhile).
+        ``update_many`` is the usual way in; this is its single round trip.
+        """
+        args: list[Any] = [self.ttl]
+        for node_id, new in writes:
+            args += [new["revision"] - 1, dumps(new), self.keys.channel(node_id), message("update", [node_id])]
+        args += [word for command in also for word in (len(command), *command)]
+        with reaching(self.url):
+            return list(self._cas_many(keys=[self.keys.info(node_id) for node_id, _ in writes], args=args))
 
     @staticmethod
     def _writes(pending: list[tuple[str, Change, Info]], outcome: dict[str, Info]) -> list[tuple[str, Change, Info]]:
