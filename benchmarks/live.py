@@ -5,9 +5,12 @@
   to that frame; beside Redis alone: an engine publishes ``time.time()`` and a
   subscriber in the same event loop as the websocket client receives it;
 - fan-out: K clients, each its own user following its own group; one update
-  per group (one Lua call writes and publishes all K), until the last client
-  has its frame; beside a plain Tornado server that writes one published
-  message to the same number of sockets; and the server's memory per socket.
+  per group (one Lua call writes and publishes all K). The relay's clock starts
+  when Redis has run that call (it sends the K announcements as it returns) and
+  stops when the last client has its frame; the write itself, and write plus
+  relay, are timed on rows of their own. Beside it, a plain Tornado server that
+  writes one published message to the same number of sockets (its clock starts
+  before the publish); and the server's memory per socket.
 
 Servers run in their own processes (``benchmarks.wsserver``); clients are
 Tornado websocket clients in this process's event loop.
