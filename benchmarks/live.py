@@ -21,10 +21,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import multiprocessing
 import socket
 import sys
 import time
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any
 
 import psutil
@@ -36,6 +38,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from moi import connections
 from moi.info import Info, new_id, new_info
 from moi.job import submit
+from moi.store import store_for
 
 from .services import Services, wait_until
 from .stats import Figure, percentile
@@ -235,11 +238,64 @@ def _changed(info: Info, round_index: int) -> Info:
     return {**info, "status": "Running", "progress": round_index, "revision": info["revision"] + 1}
 
 
-def _timed_write(store: Any, writes: list[tuple[str, Info]]) -> tuple[float, float, list[Any]]:
-    """The one call that writes and publishes every update; when it was sent and when Redis had run it."""
-    sent = time.perf_counter()
-    answers = store.write_many(writes)
-    return sent, time.perf_counter(), answers
+def _writer(redis_url: str, prefix: str, ttl: int, pipe: Connection) -> None:
+    """The producer of the fan-out's updates, in a process of its own (as engines are).
+
+    Own process, so that the moment Redis has run the write (and sent the
+    announcements) is read at once, not when this process's GIL frees up
+    from the K clients reading their frames. Per batch of documents it
+    answers (sent, returned, answers), on the system-wide monotonic clock.
+    """
+    store = store_for(redis_url, prefix, ttl)
+    while (writes := pipe.recv()) is not None:
+        sent = time.perf_counter()
+        answers = store.write_many(writes)
+        pipe.send((sent, time.perf_counter(), answers))
+
+
+class Writer:
+    """A ``_writer`` process for the duration of a ``with`` block."""
+
+    def __init__(self, store: Any) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pipe, child = context.Pipe()
+        self._process = context.Process(target=_writer, args=(store.url, store.keys.prefix, store.ttl, child))
+
+    def __enter__(self) -> Writer:
+        self._process.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pipe.send(None)
+        self._process.join(TIMEOUT)
+        if self._process.is_alive():
+            self._process.kill()
+
+    def write(self, writes: list[tuple[str, Info]]) -> tuple[float, float, list[Any]]:
+        self._pipe.send(writes)
+        if not self._pipe.poll(TIMEOUT):
+            raise TimeoutError("the fan-out writer did not answer")
+        answer: tuple[float, float, list[Any]] = self._pipe.recv()
+        return answer
+
+
+async def _fan_out_round(
+    conns: list[WebSocketClientConnection], changed: list[Info], writer: Writer
+) -> tuple[float, float, float]:
+    """One update per client: when the write was sent, when Redis had run it, when the last client had it.
+
+    The K changed documents are made before the clock starts, as K engines would each make
+    their own. Redis sends the K announcements as the one call that writes them returns:
+    the relay's clock starts there, as the plain broadcast's starts at its publish.
+    """
+    waiters = [asyncio.create_task(_received_at(c, "update", i["id"])) for c, i in zip(conns, changed, strict=True)]
+    await asyncio.sleep(0)  # every waiter is reading before the updates go out
+    writes = [(info["id"], info) for info in changed]
+    sent, published, answers = await asyncio.get_running_loop().run_in_executor(None, writer.write, writes)
+    last = max(await asyncio.gather(*waiters))
+    if answers != [1] * len(changed):
+        raise RuntimeError("a fan-out write lost its compare-and-set")
+    return sent, published, last
 
 
 async def fanout_moi(plan: Any, port: int, server: psutil.Process) -> FanOut:
@@ -259,27 +315,15 @@ async def fanout_moi(plan: Any, port: int, server: psutil.Process) -> FanOut:
     relay = Figure(f"moi relay: {clients} clients, own group each, one update each (from the updates published)", "ms")
     write = Figure(f"moi: writing and publishing the {clients} updates (one Lua call)", "ms")
     end_to_end = Figure(f"moi write + relay: {clients} clients, from the write sent", "ms")
-    loop = asyncio.get_running_loop()
     try:
-        for round_index in range(plan.runs):
-            waiters = [
-                asyncio.create_task(_received_at(c, "update", i["id"])) for c, i in zip(conns, infos, strict=True)
-            ]
-            await asyncio.sleep(0)  # every waiter is reading before the updates go out
-            # The K changed documents are made before the clock starts, as K engines would each make
-            # their own. Redis publishes the K announcements as the one call that writes them returns:
-            # the relay's clock starts there, like the plain broadcast's at its publish.
-            changed = [_changed(info, round_index) for info in infos]
-            sent, published, answers = await loop.run_in_executor(
-                None, _timed_write, store, [(info["id"], info) for info in changed]
-            )
-            last = max(await asyncio.gather(*waiters))
-            if answers != [1] * len(changed):
-                raise RuntimeError("a fan-out write lost its compare-and-set")
-            relay.add((last - published) * 1e3)
-            write.add((published - sent) * 1e3)
-            end_to_end.add((last - sent) * 1e3)
-            infos = changed
+        with Writer(store) as writer:
+            for round_index in range(plan.runs):
+                changed = [_changed(info, round_index) for info in infos]
+                sent, published, last = await _fan_out_round(conns, changed, writer)
+                relay.add((last - published) * 1e3)
+                write.add((published - sent) * 1e3)
+                end_to_end.add((last - sent) * 1e3)
+                infos = changed
     finally:
         for conn in conns:
             conn.close()

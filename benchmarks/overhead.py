@@ -8,7 +8,8 @@ reads Success in Redis). This adds them one at a time, on one cluster:
 
 1. raw ``apply_async`` of the trivial function;
 2. the submitter's round trip (store and announce), then raw ``apply_async``;
-3. both of those, and the engine's Running write before the call;
+   2b. and the task in moi's envelope (the job's spec, the function called by name);
+3. all of those, and the engine's Running write before the call;
 4. moi ``submit`` (all three round trips, and the heartbeat bookkeeping).
 
 Every round runs each step once, in a shuffled order; each step is shown as
@@ -34,7 +35,7 @@ if __package__ in (None, ""):
 
 from benchmarks import throughput
 from benchmarks.services import Services
-from benchmarks.tasks import started_only, trivial
+from benchmarks.tasks import envelope_only, started_only, trivial
 
 log = logging.getLogger("benchmarks.overhead")
 
@@ -66,6 +67,12 @@ def steps(ctx: Any, store: Any) -> dict[str, Runner]:
         throughput._wait_handles(ctx, handles)
         return time.perf_counter() - start
 
+    def envelope(n: int) -> float:
+        start = time.perf_counter()
+        handles = [view.apply_async(ByName(envelope_only), _stored_job(ctx, store), trivial) for _ in range(n)]
+        throughput._wait_handles(ctx, handles)
+        return time.perf_counter() - start
+
     def running_write(n: int) -> float:
         start = time.perf_counter()
         handles = [view.apply_async(ByName(started_only), _stored_job(ctx, store), trivial) for _ in range(n)]
@@ -75,6 +82,7 @@ def steps(ctx: Any, store: Any) -> dict[str, Runner]:
     return {
         "1. raw apply_async": throughput.raw_ipyparallel(ctx),
         "2. + submitter stores and announces (1 round trip)": submitter_write,
+        "2b. + moi's task envelope (the job's spec, run_job by name)": envelope,
         "3. + engine writes Running before the call (2 round trips)": running_write,
         "4. moi submit: + engine writes the final state (3 round trips)": throughput.moi_submit(ctx),
     }

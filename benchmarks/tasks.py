@@ -32,6 +32,11 @@ def publish_stamp(redis_url: str, channel: str) -> float:
     return now
 
 
+def envelope_only(spec: Any, func: Any) -> Any:
+    """moi's task envelope (the job's spec, the function called by name) without any Redis write."""
+    return func()
+
+
 def started_only(spec: Any, func: Any) -> Any:
     """moi's Running write on the engine (one round trip), then the call; no final write.
 
