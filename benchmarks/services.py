@@ -49,7 +49,8 @@ class Services(contextlib.ExitStack):
         self.url_file = ""
 
     def start_redis(self) -> str:
-        proc, self.redis_url = runtime.start_redis(self.directory / "redis")
+        # No snapshots: a background save forks Redis and competes for the same 2 cores mid-figure.
+        proc, self.redis_url = runtime.start_redis(self.directory / "redis", save="")
         self.callback(_stop, proc)
         os.environ.update(bench_env(self.redis_url))
         return self.redis_url

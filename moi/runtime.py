@@ -172,8 +172,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server on 127.0.0.1 and a free port, keeping its data in ``directory``."""
+def start_redis(directory: Path, port: int | None = None, save: str = "60 1") -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server on 127.0.0.1 and a free port, keeping its data in ``directory``.
+
+    ``save`` is Redis's snapshot rule ("" for none: a benchmark measures moi, not the snapshots).
+    """
     import redis
 
     port = port or free_port()
@@ -190,7 +193,7 @@ def start_redis(directory: Path, port: int | None = None) -> tuple[subprocess.Po
             "--dbfilename",
             "moi.rdb",
             "--save",
-            "60 1",
+            save,
             "--appendonly",
             "no",
             "--logfile",
