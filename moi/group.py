@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 
 from .errors import NotInGroup, RedisUnavailable, RootRemoval
 from .hub import Hub
-from .info import Info
+from .info import Info, Stored
 from .keys import Keys
 from .store import message
 
@@ -189,7 +189,7 @@ class Group:
         if not ids:
             return {}
         raws = await self.hub.mget([self.keys.info(node_id) for node_id in ids])
-        infos = [json.loads(raw) for raw in raws if raw]
+        infos = [Stored(raw) for raw in raws if raw]
         infos.sort(key=lambda info: info.get("date_created") or "")
         return {info["id"]: info for info in infos}
 
@@ -240,7 +240,7 @@ class Group:
             if raw is None:
                 self._post(functools.partial(self._on_message, node_id, "update", [child]))
                 continue
-            info = json.loads(raw)
+            info = Stored(raw)
             if _revision(info) > _revision(known):
                 self._known[child] = info
                 self._forward("update", info)

@@ -11,6 +11,20 @@ from typing import Any
 Info = dict[str, Any]
 
 
+class Stored(dict[str, Any]):
+    """An info object as read from Redis, with the exact JSON text it was read from.
+
+    A relay sends that text on as it is rather than encoding the object again.
+    Read-only by convention: a changed copy must be a plain dict (``dict(stored)``).
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        super().__init__(json.loads(text))
+        self.text = text
+
+
 class Status(StrEnum):
     QUEUED = "Queued"
     RUNNING = "Running"
