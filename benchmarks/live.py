@@ -25,7 +25,6 @@ import multiprocessing
 import socket
 import sys
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -216,22 +215,18 @@ async def _received_at(conn: WebSocketClientConnection, action: str, node_id: st
             frame = await conn.read_message()
             if frame is None:
                 raise ConnectionError("websocket closed")
-            if node_id is None:
-                return time.perf_counter()
+            # Every client decodes its frame, as a page would, whichever server sent it.
             info = json.loads(frame).get(action)
-            if info is not None and info.get("id") == node_id:
+            if info is not None and (node_id is None or info.get("id") == node_id):
                 return time.perf_counter()
 
 
-@dataclass
-class FanOut:
-    """The moi side of the fan-out: the relay, the write before it, and memory per socket."""
-
-    relay: Figure
-    write: Figure
-    end_to_end: Figure
-    memory: Figure
-    sample: Info
+async def _open_clients(port: int, server: psutil.Process, connecting: Any) -> tuple[list[Any], float]:
+    """Clients, and the server's memory growth per open socket (KiB)."""
+    before = server.memory_info().rss
+    conns = await connecting
+    await asyncio.sleep(0.5)  # every socket is open on the server's side too
+    return conns, (server.memory_info().rss - before) / len(conns) / 1024
 
 
 def _changed(info: Info, round_index: int) -> Info:
@@ -279,82 +274,108 @@ class Writer:
         return answer
 
 
-async def _fan_out_round(
-    conns: list[WebSocketClientConnection], changed: list[Info], writer: Writer
-) -> tuple[float, float, float]:
-    """One update per client: when the write was sent, when Redis had run it, when the last client had it.
+class MoiFanOut:
+    """K clients of moi's relay, each its own user following its own group with one job."""
 
-    The K changed documents are made before the clock starts, as K engines would each make
-    their own. Redis sends the K announcements as the one call that writes them returns:
-    the relay's clock starts there, as the plain broadcast's starts at its publish.
-    """
-    waiters = [asyncio.create_task(_received_at(c, "update", i["id"])) for c, i in zip(conns, changed, strict=True)]
-    await asyncio.sleep(0)  # every waiter is reading before the updates go out
-    writes = [(info["id"], info) for info in changed]
-    sent, published, answers = await asyncio.get_running_loop().run_in_executor(None, writer.write, writes)
-    last = max(await asyncio.gather(*waiters))
-    if answers != [1] * len(changed):
-        raise RuntimeError("a fan-out write lost its compare-and-set")
-    return sent, published, last
+    def __init__(self, conns: list[WebSocketClientConnection], infos: list[Info], writer: Writer) -> None:
+        self.conns, self.infos, self.writer = conns, infos, writer
+
+    @staticmethod
+    def jobs(clients: int) -> tuple[list[str], list[Info]]:
+        store = connections.store()
+        users = [f"fan-{index}" for index in range(clients)]
+        infos = []
+        for user in users:
+            job_id = new_id()
+            info = new_info(job_id, "fan", "job", store.keys.channel(job_id), context="bench")
+            store.add_queued(user, [info])
+            infos.append(info)
+        return users, infos
+
+    async def round(self, round_index: int) -> tuple[float, float, float]:
+        """One update per client: when the write was sent, when Redis had run it, when the last client had it.
+
+        The K changed documents are made before the clock starts, as K engines would each make
+        their own. Redis sends the K announcements as the one call that writes them returns:
+        the relay's clock starts there, as the plain broadcast's starts at its publish.
+        """
+        changed = [_changed(info, round_index) for info in self.infos]
+        pairs = zip(self.conns, changed, strict=True)
+        waiters = [asyncio.create_task(_received_at(conn, "update", info["id"])) for conn, info in pairs]
+        await asyncio.sleep(0)  # every waiter is reading before the updates go out
+        writes = [(info["id"], info) for info in changed]
+        sent, published, answers = await asyncio.get_running_loop().run_in_executor(None, self.writer.write, writes)
+        last = max(await asyncio.gather(*waiters))
+        if answers != [1] * len(changed):
+            raise RuntimeError("a fan-out write lost its compare-and-set")
+        self.infos = changed
+        return sent, published, last
 
 
-async def fanout_moi(plan: Any, port: int, server: psutil.Process) -> FanOut:
-    store = connections.store()
-    users = [f"fan-{index}" for index in range(plan.clients)]
-    infos = []
-    for user in users:
-        job_id = new_id()
-        info = new_info(job_id, "fan", "job", store.keys.channel(job_id), context="bench")
-        store.add_queued(user, [info])
-        infos.append(info)
-    before = server.memory_info().rss
-    conns = await _connect_all(port, users, [info["id"] for info in infos])
+class PlainFanOut:
+    """The same number of clients of the plain broadcast server."""
+
+    def __init__(self, conns: list[WebSocketClientConnection], frame: str) -> None:
+        self.conns, self.frame = conns, frame
+        self.publisher: Any = aioredis.Redis.from_url(connections.store().url)
+
+    async def round(self) -> float:
+        """Milliseconds from the publish of one frame until the last client has it."""
+        waiters = [asyncio.create_task(_received_at(conn, "update", None)) for conn in self.conns]
+        await asyncio.sleep(0)
+        start = time.perf_counter()
+        await self.publisher.publish(BROADCAST_CHANNEL, self.frame)
+        return (max(await asyncio.gather(*waiters)) - start) * 1e3
+
+
+async def _plain_clients(port: int, clients: int) -> list[WebSocketClientConnection]:
+    conns: list[WebSocketClientConnection] = []
+    for start in range(0, clients, CONNECT_AT_ONCE):
+        count = min(CONNECT_AT_ONCE, clients - start)
+        conns += await asyncio.gather(*(connect(port, f"plain-{start + n}", "/ws/") for n in range(count)))
+    return conns
+
+
+async def fanout(
+    plan: Any, moi_port: int, moi_server: psutil.Process, plain_port: int, plain_server: psutil.Process
+) -> list[Figure]:
+    """Both servers' clients open at once; the rounds alternate between them, so each ratio compares neighbours."""
+    k = plan.clients
+    relay = Figure(f"moi relay: {k} clients, own group each, one update each (from the updates published)", "ms")
+    plain = Figure(f"plain Tornado broadcast: same {k} clients, one frame each", "ms")
+    ratio = Figure(f"moi relay / plain Tornado, {k} clients (target <= 1.3)", "x")
+    write = Figure(f"moi: writing and publishing the {k} updates (one Lua call)", "ms")
+    end_to_end = Figure(f"moi write + relay: {k} clients, from the write sent", "ms")
+    whole = Figure(f"moi write + relay / plain Tornado, {k} clients", "x")
     memory = Figure("moi relay: server memory per open socket", "KiB")
-    memory.add((server.memory_info().rss - before) / len(conns) / 1024)
-    clients = plan.clients
-    relay = Figure(f"moi relay: {clients} clients, own group each, one update each (from the updates published)", "ms")
-    write = Figure(f"moi: writing and publishing the {clients} updates (one Lua call)", "ms")
-    end_to_end = Figure(f"moi write + relay: {clients} clients, from the write sent", "ms")
+    plain_memory = Figure("plain Tornado: server memory per open socket", "KiB")
+    users, infos = MoiFanOut.jobs(k)
+    moi_conns, per_socket = await _open_clients(
+        moi_port, moi_server, _connect_all(moi_port, users, [i["id"] for i in infos])
+    )
+    memory.add(per_socket)
+    plain_conns, per_socket = await _open_clients(plain_port, plain_server, _plain_clients(plain_port, k))
+    plain_memory.add(per_socket)
+    side = PlainFanOut(plain_conns, json.dumps({"update": _changed(infos[0], 0)}))  # the same frame moi sends
     try:
-        with Writer(store) as writer:
+        with Writer(connections.store()) as writer:
+            moi = MoiFanOut(moi_conns, infos, writer)
             for round_index in range(plan.runs):
-                changed = [_changed(info, round_index) for info in infos]
-                sent, published, last = await _fan_out_round(conns, changed, writer)
+                plain_first = round_index % 2 == 1
+                plain_ms = await side.round() if plain_first else None
+                sent, published, last = await moi.round(round_index)
+                plain_ms = plain_ms if plain_ms is not None else await side.round()
                 relay.add((last - published) * 1e3)
                 write.add((published - sent) * 1e3)
                 end_to_end.add((last - sent) * 1e3)
-                infos = changed
+                plain.add(plain_ms)
+                ratio.add((last - published) * 1e3 / plain_ms)
+                whole.add((last - sent) * 1e3 / plain_ms)
     finally:
-        for conn in conns:
+        for conn in moi_conns + plain_conns:
             conn.close()
-    return FanOut(relay, write, end_to_end, memory, infos[0])
-
-
-async def fanout_plain(plan: Any, port: int, server: psutil.Process, sample: Info) -> tuple[Figure, Figure]:
-    store = connections.store()
-    before = server.memory_info().rss
-    conns: list[WebSocketClientConnection] = []
-    for start in range(0, plan.clients, CONNECT_AT_ONCE):
-        count = min(CONNECT_AT_ONCE, plan.clients - start)
-        conns += await asyncio.gather(*(connect(port, f"plain-{start + n}", "/ws/") for n in range(count)))
-    await asyncio.sleep(0.5)  # every socket is open on the server's side too
-    memory = Figure("plain Tornado: server memory per open socket", "KiB")
-    memory.add((server.memory_info().rss - before) / len(conns) / 1024)
-    seconds = Figure(f"plain Tornado broadcast: same {plan.clients} clients, one frame each", "ms")
-    frame = json.dumps({"update": sample})  # the same frame moi sends
-    publisher = aioredis.Redis.from_url(store.url)
-    try:
-        for _ in range(plan.runs):
-            waiters = [asyncio.create_task(_received_at(conn, "update", None)) for conn in conns]
-            await asyncio.sleep(0)
-            start = time.perf_counter()
-            await publisher.publish(BROADCAST_CHANNEL, frame)
-            seconds.add((max(await asyncio.gather(*waiters)) - start) * 1e3)
-    finally:
-        for conn in conns:
-            conn.close()
-        await publisher.aclose()
-    return seconds, memory
+        await side.publisher.aclose()
+    return [relay, plain, ratio, write, end_to_end, whole, memory, plain_memory]
 
 
 # the section -----------------------------------------------------------------
@@ -370,18 +391,8 @@ async def _measure(
     plan: Any, moi_port: int, moi_server: psutil.Process, plain_port: int, plain_server: psutil.Process
 ) -> list[tuple[str, list[Figure]]]:
     latencies = await latency(plan, moi_port)
-    moi = await fanout_moi(plan, moi_port, moi_server)
-    plain_time, plain_memory = await fanout_plain(plan, plain_port, plain_server, moi.sample)
-    ratio = Figure(f"moi relay / plain Tornado, {plan.clients} clients (target <= 1.3)", "x")
-    for moi_ms, plain_ms in zip(moi.relay.runs, plain_time.runs, strict=True):
-        ratio.add(moi_ms / plain_ms)
-    whole = Figure(f"moi write + relay / plain Tornado, {plan.clients} clients", "x")
-    for moi_ms, plain_ms in zip(moi.end_to_end.runs, plain_time.runs, strict=True):
-        whole.add(moi_ms / plain_ms)
+    fan_out = await fanout(plan, moi_port, moi_server, plain_port, plain_server)
     return [
         (f"Latency: one job at a time ({plan.latency_samples} samples)", latencies),
-        (
-            f"Fan-out: {plan.clients} websocket clients",
-            [moi.relay, plain_time, ratio, moi.write, moi.end_to_end, whole, moi.memory, plain_memory],
-        ),
+        (f"Fan-out: {plan.clients} websocket clients", fan_out),
     ]
