@@ -62,11 +62,7 @@ def test_bad_values_are_config_errors(clean_env) -> None:
 
 def test_import_opens_no_connection_and_starts_nothing(tmp_path) -> None:
     # An unreachable Redis and an empty state dir: importing and naming things must still work.
-    code = (
-        "import moi, moi.job, moi.cli\n"
-        "from moi import ctx_default, r_client\n"
-        "print(ctx_default)\n"
-    )
+    code = "import moi, moi.job, moi.cli\nfrom moi import ctx_default, r_client\nprint(ctx_default)\n"
     env = {"PATH": "/usr/bin:/bin", "MOI_STATE_DIR": str(tmp_path / "state"), "MOI_REDIS_URL": "redis://127.0.0.1:1/0"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr

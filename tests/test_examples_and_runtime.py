@@ -22,7 +22,6 @@ def test_example_script_prints_three_finished_jobs(r) -> None:
         infos.append(info)
         text = text[end:].strip()
     assert [(info["name"], info["status"]) for info in infos] == [
-
         ("The hello job", "Success"),
         ("The failing job", "Failed"),
         ("A shell command", "Success"),

@@ -97,7 +97,6 @@ def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_end_with_th
     assert info["date_start"] is None
 
 
-
 def test_redis_restart_mid_job_loses_nothing_and_cli_names_redis(own_redis, tmp_path) -> None:
     url, port, servers = own_redis
     store = moi.connections.store()

@@ -184,6 +184,28 @@ def test_remove_a_nested_group(redis_url: str, store: Store, r: redis.Redis, tre
     run(test)
 
 
+def test_a_node_deleted_behind_the_relays_back_is_forwarded_as_removed(
+    redis_url: str, store: Store, r: redis.Redis, tree: dict[str, str]
+) -> None:
+    """An update whose re-read finds nothing (expired, or deleted by hand) ends in ``remove``, not silence."""
+
+    async def test() -> None:
+        hub, group, frames = await following(redis_url, store, tree["alice"])
+        store.update(tree["job1"], set_fields(status=Status.RUNNING))
+        await frames.seen("update", tree["job1"], status=Status.RUNNING)
+        r.delete(store.keys.info(tree["job1"]))
+        store.publish(tree["job1"], "update", [tree["job1"]])
+        removed = await frames.seen("remove", tree["job1"])
+        assert removed["status"] == Status.RUNNING  # the last state the page had
+        assert tree["job1"] not in group and store.keys.channel(tree["job1"]) not in hub.channels
+        store.update(tree["job2"], set_fields(status=Status.SUCCESS))  # the others still flow
+        await frames.seen("update", tree["job2"], status=Status.SUCCESS)
+        await group.close()
+        await hub.close()
+
+    run(test)
+
+
 def test_other_users_ids_are_refused(redis_url: str, store: Store, r: redis.Redis, tree: dict[str, str]) -> None:
     async def test() -> None:
         hub, group, frames = await following(redis_url, store, tree["alice"])

@@ -145,7 +145,6 @@ def test_cancel_verb_cancels_own_jobs_only_and_says_when_nothing_to_cancel(store
 # a Redis restart ---------------------------------------------------------------------------
 
 
-
 def test_pages_resync_after_a_redis_restart(own_redis, tmp_path: Path) -> None:
     url, port, servers = own_redis
     mark = tmp_path / "finished"
