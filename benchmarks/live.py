@@ -221,7 +221,7 @@ async def _received_at(conn: WebSocketClientConnection, action: str, node_id: st
                 return time.perf_counter()
 
 
-async def _open_clients(port: int, server: psutil.Process, connecting: Any) -> tuple[list[Any], float]:
+async def _open_clients(server: psutil.Process, connecting: Any) -> tuple[list[Any], float]:
     """Clients, and the server's memory growth per open socket (KiB)."""
     before = server.memory_info().rss
     conns = await connecting
@@ -350,21 +350,21 @@ async def fanout(
     memory = Figure("moi relay: server memory per open socket", "KiB")
     plain_memory = Figure("plain Tornado: server memory per open socket", "KiB")
     users, infos = MoiFanOut.jobs(k)
-    moi_conns, per_socket = await _open_clients(
-        moi_port, moi_server, _connect_all(moi_port, users, [i["id"] for i in infos])
-    )
+    moi_conns, per_socket = await _open_clients(moi_server, _connect_all(moi_port, users, [i["id"] for i in infos]))
     memory.add(per_socket)
-    plain_conns, per_socket = await _open_clients(plain_port, plain_server, _plain_clients(plain_port, k))
+    plain_conns, per_socket = await _open_clients(plain_server, _plain_clients(plain_port, k))
     plain_memory.add(per_socket)
     side = PlainFanOut(plain_conns, json.dumps({"update": _changed(infos[0], 0)}))  # the same frame moi sends
     try:
         with Writer(connections.store()) as writer:
             moi = MoiFanOut(moi_conns, infos, writer)
             for round_index in range(plan.runs):
-                plain_first = round_index % 2 == 1
-                plain_ms = await side.round() if plain_first else None
-                sent, published, last = await moi.round(round_index)
-                plain_ms = plain_ms if plain_ms is not None else await side.round()
+                if round_index % 2:  # alternate which side goes first
+                    plain_ms = await side.round()
+                    sent, published, last = await moi.round(round_index)
+                else:
+                    sent, published, last = await moi.round(round_index)
+                    plain_ms = await side.round()
                 relay.add((last - published) * 1e3)
                 write.add((published - sent) * 1e3)
                 end_to_end.add((last - sent) * 1e3)

@@ -47,8 +47,8 @@ def _stored_job(ctx: Any, store: Any) -> Any:
     from moi.info import new_id, new_info
     from moi.job import JobSpec
 
-    info = new_info(new_id(), "overhead", "job", "", context=ctx.name)
-    info["pubsub"] = store.keys.channel(info["id"])
+    job_id = new_id()
+    info = new_info(job_id, "overhead", "job", store.keys.channel(job_id), context=ctx.name)
     store.add_queued("bench-overhead", [info], ctx.queued_entry())
     return JobSpec(info["id"], store.url, store.keys.prefix, store.ttl, info)
 

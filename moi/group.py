@@ -234,16 +234,12 @@ class Group:
             self._post(functools.partial(self._on_message, node_id, "update", ids))
             return
         for child, raw in zip(ids, raws, strict=True):
-            known = self._known.get(child)
-            if known is None:
+            if child not in self._known:
                 continue  # dropped meanwhile
             if raw is None:
                 self._post(functools.partial(self._on_message, node_id, "update", [child]))
-                continue
-            info = Stored(raw)
-            if _revision(info) > _revision(known):
-                self._known[child] = info
-                self._forward("update", info)
+            else:
+                self._take("update", Stored(raw))
 
     async def _refresh(self, ids: list[str], action: str, always: bool = False) -> None:
         """Re-read nodes; forward those that changed (or all, with ``always``)."""
@@ -252,9 +248,14 @@ class Group:
             info = infos.get(node_id)
             if info is None:
                 await self._drop(node_id)  # it expired or was deleted
-            elif always or _revision(info) > _revision(self._known.get(node_id)):
-                self._known[node_id] = info
-                self._forward(action, info)
+            else:
+                self._take(action, info, always)
+
+    def _take(self, action: str, info: Info, always: bool = False) -> None:
+        """Keep and forward a node's info if its revision went up (or always): never backwards."""
+        if always or _revision(info) > _revision(self._known.get(info["id"])):
+            self._known[info["id"]] = info
+            self._forward(action, info)
 
     async def _drop(self, node_id: str) -> None:
         """Stop following a node and its descendants; forward ``remove`` for each, children first."""

@@ -304,7 +304,7 @@ class Store:
         (and only if) the change is written. Returns the info as it now stands.
         """
         info = known if known is not None else self.get(node_id)
-        extra = [word for command in also for word in (len(command), *command)]
+        extra = _command_words(also)
         while True:
             changed = change(dict(info))
             if changed is None:
@@ -361,7 +361,7 @@ class Store:
         args: list[Any] = [self.ttl]
         for node_id, new in writes:
             args += [new["revision"] - 1, dumps(new), self.keys.channel(node_id), message("update", [node_id])]
-        args += [word for command in also for word in (len(command), *command)]
+        args += _command_words(also)
         with reaching(self.url):
             return list(self._cas_many(keys=[self.keys.info(node_id) for node_id, _ in writes], args=args))
 
@@ -400,6 +400,11 @@ class Store:
     def publish(self, node_id: str, action: str, ids: Iterable[str]) -> None:
         with reaching(self.url):
             self.redis.publish(self.keys.channel(node_id), message(action, ids))
+
+
+def _command_words(commands: Sequence[Sequence[str | int]]) -> list[str | int]:
+    """Commands that ride along with a compare-and-set, as the scripts read them: length, then words."""
+    return [word for command in commands for word in (len(command), *command)]
 
 
 @functools.lru_cache(maxsize=8)
