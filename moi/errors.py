@@ -4,20 +4,26 @@
     ├── ConfigError
     │   └── UnknownContext
     ├── RedisUnavailable
+    ├── RedisRefused
+    ├── BadDocument
     ├── ClusterUnavailable
     ├── UnknownId
     │   ├── UnknownKey
     │   └── NotInGroup
     ├── InvalidId
+    ├── InvalidUserName
     ├── InvalidCode
     ├── CommandFailed
     ├── JobCancelled
     ├── BadRequest
     │   └── RootRemoval
-    └── RuntimeStartError
+    ├── RuntimeStartError
+    └── UnsafeStateDir
 
 Every message is one line a user can act on; the CLI prints it as it is.
 """
+
+from .redact import masked_url, printable
 
 
 class MoiError(Exception):
@@ -38,12 +44,29 @@ class UnknownContext(ConfigError):
 
 
 class RedisUnavailable(MoiError):
-    """Redis cannot be reached."""
+    """Redis cannot be reached. The message shows the URL with its password masked."""
 
     def __init__(self, url: str, reason: object = "") -> None:
-        detail = f" ({reason})" if reason else ""
-        super().__init__(f"Redis is unreachable at {url}{detail}; start it or set MOI_REDIS_URL")
+        detail = f" ({printable(str(reason))})" if reason else ""
+        super().__init__(f"Redis is unreachable at {masked_url(url)}{detail}; start it or set MOI_REDIS_URL")
         self.url = url
+
+
+class RedisRefused(MoiError):
+    """Redis answered, but refused a command (WRONGTYPE, NOAUTH, ...): not an outage."""
+
+    def __init__(self, url: str, reason: object) -> None:
+        super().__init__(f"Redis at {masked_url(url)} refused a command: {printable(str(reason))}")
+        self.url = url
+
+
+class BadDocument(MoiError):
+    """A key in Redis that holds something moi did not write: not JSON, not an info object, wrong type."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"Key {printable(key)} holds a bad document: {problem}; fix or delete that key")
+        self.key = key
+        self.problem = problem
 
 
 class ClusterUnavailable(MoiError):
@@ -81,6 +104,15 @@ class InvalidId(MoiError):
         super().__init__(f"Not a job id: {text!r}; job ids look like 0c1ce595-4f6d-4fcb-b872-90118f6b1cd9")
 
 
+class InvalidUserName(MoiError):
+    """A login or user name that moi refuses: it could alias a node or a reserved name."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"User name {printable(name)} is refused: {problem}")
+        self.name = name
+        self.problem = problem
+
+
 class InvalidCode(MoiError):
     """Python code given to run that does not compile."""
 
@@ -114,3 +146,7 @@ class RootRemoval(BadRequest):
 
 class RuntimeStartError(MoiError):
     """The embedded local runtime could not be started."""
+
+
+class UnsafeStateDir(MoiError):
+    """A state directory (or a file in it) that another user owns or can write: never trusted."""

@@ -356,6 +356,8 @@ def check_code(code: str) -> None:
     except SyntaxError as error:
         line = (error.lineno or 2) - 1  # the first line is our def
         raise InvalidCode(f"Python code does not compile: {error.msg} (line {line})") from None
+    except (MemoryError, RecursionError):  # the parser's own limits: 10,000 minus signs in a row
+        raise InvalidCode("Python code does not compile: it is nested too deeply for the parser") from None
 
 
 def python_exec(code: str, **kwargs: Any) -> Any:

@@ -50,3 +50,44 @@ class Keys:
     def node_of_channel(self, channel: str) -> str:
         """The id a channel name belongs to (inverse of ``channel``)."""
         return channel[len(self.prefix) : -len(":pubsub")]
+
+
+# Names a login may never take: the no-user group's name, moi's own keys, and what would read as a node.
+NO_USER = "no-user"
+RESERVED_PREFIX = "moi:"
+MAX_USER_NAME = 200
+
+
+def user_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a login name, or None when it can.
+
+    User names and group ids are kept apart: a group id is a uuid, and a user
+    name never is one, so a name can only ever reach its own group (through
+    ``user-id-map``), never another user's by aliasing that group's id.
+    """
+    if not name or not name.strip():
+        return "it is empty"
+    if len(name) > MAX_USER_NAME:
+        return f"it is longer than {MAX_USER_NAME} characters"
+    if not name.isprintable():
+        return "it holds control characters"
+    if name == NO_USER or name.startswith(RESERVED_PREFIX) or name in _RESERVED_KEYS:
+        return "it is a name moi reserves for itself"
+    if ":" in name:
+        return "it holds ':', which moi uses in its key names"
+    if _looks_like_id(name):
+        return "it looks like a job or group id"
+    return None
+
+
+_RESERVED_KEYS = frozenset({"user-id-map"})
+
+
+def _looks_like_id(text: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
