@@ -50,7 +50,7 @@ class Services(contextlib.ExitStack):
 
     def start_redis(self) -> str:
         # No snapshots: a background save forks Redis and competes for the same 2 cores mid-figure.
-        proc, self.redis_url = runtime.start_redis(self.directory / "redis", save="")
+        proc, self.redis_url = runtime.start_redis(self.directory / "redis")
         self.callback(_stop, proc)
         os.environ.update(bench_env(self.redis_url))
         return self.redis_url

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import connections, engine
-from .context import ByName, Context
+from .context import ByName, Context, by_name
 from .errors import MoiError
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
 from .store import Change, Store, store_for
@@ -44,6 +44,7 @@ class BatchSpec:
     redis_url: str
     key_prefix: str
     ttl: int
+    origin: tuple[str, str] | None = None  # (host, directory) it was submitted from: items run there
 
     def store(self) -> Store:
         return store_for(self.redis_url, self.key_prefix, self.ttl)
@@ -105,9 +106,11 @@ def submit_many(
     infos = [_new_job(store, f"{name} [{index}]", url, context.name) for index in range(len(arguments))]
     group_id = _store_queued(store, group, infos, context.queued_entry())
     size = chunk_size or chunk_size_for(len(infos), len(context.client.ids))
-    spec = BatchSpec(store.url, store.keys.prefix, store.ttl)
+    spec = BatchSpec(store.url, store.keys.prefix, store.ttl, engine.submitted_from())
     pairs = list(zip(infos, arguments, strict=True))
     handles = []
+    func = by_name(func)
+    context.deliver_before_exit()
     for start in range(0, len(pairs), size):
         chunk = pairs[start : start + size]
         handle = view.apply_async(ByName(run_batch), spec, func, chunk)
@@ -158,7 +161,7 @@ def run_batch(spec: BatchSpec, func: Callable[..., Any], items: list[Item]) -> l
     recorder = Recorder(store, [info for info, _ in items])
     results: list[Any] = []
     # Heartbeats for the chunk's jobs: if this engine dies, the watchdog fails them.
-    with engine.ChunkLiveness(store, [info["id"] for info, _ in items]), recorder:
+    with engine.ChunkLiveness(store, [info["id"] for info, _ in items]), recorder, engine.in_directory(spec.origin):
         for info, args in items:
             results.append(_run_item(recorder, info["id"], func, args))
     return results

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib
 import io
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -32,6 +34,7 @@ class Context:
         self._client: ipyparallel.Client | None = None
         self._view: ipyparallel.LoadBalancedView | None = None
         self._lock = threading.Lock()
+        self._confirm_at_exit = False
 
     def __repr__(self) -> str:
         return f"Context({self.name!r})"
@@ -118,6 +121,27 @@ class Context:
                     ) from None
                 time.sleep(0.02)
 
+    def deliver_before_exit(self) -> None:
+        """Make sure, when this process exits, that the controller holds every task it sent.
+
+        A script that submits and exits at once would otherwise drop what zmq
+        had not sent yet, leaving its job Queued for ever.
+        """
+        if not self._confirm_at_exit:
+            self._confirm_at_exit = True
+            # Registered after the client connected, so it runs before ipyparallel's own exit handlers.
+            atexit.register(self._confirm_outstanding)
+
+    def _confirm_outstanding(self) -> None:
+        client = self._client
+        msg_ids = sorted(client.outstanding) if client is not None else []
+        if not msg_ids:
+            return
+        try:
+            self.confirm_delivery(msg_ids)
+        except ClusterUnavailable as error:
+            log.warning("%s; %d job(s) may stay Queued until the watchdog fails them", error, len(msg_ids))
+
     def reset(self) -> None:
         """Forget the connection, so the next use reconnects."""
         with self._lock:
@@ -130,6 +154,20 @@ class Context:
 def key_digest(key: str) -> str:
     """Names a controller by its session key without revealing the key."""
     return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def by_name(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` as a task should carry it: a module-level function by its name, anything else as it is.
+
+    By name, it is imported on the engine when the job calls it, inside the
+    submitter's working directory (see ``engine.in_directory``): a function
+    from a module beside the submitter's script is found there.
+    """
+    module = sys.modules.get(getattr(func, "__module__", None) or "")
+    name = getattr(func, "__qualname__", "")
+    if module is None or module.__name__ == "__main__" or "." in name or "<" in name:
+        return func  # a closure, a lambda, a method or a script's own function: shipped as code
+    return ByName(func) if getattr(module, name, None) is func else func
 
 
 class ByName:

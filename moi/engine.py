@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +49,49 @@ _jobs_by_thread: dict[int, Liveness] = {}
 def engine_label() -> str:
     """Where a job runs, as ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# submitting side: where a job was submitted from --------------------------------
+
+
+def submitted_from() -> tuple[str, str]:
+    """``(host, working directory)`` of this process: a job submitted here runs there."""
+    try:
+        return socket.gethostname(), os.getcwd()
+    except OSError:  # the directory was deleted under us: the job runs where the engine is
+        return socket.gethostname(), ""
+
+
+@contextmanager
+def in_directory(origin: tuple[str, str] | None) -> Iterator[None]:
+    """Run in the submitter's working directory, first on ``sys.path`` as with ``python -c``, on its host.
+
+    Elsewhere (another host, a directory that is gone) the job runs where the
+    engine is. Modules imported from the directory are forgotten afterwards,
+    so the next job, perhaps from another directory, imports its own.
+    """
+    host, path = origin or ("", "")
+    if not path or host != socket.gethostname() or not os.path.isdir(path):
+        yield
+        return
+    before, modules = os.getcwd(), len(sys.modules)
+    os.chdir(path)
+    sys.path.insert(0, path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+        with contextlib.suppress(ValueError):
+            sys.path.remove(path)
+        if len(sys.modules) > modules:  # only then can a module from there be cached
+            _forget_modules_from(path)
+
+
+def _forget_modules_from(path: str) -> None:
+    prefix = os.path.join(path, "")
+    for name, module in list(sys.modules.items()):
+        if (getattr(module, "__file__", None) or "").startswith(prefix):
+            del sys.modules[name]
 
 
 def retrying(write: Callable[[], T], what: str, retry_for: float = WRITE_RETRY_FOR) -> T:

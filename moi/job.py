@@ -24,7 +24,7 @@ from typing import Any
 from . import connections, engine
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
-from .context import ByName, Context
+from .context import ByName, Context, by_name
 from .errors import CommandFailed, InvalidCode, JobCancelled, MoiError, RedisUnavailable, UnknownId
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
 from .store import Store, reaching, store_for
@@ -45,6 +45,7 @@ class JobSpec:
     key_prefix: str
     ttl: int
     info: Info | None = None  # as stored at submission: the engine's first write needs no read
+    origin: tuple[str, str] | None = None  # (host, directory) it was submitted from: it runs there
 
     def store(self) -> Store:
         return store_for(self.redis_url, self.key_prefix, self.ttl)
@@ -76,9 +77,10 @@ def submit(
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=context.name)
     # Stored, announced and in the queued index (for the watchdog) in one round trip.
     group_id = store.add_queued(group, [info], context.queued_entry())
-    spec = JobSpec(job_id, store.url, store.keys.prefix, store.ttl, info)
-    handle = view.apply_async(ByName(run_job), spec, func, args, kwargs)
+    spec = JobSpec(job_id, store.url, store.keys.prefix, store.ttl, info, engine.submitted_from())
+    handle = view.apply_async(ByName(run_job), spec, by_name(func), args, kwargs)
     handle.add_done_callback(functools.partial(_fail_if_never_started, store, job_id))
+    context.deliver_before_exit()
     log.debug("submitted %s to %s", job_id, context.name)
     return job_id, group_id, handle
 
@@ -222,7 +224,8 @@ def run_job(spec: JobSpec, func: Callable[..., Any], args: tuple[Any, ...], kwar
     tracker = _Tracker(store, spec.job_id, info, also_at_end=liveness.unregistering())
     liveness.start()
     try:
-        return _call(tracker, liveness, func, args, kwargs)
+        with engine.in_directory(spec.origin):
+            return _call(tracker, liveness, func, args, kwargs)
     finally:
         liveness.stop(unregistered=tracker.ended)
 

@@ -24,6 +24,8 @@ from moi.info import Info
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = 2
+# The session's Redis asks for a password, as moi's own does: every moi process must pass it on.
+REDIS_PASSWORD = "moi-test-S3cret"
 
 
 @pytest.fixture(scope="session")
@@ -33,7 +35,7 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url(session_dir: Path) -> Iterator[str]:
-    proc, url = runtime.start_redis(session_dir / "redis")
+    proc, url = runtime.start_redis(session_dir / "redis", password=REDIS_PASSWORD)
     yield url
     proc.terminate()
     proc.wait(10)

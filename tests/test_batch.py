@@ -130,14 +130,28 @@ def test_cli_submit_each_refuses_an_empty_file_and_both_options(r, tmp_path) -> 
 
 
 def test_a_chunk_the_engine_cannot_load_fails_its_jobs(r, store, tmp_path, monkeypatch) -> None:
-    # A module only this process can import: the engine fails the chunk's task before moi's code runs.
-    (tmp_path / "only_here_batch.py").write_text("def job(x, **kwargs):\n    return x\n")
+    # An argument of a class only this process can import: the engine fails the chunk's task before moi's code runs.
+    (tmp_path / "only_here_batch.py").write_text("class Thing:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import only_here_batch  # type: ignore[import-not-found]
 
-    job_ids, _, batch = submit_many("default", "loader", "unloadable", None, only_here_batch.job, [1, 2, 3])
+    items = [(only_here_batch.Thing(), 1)] * 3
+    job_ids, _, batch = submit_many("default", "loader", "unloadable", None, batch_jobs.divide, items)
     batch.wait(60)
     for job_id in job_ids:
         info = finished(job_id)
         assert info["status"] == "Failed" and info["result"].startswith("Never finished:"), info
         assert "only_here_batch" in info["result"]
+
+
+def test_a_function_the_engine_cannot_import_fails_each_job_with_the_reason(r, tmp_path, monkeypatch) -> None:
+    # Module-level functions travel by name: each job fails with the import error, in its own traceback.
+    (tmp_path / "only_here_func.py").write_text("def job(x, **kwargs):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import only_here_func  # type: ignore[import-not-found]
+
+    job_ids, _, batch = submit_many("default", "loader", "unimportable", None, only_here_func.job, [1, 2])
+    batch.wait(60)
+    for job_id in job_ids:
+        info = finished(job_id)
+        assert info["status"] == "Failed" and "No module named 'only_here_func'" in info["result"], info

@@ -22,7 +22,7 @@ from moi import runtime
 from moi.info import Info, Status, is_finished, new_info
 from moi.job import _cancel_if_queued, _starter, _Tracker, submit
 from moi.watchdog import CLUSTER_LOST_WITHIN, ENGINE_LOST_WITHIN, Watchdog
-from tests import fault_jobs
+from tests import fault_jobs, jobs
 from tests.conftest import finished, run_moi
 
 SLACK = 30  # on top of the documented bounds: the machine is shared and slow
@@ -163,12 +163,12 @@ def test_random_actions_from_stale_copies_never_reopen_a_finished_job(store, ste
 
 
 def test_task_the_engine_cannot_load_does_not_stay_queued(store, tmp_path, monkeypatch) -> None:
-    # A module only this process can import: the engine fails the task before moi's code runs.
-    (tmp_path / "only_here_mod.py").write_text("def job(**kwargs):\n    return 1\n")
+    # An argument of a class only this process can import: the engine fails the task before moi's code runs.
+    (tmp_path / "only_here_mod.py").write_text("class Thing:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import only_here_mod  # type: ignore[import-not-found]
 
-    job_id, _, _ = submit("default", "loader", "unloadable", None, only_here_mod.job)
+    job_id, _, _ = submit("default", "loader", "unloadable", None, jobs.add, only_here_mod.Thing(), 1)
     info = finished(job_id)
     assert info["status"] == Status.FAILED and info["result"].startswith("Never started:"), info
     assert "only_here_mod" in info["result"]
