@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import signal
 import sys
 import threading
 import time
@@ -13,11 +13,18 @@ from typing import Any, TextIO
 import click
 
 from . import connections, runtime, watchdog
-from .errors import InvalidId, MoiError
-from .info import SEED_FIELDS, Info, is_finished, is_uuid
+from .errors import BadDocument, InvalidId, MoiError, NotAGroup, UnknownKey
+from .info import SEED_FIELDS, Info, Status, is_finished, is_uuid
 from .job import cancel, check_code, python_exec, submit, submit_many, system_call
+from .redact import masked_url, printable
+from .store import Store
 
 DEFAULT_NAME = "no-user-cmd-submit"
+
+# Exit statuses, so a script can tell a refusal from a job that ran and failed.
+EXIT_ERROR = 1  # moi could not do what was asked (the one-line error says why)
+EXIT_USAGE = 2  # a usage mistake: a bad or missing option (click's own code)
+EXIT_JOB_FAILED = 3  # a job waited for (or any item of a batch) ended Failed or Cancelled
 
 
 class _Commands(click.Group):
@@ -28,7 +35,7 @@ class _Commands(click.Group):
             return super().invoke(ctx)
         except MoiError as error:
             click.echo(str(error), err=True)
-            sys.exit(1)
+            sys.exit(EXIT_ERROR)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False  # so usage errors reach us as exceptions
@@ -36,7 +43,7 @@ class _Commands(click.Group):
             return super().main(*args, **kwargs)
         except click.exceptions.Abort:
             click.echo("Aborted.", err=True)
-            sys.exit(1)
+            sys.exit(EXIT_ERROR)
         except click.ClickException as error:  # usage mistakes: bad option values, missing options
             context = getattr(error, "ctx", None)
             hint = f" (see: {context.command_path} --help)" if context else ""
@@ -92,7 +99,15 @@ def submit_command(
     connections.get_context(ctx).confirm_delivery(handle.msg_ids)  # this process may exit next
     click.echo(f"Submitted job id: {job_id}")
     if block:
-        click.echo(format_info(wait_for(job_id)))
+        info = wait_for(job_id)
+        click.echo(format_info(info))
+        _exit_if_failed([info])
+
+
+def _exit_if_failed(infos: list[Info]) -> None:
+    """Exit EXIT_JOB_FAILED when any job waited for did not succeed: ``moi submit --block && next`` stops."""
+    if any(info["status"] in (Status.FAILED, Status.CANCELLED) for info in infos):
+        sys.exit(EXIT_JOB_FAILED)
 
 
 def _command_function(cmd_type: str, commands: list[str]) -> Any:
@@ -105,7 +120,7 @@ def _command_function(cmd_type: str, commands: list[str]) -> Any:
 
 
 def _submit_each(lines: TextIO, cmd_type: str, block: bool, user: str, name: str, ctx: str) -> None:
-    commands = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    commands = _read_commands(lines)
     if not commands:
         raise click.UsageError(f"{lines.name} holds no commands")
     func = _command_function(cmd_type, commands)
@@ -115,7 +130,21 @@ def _submit_each(lines: TextIO, cmd_type: str, block: bool, user: str, name: str
     for job_id in job_ids:
         click.echo(f"Submitted job id: {job_id}")
     if block:
-        click.echo("\n".join(format_info(wait_for(job_id)) for job_id in job_ids))
+        infos = [wait_for(job_id) for job_id in job_ids]
+        click.echo("\n".join(format_info(info) for info in infos))
+        _exit_if_failed(infos)
+
+
+def _read_commands(lines: TextIO) -> list[str]:
+    """The commands of an --each file: its lines, without blank and # lines; a binary file is a usage mistake."""
+    text: list[str] | None
+    try:
+        text = list(lines)
+    except UnicodeDecodeError:
+        text = None
+    if text is None or any("\x00" in line for line in text):  # no shell command holds a NUL byte either
+        raise click.BadParameter(f"{printable(lines.name)} is not a text file of commands", param_hint="'--each'")
+    return [line.strip() for line in text if line.strip() and not line.lstrip().startswith("#")]
 
 
 @main.command("job")
@@ -133,24 +162,33 @@ def job_command(job_id: str) -> None:
 def userjobs_command(key: str, summary: bool) -> None:
     """Show a user's jobs, oldest first."""
     store = connections.store()
-    group_id = store.group_of_user(key)
-    if group_id is None:
-        from .errors import UnknownKey
-
-        raise UnknownKey(key)
-    jobs = store.descendant_jobs(group_id)
+    bad: list[BadDocument] = []
+    jobs = store.descendant_jobs(_group_of(store, key), bad)
     if summary:
         for info in jobs:
             click.echo(f"date: {info['date_created']}\tid: {info['id']}\tstatus: {info['status']}")
     else:
         click.echo("\n".join(format_info(info) for info in jobs))
+    for error in bad:  # the good jobs are shown; each key that could not be is named
+        click.echo(str(error), err=True)
+    if bad:
+        sys.exit(EXIT_ERROR)
+
+
+def _group_of(store: Store, key: str) -> str:
+    """The group id a --key names; when it names none, the one line says what the key is instead."""
+    group_id = store.group_of_user(key)
+    if group_id is not None:
+        return group_id
+    held = store.held(key)
+    raise NotAGroup(key, held) if held else UnknownKey(key)
 
 
 @main.command("users")
 def users_command() -> None:
     """List the users moi knows, with their group ids."""
     for user, group_id in sorted(connections.store().users().items()):
-        click.echo(f"{user}\t{group_id}")
+        click.echo(f"{printable(user)}\t{printable(group_id)}")  # names anyone could write: no control characters
 
 
 @main.command("status")
@@ -164,10 +202,10 @@ def status_command() -> None:
         click.echo(
             f"local runtime: running (pid {info.pid}, since {info.started}, state directory {settings.state_dir})"
         )
-        click.echo(f"  redis: {info.redis_url} (pid {info.redis_pid})")
+        click.echo(f"  redis: {masked_url(info.redis_url)} (pid {info.redis_pid}, password protected)")
         click.echo(f"  cluster: {info.engines} engines, connection file {info.url_file}")
     if not settings.uses_embedded_redis:
-        click.echo(f"configured redis: {settings.redis_url}")
+        click.echo(f"configured redis: {masked_url(settings.redis_url or '')}")
     for spec in settings.contexts.values():
         target = spec.url_file or ":".join(filter(None, [spec.profile, spec.cluster_id]))
         click.echo(f"configured context: {spec.name} -> {target}")
@@ -194,9 +232,17 @@ def watchdog_command(once: bool, interval: float) -> None:
         for job_id in watchdog.Watchdog(store, grace=0, queued_grace=0).check():
             click.echo(f"failed stranded job {job_id}")
         return
-    click.echo(f"watching jobs in {store.url} every {interval:g}s; Ctrl-C stops")
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is the way to stop it
-        watchdog.run_forever(store, threading.Event(), interval)
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    click.echo(f"watching jobs in {masked_url(store.url)} every {interval:g}s; Ctrl-C or SIGTERM stops")
+    watchdog.run_forever(store, stop, interval)
+    click.echo("watchdog stopped")
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM set ``stop``: also when started in the background, where SIGINT arrives ignored."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
 
 
 @main.command("down")

@@ -10,6 +10,7 @@
     ├── UnknownId
     │   ├── UnknownKey
     │   └── NotInGroup
+    ├── NotAGroup
     ├── InvalidId
     ├── InvalidUserName
     ├── InvalidCode
@@ -95,6 +96,15 @@ class NotInGroup(UnknownId):
     def __init__(self, node_id: str) -> None:
         MoiError.__init__(self, f"Unknown job id: {node_id}; not among your jobs")
         self.node_id = node_id
+
+
+class NotAGroup(MoiError):
+    """A key given as a group (a user name or group id) that names something else: a job, a hash, a set."""
+
+    def __init__(self, key: str, what: str) -> None:
+        super().__init__(f"{printable(key)} is {what}, not a group; give a user name or a group id")
+        self.key = key
+        self.what = what
 
 
 class InvalidId(MoiError):

@@ -8,6 +8,9 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from .errors import BadDocument
+from .redact import printable
+
 Info = dict[str, Any]
 
 
@@ -122,3 +125,73 @@ def _safe_repr(value: Any) -> str:
 
 def dumps(info: Info) -> str:
     return json.dumps(info, separators=(",", ":"))
+
+
+# validating what Redis holds ----------------------------------------------------
+
+
+def parse(key: str, raw: str | bytes, node_id: str | None = None) -> Info:
+    """The info object stored at ``key``, or BadDocument saying what is wrong with it.
+
+    Anything can be written into Redis behind moi's back; this is the one place
+    that decides whether a document read back is an info object moi can use.
+    ``node_id``, when given, is the id the document must carry.
+    """
+    try:
+        value = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+        raise BadDocument(key, "it is not JSON") from None
+    return checked(key, value, node_id)
+
+
+def checked(key: str, value: Any, node_id: str | None = None) -> Info:
+    """``value`` (decoded JSON) as an info object, or BadDocument; see ``parse``."""
+    problem = info_problem(value, node_id)
+    if problem is not None:
+        raise BadDocument(key, problem)
+    info: Info = value
+    return info
+
+
+def info_problem(value: Any, node_id: str | None = None) -> str | None:
+    """Why ``value`` is not an info object moi can use, or None when it is.
+
+    Only what moi's own code relies on is checked: the id it is filed under,
+    the kind of node, the fields it compares, sorts or counts on.
+    """
+    if not isinstance(value, dict):
+        return f"it is JSON but not an object (a {_json_kind(value)})"
+    if "id" not in value:
+        return "it has no id"
+    if not isinstance(value["id"], str) or (node_id is not None and value["id"] != node_id):
+        return f"its id is {_shown(value['id'])}, not the id it is stored under"
+    if value.get("type") not in ("job", "group"):
+        return f"its type is {_shown(value.get('type'))}, not 'job' or 'group'"
+    return _field_problem(value)
+
+
+# field -> (the types it may hold, what to call them in a message)
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "revision": ((int,), "a number"),
+    "date_created": ((str,), "a string"),
+    "status": ((str, type(None)), "a string"),  # a group's is null
+}
+
+
+def _field_problem(value: Info) -> str | None:
+    for field, (types, wanted) in _FIELD_TYPES.items():
+        if field not in value:
+            return f"it has no {field}"
+        held = value[field]
+        if not isinstance(held, types) or isinstance(held, bool):  # JSON true is not a revision
+            return f"its {field} is {_shown(held)}, not {wanted}"
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {list: "list", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    return printable(json.dumps(value) if not isinstance(value, str) else repr(value), 60)

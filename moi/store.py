@@ -13,15 +13,16 @@ import functools
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import redis
 
-from .errors import RedisUnavailable, UnknownId, UnknownKey
-from .info import Info, dumps, new_id, new_info
-from .keys import Keys
+from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId, UnknownKey
+from .info import Info, dumps, new_id, new_info, parse
+from .keys import Keys, _looks_like_id
 
 log = logging.getLogger("moi.store")
 
@@ -31,14 +32,26 @@ GROUP_CACHE_SECONDS = 5.0
 # A change to an info object: the new info, or None for no change.
 Change = Callable[[Info], "Info | None"]
 
+# A stored document's revision; nil for anything that is not an info object, which then
+# goes back to Python as "changed meanwhile", where moi.info.parse says what is wrong with it.
+_REVISION_OF = """
+local function revision_of(text)
+  local decoded, revision = pcall(function() return cjson.decode(text)['revision'] end)
+  if decoded then return revision end
+  return nil
+end
+"""
+
 # Set the info object only if nobody changed it since we read it.
 # Returns 1 (set and published), -1 (no such node) or the current document.
 # ARGV[6:] are optional commands that go with the change (and only with it), each
 # as its length then its words: an engine's heartbeat registration rides along.
-_COMPARE_AND_SET = """
+_COMPARE_AND_SET = (
+    _REVISION_OF
+    + """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
-if cjson.decode(current)['revision'] ~= tonumber(ARGV[1]) then return current end
+if revision_of(current) ~= tonumber(ARGV[1]) then return current end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 local i = 6
@@ -49,11 +62,14 @@ while i <= #ARGV do
 end
 return 1
 """
+)
 
 # The compare-and-set above for many nodes in one call (a batch of jobs on one engine).
 # KEYS: info keys.  ARGV: ttl, then per key: revision, document, channel, message.
 # Returns per key what _COMPARE_AND_SET returns; a key may come more than once.
-_COMPARE_AND_SET_MANY = """
+_COMPARE_AND_SET_MANY = (
+    _REVISION_OF
+    + """
 local ttl = ARGV[1]
 local out, lost = {}, {}
 for i, key in ipairs(KEYS) do
@@ -61,7 +77,7 @@ for i, key in ipairs(KEYS) do
   local current = redis.call('GET', key)
   if not current then
     out[i] = -1
-  elseif lost[key] or cjson.decode(current)['revision'] ~= tonumber(ARGV[at]) then
+  elseif lost[key] or revision_of(current) ~= tonumber(ARGV[at]) then
     lost[key] = true  -- a later change of this node was built on the lost one
     out[i] = current
   else
@@ -78,6 +94,7 @@ while i <= #ARGV do
 end
 return out
 """
+)
 
 # New jobs stored under a group, indexed as queued and announced, in one call; 0 if the group is gone.
 # KEYS: group info, group children, queued index.
@@ -96,33 +113,76 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
 
-# The group of a user (or an existing group id), created when missing or expired.
-# KEYS: user map.  ARGV: key, new group id, new group info, ttl, key prefix.
+# The group a key names, created when missing or expired; see Store.ensure_group for the rule.
+# KEYS: user map.  ARGV: key, '1' if the key is a group id, new group id, new group info, ttl, key prefix.
+# Returns {'ok', group id}, {'node', document} for a node that is not a group (the caller says
+# what is wrong with it) or {'type', redis type} for a key that holds no document at all.
 _ENSURE_GROUP = """
-local prefix = ARGV[5]
-local gid = nil
--- A group id first: the map also holds group id -> user name, which is not a group.
-local own = redis.call('GET', prefix .. ARGV[1])
-if own and cjson.decode(own)['type'] == 'group' then gid = ARGV[1] end
-if not gid then gid = redis.call('HGET', KEYS[1], ARGV[1]) end
-if gid and redis.call('EXISTS', prefix .. gid) == 1 then
-  redis.call('EXPIRE', prefix .. gid, ARGV[4])
-  return gid
+local key, ttl, prefix = ARGV[1], ARGV[5], ARGV[6]
+if ARGV[2] == '1' then
+  local kind = redis.call('TYPE', prefix .. key)['ok']
+  if kind == 'none' then
+    redis.call('SET', prefix .. key, ARGV[4], 'EX', ttl)
+    return {'ok', key}
+  end
+  if kind ~= 'string' then return {'type', kind} end
+  local own = redis.call('GET', prefix .. key)
+  local decoded, node = pcall(cjson.decode, own)
+  if decoded and type(node) == 'table' and node['type'] == 'group' and node['id'] == key then
+    redis.call('EXPIRE', prefix .. key, ttl)
+    return {'ok', key}
+  end
+  return {'node', own}
 end
-redis.call('SET', prefix .. ARGV[2], ARGV[3], 'EX', ARGV[4])
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], ARGV[2], ARGV[1])
-redis.call('EXPIRE', KEYS[1], ARGV[4])
-return ARGV[2]
+local gid = redis.call('HGET', KEYS[1], key)
+if gid and redis.call('EXISTS', prefix .. gid) == 1 then
+  redis.call('EXPIRE', prefix .. gid, ttl)
+  return {'ok', gid}
+end
+redis.call('SET', prefix .. ARGV[3], ARGV[4], 'EX', ttl)
+redis.call('HSET', KEYS[1], key, ARGV[3], ARGV[3], key)
+redis.call('EXPIRE', KEYS[1], ttl)
+return {'ok', ARGV[3]}
 """
+
+# The name of a group created by id (submit to a uuid nobody used yet), as the original moi named it.
+UNNAMED_GROUP = "unnamed"
 
 
 @contextmanager
 def reaching(url: str) -> Iterator[None]:
-    """Turn a lost Redis connection into a one-line RedisUnavailable."""
+    """Turn a lost Redis connection into a one-line RedisUnavailable, a refused command into RedisRefused.
+
+    A refusal (WRONGTYPE, a script error, a read-only replica) is Redis answering: calling it
+    unreachable would send the user looking for an outage that is not there.
+    """
     try:
         yield
     except (redis.ConnectionError, redis.TimeoutError) as error:
         raise RedisUnavailable(url, _first_line(error)) from error
+    except redis.ResponseError as error:
+        raise RedisRefused(url, _first_line(error)) from error
+
+
+def _is_group_id(key: str) -> bool:
+    """Whether ``key`` is a group id (uuid-shaped) rather than a user name; InvalidId for a uuid spelled oddly.
+
+    Only moi's own spelling (lowercase, hyphens) can be an id: ``{...}`` or upper case would be a
+    second name for the same uuid, and cannot be a user name either.
+    """
+    if not _looks_like_id(key):
+        return False
+    if str(uuid.UUID(key)) != key:
+        raise InvalidId(key)
+    return True
+
+
+def _report(error: BadDocument, bad: list[BadDocument] | None) -> None:
+    """A bad document skipped in a listing: to the caller's list, or to the log when it keeps none."""
+    if bad is None:
+        log.warning("skipped: %s", error)  # the message escapes the key (moi.redact.printable)
+    else:
+        bad.append(error)
 
 
 def _first_line(error: BaseException) -> str:
@@ -155,34 +215,78 @@ class Store:
         return info
 
     def find(self, node_id: str) -> Info | None:
-        with reaching(self.url):
-            raw = self.redis.get(self.keys.info(node_id))
-        return json.loads(raw) if raw else None
+        """The info object of a node, None if there is none; BadDocument if the key holds something else."""
+        key = self.keys.info(node_id)
+        with reaching(self.url), self._holding(key, "a JSON info object"):
+            raw = self.redis.get(key)
+        return parse(key, raw, node_id) if raw is not None else None
 
-    def get_many(self, node_ids: Iterable[str]) -> list[Info]:
-        """The info objects that still exist, in the order asked."""
-        keys = [self.keys.info(node_id) for node_id in node_ids]
-        if not keys:
+    def get_many(self, node_ids: Iterable[str], bad: list[BadDocument] | None = None) -> list[Info]:
+        """The info objects that still exist, in the order asked.
+
+        One bad document must not hide the others (a listing, the watchdog's pass): it is
+        left out and added to ``bad``, or logged as a warning when the caller collects none.
+        """
+        ids = list(node_ids)
+        if not ids:
             return []
+        keys = [self.keys.info(node_id) for node_id in ids]
         with reaching(self.url):
             raws = self.redis.mget(keys)
-        return [json.loads(raw) for raw in raws if raw]
+        infos = []
+        for node_id, key, raw in zip(ids, keys, raws, strict=True):
+            if raw is None:
+                continue
+            try:
+                infos.append(parse(key, raw, node_id))
+            except BadDocument as error:
+                _report(error, bad)
+        return infos
 
     def children(self, group_id: str) -> set[str]:
-        with reaching(self.url):
-            return set(self.redis.smembers(self.keys.children(group_id)))
+        key = self.keys.children(group_id)
+        with reaching(self.url), self._holding(key, "a set of child ids"):
+            return set(self.redis.smembers(key))
 
     def group_of_user(self, key: str) -> str | None:
-        """The group id for a user name, or the key itself if it is a group id."""
-        for candidate in (key, self._mapped(key)):  # the map also holds group id -> user name
-            info = self.find(candidate) if candidate else None
-            if info is not None and info.get("type") == "group":
-                return candidate
-        return None
+        """The group ``key`` names by the rule of ``ensure_group``, or None when there is none (yet).
+
+        Raises NotAGroup for the id of a job, BadDocument for a key holding something else.
+        """
+        if _is_group_id(key):
+            info = self.find(key)
+            if info is not None and info["type"] != "group":
+                raise NotAGroup(key, "a job")
+            return key if info is not None else None
+        group_id = self._mapped(key)
+        info = self.find(group_id) if group_id else None
+        return group_id if info is not None and info["type"] == "group" else None
+
+    def held(self, key: str) -> str | None:
+        """What a key given by a user holds in Redis, for a message (``a Redis hash``); None if nothing."""
+        kind = self._type_of(self.keys.info(key))
+        return None if kind == "none" else f"a Redis {kind}"
+
+    def _type_of(self, key: str) -> str:
+        with reaching(self.url):
+            return str(self.redis.execute_command("TYPE", key))
 
     def _mapped(self, user: str) -> str | None:
-        with reaching(self.url):
+        with reaching(self.url), self._holding(self.keys.user_map, "a hash"):
             return self.redis.hget(self.keys.user_map, user)
+
+    @contextmanager
+    def _holding(self, key: str, wanted: str) -> Iterator[None]:
+        """Redis refusing a command on ``key`` for its type (WRONGTYPE) as a BadDocument naming the key.
+
+        Someone wrote something else there; the user needs the key's name, not Redis's complaint.
+        """
+        try:
+            yield
+        except redis.ResponseError as error:
+            if "WRONGTYPE" not in str(error):
+                raise
+            raise BadDocument(key, f"it holds a Redis {self._type_of(key)}, not {wanted}") from None
 
     def users(self) -> dict[str, str]:
         """user name -> group id, for users whose group still exists."""
@@ -192,33 +296,52 @@ class Store:
         alive = {info["id"] for info in self.get_many(sorted(groups)) if info.get("type") == "group"}
         return {user: gid for user, gid in mapping.items() if gid in alive and user not in alive}
 
-    def descendant_jobs(self, group_id: str) -> list[Info]:
-        """Every job under a group, nested groups included, oldest first."""
+    def descendant_jobs(self, group_id: str, bad: list[BadDocument] | None = None) -> list[Info]:
+        """Every job under a group, nested groups included, oldest first.
+
+        Bad documents (and ``:jobs`` keys of the wrong type) are skipped and reported as ``get_many`` does.
+        """
         jobs: list[Info] = []
         pending, seen = [group_id], {group_id}
         while pending:
-            child_ids = sorted(self.children(pending.pop()) - seen)
+            child_ids = sorted(self._children_reporting(pending.pop(), bad) - seen)
             seen.update(child_ids)
-            for info in self.get_many(child_ids):
-                if info.get("type") == "group":
+            for info in self.get_many(child_ids, bad):
+                if info["type"] == "group":
                     pending.append(info["id"])
                 else:
                     jobs.append(info)
-        return sorted(jobs, key=lambda info: info.get("date_created") or "")
+        return sorted(jobs, key=lambda info: info["date_created"])
+
+    def _children_reporting(self, group_id: str, bad: list[BadDocument] | None) -> set[str]:
+        try:
+            return self.children(group_id)
+        except BadDocument as error:
+            _report(error, bad)
+            return set()
 
     # writing -------------------------------------------------------------
 
     def ensure_group(self, key: str) -> str:
-        """The id of the group for a user name or group id, created if needed."""
-        gid = new_id()
-        info = new_info(gid, key, "group", self.keys.channel(gid))
-        with reaching(self.url):
-            return str(
-                self._ensure_group(
-                    keys=[self.keys.user_map],
-                    args=[key, gid, dumps(info), self.ttl, self.keys.prefix],
-                )
-            )
+        """The id of the group ``key`` names, created if needed.
+
+        A key shaped like a uuid is a group id (that group, or a new top-level group with exactly
+        that id when no node has it yet, never a job) and any other string is a user name, which
+        goes only through ``user-id-map`` (its group made on first use), so no user name can
+        reach a node by that node's id.
+        """
+        by_id = _is_group_id(key)
+        group_id = key if by_id else new_id()
+        info = new_info(group_id, UNNAMED_GROUP if by_id else key, "group", self.keys.channel(group_id))
+        args = [key, "1" if by_id else "", group_id, dumps(info), self.ttl, self.keys.prefix]
+        with reaching(self.url), self._holding(self.keys.user_map, "a hash"):
+            answer, value = self._ensure_group(keys=[self.keys.user_map], args=args)
+        if answer == "ok":
+            return str(value)
+        if answer == "type":
+            raise NotAGroup(key, f"a Redis {value}")
+        parse(self.keys.info(key), value, key)  # a bad document says what is wrong with it
+        raise NotAGroup(key, "a job")
 
     def group_id(self, key: str) -> str:
         """``ensure_group``, remembered for GROUP_CACHE_SECONDS: submitting saves a round trip.
@@ -326,7 +449,7 @@ class Store:
                 return changed
             if outcome == -1:
                 raise UnknownId(node_id)
-            info = json.loads(outcome)  # someone else changed it: merge again
+            info = parse(self.keys.info(node_id), outcome, node_id)  # someone else changed it: merge again
 
     def update_many(
         self, changes: list[tuple[str, Change, Info]], also: Sequence[Sequence[str | int]] = ()
@@ -381,9 +504,8 @@ class Store:
             writes.append((node_id, change, changed))
         return writes
 
-    @staticmethod
     def _settle(
-        writes: list[tuple[str, Change, Info]], answers: list[Any], outcome: dict[str, Info], gone: set[str]
+        self, writes: list[tuple[str, Change, Info]], answers: list[Any], outcome: dict[str, Info], gone: set[str]
     ) -> list[tuple[str, Change, Info]]:
         """Record what was written; what lost a race is retried from the current copy."""
         retry = []
@@ -393,9 +515,20 @@ class Store:
             elif answer == -1:
                 gone.add(node_id)
                 outcome.pop(node_id, None)
+            elif (current := self._still_info(node_id, answer)) is not None:
+                retry.append((node_id, change, current))  # changed meanwhile: merge again
             else:
-                retry.append((node_id, change, json.loads(answer)))  # changed meanwhile: merge again
+                gone.add(node_id)
+                outcome.pop(node_id, None)
         return [entry for entry in retry if entry[0] not in gone]
+
+    def _still_info(self, node_id: str, text: str) -> Info | None:
+        """The current document of a node a write lost to; None (logged) if it was overwritten with something else."""
+        try:
+            return parse(self.keys.info(node_id), text, node_id)
+        except BadDocument as error:  # as good as gone: the other nodes of the call go on
+            _report(error, None)
+            return None
 
     def publish(self, node_id: str, action: str, ids: Iterable[str]) -> None:
         with reaching(self.url):
