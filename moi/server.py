@@ -25,6 +25,7 @@ from tornado.web import Application, RequestHandler, authenticated
 from . import connections
 from .hub import Hub
 from .keys import Keys
+from .redact import masked_url
 from .store import store_for
 from .watchdog import watch
 from .websocket import HUB_SETTING, MOIMessageHandler
@@ -119,17 +120,17 @@ def default_hub() -> Hub:
 
 async def serve(port: int, address: str = "127.0.0.1", ready: Callable[[str], None] | None = None) -> None:
     """Run until SIGINT or SIGTERM; ``ready(url)`` is called once it listens."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # before anyone is told it is up: a stop then stops it cleanly
+        loop.add_signal_handler(signum, stop.set)
     current = connections.settings()
     hub = default_hub()
     app = make_app(hub, cookie_secret=cookie_secret(current.state_dir))
     server = app.listen(port, address=address)
-    log.info("moi server on http://%s:%d/ (redis %s)", address, port, hub.url)
+    log.info("moi server on http://%s:%d/ (redis %s)", address, port, masked_url(hub.url))
     if ready is not None:
         ready(f"http://{address}:{port}/")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
     # Jobs whose engine died, or whose cluster went away, end even if nothing else watches.
     watching = loop.create_task(watch(store_for(hub.url, hub.keys.prefix, hub.ttl), stop))
     await stop.wait()
