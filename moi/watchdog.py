@@ -29,6 +29,7 @@ from .context import key_digest
 from .engine import HEARTBEAT_TTL
 from .errors import MoiError
 from .info import Info, Status, is_finished, now
+from .redact import printable
 from .store import Store, reaching
 
 log = logging.getLogger("moi.watchdog")
@@ -129,10 +130,10 @@ class Watchdog:
         try:
             self.store.update(info["id"], change, info)
         except MoiError as error:
-            log.warning("could not fail job %s: %s", info["id"], error)
+            log.warning("could not fail job %s: %s", printable(info["id"]), error)
             return False
         if wrote == [True]:
-            log.warning("job %s failed: %s", info["id"], reason)
+            log.warning("job %s failed: %s", printable(info["id"]), printable(reason, limit=400))
         return wrote == [True]
 
 

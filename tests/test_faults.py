@@ -7,6 +7,8 @@ and a dedicated redis-server is stopped and started again on the same port.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -172,3 +174,15 @@ def test_task_the_engine_cannot_load_does_not_stay_queued(store, tmp_path, monke
     info = finished(job_id)
     assert info["status"] == Status.FAILED and info["result"].startswith("Never started:"), info
     assert "only_here_mod" in info["result"]
+
+
+def test_an_id_with_a_newline_cannot_forge_a_watchdog_log_line(store, r, caplog) -> None:
+    forged = "job\n2026-12-01 moi.watchdog WARNING all jobs deleted"
+    info = new_info(forged, "j", "job", store.keys.channel(forged))
+    r.set(store.keys.info(forged), json.dumps(info))
+    r.hset(store.keys.queued, forged, json.dumps({"registration": f"tcp://127.0.0.1:{runtime.free_port()}"}))
+    with caplog.at_level(logging.WARNING, logger="moi.watchdog"):
+        assert Watchdog(store, grace=0, queued_grace=0).check() == [forged]
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines and all("\n" not in line for line in lines), lines
+    assert any("job\\n2026-12-01" in line for line in lines), lines
