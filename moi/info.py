@@ -27,6 +27,14 @@ class Stored(dict[str, Any]):
         super().__init__(json.loads(text))
         self.text = text
 
+    @classmethod
+    def checked(cls, key: str, text: str, node_id: str | None = None) -> Stored:
+        """A document read from ``key``, checked as ``parse`` checks it (BadDocument otherwise); decoded once."""
+        stored = cls.__new__(cls)
+        stored.update(parse(key, text, node_id))
+        stored.text = text
+        return stored
+
 
 class Status(StrEnum):
     QUEUED = "Queued"

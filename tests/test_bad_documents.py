@@ -6,13 +6,14 @@ And a Redis that answers with a refusal is not called unreachable.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from moi.errors import BadDocument, RedisRefused
-from moi.info import new_info
+from moi.info import Stored, new_info
 from moi.store import reaching
 from tests.conftest import run_moi
 
@@ -200,3 +201,13 @@ def test_cli_on_a_database_redis_refuses_says_refused(redis_url) -> None:
     assert "refused a command: DB index is out of range" in done.stderr and done.stderr.count("\n") == 1
     if parts.password:
         assert parts.password not in done.stderr  # the URL is shown masked
+
+
+def test_stored_checked_keeps_the_text_and_refuses_a_bad_document() -> None:
+    job_id = str(uuid.uuid4())
+    text = good(job_id)
+    stored = Stored.checked(job_id, text, job_id)
+    assert (stored.text, stored["id"]) == (text, job_id)
+    for document, problem in BAD_DOCUMENTS.values():
+        with pytest.raises(BadDocument, match=re.escape(problem)):
+            Stored.checked(job_id, document(job_id), job_id)
