@@ -290,11 +290,12 @@ class Store:
 
     def users(self) -> dict[str, str]:
         """user name -> group id, for users whose group still exists."""
-        with reaching(self.url):
+        with reaching(self.url), self._holding(self.keys.user_map, "a hash"):
             mapping = self.redis.hgetall(self.keys.user_map)
-        groups = {gid for gid in mapping.values()}
-        alive = {info["id"] for info in self.get_many(sorted(groups)) if info.get("type") == "group"}
-        return {user: gid for user, gid in mapping.items() if gid in alive and user not in alive}
+        # The map also holds group id -> user name; by the rule of ensure_group no user name looks like an id.
+        names = {user: gid for user, gid in mapping.items() if not _looks_like_id(user)}
+        alive = {info["id"] for info in self.get_many(sorted(set(names.values()))) if info["type"] == "group"}
+        return {user: gid for user, gid in names.items() if gid in alive}
 
     def descendant_jobs(self, group_id: str, bad: list[BadDocument] | None = None) -> list[Info]:
         """Every job under a group, nested groups included, oldest first.

@@ -130,3 +130,11 @@ def test_cli_submit_user_that_is_a_job_id_is_one_line(r, store) -> None:
     done = run_moi("submit", "--user", job_id, "--cmd", "return 1")
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == f"{job_id} is a job, not a group; give a user name or a group id\n"
+
+
+def test_users_lists_names_not_the_ids_the_map_also_holds(r, store) -> None:
+    alice, bob = store.ensure_group("alice"), store.ensure_group("bob")
+    r.hset("user-id-map", str(uuid.uuid4()), bob)  # a uuid "user" from an older moi: an id, not a name
+    assert store.users() == {"alice": alice, "bob": bob}
+    shown = run_moi("users")
+    assert shown.stdout.splitlines() == [f"alice\t{alice}", f"bob\t{bob}"]
