@@ -101,6 +101,11 @@ return out
 # ARGV: ttl, group channel, add message, queued entry ('' for none), key prefix, then id, document pairs.
 _ADD_JOBS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+-- A script is not rolled back: refuse a children set or queued index of the wrong type before writing anything.
+for i, wanted in ipairs({'set', 'hash'}) do
+  local held = redis.call('TYPE', KEYS[i + 1])['ok']
+  if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
+end
 local ttl, entry, prefix = ARGV[1], ARGV[4], ARGV[5]
 for i = 6, #ARGV, 2 do
   redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'EX', ttl)
@@ -144,6 +149,9 @@ redis.call('HSET', KEYS[1], key, ARGV[3], ARGV[3], key)
 redis.call('EXPIRE', KEYS[1], ttl)
 return {'ok', ARGV[3]}
 """
+
+# What each Redis type moi uses holds, for a message about a key holding something else.
+_HOLDS = {"string": "a JSON info object", "set": "a set of ids", "hash": "a hash"}
 
 # The name of a group created by id (submit to a uuid nobody used yet), as the original moi named it.
 UNNAMED_GROUP = "unnamed"
@@ -217,7 +225,7 @@ class Store:
     def find(self, node_id: str) -> Info | None:
         """The info object of a node, None if there is none; BadDocument if the key holds something else."""
         key = self.keys.info(node_id)
-        with reaching(self.url), self._holding(key, "a JSON info object"):
+        with reaching(self.url), self._holding((key, "string")):
             raw = self.redis.get(key)
         return parse(key, raw, node_id) if raw is not None else None
 
@@ -245,7 +253,7 @@ class Store:
 
     def children(self, group_id: str) -> set[str]:
         key = self.keys.children(group_id)
-        with reaching(self.url), self._holding(key, "a set of child ids"):
+        with reaching(self.url), self._holding((key, "set")):
             return set(self.redis.smembers(key))
 
     def group_of_user(self, key: str) -> str | None:
@@ -272,25 +280,29 @@ class Store:
             return str(self.redis.execute_command("TYPE", key))
 
     def _mapped(self, user: str) -> str | None:
-        with reaching(self.url), self._holding(self.keys.user_map, "a hash"):
+        with reaching(self.url), self._holding((self.keys.user_map, "hash")):
             return self.redis.hget(self.keys.user_map, user)
 
     @contextmanager
-    def _holding(self, key: str, wanted: str) -> Iterator[None]:
-        """Redis refusing a command on ``key`` for its type (WRONGTYPE) as a BadDocument naming the key.
+    def _holding(self, *expected: tuple[str, str]) -> Iterator[None]:
+        """Redis refusing a command for a key's type (WRONGTYPE) as a BadDocument naming that key.
 
-        Someone wrote something else there; the user needs the key's name, not Redis's complaint.
+        ``expected``: the keys the commands inside work on, each with the Redis type it must
+        have. Someone wrote something else there; the user needs its name, not Redis's complaint.
         """
         try:
             yield
         except redis.ResponseError as error:
-            if "WRONGTYPE" not in str(error):
-                raise
-            raise BadDocument(key, f"it holds a Redis {self._type_of(key)}, not {wanted}") from None
+            if "WRONGTYPE" in str(error):
+                for key, wanted in expected:
+                    held = self._type_of(key)
+                    if held not in (wanted, "none"):
+                        raise BadDocument(key, f"it holds a Redis {held}, not {_HOLDS[wanted]}") from None
+            raise
 
     def users(self) -> dict[str, str]:
         """user name -> group id, for users whose group still exists."""
-        with reaching(self.url), self._holding(self.keys.user_map, "a hash"):
+        with reaching(self.url), self._holding((self.keys.user_map, "hash")):
             mapping = self.redis.hgetall(self.keys.user_map)
         # The map also holds group id -> user name; by the rule of ensure_group no user name looks like an id.
         names = {user: gid for user, gid in mapping.items() if not _looks_like_id(user)}
@@ -335,7 +347,7 @@ class Store:
         group_id = key if by_id else new_id()
         info = new_info(group_id, UNNAMED_GROUP if by_id else key, "group", self.keys.channel(group_id))
         args = [key, "1" if by_id else "", group_id, dumps(info), self.ttl, self.keys.prefix]
-        with reaching(self.url), self._holding(self.keys.user_map, "a hash"):
+        with reaching(self.url), self._holding((self.keys.user_map, "hash")):
             answer, value = self._ensure_group(keys=[self.keys.user_map], args=args)
         if answer == "ok":
             return str(value)
@@ -385,7 +397,7 @@ class Store:
         for info in infos:
             args += [info["id"], dumps(info)]
         keys = [self.keys.info(group_id), self.keys.children(group_id), self.keys.queued]
-        with reaching(self.url):
+        with reaching(self.url), self._holding((keys[1], "set"), (keys[2], "hash")):
             return bool(self._add_jobs(keys=keys, args=args))
 
     def create_group(self, name: str, parent: str | None = None) -> str:
@@ -411,7 +423,7 @@ class Store:
         pipe.expire(self.keys.children(group_id), self.ttl)
         pipe.expire(self.keys.info(group_id), self.ttl)
         pipe.publish(self.keys.channel(group_id), message("add", ids))
-        with reaching(self.url):
+        with reaching(self.url), self._holding((self.keys.children(group_id), "set")):
             pipe.execute()
 
     def update(

@@ -107,7 +107,7 @@ def test_a_jobs_key_of_the_wrong_type_is_named_not_called_unreachable(r, alice) 
     group_id, _ = alice
     r.delete(f"{group_id}:jobs")
     r.set(f"{group_id}:jobs", "not a set")
-    expected = f"Key {group_id}:jobs holds a bad document: it holds a Redis string, not a set of child ids"
+    expected = f"Key {group_id}:jobs holds a bad document: it holds a Redis string, not a set of ids"
 
     for summary in ([], ["--summary"]):
         done = run_moi("userjobs", "--key", "alice", *summary)
@@ -211,3 +211,16 @@ def test_stored_checked_keeps_the_text_and_refuses_a_bad_document() -> None:
     for document, problem in BAD_DOCUMENTS.values():
         with pytest.raises(BadDocument, match=re.escape(problem)):
             Stored.checked(job_id, document(job_id), job_id)
+
+
+def test_submit_under_a_group_whose_jobs_key_is_wrong_names_it(r, alice) -> None:
+    group_id, _ = alice
+    r.delete(f"{group_id}:jobs")
+    r.set(f"{group_id}:jobs", "not a set")
+    before = set(r.keys())
+    done = run_moi("submit", "--user", "alice", "--cmd", "return 1")
+    assert (done.returncode, done.stdout) == (1, "")
+    assert set(r.keys()) == before  # nothing half-written
+    assert done.stderr == (
+        f"Key {group_id}:jobs holds a bad document: it holds a Redis string, not a set of ids; fix or delete that key\n"
+    )
