@@ -218,7 +218,12 @@ def cancel_command(job_id: str) -> None:
     """Cancel a queued or running job (or every unfinished job of a group)."""
     if not is_uuid(job_id):
         raise InvalidId(job_id)
-    click.echo(cancel(job_id).summary(job_id))
+    report = cancel(job_id)
+    click.echo(report.summary(job_id))
+    for error in report.bad:  # the others were cancelled; each key that could not be is named
+        click.echo(str(error), err=True)
+    if report.bad:
+        sys.exit(EXIT_ERROR)
 
 
 @main.command("watchdog")

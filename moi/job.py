@@ -25,7 +25,7 @@ from . import connections, engine
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
 from .context import ByName, Context, by_name
-from .errors import CommandFailed, InvalidCode, JobCancelled, MoiError, RedisUnavailable, UnknownId
+from .errors import BadDocument, CommandFailed, InvalidCode, JobCancelled, MoiError, RedisUnavailable, UnknownId
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
 from .store import Store, reaching, store_for
 
@@ -130,6 +130,7 @@ class CancelReport:
     cancelled: list[str] = field(default_factory=list)  # were queued: Cancelled now, never run
     requested: list[str] = field(default_factory=list)  # running: their engine interrupts them
     finished: list[str] = field(default_factory=list)  # already finished: nothing changed
+    bad: list[BadDocument] = field(default_factory=list)  # keys under the group that hold no info object
 
     def summary(self, node_id: str) -> str:
         """One line for a user."""
@@ -159,8 +160,8 @@ def cancel(node_id: str, store: Store | None = None) -> CancelReport:
     """
     store = store or connections.store()
     info = store.get(node_id)
-    jobs = store.descendant_jobs(node_id) if info.get("type") == "group" else [info]
     report = CancelReport()
+    jobs = store.descendant_jobs(node_id, report.bad) if info.get("type") == "group" else [info]
     for job in jobs:
         _cancel_job(store, job, report)
     return report
