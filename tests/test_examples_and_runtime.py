@@ -60,7 +60,7 @@ def test_embedded_runtime_starts_once_reports_and_stops(tmp_path) -> None:
 
         status = run_moi("status", env=env)
         assert "local runtime: running" in status.stdout
-        assert "redis: redis://127.0.0.1:" in status.stdout and "1 engines" in status.stdout
+        assert "redis: redis://:***@127.0.0.1:" in status.stdout and "1 engines" in status.stdout
     finally:
         down = run_moi("down", env=env)
     assert down.stdout.strip() == "local runtime stopped"
