@@ -14,6 +14,12 @@ each change as an info object to ``callback(action, info)`` with action one of
 - Pub/sub messages and requests (``get``, ``remove``) are handled one at a
   time, in order, by one task per Group, so they never interleave.
 
+Anything may have been written into Redis behind moi's back. A node whose
+document is not an info object (or a group whose ``:jobs`` key is not a set)
+is skipped, never followed, and reported to ``on_problem`` (the socket sends
+it as an error frame), so one bad key cannot close a user's socket on every
+reconnect.
+
 ``remove_nodes`` is the one place that removes nodes from Redis (async).
 """
 
@@ -22,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -30,24 +35,27 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from .errors import NotInGroup, RedisUnavailable, RootRemoval
+from .errors import BadDocument, MoiError, NotInGroup, RedisRefused, RedisUnavailable, RootRemoval
 from .hub import Hub
-from .info import Info, Stored
+from .info import Info, Stored, parse
 from .keys import Keys
+from .redact import printable
 from .store import message
 
 log = logging.getLogger("moi.group")
 
 Callback = Callable[[str, Info], None]
+Problem = Callable[[MoiError], None]
 _Work = Callable[[], Awaitable[None]]
 
 
 class Group:
-    def __init__(self, hub: Hub, group_id: str, callback: Callback) -> None:
+    def __init__(self, hub: Hub, group_id: str, callback: Callback, on_problem: Problem | None = None) -> None:
         self.hub = hub
         self.keys = hub.keys
         self.group_id = group_id
         self.callback = callback
+        self.on_problem = on_problem
         self._known: dict[str, Info] = {}  # last info forwarded (or read) per followed node
         self._children: dict[str, set[str]] = {}  # followed group -> its children
         self._queue: asyncio.Queue[tuple[_Work, asyncio.Future[None] | None]] = asyncio.Queue()
@@ -122,6 +130,9 @@ class Group:
             work, future = await self._queue.get()
             try:
                 await work()
+            except redis.ResponseError as error:
+                # Redis answered (WRONGTYPE, NOAUTH, ...): not an outage, and no re-sync will fix it.
+                self._fail(future, RedisRefused(self.hub.url, error), "redis refused a command while following %s: %s")
             except (TimeoutError, redis.RedisError, OSError) as error:
                 # The hub re-syncs us once Redis is back.
                 failure: Exception = RedisUnavailable(self.hub.url, error)
@@ -140,7 +151,7 @@ class Group:
 
     def _fail(self, future: asyncio.Future[None] | None, error: Exception, text: str) -> None:
         if future is None:
-            log.warning(text, self.group_id, error)
+            log.warning(text, self.group_id, printable(error))
         elif not future.done():
             future.set_exception(error)
 
@@ -174,24 +185,57 @@ class Group:
     async def _read_children(self, groups: list[str]) -> list[str]:
         if not groups:
             return []
-        pipe = self.hub.redis.pipeline(transaction=False)
-        for group_id in groups:
-            pipe.smembers(self.keys.children(group_id))
-        kids_per_group = await pipe.execute()
         new: list[str] = []
-        for group_id, kids in zip(groups, kids_per_group, strict=True):
-            self._children[group_id] = set(kids)
+        for group_id, kids in (await self._members(groups)).items():
+            self._children[group_id] = kids
             new.extend(kid for kid in sorted(kids) if kid not in self._known)
         return list(dict.fromkeys(new))
 
-    async def _read(self, ids: list[str]) -> dict[str, Info]:
-        """Current infos of ids that exist, oldest first."""
+    async def _members(self, groups: list[str]) -> dict[str, set[str]]:
+        """The children of each group; a ``:jobs`` key that is not a set is reported, and has none."""
+        pipe = self.hub.redis.pipeline(transaction=False)
+        for group_id in groups:
+            pipe.smembers(self.keys.children(group_id))
+        found: dict[str, set[str]] = {}
+        for group_id, kids in zip(groups, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(kids, redis.ResponseError):
+                if "WRONGTYPE" not in str(kids):
+                    raise kids
+                self._report(BadDocument(self.keys.children(group_id), "it is not a Redis set"))
+                kids = set()
+            found[group_id] = set(kids)
+        return found
+
+    async def _read(self, ids: list[str], bad: set[str] | None = None) -> dict[str, Info]:
+        """Current infos of ids that exist, oldest first. A bad document is reported and
+        left out (its id added to ``bad``)."""
         if not ids:
             return {}
         raws = await self.hub.mget([self.keys.info(node_id) for node_id in ids])
-        infos = [Stored(raw) for raw in raws if raw]
-        infos.sort(key=lambda info: info.get("date_created") or "")
+        infos = []
+        for node_id, raw in zip(ids, raws, strict=True):
+            info = self._parse(node_id, raw) if raw is not None else None
+            if info is not None:
+                infos.append(info)
+            elif raw is not None and bad is not None:
+                bad.add(node_id)
+        infos.sort(key=lambda info: info["date_created"])  # a string: parse checked it
         return {info["id"]: info for info in infos}
+
+    def _parse(self, node_id: str, raw: str) -> Stored | None:
+        try:
+            return stored(self.keys.info(node_id), raw, node_id)
+        except BadDocument as error:
+            self._report(error)
+            return None
+
+    def _report(self, error: MoiError) -> None:
+        log.warning("skipping a node of group %s: %s", self.group_id, printable(error))
+        if self.on_problem is not None:
+            try:
+                self.on_problem(error)
+            except Exception:
+                log.exception("the problem callback of group %s failed", self.group_id)
 
     def _subtree(self, node_id: str) -> list[str]:
         """A followed node and its followed descendants, parents first."""
@@ -239,13 +283,20 @@ class Group:
             if raw is None:
                 self._post(functools.partial(self._on_message, node_id, "update", [child]))
             else:
-                self._take("update", Stored(raw))
+                info = self._parse(child, raw)
+                if info is not None:  # a bad one is reported; the page keeps the last good state
+                    self._take("update", info)
 
     async def _refresh(self, ids: list[str], action: str, always: bool = False) -> None:
-        """Re-read nodes; forward those that changed (or all, with ``always``)."""
-        infos = await self._read(ids)
+        """Re-read nodes; forward those that changed (or all, with ``always``).
+
+        A node that now holds a bad document is reported and kept as it was last seen."""
+        bad: set[str] = set()
+        infos = await self._read(ids, bad)
         for node_id in ids:
             info = infos.get(node_id)
+            if node_id in bad:
+                continue
             if info is None:
                 await self._drop(node_id)  # it expired or was deleted
             else:
@@ -274,8 +325,10 @@ class Group:
         if self.group_id not in self._known:
             return
         await self._refresh(list(self._known), "update")
-        for group_id in [g for g in list(self._children) if g in self._known]:
-            kids = set(await self.hub.redis.smembers(self.keys.children(group_id)))
+        members = await self._members([g for g in list(self._children) if g in self._known])
+        for group_id, kids in members.items():
+            if group_id not in self._known:
+                continue  # dropped by an earlier step of this loop
             known = self._children.get(group_id, set())
             for gone in sorted(known - kids):
                 if gone in self._known:
@@ -319,13 +372,22 @@ def _revision(info: Info | None) -> int:
     return int(info.get("revision", 0)) if info else -1
 
 
+def stored(key: str, raw: str, node_id: str) -> Stored:
+    """The document read from ``key`` as a ``Stored`` info object, or BadDocument saying what is wrong."""
+    info = Stored.__new__(Stored)  # parse decoded it once already: no second json.loads
+    dict.update(info, parse(key, raw, node_id))
+    info.text = raw
+    return info
+
+
 async def remove_nodes(client: aioredis.Redis[str], keys: Keys, ids: list[str]) -> list[str]:
     """Delete nodes and their descendants from Redis, take them out of their
     parents' sets, and announce ``remove`` on each parent's channel (and an
     ``update`` on each removed node's own channel, for anyone following it
     directly). Returns every id removed."""
     raws = await client.mget([keys.info(node_id) for node_id in ids])
-    tops = [json.loads(raw) for raw in raws if raw]
+    # A bad document is refused (BadDocument, an error frame), not half removed.
+    tops = [parse(keys.info(node_id), raw, node_id) for node_id, raw in zip(ids, raws, strict=True) if raw]
     removed, pending = [], [info["id"] for info in tops]
     while pending:
         current = pending.pop()

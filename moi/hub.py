@@ -331,7 +331,7 @@ class Hub:
             return
         try:
             payload = json.loads(message["data"])
-        except ValueError:
+        except (ValueError, RecursionError):  # a deeply nested payload must not end the reader
             log.warning("ignoring a payload that is not JSON on %s", channel)
             return
         if not isinstance(payload, dict):

@@ -6,7 +6,10 @@ Mount it in any Tornado application::
 
 The user is ``get_current_user()`` (by default the signed cookie ``user``;
 override it to use your application's login), mapped to a group through
-``user-id-map``. Without a user the upgrade is refused with 403.
+``user-id-map`` only. Without a user, or with a name ``moi.keys.user_name_problem``
+refuses (a node id, ``no-user``, a ``moi:`` name), the upgrade is refused with 403:
+a login name never reaches another user's tree. Your login should refuse those
+names too, with the same function.
 
 Server -> browser, one JSON object per frame: ``{"add"|"update"|"remove"|"get": info}``,
 or ``{"error": "what was wrong"}`` for a request the server refuses.
@@ -18,26 +21,34 @@ method.
 
 Every socket of a process shares the application's one ``Hub`` (one pub/sub
 connection, a few read connections), kept in ``application.settings["moi_hub"]``.
+
+Bounds, each an application setting: a socket whose client leaves more than
+``moi_max_unsent_bytes`` (4 MiB) of output unread is closed (1008); a user has at
+most ``moi_max_sockets_per_user`` (20) sockets per process, the next upgrade gets
+429; pings every ``websocket_ping_interval`` seconds (30 unless the application
+sets it) drop half-open connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import json
 import logging
 from typing import Any
 
+import redis
 from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from . import connections
-from .errors import BadRequest, MoiError, NotInGroup
+from .errors import BadRequest, InvalidUserName, MoiError, NotInGroup, RedisRefused, RedisUnavailable
 from .group import Group
 from .hub import Hub
 from .info import Info, Stored
 from .job import cancel
-from .keys import Keys
+from .keys import Keys, user_name_problem
+from .redact import printable
 from .store import store_for
 
 log = logging.getLogger("moi.websocket")
@@ -49,6 +60,15 @@ MAX_ID_LENGTH = 200
 # Frames above this are refused by Tornado itself, which closes the socket (1009).
 HARD_FRAME_LIMIT = 1024 * 1024
 HUB_SETTING = "moi_hub"
+# Output a client has not read yet (bytes of frames still being written) before its socket is closed.
+UNSENT_SETTING = "moi_max_unsent_bytes"
+MAX_UNSENT = 4 * 1024 * 1024
+CLOSE_UNREAD = 1008  # policy violation: the client sends requests but does not read the answers
+# Open sockets of one user in one process; the next upgrade is refused with 429.
+SOCKETS_SETTING = "moi_max_sockets_per_user"
+MAX_SOCKETS = 20
+PING_INTERVAL = 30.0  # seconds; Tornado's default pong timeout is the interval
+_OPEN_SOCKETS = "moi_open_sockets"  # application setting: user -> their open handlers
 
 
 def hub_for(application: Application) -> Hub:
@@ -62,13 +82,22 @@ def hub_for(application: Application) -> Hub:
 
 
 async def user_group(hub: Hub, user: str) -> str:
-    """The id of a user's group (made on first use), as the CLI's ``--user`` would."""
-    if await hub.redis.exists(hub.keys.info(user), hub.keys.children(user)):
-        # A user name that is a node's id (or another moi key) could reach that node's tree.
-        raise NotInGroup(user)
-    group_id = await hub.redis.hget(hub.keys.user_map, user)
-    if group_id is not None and await hub.redis.exists(hub.keys.info(group_id)):
-        return str(group_id)
+    """The id of a user's group (made on first use), as the CLI's ``--user`` would.
+
+    Only through ``user-id-map``: a name that could alias a node (a uuid, a moi key)
+    is refused with InvalidUserName, never looked up as an id.
+    """
+    problem = user_name_problem(user)
+    if problem is not None:
+        raise InvalidUserName(user, problem)
+    try:
+        group_id = await hub.redis.hget(hub.keys.user_map, user)
+        if group_id is not None and await hub.redis.exists(hub.keys.info(group_id)):
+            return str(group_id)
+    except redis.ResponseError as error:
+        raise RedisRefused(hub.url, error) from None
+    except (redis.RedisError, OSError) as error:
+        raise RedisUnavailable(hub.url, error) from None
     store = store_for(hub.url, hub.keys.prefix, hub.ttl)
     return await asyncio.get_running_loop().run_in_executor(None, store.ensure_group, user)
 
@@ -83,6 +112,8 @@ def parse_request(frame: str | bytes) -> tuple[str, Any]:
         request = json.loads(frame)
     except ValueError:
         raise BadRequest("request is not JSON") from None
+    except RecursionError:  # "[" * 1000: nested past the parser's depth
+        raise BadRequest("request is nested too deeply") from None
     if not isinstance(request, dict) or len(request) != 1:
         raise BadRequest('a request is a JSON object with one verb, like {"get": [ids]}')
     ((verb, argument),) = request.items()
@@ -107,11 +138,23 @@ class MOIMessageHandler(WebSocketHandler):
     hub: Hub
     group_id: str
     group: Group | None = None
+    _user: str | None = None  # set while this handler holds one of its user's socket places
+    _unsent = 0  # bytes written to the socket's stream and not yet flushed to the client
 
     @property
     def max_message_size(self) -> int:
         # Up to here a frame is read and answered with an error; beyond, Tornado closes.
         return min(int(self.settings.get("websocket_max_message_size", HARD_FRAME_LIMIT)), HARD_FRAME_LIMIT)
+
+    @property
+    def ping_interval(self) -> float | None:
+        # Pings by default: a half-open connection (a laptop closed) is dropped, its group with it.
+        interval = self.settings.get("websocket_ping_interval", PING_INTERVAL)
+        return None if interval is None else float(interval)
+
+    @property
+    def max_unsent(self) -> int:
+        return int(self.settings.get(UNSENT_SETTING, MAX_UNSENT))
 
     def get_current_user(self) -> Any:
         """The signed cookie ``user``; override with your application's login."""
@@ -123,26 +166,54 @@ class MOIMessageHandler(WebSocketHandler):
         user = self.current_user
         if not user:
             raise HTTPError(403, "log in first")
+        user = str(user)
+        problem = user_name_problem(user)
+        if problem is not None:
+            log.warning("refused a socket: %s", InvalidUserName(user, problem))  # the message shows it escaped
+            raise HTTPError(403, "not a user name")
         self.hub = hub_for(self.application)
+        self._claim(user)
         try:
-            self.group_id = await user_group(self.hub, str(user))
-        except NotInGroup:
-            raise HTTPError(403, "not a user name") from None
+            self.group_id = await user_group(self.hub, user)
+            await super().get(*args, **kwargs)
         except MoiError as error:
-            log.warning("cannot open a socket for %s: %s", user, error)
+            log.warning("cannot open a socket for %s: %s", printable(user), printable(error))
             raise HTTPError(503, "job store unavailable") from None
-        await super().get(*args, **kwargs)
+        finally:
+            if self.ws_connection is None:  # not upgraded (or closed already): the place is free again
+                self._release()
+
+    def _claim(self, user: str) -> None:
+        """Take one of the user's socket places in this process, or refuse with 429."""
+        sockets: dict[str, set[MOIMessageHandler]] = self.application.settings.setdefault(_OPEN_SOCKETS, {})
+        mine = sockets.setdefault(user, set())
+        limit = int(self.settings.get(SOCKETS_SETTING, MAX_SOCKETS))
+        if len(mine) >= limit:
+            log.warning("refused a socket for %s: %d open already (at most %d)", printable(user), len(mine), limit)
+            raise HTTPError(429, "too many open sockets")
+        mine.add(self)
+        self._user = user
+
+    def _release(self) -> None:
+        user, self._user = self._user, None
+        sockets = self.application.settings.get(_OPEN_SOCKETS, {})
+        if user is not None and user in sockets:
+            sockets[user].discard(self)
+            if not sockets[user]:
+                del sockets[user]
 
     async def open(self, *args: str, **kwargs: str) -> None:
-        self.group = Group(self.hub, self.group_id, self.send)
+        self.group = Group(self.hub, self.group_id, self.send, self.report)
         try:
             await self.group.start()
         except MoiError as error:
-            log.warning("cannot follow the jobs of %s: %s", self.current_user, error)
+            log.warning("cannot follow the jobs of %s: %s", printable(self.current_user), printable(error))
             self.refuse(str(error))
             self.close(1011, "job store unavailable")
 
     async def on_message(self, message: str | bytes) -> None:
+        if self.ws_connection is None:
+            return  # closing (for not reading, say): the frames still arriving get no answer
         verb = None
         try:
             verb, argument = parse_request(message)
@@ -150,16 +221,24 @@ class MOIMessageHandler(WebSocketHandler):
                 raise BadRequest(f"unknown verb {str(verb)[:40]!r}; known: {', '.join(sorted(self.VERBS))}")
             await getattr(self, f"do_{verb}")(argument)
         except MoiError as error:
-            log.info("refused %s from %s: %s", verb or "a frame", self.current_user, error)
+            # Escaped: an id or verb holding a newline must not forge a log line.
+            log.info("refused %s from %s: %s", printable(verb or "a frame", 40), self._who(), printable(error))
             self.refuse(str(error))
         except asyncio.CancelledError:
             # The server is shutting down under this request; the page re-asks the next server.
-            log.debug("%s from %s cut short by shutdown", verb or "a frame", self.current_user)
+            log.debug("%s from %s cut short by shutdown", printable(verb or "a frame", 40), self._who())
 
     def on_close(self) -> None:
+        self._release()
+        self._stop_following()
+
+    def _stop_following(self) -> None:
         if self.group is not None:
             group, self.group = self.group, None
             asyncio.get_running_loop().create_task(group.close())
+
+    def _who(self) -> str:
+        return printable(self.current_user, 80)
 
     # verbs -------------------------------------------------------------------
 
@@ -201,9 +280,39 @@ class MOIMessageHandler(WebSocketHandler):
     def refuse(self, text: str) -> None:
         self._write(json.dumps({"error": text}))
 
+    def report(self, problem: MoiError) -> None:
+        """The Group's report of a node it skipped (a bad document in Redis): an error frame naming it."""
+        self.refuse(str(problem))
+
     def _write(self, frame: str) -> None:
-        with contextlib.suppress(WebSocketClosedError):  # the page went away; on_close cleans up
-            self.write_message(frame)
+        """Send a frame, counting it as unsent until written; close a socket whose client stopped reading."""
+        if self.ws_connection is None:
+            return  # closing; on_close cleans up
+        data = frame.encode()  # Tornado would encode it anyway; bytes make the count exact
+        try:
+            written = self.write_message(data)
+        except WebSocketClosedError:  # the page went away; on_close cleans up
+            return
+        self._unsent += len(data)
+        written.add_done_callback(functools.partial(self._written, len(data)))
+        if self._unsent > self.max_unsent:
+            self._overflow()
+
+    def _written(self, size: int, written: asyncio.Future[None]) -> None:
+        self._unsent -= size
+        if not written.cancelled():
+            written.exception()  # retrieved: a socket closed under a write is expected, not an error to log
+
+    def _overflow(self) -> None:
+        log.warning(
+            "closing the socket of %s: %d bytes unread (at most %d); it sends requests but does not read answers",
+            self._who(),
+            self._unsent,
+            self.max_unsent,
+        )
+        self.close(CLOSE_UNREAD, "too much unread output")
+        self._release()
+        self._stop_following()
 
     def _group(self) -> Group:
         if self.group is None:
