@@ -6,7 +6,10 @@ Open http://127.0.0.1:8889/, log in with any name, and press "Say hello": the
 job reports its progress with ``status_update``, the list shows it live, and
 the finished job links to /hello_result/<id>, which shows its result.
 
-What an existing application adds to use moi is marked "moi:" below.
+What an existing application adds to use moi is marked "moi:" below. One of
+those is the login-name rule: a name that could alias another user's group (a
+job or group id, ``no-user``, a ``moi:`` name) is refused at login, and a page
+refuses a cookie that holds one (``moi.keys.user_name_problem``).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tornado.web import Application, HTTPError, RequestHandler, StaticFileHandle
 from moi import connections, ctx_default
 from moi.errors import UnknownId
 from moi.job import get_info, submit
+from moi.keys import user_name_problem
 from moi.server import STATIC_PATH, cookie_secret
 from moi.websocket import MOIMessageHandler
 
@@ -41,6 +45,7 @@ PAGE = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>moi example</t
 TEMPLATES = {
     "page.html": PAGE,
     "login.html": """{% extends "page.html" %}{% block body %}
+{% if error %}<p id="login-error" role="alert">{{ error }}</p>{% end %}
 <form method="post">{% module xsrf_form_html() %}
   <label>Name <input name="user" required></label> <button>Log in</button>
 </form>{% end %}""",
@@ -77,22 +82,35 @@ class BaseHandler(RequestHandler):
         return user.decode() if user else None
 
 
+class UserPage(BaseHandler):
+    def prepare(self) -> None:
+        # moi: a user name that could alias someone else's group never reaches moi (a forged or old cookie).
+        if self.current_user is not None and user_name_problem(self.current_user) is not None:
+            raise HTTPError(403)
+
+
 class LoginHandler(BaseHandler):
     def get(self) -> None:
-        self.render("login.html")
+        self.render("login.html", error=None)
 
     def post(self) -> None:
-        self.set_signed_cookie("user", self.get_body_argument("user")[:200], httponly=True, samesite="Lax")
+        user = self.get_body_argument("user", "").strip()
+        problem = user_name_problem(user)  # moi: refuse names that could alias another user's group
+        if problem is not None:
+            self.set_status(400)
+            self.render("login.html", error=f"That user name is refused: {problem}.")
+            return
+        self.set_signed_cookie("user", user, httponly=True, samesite="Lax")
         self.redirect("/")
 
 
-class MainHandler(BaseHandler):
+class MainHandler(UserPage):
     @authenticated
     def get(self) -> None:
         self.render("main.html")
 
 
-class HelloHandler(BaseHandler):
+class HelloHandler(UserPage):
     @authenticated
     async def post(self) -> None:
         # The seed's example: a job under the current user, its result page at /hello_result/<id>.
@@ -103,7 +121,7 @@ class HelloHandler(BaseHandler):
         self.finish({"id": job_id})
 
 
-class ResultHandler(BaseHandler):
+class ResultHandler(UserPage):
     @authenticated
     def get(self, job_id: str) -> None:
         try:

@@ -261,15 +261,26 @@ def down_command() -> None:
 @main.command("server")
 @click.option("--port", default=8888, show_default=True, type=int, help="The port to serve on.")
 @click.option("--address", default="127.0.0.1", show_default=True, help="The address to listen on.")
-def server_command(port: int, address: str) -> None:
-    """Serve each user's live job list (development login at /login)."""
+@click.option(
+    "--insecure-dev-login-anywhere",
+    is_flag=True,
+    help="Serve the development login (anyone logs in as anyone) on a non-loopback address too.",
+)
+def server_command(port: int, address: str, insecure_dev_login_anywhere: bool) -> None:
+    """Serve each user's live job list (development login at /login: anyone can log in as anyone)."""
     import asyncio
 
-    from .server import serve
+    from .server import NotLoopback, is_loopback, serve
 
+    if not (insecure_dev_login_anywhere or is_loopback(address)):
+        raise click.ClickException(str(NotLoopback(address)))  # before the runtime starts for nothing
     connections.redis_url()  # start (or find) the runtime first
+
+    def ready(url: str) -> None:
+        click.echo(f"moi server: {url} (Ctrl-C stops it)")
+
     try:
-        asyncio.run(serve(port, address, lambda url: click.echo(f"moi server: {url} (Ctrl-C stops it)")))
+        asyncio.run(serve(port, address, ready, dev_login_anywhere=insecure_dev_login_anywhere))
     except OSError as error:
         raise click.ClickException(f"cannot serve on {address}:{port}: {error.strerror or error}") from None
 

@@ -45,6 +45,8 @@ from .store import message
 log = logging.getLogger("moi.group")
 
 Callback = Callable[[str, Info], None]
+# Frames forwarded in a row before the event loop gets a turn: writes finish, other sockets are served.
+FORWARD_BURST = 64
 Problem = Callable[[MoiError], None]
 _Work = Callable[[], Awaitable[None]]
 
@@ -293,7 +295,7 @@ class Group:
         A node that now holds a bad document is reported and kept as it was last seen."""
         bad: set[str] = set()
         infos = await self._read(ids, bad)
-        for node_id in ids:
+        for count, node_id in enumerate(ids, 1):
             info = infos.get(node_id)
             if node_id in bad:
                 continue
@@ -301,6 +303,8 @@ class Group:
                 await self._drop(node_id)  # it expired or was deleted
             else:
                 self._take(action, info, always)
+            if count % FORWARD_BURST == 0:
+                await asyncio.sleep(0)  # a big tree does not hold the loop; its writes can complete
 
     def _take(self, action: str, info: Info, always: bool = False) -> None:
         """Keep and forward a node's info if its revision went up (or always): never backwards."""

@@ -1,17 +1,23 @@
 """``moi server``: a small Tornado application showing each user's jobs live.
 
 Routes: ``/login`` (a development login: any name, kept in the signed cookie
-``user``; an application replaces it with its own authentication),
+``user``; an application replaces it with its own authentication; names that
+could alias another user's group, see ``moi.keys.user_name_problem``, are refused),
 ``/logout``, ``/`` (the logged-in user's live job list, built with moi.js),
 ``/moi-ws/`` (the websocket relay) and ``/static/moi.js``.
 
 The cookie secret is the configured one (``MOI_COOKIE_SECRET``) or one
 generated once and kept in the state directory, so logins survive restarts.
+
+Anyone who reaches the development login can log in as anyone: ``serve``
+says so when it starts, and refuses a non-loopback address unless told
+``dev_login_anywhere`` (``moi server --insecure-dev-login-anywhere``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import secrets
@@ -20,12 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tornado.web import Application, RequestHandler, authenticated
+from tornado.web import Application, HTTPError, RequestHandler, authenticated
 
 from . import connections
+from .errors import InvalidUserName, MoiError
 from .hub import Hub
-from .keys import Keys
-from .redact import masked_url
+from .keys import Keys, user_name_problem
+from .redact import masked_url, printable
 from .store import store_for
 from .watchdog import watch
 from .websocket import HUB_SETTING, MOIMessageHandler
@@ -36,7 +43,7 @@ PACKAGE = Path(__file__).resolve().parent
 STATIC_PATH = PACKAGE / "static"
 TEMPLATE_PATH = PACKAGE / "templates"
 SECRET_FILE = "cookie_secret"
-MAX_USER_NAME = 200
+DEV_LOGIN_WARNING = "moi server: development login: anyone who can reach this server can log in as any user"
 
 
 class _UserHandler(RequestHandler):
@@ -47,20 +54,37 @@ class _UserHandler(RequestHandler):
 
 class LoginHandler(_UserHandler):
     def get(self) -> None:
-        self.render("login.html")
+        self.render("login.html", error=None, next=self._next())
 
     def post(self) -> None:
-        user = self.get_body_argument("user", "").strip()[:MAX_USER_NAME]
-        if not user:
-            self.redirect("/login")
+        user = self.get_body_argument("user", "").strip()
+        problem = user_name_problem(user)
+        if problem is not None:
+            # One line, no cookie: a name like another user's group id must not log in at all.
+            log.info("refused a login: %s", InvalidUserName(user, problem))
+            self.set_status(400)
+            self.render("login.html", error=f"That user name is refused: {problem}.", next=self._next())
             return
         self.set_signed_cookie("user", user, httponly=True, samesite="Lax")
-        self.redirect(self.get_query_argument("next", "/") if self._safe_next() else "/")
+        self.redirect(self._next())
 
-    def _safe_next(self) -> bool:
-        target = self.get_query_argument("next", "/")
-        # Only a path on this site: "//host" and "/\\host" would leave it.
-        return target.startswith("/") and not target.startswith(("//", "/\\"))
+    def _next(self) -> str:
+        # strip=False: Tornado would trim the very whitespace that makes a target unsafe.
+        return safe_next(self.get_query_argument("next", "/", strip=False))
+
+
+def safe_next(target: str) -> str:
+    """``target`` when it is a path on this site, else ``/``.
+
+    Browsers drop tabs and newlines and read ``\\`` as ``/``, so ``/\\t/evil.example`` is
+    ``//evil.example``, another site: any control character, whitespace or backslash is
+    refused, and so is ``//``. (A CR or LF would also break the Location header: a 500.)
+    """
+    if not target.startswith("/") or "//" in target:
+        return "/"
+    if any(char.isspace() or not char.isprintable() or char == "\\" for char in target):
+        return "/"
+    return target
 
 
 class LogoutHandler(_UserHandler):
@@ -72,6 +96,8 @@ class LogoutHandler(_UserHandler):
 class IndexHandler(_UserHandler):
     @authenticated
     def get(self) -> None:
+        if user_name_problem(self.current_user) is not None:
+            raise HTTPError(403)  # a cookie signed for a refused name gets no page
         self.render("index.html", user=self.current_user)
 
 
@@ -118,8 +144,36 @@ def default_hub() -> Hub:
     return Hub(connections.redis_url(), Keys(current.key_prefix), current.ttl)
 
 
-async def serve(port: int, address: str = "127.0.0.1", ready: Callable[[str], None] | None = None) -> None:
-    """Run until SIGINT or SIGTERM; ``ready(url)`` is called once it listens."""
+def is_loopback(address: str) -> bool:
+    """Whether ``address`` (an IP or ``localhost``) is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return address == "localhost"
+
+
+class NotLoopback(MoiError):
+    """The development login asked to listen where others can reach it."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"refusing to serve the development login on {printable(address)}, which is not a loopback address; "
+            "use 127.0.0.1, or --insecure-dev-login-anywhere if anyone who reaches it may log in as anyone"
+        )
+
+
+async def serve(
+    port: int,
+    address: str = "127.0.0.1",
+    ready: Callable[[str], None] | None = None,
+    dev_login_anywhere: bool = False,
+) -> None:
+    """Run until SIGINT or SIGTERM; ``ready(url)`` is called once it listens.
+
+    Raises NotLoopback for a non-loopback ``address`` unless ``dev_login_anywhere``.
+    """
+    if not (dev_login_anywhere or is_loopback(address)):
+        raise NotLoopback(address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):  # before anyone is told it is up: a stop then stops it cleanly
@@ -128,6 +182,7 @@ async def serve(port: int, address: str = "127.0.0.1", ready: Callable[[str], No
     hub = default_hub()
     app = make_app(hub, cookie_secret=cookie_secret(current.state_dir))
     server = app.listen(port, address=address)
+    log.warning(DEV_LOGIN_WARNING)
     log.info("moi server on http://%s:%d/ (redis %s)", address, port, masked_url(hub.url))
     if ready is not None:
         ready(f"http://{address}:{port}/")

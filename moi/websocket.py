@@ -22,11 +22,13 @@ method.
 Every socket of a process shares the application's one ``Hub`` (one pub/sub
 connection, a few read connections), kept in ``application.settings["moi_hub"]``.
 
-Bounds, each an application setting: a socket whose client leaves more than
-``moi_max_unsent_bytes`` (4 MiB) of output unread is closed (1008); a user has at
-most ``moi_max_sockets_per_user`` (20) sockets per process, the next upgrade gets
-429; pings every ``websocket_ping_interval`` seconds (30 unless the application
-sets it) drop half-open connections.
+Bounds, each an application setting. Output a client has not read yet: past a
+quarter of ``moi_max_unsent_bytes`` (4 MiB) the socket's next request waits (and
+its further frames are not read) until the client catches up; a socket that stays
+behind for ``moi_unsent_timeout`` seconds (20), or gets past the whole bound, is
+closed (1008). A user has at most ``moi_max_sockets_per_user`` (20) sockets per
+process; the next upgrade gets 429. Pings every ``websocket_ping_interval``
+seconds (30 unless the application sets it) drop half-open connections.
 """
 
 from __future__ import annotations
@@ -64,11 +66,15 @@ HUB_SETTING = "moi_hub"
 UNSENT_SETTING = "moi_max_unsent_bytes"
 MAX_UNSENT = 4 * 1024 * 1024
 CLOSE_UNREAD = 1008  # policy violation: the client sends requests but does not read the answers
+# How long a request waits for its client to read the answers to the last ones.
+UNSENT_TIMEOUT_SETTING = "moi_unsent_timeout"
+UNSENT_TIMEOUT = 20.0
 # Open sockets of one user in one process; the next upgrade is refused with 429.
 SOCKETS_SETTING = "moi_max_sockets_per_user"
 MAX_SOCKETS = 20
 PING_INTERVAL = 30.0  # seconds; Tornado's default pong timeout is the interval
 _OPEN_SOCKETS = "moi_open_sockets"  # application setting: user -> their open handlers
+_CLOSING: set[asyncio.Task[None]] = set()  # groups of closed sockets, still unsubscribing
 
 
 def hub_for(application: Application) -> Hub:
@@ -140,6 +146,7 @@ class MOIMessageHandler(WebSocketHandler):
     group: Group | None = None
     _user: str | None = None  # set while this handler holds one of its user's socket places
     _unsent = 0  # bytes written to the socket's stream and not yet flushed to the client
+    _caught_up: asyncio.Event | None = None  # set while _unsent is under the mark where requests wait
 
     @property
     def max_message_size(self) -> int:
@@ -155,6 +162,11 @@ class MOIMessageHandler(WebSocketHandler):
     @property
     def max_unsent(self) -> int:
         return int(self.settings.get(UNSENT_SETTING, MAX_UNSENT))
+
+    @property
+    def waiting_mark(self) -> int:
+        # Requests wait above this: one more answer cannot take a reading client past the bound.
+        return self.max_unsent // 4
 
     def get_current_user(self) -> Any:
         """The signed cookie ``user``; override with your application's login."""
@@ -203,6 +215,8 @@ class MOIMessageHandler(WebSocketHandler):
                 del sockets[user]
 
     async def open(self, *args: str, **kwargs: str) -> None:
+        self._caught_up = asyncio.Event()
+        self._caught_up.set()
         self.group = Group(self.hub, self.group_id, self.send, self.report)
         try:
             await self.group.start()
@@ -212,7 +226,7 @@ class MOIMessageHandler(WebSocketHandler):
             self.close(1011, "job store unavailable")
 
     async def on_message(self, message: str | bytes) -> None:
-        if self.ws_connection is None:
+        if self.ws_connection is None or not await self._reader_caught_up():
             return  # closing (for not reading, say): the frames still arriving get no answer
         verb = None
         try:
@@ -228,6 +242,21 @@ class MOIMessageHandler(WebSocketHandler):
             # The server is shutting down under this request; the page re-asks the next server.
             log.debug("%s from %s cut short by shutdown", printable(verb or "a frame", 40), self._who())
 
+    async def _reader_caught_up(self) -> bool:
+        """Wait while the client has not read the answers to its last requests; False if it never does.
+
+        Tornado reads no further frame meanwhile, so a client that only sends is held back by TCP.
+        """
+        if self._caught_up is None or self._caught_up.is_set():
+            return True
+        timeout = float(self.settings.get(UNSENT_TIMEOUT_SETTING, UNSENT_TIMEOUT))
+        try:
+            await asyncio.wait_for(self._caught_up.wait(), timeout)
+        except TimeoutError:
+            self._overflow(f"for {timeout:g} s")
+            return False
+        return self.ws_connection is not None
+
     def on_close(self) -> None:
         self._release()
         self._stop_following()
@@ -235,7 +264,9 @@ class MOIMessageHandler(WebSocketHandler):
     def _stop_following(self) -> None:
         if self.group is not None:
             group, self.group = self.group, None
-            asyncio.get_running_loop().create_task(group.close())
+            closing = asyncio.get_running_loop().create_task(group.close())
+            _CLOSING.add(closing)  # held: the loop keeps only a weak reference to a task
+            closing.add_done_callback(_CLOSING.discard)
 
     def _who(self) -> str:
         return printable(self.current_user, 80)
@@ -295,20 +326,25 @@ class MOIMessageHandler(WebSocketHandler):
             return
         self._unsent += len(data)
         written.add_done_callback(functools.partial(self._written, len(data)))
+        if self._unsent > self.waiting_mark and self._caught_up is not None:
+            self._caught_up.clear()
         if self._unsent > self.max_unsent:
-            self._overflow()
+            self._overflow("at once")
 
     def _written(self, size: int, written: asyncio.Future[None]) -> None:
         self._unsent -= size
+        if self._unsent <= self.waiting_mark and self._caught_up is not None:
+            self._caught_up.set()
         if not written.cancelled():
             written.exception()  # retrieved: a socket closed under a write is expected, not an error to log
 
-    def _overflow(self) -> None:
+    def _overflow(self, how: str) -> None:
         log.warning(
-            "closing the socket of %s: %d bytes unread (at most %d); it sends requests but does not read answers",
+            "closing the socket of %s: %d bytes unread (%s past %d); it sends requests but does not read answers",
             self._who(),
             self._unsent,
-            self.max_unsent,
+            how,
+            self.waiting_mark if how != "at once" else self.max_unsent,
         )
         self.close(CLOSE_UNREAD, "too much unread output")
         self._release()

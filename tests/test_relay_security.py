@@ -8,30 +8,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import redis
-from tornado.httpclient import HTTPRequest
+from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
-from tornado.web import create_signed_value
+from tornado.web import Application, create_signed_value
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from benchmarks.flood import RawSocket
 from moi.info import dumps, new_id, new_info
 from moi.server import make_app
 from moi.store import Store
-from moi.websocket import HUB_SETTING
+from moi.websocket import (
+    CLOSE_UNREAD,
+    HUB_SETTING,
+    SOCKETS_SETTING,
+    UNSENT_SETTING,
+    UNSENT_TIMEOUT_SETTING,
+    MOIMessageHandler,
+)
 
 SECRET = "relay-security-tests"
 WAIT = 60  # seconds before a missing frame fails the test (a bound, never an assertion on time)
 
 
 @contextlib.asynccontextmanager
-async def server(**settings: Any) -> AsyncIterator[int]:
-    app = make_app(cookie_secret=SECRET, **settings)
+async def server(app: Application | None = None, **settings: Any) -> AsyncIterator[int]:
+    """``app`` (moi server's application with ``settings``, by default) on a free port."""
+    app = app or make_app(cookie_secret=SECRET, **settings)
     sock, port = bind_unused_port()
     http = HTTPServer(app)
     http.add_sockets([sock])
@@ -178,3 +189,114 @@ def test_a_refused_redis_command_is_not_reported_as_unreachable(r: redis.Redis, 
             ws.close()
 
     asyncio.run(test())
+
+
+# 5: log lines cannot be forged --------------------------------------------------------------------
+
+
+def test_an_id_with_a_newline_cannot_forge_a_log_line(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    async def test() -> None:
+        store.ensure_group("alice")
+        async with server() as port:
+            ws = await connect(port, "alice")
+            for frame in ({"get": ["x\nINFO moi.websocket forged line"]}, {"no\nverb": []}):
+                ws.write_message(json.dumps(frame))
+                (answer,) = await frames_until(ws, lambda frame: True)
+                assert "error" in answer
+            ws.close()
+
+    with caplog.at_level(logging.INFO, logger="moi.websocket"):
+        asyncio.run(test())
+    refused = [record.getMessage() for record in caplog.records if record.getMessage().startswith("refused")]
+    assert len(refused) == 2, refused
+    assert all("\n" not in line for line in refused)
+    assert "x\\nINFO moi.websocket forged line" in refused[0]
+
+
+# 6: a client that sends and never reads; too many sockets -------------------------------------------
+
+
+class Recording(MOIMessageHandler):
+    """moi's handler, telling the test when the server is done with a socket."""
+
+    closed: asyncio.Queue[str] | None = None
+
+    def on_close(self) -> None:
+        super().on_close()
+        if Recording.closed is not None:
+            Recording.closed.put_nowait(str(self.current_user))
+
+
+async def flood(port: int, user: str, frames: int = 200) -> RawSocket:
+    """A client that sends gets and reads nothing, until the server gives up on it."""
+    client = await RawSocket.open(port, "user=" + cookie(user))
+    for _ in range(frames):  # each answered by 101 frames, none of them read
+        await client.send(json.dumps({"get": []}))
+    return client
+
+
+def test_a_client_that_never_reads_is_closed_and_others_are_still_served(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = {UNSENT_SETTING: 256 * 1024, UNSENT_TIMEOUT_SETTING: 1}
+    bob = store.ensure_group("bob")
+    for user in ("reads-late", "never-reads"):
+        group = store.ensure_group(user)
+        for _ in range(5):
+            store.add_nodes(group, [new_info(i, "job", "job", store.keys.channel(i), parent=group) for i in ids(20)])
+
+    def given_up(user: str) -> bool:
+        return any(f"closing the socket of {user}:" in record.getMessage() for record in caplog.records)
+
+    async def test() -> None:
+        Recording.closed = asyncio.Queue()
+        app = Application([(r"/moi-ws/", Recording)], cookie_secret=SECRET, **settings)
+        async with server(app) as port:
+            late, never = await flood(port, "reads-late"), await flood(port, "never-reads")
+            while not (given_up("reads-late") and given_up("never-reads")):
+                await asyncio.sleep(0.05)  # the server gives up on both (bounded by the test's timeout)
+            # One reads at last: what it was sent, then the close frame, with the code.
+            assert await asyncio.wait_for(late.close_code(), WAIT) == CLOSE_UNREAD
+            never.close()  # the other goes away with the server's writes to it still pending
+            assert sorted([await asyncio.wait_for(Recording.closed.get(), WAIT) for _ in "ab"]) == [
+                "never-reads",
+                "reads-late",
+            ]
+            late.close()
+            other = await connect(port, "bob")  # another user is served as ever
+            other.write_message(json.dumps({"get": []}))
+            await frames_until(other, is_get_of(bob))
+            other.close()
+
+    with caplog.at_level(logging.INFO):
+        asyncio.run(test())
+        gc.collect()  # an unretrieved exception is logged when its task is collected
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert len([r for r in caplog.records if "closing the socket of" in r.getMessage()]) == 2
+
+
+def test_a_users_sockets_are_bounded(store: Store, caplog: pytest.LogCaptureFixture) -> None:
+    async def test() -> None:
+        async with server(**{SOCKETS_SETTING: 2}) as port:
+            mine = [await connect(port, "alice") for _ in range(2)]
+            with pytest.raises(HTTPClientError) as refused:
+                await connect(port, "alice")
+            assert refused.value.code == 429
+            bobs = await connect(port, "bob")  # someone else's are counted apart
+            mine.pop().close()
+            for _ in range(WAIT * 20):  # the place comes free once the server has seen the close
+                with contextlib.suppress(HTTPClientError):
+                    mine.append(await connect(port, "alice"))
+                    break
+                await asyncio.sleep(0.05)
+            assert len(mine) == 2
+            for ws in [*mine, bobs]:
+                ws.close()
+
+    with caplog.at_level(logging.WARNING, logger="moi.websocket"):
+        asyncio.run(test())
+    assert any("refused a socket for alice: 2 open already" in r.getMessage() for r in caplog.records)
+
+
+def ids(count: int) -> list[str]:
+    return [new_id() for _ in range(count)]

@@ -12,7 +12,7 @@
  * network) it reconnects with exponential backoff and asks for the group again.
  *
  * moi.liveList(element, options) is the ready list: one row per job with its
- * name, status, a link to url/<id> once finished, a Cancel button while it is
+ * name, status, a link to url/<id> once finished (only on the page's own site), a Cancel button while it is
  * unfinished (queued or running), and a Remove button. Rows
  * keep the revision they show, so a stale update never overwrites a newer
  * state, and a re-sync never duplicates a row. All text goes in with
@@ -103,11 +103,19 @@
     };
   }
 
+  // Control characters, whitespace, backslashes: a browser drops or rewrites them, so
+  // "/\t/evil.example" or "/\\evil.example" would read as "//evil.example", another site.
+  var UNSAFE_URL = /[\u0000-\u0020\u007f-\u009f\\\s]/;
+
   function jobLink(info) {
-    // Only a path or an http(s) address: a job's url is never a javascript: link.
+    // Only a link on this page's own site: never another host, never a javascript: link.
     var base = typeof info.url === "string" ? info.url : "";
-    if (!FINISHED[info.status] || !/^(\/|https?:\/\/)/.test(base)) { return null; }
-    return base.replace(/\/+$/, "") + "/" + encodeURIComponent(info.id);
+    if (!FINISHED[info.status] || !base || UNSAFE_URL.test(base) || typeof info.id !== "string") { return null; }
+    var href = base.replace(/\/+$/, "") + "/" + encodeURIComponent(info.id);
+    var resolved;
+    try { resolved = new URL(href, global.location.href); } catch (error) { return null; }
+    if (resolved.origin !== global.location.origin) { return null; }
+    return href;
   }
 
   function element(tag, className, text) {
