@@ -226,7 +226,7 @@ class Group:
 
     def _parse(self, node_id: str, raw: str) -> Stored | None:
         try:
-            return stored(self.keys.info(node_id), raw, node_id)
+            return Stored.checked(self.keys.info(node_id), raw, node_id)
         except BadDocument as error:
             self._report(error)
             return None
@@ -374,14 +374,6 @@ class Group:
 
 def _revision(info: Info | None) -> int:
     return int(info.get("revision", 0)) if info else -1
-
-
-def stored(key: str, raw: str, node_id: str) -> Stored:
-    """The document read from ``key`` as a ``Stored`` info object, or BadDocument saying what is wrong."""
-    info = Stored.__new__(Stored)  # parse decoded it once already: no second json.loads
-    dict.update(info, parse(key, raw, node_id))
-    info.text = raw
-    return info
 
 
 async def remove_nodes(client: aioredis.Redis[str], keys: Keys, ids: list[str]) -> list[str]:
