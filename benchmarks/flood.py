@@ -151,6 +151,7 @@ async def serve(port: int) -> None:
     print("ready", flush=True)
     await stop.wait()
     server.stop()
+    await asyncio.sleep(0.5)  # sockets closed just now finish leaving their groups
 
 
 def start_server(port: int, log_file: Path) -> subprocess.Popen[str]:
