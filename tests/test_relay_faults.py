@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,6 @@ import redis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from tornado.httpclient import HTTPRequest
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 from tornado.web import Application, create_signed_value
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
@@ -27,8 +24,9 @@ from moi import runtime
 from moi.info import Info, Status, new_id, new_info
 from moi.job import submit
 from moi.store import Store, set_fields
-from moi.websocket import HUB_SETTING, MOIMessageHandler
+from moi.websocket import MOIMessageHandler
 from tests import fault_jobs, jobs
+from tests.web import serving
 
 SECRET = "relay-fault-tests"
 WAIT = 60  # seconds before a missing frame fails the test (a bound, never an assertion on time)
@@ -85,19 +83,8 @@ class Page:
         return self.nodes.get(node_id, {}).get("status")
 
 
-@contextlib.asynccontextmanager
-async def server() -> AsyncIterator[int]:
-    app = Application([(r"/moi-ws/", MOIMessageHandler)], cookie_secret=SECRET)
-    sock, port = bind_unused_port()
-    http = HTTPServer(app)
-    http.add_sockets([sock])
-    try:
-        yield port
-    finally:
-        http.stop()
-        hub = app.settings.get(HUB_SETTING)
-        if hub is not None:
-            await asyncio.wait_for(hub.close(), 15)  # a hang here would hang the whole run
+def server() -> contextlib.AbstractAsyncContextManager[int]:
+    return serving(Application([(r"/moi-ws/", MOIMessageHandler)], cookie_secret=SECRET))
 
 
 async def open_page(port: int, user: str) -> Page:

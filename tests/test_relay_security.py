@@ -11,14 +11,12 @@ import contextlib
 import gc
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 from tornado.httpclient import HTTPClientError, HTTPRequest
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 from tornado.web import Application, create_signed_value
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
@@ -28,31 +26,20 @@ from moi.server import make_app
 from moi.store import Store
 from moi.websocket import (
     CLOSE_UNREAD,
-    HUB_SETTING,
     SOCKETS_SETTING,
     UNSENT_SETTING,
     UNSENT_TIMEOUT_SETTING,
     MOIMessageHandler,
 )
+from tests.web import serving
 
 SECRET = "relay-security-tests"
 WAIT = 60  # seconds before a missing frame fails the test (a bound, never an assertion on time)
 
 
-@contextlib.asynccontextmanager
-async def server(app: Application | None = None, **settings: Any) -> AsyncIterator[int]:
+def server(app: Application | None = None, **settings: Any) -> contextlib.AbstractAsyncContextManager[int]:
     """``app`` (moi server's application with ``settings``, by default) on a free port."""
-    app = app or make_app(cookie_secret=SECRET, **settings)
-    sock, port = bind_unused_port()
-    http = HTTPServer(app)
-    http.add_sockets([sock])
-    try:
-        yield port
-    finally:
-        http.stop()
-        hub = app.settings.get(HUB_SETTING)
-        if hub is not None:
-            await asyncio.wait_for(hub.close(), 15)
+    return serving(app or make_app(cookie_secret=SECRET, **settings))
 
 
 def cookie(user: str) -> str:
