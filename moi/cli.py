@@ -270,7 +270,8 @@ def server_command(port: int, address: str, insecure_dev_login_anywhere: bool) -
     """Serve each user's live job list (development login at /login: anyone can log in as anyone)."""
     import asyncio
 
-    from .server import NotLoopback, is_loopback, serve
+    from .errors import NotLoopback
+    from .server import is_loopback, serve
 
     if not (insecure_dev_login_anywhere or is_loopback(address)):
         raise click.ClickException(str(NotLoopback(address)))  # before the runtime starts for nothing

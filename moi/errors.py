@@ -18,6 +18,7 @@
     ├── JobCancelled
     ├── BadRequest
     │   └── RootRemoval
+    ├── NotLoopback
     ├── RuntimeStartError
     └── UnsafeStateDir
 
@@ -152,6 +153,17 @@ class RootRemoval(BadRequest):
     def __init__(self, group_id: str) -> None:
         super().__init__(f"Cannot remove your own group {group_id}; remove its jobs instead")
         self.group_id = group_id
+
+
+class NotLoopback(MoiError):
+    """The development login asked to listen where others can reach it."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(
+            f"refusing to serve the development login on {printable(address)}, which is not a loopback address; "
+            "use 127.0.0.1, or --insecure-dev-login-anywhere if anyone who reaches it may log in as anyone"
+        )
+        self.address = address
 
 
 class RuntimeStartError(MoiError):

@@ -29,10 +29,10 @@ from typing import Any
 from tornado.web import Application, HTTPError, RequestHandler, authenticated
 
 from . import connections
-from .errors import InvalidUserName, MoiError
+from .errors import InvalidUserName, NotLoopback
 from .hub import Hub
 from .keys import Keys, user_name_problem
-from .redact import masked_url, printable
+from .redact import masked_url
 from .store import store_for
 from .watchdog import watch
 from .websocket import HUB_SETTING, MOIMessageHandler
@@ -150,16 +150,6 @@ def is_loopback(address: str) -> bool:
         return ipaddress.ip_address(address.strip("[]")).is_loopback
     except ValueError:
         return address == "localhost"
-
-
-class NotLoopback(MoiError):
-    """The development login asked to listen where others can reach it."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(
-            f"refusing to serve the development login on {printable(address)}, which is not a loopback address; "
-            "use 127.0.0.1, or --insecure-dev-login-anywhere if anyone who reaches it may log in as anyone"
-        )
 
 
 async def serve(
