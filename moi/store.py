@@ -23,6 +23,7 @@ import redis
 from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId, UnknownKey
 from .info import Info, dumps, new_id, new_info, parse
 from .keys import Keys, _looks_like_id
+from .lua import ADD_JOBS, COMPARE_AND_SET, COMPARE_AND_SET_MANY, ENSURE_GROUP
 
 log = logging.getLogger("moi.store")
 
@@ -31,124 +32,6 @@ GROUP_CACHE_SECONDS = 5.0
 
 # A change to an info object: the new info, or None for no change.
 Change = Callable[[Info], "Info | None"]
-
-# A stored document's revision; nil for anything that is not an info object, which then
-# goes back to Python as "changed meanwhile", where moi.info.parse says what is wrong with it.
-_REVISION_OF = """
-local function revision_of(text)
-  local decoded, revision = pcall(function() return cjson.decode(text)['revision'] end)
-  if decoded then return revision end
-  return nil
-end
-"""
-
-# Set the info object only if nobody changed it since we read it.
-# Returns 1 (set and published), -1 (no such node) or the current document.
-# ARGV[6:] are optional commands that go with the change (and only with it), each
-# as its length then its words: an engine's heartbeat registration rides along.
-_COMPARE_AND_SET = (
-    _REVISION_OF
-    + """
-local current = redis.call('GET', KEYS[1])
-if not current then return -1 end
-if revision_of(current) ~= tonumber(ARGV[1]) then return current end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-redis.call('PUBLISH', ARGV[4], ARGV[5])
-local i = 6
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
-return 1
-"""
-)
-
-# The compare-and-set above for many nodes in one call (a batch of jobs on one engine).
-# KEYS: info keys.  ARGV: ttl, then per key: revision, document, channel, message.
-# Returns per key what _COMPARE_AND_SET returns; a key may come more than once.
-_COMPARE_AND_SET_MANY = (
-    _REVISION_OF
-    + """
-local ttl = ARGV[1]
-local out, lost = {}, {}
-for i, key in ipairs(KEYS) do
-  local at = 2 + (i - 1) * 4
-  local current = redis.call('GET', key)
-  if not current then
-    out[i] = -1
-  elseif lost[key] or revision_of(current) ~= tonumber(ARGV[at]) then
-    lost[key] = true  -- a later change of this node was built on the lost one
-    out[i] = current
-  else
-    redis.call('SET', key, ARGV[at + 1], 'EX', ttl)
-    redis.call('PUBLISH', ARGV[at + 2], ARGV[at + 3])
-    out[i] = 1
-  end
-end
-local i = 2 + #KEYS * 4  -- then commands that go along, as in _COMPARE_AND_SET
-while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  redis.call(unpack(ARGV, i + 1, i + n))
-  i = i + n + 1
-end
-return out
-"""
-)
-
-# New jobs stored under a group, indexed as queued and announced, in one call; 0 if the group is gone.
-# KEYS: group info, group children, queued index.
-# ARGV: ttl, group channel, add message, queued entry ('' for none), key prefix, then id, document pairs.
-_ADD_JOBS = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
--- A script is not rolled back: refuse a children set or queued index of the wrong type before writing anything.
-for i, wanted in ipairs({'set', 'hash'}) do
-  local held = redis.call('TYPE', KEYS[i + 1])['ok']
-  if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
-end
-local ttl, entry, prefix = ARGV[1], ARGV[4], ARGV[5]
-for i = 6, #ARGV, 2 do
-  redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'EX', ttl)
-  redis.call('SADD', KEYS[2], ARGV[i])
-  if entry ~= '' then redis.call('HSET', KEYS[3], ARGV[i], entry) end
-end
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-"""
-
-# The group a key names, created when missing or expired; see Store.ensure_group for the rule.
-# KEYS: user map.  ARGV: key, '1' if the key is a group id, new group id, new group info, ttl, key prefix.
-# Returns {'ok', group id}, {'node', document} for a node that is not a group (the caller says
-# what is wrong with it) or {'type', redis type} for a key that holds no document at all.
-_ENSURE_GROUP = """
-local key, ttl, prefix = ARGV[1], ARGV[5], ARGV[6]
-if ARGV[2] == '1' then
-  local kind = redis.call('TYPE', prefix .. key)['ok']
-  if kind == 'none' then
-    redis.call('SET', prefix .. key, ARGV[4], 'EX', ttl)
-    return {'ok', key}
-  end
-  if kind ~= 'string' then return {'type', kind} end
-  local own = redis.call('GET', prefix .. key)
-  local decoded, node = pcall(cjson.decode, own)
-  if decoded and type(node) == 'table' and node['type'] == 'group' and node['id'] == key then
-    redis.call('EXPIRE', prefix .. key, ttl)
-    return {'ok', key}
-  end
-  return {'node', own}
-end
-local gid = redis.call('HGET', KEYS[1], key)
-if gid and redis.call('EXISTS', prefix .. gid) == 1 then
-  redis.call('EXPIRE', prefix .. gid, ttl)
-  return {'ok', gid}
-end
-redis.call('SET', prefix .. ARGV[3], ARGV[4], 'EX', ttl)
-redis.call('HSET', KEYS[1], key, ARGV[3], ARGV[3], key)
-redis.call('EXPIRE', KEYS[1], ttl)
-return {'ok', ARGV[3]}
-"""
 
 # What each Redis type moi uses holds, for a message about a key holding something else.
 _HOLDS = {"string": "a JSON info object", "set": "a set of ids", "hash": "a hash"}
@@ -208,10 +91,10 @@ class Store:
         self.keys = keys
         self.ttl = ttl
         self.url = url
-        self._cas = client.register_script(_COMPARE_AND_SET)
-        self._ensure_group = client.register_script(_ENSURE_GROUP)
-        self._cas_many = client.register_script(_COMPARE_AND_SET_MANY)
-        self._add_jobs = client.register_script(_ADD_JOBS)
+        self._cas = client.register_script(COMPARE_AND_SET)
+        self._ensure_group = client.register_script(ENSURE_GROUP)
+        self._cas_many = client.register_script(COMPARE_AND_SET_MANY)
+        self._add_jobs = client.register_script(ADD_JOBS)
         self._groups: dict[str, tuple[str, float]] = {}  # key -> (group id, good until)
 
     # reading -------------------------------------------------------------

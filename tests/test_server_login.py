@@ -20,8 +20,6 @@ from urllib.parse import quote
 
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.httpserver import HTTPServer
-from tornado.testing import bind_unused_port
 from tornado.web import Application, create_signed_value
 from tornado.websocket import websocket_connect
 
@@ -30,9 +28,9 @@ from moi.info import new_id, new_info
 from moi.runtime import free_port
 from moi.server import make_app
 from moi.store import Store
-from moi.websocket import HUB_SETTING
 from tests.browser import Server
 from tests.conftest import ROOT
+from tests.web import serving as serving_on_port
 
 SECRET = "login-tests"
 
@@ -54,16 +52,9 @@ def example() -> Iterator[ModuleType]:
 
 @contextlib.asynccontextmanager
 async def serving(app: Application) -> AsyncIterator[str]:
-    sock, port = bind_unused_port()
-    http = HTTPServer(app)
-    http.add_sockets([sock])
-    try:
+    """``app`` on a free port; yields its ``host:port``."""
+    async with serving_on_port(app) as port:
         yield f"127.0.0.1:{port}"
-    finally:
-        http.stop()
-        hub = app.settings.get(HUB_SETTING)
-        if hub is not None:
-            await asyncio.wait_for(hub.close(), 15)
 
 
 async def fetch(url: str, **options: Any) -> HTTPResponse:

@@ -1,0 +1,122 @@
+"""The Lua scripts through which moi changes the tree in Redis: each one atomic step, one round trip.
+
+``moi.store`` is their one caller; the comments say what each takes and returns.
+"""
+
+# A stored document's revision; nil for anything that is not an info object, which then
+# goes back to Python as "changed meanwhile", where moi.info.parse says what is wrong with it.
+_REVISION_OF = """
+local function revision_of(text)
+  local decoded, revision = pcall(function() return cjson.decode(text)['revision'] end)
+  if decoded then return revision end
+  return nil
+end
+"""
+
+# Set the info object only if nobody changed it since we read it.
+# Returns 1 (set and published), -1 (no such node) or the current document.
+# ARGV[6:] are optional commands that go with the change (and only with it), each
+# as its length then its words: an engine's heartbeat registration rides along.
+COMPARE_AND_SET = (
+    _REVISION_OF
+    + """
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+if revision_of(current) ~= tonumber(ARGV[1]) then return current end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+local i = 6
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return 1
+"""
+)
+
+# The compare-and-set above for many nodes in one call (a batch of jobs on one engine).
+# KEYS: info keys.  ARGV: ttl, then per key: revision, document, channel, message.
+# Returns per key what COMPARE_AND_SET returns; a key may come more than once.
+COMPARE_AND_SET_MANY = (
+    _REVISION_OF
+    + """
+local ttl = ARGV[1]
+local out, lost = {}, {}
+for i, key in ipairs(KEYS) do
+  local at = 2 + (i - 1) * 4
+  local current = redis.call('GET', key)
+  if not current then
+    out[i] = -1
+  elseif lost[key] or revision_of(current) ~= tonumber(ARGV[at]) then
+    lost[key] = true  -- a later change of this node was built on the lost one
+    out[i] = current
+  else
+    redis.call('SET', key, ARGV[at + 1], 'EX', ttl)
+    redis.call('PUBLISH', ARGV[at + 2], ARGV[at + 3])
+    out[i] = 1
+  end
+end
+local i = 2 + #KEYS * 4  -- then commands that go along, as in COMPARE_AND_SET
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+return out
+"""
+)
+
+# New jobs stored under a group, indexed as queued and announced, in one call; 0 if the group is gone.
+# KEYS: group info, group children, queued index.
+# ARGV: ttl, group channel, add message, queued entry ('' for none), key prefix, then id, document pairs.
+ADD_JOBS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+-- A script is not rolled back: refuse a children set or queued index of the wrong type before writing anything.
+for i, wanted in ipairs({'set', 'hash'}) do
+  local held = redis.call('TYPE', KEYS[i + 1])['ok']
+  if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
+end
+local ttl, entry, prefix = ARGV[1], ARGV[4], ARGV[5]
+for i = 6, #ARGV, 2 do
+  redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'EX', ttl)
+  redis.call('SADD', KEYS[2], ARGV[i])
+  if entry ~= '' then redis.call('HSET', KEYS[3], ARGV[i], entry) end
+end
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+
+# The group a key names, created when missing or expired; see Store.ensure_group for the rule.
+# KEYS: user map.  ARGV: key, '1' if the key is a group id, new group id, new group info, ttl, key prefix.
+# Returns {'ok', group id}, {'node', document} for a node that is not a group (the caller says
+# what is wrong with it) or {'type', redis type} for a key that holds no document at all.
+ENSURE_GROUP = """
+local key, ttl, prefix = ARGV[1], ARGV[5], ARGV[6]
+if ARGV[2] == '1' then
+  local kind = redis.call('TYPE', prefix .. key)['ok']
+  if kind == 'none' then
+    redis.call('SET', prefix .. key, ARGV[4], 'EX', ttl)
+    return {'ok', key}
+  end
+  if kind ~= 'string' then return {'type', kind} end
+  local own = redis.call('GET', prefix .. key)
+  local decoded, node = pcall(cjson.decode, own)
+  if decoded and type(node) == 'table' and node['type'] == 'group' and node['id'] == key then
+    redis.call('EXPIRE', prefix .. key, ttl)
+    return {'ok', key}
+  end
+  return {'node', own}
+end
+local gid = redis.call('HGET', KEYS[1], key)
+if gid and redis.call('EXISTS', prefix .. gid) == 1 then
+  redis.call('EXPIRE', prefix .. gid, ttl)
+  return {'ok', gid}
+end
+redis.call('SET', prefix .. ARGV[3], ARGV[4], 'EX', ttl)
+redis.call('HSET', KEYS[1], key, ARGV[3], ARGV[3], key)
+redis.call('EXPIRE', KEYS[1], ttl)
+return {'ok', ARGV[3]}
+"""
