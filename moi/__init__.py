@@ -1,18 +1,32 @@
 """moi: dispatch compute to an ipyparallel cluster and watch every job live.
 
 Importing moi opens no connection and starts nothing: ``r_client`` and the
-contexts connect on first use.
+contexts (``ctxs``) connect on first use. ``ctx_default`` (the default
+context's name) and ``REDIS_KEY_TIMEOUT`` (the lifetime of moi's keys, in
+seconds) are read from the settings when asked for.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from .compat import ctxs
 from .connections import configure
 from .errors import MoiError
 from .info import Status
 
-__all__ = ["configure", "ctx_default", "r_client", "MoiError", "Status"]
+__all__ = [
+    "configure",
+    "ctx_default",
+    "ctxs",
+    "r_client",
+    "REDIS_KEY_TIMEOUT",
+    "moi_js",
+    "moi_list_js",
+    "MoiError",
+    "Status",
+]
 __version__ = "0.1.0"
 
 
@@ -31,9 +45,24 @@ class _LazyRedis:
 r_client: Any = _LazyRedis()
 
 
-def __getattr__(name: str) -> Any:
-    if name == "ctx_default":
-        from .connections import settings
+_STATIC = Path(__file__).resolve().parent / "static"
 
+
+def moi_js() -> str:
+    """The absolute path of the packaged ``moi.js``, for an application to serve."""
+    return str(_STATIC / "moi.js")
+
+
+def moi_list_js() -> str:
+    """The absolute path of the packaged ``moi_list.js`` (the original list widget)."""
+    return str(_STATIC / "moi_list.js")
+
+
+def __getattr__(name: str) -> Any:
+    from .connections import settings
+
+    if name == "ctx_default":
         return settings().default_context
+    if name == "REDIS_KEY_TIMEOUT":
+        return settings().ttl
     raise AttributeError(f"module 'moi' has no attribute {name!r}")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from . import connections, engine
+from . import arguments, connections, engine
 from .context import ByName, Context, by_name
 from .errors import MoiError
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
@@ -162,12 +162,16 @@ def run_batch(spec: BatchSpec, func: Callable[..., Any], items: list[Item]) -> l
     results: list[Any] = []
     # Heartbeats for the chunk's jobs: if this engine dies, the watchdog fails them.
     with engine.ChunkLiveness(store, [info["id"] for info, _ in items]), recorder, engine.in_directory(spec.origin):
+        takes = arguments.accepted(func)  # once per chunk: every item calls the same function
         for info, args in items:
-            results.append(_run_item(recorder, info["id"], func, args))
+            results.append(_run_item(recorder, info, func, args, takes))
     return results
 
 
-def _run_item(recorder: Recorder, job_id: str, func: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+def _run_item(
+    recorder: Recorder, info: Info, func: Callable[..., Any], args: tuple[Any, ...], takes: frozenset[str] | None
+) -> Any:
+    job_id = info["id"]
     if not recorder.start(job_id):
         return None  # known to be cancelled (or removed) before it started
 
@@ -175,7 +179,7 @@ def _run_item(recorder: Recorder, job_id: str, func: Callable[..., Any], args: t
         recorder.record(job_id, _status(str(text)))
 
     try:
-        result = func(*args, status_update=status_update)
+        result = func(*args, **arguments.moi_kwargs(takes, status_update, info))
     except Exception:
         recorder.record(job_id, _finish(Status.FAILED, traceback.format_exc(), "traceback"))
         return None

@@ -185,8 +185,13 @@ class ByName:
     def __repr__(self) -> str:
         return f"{self.module}.{self.name}"
 
+    def resolve(self) -> Callable[..., Any]:
+        """The function itself (imported here, on first use)."""
+        func: Callable[..., Any] = getattr(importlib.import_module(self.module), self.name)
+        return func
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return getattr(importlib.import_module(self.module), self.name)(*args, **kwargs)
+        return self.resolve()(*args, **kwargs)
 
 
 def _reason(error: BaseException) -> str:

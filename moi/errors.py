@@ -12,6 +12,7 @@
     │   └── NotInGroup
     ├── NotAGroup
     ├── InvalidId
+    ├── IdTaken
     ├── InvalidUserName
     ├── InvalidCode
     ├── CommandFailed
@@ -113,6 +114,14 @@ class InvalidId(MoiError):
 
     def __init__(self, text: str) -> None:
         super().__init__(f"Not a job id: {text!r}; job ids look like 0c1ce595-4f6d-4fcb-b872-90118f6b1cd9")
+
+
+class IdTaken(MoiError):
+    """A new node asked for an id another node has."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"Id {node_id} is taken by another job or group; leave the id out to get a new one")
+        self.node_id = node_id
 
 
 class InvalidUserName(MoiError):

@@ -35,6 +35,9 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from .compat import create_info as create_info  # the original's helpers, where it kept them
+from .compat import get_id_from_user as get_id_from_user
+from .compat import get_user_from_id as get_user_from_id
 from .errors import BadDocument, MoiError, NotInGroup, RedisRefused, RedisUnavailable, RootRemoval
 from .hub import Hub
 from .info import Info, Stored, parse

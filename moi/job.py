@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import connections, engine
+from . import arguments, connections, engine
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
+from .compat import ctxs as ctxs  # the original's names: ctxs here, ctx_default by __getattr__
 from .context import ByName, Context, by_name
 from .errors import BadDocument, CommandFailed, InvalidCode, JobCancelled, MoiError, RedisUnavailable, UnknownId
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
@@ -49,6 +50,12 @@ class JobSpec:
 
     def store(self) -> Store:
         return store_for(self.redis_url, self.key_prefix, self.ttl)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ctx_default":  # read when asked for: the settings may change after import
+        return connections.settings().default_context
+    raise AttributeError(f"module 'moi.job' has no attribute {name!r}")
 
 
 # submitting --------------------------------------------------------------
@@ -240,7 +247,8 @@ def _call(
 ) -> Any:
     try:
         with liveness.interruptible():
-            result = func(*args, status_update=tracker.status_update, **kwargs)
+            moi_names = arguments.moi_kwargs(arguments.accepted(func), tracker.status_update, tracker.info)
+            result = func(*args, **{**kwargs, **moi_names})
     except BaseException:  # KeyboardInterrupt or SystemExit must not leave it Running either
         if liveness.cancel_requested:
             tracker.finish(Status.CANCELLED, "Cancelled while running", "text")

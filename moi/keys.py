@@ -73,6 +73,8 @@ def user_name_problem(name: str) -> str | None:
         return "it holds control characters"
     if name == NO_USER or name.startswith(RESERVED_PREFIX) or name in _RESERVED_KEYS:
         return "it is a name moi reserves for itself"
+    if name.startswith('"'):
+        return "it starts with a double quote, which the original moi's cookies used for quoting"
     if ":" in name:
         return "it holds ':', which moi uses in its key names"
     if _looks_like_id(name):

@@ -4,7 +4,8 @@ Routes: ``/login`` (a development login: any name, kept in the signed cookie
 ``user``; an application replaces it with its own authentication; names that
 could alias another user's group, see ``moi.keys.user_name_problem``, are refused),
 ``/logout``, ``/`` (the logged-in user's live job list, built with moi.js),
-``/moi-ws/`` (the websocket relay) and ``/static/moi.js``.
+``/moi-ws/`` (the websocket relay), ``/static/moi.js`` and ``/static/moi_list.js``
+(the original moi's list widget).
 
 The cookie secret is the configured one (``MOI_COOKIE_SECRET``) or one
 generated once and kept in the state directory, so logins survive restarts.
@@ -35,7 +36,7 @@ from .keys import Keys, user_name_problem
 from .redact import masked_url
 from .store import store_for
 from .watchdog import watch
-from .websocket import HUB_SETTING, MOIMessageHandler
+from .websocket import HUB_SETTING, MOIMessageHandler, cookie_user
 
 log = logging.getLogger("moi.server")
 
@@ -48,8 +49,7 @@ DEV_LOGIN_WARNING = "moi server: development login: anyone who can reach this se
 
 class _UserHandler(RequestHandler):
     def get_current_user(self) -> Any:
-        user = self.get_signed_cookie("user")
-        return user.decode() if user else None
+        return cookie_user(self.get_signed_cookie("user"))
 
 
 class LoginHandler(_UserHandler):

@@ -287,10 +287,11 @@ class Store:
         """A new (sub)group; under ``parent`` when given, announced there."""
         gid = new_id()
         info = new_info(gid, name, "group", self.keys.channel(gid), parent=parent)
-        self.add_nodes(parent, [info]) if parent else self._set(info)
+        self.add_nodes(parent, [info]) if parent else self.put_top_level(info)
         return gid
 
-    def _set(self, info: Info) -> None:
+    def put_top_level(self, info: Info) -> None:
+        """Store a node that has no parent (nothing to announce it on)."""
         with reaching(self.url):
             self.redis.set(self.keys.info(info["id"]), dumps(info), ex=self.ttl)
 

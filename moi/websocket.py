@@ -108,6 +108,24 @@ async def user_group(hub: Hub, user: str) -> str:
     return await asyncio.get_running_loop().run_in_executor(None, store.ensure_group, user)
 
 
+def cookie_user(value: bytes | None) -> str | None:
+    """The user a signed ``user`` cookie names: ``alice``, or ``"alice"`` as the original's example stored it.
+
+    The original set ``json_encode(user)`` and stripped the quotes when reading. A name that
+    starts with a quote is refused at login (``user_name_problem``), so the two cannot collide.
+    """
+    if not value:
+        return None
+    text = value.decode()
+    if len(text) >= 2 and text.startswith('"') and text.endswith('"'):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            return text
+        return decoded if isinstance(decoded, str) else text
+    return text
+
+
 def parse_request(frame: str | bytes) -> tuple[str, Any]:
     """``(verb, argument)`` of a browser frame, or BadRequest saying what is wrong."""
     if isinstance(frame, bytes):
@@ -170,8 +188,7 @@ class MOIMessageHandler(WebSocketHandler):
 
     def get_current_user(self) -> Any:
         """The signed cookie ``user``; override with your application's login."""
-        user = self.get_signed_cookie("user")
-        return user.decode() if user else None
+        return cookie_user(self.get_signed_cookie("user"))
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Checked before the upgrade: no user, no socket.

@@ -18,6 +18,14 @@
  * state, and a re-sync never duplicates a row. All text goes in with
  * textContent, never as HTML. options.renderRow(info, row, helpers) replaces
  * how a row's content is drawn (see defaultRenderRow).
+ *
+ * The original moi's page API is here too, on the same connection code (so an
+ * original-style page also reconnects with backoff and asks again on reconnect):
+ * moi.init(group_id, host, on_open, on_close, on_error) opens the page's one
+ * socket (group_id null: the user's own tree; host defaults to
+ * location.host + "/moi-ws/"), moi.add_callback(action, func) sets the one
+ * callback of an action ("add", "get", "update", "remove", "error"),
+ * moi.send(action, data) sends {action: data}, and moi.VERSION is moi's version.
  */
 (function (global) {
   "use strict";
@@ -31,7 +39,7 @@
 
   function connect(options) {
     options = options || {};
-    var path = options.path || "/moi-ws/";
+    var url = options.url || socketUrl(options.path || "/moi-ws/");
     var minDelay = options.minDelay || 250;
     var maxDelay = options.maxDelay || 4000;
     var handlers = {
@@ -61,6 +69,7 @@
       if (!frame || typeof frame !== "object") { return; }
       Object.keys(frame).forEach(function (action) {
         if (Object.prototype.hasOwnProperty.call(handlers, action)) { call(handlers[action], frame[action]); }
+        if (typeof options.onAction === "function") { options.onAction(action, frame[action]); }
       });
     }
 
@@ -74,16 +83,18 @@
     function open() {
       timer = null;
       if (stopped) { return; }
-      socket = new WebSocket(socketUrl(path));
-      socket.onopen = function () {
+      socket = new WebSocket(url);
+      socket.onopen = function (event) {
         attempts = 0;
-        call(options.onOpen);
-        send("get", options.group ? [options.group] : []);  // [] asks for the user's own group
+        call(options.onOpen, event);
+        // [] asks for the user's own group; autoGet false leaves asking to onOpen.
+        if (options.autoGet !== false) { send("get", options.group ? [options.group] : []); }
       };
       socket.onmessage = onMessage;
-      socket.onclose = function () {
+      socket.onerror = function (event) { call(options.onSocketError, event); };
+      socket.onclose = function (event) {
         socket = null;
-        call(options.onClose);
+        call(options.onClose, event);
         if (!stopped) { reconnectLater(); }
       };
     }
@@ -108,9 +119,13 @@
   var UNSAFE_URL = /[\u0000-\u0020\u007f-\u009f\\\s]/;
 
   function jobLink(info) {
-    // Only a link on this page's own site: never another host, never a javascript: link.
+    return FINISHED[info.status] ? siteLink(info) : null;
+  }
+
+  // url + "/" + id, only as a link on this page's own site: never another host, never a javascript: link.
+  function siteLink(info) {
     var base = typeof info.url === "string" ? info.url : "";
-    if (!FINISHED[info.status] || !base || UNSAFE_URL.test(base) || typeof info.id !== "string") { return null; }
+    if (!base || UNSAFE_URL.test(base) || typeof info.id !== "string") { return null; }
     var href = base.replace(/\/+$/, "") + "/" + encodeURIComponent(info.id);
     var resolved;
     try { resolved = new URL(href, global.location.href); } catch (error) { return null; }
@@ -211,5 +226,37 @@
     return { client: client, nodes: nodes };
   }
 
-  global.moi = { connect: connect, liveList: liveList, defaultRenderRow: defaultRenderRow, jobLink: jobLink };
+  // The original moi's page API: one socket per page, one callback per action. ------
+
+  var page = { client: null, callbacks: {} };
+
+  function addCallback(action, func) { page.callbacks[action] = func; }
+
+  function sendOriginal(action, data) { return page.client ? page.client.send(action, data) : false; }
+
+  function init(groupId, host, onOpen, onClose, onError) {
+    if (page.client) { page.client.close(); }
+    var address = host || global.location.host + "/moi-ws/";
+    if (!/^wss?:\/\//.test(address)) {
+      address = (global.location.protocol === "https:" ? "wss://" : "ws://") + address;
+    }
+    page.client = connect({
+      url: address,
+      autoGet: false,
+      onAction: function (action, value) {
+        var callback = page.callbacks[action];
+        if (typeof callback === "function") { callback(value); }
+      },
+      onOpen: onOpen || function () { sendOriginal("get", groupId ? [groupId] : []); },
+      onClose: onClose || function () { sendOriginal("close", null); },
+      onSocketError: onError || function () {}
+    });
+    return page.client;
+  }
+
+  global.moi = {
+    VERSION: "0.1.0",
+    connect: connect, liveList: liveList, defaultRenderRow: defaultRenderRow, jobLink: jobLink, siteLink: siteLink,
+    init: init, add_callback: addCallback, send: sendOriginal
+  };
 })(window);
