@@ -24,7 +24,17 @@ def test_public_names() -> None:
 
     assert ctx_default == "default"
     assert r_client.ping()
-    assert set(moi.__all__) == {"configure", "ctx_default", "r_client", "MoiError", "Status"}
+    assert set(moi.__all__) == {
+        "configure",
+        "ctx_default",
+        "ctxs",
+        "r_client",
+        "REDIS_KEY_TIMEOUT",
+        "moi_js",
+        "moi_list_js",
+        "MoiError",
+        "Status",
+    }
 
 
 def test_submit_stores_queued_job_and_announces_it_before_returning(r, store) -> None:
