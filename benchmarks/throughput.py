@@ -16,6 +16,7 @@ from moi import connections
 from moi.context import Context
 from moi.info import Status
 from moi.job import submit, submit_many
+from moi.worker import LINGER
 
 from .stats import Figure
 from .tasks import trivial
@@ -42,13 +43,31 @@ def _check_success(job_ids: list[str]) -> None:
         raise RuntimeError(f"only {done} of {len(job_ids)} jobs read Success")
 
 
+def _wait_success(job_ids: list[str]) -> None:
+    """Until every job reads Success in Redis: one MGET per look, as a dashboard would read them."""
+    store = connections.store()
+    deadline = time.monotonic() + TIMEOUT
+    pending = job_ids
+    while pending:
+        infos = store.get_many(pending)
+        failed = [info["id"] for info in infos if info["status"] in (Status.FAILED, Status.CANCELLED)]
+        if failed:
+            raise RuntimeError(f"{len(failed)} jobs did not succeed, {failed[0]} first")
+        pending = [info["id"] for info in infos if info["status"] != Status.SUCCESS]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} moi jobs not done after {TIMEOUT:g}s")
+        if pending:
+            time.sleep(0.002)
+
+
 def moi_submit(ctx: Context) -> Runner:
     def run(n: int) -> float:
         start = time.perf_counter()
-        submitted = [submit(ctx, GROUP, "trivial", None, trivial) for _ in range(n)]
-        _wait_handles(ctx, [handle for _, _, handle in submitted])
-        _check_success([job_id for job_id, _, _ in submitted])
-        return time.perf_counter() - start
+        job_ids = [submit(ctx, GROUP, "trivial", None, trivial)[0] for _ in range(n)]
+        _wait_success(job_ids)
+        seconds = time.perf_counter() - start
+        time.sleep(LINGER + 0.5)  # untimed: moi's engines stop waiting for work, free for the next system
+        return seconds
 
     return run
 
@@ -135,7 +154,8 @@ def measure(plan: Any, ctx: Context, redis_url: str) -> tuple[str, list[Figure]]
     figures = {name: Figure(name, "jobs/s") for name in systems}
     for runner, _ in systems.values():
         warm_up(runner)
-    submit_ratio = Figure("moi submit / raw apply_async (target >= 0.9)", "x")
+    submit_ratio = Figure("moi submit / raw apply_async", "x")
+    peer_ratio = Figure("moi submit / best of Celery, RQ one by one (target >= 1.0, aim 1.5)", "x")
     many_ratio = Figure("moi submit_many / best of Celery, RQ one by one (target >= 5)", "x")
     names = list(systems)
     for round_index in range(plan.runs):
@@ -148,5 +168,7 @@ def measure(plan: Any, ctx: Context, redis_url: str) -> tuple[str, list[Figure]]
         submit_ratio.add(rates["moi submit, one by one"] / rates["raw ipyparallel apply_async"])
         peers = [rate for name, rate in rates.items() if name.startswith(("Celery delay", "RQ enqueue,"))]
         if peers:
+            peer_ratio.add(rates["moi submit, one by one"] / max(peers))
             many_ratio.add(rates["moi submit_many"] / max(peers))
-    return "Throughput: trivial jobs, submit to every job done", [*figures.values(), submit_ratio, many_ratio]
+    ratios = [submit_ratio, peer_ratio, many_ratio] if plan.peers else [submit_ratio]
+    return "Throughput: trivial jobs, submit to every job done", [*figures.values(), *ratios]

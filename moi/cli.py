@@ -15,7 +15,7 @@ import click
 from . import connections, runtime, watchdog
 from .errors import BadDocument, InvalidId, MoiError, NotAGroup, UnknownKey
 from .info import SEED_FIELDS, Info, Status, is_finished, is_uuid
-from .job import cancel, check_code, python_exec, submit, submit_many, system_call
+from .job import cancel, check_code, get_info, python_exec, submit, submit_many, system_call
 from .redact import masked_url, printable
 from .store import Store
 
@@ -76,6 +76,7 @@ def main(verbose: bool) -> None:
 @click.option("--user", default=None, help="The user (group) the job belongs to.")
 @click.option("--name", default=DEFAULT_NAME, show_default=True, help="The job's name.")
 @click.option("--context", default=None, help="The cluster context (default: the configured default).")
+@click.option("--priority", default=None, help="low, normal (the default), high, or an integer.")
 def submit_command(
     cmd: str | None,
     each: TextIO | None,
@@ -84,6 +85,7 @@ def submit_command(
     user: str | None,
     name: str,
     context: str | None,
+    priority: str | None,
 ) -> None:
     """Submit a job (--cmd), or one job per line of a file (--each)."""
     if cmd is not None and each is not None:
@@ -95,9 +97,11 @@ def submit_command(
     if cmd is None:
         raise click.UsageError("Give --cmd (one job) or --each (a file of commands)")
     func = _command_function(cmd_type or "python", [cmd])
-    job_id, _, handle = submit(ctx, user or "no-user", name, None, func, cmd)
-    connections.get_context(ctx).confirm_delivery(handle.msg_ids)  # this process may exit next
+    # Queued in Redis; if this process leads the dispatching, its exit leaves work for the job.
+    job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd, priority=priority)
     click.echo(f"Submitted job id: {job_id}")
+    if get_info(job_id).get("waiting") and not watchdog.controller_listening(connections.context_spec(ctx).url_file):
+        click.echo(f"Job {job_id} waits in the queue of context {ctx!r}: its cluster is not online", err=True)
     if block:
         info = wait_for(job_id)
         click.echo(format_info(info))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 
@@ -12,12 +12,17 @@ from .config import ContextSpec, Settings, build_settings
 from .context import Context
 from .errors import UnknownContext
 from .keys import Keys
+from .queue import Queue
 from .store import Store
+
+if TYPE_CHECKING:
+    from .dispatch import Dispatcher
 
 _lock = threading.RLock()
 _overrides: dict[str, Any] = {}
 _settings: Settings | None = None
 _store: Store | None = None
+_queue: Queue | None = None
 _contexts: dict[str, Context] = {}
 
 
@@ -39,14 +44,18 @@ def configure(**overrides: Any) -> Settings:
 
 def reset() -> None:
     """Drop the cached settings, Redis client and cluster connections."""
-    global _settings, _store
+    global _settings, _store, _queue
+    from . import dispatch
+
     with _lock:
+        dispatch.stop_all()
         for context in _contexts.values():
             context.reset()
         _contexts.clear()
         if _store is not None:
             _store.redis.close()
         _store = None
+        _queue = None
         _settings = None
 
 
@@ -76,6 +85,21 @@ def store() -> Store:
         return _store
 
 
+def queue() -> Queue:
+    global _queue
+    with _lock:
+        if _queue is None:
+            _queue = Queue(store())
+        return _queue
+
+
+def dispatcher(spec: ContextSpec) -> Dispatcher:
+    """This process's dispatcher for a context, started on first use."""
+    from . import dispatch  # the dispatcher runs jobs' code paths, which use these connections
+
+    return dispatch.ensure(store(), spec, settings().cluster_timeout)
+
+
 def get_redis() -> redis.Redis[str]:
     return store().redis
 
@@ -92,14 +116,17 @@ def get_context(ctx: str | Context) -> Context:
     if isinstance(ctx, Context):
         return ctx
     with _lock:
-        if ctx in _contexts:
-            return _contexts[ctx]
-        specs = context_specs()
-        if ctx not in specs:
-            raise UnknownContext(ctx, list(specs))
-        spec = specs[ctx]
-        current = settings()
-        if current.uses_embedded_cluster:
-            spec = ContextSpec(ctx, url_file=runtime.ensure(current).url_file)
-        _contexts[ctx] = Context(spec, current.cluster_timeout)
+        if ctx not in _contexts:
+            _contexts[ctx] = Context(context_spec(ctx), settings().cluster_timeout)
         return _contexts[ctx]
+
+
+def context_spec(name: str) -> ContextSpec:
+    """Where the cluster of a context is; UnknownContext for a name that is not configured."""
+    specs = context_specs()
+    if name not in specs:
+        raise UnknownContext(name, list(specs))
+    current = settings()
+    if current.uses_embedded_cluster:
+        return ContextSpec(name, url_file=runtime.ensure(current).url_file)
+    return specs[name]

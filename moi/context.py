@@ -9,6 +9,7 @@ import importlib
 import io
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -62,8 +63,14 @@ class Context:
             kwargs["profile"] = spec.profile
         if spec.cluster_id:
             kwargs["cluster_id"] = spec.cluster_id
+        if spec.url_file and not os.path.exists(spec.url_file):
+            # Not started yet: no controller wrote its connection file (and Client would wait, printing).
+            raise ClusterUnavailable(f"Cluster for context {self.name!r} is not started: no {spec.url_file}")
+        # Client prints while it waits. sys.stdout is the whole process's: swapping it from a
+        # dispatcher's thread would swallow what the main thread prints meanwhile.
+        quiet = threading.current_thread() is threading.main_thread()
         try:
-            with contextlib.redirect_stdout(io.StringIO()):  # it prints while it waits
+            with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
                 client = ipyparallel.Client(spec.url_file, **kwargs)
         except (OSError, TimeoutError, ValueError) as error:
             raise ClusterUnavailable(

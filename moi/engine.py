@@ -74,7 +74,7 @@ def in_directory(origin: tuple[str, str] | None) -> Iterator[None]:
     if not path or host != socket.gethostname() or not os.path.isdir(path):
         yield
         return
-    before, modules = os.getcwd(), len(sys.modules)
+    before, modules = os.getcwd(), set(sys.modules)
     os.chdir(path)
     sys.path.insert(0, path)
     try:
@@ -83,13 +83,18 @@ def in_directory(origin: tuple[str, str] | None) -> Iterator[None]:
         os.chdir(before)
         with contextlib.suppress(ValueError):
             sys.path.remove(path)
-        if len(sys.modules) > modules:  # only then can a module from there be cached
-            _forget_modules_from(path)
+        if len(sys.modules) > len(modules):  # only then can a module from there be cached
+            _forget_modules_from(path, set(sys.modules) - modules)
 
 
-def _forget_modules_from(path: str) -> None:
+def _forget_modules_from(path: str, names: set[str]) -> None:
+    """Forget the modules the job imported from ``path``, never moi's own (a checkout of
+    moi may be that directory: a second copy of its classes would break isinstance)."""
     prefix = os.path.join(path, "")
-    for name, module in list(sys.modules.items()):
+    for name in names:
+        module = sys.modules.get(name)
+        if name == "moi" or name.startswith("moi.") or module is None:
+            continue
         if (getattr(module, "__file__", None) or "").startswith(prefix):
             del sys.modules[name]
 

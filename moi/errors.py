@@ -15,8 +15,10 @@
     ├── IdTaken
     ├── InvalidUserName
     ├── InvalidCode
+    ├── InvalidPriority
     ├── CommandFailed
     ├── JobCancelled
+    ├── JobFailed
     ├── BadRequest
     │   └── RootRemoval
     ├── NotLoopback
@@ -137,6 +139,16 @@ class InvalidCode(MoiError):
     """Python code given to run that does not compile."""
 
 
+class InvalidPriority(MoiError):
+    """A priority that is neither low, normal, high nor an integer in range."""
+
+    def __init__(self, value: object, bound: int) -> None:
+        super().__init__(
+            f"Priority {printable(repr(value))} is refused: "
+            f"give low, normal, high or an integer from {-bound} to {bound}"
+        )
+
+
 class CommandFailed(MoiError):
     """A shell command run by system_call exited non-zero."""
 
@@ -150,6 +162,16 @@ class CommandFailed(MoiError):
 
 class JobCancelled(MoiError):
     """Raised inside a job whose cancellation was requested."""
+
+
+class JobFailed(MoiError):
+    """A job that failed, as its handle's ``get()`` reports it when its own exception cannot be."""
+
+    def __init__(self, job_id: str, traceback: str) -> None:
+        lines = [line for line in traceback.strip().splitlines() if line.strip()]
+        super().__init__(f"Job {job_id} failed: {lines[-1].strip() if lines else 'no reason recorded'}")
+        self.job_id = job_id
+        self.traceback = traceback
 
 
 class BadRequest(MoiError):

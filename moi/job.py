@@ -9,10 +9,11 @@ configuration: the ``JobSpec`` it receives says which Redis to write to.
 
 from __future__ import annotations
 
+import base64
 import contextlib
-import functools
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import textwrap
@@ -21,35 +22,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import arguments, connections, engine
+from . import arguments, connections, engine, queue
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
 from .compat import ctxs as ctxs  # the original's names: ctxs here, ctx_default by __getattr__
-from .context import ByName, Context, by_name
-from .errors import BadDocument, CommandFailed, InvalidCode, JobCancelled, MoiError, RedisUnavailable, UnknownId
+from .context import Context, by_name
+from .errors import BadDocument, CommandFailed, InvalidCode, JobCancelled, RedisUnavailable, UnknownId
+from .handle import JobHandle
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
-from .store import Store, reaching, store_for
+from .store import Store, reaching
 
 log = logging.getLogger("moi.job")
 
 NO_USER_GROUP = "no-user"
 _CODE_FILENAME = "<moi-cmd>"
 KILL_AFTER = 3.0  # seconds a cancelled shell command gets between SIGTERM and SIGKILL
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What an engine needs to record a job's state: sent along with the job."""
-
-    job_id: str
-    redis_url: str
-    key_prefix: str
-    ttl: int
-    info: Info | None = None  # as stored at submission: the engine's first write needs no read
-    origin: tuple[str, str] | None = None  # (host, directory) it was submitted from: it runs there
-
-    def store(self) -> Store:
-        return store_for(self.redis_url, self.key_prefix, self.ttl)
 
 
 def __getattr__(name: str) -> Any:
@@ -68,49 +55,31 @@ def submit(
     url: str | None,
     func: Callable[..., Any],
     *args: Any,
+    priority: str | int | None = None,
     **kwargs: Any,
-) -> tuple[str, str, Any]:
-    """Run ``func(*args, **kwargs)`` on the cluster as a job under ``group``.
+) -> tuple[str, str, JobHandle]:
+    """Queue ``func(*args, **kwargs)`` as a job under ``group``, to run on the context's cluster.
 
     ``group`` is a user name (its group is created on first use) or a group id.
-    Returns ``(job_id, group_id, handle)`` at once; ``handle`` is the
-    ipyparallel AsyncResult. The job is stored as Queued and announced
-    before this returns.
+    ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a
+    higher one starts first when every engine is busy. Returns ``(job_id,
+    group_id, handle)`` at once. The job is stored as Queued, with its call, in
+    moi's queue and announced before this returns; the cluster need not be up.
     """
-    context = connections.get_context(ctx)
-    view = context.view  # connect first: an unreachable cluster writes nothing
+    spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx)
+    level = queue.priority_of(priority)
     store = connections.store()
     job_id = new_id()
-    info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=context.name)
-    # Stored, announced and in the queued index (for the watchdog) in one round trip.
-    group_id = store.add_queued(group, [info], context.queued_entry())
-    spec = JobSpec(job_id, store.url, store.keys.prefix, store.ttl, info, engine.submitted_from())
-    handle = view.apply_async(ByName(run_job), spec, by_name(func), args, kwargs)
-    handle.add_done_callback(functools.partial(_fail_if_never_started, store, job_id))
-    context.deliver_before_exit()
-    log.debug("submitted %s to %s", job_id, context.name)
-    return job_id, group_id, handle
+    info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
+    info["priority"] = level
+    call = queue.pack_call(by_name(func), args, kwargs, engine.submitted_from())
+    group_id, _online = connections.queue().enqueue(group, spec.name, [(info, call, level)])
+    connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
+    log.debug("queued %s for %s", job_id, spec.name)
+    return job_id, group_id, JobHandle(job_id, store)
 
 
-def _fail_if_never_started(store: Store, job_id: str, handle: Any) -> None:
-    """A task the cluster failed before run_job ran (a function the engine cannot load) must not stay Queued."""
-    error = handle.exception()
-    if error is None:
-        return
-
-    def change(info: Info) -> Info | None:
-        if info["status"] != Status.QUEUED:
-            return None  # run_job ran and recorded the outcome itself
-        info.update(status=Status.FAILED, result=f"Never started: {error}", result_format="text", date_end=now())
-        return info
-
-    try:
-        store.update(job_id, change)
-    except MoiError as failure:  # runs in ipyparallel's IO thread: log, never raise there
-        log.warning("job %s never started (%s) and could not be marked Failed: %s", job_id, error, failure)
-
-
-def submit_nouser(func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, str, Any]:
+def submit_nouser(func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, str, JobHandle]:
     """Submit to the default context, into the no-user group."""
     ctx = connections.settings().default_context
     return submit(ctx, NO_USER_GROUP, NO_USER_GROUP, None, func, *args, **kwargs)
@@ -184,8 +153,9 @@ def _cancel_job(store: Store, info: Info, report: CancelReport) -> None:
         return new
 
     try:
-        # Out of the queued index in the same atomic write: the watchdog has nothing left to watch.
-        info = store.update(job_id, change, info, also=[["HDEL", store.keys.queued, job_id]])
+        # Out of the queue and the queued index in the same atomic write: nothing is left to take or watch.
+        leave = [["HDEL", store.keys.queued, job_id], ["ZREM", store.keys.queue(str(info.get("context"))), job_id]]
+        info = store.update(job_id, change, info, also=leave)
     except UnknownId:
         return  # removed meanwhile: nothing left to cancel
     if wrote == [True]:
@@ -213,26 +183,20 @@ def _cancel_if_queued(info: Info) -> Info | None:
 # on the engine -----------------------------------------------------------
 
 
-def run_job(spec: JobSpec, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """The engine side of a job: Running, the call, then Success, Failed or Cancelled.
-
-    The heartbeat is set by the same atomic write that shows the job Running,
-    so a watchdog can tell a running job from one whose engine died.
-    """
-    store = spec.store()
-    liveness = engine.Liveness(store, spec.job_id)
-    start = _starter(liveness.label)
-    # Running, the heartbeat and the running index are one atomic write (one round trip).
-    registering = liveness.registering()
-    info = engine.retrying(
-        lambda: store.update(spec.job_id, start, spec.info, also=registering), f"starting job {spec.job_id}"
-    )
-    if info["status"] != Status.RUNNING:
-        return None  # cancelled (or otherwise finished) before it started
-    tracker = _Tracker(store, spec.job_id, info, also_at_end=liveness.unregistering())
+def run_started(
+    store: Store,
+    liveness: engine.Liveness,
+    info: Info,
+    origin: tuple[str, str] | None,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call a job already marked Running (its heartbeat registered), and record how it ended."""
+    tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering())
     liveness.start()
     try:
-        with engine.in_directory(spec.origin):
+        with engine.in_directory(origin):
             return _call(tracker, liveness, func, args, kwargs)
     finally:
         liveness.stop(unregistered=tracker.ended)
@@ -249,15 +213,31 @@ def _call(
         with liveness.interruptible():
             moi_names = arguments.moi_kwargs(arguments.accepted(func), tracker.status_update, tracker.info)
             result = func(*args, **{**kwargs, **moi_names})
-    except BaseException:  # KeyboardInterrupt or SystemExit must not leave it Running either
+    except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
         if liveness.cancel_requested:
             tracker.finish(Status.CANCELLED, "Cancelled while running", "text")
             raise JobCancelled(f"Job {tracker.job_id} was cancelled") from None
-        tracker.finish(Status.FAILED, traceback.format_exc(), "traceback")
+        tracker.finish(Status.FAILED, traceback.format_exc(), "traceback", pickled(error))
         raise
     value, result_format = encode_result(result)
-    tracker.finish(Status.SUCCESS, value, result_format)
+    # A value JSON cannot hold is kept pickled too, so a handle's get() returns the object itself.
+    tracker.finish(Status.SUCCESS, value, result_format, pickled(result) if result_format == "repr" else None)
     return result
+
+
+def pickled(value: Any) -> str | None:
+    """``value`` pickled as text for Redis, or None when it cannot be pickled."""
+    try:
+        return base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)).decode()
+    except Exception:  # an unpicklable value (a lock, a generator) is kept only as its repr
+        return None
+
+
+def fail_unloadable(store: Store, liveness: engine.Liveness, info: Info, error: BaseException) -> None:
+    """A job taken from the queue whose call this engine cannot load: Failed, saying why."""
+    tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering())
+    reason = f"Never started: engine {liveness.label} could not load the job's function: {error!r}"
+    tracker.finish(Status.FAILED, reason, "text")
 
 
 def _starter(label: str) -> Callable[[Info], Info | None]:
@@ -293,8 +273,12 @@ class _Tracker:
             # A status text is a progress note: losing one must not fail the job.
             log.warning("job %s: status %r not recorded: %s", self.job_id, text, error)
 
-    def finish(self, status: Status, result: Any, result_format: str) -> None:
+    def finish(self, status: Status, result: Any, result_format: str, value: str | None = None) -> None:
+        """The final state; ``value``: the pickled return value or exception, kept beside the info."""
         wrote: list[bool] = []
+        also = list(self.also_at_end)
+        if value is not None:
+            also.append(["SET", self.store.keys.value(self.job_id), value, "EX", self.store.ttl])
 
         def change(info: Info) -> Info | None:
             wrote[:] = [not is_finished(info)]  # the last attempt is the one that counted
@@ -305,7 +289,7 @@ class _Tracker:
 
         # The final state must land even across a Redis outage (bounded: then it is logged).
         self.info = engine.retrying(
-            lambda: self.store.update(self.job_id, change, self.info, also=self.also_at_end),
+            lambda: self.store.update(self.job_id, change, self.info, also=also),
             f"recording job {self.job_id} {status}",
         )
         self.ended = wrote == [True]

@@ -10,7 +10,15 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     P<id>:heartbeat       string  "host:pid" of the engine running a job; short TTL
     P<id>:cancel          string  set when cancellation of a running job is requested
     Pmoi:running          set     ids of jobs an engine has taken (heartbeat watched)
-    Pmoi:queued           hash    job id -> JSON of the cluster it waits in
+    Pmoi:queued           hash    job id -> JSON of the cluster it waits in (batches)
+    P<id>:call            string  a queued job's call (function and arguments), kept for relaunch
+    P<id>:value           string  a job's return value or exception, when JSON cannot hold it
+    Pmoi:queue:<ctx>      zset    ids of the jobs waiting for a context, by priority then order
+    Pmoi:seq              string  the order of submission, shared by every context's queue
+    Pmoi:wake:<ctx>       channel announces new jobs in that queue (to dispatchers)
+    Pmoi:wakeup:<ctx>     list    tokens that wake engines waiting for work in that queue
+    Pmoi:dispatcher:<ctx> string  which process dispatches for that context (a lease)
+    Pmoi:online:<ctx>     string  JSON: that context's cluster as its dispatcher last saw it
 """
 
 from dataclasses import dataclass
@@ -46,6 +54,31 @@ class Keys:
     @property
     def queued(self) -> str:
         return f"{self.prefix}moi:queued"
+
+    def call(self, job_id: str) -> str:
+        return f"{self.prefix}{job_id}:call"
+
+    def value(self, job_id: str) -> str:
+        return f"{self.prefix}{job_id}:value"
+
+    def queue(self, context: str) -> str:
+        return f"{self.prefix}moi:queue:{context}"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}moi:seq"
+
+    def wake(self, context: str) -> str:
+        return f"{self.prefix}moi:wake:{context}"
+
+    def wakeup(self, context: str) -> str:
+        return f"{self.prefix}moi:wakeup:{context}"
+
+    def dispatcher(self, context: str) -> str:
+        return f"{self.prefix}moi:dispatcher:{context}"
+
+    def online(self, context: str) -> str:
+        return f"{self.prefix}moi:online:{context}"
 
     def node_of_channel(self, channel: str) -> str:
         """The id a channel name belongs to (inverse of ``channel``)."""

@@ -120,3 +120,78 @@ redis.call('HSET', KEYS[1], key, ARGV[3], ARGV[3], key)
 redis.call('EXPIRE', KEYS[1], ttl)
 return {'ok', ARGV[3]}
 """
+
+# Priorities run from -MAX_PRIORITY to MAX_PRIORITY; moi.queue checks them before they get here.
+MAX_PRIORITY = 1000
+
+# Queued jobs stored under a group, each with its call and its place in a context's queue; announced to
+# the group, to the engines waiting for work (wakeup tokens) and to dispatchers; {0} if the group is gone.
+# KEYS: group info, group children, queue, sequence, wakeup list, the context's online key.
+# ARGV: ttl, group channel, add message, key prefix, wake channel, the note for a cluster not seen online,
+# then per job: id, document, call, priority.
+# Returns {1, whether the context's cluster was last seen online}; when it was not, each job's info says
+# so in its "waiting" field (TAKE clears it).
+# A job's score is its priority (highest first), then its order of submission: (TOP - priority) * 2^32 + seq.
+ENQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+for i, wanted in ipairs({'set', 'zset'}) do
+  local held = redis.call('TYPE', KEYS[i + 1])['ok']
+  if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
+end
+local ttl, prefix = ARGV[1], ARGV[4]
+local online = redis.call('EXISTS', KEYS[6])
+local count = (#ARGV - 6) / 4
+local seq = redis.call('INCRBY', KEYS[4], count) - count
+local tokens = {}
+for i = 7, #ARGV, 4 do
+  local id, doc = ARGV[i], ARGV[i + 1]
+  if online == 0 then
+    local info = cjson.decode(doc)
+    info['waiting'] = ARGV[6]
+    doc = cjson.encode(info)
+  end
+  redis.call('SET', prefix .. id, doc, 'EX', ttl)
+  redis.call('SET', prefix .. id .. ':call', ARGV[i + 2], 'EX', ttl)
+  redis.call('SADD', KEYS[2], id)
+  seq = seq + 1
+  redis.call('ZADD', KEYS[3], (PRIORITY_TOP - tonumber(ARGV[i + 3])) * 4294967296 + seq, id)
+  if #tokens < 64 then tokens[#tokens + 1] = '1' end
+end
+redis.call('EXPIRE', KEYS[2], ttl)
+redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+redis.call('RPUSH', KEYS[5], unpack(tokens))
+redis.call('LTRIM', KEYS[5], -64, -1)
+redis.call('EXPIRE', KEYS[5], 60)
+redis.call('PUBLISH', ARGV[5], count)
+return {1, online}
+""".replace("PRIORITY_TOP", str(MAX_PRIORITY))
+
+# An engine takes the first job of a queue that is still Queued, and marks it Running in the same atomic
+# step (the compare-and-set cancel relies on: a cancelled job is never taken), with its heartbeat and its
+# place in the running set, so an engine that dies from here on leaves a job the watchdog fails.
+# KEYS: queue, running set.  ARGV: key prefix, ttl, engine label, heartbeat ttl, date_start.
+# Returns {document, call}, or false when the queue holds no job to run.
+TAKE = """
+local prefix = ARGV[1]
+while true do
+  local popped = redis.call('ZPOPMIN', KEYS[1])
+  if #popped == 0 then return false end
+  local id = popped[1]
+  local text = redis.call('GET', prefix .. id)
+  local ok, info = pcall(cjson.decode, text or '')
+  if ok and type(info) == 'table' and info['status'] == 'Queued' and type(info['revision']) == 'number' then
+    info['status'] = 'Running'
+    info['date_start'] = ARGV[5]
+    info['engine'] = ARGV[3]
+    info['waiting'] = nil
+    info['revision'] = info['revision'] + 1
+    local new = cjson.encode(info)
+    redis.call('SET', prefix .. id, new, 'EX', ARGV[2])
+    redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
+    redis.call('SET', prefix .. id .. ':heartbeat', ARGV[3], 'EX', ARGV[4])
+    redis.call('SADD', KEYS[2], id)
+    return {new, redis.call('GET', prefix .. id .. ':call') or ''}
+  end
+end
+"""

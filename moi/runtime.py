@@ -223,7 +223,7 @@ async def _serve(state_dir: Path, engines: int, scheduler: str) -> None:
         )
         _write_state(state_dir, info)
         log.warning("moi runtime ready: redis %s, %d engines", masked_url(redis_server.url), engines)
-        watching = asyncio.create_task(_watch_jobs(redis_server.url, stopping))
+        watching = asyncio.create_task(_watch_jobs(redis_server.url, url_file, stopping))
         await _keep_running(cluster, engines, redis_server, state_dir, info, stopping)
         await watching
     finally:
@@ -258,9 +258,11 @@ async def _replace_engines(cluster: Any, engines: int) -> None:
         await cluster.start_engines(n=engines - alive)
 
 
-async def _watch_jobs(own_redis_url: str, stopping: asyncio.Event) -> None:
-    """The watchdog over the Redis moi processes of this user keep jobs in."""
-    from .config import build_settings
+async def _watch_jobs(own_redis_url: str, url_file: str, stopping: asyncio.Event) -> None:
+    """The watchdog over the Redis moi processes of this user keep jobs in, and the dispatcher
+    of this cluster's queue: jobs queued while it was down run once it is up, submitter or not."""
+    from . import dispatch
+    from .config import ContextSpec, build_settings
     from .store import store_for
     from .watchdog import watch
 
@@ -269,8 +271,13 @@ async def _watch_jobs(own_redis_url: str, stopping: asyncio.Event) -> None:
     except ConfigError as error:  # a broken configuration must not take the cluster down
         log.error("no job watchdog: %s", error)
         return
-    url = settings.redis_url or own_redis_url
-    await watch(store_for(url, settings.key_prefix, settings.ttl), stopping)
+    store = store_for(settings.redis_url or own_redis_url, settings.key_prefix, settings.ttl)
+    dispatcher = dispatch.Dispatcher(store, ContextSpec(settings.default_context, url_file=url_file))
+    dispatcher.start()
+    try:
+        await watch(store, stopping)
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, dispatcher.stop)
 
 
 def _write_state(state_dir: Path, info: RuntimeInfo) -> None:

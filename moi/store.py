@@ -108,7 +108,7 @@ class Store:
     def find(self, node_id: str) -> Info | None:
         """The info object of a node, None if there is none; BadDocument if the key holds something else."""
         key = self.keys.info(node_id)
-        with reaching(self.url), self._holding((key, "string")):
+        with reaching(self.url), self.holding((key, "string")):
             raw = self.redis.get(key)
         return parse(key, raw, node_id) if raw is not None else None
 
@@ -136,7 +136,7 @@ class Store:
 
     def children(self, group_id: str) -> set[str]:
         key = self.keys.children(group_id)
-        with reaching(self.url), self._holding((key, "set")):
+        with reaching(self.url), self.holding((key, "set")):
             return set(self.redis.smembers(key))
 
     def group_of_user(self, key: str) -> str | None:
@@ -163,11 +163,11 @@ class Store:
             return str(self.redis.execute_command("TYPE", key))
 
     def _mapped(self, user: str) -> str | None:
-        with reaching(self.url), self._holding((self.keys.user_map, "hash")):
+        with reaching(self.url), self.holding((self.keys.user_map, "hash")):
             return self.redis.hget(self.keys.user_map, user)
 
     @contextmanager
-    def _holding(self, *expected: tuple[str, str]) -> Iterator[None]:
+    def holding(self, *expected: tuple[str, str]) -> Iterator[None]:
         """Redis refusing a command for a key's type (WRONGTYPE) as a BadDocument naming that key.
 
         ``expected``: the keys the commands inside work on, each with the Redis type it must
@@ -185,7 +185,7 @@ class Store:
 
     def users(self) -> dict[str, str]:
         """user name -> group id, for users whose group still exists."""
-        with reaching(self.url), self._holding((self.keys.user_map, "hash")):
+        with reaching(self.url), self.holding((self.keys.user_map, "hash")):
             mapping = self.redis.hgetall(self.keys.user_map)
         # The map also holds group id -> user name; by the rule of ensure_group no user name looks like an id.
         names = {user: gid for user, gid in mapping.items() if not _looks_like_id(user)}
@@ -230,7 +230,7 @@ class Store:
         group_id = key if by_id else new_id()
         info = new_info(group_id, UNNAMED_GROUP if by_id else key, "group", self.keys.channel(group_id))
         args = [key, "1" if by_id else "", group_id, dumps(info), self.ttl, self.keys.prefix]
-        with reaching(self.url), self._holding((self.keys.user_map, "hash")):
+        with reaching(self.url), self.holding((self.keys.user_map, "hash")):
             answer, value = self._ensure_group(keys=[self.keys.user_map], args=args)
         if answer == "ok":
             return str(value)
@@ -262,8 +262,12 @@ class Store:
                 info["parent"] = group_id
             if self.add_jobs(group_id, infos, queued_entry):
                 return group_id
-            self._groups.pop(group, None)  # removed meanwhile: look it up (or make it) again
+            self.forget_group(group)  # removed meanwhile: look it up (or make it) again
         raise UnknownKey(group)
+
+    def forget_group(self, key: str) -> None:
+        """Drop the remembered group id of ``key`` (its group was removed)."""
+        self._groups.pop(key, None)
 
     def add_jobs(self, group_id: str, infos: list[Info], queued_entry: str = "") -> bool:
         """Store new jobs under a group, note them in the queued index and announce them: one round trip.
@@ -280,7 +284,7 @@ class Store:
         for info in infos:
             args += [info["id"], dumps(info)]
         keys = [self.keys.info(group_id), self.keys.children(group_id), self.keys.queued]
-        with reaching(self.url), self._holding((keys[1], "set"), (keys[2], "hash")):
+        with reaching(self.url), self.holding((keys[1], "set"), (keys[2], "hash")):
             return bool(self._add_jobs(keys=keys, args=args))
 
     def create_group(self, name: str, parent: str | None = None) -> str:
@@ -307,7 +311,7 @@ class Store:
         pipe.expire(self.keys.children(group_id), self.ttl)
         pipe.expire(self.keys.info(group_id), self.ttl)
         pipe.publish(self.keys.channel(group_id), message("add", ids))
-        with reaching(self.url), self._holding((self.keys.children(group_id), "set")):
+        with reaching(self.url), self.holding((self.keys.children(group_id), "set")):
             pipe.execute()
 
     def update(

@@ -189,6 +189,21 @@ def controller_alive(entry: dict[str, Any]) -> bool:
         return False
 
 
+def controller_listening(url_file: str | None) -> bool:
+    """Whether the controller a connection file names answers; True when there is nothing to probe."""
+    if not url_file:
+        return True
+    try:
+        with open(url_file) as handle:
+            config = json.load(handle)
+        registration = config["registration"]
+        if isinstance(registration, int):  # the file keeps the port and the interface apart
+            registration = f"{config.get('interface') or 'tcp://127.0.0.1'}:{registration}"
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return False  # no file (yet), or not one a controller wrote: no controller to reach there
+    return controller_alive({"registration": str(registration), "file": ""})
+
+
 def _same_controller(entry: dict[str, Any]) -> bool:
     """False only when the connection file now names a different controller."""
     path = entry.get("file")

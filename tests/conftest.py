@@ -99,6 +99,15 @@ def run_moi(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
     )
 
 
+# What dispatchers keep for themselves while they run: their leases and their notes of clusters seen online.
+DISPATCHER_KEYS = ("moi:dispatcher:", "moi:online:")
+
+
+def nothing_stored(r: redis.Redis) -> bool:
+    """No key in Redis, but the dispatchers' own bookkeeping: nothing of a job was written."""
+    return not [key for key in r.keys("*") if not key.startswith(DISPATCHER_KEYS)]
+
+
 def finished(job_id: str, timeout: float = 60) -> Info:
     return wait_for(job_id, timeout=timeout, poll=0.2)
 

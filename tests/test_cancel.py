@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from moi.errors import JobCancelled
 from moi.info import Status
 from moi.job import cancel, submit
 from tests import jobs
@@ -59,7 +60,9 @@ def test_cancel_queued_never_runs_and_running_python_is_interrupted(store) -> No
         info = finished(job_id, timeout=CANCEL_BOUND)
         assert info["status"] == Status.CANCELLED and info["date_end"], info
 
-    queued_handle.get(timeout=60)  # the task reached an engine, which dropped it
+    with pytest.raises(JobCancelled, match="Cancelled before it started"):
+        queued_handle.get(timeout=60)
+    assert store.redis.zscore(store.keys.queue("default"), queued) is None  # out of the queue too
     info = store.get(queued)
     assert info["status"] == Status.CANCELLED and info["date_start"] is None
     after, _, _ = submit("default", "cancel-user", "next", None, jobs.add, 2, 3)

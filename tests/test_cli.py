@@ -6,7 +6,7 @@ import re
 import uuid
 
 from moi.runtime import free_port
-from tests.conftest import run_moi
+from tests.conftest import nothing_stored, run_moi
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -139,29 +139,34 @@ def test_redis_unreachable_names_the_url(r) -> None:
         assert line.startswith(f"Redis is unreachable at {url}"), line
 
 
-def test_no_cluster_reachable(r, tmp_path) -> None:
-    env = {"MOI_CONTEXTS": f"default={tmp_path / 'ipcontroller-client.json'}", "MOI_CLUSTER_TIMEOUT": "1"}
-    line = one_line_error(run_moi("submit", "--cmd", "return 1", "--user", "ghost", env=env))
-    assert "Cluster for context 'default' is unreachable" in line
-    assert r.dbsize() == 0
+def test_a_job_for_an_unreachable_cluster_waits_queued(r, tmp_path) -> None:
+    env = {"MOI_CONTEXTS": f"offline={tmp_path / 'ipcontroller-client.json'}", "MOI_CLUSTER_TIMEOUT": "1"}
+    done = run_moi("submit", "--cmd", "return 1", "--user", "ghost", env=env)
+
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split("Submitted job id: ")[1].strip()
+    assert done.stderr.strip() == f"Job {job_id} waits in the queue of context 'offline': its cluster is not online"
+    shown = run_moi("job", "--job-id", job_id, env=env)
+    assert "status\t\t: Queued" in shown.stdout
+    assert "waiting\t\t: for the cluster of context 'offline', not seen online yet" in shown.stdout
 
 
 def test_unknown_context(r) -> None:
     line = one_line_error(run_moi("submit", "--cmd", "return 1", "--context", "gpu"))
     assert line == "Unknown context: 'gpu'; known contexts: default"
-    assert r.dbsize() == 0
+    assert nothing_stored(r)
 
 
 def test_invalid_cmd_type(r) -> None:
     line = one_line_error(run_moi("submit", "--cmd", "ls", "--cmd-type", "perl"))
     assert "'perl' is not one of 'python', 'system'" in line
-    assert r.dbsize() == 0
+    assert nothing_stored(r)
 
 
 def test_python_code_that_does_not_compile(r) -> None:
     line = one_line_error(run_moi("submit", "--cmd", "return (", "--user", "typo"))
     assert line.startswith("Python code does not compile:") and "(line 1)" in line
-    assert r.dbsize() == 0
+    assert nothing_stored(r)
 
 
 def test_unreadable_config_file(r, tmp_path) -> None:

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from moi.job import cancel
-from tests.conftest import run_moi
+from tests.conftest import nothing_stored, run_moi
 
 
 def test_block_on_a_successful_job_exits_0(r) -> None:
@@ -48,13 +48,15 @@ def test_block_on_a_cancelled_job_exits_3(r) -> None:
         first = proc.stdout.readline()  # printed before it starts waiting
         job_id = first.removeprefix("Submitted job id: ").strip()
         cancel(job_id)
-        stdout, stderr = proc.communicate(timeout=60)
+        proc.wait(60)
+        # Read through the same buffered files: communicate() would skip what readline() buffered already.
+        stdout, stderr = proc.stdout.read(), proc.stderr.read() if proc.stderr else ""
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert proc.returncode == 3, stderr
-    assert "status\t\t: Cancelled" in stdout
+    assert "status\t\t: Cancelled" in stdout, (stdout, stderr)
 
 
 @pytest.mark.parametrize(("lines", "status"), [("echo one\necho two\n", 0), ("echo one\nexit 3\necho three\n", 3)])
@@ -110,11 +112,11 @@ def test_each_on_a_binary_file_is_one_line(r, tmp_path, content: bytes) -> None:
     assert (done.returncode, done.stdout) == (2, "")
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
     assert f"{binary} is not a text file of commands" in done.stderr
-    assert r.dbsize() == 0  # nothing submitted
+    assert nothing_stored(r)  # nothing submitted
 
 
 def test_code_nested_past_the_parsers_limit_is_one_line(r) -> None:
     done = run_moi("submit", "--cmd", "return " + "-" * 10_000 + "1")
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == "Python code does not compile: it is nested too deeply for the parser\n"
-    assert r.dbsize() == 0
+    assert nothing_stored(r)

@@ -22,7 +22,7 @@ from tornado.websocket import websocket_connect
 from moi.errors import IdTaken, InvalidId, InvalidUserName, NotAGroup, UnknownContext, UnknownKey
 from moi.info import SEED_FIELDS
 from tests import original_jobs
-from tests.conftest import ROOT, finished, next_message
+from tests.conftest import ROOT, finished, next_message, nothing_stored
 from tests.original_app import COOKIE_SECRET, make_app
 from tests.test_relay_security import frames_until, is_get_of
 from tests.web import serving
@@ -98,7 +98,7 @@ def test_create_info_without_store_has_every_seed_field_and_writes_nothing(r, st
     assert info["pubsub"] == f"{info['id']}:pubsub" and info["context"] == "default"
     job = create_info(7, "job", id=str(uuid.uuid4()), context="default")
     assert (job["name"], job["status"], job["result"]) == ("7", "Queued", None)
-    assert r.dbsize() == 0
+    assert nothing_stored(r)
 
 
 def test_create_info_stored_is_a_child_announced_with_moi_expiry(r, store) -> None:
@@ -253,7 +253,8 @@ def test_a_login_name_that_starts_with_a_quote_is_refused() -> None:
 def test_moi_server_serves_moi_list_js_beside_moi_js() -> None:
     from tornado.httpclient import AsyncHTTPClient
 
-    from moi.server import STATIC_PATH, make_app as moi_server_app
+    from moi.server import STATIC_PATH
+    from moi.server import make_app as moi_server_app
 
     async def fetch(name: str) -> bytes:
         async with serving(moi_server_app(cookie_secret="x")) as port:

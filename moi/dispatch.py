@@ -1,0 +1,245 @@
+"""Dispatchers: start moi's work on the idle engines of a context while its queue holds jobs.
+
+Any number of processes may run a dispatcher for a context (every submitting
+process, ``moi server``, ``moi watchdog``, the embedded runtime's supervisor);
+one of them leads at a time, through a lease in Redis, and the others stand by
+to take over within ``LEASE`` seconds if it goes. The leader wakes on the
+queue's announcements (a submit publishes on ``moi:wake:<ctx>``) and when one
+of its work tasks returns, not by polling the queue; every ``TICK`` seconds it
+also renews its lease, notes the cluster online, and checks that the
+controller is still the one it is connected to (a restarted controller has a
+new key and has forgotten every task: it reconnects and starts again).
+
+A cluster that is down or not started yet is simply offline: jobs wait in the
+queue, and run once it is reachable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from .config import ContextSpec
+from .context import ByName, Context
+from .errors import ClusterUnavailable, MoiError
+from .queue import Queue
+from .store import Store
+from .watchdog import controller_alive
+from .worker import WorkSpec, work
+
+log = logging.getLogger("moi.dispatch")
+
+TICK = 2.0  # seconds between lease renewals and controller checks
+LEASE = 10.0  # seconds a leader's lease lasts unless renewed
+RETRY_OFFLINE = 2.0  # seconds between attempts to reach a cluster that is offline
+DELIVER_AT_EXIT = 30.0  # seconds a submitter that is exiting waits for the controller to hold its work
+
+
+class Dispatcher:
+    """Keeps one work task on each idle engine of a context while its queue is not empty."""
+
+    def __init__(self, store: Store, spec: ContextSpec, timeout: float = 10.0) -> None:
+        self.store = store
+        self.name = spec.name
+        self.queue = Queue(store)
+        self.context = Context(spec, timeout)  # its own connection: nobody else resets it
+        self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.work_spec = WorkSpec(spec.name, store.url, store.keys.prefix, store.ttl)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._outstanding: dict[int, Any] = {}  # engine id -> the AsyncResult of its work task
+        self._offline_until = 0.0
+        self._thread: threading.Thread | None = None
+        self._pubsub: Any = None
+
+    # lifecycle ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
+        self._pubsub.subscribe(**{self.store.keys.wake(self.name): lambda _message: self._wake.set()})
+        self._listener = self._pubsub.run_in_thread(sleep_time=1.0, daemon=True, exception_handler=self._listen_failed)
+        self._thread = threading.Thread(target=self._run, name=f"moi-dispatch-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._stop_listening()
+        with contextlib.suppress(redis.RedisError):
+            self._release()
+        self.context.reset()
+
+    def _stop_listening(self) -> None:
+        with contextlib.suppress(Exception):
+            self._listener.stop()
+            self._listener.join(5)
+            self._pubsub.close()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # the loop -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                if self._lead():
+                    self._dispatch()
+            except (MoiError, redis.RedisError) as error:
+                log.warning("dispatcher for %s: %s", self.name, error)
+            except Exception:  # the thread must outlive any surprise: jobs depend on it
+                log.exception("dispatcher for %s failed; going on", self.name)
+            self._wake.wait(TICK)
+
+    def _lead(self) -> bool:
+        """Take or renew the lease; whether this process dispatches for the context now."""
+        key, client = self.store.keys.dispatcher(self.name), self.store.redis
+        lease_ms = int(LEASE * 1000)
+        if client.set(key, self.me, px=lease_ms, nx=True):
+            log.info("dispatching for %s", self.name)
+            return True
+        if client.get(key) == self.me:
+            client.pexpire(key, lease_ms)
+            return True
+        self._outstanding.clear()  # another leads: what we sent is theirs to follow now
+        return False
+
+    def _release(self) -> None:
+        key, client = self.store.keys.dispatcher(self.name), self.store.redis
+        if client.get(key) == self.me:
+            client.delete(key)
+
+    def _dispatch(self) -> None:
+        client = self._connected()
+        if client is None:
+            return
+        depth = self.queue.depth(self.name)
+        if depth:
+            self._send_work(client, depth)
+
+    def _connected(self) -> Any:
+        """The cluster's client, reconnected after a controller restart; None while it is offline."""
+        if time.monotonic() < self._offline_until:
+            return None
+        try:
+            client = self.context.client
+            if not controller_alive(self.context.controller()):
+                raise ClusterUnavailable(f"the controller of context {self.name!r} is gone or was replaced")
+        except ClusterUnavailable as error:
+            self._offline(str(error))
+            return None
+        self._note_online(len(client.ids))
+        return client
+
+    def _offline(self, reason: str) -> None:
+        log.info("context %s offline: %s", self.name, reason)
+        self.context.reset()
+        self._outstanding.clear()
+        self._offline_until = time.monotonic() + RETRY_OFFLINE
+        self.store.redis.delete(self.store.keys.online(self.name))
+
+    def _note_online(self, engines: int) -> None:
+        note = json.dumps({"engines": engines, "dispatcher": self.me})
+        self.store.redis.set(self.store.keys.online(self.name), note, px=int(LEASE * 1000))
+
+    def _send_work(self, client: Any, depth: int) -> list[Any]:
+        """A work task for each idle engine, at most one per queued job; the AsyncResults sent."""
+        busy = {engine for engine, task in self._outstanding.items() if not task.ready()}
+        idle = [engine for engine in client.ids if engine not in busy]
+        sent = []
+        for engine in idle[:depth]:
+            task = client[engine].apply_async(ByName(work), self.work_spec)
+            task.add_done_callback(self._returned)
+            self._outstanding[engine] = task
+            sent.append(task)
+        if sent:
+            log.debug("work sent to %d engine(s) of %s (%d queued)", len(sent), self.name, depth)
+        return sent
+
+    def _listen_failed(self, error: BaseException, pubsub: Any, thread: Any) -> None:
+        if self._stopping.is_set():
+            return
+        # The wake channel is a shortcut: without it the leader still looks every TICK seconds.
+        log.warning("dispatcher for %s lost its wake channel (%s); looking every %gs", self.name, error, TICK)
+        time.sleep(TICK)
+
+    def _returned(self, task: Any) -> None:
+        # Runs in ipyparallel's IO thread: only wake the loop, which looks at the queue again.
+        self._wake.set()
+
+    # exit -----------------------------------------------------------------------
+
+    def deliver_at_exit(self) -> None:
+        """Before this process exits: if jobs are queued, leave work for them with the controller.
+
+        Each work task drains the queue, so a script that submits and exits at once still
+        gets its jobs run, with no other dispatcher alive.
+        """
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._stop_listening()
+        try:
+            depth = self.queue.depth(self.name)
+            if depth and self._lead():
+                client = self._connected()
+                if client is not None:
+                    sent = self._send_work(client, depth)
+                    self.context.confirm_delivery([task.msg_ids[0] for task in sent], DELIVER_AT_EXIT)
+        except (MoiError, redis.RedisError) as error:
+            log.warning("%s; queued jobs of %s wait for the next dispatcher", error, self.name)
+        finally:
+            with contextlib.suppress(redis.RedisError):
+                self._release()
+
+
+# one per context per process ----------------------------------------------------------
+
+_lock = threading.Lock()
+_running: dict[tuple[str, str, str], Dispatcher] = {}
+_exit_registered = False
+
+
+def ensure(store: Store, spec: ContextSpec, timeout: float = 10.0) -> Dispatcher:
+    """This process's dispatcher for a context (over ``store``'s Redis), started on first use."""
+    global _exit_registered
+    key = (store.url, store.keys.prefix, spec.name)
+    with _lock:
+        dispatcher = _running.get(key)
+        if dispatcher is None:
+            dispatcher = _running[key] = Dispatcher(store, spec, timeout)
+            dispatcher.start()
+            if not _exit_registered:
+                atexit.register(_deliver_all)
+                _exit_registered = True
+        return dispatcher
+
+
+def stop_all() -> None:
+    with _lock:
+        dispatchers = list(_running.values())
+        _running.clear()
+    for dispatcher in dispatchers:
+        dispatcher.stop()
+
+
+def _deliver_all() -> None:
+    with _lock:
+        dispatchers = list(_running.values())
+        _running.clear()
+    for dispatcher in dispatchers:
+        dispatcher.deliver_at_exit()

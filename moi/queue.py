@@ -1,0 +1,139 @@
+"""moi's own queue, in Redis: where a submitted job waits until an engine takes it.
+
+``submit`` stores a job's info object, its call (the function and arguments,
+serialised as ipyparallel serialises them) and its entry in its context's
+queue, a sorted set by priority then order of submission, in one Lua call,
+which also announces the job. Engines working for moi take the first entry
+and mark it Running in one atomic step (see ``moi.worker``); a dispatcher
+starts that work on idle engines (see ``moi.dispatch``). The cluster's
+controller only ever carries "work on context X" tasks, never a job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from .errors import InvalidPriority, UnknownKey
+from .info import Info, dumps, now
+from .lua import ENQUEUE, MAX_PRIORITY, TAKE
+from .store import Store, message, reaching
+
+# Named priorities; any integer from -MAX_PRIORITY to MAX_PRIORITY works too.
+PRIORITIES = {"low": -1, "normal": 0, "high": 1}
+WAKEUP_EXPIRES = 60  # seconds a wakeup token lives (mirrors the script: engines wait far less)
+
+
+def priority_of(value: str | int | None) -> int:
+    """A priority as a number: ``low``, ``normal`` (None too), ``high``, or an integer in range."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().lower() in PRIORITIES:
+        return PRIORITIES[value.strip().lower()]
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidPriority(value, MAX_PRIORITY) from None
+    if isinstance(value, bool) or not -MAX_PRIORITY <= number <= MAX_PRIORITY or str(number) != str(value).strip():
+        raise InvalidPriority(value, MAX_PRIORITY)
+    return number
+
+
+# the call ------------------------------------------------------------------------
+
+
+def pack_call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], origin: Any) -> str:
+    """A job's call as text for Redis: ipyparallel's serialisation (so interactively defined
+    functions and numpy arrays travel as they would with ``apply``), with where it was submitted."""
+    from ipyparallel.serialize import pack_apply_message
+
+    buffers = [bytes(buffer) for buffer in pack_apply_message(func, args, kwargs)]
+    return base64.b64encode(pickle.dumps((buffers, origin), protocol=pickle.HIGHEST_PROTOCOL)).decode()
+
+
+def unpack_call(text: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]:
+    """``(func, args, kwargs, origin)`` of a packed call."""
+    from ipyparallel.serialize import unpack_apply_message
+
+    buffers, origin = pickle.loads(base64.b64decode(text))
+    func, args, kwargs = unpack_apply_message(buffers, copy=True)
+    return func, tuple(args), dict(kwargs), origin
+
+
+# the queue -----------------------------------------------------------------------
+
+
+class Queue:
+    """The queues of every context, over one Store's Redis."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.keys = store.keys
+        self._enqueue = store.redis.register_script(ENQUEUE)
+        self._take = store.redis.register_script(TAKE)
+
+    def enqueue(self, group: str, context: str, jobs: list[tuple[Info, str, int]]) -> tuple[str, bool]:
+        """Store ``(info, call, priority)`` jobs as Queued under ``group`` (a user name or group id).
+
+        Returns the group id and whether the context's cluster was last seen online.
+        One round trip while the group id is remembered; sets each job's ``parent``.
+        """
+        for _ in range(2):
+            group_id = self.store.group_id(group)
+            done, online = self._enqueue_under(group_id, context, jobs)
+            if done:
+                return group_id, online
+            self.store.forget_group(group)  # removed meanwhile: look it up (or make it) again
+        raise UnknownKey(group)
+
+    def _enqueue_under(self, group_id: str, context: str, jobs: list[tuple[Info, str, int]]) -> tuple[bool, bool]:
+        keys = self.keys
+        note = f"for the cluster of context {context!r}, not seen online yet"
+        args: list[Any] = [self.store.ttl, keys.channel(group_id), _added(jobs), keys.prefix, keys.wake(context), note]
+        for info, call, priority in jobs:
+            info["parent"] = group_id
+            args += [info["id"], dumps(info), call, priority]
+        script_keys = [
+            keys.info(group_id),
+            keys.children(group_id),
+            keys.queue(context),
+            keys.seq,
+            keys.wakeup(context),
+            keys.online(context),
+        ]
+        with reaching(self.store.url), self.store.holding((script_keys[1], "set"), (script_keys[2], "zset")):
+            done, online = self._enqueue(keys=script_keys, args=args)
+        return bool(done), bool(online)
+
+    def take(self, context: str, label: str, heartbeat_ttl: int) -> tuple[Info, str] | None:
+        """The first job of ``context``'s queue, now Running on this engine; None when there is none."""
+        keys = self.keys
+        args = [keys.prefix, self.store.ttl, label, heartbeat_ttl, now()]
+        with reaching(self.store.url):
+            taken = self._take(keys=[keys.queue(context), keys.running], args=args)
+        if not taken:
+            return None
+        text, call = taken
+        info: Info = json.loads(text)  # the script checked it is a Queued info object
+        return info, call
+
+    def wait_for_work(self, context: str, timeout: float) -> None:
+        """Block until a job is added to ``context``'s queue (a wakeup token), at most ``timeout`` s."""
+        with reaching(self.store.url):
+            self.store.redis.blpop([self.keys.wakeup(context)], timeout=max(timeout, 0.01))
+
+    def depth(self, context: str) -> int:
+        with reaching(self.store.url):
+            return int(self.store.redis.zcard(self.keys.queue(context)))
+
+    def call_of(self, job_id: str) -> str | None:
+        """A job's packed call (kept until the job expires, for relaunch)."""
+        with reaching(self.store.url):
+            return self.store.redis.get(self.keys.call(job_id))
+
+
+def _added(jobs: list[tuple[Info, str, int]]) -> str:
+    return message("add", [info["id"] for info, _, _ in jobs])

@@ -1,0 +1,73 @@
+"""The engine side of moi's queue: take a job, run it, take the next, until the queue is empty.
+
+A dispatcher (``moi.dispatch``) sends ``work(spec)`` to an idle engine through
+the cluster's controller; that small task is all the controller carries. The
+engine then takes jobs from the context's queue in Redis one at a time, each
+marked Running in the same atomic step that takes it (``Queue.take``), so a
+long job never holds short ones behind it: each engine takes its next job only
+when it is free. When the queue is empty the engine waits up to ``LINGER``
+seconds for a new job (woken by a token the submit pushed), then returns, so
+the engine is free for other work on the cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import engine, job
+from .queue import Queue, unpack_call
+from .store import Store, store_for
+
+log = logging.getLogger("moi.worker")
+
+LINGER = 2.0  # seconds an engine with nothing to do waits for a new job before it returns
+
+
+@dataclass(frozen=True)
+class WorkSpec:
+    """What an engine needs to work for moi: which Redis, and which context's queue."""
+
+    context: str
+    redis_url: str
+    key_prefix: str
+    ttl: int
+    linger: float = LINGER
+
+    def store(self) -> Store:
+        return store_for(self.redis_url, self.key_prefix, self.ttl)
+
+
+def work(spec: WorkSpec) -> int:
+    """Run jobs from the context's queue until it stays empty for ``linger`` seconds; how many ran."""
+    store = spec.store()
+    queue = Queue(store)
+    label = engine.engine_label()
+    done = 0
+    idle_until = time.monotonic() + spec.linger
+    while True:
+        taken = queue.take(spec.context, label, engine.HEARTBEAT_TTL)
+        if taken is not None:
+            _run(store, *taken)
+            done += 1
+            idle_until = time.monotonic() + spec.linger
+            continue
+        left = idle_until - time.monotonic()
+        if left <= 0:
+            return done
+        queue.wait_for_work(spec.context, left)
+
+
+def _run(store: Store, info: dict[str, Any], call: str) -> None:
+    """One job, already Running: its function called, its outcome recorded. Never raises for the job's error."""
+    liveness = engine.Liveness(store, info["id"])
+    try:
+        func, args, kwargs, origin = unpack_call(call)
+    except Exception as error:  # a call this engine cannot load (a module it lacks) fails that job alone
+        job.fail_unloadable(store, liveness, info, error)
+        return
+    with contextlib.suppress(Exception):  # recorded by run_started: Failed with its traceback, or Cancelled
+        job.run_started(store, liveness, info, origin, func, args, kwargs)
