@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import sys
@@ -15,9 +16,20 @@ import click
 from . import connections, runtime, watchdog
 from .errors import BadDocument, InvalidId, MoiError, NotAGroup, UnknownKey
 from .info import SEED_FIELDS, Info, Status, is_finished, is_uuid
-from .job import cancel, check_code, get_info, python_exec, submit, submit_many, system_call
+from .job import (
+    cancel,
+    check_code,
+    get_info,
+    pause,
+    python_exec,
+    relaunch,
+    resume,
+    submit,
+    submit_many,
+    system_call,
+)
 from .redact import masked_url, printable
-from .store import Store
+from .store import Store, reaching
 
 DEFAULT_NAME = "no-user-cmd-submit"
 
@@ -214,6 +226,22 @@ def status_command() -> None:
         target = spec.url_file or ":".join(filter(None, [spec.profile, spec.cluster_id]))
         click.echo(f"configured context: {spec.name} -> {target}")
     click.echo(f"default context: {settings.default_context}")
+    for name in connections.context_specs():
+        click.echo(_context_line(name))
+
+
+def _context_line(name: str) -> str:
+    """``context NAME: online|offline, N queued``, as its dispatcher (or a probe from here) sees it."""
+    store = connections.store()
+    with reaching(store.url):
+        note, depth = store.redis.get(store.keys.online(name)), store.redis.zcard(store.keys.queue(name))
+    if note is not None:
+        engines = json.loads(note).get("engines", "?")
+        return f"context {name}: online, {engines} engines, {depth} queued"
+    spec_file = None if connections.settings().uses_embedded_cluster else connections.context_spec(name).url_file
+    reachable = spec_file is not None and watchdog.controller_listening(spec_file)
+    state = "online (no dispatcher running)" if reachable else "offline"
+    return f"context {name}: {state}, {depth} queued"
 
 
 @main.command("cancel")
@@ -228,6 +256,56 @@ def cancel_command(job_id: str) -> None:
         click.echo(str(error), err=True)
     if report.bad:
         sys.exit(EXIT_ERROR)
+
+
+@main.command("relaunch")
+@click.option("--job-id", required=True, help="A finished job (Success, Failed or Cancelled).")
+def relaunch_command(job_id: str) -> None:
+    """Queue a finished job again, with the same function and arguments; the old one is kept."""
+    if not is_uuid(job_id):
+        raise InvalidId(job_id)
+    new_id, _, _ = relaunch(job_id)
+    click.echo(f"Relaunched job id: {new_id} (relaunch of {job_id})")
+
+
+def _scope_options(command: Any) -> Any:
+    for option in (
+        click.option("--job-id", default=None, help="One queued job."),
+        click.option("--group", default=None, help="A group id: every queued job under it, nested groups too."),
+        click.option("--user", default=None, help="A user: every queued job of theirs."),
+        click.option("--context", default=None, help="A context: every job in its queue."),
+    ):
+        command = option(command)
+    return command
+
+
+def _one_scope(**given: str | None) -> dict[str, str]:
+    chosen = {name: value for name, value in given.items() if value is not None}
+    if len(chosen) != 1:
+        raise click.UsageError("Give exactly one of --context, --user, --group or --job-id")
+    if "job_id" in chosen and not is_uuid(chosen["job_id"]):
+        raise InvalidId(chosen["job_id"])
+    return chosen
+
+
+@main.command("pause")
+@_scope_options
+def pause_command(**given: str | None) -> None:
+    """Hold queued jobs (and new ones) of a context, user, group or job; running ones finish."""
+    scope = _one_scope(**given)
+    held = pause(**scope)
+    ((kind, value),) = scope.items()
+    click.echo(f"Paused {kind.replace('_', ' ')} {value}: {len(held)} queued job(s) held")
+
+
+@main.command("resume")
+@_scope_options
+def resume_command(**given: str | None) -> None:
+    """Queue again what ``moi pause`` held, in its old order."""
+    scope = _one_scope(**given)
+    resumed = resume(**scope)
+    ((kind, value),) = scope.items()
+    click.echo(f"Resumed {kind.replace('_', ' ')} {value}: {len(resumed)} job(s) queued again")
 
 
 @main.command("watchdog")

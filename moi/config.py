@@ -64,6 +64,11 @@ class Settings:
     # Task scheduler of the embedded cluster: NAME or NAME+hwm=N (see README, Performance).
     scheduler: str = "leastload"
     cookie_secret: str = ""  # empty: `moi server` keeps a generated one in state_dir
+    # Per-user limits on unfinished jobs (0: none). From hog_size on, a user's next job goes one
+    # priority step lower; at hard_limit their next submit is refused (QuotaExceeded).
+    hog_size: int = 0
+    hard_limit: int = 0
+    chooser: str = ""  # "pkg.mod:func": picks the context of a job submitted with ctx=None
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -108,7 +113,7 @@ def _from_ini(path: str) -> dict[str, Any]:
             values["default_context"] = section["default"].strip()
     if parser.has_section("moi"):
         section = parser["moi"]
-        for name in ("key_prefix", "state_dir", "scheduler"):
+        for name in ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser"):
             if name in section:
                 values[name] = section[name]
         if "ttl" in section:
@@ -127,6 +132,9 @@ _ENVIRONMENT = {
     "MOI_ENGINES": "engines",
     "MOI_SCHEDULER": "scheduler",
     "MOI_COOKIE_SECRET": "cookie_secret",
+    "MOI_HOG_SIZE": "hog_size",
+    "MOI_HARD_LIMIT": "hard_limit",
+    "MOI_CHOOSER": "chooser",
 }
 
 
@@ -140,7 +148,7 @@ def _from_environment() -> dict[str, Any]:
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    converters = {"ttl": int, "cluster_timeout": float, "engines": int}
+    converters = {"ttl": int, "cluster_timeout": float, "engines": int, "hog_size": int, "hard_limit": int}
     out = dict(values)
     for name, convert in converters.items():
         if name in out:
@@ -179,6 +187,11 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     scheduler_args(settings.scheduler)  # a mistake shows now, not when the runtime starts
     if settings.ttl <= 0:
         raise ConfigError(f"ttl must be a positive number of seconds, not {settings.ttl}")
+    for name in ("hog_size", "hard_limit"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(
+                f"{name} must be 0 (no limit) or a positive number of jobs, not {getattr(settings, name)}"
+            )
     if settings.contexts and "default_context" not in values:
         settings = replace(settings, default_context=next(iter(settings.contexts)))
     return settings

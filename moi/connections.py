@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -10,9 +12,9 @@ import redis
 from . import runtime
 from .config import ContextSpec, Settings, build_settings
 from .context import Context
-from .errors import UnknownContext
+from .errors import ConfigError, UnknownContext
 from .keys import Keys
-from .queue import Queue
+from .queue import Limits, Queue
 from .store import Store
 
 if TYPE_CHECKING:
@@ -91,6 +93,29 @@ def queue() -> Queue:
         if _queue is None:
             _queue = Queue(store())
         return _queue
+
+
+def chooser() -> Callable[..., str] | None:
+    """The configured chooser (``[moi] chooser = pkg.mod:func``), imported on first use; None if none."""
+    path = settings().chooser
+    if not path:
+        return None
+    module_name, _, attribute = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(
+            f"chooser {path!r} cannot be imported ({error}); write it as package.module:function"
+        ) from None
+    if not callable(found):
+        raise ConfigError(f"chooser {path!r} is not a function")
+    chosen: Callable[..., str] = found
+    return chosen
+
+
+def limits() -> Limits:
+    current = settings()
+    return Limits(current.hog_size, current.hard_limit)
 
 
 def dispatcher(spec: ContextSpec) -> Dispatcher:

@@ -16,9 +16,11 @@
     ├── InvalidUserName
     ├── InvalidCode
     ├── InvalidPriority
+    ├── QuotaExceeded
     ├── CommandFailed
     ├── JobCancelled
     ├── JobFailed
+    ├── WrongState
     ├── BadRequest
     │   └── RootRemoval
     ├── NotLoopback
@@ -149,6 +151,19 @@ class InvalidPriority(MoiError):
         )
 
 
+class QuotaExceeded(MoiError):
+    """A submit refused: the user has as many unfinished jobs as the hard limit allows."""
+
+    def __init__(self, user: str, unfinished: int, limit: int) -> None:
+        super().__init__(
+            f"User {printable(user)} has {unfinished} unfinished jobs and the limit is {limit}: "
+            "wait for some to finish, or cancel some"
+        )
+        self.user = user
+        self.unfinished = unfinished
+        self.limit = limit
+
+
 class CommandFailed(MoiError):
     """A shell command run by system_call exited non-zero."""
 
@@ -172,6 +187,14 @@ class JobFailed(MoiError):
         super().__init__(f"Job {job_id} failed: {lines[-1].strip() if lines else 'no reason recorded'}")
         self.job_id = job_id
         self.traceback = traceback
+
+
+class WrongState(MoiError):
+    """An action that does not fit the job's state: relaunching a running job, say."""
+
+    def __init__(self, node_id: str, action: str, reason: str) -> None:
+        super().__init__(f"Job {node_id} cannot be {action}: {reason}")
+        self.node_id = node_id
 
 
 class BadRequest(MoiError):

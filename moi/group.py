@@ -72,6 +72,11 @@ class Group:
     def __contains__(self, node_id: object) -> bool:
         return node_id in self._known
 
+    def kind_of(self, node_id: str) -> str | None:
+        """``job`` or ``group`` for a followed node; None for one not followed."""
+        info = self._known.get(node_id)
+        return None if info is None else str(info.get("type"))
+
     @property
     def followed(self) -> set[str]:
         return set(self._known)

@@ -38,6 +38,7 @@ class Stored(dict[str, Any]):
 
 class Status(StrEnum):
     QUEUED = "Queued"
+    PAUSED = "Paused"  # queued, and held back until resumed
     RUNNING = "Running"
     SUCCESS = "Success"
     FAILED = "Failed"

@@ -23,13 +23,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import arguments, connections, engine, queue
+from . import pause as pausing
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
 from .compat import ctxs as ctxs  # the original's names: ctxs here, ctx_default by __getattr__
+from .config import ContextSpec
 from .context import Context, by_name
-from .errors import BadDocument, CommandFailed, InvalidCode, JobCancelled, RedisUnavailable, UnknownId
+from .errors import BadDocument, CommandFailed, InvalidCode, JobCancelled, RedisUnavailable, UnknownId, WrongState
 from .handle import JobHandle
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
+from .pause import Scope
 from .store import Store, reaching
 
 log = logging.getLogger("moi.job")
@@ -48,8 +51,11 @@ def __getattr__(name: str) -> Any:
 # submitting --------------------------------------------------------------
 
 
+Chooser = Callable[[str, str, tuple[Any, ...], dict[str, Any]], str]
+
+
 def submit(
-    ctx: str | Context,
+    ctx: str | Context | Chooser | None,
     group: str,
     name: str,
     url: str | None,
@@ -60,23 +66,93 @@ def submit(
 ) -> tuple[str, str, JobHandle]:
     """Queue ``func(*args, **kwargs)`` as a job under ``group``, to run on the context's cluster.
 
-    ``group`` is a user name (its group is created on first use) or a group id.
+    ``ctx`` is a context name or Context; or a chooser, ``chooser(name, user, args, kwargs)``
+    returning a context name; None uses the configured chooser (``[moi] chooser``), else the
+    default context. ``group`` is a user name (its group is created on first use) or a group id.
     ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a
     higher one starts first when every engine is busy. Returns ``(job_id,
     group_id, handle)`` at once. The job is stored as Queued, with its call, in
     moi's queue and announced before this returns; the cluster need not be up.
     """
-    spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx)
+    spec = _context_for(ctx, name, group, args, kwargs)
     level = queue.priority_of(priority)
     store = connections.store()
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
     info["priority"] = level
     call = queue.pack_call(by_name(func), args, kwargs, engine.submitted_from())
-    group_id, _online = connections.queue().enqueue(group, spec.name, [(info, call, level)])
+    group_id, _online = connections.queue().enqueue(group, spec.name, [(info, call, level)], connections.limits())
     connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
     log.debug("queued %s for %s", job_id, spec.name)
     return job_id, group_id, JobHandle(job_id, store)
+
+
+def _context_for(
+    ctx: str | Context | Chooser | None, name: str, group: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> ContextSpec:
+    if isinstance(ctx, Context):
+        return ctx.spec
+    if isinstance(ctx, str):
+        return connections.context_spec(ctx)
+    chooser = ctx if ctx is not None else connections.chooser()
+    if chooser is None:
+        return connections.context_spec(connections.settings().default_context)
+    return connections.context_spec(chooser(name, group, args, kwargs))
+
+
+def relaunch(job_id: str, store: Store | None = None) -> tuple[str, str, JobHandle]:
+    """Queue a finished job again, with the same function and arguments, as a new job beside it.
+
+    The new job carries ``relaunch_of``; the old one is kept. WrongState for a job that has not
+    finished, or whose call is not kept (a batch item; or expired); UnknownId for an unknown id.
+    """
+    store = store or connections.store()
+    old = store.get(job_id)
+    if old["type"] != "job":
+        raise WrongState(job_id, "relaunched", "it is a group")
+    if not is_finished(old):
+        raise WrongState(job_id, "relaunched", f"it is still {old['status']}; wait for it or cancel it first")
+    jobs = queue.Queue(store)
+    call = jobs.call_of(job_id)
+    if call is None:
+        raise WrongState(job_id, "relaunched", "its call is not kept (a batch item, or it expired)")
+    context = str(old.get("context"))
+    new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)
+    new.update(pubsub=store.keys.channel(new["id"]), priority=old.get("priority", 0), relaunch_of=job_id)
+    group_id, _ = jobs.enqueue(old["parent"], context, [(new, call, new["priority"])], connections.limits())
+    connections.dispatcher(connections.context_spec(context))
+    return new["id"], group_id, JobHandle(new["id"], store)
+
+
+def pause(
+    *, context: str | None = None, user: str | None = None, group: str | None = None, job_id: str | None = None
+) -> list[str]:
+    """Pause the queued jobs of a context, a user, a group (nested groups too) or one job, and
+    every job submitted there until ``resume``; running jobs finish. The ids of the jobs held."""
+    store = connections.store()
+    return pausing.pause(store, _scope(store, context, user, group, job_id))
+
+
+def resume(
+    *, context: str | None = None, user: str | None = None, group: str | None = None, job_id: str | None = None
+) -> list[str]:
+    """Undo ``pause``: the held jobs go back to their queue, in their old order. The ids queued again."""
+    store = connections.store()
+    return pausing.resume(store, _scope(store, context, user, group, job_id))
+
+
+def _scope(store: Store, context: str | None, user: str | None, group: str | None, job_id: str | None) -> Scope:
+    given = [(kind, value) for kind, value in (("context", context), ("user", user), ("group", group), ("job", job_id))]
+    chosen = [(kind, value) for kind, value in given if value is not None]
+    if len(chosen) != 1:
+        raise ValueError("give exactly one of context, user, group or job_id")
+    kind, value = chosen[0]
+    if kind == "context":
+        connections.context_spec(value)  # UnknownContext for a name that is not configured
+        return Scope("context", value)
+    if kind == "user":
+        return pausing.user_scope(store, value)
+    return Scope(kind, value)
 
 
 def submit_nouser(func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[str, str, JobHandle]:
@@ -154,7 +230,12 @@ def _cancel_job(store: Store, info: Info, report: CancelReport) -> None:
 
     try:
         # Out of the queue and the queued index in the same atomic write: nothing is left to take or watch.
-        leave = [["HDEL", store.keys.queued, job_id], ["ZREM", store.keys.queue(str(info.get("context"))), job_id]]
+        context = str(info.get("context"))
+        leave = [
+            ["HDEL", store.keys.queued, job_id],
+            ["ZREM", store.keys.queue(context), job_id],
+            ["ZREM", store.keys.held(context), job_id],
+        ]
         info = store.update(job_id, change, info, also=leave)
     except UnknownId:
         return  # removed meanwhile: nothing left to cancel
@@ -174,7 +255,7 @@ _CANCELLED_QUEUED = "Cancelled before it started"
 def _cancel_if_queued(info: Info) -> Info | None:
     # The compare-and-set decides the race with an engine starting the job:
     # whichever writes first wins, and run_job never runs a job not Queued.
-    if info["status"] != Status.QUEUED:
+    if info["status"] not in (Status.QUEUED, Status.PAUSED):
         return None
     info.update(status=Status.CANCELLED, result=_CANCELLED_QUEUED, result_format="text", date_end=now())
     return info

@@ -19,6 +19,9 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:wakeup:<ctx>     list    tokens that wake engines waiting for work in that queue
     Pmoi:dispatcher:<ctx> string  which process dispatches for that context (a lease)
     Pmoi:online:<ctx>     string  JSON: that context's cluster as its dispatcher last saw it
+    Pmoi:active:<owner>   set     ids of the unfinished jobs of a user (their group id), for limits
+    Pmoi:paused           set     paused scopes: context:<name>, group:<id> (a user is their group)
+    Pmoi:held:<ctx>       zset    paused jobs of a context, with the scores they had in its queue
 """
 
 from dataclasses import dataclass
@@ -79,6 +82,16 @@ class Keys:
 
     def online(self, context: str) -> str:
         return f"{self.prefix}moi:online:{context}"
+
+    @property
+    def paused(self) -> str:
+        return f"{self.prefix}moi:paused"
+
+    def held(self, context: str) -> str:
+        return f"{self.prefix}moi:held:{context}"
+
+    def active(self, owner: str) -> str:
+        return f"{self.prefix}moi:active:{owner}"
 
     def node_of_channel(self, channel: str) -> str:
         """The id a channel name belongs to (inverse of ``channel``)."""

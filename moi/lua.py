@@ -125,12 +125,18 @@ return {'ok', ARGV[3]}
 MAX_PRIORITY = 1000
 
 # Queued jobs stored under a group, each with its call and its place in a context's queue; announced to
-# the group, to the engines waiting for work (wakeup tokens) and to dispatchers; {0} if the group is gone.
-# KEYS: group info, group children, queue, sequence, wakeup list, the context's online key.
+# the group, to the engines waiting for work (wakeup tokens) and to dispatchers. It counts the owner's
+# unfinished jobs (a set of their ids, pruned of jobs that ended or expired when it matters) against
+# the limits: from hog_size on, a job goes one priority step lower; past hard_limit, nothing is written.
+# A job in a paused scope (any of the scope tokens is in the paused set) is stored Paused, in the held set.
+# KEYS: group info, group children, queue, sequence, wakeup list, the context's online key, owner's active set,
+#       paused set, held set.
 # ARGV: ttl, group channel, add message, key prefix, wake channel, the note for a cluster not seen online,
-# then per job: id, document, call, priority.
-# Returns {1, whether the context's cluster was last seen online}; when it was not, each job's info says
-# so in its "waiting" field (TAKE clears it).
+# hog_size, hard_limit (0: none), the number of scope tokens, the tokens, then per job: id, document, call,
+# priority.
+# Returns {1, whether the context's cluster was last seen online}, {0} if the group is gone, or
+# {-1, unfinished jobs the owner has} when the hard limit refuses them. When the cluster was not seen
+# online each job's info says so in its "waiting" field (TAKE clears it).
 # A job's score is its priority (highest first), then its order of submission: (TOP - priority) * 2^32 + seq.
 ENQUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
@@ -139,31 +145,58 @@ for i, wanted in ipairs({'set', 'zset'}) do
   if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
 end
 local ttl, prefix = ARGV[1], ARGV[4]
+local hog, hard, scopes = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local first = 10 + scopes
+local count = (#ARGV - first + 1) / 4
+local have = redis.call('SCARD', KEYS[7])
+if hard > 0 and have + count > hard then
+  local ended = {Success = true, Failed = true, Cancelled = true}
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
+    local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
+    if not ok or type(info) ~= 'table' or ended[info['status']] then redis.call('SREM', KEYS[7], id) end
+  end
+  have = redis.call('SCARD', KEYS[7])
+  if have + count > hard then return {-1, have} end
+end
 local online = redis.call('EXISTS', KEYS[6])
-local count = (#ARGV - 6) / 4
+local paused = false
+for i = 10, first - 1 do
+  if redis.call('SISMEMBER', KEYS[8], ARGV[i]) == 1 then paused = true end
+end
 local seq = redis.call('INCRBY', KEYS[4], count) - count
 local tokens = {}
-for i = 7, #ARGV, 4 do
-  local id, doc = ARGV[i], ARGV[i + 1]
-  if online == 0 then
+for i = first, #ARGV, 4 do
+  local id, doc, priority = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
+  local hogging = hog > 0 and have >= hog
+  if online == 0 or hogging or paused then
     local info = cjson.decode(doc)
-    info['waiting'] = ARGV[6]
+    if online == 0 then info['waiting'] = ARGV[6] end
+    if hogging then
+      priority = math.max(priority - 1, -PRIORITY_TOP)
+      info['priority'] = priority
+    end
+    if paused then info['status'] = 'Paused' end
     doc = cjson.encode(info)
   end
   redis.call('SET', prefix .. id, doc, 'EX', ttl)
   redis.call('SET', prefix .. id .. ':call', ARGV[i + 2], 'EX', ttl)
   redis.call('SADD', KEYS[2], id)
+  redis.call('SADD', KEYS[7], id)
+  have = have + 1
   seq = seq + 1
-  redis.call('ZADD', KEYS[3], (PRIORITY_TOP - tonumber(ARGV[i + 3])) * 4294967296 + seq, id)
-  if #tokens < 64 then tokens[#tokens + 1] = '1' end
+  redis.call('ZADD', paused and KEYS[9] or KEYS[3], (PRIORITY_TOP - priority) * 4294967296 + seq, id)
+  if #tokens < 64 and not paused then tokens[#tokens + 1] = '1' end
 end
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[7], ttl)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-redis.call('RPUSH', KEYS[5], unpack(tokens))
-redis.call('LTRIM', KEYS[5], -64, -1)
-redis.call('EXPIRE', KEYS[5], 60)
-redis.call('PUBLISH', ARGV[5], count)
+if #tokens > 0 then
+  redis.call('RPUSH', KEYS[5], unpack(tokens))
+  redis.call('LTRIM', KEYS[5], -64, -1)
+  redis.call('EXPIRE', KEYS[5], 60)
+  redis.call('PUBLISH', ARGV[5], count)
+end
 return {1, online}
 """.replace("PRIORITY_TOP", str(MAX_PRIORITY))
 

@@ -14,17 +14,30 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidPriority, UnknownKey
-from .info import Info, dumps, now
+from .errors import InvalidPriority, QuotaExceeded, UnknownKey
+from .info import Info, dumps, is_uuid, now
 from .lua import ENQUEUE, MAX_PRIORITY, TAKE
+from .pause import scope_tokens
 from .store import Store, message, reaching
 
 # Named priorities; any integer from -MAX_PRIORITY to MAX_PRIORITY works too.
 PRIORITIES = {"low": -1, "normal": 0, "high": 1}
-WAKEUP_EXPIRES = 60  # seconds a wakeup token lives (mirrors the script: engines wait far less)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-user limits on unfinished jobs (0: none); see ``moi.config.Settings``."""
+
+    hog_size: int = 0
+    hard_limit: int = 0
+
+
+NO_LIMITS = Limits()
 
 
 def priority_of(value: str | int | None) -> int:
@@ -45,11 +58,30 @@ def priority_of(value: str | int | None) -> int:
 # the call ------------------------------------------------------------------------
 
 
+_first_use = threading.Lock()
+_ready = False
+
+
+def _serialisation_ready() -> None:
+    """Run ipyparallel's serialisation once under a lock: its first use rewrites a shared table
+    (type names to types), which two threads submitting at once would break (KeyError)."""
+    global _ready
+    if _ready:
+        return
+    from ipyparallel.serialize import pack_apply_message, unpack_apply_message
+
+    with _first_use:
+        if not _ready:
+            unpack_apply_message(pack_apply_message(_serialisation_ready, (), {}))
+            _ready = True
+
+
 def pack_call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], origin: Any) -> str:
     """A job's call as text for Redis: ipyparallel's serialisation (so interactively defined
     functions and numpy arrays travel as they would with ``apply``), with where it was submitted."""
     from ipyparallel.serialize import pack_apply_message
 
+    _serialisation_ready()
     buffers = [bytes(buffer) for buffer in pack_apply_message(func, args, kwargs)]
     return base64.b64encode(pickle.dumps((buffers, origin), protocol=pickle.HIGHEST_PROTOCOL)).decode()
 
@@ -58,6 +90,7 @@ def unpack_call(text: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[st
     """``(func, args, kwargs, origin)`` of a packed call."""
     from ipyparallel.serialize import unpack_apply_message
 
+    _serialisation_ready()
     buffers, origin = pickle.loads(base64.b64decode(text))
     func, args, kwargs = unpack_apply_message(buffers, copy=True)
     return func, tuple(args), dict(kwargs), origin
@@ -75,26 +108,36 @@ class Queue:
         self._enqueue = store.redis.register_script(ENQUEUE)
         self._take = store.redis.register_script(TAKE)
 
-    def enqueue(self, group: str, context: str, jobs: list[tuple[Info, str, int]]) -> tuple[str, bool]:
+    def enqueue(
+        self, group: str, context: str, jobs: list[tuple[Info, str, int]], limits: Limits = NO_LIMITS
+    ) -> tuple[str, bool]:
         """Store ``(info, call, priority)`` jobs as Queued under ``group`` (a user name or group id).
 
-        Returns the group id and whether the context's cluster was last seen online.
-        One round trip while the group id is remembered; sets each job's ``parent``.
+        Returns the group id and whether the context's cluster was last seen online; raises
+        QuotaExceeded (nothing written) past the hard limit. One round trip while the group
+        and its owner are remembered; sets each job's ``parent`` and ``owner``.
         """
         for _ in range(2):
             group_id = self.store.group_id(group)
-            done, online = self._enqueue_under(group_id, context, jobs)
-            if done:
-                return group_id, online
+            chain = self.store.chain_of(group_id)
+            answer = self._enqueue_under(group_id, chain, context, jobs, limits)
+            if answer[0] == 1:
+                return group_id, bool(answer[1])
+            if answer[0] == -1:
+                raise QuotaExceeded(self._name_of(group, chain[-1]), int(answer[1]), limits.hard_limit)
             self.store.forget_group(group)  # removed meanwhile: look it up (or make it) again
         raise UnknownKey(group)
 
-    def _enqueue_under(self, group_id: str, context: str, jobs: list[tuple[Info, str, int]]) -> tuple[bool, bool]:
-        keys = self.keys
+    def _enqueue_under(
+        self, group_id: str, chain: list[str], context: str, jobs: list[tuple[Info, str, int]], limits: Limits
+    ) -> list[Any]:
+        keys, owner = self.keys, chain[-1]
         note = f"for the cluster of context {context!r}, not seen online yet"
         args: list[Any] = [self.store.ttl, keys.channel(group_id), _added(jobs), keys.prefix, keys.wake(context), note]
+        tokens = scope_tokens(context, chain)
+        args += [limits.hog_size, limits.hard_limit, len(tokens), *tokens]
         for info, call, priority in jobs:
-            info["parent"] = group_id
+            info.update(parent=group_id, owner=owner)
             args += [info["id"], dumps(info), call, priority]
         script_keys = [
             keys.info(group_id),
@@ -103,10 +146,20 @@ class Queue:
             keys.seq,
             keys.wakeup(context),
             keys.online(context),
+            keys.active(owner),
+            keys.paused,
+            keys.held(context),
         ]
         with reaching(self.store.url), self.store.holding((script_keys[1], "set"), (script_keys[2], "zset")):
-            done, online = self._enqueue(keys=script_keys, args=args)
-        return bool(done), bool(online)
+            answer: list[Any] = self._enqueue(keys=script_keys, args=args)
+        return answer
+
+    def _name_of(self, group: str, owner: str) -> str:
+        """The user a refusal is about: the name given, else the name the owner's group maps to."""
+        if group != owner and not is_uuid(group):
+            return group
+        with reaching(self.store.url):
+            return self.store.redis.hget(self.keys.user_map, owner) or owner
 
     def take(self, context: str, label: str, heartbeat_ttl: int) -> tuple[Info, str] | None:
         """The first job of ``context``'s queue, now Running on this engine; None when there is none."""

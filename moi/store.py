@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId, UnknownKey
-from .info import Info, dumps, new_id, new_info, parse
+from .info import Info, dumps, is_finished, new_id, new_info, parse
 from .keys import Keys, _looks_like_id
 from .lua import ADD_JOBS, COMPARE_AND_SET, COMPARE_AND_SET_MANY, ENSURE_GROUP
 
@@ -96,6 +96,7 @@ class Store:
         self._cas_many = client.register_script(COMPARE_AND_SET_MANY)
         self._add_jobs = client.register_script(ADD_JOBS)
         self._groups: dict[str, tuple[str, float]] = {}  # key -> (group id, good until)
+        self._chains: dict[str, tuple[list[str], float]] = {}  # group id -> (it and its ancestors, good until)
 
     # reading -------------------------------------------------------------
 
@@ -251,6 +252,23 @@ class Store:
         self._groups[key] = (group_id, time.monotonic() + GROUP_CACHE_SECONDS)
         return group_id
 
+    def owner_of(self, group_id: str) -> str:
+        """The top group of the tree ``group_id`` is in: its user's group."""
+        return self.chain_of(group_id)[-1]
+
+    def chain_of(self, group_id: str) -> list[str]:
+        """``group_id`` and the groups above it, up to its tree's top; remembered like ``group_id``."""
+        hit = self._chains.get(group_id)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        chain = [group_id]
+        info = self.find(group_id)
+        while info is not None and isinstance(info.get("parent"), str) and info["parent"] not in chain:
+            chain.append(info["parent"])
+            info = self.find(chain[-1])
+        self._chains[group_id] = (chain, time.monotonic() + GROUP_CACHE_SECONDS)
+        return chain
+
     def add_queued(self, group: str, infos: list[Info], queued_entry: str = "") -> str:
         """Store new jobs as children of a user's group (made if needed); the group id.
 
@@ -328,12 +346,12 @@ class Store:
         (and only if) the change is written. Returns the info as it now stands.
         """
         info = known if known is not None else self.get(node_id)
-        extra = _command_words(also)
         while True:
             changed = change(dict(info))
             if changed is None:
                 return info
             changed["revision"] = info["revision"] + 1
+            extra = _command_words([*also, *self._ending(node_id, changed)])
             with reaching(self.url):
                 outcome = self._cas(
                     keys=[self.keys.info(node_id)],
@@ -383,11 +401,20 @@ class Store:
         ``update_many`` is the usual way in; this is its single round trip.
         """
         args: list[Any] = [self.ttl]
+        ending: list[list[str | int]] = []
         for node_id, new in writes:
             args += [new["revision"] - 1, dumps(new), self.keys.channel(node_id), message("update", [node_id])]
-        args += _command_words(also)
+            ending += self._ending(node_id, new)
+        args += _command_words([*also, *ending])
         with reaching(self.url):
             return list(self._cas_many(keys=[self.keys.info(node_id) for node_id, _ in writes], args=args))
+
+    def _ending(self, node_id: str, new: Info) -> list[list[str | int]]:
+        """What goes with a job's final write: it no longer counts against its owner's limits."""
+        owner = new.get("owner")
+        if owner and is_finished(new):
+            return [["SREM", self.keys.active(str(owner)), node_id]]
+        return []
 
     @staticmethod
     def _writes(pending: list[tuple[str, Change, Info]], outcome: dict[str, Info]) -> list[tuple[str, Change, Info]]:

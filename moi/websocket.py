@@ -15,7 +15,9 @@ Server -> browser, one JSON object per frame: ``{"add"|"update"|"remove"|"get": 
 or ``{"error": "what was wrong"}`` for a request the server refuses.
 Browser -> server: ``{"get": [ids]}`` (an empty list: the user's own group),
 ``{"remove": [ids]}``, ``{"cancel": [ids]}`` (a group: all its unfinished
-jobs; the outcome arrives as updates), ``{"close": null}``. A verb ``v`` is handled by the
+jobs; the outcome arrives as updates), ``{"relaunch": [ids]}`` (finished jobs, again: the
+new jobs arrive as adds), ``{"pause": [ids]}`` and ``{"resume": [ids]}`` (queued jobs, or
+all of a group's), ``{"close": null}``. A verb ``v`` is handled by the
 method ``do_v``; a subclass adds verbs by extending ``VERBS`` and adding the
 method.
 
@@ -37,6 +39,7 @@ import asyncio
 import functools
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -44,14 +47,16 @@ from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 from . import connections
-from .errors import BadRequest, InvalidUserName, MoiError, NotInGroup, RedisRefused, RedisUnavailable
+from . import pause as pausing
+from .errors import BadRequest, InvalidUserName, MoiError, NotInGroup, RedisRefused, RedisUnavailable, WrongState
 from .group import Group
 from .hub import Hub
 from .info import Info, Stored
-from .job import cancel
+from .job import cancel, relaunch
 from .keys import Keys, user_name_problem
+from .pause import Scope
 from .redact import printable
-from .store import store_for
+from .store import Store, store_for
 
 log = logging.getLogger("moi.websocket")
 
@@ -157,7 +162,7 @@ def id_list(argument: Any) -> list[str]:
 
 
 class MOIMessageHandler(WebSocketHandler):
-    VERBS = frozenset({"get", "remove", "cancel", "close"})
+    VERBS = frozenset({"get", "remove", "cancel", "relaunch", "pause", "resume", "close"})
 
     hub: Hub
     group_id: str
@@ -309,6 +314,40 @@ class MOIMessageHandler(WebSocketHandler):
             report = await loop.run_in_executor(None, cancel, node_id, store)
             if not (report.cancelled or report.requested):
                 self.refuse(report.summary(node_id))  # said, not silent: nothing was left to cancel
+
+    async def do_relaunch(self, argument: Any) -> None:
+        """Each finished job again, as a new job beside it; the new ones arrive as ``add`` frames."""
+        ids = id_list(argument)
+        group = self._group()
+        for node_id in ids:
+            if node_id not in group:
+                raise NotInGroup(node_id)  # only one's own jobs
+        store = store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
+        loop = asyncio.get_running_loop()
+        for node_id in ids:
+            try:
+                await loop.run_in_executor(None, relaunch, node_id, store)
+            except WrongState as error:
+                self.refuse(str(error))
+
+    async def do_pause(self, argument: Any) -> None:
+        await self._pausing(argument, pausing.pause)
+
+    async def do_resume(self, argument: Any) -> None:
+        await self._pausing(argument, pausing.resume)
+
+    async def _pausing(self, argument: Any, action: Callable[[Store, Scope], list[str]]) -> None:
+        """Pause or resume jobs and groups of the user's tree; the changes arrive as updates."""
+        ids = id_list(argument)
+        group = self._group()
+        for node_id in ids:
+            if node_id not in group:
+                raise NotInGroup(node_id)  # only one's own jobs
+        store = store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
+        loop = asyncio.get_running_loop()
+        for node_id in ids:
+            kind = "group" if group.kind_of(node_id) == "group" else "job"
+            await loop.run_in_executor(None, action, store, Scope(kind, node_id))
 
     async def do_close(self, argument: Any) -> None:
         self.close(1000, "closed on request")
