@@ -312,7 +312,7 @@ def resume_command(**given: str | None) -> None:
 @click.option("--once", is_flag=True, help="One pass that fails stranded jobs at once, then exit.")
 @click.option("--interval", type=float, default=watchdog.INTERVAL, show_default=True, help="Seconds between passes.")
 def watchdog_command(once: bool, interval: float) -> None:
-    """Fail jobs whose engine died or whose cluster went away (for clusters moi did not start)."""
+    """Fail jobs whose engine died, and dispatch every context's queue (for clusters moi did not start)."""
     store = connections.store()
     if once:
         # No second look here, so no grace: only for a cluster known to be down.
@@ -322,6 +322,7 @@ def watchdog_command(once: bool, interval: float) -> None:
     stop = threading.Event()
     _stop_on_signals(stop)
     click.echo(f"watching jobs in {masked_url(store.url)} every {interval:g}s; Ctrl-C or SIGTERM stops")
+    connections.dispatch_all()  # jobs queued for a cluster that comes back run, with no submitter alive
     watchdog.run_forever(store, stop, interval)
     click.echo("watchdog stopped")
 

@@ -125,6 +125,11 @@ def dispatcher(spec: ContextSpec) -> Dispatcher:
     return dispatch.ensure(store(), spec, settings().cluster_timeout)
 
 
+def dispatch_all() -> list[Dispatcher]:
+    """A dispatcher for every configured context (``moi server``, ``moi watchdog``)."""
+    return [dispatcher(context_spec(name)) for name in context_specs()]
+
+
 def get_redis() -> redis.Redis[str]:
     return store().redis
 

@@ -176,8 +176,10 @@ async def serve(
     log.info("moi server on http://%s:%d/ (redis %s)", address, port, masked_url(hub.url))
     if ready is not None:
         ready(f"http://{address}:{port}/")
-    # Jobs whose engine died, or whose cluster went away, end even if nothing else watches.
+    # Jobs whose engine died, or whose cluster went away, end even if nothing else watches;
+    # queued jobs are dispatched even if no submitter is alive.
     watching = loop.create_task(watch(store_for(hub.url, hub.keys.prefix, hub.ttl), stop))
+    await loop.run_in_executor(None, connections.dispatch_all)
     await stop.wait()
     server.stop()
     await watching
