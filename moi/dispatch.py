@@ -93,15 +93,22 @@ class Dispatcher:
     # the loop -------------------------------------------------------------------
 
     def _run(self) -> None:
+        leading, client, next_tick = False, None, 0.0
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                if self._lead():
-                    self._dispatch()
+                if time.monotonic() >= next_tick:  # the lease, the controller and the online note: per tick
+                    next_tick = time.monotonic() + TICK
+                    leading = self._lead()
+                    client = self._connected() if leading else None
+                if client is not None:  # per wake: as little as can be, since it shares the submitter's CPU
+                    self._dispatch(client)
             except (MoiError, redis.RedisError) as error:
                 log.warning("dispatcher for %s: %s", self.name, error)
+                client, next_tick = None, 0.0
             except Exception:  # the thread must outlive any surprise: jobs depend on it
                 log.exception("dispatcher for %s failed; going on", self.name)
+                client, next_tick = None, 0.0
             self._wake.wait(TICK)
 
     def _lead(self) -> bool:
@@ -122,13 +129,17 @@ class Dispatcher:
         if client.get(key) == self.me:
             client.delete(key)
 
-    def _dispatch(self) -> None:
-        client = self._connected()
-        if client is None:
+    def _dispatch(self, client: Any) -> None:
+        """Work for idle engines while jobs are queued; no Redis call at all while every engine works."""
+        if not self._idle(client):
             return
         depth = self.queue.depth(self.name)
         if depth:
             self._send_work(client, depth)
+
+    def _idle(self, client: Any) -> list[int]:
+        busy = {engine for engine, task in self._outstanding.items() if not task.ready()}
+        return [engine for engine in client.ids if engine not in busy]
 
     def _connected(self) -> Any:
         """The cluster's client, reconnected after a controller restart; None while it is offline."""
@@ -157,10 +168,8 @@ class Dispatcher:
 
     def _send_work(self, client: Any, depth: int) -> list[Any]:
         """A work task for each idle engine, at most one per queued job; the AsyncResults sent."""
-        busy = {engine for engine, task in self._outstanding.items() if not task.ready()}
-        idle = [engine for engine in client.ids if engine not in busy]
         sent = []
-        for engine in idle[:depth]:
+        for engine in self._idle(client)[:depth]:
             task = client[engine].apply_async(ByName(work), self.work_spec)
             task.add_done_callback(self._returned)
             self._outstanding[engine] = task

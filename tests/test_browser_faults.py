@@ -36,3 +36,25 @@ def test_server_restart_mid_job_loses_nothing(page: Any, server: Server) -> None
     expect(jobs_list).to_have_attribute("data-connected", "true")
     expect(row(page, job_id).locator(".moi-status")).to_have_text("Success")
     expect(row(page, job_id)).to_have_count(1)
+
+
+def test_a_paused_job_shows_paused_live_and_runs_once_resumed(page: Any, server: Server, tmp_path: Any) -> None:
+    from playwright.sync_api import expect
+
+    from tests.conftest import finished, run_moi
+
+    log_in(page, server, "ivan")
+    release = tmp_path / "release"
+    wait = f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)"
+    holders = [submit_cli("holder", "hold", wait) for _ in range(2)]  # both engines busy, another user's
+    queued = submit_cli("ivan", "waits its turn", "return 7")
+    expect(row(page, queued).locator(".moi-status")).to_have_text("Queued")
+
+    assert run_moi("pause", "--user", "ivan").returncode == 0
+    expect(row(page, queued).locator(".moi-status")).to_have_text("Paused")
+    release.touch()  # engines free: a paused job still waits
+    for holder in holders:
+        assert finished(holder)["status"] == "Success"
+    expect(row(page, queued).locator(".moi-status")).to_have_text("Paused")
+    assert run_moi("resume", "--user", "ivan").returncode == 0
+    expect(row(page, queued).locator(".moi-status")).to_have_text("Success")
