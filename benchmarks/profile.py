@@ -1,10 +1,10 @@
 """Where the time goes per job: ``python -m benchmarks.profile [--jobs N]``.
 
 Profiles (pyinstrument) the submitting side of ``submit`` and of
-``submit_many``, and the engine side (``run_job`` and ``run_batch``, called
-in this process against the same Redis, so the profiler sees them), on its
-own Redis and cluster; prints microseconds per job for each part, then the
-profiles.
+``submit_many``, and the engine side (``moi.worker.work`` taking, running and
+recording queued jobs, called in this process against the same Redis, so the
+profiler sees it), on its own Redis and cluster; prints microseconds per job
+for each part, then the profiles.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(services: Services, jobs: int) -> list[str]:
     import moi
-    from moi import batch, connections, job
+    from moi import connections, job, queue, worker
+    from moi.context import by_name
     from moi.info import new_id, new_info
 
     redis_url = services.start_redis()
@@ -92,7 +93,8 @@ def run(services: Services, jobs: int) -> list[str]:
         lambda: handles.extend(job.submit(ctx, "profile", "p", None, trivial)[2] for _ in range(jobs)),
         profiles,
     )
-    ctx.client.wait(handles, timeout=120)
+    for handle in handles:
+        handle.wait(120)
     box: list[Any] = []
     _timed(
         "moi submit_many, client side",
@@ -102,25 +104,16 @@ def run(services: Services, jobs: int) -> list[str]:
     )
     box[0][2].wait(120)
 
-    group_id = store.ensure_group("profile")
-
-    def queued_jobs(n: int) -> list[dict[str, Any]]:
-        infos = [new_info(i, "p", "job", store.keys.channel(i), parent=group_id) for i in (new_id() for _ in range(n))]
-        store.add_nodes(group_id, infos)
-        return infos
-
-    specs = [job.JobSpec(info["id"], store.url, store.keys.prefix, store.ttl, info) for info in queued_jobs(jobs)]
-    _timed(
-        "moi run_job, engine side (in this process)",
-        jobs,
-        lambda: [job.run_job(spec, trivial, (), {}) for spec in specs],
-        profiles,
-    )
-    items = [(info, ()) for info in queued_jobs(jobs)]
-    spec = batch.BatchSpec(store.url, store.keys.prefix, store.ttl)
-    _timed(
-        "moi run_batch, engine side (in this process)", jobs, lambda: batch.run_batch(spec, trivial, items), profiles
-    )
+    # The engine side, in this process: a queue no cluster works on, drained by moi's own work loop.
+    local = queue.Queue(store)
+    call = queue.pack_call(by_name(trivial), (), {}, None)
+    pending = []
+    for _ in range(jobs):
+        job_id = new_id()
+        pending.append((new_info(job_id, "p", "job", store.keys.channel(job_id), context="profile-local"), call, 0))
+    local.enqueue("profile", "profile-local", pending)
+    spec = worker.WorkSpec("profile-local", store.url, store.keys.prefix, store.ttl, linger=0.0)
+    _timed("moi worker: take, run, record (engine side, in this process)", jobs, lambda: worker.work(spec), profiles)
     return profiles
 
 

@@ -30,20 +30,3 @@ def publish_stamp(redis_url: str, channel: str) -> float:
     now = time.time()
     client.publish(channel, repr(now))
     return now
-
-
-def envelope_only(spec: Any, func: Any) -> Any:
-    """moi's task envelope (the job's spec, the function called by name) without any Redis write."""
-    return func()
-
-
-def started_only(spec: Any, func: Any) -> Any:
-    """moi's Running write on the engine (one round trip), then the call; no final write.
-
-    For ``benchmarks.overhead``: what the engine's first round trip costs on its own.
-    """
-    from moi import job
-
-    store = spec.store()
-    store.update(spec.job_id, job._starter("bench"), spec.info)
-    return func()

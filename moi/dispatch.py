@@ -33,6 +33,7 @@ from .config import ContextSpec
 from .context import ByName, Context
 from .errors import ClusterUnavailable, MoiError
 from .queue import Queue
+from .redact import printable
 from .store import Store
 from .watchdog import controller_alive
 from .worker import WorkSpec, work
@@ -61,15 +62,21 @@ class Dispatcher:
         self._offline_until = 0.0
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
+        self._last_problem = ""
 
     # lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
-        self._pubsub.subscribe(**{self.store.keys.wake(self.name): lambda _message: self._wake.set()})
-        self._listener = self._pubsub.run_in_thread(sleep_time=1.0, daemon=True, exception_handler=self._listen_failed)
+        """Start dispatching in the background; an unreachable Redis is retried there, never raised here."""
         self._thread = threading.Thread(target=self._run, name=f"moi-dispatch-{self.name}", daemon=True)
         self._thread.start()
+
+    def _listen(self) -> None:
+        """Wake on the queue's announcements (subscribed once Redis answers)."""
+        pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
+        pubsub.subscribe(**{self.store.keys.wake(self.name): lambda _message: self._wake.set()})
+        self._pubsub = pubsub
+        self._listener = pubsub.run_in_thread(sleep_time=1.0, daemon=True, exception_handler=self._listen_failed)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -82,6 +89,8 @@ class Dispatcher:
         self.context.reset()
 
     def _stop_listening(self) -> None:
+        if self._pubsub is None:
+            return
         with contextlib.suppress(Exception):
             self._listener.stop()
             self._listener.join(5)
@@ -99,17 +108,26 @@ class Dispatcher:
             try:
                 if time.monotonic() >= next_tick:  # the lease, the controller and the online note: per tick
                     next_tick = time.monotonic() + TICK
+                    if self._pubsub is None:
+                        self._listen()
                     leading = self._lead()
                     client = self._connected() if leading else None
                 if client is not None:  # per wake: as little as can be, since it shares the submitter's CPU
                     self._dispatch(client)
             except (MoiError, redis.RedisError) as error:
-                log.warning("dispatcher for %s: %s", self.name, error)
-                client, next_tick = None, 0.0
+                self._complain(error)
+                client, next_tick = None, time.monotonic() + TICK
             except Exception:  # the thread must outlive any surprise: jobs depend on it
                 log.exception("dispatcher for %s failed; going on", self.name)
                 client, next_tick = None, 0.0
             self._wake.wait(TICK)
+
+    def _complain(self, error: Exception) -> None:
+        """A warning for each new problem, not one every tick while it lasts (an outage, a cluster down)."""
+        text = str(error)
+        if text != self._last_problem:
+            log.warning("dispatcher for %s: %s", self.name, printable(text))
+        self._last_problem = text
 
     def _lead(self) -> bool:
         """Take or renew the lease; whether this process dispatches for the context now."""

@@ -46,7 +46,8 @@ def running(info: Info) -> bool:
 
 def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_wait_for_their_cluster(store, r, tmp_path) -> None:
     state = tmp_path / "state"
-    embedded = {"MOI_CONTEXTS": "", "MOI_STATE_DIR": str(state), "MOI_ENGINES": "1"}
+    # Its own context name: the session's cluster is "default", and a queue is named by its context.
+    embedded = {"MOI_CONTEXTS": "", "MOI_STATE_DIR": str(state), "MOI_ENGINES": "1", "MOI_DEFAULT_CONTEXT": "embedded"}
     try:
         # Submitted by a process that exits at once: no submitter is left to notice anything.
         job_id = run_moi("submit", "--cmd", "import time; time.sleep(300)", env=embedded, timeout=240)
@@ -185,9 +186,9 @@ def test_an_id_with_a_newline_cannot_forge_a_watchdog_log_line(store, r, caplog)
     forged = "job\n2026-12-01 moi.watchdog WARNING all jobs deleted"
     info = new_info(forged, "j", "job", store.keys.channel(forged))
     r.set(store.keys.info(forged), json.dumps(info))
-    r.hset(store.keys.queued, forged, json.dumps({"registration": f"tcp://127.0.0.1:{runtime.free_port()}"}))
+    r.sadd(store.keys.running, forged)  # taken by an engine that never beat
     with caplog.at_level(logging.WARNING, logger="moi.watchdog"):
-        assert Watchdog(store, grace=0, queued_grace=0).check() == [forged]
+        assert Watchdog(store, grace=0).check() == [forged]
     lines = [record.getMessage() for record in caplog.records]
     assert lines and all("\n" not in line for line in lines), lines
     assert any("job\\n2026-12-01" in line for line in lines), lines
