@@ -229,9 +229,10 @@ def _cancel_job(store: Store, info: Info, report: CancelReport) -> None:
         return new
 
     try:
-        # Out of its queue (or held set) in the same atomic write: no engine can take it.
+        # Out of the queue and the queued index in the same atomic write: nothing is left to take or watch.
         context = str(info.get("context"))
         leave = [
+            ["HDEL", store.keys.queued, job_id],
             ["ZREM", store.keys.queue(context), job_id],
             ["ZREM", store.keys.held(context), job_id],
         ]

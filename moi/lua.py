@@ -67,17 +67,21 @@ return out
 """
 )
 
-# New nodes stored under a group and announced, in one call; 0 if the group is gone.
-# KEYS: group info, group children.  ARGV: ttl, group channel, add message, key prefix, then id, document pairs.
-ADD_UNDER = """
+# New jobs stored under a group, indexed as queued and announced, in one call; 0 if the group is gone.
+# KEYS: group info, group children, queued index.
+# ARGV: ttl, group channel, add message, queued entry ('' for none), key prefix, then id, document pairs.
+ADD_JOBS = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
--- A script is not rolled back: refuse a children set of the wrong type before writing anything.
-local held = redis.call('TYPE', KEYS[2])['ok']
-if held ~= 'set' and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[2]) end
-local ttl, prefix = ARGV[1], ARGV[4]
-for i = 5, #ARGV, 2 do
+-- A script is not rolled back: refuse a children set or queued index of the wrong type before writing anything.
+for i, wanted in ipairs({'set', 'hash'}) do
+  local held = redis.call('TYPE', KEYS[i + 1])['ok']
+  if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
+end
+local ttl, entry, prefix = ARGV[1], ARGV[4], ARGV[5]
+for i = 6, #ARGV, 2 do
   redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'EX', ttl)
   redis.call('SADD', KEYS[2], ARGV[i])
+  if entry ~= '' then redis.call('HSET', KEYS[3], ARGV[i], entry) end
 end
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[1], ttl)
@@ -128,8 +132,7 @@ MAX_PRIORITY = 1000
 # KEYS: group info, group children, queue, sequence, wakeup list, the context's online key, owner's active set,
 #       paused set, held set.
 # ARGV: ttl, group channel, add message, key prefix, wake channel, the note for a cluster not seen online,
-# hog_size, hard_limit (0: none), how many jobs to count against it (0: this call's; a batch counts all of
-# its jobs with its first call), the number of scope tokens, the tokens, then per job: id, document, call,
+# hog_size, hard_limit (0: none), the number of scope tokens, the tokens, then per job: id, document, call,
 # priority.
 # Returns {1, whether the context's cluster was last seen online}, {0} if the group is gone, or
 # {-1, unfinished jobs the owner has} when the hard limit refuses them. When the cluster was not seen
@@ -142,23 +145,22 @@ for i, wanted in ipairs({'set', 'zset'}) do
   if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
 end
 local ttl, prefix = ARGV[1], ARGV[4]
-local hog, hard, scopes = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[10])
-local first = 11 + scopes
+local hog, hard, scopes = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
+local first = 10 + scopes
 local count = (#ARGV - first + 1) / 4
-local counted = math.max(tonumber(ARGV[9]), count)
 local have = redis.call('SCARD', KEYS[7])
-if hard > 0 and have + counted > hard then
+if hard > 0 and have + count > hard then
   local ended = {Success = true, Failed = true, Cancelled = true}
   for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
     local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
     if not ok or type(info) ~= 'table' or ended[info['status']] then redis.call('SREM', KEYS[7], id) end
   end
   have = redis.call('SCARD', KEYS[7])
-  if have + counted > hard then return {-1, have} end
+  if have + count > hard then return {-1, have} end
 end
 local online = redis.call('EXISTS', KEYS[6])
 local paused = false
-for i = 11, first - 1 do
+for i = 10, first - 1 do
   if redis.call('SISMEMBER', KEYS[8], ARGV[i]) == 1 then paused = true end
 end
 local seq = redis.call('INCRBY', KEYS[4], count) - count

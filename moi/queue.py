@@ -109,24 +109,18 @@ class Queue:
         self._take = store.redis.register_script(TAKE)
 
     def enqueue(
-        self,
-        group: str,
-        context: str,
-        jobs: list[tuple[Info, str, int]],
-        limits: Limits = NO_LIMITS,
-        reserve: int = 0,
+        self, group: str, context: str, jobs: list[tuple[Info, str, int]], limits: Limits = NO_LIMITS
     ) -> tuple[str, bool]:
         """Store ``(info, call, priority)`` jobs as Queued under ``group`` (a user name or group id).
 
         Returns the group id and whether the context's cluster was last seen online; raises
-        QuotaExceeded (nothing written) past the hard limit, counting ``reserve`` jobs if more
-        than these (a batch's first call counts the whole batch). One round trip while the group
+        QuotaExceeded (nothing written) past the hard limit. One round trip while the group
         and its owner are remembered; sets each job's ``parent`` and ``owner``.
         """
         for _ in range(2):
             group_id = self.store.group_id(group)
             chain = self.store.chain_of(group_id)
-            answer = self._enqueue_under(group_id, chain, context, jobs, limits, reserve)
+            answer = self._enqueue_under(group_id, chain, context, jobs, limits)
             if answer[0] == 1:
                 return group_id, bool(answer[1])
             if answer[0] == -1:
@@ -135,19 +129,13 @@ class Queue:
         raise UnknownKey(group)
 
     def _enqueue_under(
-        self,
-        group_id: str,
-        chain: list[str],
-        context: str,
-        jobs: list[tuple[Info, str, int]],
-        limits: Limits,
-        reserve: int,
+        self, group_id: str, chain: list[str], context: str, jobs: list[tuple[Info, str, int]], limits: Limits
     ) -> list[Any]:
         keys, owner = self.keys, chain[-1]
         note = f"for the cluster of context {context!r}, not seen online yet"
         args: list[Any] = [self.store.ttl, keys.channel(group_id), _added(jobs), keys.prefix, keys.wake(context), note]
         tokens = scope_tokens(context, chain)
-        args += [limits.hog_size, limits.hard_limit, reserve, len(tokens), *tokens]
+        args += [limits.hog_size, limits.hard_limit, len(tokens), *tokens]
         for info, call, priority in jobs:
             info.update(parent=group_id, owner=owner)
             args += [info["id"], dumps(info), call, priority]
@@ -193,11 +181,6 @@ class Queue:
     def depth(self, context: str) -> int:
         with reaching(self.store.url):
             return int(self.store.redis.zcard(self.keys.queue(context)))
-
-    def keep_call(self, call_id: str, call: str) -> None:
-        """Keep a call shared by many jobs (a batch's function), for as long as the jobs live."""
-        with reaching(self.store.url):
-            self.store.redis.set(self.keys.call(call_id), call, ex=self.store.ttl)
 
     def call_of(self, job_id: str) -> str | None:
         """A job's packed call (kept until the job expires, for relaunch)."""

@@ -18,14 +18,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import batch, engine, job
+from . import engine, job
 from .queue import Queue, unpack_call
 from .store import Store, store_for
 
 log = logging.getLogger("moi.worker")
 
 LINGER = 2.0  # seconds an engine with nothing to do waits for a new job before it returns
-BATCHES_KEPT = 64  # batch functions an engine keeps unpacked while it works
 
 
 @dataclass(frozen=True)
@@ -47,13 +46,12 @@ def work(spec: WorkSpec) -> int:
     store = spec.store()
     queue = Queue(store)
     label = engine.engine_label()
-    functions: dict[str, Any] = {}  # batch id -> (function, origin): unpacked once per batch
     done = 0
     idle_until = time.monotonic() + spec.linger
     while True:
         taken = queue.take(spec.context, label, engine.HEARTBEAT_TTL)
         if taken is not None:
-            _run(store, queue, functions, *taken)
+            _run(store, *taken)
             done += 1
             idle_until = time.monotonic() + spec.linger
             continue
@@ -63,31 +61,13 @@ def work(spec: WorkSpec) -> int:
         queue.wait_for_work(spec.context, left)
 
 
-def _run(store: Store, queue: Queue, functions: dict[str, Any], info: dict[str, Any], call: str) -> None:
+def _run(store: Store, info: dict[str, Any], call: str) -> None:
     """One job, already Running: its function called, its outcome recorded. Never raises for the job's error."""
     liveness = engine.Liveness(store, info["id"])
     try:
-        func, args, kwargs, origin = _load(queue, functions, call)
+        func, args, kwargs, origin = unpack_call(call)
     except Exception as error:  # a call this engine cannot load (a module it lacks) fails that job alone
         job.fail_unloadable(store, liveness, info, error)
         return
     with contextlib.suppress(Exception):  # recorded by run_started: Failed with its traceback, or Cancelled
         job.run_started(store, liveness, info, origin, func, args, kwargs)
-
-
-def _load(queue: Queue, functions: dict[str, Any], call: str) -> tuple[Any, tuple[Any, ...], dict[str, Any], Any]:
-    """A job's call: its own, or a batch item's arguments with the batch's function (loaded once)."""
-    item = batch.item_arguments(call)
-    if item is None:
-        return unpack_call(call)
-    batch_id, args = item
-    if batch_id not in functions:
-        if len(functions) >= BATCHES_KEPT:
-            functions.clear()
-        shared = queue.call_of(batch_id)
-        if shared is None:
-            raise LookupError(f"the call of its batch {batch_id} is gone (expired or removed)")
-        func, _, _, origin = unpack_call(shared)
-        functions[batch_id] = (func, origin)
-    func, origin = functions[batch_id]
-    return func, args, {}, origin

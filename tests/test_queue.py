@@ -208,21 +208,3 @@ def test_a_controller_killed_with_jobs_queued_loses_none_and_runs_none_twice(
     for job_id in holders:
         info = finished(job_id)
         assert info["status"] == Status.FAILED and info["result"].startswith("Engine lost:"), info
-
-
-def test_a_running_batch_item_is_cancelled_like_any_job(r, tmp_path: Path) -> None:
-    from moi.batch import submit_many
-
-    release = tmp_path / "never"
-    job_ids, _, batch = submit_many("default", "sweeper", "sweep", None, queue_jobs.hold, [str(release)] * 2)
-    for job_id in job_ids:
-        wait_status(job_id, Status.RUNNING)
-
-    report = cancel(job_ids[0])
-
-    assert report.requested == [job_ids[0]]
-    info = finished(job_ids[0])
-    assert (info["status"], info["result"]) == (Status.CANCELLED, "Cancelled while running")
-    assert get_info(job_ids[1])["status"] == Status.RUNNING  # its neighbour goes on
-    release.touch()
-    assert batch.get(timeout=WAIT) == [None, "released"]
