@@ -9,6 +9,7 @@ only those its signature names, so ``def add(a, b)`` is a job function too.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,15 @@ def accepted(func: Callable[..., Any]) -> frozenset[str] | None:
     """The names of moi's arguments ``func`` takes; None for all of them (it has ``**kwargs``)."""
     if isinstance(func, ByName):
         func = func.resolve()  # its own signature, not the wrapper's
+    try:
+        return _accepted(func)
+    except TypeError:  # an unhashable callable: look at it each time
+        return _accepted.__wrapped__(func)
+
+
+@functools.lru_cache(maxsize=256)
+def _accepted(func: Callable[..., Any]) -> frozenset[str] | None:
+    # On every job's path: inspect.signature costs about 100 us, so each function is looked at once.
     try:
         parameters = inspect.signature(func).parameters.values()
     except (TypeError, ValueError):  # a builtin without a signature: give it none of moi's

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -292,20 +293,21 @@ def _one_scope(**given: str | None) -> dict[str, str]:
 @_scope_options
 def pause_command(**given: str | None) -> None:
     """Hold queued jobs (and new ones) of a context, user, group or job; running ones finish."""
-    scope = _one_scope(**given)
-    held = pause(**scope)
-    ((kind, value),) = scope.items()
-    click.echo(f"Paused {kind.replace('_', ' ')} {value}: {len(held)} queued job(s) held")
+    _act_on_scope("Paused", "queued job(s) held", pause, given)
 
 
 @main.command("resume")
 @_scope_options
 def resume_command(**given: str | None) -> None:
     """Queue again what ``moi pause`` held, in its old order."""
+    _act_on_scope("Resumed", "job(s) queued again", resume, given)
+
+
+def _act_on_scope(done: str, counted: str, action: Callable[..., list[str]], given: dict[str, str | None]) -> None:
     scope = _one_scope(**given)
-    resumed = resume(**scope)
+    changed = action(**scope)
     ((kind, value),) = scope.items()
-    click.echo(f"Resumed {kind.replace('_', ' ')} {value}: {len(resumed)} job(s) queued again")
+    click.echo(f"{done} {kind.replace('_', ' ')} {value}: {len(changed)} {counted}")
 
 
 @main.command("watchdog")

@@ -257,16 +257,17 @@ def ensure(store: Store, spec: ContextSpec, timeout: float = 10.0) -> Dispatcher
 
 
 def stop_all() -> None:
-    with _lock:
-        dispatchers = list(_running.values())
-        _running.clear()
-    for dispatcher in dispatchers:
+    for dispatcher in _forget_all():
         dispatcher.stop()
 
 
 def _deliver_all() -> None:
+    for dispatcher in _forget_all():
+        dispatcher.deliver_at_exit()
+
+
+def _forget_all() -> list[Dispatcher]:
     with _lock:
         dispatchers = list(_running.values())
         _running.clear()
-    for dispatcher in dispatchers:
-        dispatcher.deliver_at_exit()
+    return dispatchers

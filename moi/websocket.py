@@ -303,12 +303,7 @@ class MOIMessageHandler(WebSocketHandler):
         await self._group().remove(id_list(argument))
 
     async def do_cancel(self, argument: Any) -> None:
-        ids = id_list(argument)
-        group = self._group()
-        for node_id in ids:
-            if node_id not in group:
-                raise NotInGroup(node_id)  # only one's own jobs
-        store = store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
+        ids, store = self._own(argument), self._store()
         loop = asyncio.get_running_loop()
         for node_id in ids:
             report = await loop.run_in_executor(None, cancel, node_id, store)
@@ -317,12 +312,7 @@ class MOIMessageHandler(WebSocketHandler):
 
     async def do_relaunch(self, argument: Any) -> None:
         """Each finished job again, as a new job beside it; the new ones arrive as ``add`` frames."""
-        ids = id_list(argument)
-        group = self._group()
-        for node_id in ids:
-            if node_id not in group:
-                raise NotInGroup(node_id)  # only one's own jobs
-        store = store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
+        ids, store = self._own(argument), self._store()
         loop = asyncio.get_running_loop()
         for node_id in ids:
             try:
@@ -338,16 +328,23 @@ class MOIMessageHandler(WebSocketHandler):
 
     async def _pausing(self, argument: Any, action: Callable[[Store, Scope], list[str]]) -> None:
         """Pause or resume jobs and groups of the user's tree; the changes arrive as updates."""
+        ids, store = self._own(argument), self._store()
+        loop = asyncio.get_running_loop()
+        for node_id in ids:
+            kind = "group" if self._group().kind_of(node_id) == "group" else "job"
+            await loop.run_in_executor(None, action, store, Scope(kind, node_id))
+
+    def _own(self, argument: Any) -> list[str]:
+        """The ids of a request, each in the user's own tree (NotInGroup otherwise)."""
         ids = id_list(argument)
         group = self._group()
         for node_id in ids:
             if node_id not in group:
-                raise NotInGroup(node_id)  # only one's own jobs
-        store = store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
-        loop = asyncio.get_running_loop()
-        for node_id in ids:
-            kind = "group" if group.kind_of(node_id) == "group" else "job"
-            await loop.run_in_executor(None, action, store, Scope(kind, node_id))
+                raise NotInGroup(node_id)
+        return ids
+
+    def _store(self) -> Store:
+        return store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
 
     async def do_close(self, argument: Any) -> None:
         self.close(1000, "closed on request")
