@@ -291,7 +291,7 @@ class MoiFanOut:
         for user in users:
             job_id = new_id()
             info = new_info(job_id, "fan", "job", store.keys.channel(job_id), context="bench")
-            store.add_queued(user, [info])
+            store.add_under(store.group_id(user), [info])
             infos.append(info)
         return users, infos
 

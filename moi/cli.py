@@ -141,9 +141,8 @@ def _submit_each(lines: TextIO, cmd_type: str, block: bool, user: str, name: str
     if not commands:
         raise click.UsageError(f"{lines.name} holds no commands")
     func = _command_function(cmd_type, commands)
-    job_ids, _, batch = submit_many(ctx, user, name, None, func, [(command,) for command in commands])
-    # this process may exit next: the controller must hold the tasks first
-    connections.get_context(ctx).confirm_delivery([msg_id for handle in batch.handles for msg_id in handle.msg_ids])
+    # Queued in Redis; if this process leads the dispatching, its exit leaves work for the jobs.
+    job_ids, _, _ = submit_many(ctx, user, name, None, func, [(command,) for command in commands])
     for job_id in job_ids:
         click.echo(f"Submitted job id: {job_id}")
     if block:
@@ -318,7 +317,7 @@ def watchdog_command(once: bool, interval: float) -> None:
     store = connections.store()
     if once:
         # No second look here, so no grace: only for a cluster known to be down.
-        for job_id in watchdog.Watchdog(store, grace=0, queued_grace=0).check():
+        for job_id in watchdog.Watchdog(store, grace=0).check():
             click.echo(f"failed stranded job {job_id}")
         return
     stop = threading.Event()

@@ -98,5 +98,5 @@ def _store(info: Info) -> None:
         raise UnknownKey(parent)
     if found["type"] != "group":
         raise NotAGroup(parent, "a job")
-    if not moi_store.add_jobs(parent, [info]):
+    if not moi_store.add_under(parent, [info]):
         raise UnknownKey(parent)  # removed meanwhile

@@ -7,7 +7,6 @@ import contextlib
 import hashlib
 import importlib
 import io
-import json
 import logging
 import os
 import sys
@@ -86,10 +85,6 @@ class Context:
             ) from error
         log.info("connected to cluster %s with %d engines", self.name, len(client.ids))
         return client
-
-    def queued_entry(self) -> str:
-        """What the queued index holds for a job waiting in this cluster (JSON)."""
-        return json.dumps({"context": self.name, **self.controller()})
 
     def controller(self) -> dict[str, str]:
         """Where this cluster's controller listens and which one it is, for the watchdog.

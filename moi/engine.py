@@ -139,7 +139,6 @@ class Liveness:
         return [
             ["SET", keys.heartbeat(self.job_id), self.label, "EX", HEARTBEAT_TTL],
             ["SADD", keys.running, self.job_id],
-            ["HDEL", keys.queued, self.job_id],
         ]
 
     def unregistering(self) -> list[list[str | int]]:
@@ -240,55 +239,6 @@ class Liveness:
                 signal.pthread_kill(self._thread_id, CANCEL_SIGNAL)
             else:
                 _raise_in_thread(self._thread_id)
-
-
-class ChunkLiveness:
-    """Heartbeats for every job of a batch chunk while the chunk runs on this engine.
-
-    If the engine dies, the watchdog fails the chunk's unfinished jobs (the
-    task is lost with the engine). Finished jobs keep beating until the chunk
-    ends, which is harmless: the watchdog leaves finished jobs alone.
-    """
-
-    def __init__(self, store: Store, job_ids: list[str]) -> None:
-        self.store = store
-        self.job_ids = job_ids
-        self.label = engine_label()
-
-    def __enter__(self) -> ChunkLiveness:
-        if not self.job_ids:
-            return self
-        pipe = self._beats(self.store.redis.pipeline(transaction=False))
-        pipe.sadd(self.store.keys.running, *self.job_ids)
-        retrying(lambda: _execute(self.store, pipe), "registering a batch chunk")
-        _BEATER.add(self)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        _BEATER.remove(self)
-        if not self.job_ids:
-            return
-        keys = self.store.keys
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.delete(*(keys.heartbeat(job_id) for job_id in self.job_ids))
-        pipe.srem(keys.running, *self.job_ids)
-        try:
-            _execute(self.store, pipe)
-        except RedisUnavailable as error:
-            log.warning("batch chunk: could not clear its heartbeats (%s); they expire in %ds", error, HEARTBEAT_TTL)
-
-    def _beats(self, pipe: redis.client.Pipeline[str]) -> redis.client.Pipeline[str]:
-        for job_id in self.job_ids:
-            pipe.set(self.store.keys.heartbeat(job_id), self.label, ex=HEARTBEAT_TTL)
-        return pipe
-
-    def _beat(self) -> bool:
-        with contextlib.suppress(redis.RedisError):  # an outage: the next beat tries again
-            self._beats(self.store.redis.pipeline(transaction=False)).execute()
-        return False  # a running batch item is not interrupted
-
-    def _interrupt(self) -> None:
-        pass
 
 
 def _execute(store: Store, pipe: redis.client.Pipeline[str]) -> list[object]:

@@ -53,14 +53,7 @@ class JobHandle:
         return kept if kept is not None else info.get("result")
 
     def _kept_value(self) -> Any:
-        with reaching(self.store.url):
-            text = self.store.redis.get(self.store.keys.value(self.job_id))
-        if text is None:
-            return None
-        try:
-            return pickle.loads(base64.b64decode(text))
-        except Exception:  # a class this process cannot import: the stored repr or traceback stands
-            return None
+        return kept_values(self.store, [self.job_id]).get(self.job_id)
 
     def _wait(self, timeout: float | None) -> Info:
         info = self.store.get(self.job_id)
@@ -82,3 +75,21 @@ class JobHandle:
             return info
         finally:
             pubsub.close()
+
+
+def kept_values(store: Store, job_ids: list[str]) -> dict[str, Any]:
+    """The pickled values kept beside these jobs' info objects, one round trip; a value this process
+    cannot load (a class it cannot import) is left out: the stored repr or traceback stands."""
+    if not job_ids:
+        return {}
+    with reaching(store.url):
+        texts = store.redis.mget([store.keys.value(job_id) for job_id in job_ids])
+    values = {}
+    for job_id, text in zip(job_ids, texts, strict=True):
+        if text is None:
+            continue
+        try:
+            values[job_id] = pickle.loads(base64.b64decode(text))
+        except Exception:
+            continue
+    return values

@@ -229,10 +229,9 @@ def _cancel_job(store: Store, info: Info, report: CancelReport) -> None:
         return new
 
     try:
-        # Out of the queue and the queued index in the same atomic write: nothing is left to take or watch.
+        # Out of its queue (or held set) in the same atomic write: no engine can take it.
         context = str(info.get("context"))
         leave = [
-            ["HDEL", store.keys.queued, job_id],
             ["ZREM", store.keys.queue(context), job_id],
             ["ZREM", store.keys.held(context), job_id],
         ]

@@ -10,7 +10,6 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     P<id>:heartbeat       string  "host:pid" of the engine running a job; short TTL
     P<id>:cancel          string  set when cancellation of a running job is requested
     Pmoi:running          set     ids of jobs an engine has taken (heartbeat watched)
-    Pmoi:queued           hash    job id -> JSON of the cluster it waits in (batches)
     P<id>:call            string  a queued job's call (function and arguments), kept for relaunch
     P<id>:value           string  a job's return value or exception, when JSON cannot hold it
     Pmoi:queue:<ctx>      zset    ids of the jobs waiting for a context, by priority then order
@@ -53,10 +52,6 @@ class Keys:
     @property
     def running(self) -> str:
         return f"{self.prefix}moi:running"
-
-    @property
-    def queued(self) -> str:
-        return f"{self.prefix}moi:queued"
 
     def call(self, job_id: str) -> str:
         return f"{self.prefix}{job_id}:call"

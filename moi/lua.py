@@ -67,21 +67,17 @@ return out
 """
 )
 
-# New jobs stored under a group, indexed as queued and announced, in one call; 0 if the group is gone.
-# KEYS: group info, group children, queued index.
-# ARGV: ttl, group channel, add message, queued entry ('' for none), key prefix, then id, document pairs.
-ADD_JOBS = """
+# New nodes stored under a group and announced, in one call; 0 if the group is gone.
+# KEYS: group info, group children.  ARGV: ttl, group channel, add message, key prefix, then id, document pairs.
+ADD_UNDER = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
--- A script is not rolled back: refuse a children set or queued index of the wrong type before writing anything.
-for i, wanted in ipairs({'set', 'hash'}) do
-  local held = redis.call('TYPE', KEYS[i + 1])['ok']
-  if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
-end
-local ttl, entry, prefix = ARGV[1], ARGV[4], ARGV[5]
-for i = 6, #ARGV, 2 do
+-- A script is not rolled back: refuse a children set of the wrong type before writing anything.
+local held = redis.call('TYPE', KEYS[2])['ok']
+if held ~= 'set' and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[2]) end
+local ttl, prefix = ARGV[1], ARGV[4]
+for i = 5, #ARGV, 2 do
   redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'EX', ttl)
   redis.call('SADD', KEYS[2], ARGV[i])
-  if entry ~= '' then redis.call('HSET', KEYS[3], ARGV[i], entry) end
 end
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[1], ttl)
@@ -132,7 +128,8 @@ MAX_PRIORITY = 1000
 # KEYS: group info, group children, queue, sequence, wakeup list, the context's online key, owner's active set,
 #       paused set, held set.
 # ARGV: ttl, group channel, add message, key prefix, wake channel, the note for a cluster not seen online,
-# hog_size, hard_limit (0: none), the number of scope tokens, the tokens, then per job: id, document, call,
+# hog_size, hard_limit (0: none), how many jobs to count against it (0: this call's; a batch counts all of
+# its jobs with its first call), the number of scope tokens, the tokens, then per job: id, document, call,
 # priority.
 # Returns {1, whether the context's cluster was last seen online}, {0} if the group is gone, or
 # {-1, unfinished jobs the owner has} when the hard limit refuses them. When the cluster was not seen
@@ -145,22 +142,23 @@ for i, wanted in ipairs({'set', 'zset'}) do
   if held ~= wanted and held ~= 'none' then return redis.error_reply('WRONGTYPE ' .. KEYS[i + 1]) end
 end
 local ttl, prefix = ARGV[1], ARGV[4]
-local hog, hard, scopes = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local first = 10 + scopes
+local hog, hard, scopes = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[10])
+local first = 11 + scopes
 local count = (#ARGV - first + 1) / 4
+local counted = math.max(tonumber(ARGV[9]), count)
 local have = redis.call('SCARD', KEYS[7])
-if hard > 0 and have + count > hard then
+if hard > 0 and have + counted > hard then
   local ended = {Success = true, Failed = true, Cancelled = true}
   for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
     local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
     if not ok or type(info) ~= 'table' or ended[info['status']] then redis.call('SREM', KEYS[7], id) end
   end
   have = redis.call('SCARD', KEYS[7])
-  if have + count > hard then return {-1, have} end
+  if have + counted > hard then return {-1, have} end
 end
 local online = redis.call('EXISTS', KEYS[6])
 local paused = false
-for i = 10, first - 1 do
+for i = 11, first - 1 do
   if redis.call('SISMEMBER', KEYS[8], ARGV[i]) == 1 then paused = true end
 end
 local seq = redis.call('INCRBY', KEYS[4], count) - count
@@ -203,28 +201,79 @@ return {1, online}
 # An engine takes the first job of a queue that is still Queued, and marks it Running in the same atomic
 # step (the compare-and-set cancel relies on: a cancelled job is never taken), with its heartbeat and its
 # place in the running set, so an engine that dies from here on leaves a job the watchdog fails.
-# KEYS: queue, running set.  ARGV: key prefix, ttl, engine label, heartbeat ttl, date_start.
-# Returns {document, call}, or false when the queue holds no job to run.
+# A batch's items come as a block: when the first job taken is an item of the batch named by ARGV[7]
+# ("@<batch id>:"), the items of that batch that follow it in the queue are taken with it, ARGV[6] at most.
+# KEYS: queue, running set.  ARGV: key prefix, ttl, engine label, heartbeat ttl, date_start, most, batch.
+# Returns document, call, score for each job taken, or false when the queue holds no job to run.
 TAKE = """
-local prefix = ARGV[1]
-while true do
-  local popped = redis.call('ZPOPMIN', KEYS[1])
-  if #popped == 0 then return false end
-  local id = popped[1]
-  local text = redis.call('GET', prefix .. id)
-  local ok, info = pcall(cjson.decode, text or '')
-  if ok and type(info) == 'table' and info['status'] == 'Queued' and type(info['revision']) == 'number' then
-    info['status'] = 'Running'
-    info['date_start'] = ARGV[5]
-    info['engine'] = ARGV[3]
-    info['waiting'] = nil
-    info['revision'] = info['revision'] + 1
-    local new = cjson.encode(info)
-    redis.call('SET', prefix .. id, new, 'EX', ARGV[2])
-    redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
-    redis.call('SET', prefix .. id .. ':heartbeat', ARGV[3], 'EX', ARGV[4])
-    redis.call('SADD', KEYS[2], id)
-    return {new, redis.call('GET', prefix .. id .. ':call') or ''}
+local prefix, most, wanted = ARGV[1], tonumber(ARGV[6]), ARGV[7]
+local function start(id)
+  local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
+  if not (ok and type(info) == 'table' and info['status'] == 'Queued' and type(info['revision']) == 'number') then
+    return nil
+  end
+  info['status'] = 'Running'
+  info['date_start'] = ARGV[5]
+  info['engine'] = ARGV[3]
+  info['waiting'] = nil
+  info['revision'] = info['revision'] + 1
+  local new = cjson.encode(info)
+  redis.call('SET', prefix .. id, new, 'EX', ARGV[2])
+  redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
+  redis.call('SET', prefix .. id .. ':heartbeat', ARGV[3], 'EX', ARGV[4])
+  redis.call('SADD', KEYS[2], id)
+  return new
+end
+local out = {}
+while #out < 3 * most do
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #head == 0 then break end
+  local call = redis.call('GET', prefix .. head[1] .. ':call') or ''
+  local batch = string.match(call, '^@[^:]+:')
+  if #out > 0 and batch ~= wanted then break end
+  redis.call('ZREM', KEYS[1], head[1])
+  local new = start(head[1])
+  if new then
+    out[#out + 1], out[#out + 2], out[#out + 3] = new, call, head[2]
+    if batch ~= wanted then break end  -- a job of its own, or an item of a batch not asked for: alone
   end
 end
+if #out == 0 then return false end
+return out
+"""
+
+# An engine gives back the jobs of a block it took but has not started (the one it runs takes long):
+# each goes back to Queued, at its old place in the queue, unless a cancel was asked for meanwhile, which
+# then ends it Cancelled. Only jobs still Running on this engine are touched.
+# KEYS: queue, running set, wakeup list.  ARGV: key prefix, ttl, engine label, wake channel, date_end, the
+# owners' active sets' key without the owner, then id, score pairs.  Returns how many went back to the queue.
+RELEASE = """
+local prefix, back = ARGV[1], 0
+for i = 7, #ARGV, 2 do
+  local id = ARGV[i]
+  local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
+  if ok and type(info) == 'table' and info['status'] == 'Running' and info['engine'] == ARGV[3] then
+    if redis.call('EXISTS', prefix .. id .. ':cancel') == 1 then
+      info['status'], info['result'], info['result_format'] = 'Cancelled', 'Cancelled before it started', 'text'
+      info['date_end'] = ARGV[5]
+      if info['owner'] then redis.call('SREM', ARGV[6] .. info['owner'], id) end
+    else
+      info['status'], info['date_start'], info['engine'] = 'Queued', cjson.null, nil
+      redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
+      back = back + 1
+    end
+    info['revision'] = info['revision'] + 1
+    redis.call('SET', prefix .. id, cjson.encode(info), 'EX', ARGV[2])
+    redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
+    redis.call('DEL', prefix .. id .. ':heartbeat', prefix .. id .. ':cancel')
+    redis.call('SREM', KEYS[2], id)
+  end
+end
+if back > 0 then
+  for _ = 1, math.min(back, 64) do redis.call('RPUSH', KEYS[3], '1') end
+  redis.call('LTRIM', KEYS[3], -64, -1)
+  redis.call('EXPIRE', KEYS[3], 60)
+  redis.call('PUBLISH', ARGV[4], back)
+end
+return back
 """

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import InvalidPriority, QuotaExceeded, UnknownKey
 from .info import Info, dumps, is_uuid, now
-from .lua import ENQUEUE, MAX_PRIORITY, TAKE
+from .lua import ENQUEUE, MAX_PRIORITY, RELEASE, TAKE
 from .pause import scope_tokens
 from .store import Store, message, reaching
 
@@ -38,6 +38,18 @@ class Limits:
 
 
 NO_LIMITS = Limits()
+
+# A batch item's call is "@<batch id>:<its arguments>": the function is the batch's own call, kept once.
+ITEM_CALL = "@"
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A job an engine took from a queue: its info object (now Running), its call, its place in the queue."""
+
+    info: Info
+    call: str
+    score: str
 
 
 def priority_of(value: str | int | None) -> int:
@@ -96,6 +108,24 @@ def unpack_call(text: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[st
     return func, tuple(args), dict(kwargs), origin
 
 
+def item_call(batch_id: str, args: tuple[Any, ...]) -> str:
+    """A batch item's call: the batch's id (its function is the batch's own call) and the item's arguments."""
+    return f"{ITEM_CALL}{batch_id}:{base64.b64encode(pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)).decode()}"
+
+
+def batch_of(call: str) -> str | None:
+    """The batch id of an item's call; None for a job's own call."""
+    if not call.startswith(ITEM_CALL):
+        return None
+    return call[1:].partition(":")[0]
+
+
+def item_arguments(call: str) -> tuple[Any, ...]:
+    """The arguments of a batch item's call."""
+    args: tuple[Any, ...] = pickle.loads(base64.b64decode(call[1:].partition(":")[2]))
+    return args
+
+
 # the queue -----------------------------------------------------------------------
 
 
@@ -107,20 +137,27 @@ class Queue:
         self.keys = store.keys
         self._enqueue = store.redis.register_script(ENQUEUE)
         self._take = store.redis.register_script(TAKE)
+        self._release = store.redis.register_script(RELEASE)
 
     def enqueue(
-        self, group: str, context: str, jobs: list[tuple[Info, str, int]], limits: Limits = NO_LIMITS
+        self,
+        group: str,
+        context: str,
+        jobs: list[tuple[Info, str, int]],
+        limits: Limits = NO_LIMITS,
+        reserve: int = 0,
     ) -> tuple[str, bool]:
         """Store ``(info, call, priority)`` jobs as Queued under ``group`` (a user name or group id).
 
         Returns the group id and whether the context's cluster was last seen online; raises
-        QuotaExceeded (nothing written) past the hard limit. One round trip while the group
+        QuotaExceeded (nothing written) past the hard limit, counting ``reserve`` jobs if more
+        than these (a batch's first call counts the whole batch). One round trip while the group
         and its owner are remembered; sets each job's ``parent`` and ``owner``.
         """
         for _ in range(2):
             group_id = self.store.group_id(group)
             chain = self.store.chain_of(group_id)
-            answer = self._enqueue_under(group_id, chain, context, jobs, limits)
+            answer = self._enqueue_under(group_id, chain, context, jobs, limits, reserve)
             if answer[0] == 1:
                 return group_id, bool(answer[1])
             if answer[0] == -1:
@@ -129,13 +166,19 @@ class Queue:
         raise UnknownKey(group)
 
     def _enqueue_under(
-        self, group_id: str, chain: list[str], context: str, jobs: list[tuple[Info, str, int]], limits: Limits
+        self,
+        group_id: str,
+        chain: list[str],
+        context: str,
+        jobs: list[tuple[Info, str, int]],
+        limits: Limits,
+        reserve: int,
     ) -> list[Any]:
         keys, owner = self.keys, chain[-1]
         note = f"for the cluster of context {context!r}, not seen online yet"
         args: list[Any] = [self.store.ttl, keys.channel(group_id), _added(jobs), keys.prefix, keys.wake(context), note]
         tokens = scope_tokens(context, chain)
-        args += [limits.hog_size, limits.hard_limit, len(tokens), *tokens]
+        args += [limits.hog_size, limits.hard_limit, reserve, len(tokens), *tokens]
         for info, call, priority in jobs:
             info.update(parent=group_id, owner=owner)
             args += [info["id"], dumps(info), call, priority]
@@ -161,17 +204,30 @@ class Queue:
         with reaching(self.store.url):
             return self.store.redis.hget(self.keys.user_map, owner) or owner
 
-    def take(self, context: str, label: str, heartbeat_ttl: int) -> tuple[Info, str] | None:
-        """The first job of ``context``'s queue, now Running on this engine; None when there is none."""
+    def take(
+        self, context: str, label: str, heartbeat_ttl: int, most: int = 1, batch: str | None = None
+    ) -> list[Taken]:
+        """The first job of ``context``'s queue, now Running on this engine; none when there is none.
+
+        When that job is an item of ``batch``, up to ``most`` of the batch's items that follow
+        it come too, each Running: a block the engine runs one after another.
+        """
         keys = self.keys
-        args = [keys.prefix, self.store.ttl, label, heartbeat_ttl, now()]
+        wanted = f"{ITEM_CALL}{batch}:" if batch else ""
+        args = [keys.prefix, self.store.ttl, label, heartbeat_ttl, now(), max(1, most), wanted]
         with reaching(self.store.url):
-            taken = self._take(keys=[keys.queue(context), keys.running], args=args)
-        if not taken:
-            return None
-        text, call = taken
-        info: Info = json.loads(text)  # the script checked it is a Queued info object
-        return info, call
+            taken = self._take(keys=[keys.queue(context), keys.running], args=args) or []
+        # The script checked each is a Queued info object.
+        return [Taken(json.loads(taken[i]), taken[i + 1], taken[i + 2]) for i in range(0, len(taken), 3)]
+
+    def release(self, context: str, label: str, jobs: list[Taken]) -> int:
+        """Give jobs taken but not started back to the queue, at their old places; how many went back."""
+        keys = self.keys
+        args: list[Any] = [keys.prefix, self.store.ttl, label, keys.wake(context), now(), keys.active("")]
+        for job in jobs:
+            args += [job.info["id"], job.score]
+        with reaching(self.store.url):
+            return int(self._release(keys=[keys.queue(context), keys.running, keys.wakeup(context)], args=args))
 
     def wait_for_work(self, context: str, timeout: float) -> None:
         """Block until a job is added to ``context``'s queue (a wakeup token), at most ``timeout`` s."""
@@ -181,6 +237,11 @@ class Queue:
     def depth(self, context: str) -> int:
         with reaching(self.store.url):
             return int(self.store.redis.zcard(self.keys.queue(context)))
+
+    def keep_call(self, call_id: str, call: str) -> None:
+        """Keep a call shared by many jobs (a batch's function), for as long as the jobs live."""
+        with reaching(self.store.url):
+            self.store.redis.set(self.keys.call(call_id), call, ex=self.store.ttl)
 
     def call_of(self, job_id: str) -> str | None:
         """A job's packed call (kept until the job expires, for relaunch)."""

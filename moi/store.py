@@ -20,10 +20,10 @@ from typing import Any
 
 import redis
 
-from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId, UnknownKey
+from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId
 from .info import Info, dumps, is_finished, new_id, new_info, parse
 from .keys import Keys, _looks_like_id
-from .lua import ADD_JOBS, COMPARE_AND_SET, COMPARE_AND_SET_MANY, ENSURE_GROUP
+from .lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, ENSURE_GROUP
 
 log = logging.getLogger("moi.store")
 
@@ -94,7 +94,7 @@ class Store:
         self._cas = client.register_script(COMPARE_AND_SET)
         self._ensure_group = client.register_script(ENSURE_GROUP)
         self._cas_many = client.register_script(COMPARE_AND_SET_MANY)
-        self._add_jobs = client.register_script(ADD_JOBS)
+        self._add_under = client.register_script(ADD_UNDER)
         self._groups: dict[str, tuple[str, float]] = {}  # key -> (group id, good until)
         self._chains: dict[str, tuple[list[str], float]] = {}  # group id -> (it and its ancestors, good until)
 
@@ -243,7 +243,7 @@ class Store:
     def group_id(self, key: str) -> str:
         """``ensure_group``, remembered for GROUP_CACHE_SECONDS: submitting saves a round trip.
 
-        Safe because ``add_jobs`` refuses a group that is gone (see ``add_queued``).
+        Safe because the queue's ``enqueue`` refuses a group that is gone, and looks again.
         """
         hit = self._groups.get(key)
         if hit is not None and hit[1] > time.monotonic():
@@ -269,41 +269,23 @@ class Store:
         self._chains[group_id] = (chain, time.monotonic() + GROUP_CACHE_SECONDS)
         return chain
 
-    def add_queued(self, group: str, infos: list[Info], queued_entry: str = "") -> str:
-        """Store new jobs as children of a user's group (made if needed); the group id.
-
-        One round trip while the group id is remembered; sets each job's ``parent``.
-        """
-        for _ in range(2):
-            group_id = self.group_id(group)
-            for info in infos:
-                info["parent"] = group_id
-            if self.add_jobs(group_id, infos, queued_entry):
-                return group_id
-            self.forget_group(group)  # removed meanwhile: look it up (or make it) again
-        raise UnknownKey(group)
-
     def forget_group(self, key: str) -> None:
         """Drop the remembered group id of ``key`` (its group was removed)."""
         self._groups.pop(key, None)
 
-    def add_jobs(self, group_id: str, infos: list[Info], queued_entry: str = "") -> bool:
-        """Store new jobs under a group, note them in the queued index and announce them: one round trip.
+    def add_under(self, group_id: str, infos: list[Info]) -> bool:
+        """Store new nodes under a group that must still exist, and announce them: one round trip.
 
-        False (nothing written) if the group no longer exists.
+        False (nothing written) if the group no longer exists. Jobs go through ``moi.queue``.
         """
-        args: list[Any] = [
-            self.ttl,
-            self.keys.channel(group_id),
-            message("add", [info["id"] for info in infos]),
-            queued_entry,
-            self.keys.prefix,
-        ]
+        args: list[Any] = [self.ttl, self.keys.channel(group_id), message("add", [info["id"] for info in infos])]
+        args.append(self.keys.prefix)
         for info in infos:
+            info["parent"] = group_id
             args += [info["id"], dumps(info)]
-        keys = [self.keys.info(group_id), self.keys.children(group_id), self.keys.queued]
-        with reaching(self.url), self.holding((keys[1], "set"), (keys[2], "hash")):
-            return bool(self._add_jobs(keys=keys, args=args))
+        keys = [self.keys.info(group_id), self.keys.children(group_id)]
+        with reaching(self.url), self.holding((keys[1], "set")):
+            return bool(self._add_under(keys=keys, args=args))
 
     def create_group(self, name: str, parent: str | None = None) -> str:
         """A new (sub)group; under ``parent`` when given, announced there."""

@@ -1,15 +1,14 @@
-"""The watchdog: no job stays Running after its engine died, nor Queued after its cluster went away.
+"""The watchdog: no job stays Running after its engine died.
 
 It works from Redis alone, whatever the cluster. An engine running a job
 keeps the job's heartbeat key alive (see ``moi.engine``); a job in the
 running set whose heartbeat has been gone for ``GRACE`` seconds (as seen by
 this watchdog, so a Redis restart that dropped the keys is not mistaken for a
-death) is marked Failed, "engine lost". A job in the queued index whose
-controller stopped answering (or was replaced by a new one, which does not
-know the old tasks) for ``QUEUED_GRACE`` seconds is marked Failed, "cluster
-lost". Every write is a compare-and-set that leaves finished jobs alone, so
-any number of watchdogs may run at once: the embedded runtime's supervisor,
-``moi server``, a blocking ``moi submit --block`` and ``moi watchdog`` each run one.
+death) is marked Failed, "engine lost". Queued jobs need no watching: they
+wait in moi's queue in Redis, whatever happens to the cluster. Every write
+is a compare-and-set that leaves finished jobs alone, so any number of
+watchdogs may run at once: the embedded runtime's supervisor, ``moi server``,
+a blocking ``moi submit --block`` and ``moi watchdog`` each run one.
 """
 
 from __future__ import annotations
@@ -36,26 +35,22 @@ log = logging.getLogger("moi.watchdog")
 
 INTERVAL = 2.0  # seconds between two passes
 GRACE = 3.0  # a heartbeat must stay missing this long before the job is failed
-QUEUED_GRACE = 10.0  # a controller must stay gone this long before its queued jobs are failed
 PROBE_TIMEOUT = 1.0
 # From an engine's death to its job marked Failed, when a watchdog runs.
 ENGINE_LOST_WITHIN = HEARTBEAT_TTL + GRACE + 2 * INTERVAL
-CLUSTER_LOST_WITHIN = QUEUED_GRACE + 2 * INTERVAL + PROBE_TIMEOUT
 
 
 class Watchdog:
     """One watcher over one Redis; call ``check`` every ``INTERVAL`` seconds."""
 
-    def __init__(self, store: Store, grace: float = GRACE, queued_grace: float = QUEUED_GRACE) -> None:
+    def __init__(self, store: Store, grace: float = GRACE) -> None:
         self.store = store
         self.grace = grace
-        self.queued_grace = queued_grace
         self._silent: dict[str, float] = {}  # running job -> when its heartbeat was first seen missing
-        self._stranded: dict[str, float] = {}  # queued job -> when its controller was first seen gone
 
     def check(self) -> list[str]:
         """One pass; the ids of the jobs it failed."""
-        return self._check_running() + self._check_queued()
+        return self._check_running()
 
     # running jobs -------------------------------------------------------------
 
@@ -82,36 +77,6 @@ class Watchdog:
         if done:
             with reaching(self.store.url):
                 client.srem(keys.running, *done)
-        return failed
-
-    # queued jobs ---------------------------------------------------------------
-
-    def _check_queued(self) -> list[str]:
-        keys, client = self.store.keys, self.store.redis
-        with reaching(self.store.url):
-            entries = client.hgetall(keys.queued)
-        ids = sorted(entries)
-        infos = {info["id"]: info for info in self.store.get_many(ids)}
-        _forget_others(self._stranded, ids)
-        alive: dict[str, bool] = {}  # one probe per controller per pass
-        failed, done = [], []
-        moment = time.monotonic()
-        for job_id in ids:
-            info = infos.get(job_id)
-            if info is None or info.get("status") != Status.QUEUED:
-                done.append(job_id)
-                continue
-            entry = _entry(entries[job_id])
-            where = entry.get("registration", "")
-            if where not in alive:
-                alive[where] = controller_alive(entry)
-            if _overdue(self._stranded, job_id, alive[where], moment, self.queued_grace):
-                if self._fail(info, _cluster_lost(info, entry)):
-                    failed.append(job_id)
-                done.append(job_id)
-        if done:
-            with reaching(self.store.url):
-                client.hdel(keys.queued, *done)
         return failed
 
     # -------------------------------------------------------------------------
@@ -150,27 +115,11 @@ def _forget_others(suspects: dict[str, float], current: list[str]) -> None:
         del suspects[job_id]
 
 
-def _entry(raw: str) -> dict[str, Any]:
-    try:
-        entry = json.loads(raw)
-    except ValueError:
-        return {}
-    return entry if isinstance(entry, dict) else {}
-
-
 def _engine_lost(info: Info) -> str:
     engine = info.get("engine") or "its engine"
     return (
         f"Engine lost: {engine} stopped sending heartbeats for over {HEARTBEAT_TTL}s "
         "(the engine died, or could not reach Redis); the job did not finish"
-    )
-
-
-def _cluster_lost(info: Info, entry: dict[str, Any]) -> str:
-    where = entry.get("registration") or "unknown address"
-    return (
-        f"Cluster lost: the controller of context {info.get('context')!r} at {where} went away "
-        "(stopped, restarted or unreachable) while the job was queued; it never ran"
     )
 
 

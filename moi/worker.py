@@ -5,7 +5,8 @@ the cluster's controller; that small task is all the controller carries. The
 engine then takes jobs from the context's queue in Redis one at a time, each
 marked Running in the same atomic step that takes it (``Queue.take``), so a
 long job never holds short ones behind it: each engine takes its next job only
-when it is free. When the queue is empty the engine waits up to ``LINGER``
+when it is free. A batch's items come in blocks, sized by their pace (see
+``moi.block``). When the queue is empty the engine waits up to ``LINGER``
 seconds for a new job (woken by a token the submit pushed), then returns, so
 the engine is free for other work on the cluster.
 """
@@ -18,8 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import engine, job
-from .queue import Queue, unpack_call
+from . import block, engine, job
+from .queue import Queue, batch_of, unpack_call
 from .store import Store, store_for
 
 log = logging.getLogger("moi.worker")
@@ -45,14 +46,19 @@ def work(spec: WorkSpec) -> int:
     """Run jobs from the context's queue until it stays empty for ``linger`` seconds; how many ran."""
     store = spec.store()
     queue = Queue(store)
+    batches = block.Batches(queue)
     label = engine.engine_label()
     done = 0
     idle_until = time.monotonic() + spec.linger
     while True:
-        taken = queue.take(spec.context, label, engine.HEARTBEAT_TTL)
-        if taken is not None:
-            _run(store, *taken)
-            done += 1
+        most, batch = batches.block_size()
+        taken = queue.take(spec.context, label, engine.HEARTBEAT_TTL, most, batch)
+        if taken:
+            if batch_of(taken[0].call) is None:
+                _run(store, taken[0].info, taken[0].call)
+            else:
+                block.run(store, queue, spec.context, taken, batches)
+            done += len(taken)
             idle_until = time.monotonic() + spec.linger
             continue
         left = idle_until - time.monotonic()

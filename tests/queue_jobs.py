@@ -35,3 +35,12 @@ class Refused(Exception):
 
 def refuse(**kwargs: Any) -> None:
     raise Refused("not today")
+
+
+def hold_or_record(path: str, label: str | None = None, **kwargs: Any) -> str:
+    """A batch of mixed items: ``(release,)`` holds an engine, ``(log, label)`` records and returns."""
+    return hold(path) if label is None else record(path, label)
+
+
+def divide(a: float, b: float) -> float:
+    return a / b

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from moi.batch import chunk_size_for, submit_many
+from moi.batch import submit_many
 from moi.info import new_info
 from moi.store import set_fields
 from tests import batch_jobs
@@ -42,7 +42,7 @@ def test_every_item_is_its_own_job_and_succeeds(r, store) -> None:
         assert (info["status"], info["result"], info["type"]) == ("Success", index / 2, "job")
         assert (info["name"], info["parent"], info["url"]) == (f"halves [{index}]", group_id, "/sweep")
         assert info["date_start"] <= info["date_end"]
-    assert not any(r.hexists(store.keys.queued, job_id) for job_id in job_ids)  # started: out of the queued index
+    assert not any(r.zscore(store.keys.queue("default"), job_id) for job_id in job_ids)  # taken: out of the queue
 
 
 def test_a_failing_item_fails_alone(r, store) -> None:
@@ -60,12 +60,11 @@ def test_items_are_announced_and_every_transition_published(r, store) -> None:
     pubsub = r.pubsub(ignore_subscribe_messages=True)
     pubsub.psubscribe("*:pubsub")
 
-    job_ids, _, batch = submit_many("default", "watcher", "p", None, batch_jobs.progress, [2, 2, 2], chunk_size=2)
+    job_ids, _, batch = submit_many("default", "watcher", "p", None, batch_jobs.progress, [2, 2, 2])
     batch.wait(60)
     messages = _drain(pubsub)
     pubsub.close()
 
-    assert len(batch.handles) == 2  # chunks of 2: two ipyparallel tasks for three jobs
     added = [ids for channel, body in messages if channel == f"{group_id}:pubsub" for ids in body["add"]]
     assert added == job_ids
     updates = Counter(body["update"][0] for channel, body in messages if "update" in body)
@@ -77,12 +76,6 @@ def test_a_plain_value_is_the_single_argument(r, store) -> None:
     job_ids, _, batch = submit_many("default", "sweeper", "p", None, batch_jobs.progress, [0, 1])
     assert batch.get(timeout=60) == [0, 1]
     assert [finished(job_id)["status"] for job_id in job_ids] == ["Success", "Success"]
-
-
-def test_chunks_share_the_items_out_over_the_engines() -> None:
-    assert chunk_size_for(1, 2) == 1
-    assert chunk_size_for(80, 2) == 10
-    assert chunk_size_for(10**6, 2) == 500
 
 
 def test_update_many_merges_a_concurrent_change_and_skips_removed_nodes(r, store) -> None:
@@ -129,8 +122,8 @@ def test_cli_submit_each_refuses_an_empty_file_and_both_options(r, tmp_path) -> 
     assert "not both" in both.stderr
 
 
-def test_a_chunk_the_engine_cannot_load_fails_its_jobs(r, store, tmp_path, monkeypatch) -> None:
-    # An argument of a class only this process can import: the engine fails the chunk's task before moi's code runs.
+def test_items_the_engine_cannot_load_fail_each_with_the_reason(r, store, tmp_path, monkeypatch) -> None:
+    # An argument of a class only this process can import: each item fails, saying so; the engine goes on.
     (tmp_path / "only_here_batch.py").write_text("class Thing:\n    pass\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import only_here_batch  # type: ignore[import-not-found]
@@ -140,8 +133,9 @@ def test_a_chunk_the_engine_cannot_load_fails_its_jobs(r, store, tmp_path, monke
     batch.wait(60)
     for job_id in job_ids:
         info = finished(job_id)
-        assert info["status"] == "Failed" and info["result"].startswith("Never finished:"), info
+        assert info["status"] == "Failed" and info["result"].startswith("Never started: engine"), info
         assert "only_here_batch" in info["result"]
+    assert submit_many("default", "loader", "fine", None, batch_jobs.divide, [(4, 2)])[2].get(timeout=60) == [2.0]
 
 
 def test_a_function_the_engine_cannot_import_fails_each_job_with_the_reason(r, tmp_path, monkeypatch) -> None:

@@ -110,5 +110,5 @@ def test_cancel_leaves_no_liveness_keys(store, r, pid_file) -> None:
     assert finished(job_id, timeout=CANCEL_BOUND)["status"] == Status.CANCELLED
     assert not r.sismember(store.keys.running, job_id)
     assert not r.exists(store.keys.heartbeat(job_id), store.keys.cancel(job_id))
-    assert not r.hexists(store.keys.queued, job_id)
+    assert r.zscore(store.keys.queue("default"), job_id) is None
     assert os.environ["MOI_REDIS_URL"]  # keys above were read from the session's Redis

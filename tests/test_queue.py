@@ -208,3 +208,93 @@ def test_a_controller_killed_with_jobs_queued_loses_none_and_runs_none_twice(
     for job_id in holders:
         info = finished(job_id)
         assert info["status"] == Status.FAILED and info["result"].startswith("Engine lost:"), info
+
+
+def test_a_running_batch_item_is_cancelled_like_any_job(r, tmp_path: Path) -> None:
+    from moi.batch import submit_many
+
+    release = tmp_path / "never"
+    job_ids, _, batch = submit_many("default", "sweeper", "sweep", None, queue_jobs.hold, [str(release)] * 2)
+    for job_id in job_ids:
+        wait_status(job_id, Status.RUNNING)
+
+    report = cancel(job_ids[0])
+
+    assert report.requested == [job_ids[0]]
+    info = finished(job_ids[0])
+    assert (info["status"], info["result"]) == (Status.CANCELLED, "Cancelled while running")
+    assert get_info(job_ids[1])["status"] == Status.RUNNING  # its neighbour goes on
+    release.touch()
+    assert batch.get(timeout=WAIT) == [None, "released"]
+
+
+def test_a_block_holds_one_batchs_items_and_gives_back_those_not_started(r, store) -> None:
+    # No engine works for this context: the test takes and gives back as an engine would.
+    from moi.info import new_id, new_info
+    from moi.queue import Queue, item_call
+
+    queue, batch_id, label = Queue(store), new_id(), "elsewhere:1"
+
+    def job(name: str, call: str) -> tuple[dict[str, Any], str, int]:
+        job_id = new_id()
+        return new_info(job_id, name, "job", store.keys.channel(job_id), context="nowhere"), call, 0
+
+    items = [job(f"sweep [{index}]", item_call(batch_id, (index,))) for index in range(3)]
+    alone = job("alone", "not a batch item")
+    queue.enqueue("blocker", "nowhere", [*items, alone])
+    ids = [info["id"] for info, _, _ in items]
+
+    first = queue.take("nowhere", label, 10)  # no pace known yet: one item
+    rest = queue.take("nowhere", label, 10, most=10, batch=batch_id)  # the batch's items, not the job after them
+    assert [taken.info["id"] for taken in first + rest] == ids
+    for job_id in ids:
+        assert (get_info(job_id)["status"], get_info(job_id)["engine"]) == (Status.RUNNING, label)
+        assert r.get(store.keys.heartbeat(job_id)) == label and r.sismember(store.keys.running, job_id)
+
+    assert cancel(ids[1]).requested == [ids[1]]  # Running: a cancel is asked of its engine
+    assert queue.release("nowhere", label, rest) == 1
+    cancelled, back = get_info(ids[1]), get_info(ids[2])
+    assert (cancelled["status"], cancelled["result"]) == (Status.CANCELLED, "Cancelled before it started")
+    assert (back["status"], back["date_start"], back.get("engine")) == (Status.QUEUED, None, None)
+    for job_id in ids[1:]:
+        assert not r.exists(store.keys.heartbeat(job_id), store.keys.cancel(job_id))
+        assert not r.sismember(store.keys.running, job_id)
+    assert queue.release("nowhere", "another:2", first) == 0  # only the engine that took a job gives it back
+
+    again = queue.take("nowhere", label, 10, most=10, batch=batch_id)
+    assert [taken.info["id"] for taken in again] == [ids[2]]  # at its old place, before the job after it
+    assert [taken.info["id"] for taken in queue.take("nowhere", label, 10, most=10, batch=batch_id)] == [
+        alone[0]["id"]
+    ]
+
+
+def test_a_long_batch_item_holds_no_short_ones_behind_it(r, tmp_path: Path) -> None:
+    from moi.batch import submit_many
+
+    release, log = tmp_path / "release", tmp_path / "ran"
+    items = [(str(log), f"quick-{index}") for index in range(3)] + [(str(release),)]
+    items += [(str(log), f"late-{index}") for index in range(6)]
+    job_ids, _, batch = submit_many("default", "sweeper", "mixed", None, queue_jobs.hold_or_record, items)
+
+    # Whichever engine took the long item, the items taken with it go back to the queue and run elsewhere.
+    for job_id in job_ids[:3] + job_ids[4:]:
+        assert finished(job_id, timeout=WAIT)["status"] == Status.SUCCESS
+    assert get_info(job_ids[3])["status"] == Status.RUNNING
+    release.touch()
+    assert batch.get(timeout=WAIT)[3] == "released"
+    assert sorted(lines(log)) == sorted([f"quick-{index}" for index in range(3)] + [f"late-{i}" for i in range(6)])
+
+
+def test_a_batch_item_is_relaunched_with_its_own_arguments(r) -> None:
+    from moi.batch import submit_many
+    from moi.job import relaunch
+
+    job_ids, _, batch = submit_many("default", "sweeper", "ratios", None, queue_jobs.divide, [(6, 3), (1, 0)])
+    assert batch.get(timeout=WAIT) == [2.0, None]
+
+    new_id, _, handle = relaunch(job_ids[0])
+    assert handle.get(timeout=WAIT) == 2.0
+    assert get_info(new_id)["relaunch_of"] == job_ids[0]
+    _, _, failing = relaunch(job_ids[1])
+    with pytest.raises(ZeroDivisionError):
+        failing.get(timeout=WAIT)
