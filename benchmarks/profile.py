@@ -114,6 +114,17 @@ def run(services: Services, jobs: int) -> list[str]:
     local.enqueue("profile", "profile-local", pending)
     spec = worker.WorkSpec("profile-local", store.url, store.keys.prefix, store.ttl, linger=0.0)
     _timed("moi worker: take, run, record (engine side, in this process)", jobs, lambda: worker.work(spec), profiles)
+
+    # The same for a batch's items: taken in blocks, recorded together.
+    batch_id = new_id()
+    local.keep_call(batch_id, call)
+    items = []
+    for _ in range(jobs):
+        job_id = new_id()
+        info = new_info(job_id, "p", "job", store.keys.channel(job_id), context="profile-local")
+        items.append((info, queue.item_call(batch_id, ()), 0))
+    local.enqueue("profile", "profile-local", items)
+    _timed("moi worker: a batch's items, in blocks (engine side)", jobs, lambda: worker.work(spec), profiles)
     return profiles
 
 

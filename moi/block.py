@@ -1,14 +1,16 @@
 """The engine side of batches: a block of one batch's items, taken together and run one after another.
 
 An engine takes a batch's items from the queue in blocks (``Queue.take`` with
-``most``), each item marked Running in the same atomic step, sized to hold about
-``BLOCK_SECONDS`` of work by the pace of the batch's items run so far: the first
-block is one item. What is shared is the cost: the batch's function is loaded
-once per engine, and a ``Recorder`` writes the items' outcomes together every
-``FLUSH_INTERVAL``. Each item is still a job like any other: its heartbeat beats
-until it ends, a cancel interrupts it (or ends it before it starts), and once an
-item has run for ``RELEASE_AFTER`` seconds the items of its block not started yet
-go back to the queue, for other engines, so a long item holds no short ones.
+``most``), sized to hold about ``BLOCK_SECONDS`` of work by the pace of the
+batch's items run so far: the first block is one item. Taking registers the
+items (heartbeat, running set); each is marked Running as it starts, and a
+``Recorder`` writes those changes and the outcomes together every
+``FLUSH_INTERVAL``, so an item quicker than that costs one write. The batch's
+function is loaded once per engine. Each item is still a job like any other: its
+heartbeat beats until it ends, a cancel interrupts it (or ends it before it
+starts), and once an item has run for ``RELEASE_AFTER`` seconds the items of its
+block not started yet go back to the queue, for other engines, so a long item
+holds no short ones.
 """
 
 from __future__ import annotations
@@ -85,7 +87,7 @@ class Batches:
 
 
 def run(store: Store, queue: Queue, context: str, taken: list[Taken], batches: Batches) -> None:
-    """Run a block of one batch's items, already Running on this engine, and record each outcome."""
+    """Run a block of one batch's items, taken by this engine, and record each start and outcome."""
     batch_id = batch_of(taken[0].call) or ""
     recorder = Recorder(store, [job.info for job in taken])
     with recorder:
@@ -107,7 +109,11 @@ def run(store: Store, queue: Queue, context: str, taken: list[Taken], batches: B
 
 
 def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, job: Taken) -> None:
-    job_id, started = job.info["id"], now()
+    job_id = job.info["id"]
+    if job.info["status"] != Status.QUEUED:  # changed before it was taken (an old queue entry): not ours to run
+        watch.done(job_id)
+        recorder.forget(job_id)
+        return
     try:
         args = item_arguments(job.call)
     except Exception as error:
@@ -123,14 +129,15 @@ def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, j
     try:
         with watch.interruptible():
             ran = True
+            recorder.record(job_id, _start(watch.label))
             result = loaded.func(*args, **arguments.moi_kwargs(loaded.takes, status_update, job.info))
     except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
         watch.done(job_id)
         if watch.cancel_requested:
             reason = "Cancelled while running" if ran else "Cancelled before it started"
-            recorder.finish(job_id, Status.CANCELLED, reason, "text", started)
+            recorder.finish(job_id, Status.CANCELLED, reason, "text")
         else:
-            recorder.finish(job_id, Status.FAILED, traceback.format_exc(), "traceback", started, pickled(error))
+            recorder.finish(job_id, Status.FAILED, traceback.format_exc(), "traceback", pickled(error))
         if not isinstance(error, Exception):
             watch.give_back_the_rest()
             raise
@@ -138,7 +145,7 @@ def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, j
     watch.done(job_id)
     value, result_format = encode_result(result)
     kept = pickled(result) if result_format == "repr" else None
-    recorder.finish(job_id, Status.SUCCESS, value, result_format, started, kept)
+    recorder.finish(job_id, Status.SUCCESS, value, result_format, kept)
 
 
 def _status(text: str) -> Change:
@@ -151,17 +158,27 @@ def _status(text: str) -> Change:
     return change
 
 
-def _finish(status: Status, result: Any, result_format: str, started: str | None) -> Change:
-    # Dates are taken when things happen, not when the change is written; an item of a block
-    # was marked Running when the block was taken, and started a little later.
+def _start(label: str) -> Change:
+    # Dates are taken when things happen, not when the change is written.
+    date_start = now()
+
+    def change(info: Info) -> Info | None:
+        if info["status"] != Status.QUEUED:
+            return None
+        info.update(status=Status.RUNNING, date_start=date_start, engine=label)
+        info.pop("waiting", None)
+        return info
+
+    return change
+
+
+def _finish(status: Status, result: Any, result_format: str) -> Change:
     date_end = now()
 
     def change(info: Info) -> Info | None:
         if is_finished(info):
             return None
         info.update(status=status, result=result, result_format=result_format, date_end=date_end)
-        if started is not None:
-            info["date_start"] = started
         return info
 
     return change
@@ -278,6 +295,7 @@ class Recorder:
         self.latest = {info["id"]: info for info in infos}  # as last written or read
         self._pending: list[tuple[str, Change]] = []
         self._also: list[list[str | int]] = []  # commands that go with the pending changes
+        self._ended: list[str] = []  # items whose liveness keys go with the pending changes
         self._lock = threading.Lock()  # guards _pending, _also and latest
         self._flushing = threading.Lock()  # one write at a time, in order
         self._stop = threading.Event()
@@ -304,33 +322,37 @@ class Recorder:
         status: Status,
         result: Any,
         result_format: str,
-        started: str | None = None,
         value: str | None = None,
     ) -> None:
         """An item's final state, with its liveness keys dropped and its pickled ``value`` kept."""
-        keys = self.store.keys
-        also: list[list[str | int]] = [
-            ["DEL", keys.heartbeat(job_id), keys.cancel(job_id)],
-            ["SREM", keys.running, job_id],
-        ]
-        if value is not None:
-            also.append(["SET", keys.value(job_id), value, "EX", self.store.ttl])
-        self.record(job_id, _finish(status, result, result_format, started), also)
+        with self._lock:
+            self._ended.append(job_id)
+            if value is not None:
+                self._also.append(["SET", self.store.keys.value(job_id), value, "EX", self.store.ttl])
+        self.record(job_id, _finish(status, result, result_format))
+
+    def forget(self, job_id: str) -> None:
+        """An item this engine will not run: only its liveness keys go."""
+        with self._lock:
+            self._ended.append(job_id)
+            self.latest.pop(job_id, None)
 
     def flush(self) -> None:
         with self._flushing:
             with self._lock:
                 pending, self._pending = self._pending, []
                 also, self._also = self._also, []
-                changes = [(job_id, change, self.latest[job_id]) for job_id, change in pending]
-            if not changes:
+                ended, self._ended = self._ended, []
+                changes = [(job_id, change, self.latest[job_id]) for job_id, change in pending if job_id in self.latest]
+            if not changes and not ended:
                 return
             try:
-                outcome = self.store.update_many(changes, also)
+                outcome = self._write(changes, also, ended)
             except MoiError:
                 with self._lock:  # keep them, in order, for the next try
                     self._pending[:0] = pending
                     self._also[:0] = also
+                    self._ended[:0] = ended
                 raise
             with self._lock:
                 for job_id, _, _ in changes:
@@ -338,6 +360,18 @@ class Recorder:
                         self.latest[job_id] = outcome[job_id]
                     else:
                         self.latest.pop(job_id, None)  # removed while the batch ran
+
+    def _write(
+        self, changes: list[tuple[str, Change, Info]], also: list[list[str | int]], ended: list[str]
+    ) -> dict[str, Info]:
+        keys = self.store.keys
+        if ended:  # one command each for every item that ended, not one per item
+            also = [*also, ["DEL", *(key for job_id in ended for key in (keys.heartbeat(job_id), keys.cancel(job_id)))]]
+            also.append(["SREM", keys.running, *ended])
+        if not changes:
+            self.store.write_many([], also)  # only liveness keys to drop
+            return {}
+        return self.store.update_many(changes, also)
 
     def _flush_every_interval(self) -> None:
         while not self._stop.wait(self.interval):

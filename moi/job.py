@@ -229,16 +229,17 @@ def _cancel_job(store: Store, info: Info, report: CancelReport) -> None:
         return new
 
     try:
-        # Out of its queue (or held set) in the same atomic write: no engine can take it.
+        # Out of its queue (or held set) in the same atomic write: no engine can take it. A queued job
+        # an engine has taken already (a batch item it is about to start) is asked of that engine instead.
         context = str(info.get("context"))
         leave = [
             ["ZREM", store.keys.queue(context), job_id],
             ["ZREM", store.keys.held(context), job_id],
         ]
-        info = store.update(job_id, change, info, also=leave)
+        info = store.update(job_id, change, info, also=leave, unless_in=store.keys.running)
     except UnknownId:
         return  # removed meanwhile: nothing left to cancel
-    if wrote == [True]:
+    if wrote == [True] and info["status"] == Status.CANCELLED:
         report.cancelled.append(job_id)
     elif is_finished(info):
         report.finished.append(job_id)

@@ -17,9 +17,7 @@ end
 # Returns 1 (set and published), -1 (no such node) or the current document.
 # ARGV[6:] are optional commands that go with the change (and only with it), each
 # as its length then its words: an engine's heartbeat registration rides along.
-COMPARE_AND_SET = (
-    _REVISION_OF
-    + """
+_SET_IF_UNCHANGED = """
 local current = redis.call('GET', KEYS[1])
 if not current then return -1 end
 if revision_of(current) ~= tonumber(ARGV[1]) then return current end
@@ -33,6 +31,17 @@ while i <= #ARGV do
 end
 return 1
 """
+COMPARE_AND_SET = _REVISION_OF + _SET_IF_UNCHANGED
+
+# The same, refused (0, nothing written) while the node is in the set KEYS[2]; ARGV[1] is its id there,
+# and the rest is COMPARE_AND_SET's. A cancel uses it: a queued job an engine has taken is not cancelled
+# as queued (its engine may be starting it), but asked of that engine.
+COMPARE_AND_SET_UNLESS = (
+    _REVISION_OF
+    + """
+if redis.call('SISMEMBER', KEYS[2], table.remove(ARGV, 1)) == 1 then return 0 end
+"""
+    + _SET_IF_UNCHANGED
 )
 
 # The compare-and-set above for many nodes in one call (a batch of jobs on one engine).
@@ -203,6 +212,8 @@ return {1, online}
 # place in the running set, so an engine that dies from here on leaves a job the watchdog fails.
 # A batch's items come as a block: when the first job taken is an item of the batch named by ARGV[7]
 # ("@<batch id>:"), the items of that batch that follow it in the queue are taken with it, ARGV[6] at most.
+# Items are only registered here (heartbeat, running set), still Queued: their engine marks each Running
+# as it starts it (moi.block), and a cancel of one is asked of that engine.
 # KEYS: queue, running set.  ARGV: key prefix, ttl, engine label, heartbeat ttl, date_start, most, batch.
 # Returns document, call, score for each job taken, or false when the queue holds no job to run.
 TAKE = """
@@ -220,31 +231,39 @@ local function start(id)
   local new = cjson.encode(info)
   redis.call('SET', prefix .. id, new, 'EX', ARGV[2])
   redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
-  redis.call('SET', prefix .. id .. ':heartbeat', ARGV[3], 'EX', ARGV[4])
-  redis.call('SADD', KEYS[2], id)
   return new
 end
-local out = {}
-while #out < 3 * most do
-  local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  if #head == 0 then break end
-  local call = redis.call('GET', prefix .. head[1] .. ':call') or ''
-  local batch = string.match(call, '^@[^:]+:')
-  if #out > 0 and batch ~= wanted then break end
-  redis.call('ZREM', KEYS[1], head[1])
-  local new = start(head[1])
-  if new then
-    out[#out + 1], out[#out + 2], out[#out + 3] = new, call, head[2]
-    if batch ~= wanted then break end  -- a job of its own, or an item of a batch not asked for: alone
+local out, taken = {}, {}
+while #out == 0 do  -- entries of jobs no longer Queued (removed) are dropped: look further
+  local head = redis.call('ZRANGE', KEYS[1], 0, most - 1, 'WITHSCORES')
+  if #head == 0 then return false end
+  local names = {}
+  for i = 1, #head, 2 do names[#names + 1] = prefix .. head[i] .. ':call' end
+  local calls = redis.call('MGET', unpack(names))
+  local popped = {}
+  for n = 1, #calls do
+    local id, call = head[2 * n - 1], calls[n] or ''
+    local batch = string.match(call, '^@[^:]+:')
+    if #out > 0 and batch ~= wanted then break end
+    popped[#popped + 1] = id
+    local doc
+    if batch then doc = redis.call('GET', prefix .. id) else doc = start(id) end
+    if doc then
+      redis.call('SET', prefix .. id .. ':heartbeat', ARGV[3], 'EX', ARGV[4])
+      taken[#taken + 1] = id
+      out[#out + 1], out[#out + 2], out[#out + 3] = doc, call, head[2 * n]
+      if batch ~= wanted then break end  -- a job of its own, or an item of a batch not asked for: alone
+    end
   end
+  redis.call('ZREM', KEYS[1], unpack(popped))
 end
-if #out == 0 then return false end
+redis.call('SADD', KEYS[2], unpack(taken))
 return out
 """
 
-# An engine gives back the jobs of a block it took but has not started (the one it runs takes long):
-# each goes back to Queued, at its old place in the queue, unless a cancel was asked for meanwhile, which
-# then ends it Cancelled. Only jobs still Running on this engine are touched.
+# An engine gives back the items of a block it took but has not started (the one it runs takes long):
+# each goes back to its old place in the queue, unless a cancel was asked for meanwhile, which then ends
+# it Cancelled. Only items still Queued and taken by this engine (its heartbeat) are touched.
 # KEYS: queue, running set, wakeup list.  ARGV: key prefix, ttl, engine label, wake channel, date_end, the
 # owners' active sets' key without the owner, then id, score pairs.  Returns how many went back to the queue.
 RELEASE = """
@@ -252,19 +271,19 @@ local prefix, back = ARGV[1], 0
 for i = 7, #ARGV, 2 do
   local id = ARGV[i]
   local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
-  if ok and type(info) == 'table' and info['status'] == 'Running' and info['engine'] == ARGV[3] then
+  if ok and type(info) == 'table' and info['status'] == 'Queued'
+      and redis.call('GET', prefix .. id .. ':heartbeat') == ARGV[3] then
     if redis.call('EXISTS', prefix .. id .. ':cancel') == 1 then
       info['status'], info['result'], info['result_format'] = 'Cancelled', 'Cancelled before it started', 'text'
       info['date_end'] = ARGV[5]
+      info['revision'] = info['revision'] + 1
+      redis.call('SET', prefix .. id, cjson.encode(info), 'EX', ARGV[2])
+      redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
       if info['owner'] then redis.call('SREM', ARGV[6] .. info['owner'], id) end
     else
-      info['status'], info['date_start'], info['engine'] = 'Queued', cjson.null, nil
       redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
       back = back + 1
     end
-    info['revision'] = info['revision'] + 1
-    redis.call('SET', prefix .. id, cjson.encode(info), 'EX', ARGV[2])
-    redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
     redis.call('DEL', prefix .. id .. ':heartbeat', prefix .. id .. ':cancel')
     redis.call('SREM', KEYS[2], id)
   end

@@ -23,7 +23,7 @@ import redis
 from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId
 from .info import Info, dumps, is_finished, new_id, new_info, parse
 from .keys import Keys, _looks_like_id
-from .lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, ENSURE_GROUP
+from .lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, COMPARE_AND_SET_UNLESS, ENSURE_GROUP
 
 log = logging.getLogger("moi.store")
 
@@ -92,6 +92,7 @@ class Store:
         self.ttl = ttl
         self.url = url
         self._cas = client.register_script(COMPARE_AND_SET)
+        self._cas_unless = client.register_script(COMPARE_AND_SET_UNLESS)
         self._ensure_group = client.register_script(ENSURE_GROUP)
         self._cas_many = client.register_script(COMPARE_AND_SET_MANY)
         self._add_under = client.register_script(ADD_UNDER)
@@ -320,12 +321,14 @@ class Store:
         change: Callable[[Info], Info | None],
         known: Info | None = None,
         also: Sequence[Sequence[str | int]] = (),
+        unless_in: str | None = None,
     ) -> Info:
         """Apply ``change`` atomically; it returns the new info, or None for no change.
 
         ``known`` is the caller's last copy; when it is current, this is one
         round trip. ``also``: Redis commands run in the same atomic step, if
-        (and only if) the change is written. Returns the info as it now stands.
+        (and only if) the change is written. ``unless_in``: a set; while the
+        node is in it, nothing is written. Returns the info as it now stands.
         """
         info = known if known is not None else self.get(node_id)
         while True:
@@ -334,20 +337,17 @@ class Store:
                 return info
             changed["revision"] = info["revision"] + 1
             extra = _command_words([*also, *self._ending(node_id, changed)])
+            args = [info["revision"], dumps(changed), self.ttl, self.keys.channel(node_id)]
+            args += [message("update", [node_id]), *extra]
             with reaching(self.url):
-                outcome = self._cas(
-                    keys=[self.keys.info(node_id)],
-                    args=[
-                        info["revision"],
-                        dumps(changed),
-                        self.ttl,
-                        self.keys.channel(node_id),
-                        message("update", [node_id]),
-                        *extra,
-                    ],
-                )
+                if unless_in is None:
+                    outcome = self._cas(keys=[self.keys.info(node_id)], args=args)
+                else:
+                    outcome = self._cas_unless(keys=[self.keys.info(node_id), unless_in], args=[node_id, *args])
             if outcome == 1:
                 return changed
+            if outcome == 0:
+                return info  # refused: the node is in ``unless_in``
             if outcome == -1:
                 raise UnknownId(node_id)
             info = parse(self.keys.info(node_id), outcome, node_id)  # someone else changed it: merge again
