@@ -37,7 +37,7 @@ from .store import Change, Store
 log = logging.getLogger("moi.block")
 
 BLOCK_SECONDS = 0.01  # the work a block holds, by its batch's pace so far
-MAX_BLOCK = 100  # items in a block at most
+MAX_BLOCK = 500  # items in a block at most
 RELEASE_AFTER = 1.0  # seconds an item runs before the rest of its block goes back to the queue
 FLUSH_INTERVAL = 0.01  # seconds an outcome may wait to share a round trip with others
 BATCHES_KEPT = 64  # batch functions an engine keeps loaded
@@ -287,6 +287,8 @@ class Recorder:
 
     Every change reaches Redis (and its channel) within ``interval`` seconds
     of being recorded, in the order recorded; the flush at the end writes the rest.
+    What one item went through within one interval (Running, status texts, its
+    outcome) is written and announced as one change: a quick item costs one write.
     """
 
     def __init__(self, store: Store, infos: list[Info], interval: float = FLUSH_INTERVAL) -> None:
@@ -343,7 +345,8 @@ class Recorder:
                 pending, self._pending = self._pending, []
                 also, self._also = self._also, []
                 ended, self._ended = self._ended, []
-                changes = [(job_id, change, self.latest[job_id]) for job_id, change in pending if job_id in self.latest]
+                chained = _one_per_item(pending)
+                changes = [(job_id, change, self.latest[job_id]) for job_id, change in chained if job_id in self.latest]
             if not changes and not ended:
                 return
             try:
@@ -379,3 +382,21 @@ class Recorder:
                 self.flush()
             except MoiError as error:  # Redis away: the final flush at the end tries again
                 log.warning("could not record batch changes yet: %s", error)
+
+
+def _one_per_item(pending: list[tuple[str, Change]]) -> list[tuple[str, Change]]:
+    """The pending changes of each item chained into one, in the order the items first came."""
+    chains: dict[str, list[Change]] = {}
+    for job_id, change in pending:
+        chains.setdefault(job_id, []).append(change)
+    return [(job_id, changes[0] if len(changes) == 1 else _chained(changes)) for job_id, changes in chains.items()]
+
+
+def _chained(changes: list[Change]) -> Change:
+    def change(info: Info) -> Info | None:
+        changed = None
+        for step in changes:
+            changed = step(dict(changed or info)) or changed  # a step that changes nothing keeps what came before
+        return changed
+
+    return change

@@ -133,6 +133,9 @@ def _safe_repr(value: Any) -> str:
 
 
 def dumps(info: Info) -> str:
+    # "revision" first: the compare-and-set scripts read it there without decoding the document.
+    if "revision" in info:
+        info = {"revision": info["revision"], **info}
     return json.dumps(info, separators=(",", ":"))
 
 

@@ -5,8 +5,11 @@
 
 # A stored document's revision; nil for anything that is not an info object, which then
 # goes back to Python as "changed meanwhile", where moi.info.parse says what is wrong with it.
+# moi.info.dumps writes it first, where it is read without decoding the document (5 us of 6).
 _REVISION_OF = """
 local function revision_of(text)
+  local leading = string.match(text, '^{"revision":(%d+)[,}]')
+  if leading then return tonumber(leading) end
   local decoded, revision = pcall(function() return cjson.decode(text)['revision'] end)
   if decoded then return revision end
   return nil
@@ -171,7 +174,7 @@ for i = 11, first - 1 do
   if redis.call('SISMEMBER', KEYS[8], ARGV[i]) == 1 then paused = true end
 end
 local seq = redis.call('INCRBY', KEYS[4], count) - count
-local tokens = {}
+local tokens, ids, places = {}, {}, {}
 for i = first, #ARGV, 4 do
   local id, doc, priority = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
   local hogging = hog > 0 and have >= hog
@@ -187,13 +190,15 @@ for i = first, #ARGV, 4 do
   end
   redis.call('SET', prefix .. id, doc, 'EX', ttl)
   redis.call('SET', prefix .. id .. ':call', ARGV[i + 2], 'EX', ttl)
-  redis.call('SADD', KEYS[2], id)
-  redis.call('SADD', KEYS[7], id)
   have = have + 1
   seq = seq + 1
-  redis.call('ZADD', paused and KEYS[9] or KEYS[3], (PRIORITY_TOP - priority) * 4294967296 + seq, id)
+  ids[#ids + 1] = id
+  places[#places + 1], places[#places + 2] = (PRIORITY_TOP - priority) * 4294967296 + seq, id
   if #tokens < 64 and not paused then tokens[#tokens + 1] = '1' end
 end
+redis.call('SADD', KEYS[2], unpack(ids))
+redis.call('SADD', KEYS[7], unpack(ids))
+redis.call('ZADD', paused and KEYS[9] or KEYS[3], unpack(places))
 redis.call('EXPIRE', KEYS[2], ttl)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', KEYS[7], ttl)
