@@ -154,11 +154,11 @@ class InvalidPriority(MoiError):
 class QuotaExceeded(MoiError):
     """A submit refused: the user has as many unfinished jobs as the hard limit allows."""
 
-    def __init__(self, user: str, unfinished: int, limit: int) -> None:
-        super().__init__(
-            f"User {printable(user)} has {unfinished} unfinished jobs and the limit is {limit}: "
-            "wait for some to finish, or cancel some"
-        )
+    def __init__(self, user: str, unfinished: int, limit: int, asked: int = 1) -> None:
+        advice = "wait for some to finish, or cancel some"
+        if asked > 1:  # a batch: it may be too big on its own
+            advice = f"a batch of {asked} would pass it; submit fewer, or wait for some to finish"
+        super().__init__(f"User {printable(user)} has {unfinished} unfinished jobs and the limit is {limit}: {advice}")
         self.user = user
         self.unfinished = unfinished
         self.limit = limit

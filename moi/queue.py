@@ -161,7 +161,8 @@ class Queue:
             if answer[0] == 1:
                 return group_id, bool(answer[1])
             if answer[0] == -1:
-                raise QuotaExceeded(self._name_of(group, chain[-1]), int(answer[1]), limits.hard_limit)
+                owner = self._name_of(group, chain[-1])
+                raise QuotaExceeded(owner, int(answer[1]), limits.hard_limit, max(reserve, len(jobs)))
             self.store.forget_group(group)  # removed meanwhile: look it up (or make it) again
         raise UnknownKey(group)
 

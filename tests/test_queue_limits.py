@@ -167,3 +167,22 @@ def test_moi_status_shows_each_context_online_or_offline_with_its_queue(r, tmp_p
     assert any(line.startswith("context default: online, 2 engines, 0 queued") for line in lines), lines
     assert "context offline: offline, 1 queued" in lines, lines
     assert json.loads(r.get("moi:online:default"))["engines"] == 2
+
+
+def test_a_batch_counts_against_the_limits_and_past_the_hard_one_is_refused_whole(
+    r, store, limited, tmp_path: Path
+) -> None:
+    from moi.batch import submit_many
+
+    limited(hard_limit=3)
+    release = tmp_path / "release"
+    with pytest.raises(QuotaExceeded, match="has 0 unfinished jobs and the limit is 3: a batch of 4 would pass it"):
+        submit_many("default", "sweeper", "too many", None, queue_jobs.hold, [str(release)] * 4)
+    assert not store.descendant_jobs(store.group_id("sweeper"))  # nothing of it stored
+
+    job_ids, _, batch = submit_many("default", "sweeper", "fits", None, queue_jobs.hold, [str(release)] * 3)
+    with pytest.raises(QuotaExceeded, match="has 3 unfinished jobs and the limit is 3"):
+        hold("sweeper", release)  # its items count like any job
+    release.touch()
+    assert batch.get(timeout=WAIT) == ["released"] * 3
+    assert finished(hold("sweeper", release))["status"] == Status.SUCCESS  # finished items count no more

@@ -109,3 +109,20 @@ def test_the_websocket_pauses_and_resumes_only_the_users_own_jobs(r, store, tmp_
     assert finished(mine)["status"] == Status.SUCCESS and finished(theirs)["status"] == Status.SUCCESS
     for holder in holders:
         finished(holder)
+
+
+def test_a_paused_users_batch_waits_and_runs_once_resumed(r, store, tmp_path: Path) -> None:
+    from moi.batch import submit_many
+
+    log = tmp_path / "ran"
+    store.ensure_group("sweeper")
+    pause(user="sweeper")
+    job_ids, _, batch = submit_many("default", "sweeper", "sweep", None, queue_jobs.record, [(str(log), "x")] * 3)
+    assert [get_info(job_id)["status"] for job_id in job_ids] == [Status.PAUSED] * 3
+    other, _, _ = submit("default", "other", "other", None, jobs.add, 1, 2)
+    assert finished(other)["status"] == Status.SUCCESS  # the engines are free, and leave the batch alone
+    assert [get_info(job_id)["status"] for job_id in job_ids] == [Status.PAUSED] * 3
+
+    assert sorted(resume(user="sweeper")) == sorted(job_ids)
+    assert batch.get(timeout=120) == ["x"] * 3
+    assert lines(log) == ["x"] * 3
