@@ -1,10 +1,11 @@
 """What a job function receives from moi, besides its own arguments.
 
 Every job function may take ``status_update`` (a callable that sets the job's
-status text) and the original moi's names: ``moi_update_status`` (the same
-callable), ``moi_context`` (the context's name) and ``moi_parent_id`` (the id of
-the job's group). A function with ``**kwargs`` gets them all; any other gets
-only those its signature names, so ``def add(a, b)`` is a job function too.
+status text), ``workdir`` (its job directory, when it has one) and the original
+moi's names: ``moi_update_status`` (the same callable), ``moi_context`` (the
+context's name) and ``moi_parent_id`` (the id of the job's group). A function
+with ``**kwargs`` gets them all; any other gets only those its signature names,
+so ``def add(a, b)`` is a job function too.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from .context import ByName
 
-MOI_NAMES = ("status_update", "moi_update_status", "moi_context", "moi_parent_id")
+MOI_NAMES = ("status_update", "moi_update_status", "moi_context", "moi_parent_id", "workdir")
 
 
 def accepted(func: Callable[..., Any]) -> frozenset[str] | None:
@@ -43,15 +44,18 @@ def _accepted(func: Callable[..., Any]) -> frozenset[str] | None:
 
 
 def moi_kwargs(
-    takes: frozenset[str] | None, status_update: Callable[[str], None], info: dict[str, Any]
+    takes: frozenset[str] | None, status_update: Callable[[str], None], info: dict[str, Any], workdir: str = ""
 ) -> dict[str, Any]:
-    """moi's keyword arguments for a call, limited to what the function ``takes`` (see ``accepted``)."""
+    """moi's keyword arguments for a call, limited to what the function ``takes`` (see ``accepted``);
+    ``workdir`` only for a job that has a directory."""
     offered = {
         "status_update": status_update,
         "moi_update_status": status_update,
         "moi_context": info.get("context"),
         "moi_parent_id": info.get("parent"),
     }
+    if workdir:
+        offered["workdir"] = workdir
     if takes is None:
         return offered
     return {name: value for name, value in offered.items() if name in takes}

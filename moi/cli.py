@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import click
 
 from . import connections, runtime, watchdog
+from .cli_files import download_command, files_command
 from .errors import BadDocument, InvalidId, MoiError, NotAGroup, UnknownKey
 from .info import SEED_FIELDS, Info, Status, is_finished, is_uuid
 from .job import (
@@ -71,6 +72,10 @@ def main(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
 
 
+main.add_command(files_command)
+main.add_command(download_command)
+
+
 @main.command("submit")
 @click.option("--cmd", default=None, help="Python code (a function body) or a shell command.")
 @click.option(
@@ -90,6 +95,12 @@ def main(verbose: bool) -> None:
 @click.option("--name", default=DEFAULT_NAME, show_default=True, help="The job's name.")
 @click.option("--context", default=None, help="The cluster context (default: the configured default).")
 @click.option("--priority", default=None, help="low, normal (the default), high, or an integer.")
+@click.option(
+    "--input",
+    "inputs",
+    multiple=True,
+    help="A file copied into the job's directory, as $INPUT/<its name> (repeatable).",
+)
 def submit_command(
     cmd: str | None,
     each: TextIO | None,
@@ -99,10 +110,13 @@ def submit_command(
     name: str,
     context: str | None,
     priority: str | None,
+    inputs: tuple[str, ...],
 ) -> None:
     """Submit a job (--cmd), or one job per line of a file (--each)."""
     if cmd is not None and each is not None:
         raise click.UsageError("Give --cmd or --each, not both")
+    if inputs and each is not None:
+        raise click.UsageError("--input goes with --cmd: a batch's items have no inputs yet")
     ctx = context or connections.settings().default_context
     if each is not None:
         _submit_each(each, cmd_type or "system", block, user or "no-user", name, ctx)
@@ -111,7 +125,8 @@ def submit_command(
         raise click.UsageError("Give --cmd (one job) or --each (a file of commands)")
     func = _command_function(cmd_type or "python", [cmd])
     # Queued in Redis; if this process leads the dispatching, its exit leaves work for the job.
-    job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd, priority=priority)
+    files = list(inputs) if inputs else None
+    job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd, priority=priority, files=files)
     click.echo(f"Submitted job id: {job_id}")
     if get_info(job_id).get("waiting") and not watchdog.controller_listening(connections.context_spec(ctx).url_file):
         click.echo(f"Job {job_id} waits in the queue of context {ctx!r}: its cluster is not online", err=True)

@@ -69,6 +69,9 @@ class Settings:
     hog_size: int = 0
     hard_limit: int = 0
     chooser: str = ""  # "pkg.mod:func": picks the context of a job submitted with ctx=None
+    # Where job directories are made (one per job with files); empty: <state_dir>/jobs. With
+    # engines on other hosts it must be a filesystem they all see at the same path.
+    jobs_dir: str = ""
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -77,6 +80,10 @@ class Settings:
     @property
     def uses_embedded_cluster(self) -> bool:
         return not self.contexts
+
+    @property
+    def jobs_root(self) -> str:
+        return os.path.abspath(self.jobs_dir or os.path.join(self.state_dir, "jobs"))
 
 
 def default_state_dir() -> str:
@@ -113,7 +120,7 @@ def _from_ini(path: str) -> dict[str, Any]:
             values["default_context"] = section["default"].strip()
     if parser.has_section("moi"):
         section = parser["moi"]
-        for name in ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser"):
+        for name in ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir"):
             if name in section:
                 values[name] = section[name]
         if "ttl" in section:
@@ -135,6 +142,7 @@ _ENVIRONMENT = {
     "MOI_HOG_SIZE": "hog_size",
     "MOI_HARD_LIMIT": "hard_limit",
     "MOI_CHOOSER": "chooser",
+    "MOI_JOBS_DIR": "jobs_dir",
 }
 
 

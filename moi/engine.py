@@ -63,28 +63,38 @@ def submitted_from() -> tuple[str, str]:
 
 
 @contextmanager
-def in_directory(origin: tuple[str, str] | None) -> Iterator[None]:
-    """Run in the submitter's working directory, first on ``sys.path`` as with ``python -c``, on its host.
+def in_directory(origin: tuple[str, ...] | None) -> Iterator[None]:
+    """Run where the job was submitted from, first on ``sys.path`` as with ``python -c``, on its host;
+    in its job directory when it has one (``origin``'s third part), with the submitter's still on the path.
 
     Elsewhere (another host, a directory that is gone) the job runs where the
     engine is. Modules imported from the directory are forgotten afterwards,
     so the next job, perhaps from another directory, imports its own.
     """
-    host, path = origin or ("", "")
+    host, path, workdir = (*(origin or ()), "", "", "")[:3]
     if not path or host != socket.gethostname() or not os.path.isdir(path):
+        path = ""
+    if not path and not workdir:
         yield
         return
     before, modules = os.getcwd(), set(sys.modules)
-    os.chdir(path)
-    sys.path.insert(0, path)
+    os.chdir(workdir or path)
+    if path:
+        sys.path.insert(0, path)
     try:
         yield
     finally:
         os.chdir(before)
-        with contextlib.suppress(ValueError):
-            sys.path.remove(path)
-        if len(sys.modules) > len(modules):  # only then can a module from there be cached
-            _forget_modules_from(path, set(sys.modules) - modules)
+        if path:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(path)
+            if len(sys.modules) > len(modules):  # only then can a module from there be cached
+                _forget_modules_from(path, set(sys.modules) - modules)
+
+
+def workdir_of(origin: tuple[str, ...] | None) -> str:
+    """The job directory a job's call names ('' for none)."""
+    return origin[2] if origin and len(origin) > 2 else ""
 
 
 def _forget_modules_from(path: str, names: set[str]) -> None:

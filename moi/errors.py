@@ -21,6 +21,10 @@
     ├── JobCancelled
     ├── JobFailed
     ├── WrongState
+    ├── JobFilesError
+    │   ├── PathRefused
+    │   ├── NoSuchFile
+    │   └── InputRefused
     ├── BadRequest
     │   └── RootRemoval
     ├── NotLoopback
@@ -195,6 +199,35 @@ class WrongState(MoiError):
     def __init__(self, node_id: str, action: str, reason: str) -> None:
         super().__init__(f"Job {node_id} cannot be {action}: {reason}")
         self.node_id = node_id
+
+
+class JobFilesError(MoiError):
+    """Something about a job's directory: a path, a file or an input."""
+
+
+class PathRefused(JobFilesError):
+    """A path that would leave the job's directory, or reach through a link."""
+
+    def __init__(self, job_id: str, path: str, why: str) -> None:
+        super().__init__(f"Path {printable(path)!r} is refused for job {printable(job_id)}: {why}")
+        self.path = path
+
+
+class NoSuchFile(JobFilesError):
+    """No such file in a job's directory (or the job has no directory)."""
+
+    def __init__(self, job_id: str, path: str) -> None:
+        where = f"{printable(path)!r} in the files" if path else "files"
+        super().__init__(f"No {where} of job {printable(job_id)}; `moi files --job-id {printable(job_id)}` lists them")
+        self.path = path
+
+
+class InputRefused(JobFilesError):
+    """An input given at submit that cannot be copied in; nothing was stored."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"Input {printable(name)!r} is refused: {why}")
+        self.name = name
 
 
 class BadRequest(MoiError):

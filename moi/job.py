@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import arguments, connections, engine, queue
+from . import files as job_files
 from . import pause as pausing
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
@@ -62,6 +63,8 @@ def submit(
     func: Callable[..., Any],
     *args: Any,
     priority: str | int | None = None,
+    files: job_files.Inputs | None = None,
+    workdir: bool = False,
     **kwargs: Any,
 ) -> tuple[str, str, JobHandle]:
     """Queue ``func(*args, **kwargs)`` as a job under ``group``, to run on the context's cluster.
@@ -70,9 +73,11 @@ def submit(
     returning a context name; None uses the configured chooser (``[moi] chooser``), else the
     default context. ``group`` is a user name (its group is created on first use) or a group id.
     ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a
-    higher one starts first when every engine is busy. Returns ``(job_id,
-    group_id, handle)`` at once. The job is stored as Queued, with its call, in
-    moi's queue and announced before this returns; the cluster need not be up.
+    higher one starts first when every engine is busy. ``files``: inputs copied into
+    the job's own directory (paths, or names mapped to paths, bytes or binary files);
+    ``workdir=True`` gives it a directory without inputs (see ``moi.files``).
+    Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
+    with its call, in moi's queue and announced before this returns; the cluster need not be up.
     """
     spec = _context_for(ctx, name, group, args, kwargs)
     level = queue.priority_of(priority)
@@ -80,8 +85,18 @@ def submit(
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
     info["priority"] = level
-    call = queue.pack_call(by_name(func), args, kwargs, engine.submitted_from())
-    group_id, _online = connections.queue().enqueue(group, spec.name, [(info, call, level)], connections.limits())
+    origin: tuple[str, ...] = engine.submitted_from()
+    directory = job_files.prepare(job_id, files) if files is not None or workdir else ""
+    if directory:
+        origin += (directory,)
+        info["files"] = job_files.summary(directory)
+    call = queue.pack_call(by_name(func), args, kwargs, origin)
+    try:
+        group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], connections.limits())
+    except BaseException:
+        if directory:  # nothing of a refused job stays behind
+            job_files.remove_directory(directory)
+        raise
     connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
     log.debug("queued %s for %s", job_id, spec.name)
     return job_id, group_id, JobHandle(job_id, store)
@@ -274,10 +289,14 @@ def run_started(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call a job already marked Running (its heartbeat registered), and record how it ended."""
-    tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering())
+    workdir = engine.workdir_of(origin)
+    tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering(), workdir=workdir)
+    if workdir and not os.path.isdir(workdir):  # a jobs root this host does not share
+        tracker.finish(Status.FAILED, job_files.unseen(workdir, liveness.label), "text")
+        return None
     liveness.start()
     try:
-        with engine.in_directory(origin):
+        with engine.in_directory(origin), job_files.job_environment(workdir):
             return _call(tracker, liveness, func, args, kwargs)
     finally:
         liveness.stop(unregistered=tracker.ended)
@@ -292,7 +311,8 @@ def _call(
 ) -> Any:
     try:
         with liveness.interruptible():
-            moi_names = arguments.moi_kwargs(arguments.accepted(func), tracker.status_update, tracker.info)
+            takes = arguments.accepted(func)
+            moi_names = arguments.moi_kwargs(takes, tracker.status_update, tracker.info, tracker.workdir)
             result = func(*args, **{**kwargs, **moi_names})
     except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
         if liveness.cancel_requested:
@@ -334,11 +354,19 @@ def _starter(label: str) -> Callable[[Info], Info | None]:
 class _Tracker:
     """Keeps the engine's latest copy, so each change is usually one round trip."""
 
-    def __init__(self, store: Store, job_id: str, info: Info, also_at_end: list[list[str | int]] | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        job_id: str,
+        info: Info,
+        also_at_end: list[list[str | int]] | None = None,
+        workdir: str = "",
+    ) -> None:
         self.store = store
         self.job_id = job_id
         self.info = info
         self.also_at_end = also_at_end or []  # commands that go with the final write
+        self.workdir = workdir  # the job's directory: its final write says what it holds
         self.ended = False  # the final write was ours, and carried also_at_end
 
     def status_update(self, text: str) -> None:
@@ -360,12 +388,15 @@ class _Tracker:
         also = list(self.also_at_end)
         if value is not None:
             also.append(["SET", self.store.keys.value(self.job_id), value, "EX", self.store.ttl])
+        held = job_files.summary(self.workdir) if self.workdir and os.path.isdir(self.workdir) else None
 
         def change(info: Info) -> Info | None:
             wrote[:] = [not is_finished(info)]  # the last attempt is the one that counted
             if is_finished(info):
                 return None
             info.update(status=status, result=result, result_format=result_format, date_end=now())
+            if held is not None:
+                info["files"] = held
             return info
 
         # The final state must land even across a Redis outage (bounded: then it is logged).

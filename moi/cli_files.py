@@ -1,0 +1,42 @@
+"""``moi files`` and ``moi download``: a job's files from a terminal (see ``moi.files``)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from typing import BinaryIO
+
+import click
+
+from . import files as job_files
+
+CHUNK = 1 << 20
+
+
+@click.command("files")
+@click.option("--job-id", required=True, help="The job whose files to list.")
+@click.option("--recursive/--no-recursive", default=True, show_default=True, help="Into subdirectories too.")
+@click.argument("path", required=False, default="")
+def files_command(job_id: str, recursive: bool, path: str) -> None:
+    """List a job's files as `size  path` lines (directories end with /)."""
+    for entry in job_files.list(job_id, path, recursive=recursive):
+        click.echo(f"{entry.size:>12}  {entry.path}/" if entry.is_dir else f"{entry.size:>12}  {entry.path}")
+
+
+@click.command("download")
+@click.option("--job-id", required=True, help="The job the file belongs to.")
+@click.option("-o", "--output", "output", default="-", show_default=True, help="Where to write it (- for stdout).")
+@click.argument("path")
+def download_command(job_id: str, output: str, path: str) -> None:
+    """Copy one of a job's files out, to stdout or a file."""
+    with job_files.open(job_id, path) as source:
+        if output == "-":
+            _copy(source, sys.stdout.buffer)
+            return
+        with open(output, "wb") as target:
+            _copy(source, target)
+
+
+def _copy(source: BinaryIO, target: BinaryIO) -> None:
+    shutil.copyfileobj(source, target, CHUNK)
+    target.flush()

@@ -1,0 +1,301 @@
+"""Job files: a directory per job, inputs copied in, outputs listed and read back, confined to it.
+
+A job submitted with ``files=`` (or ``workdir=True``) gets ``<jobs root>/<job id>/``
+(``MOI_JOBS_DIR`` / ``[moi] jobs_dir``; by default ``<state dir>/jobs``) holding
+``input/`` (the inputs, copied in before the job is queued), ``output/`` and
+``tmp/``. The job runs in it, with ``$INPUT``, ``$OUTPUT``, ``$TEMP`` and ``$CPU``
+set; a Python job gets its path as ``workdir``. Anything written under the
+directory is the job's output; its info object keeps a ``files`` summary (count
+and total size), never the list.
+
+Reading is confined: a path is split into names, and each is opened relative to
+the directory before it with ``O_NOFOLLOW``, so ``..``, an absolute path, a NUL
+byte, or a symbolic link anywhere on the way (even one swapped in between a
+check and the open) is refused, and nothing outside the directory is read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import errno
+import os
+import shutil
+import socket
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+from . import connections
+from .errors import InputRefused, InvalidId, NoSuchFile, PathRefused
+from .info import is_uuid
+
+INPUT, OUTPUT, TEMP = "input", "output", "tmp"
+COPY_CHUNK = 1 << 20
+_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang the open
+
+Source = str | os.PathLike[str] | bytes | IO[bytes]
+Inputs = Sequence[str | os.PathLike[str]] | Mapping[str, Source]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of a job's files: its path in the job directory, whether it is a directory, its size."""
+
+    path: str
+    is_dir: bool
+    size: int
+
+
+# where -------------------------------------------------------------------------------
+
+
+def directory_of(job_id: str) -> str:
+    """Where a job's directory is, whether or not it exists."""
+    if not is_uuid(job_id):
+        raise InvalidId(job_id)
+    return os.path.join(connections.settings().jobs_root, job_id)
+
+
+# submitting: the directory and the inputs ----------------------------------------------
+
+
+def prepare(job_id: str, inputs: Inputs | None) -> str:
+    """Make the job's directory and copy the inputs into its ``input/``; its path.
+
+    Nothing is left behind when an input is refused (InputRefused).
+    """
+    directory = directory_of(job_id)
+    os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
+    os.mkdir(directory, 0o700)
+    try:
+        for name in (INPUT, OUTPUT, TEMP):
+            os.mkdir(os.path.join(directory, name), 0o700)
+        for name, source in _named(inputs):
+            _copy_in(os.path.join(directory, INPUT), name, source)
+    except BaseException:
+        remove_directory(directory)
+        raise
+    return directory
+
+
+def _named(inputs: Inputs | None) -> Iterator[tuple[str, Source]]:
+    if inputs is None:
+        return
+    if isinstance(inputs, Mapping):
+        yield from inputs.items()
+        return
+    if isinstance(inputs, (str, bytes, os.PathLike)):
+        raise InputRefused(str(inputs), "give a list of paths, or a mapping of names to paths, bytes or files")
+    for path in inputs:
+        yield os.path.basename(os.fspath(path)), path
+
+
+def _copy_in(input_dir: str, name: str, source: Source) -> None:
+    if not name or "/" in name or "\x00" in name or name in (".", ".."):
+        raise InputRefused(name, "an input's name is a plain file name, without '/'")
+    try:
+        fd = os.open(os.path.join(input_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise InputRefused(name, "two inputs have that name") from None
+    with builtins.open(fd, "wb") as target:
+        if isinstance(source, bytes):
+            target.write(source)
+        elif isinstance(source, (str, os.PathLike)):
+            _copy_path(name, os.fspath(source), target)
+        elif hasattr(source, "read"):
+            _copy_stream(name, source, target)
+        else:
+            raise InputRefused(name, f"give a path, bytes or a binary file object, not {type(source).__name__}")
+
+
+def _copy_path(name: str, path: str, target: IO[bytes]) -> None:
+    try:
+        with builtins.open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise InputRefused(name, f"{path} is not a regular file")
+            shutil.copyfileobj(handle, target, COPY_CHUNK)
+    except OSError as error:
+        raise InputRefused(name, f"cannot read {path}: {error.strerror or error}") from None
+
+
+def _copy_stream(name: str, source: IO[bytes], target: IO[bytes]) -> None:
+    while chunk := source.read(COPY_CHUNK):
+        if not isinstance(chunk, bytes):
+            raise InputRefused(name, "its file object gives text: open it in binary mode ('rb')")
+        target.write(chunk)
+
+
+def remove_directory(directory: str) -> None:
+    """Remove a job's directory; never follows a link out of it (shutil.rmtree works on file descriptors)."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(directory)
+
+
+# reading: listing and opening, confined ----------------------------------------------
+
+
+def list(job_id: str, path: str = "", recursive: bool = True) -> builtins.list[Entry]:  # noqa: A001
+    """The entries under ``path`` of the job's directory, sorted by path; links are not followed (nor listed)."""
+    names = _names(job_id, path)
+    fd = _open_directory(job_id, names)
+    try:
+        entries = builtins.list(_scan(fd, "/".join(names), recursive))
+    finally:
+        os.close(fd)
+    return sorted(entries, key=lambda entry: entry.path)
+
+
+def open(job_id: str, path: str) -> BinaryIO:  # noqa: A001
+    """A file of the job's directory, opened for reading (binary)."""
+    names = _names(job_id, path)
+    if not names:
+        raise PathRefused(job_id, path, "it names the job directory itself, not a file in it")
+    parent = _open_directory(job_id, names[:-1])
+    try:
+        fd = os.open(names[-1], _FILE, dir_fd=parent)
+    except OSError as error:
+        raise _refusal(job_id, path, error) from None
+    finally:
+        os.close(parent)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PathRefused(job_id, path, "it is not a regular file")
+    os.set_blocking(fd, True)
+    return builtins.open(fd, "rb")
+
+
+def summary(directory: str) -> dict[str, int]:
+    """How many regular files the directory holds, and their total size (links not followed)."""
+    count = size = 0
+    for root, _, files in os.walk(directory, followlinks=False):
+        for name in files:
+            with contextlib.suppress(OSError):
+                found = os.lstat(os.path.join(root, name))
+                if stat.S_ISREG(found.st_mode):
+                    count += 1
+                    size += found.st_size
+    return {"count": count, "size": size}
+
+
+def _names(job_id: str, path: str) -> builtins.list[str]:
+    """``path`` as names inside the job directory; PathRefused for one that could leave it."""
+    if "\x00" in path:
+        raise PathRefused(job_id, path, "it holds a NUL byte")
+    if path.startswith("/") or path.startswith("\\"):
+        raise PathRefused(job_id, path, "it is absolute; give a path inside the job directory")
+    names = [name for name in path.split("/") if name not in ("", ".")]
+    if ".." in names:
+        raise PathRefused(job_id, path, "it climbs out with '..'")
+    return names
+
+
+def _open_directory(job_id: str, names: builtins.list[str]) -> int:
+    """A file descriptor of the directory ``names`` lead to, each opened without following links."""
+    try:
+        fd = os.open(directory_of(job_id), _DIRECTORY)
+    except OSError:
+        raise NoSuchFile(job_id, "") from None
+    for index, name in enumerate(names):
+        try:
+            inner = os.open(name, _DIRECTORY, dir_fd=fd)
+        except OSError as error:
+            os.close(fd)
+            raise _refusal(job_id, "/".join(names[: index + 1]), error) from None
+        os.close(fd)
+        fd = inner
+    return fd
+
+
+def _refusal(job_id: str, path: str, error: OSError) -> Exception:
+    if error.errno in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+        return PathRefused(job_id, path, "it goes through a symbolic link or a file")
+    return NoSuchFile(job_id, path)
+
+
+def _scan(fd: int, prefix: str, recursive: bool) -> Iterator[Entry]:
+    with os.scandir(fd) as entries:
+        found = builtins.list(entries)
+    for entry in found:
+        path = f"{prefix}/{entry.name}" if prefix else entry.name
+        if entry.is_symlink():
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            yield Entry(path, True, 0)
+            if recursive:
+                yield from _scan_inside(fd, entry.name, path)
+        elif entry.is_file(follow_symlinks=False):
+            yield Entry(path, False, entry.stat(follow_symlinks=False).st_size)
+
+
+def _scan_inside(fd: int, name: str, path: str) -> Iterator[Entry]:
+    try:
+        inner = os.open(name, _DIRECTORY, dir_fd=fd)
+    except OSError:  # swapped for a link, or gone, meanwhile: not listed
+        return
+    try:
+        yield from _scan(inner, path, True)
+    finally:
+        os.close(inner)
+
+
+# on the engine -------------------------------------------------------------------------
+
+
+def unseen(directory: str, label: str) -> str:
+    """Why a job whose directory this engine cannot see never started."""
+    return (
+        f"Never started: engine {label} cannot see the job directory {directory}; with engines on "
+        f"other hosts than {socket.gethostname()}, the jobs root (MOI_JOBS_DIR) must be a filesystem "
+        "they all see at the same path (see the README, Job files)"
+    )
+
+
+@contextmanager
+def job_environment(directory: str) -> Iterator[dict[str, Any]]:
+    """``$INPUT``, ``$OUTPUT``, ``$TEMP`` and ``$CPU`` for the job while it runs; restored after."""
+    if not directory:
+        yield {}
+        return
+    values = {
+        "INPUT": os.path.join(directory, INPUT),
+        "OUTPUT": os.path.join(directory, OUTPUT),
+        "TEMP": os.path.join(directory, TEMP),
+        "CPU": str(cpu_share()),
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield values
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def cpu_share() -> int:
+    """This host's cores divided by the engines running on it, at least 1."""
+    return max(1, (os.cpu_count() or 1) // max(1, _engines_on_this_host()))
+
+
+def _engines_on_this_host() -> int:
+    """ipyparallel engines of this user on this host, from /proc (1 where that cannot be read)."""
+    count = 0
+    try:
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return 1
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if os.stat(f"/proc/{pid}").st_uid != os.getuid():
+                continue
+            with builtins.open(f"/proc/{pid}/cmdline", "rb") as handle:
+                words = handle.read().split(b"\x00")
+            if any(word.endswith((b"ipyparallel.engine", b"ipengine")) for word in words):
+                count += 1
+    return count or 1

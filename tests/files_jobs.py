@@ -1,0 +1,30 @@
+"""Job functions for the job-files tests (engines import them by reference)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+def use_files(workdir: str) -> dict[str, Any]:
+    """Read the inputs, write outputs (one in a subdirectory), report where it ran and what it saw."""
+    inputs = Path(os.environ["INPUT"])
+    seen = {path.name: path.read_bytes().decode() for path in sorted(inputs.iterdir())}
+    output = Path(os.environ["OUTPUT"])
+    (output / "joined.txt").write_text("".join(seen.values()))
+    (output / "deeper").mkdir()
+    (output / "deeper" / "count.txt").write_text(str(len(seen)))
+    return {
+        "workdir": workdir,
+        "cwd": os.getcwd(),
+        "inputs": seen,
+        "input": os.environ["INPUT"],
+        "output": os.environ["OUTPUT"],
+        "temp": os.environ["TEMP"],
+        "cpu": os.environ["CPU"],
+    }
+
+
+def where(**kwargs: Any) -> str:
+    return os.getcwd()
