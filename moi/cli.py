@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import click
 
 from . import connections, runtime, watchdog
-from .cli_files import download_command, files_command
+from .cli_files import delete_command, download_command, files_command
 from .errors import BadDocument, InvalidId, MoiError, NotAGroup, UnknownKey
 from .info import SEED_FIELDS, Info, Status, is_finished, is_uuid
 from .job import (
@@ -74,6 +74,7 @@ def main(verbose: bool) -> None:
 
 main.add_command(files_command)
 main.add_command(download_command)
+main.add_command(delete_command)
 
 
 @main.command("submit")
@@ -325,7 +326,9 @@ def _act_on_scope(done: str, counted: str, action: Callable[..., list[str]], giv
 
 
 @main.command("watchdog")
-@click.option("--once", is_flag=True, help="One pass that fails stranded jobs at once, then exit.")
+@click.option(
+    "--once", is_flag=True, help="One pass that fails stranded jobs at once and sweeps gone jobs' files, then exit."
+)
 @click.option("--interval", type=float, default=watchdog.INTERVAL, show_default=True, help="Seconds between passes.")
 def watchdog_command(once: bool, interval: float) -> None:
     """Fail jobs whose engine died, and dispatch every context's queue (for clusters moi did not start)."""
@@ -334,6 +337,8 @@ def watchdog_command(once: bool, interval: float) -> None:
         # No second look here, so no grace: only for a cluster known to be down.
         for job_id in watchdog.Watchdog(store, grace=0).check():
             click.echo(f"failed stranded job {job_id}")
+        for job_id in watchdog.sweep_logging(store):
+            click.echo(f"removed the files of gone job {job_id}")
         return
     stop = threading.Event()
     _stop_on_signals(stop)

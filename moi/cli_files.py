@@ -40,3 +40,11 @@ def download_command(job_id: str, output: str, path: str) -> None:
 def _copy(source: BinaryIO, target: BinaryIO) -> None:
     shutil.copyfileobj(source, target, CHUNK)
     target.flush()
+
+
+@click.command("delete")
+@click.option("--job-id", required=True, help="The job whose files to delete.")
+def delete_command(job_id: str) -> None:
+    """Delete a job's files (cancelling it first if it has not finished); its info object stays."""
+    job_files.delete(job_id)
+    click.echo(f"Deleted the files of job {job_id}")

@@ -23,14 +23,17 @@ import os
 import shutil
 import socket
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from . import connections
 from .errors import InputRefused, InvalidId, NoSuchFile, PathRefused
-from .info import is_uuid
+from .handle import JobHandle
+from .info import is_finished, is_uuid
+from .store import Store, reaching, set_fields
 
 INPUT, OUTPUT, TEMP = "input", "output", "tmp"
 COPY_CHUNK = 1 << 20
@@ -133,6 +136,66 @@ def remove_directory(directory: str) -> None:
     """Remove a job's directory; never follows a link out of it (shutil.rmtree works on file descriptors)."""
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(directory)
+
+
+# deleting ------------------------------------------------------------------------------
+
+SWEEP_GRACE = 600.0  # seconds a directory without a job is left alone: its submit may still be storing it
+CANCEL_WAIT = 30.0  # seconds ``delete`` waits for a cancelled job to end before removing its directory
+
+
+def delete(job_id: str) -> None:
+    """Remove a job's directory; its info object stays, marked ``files: "deleted"``.
+
+    A job that has not finished is cancelled first (and waited for, at most
+    CANCEL_WAIT seconds), so it does not write into a directory being removed.
+    """
+    from .job import cancel  # the job layer sits above this one
+
+    store = connections.store()
+    info = store.get(job_id)
+    directory = directory_of(job_id)
+    if not os.path.isdir(directory) and info.get("files") != "deleted":
+        raise NoSuchFile(job_id, "")
+    if not is_finished(info):
+        cancel(job_id, store)
+        JobHandle(job_id, store).wait(CANCEL_WAIT)
+    remove_directory(directory)
+    store.update(job_id, set_fields(files="deleted"))
+
+
+def remove_directories(job_ids: Iterable[str]) -> None:
+    """Remove the directories of jobs that are gone (removed from the tree)."""
+    for job_id in job_ids:
+        if is_uuid(job_id):
+            remove_directory(directory_of(job_id))
+
+
+def sweep(store: Store, grace: float = SWEEP_GRACE) -> builtins.list[str]:
+    """Remove the directories whose job is gone (expired, or removed behind moi's back); their ids.
+
+    A directory younger than ``grace`` seconds is kept: its job may be being submitted.
+    """
+    root = connections.settings().jobs_root
+    try:
+        names = [name for name in os.listdir(root) if is_uuid(name)]
+    except FileNotFoundError:
+        return []
+    with reaching(store.url):
+        present = store.redis.exists(*[store.keys.info(name) for name in names]) if names else 0
+    if present == len(names):
+        return []
+    gone = [name for name in names if store.find(name) is None and _older_than(os.path.join(root, name), grace)]
+    for name in gone:
+        remove_directory(os.path.join(root, name))
+    return gone
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.lstat(path).st_mtime > seconds
+    except FileNotFoundError:
+        return False
 
 
 # reading: listing and opening, confined ----------------------------------------------

@@ -35,6 +35,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from . import files as job_files
 from .compat import create_info as create_info  # the original's helpers, where it kept them
 from .compat import get_id_from_user as get_id_from_user
 from .compat import get_user_from_id as get_user_from_id
@@ -411,5 +412,7 @@ async def remove_nodes(client: aioredis.Redis[str], keys: Keys, ids: list[str]) 
         pipe.publish(keys.channel(node_id), message("update", [node_id]))
     if removed:
         await pipe.execute()
+        # Their files go with them (the sweeper would, later; now the owner sees them gone).
+        await asyncio.get_running_loop().run_in_executor(None, job_files.remove_directories, removed)
     log.info("removed %d nodes", len(removed))
     return removed

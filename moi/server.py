@@ -4,8 +4,9 @@ Routes: ``/login`` (a development login: any name, kept in the signed cookie
 ``user``; an application replaces it with its own authentication; names that
 could alias another user's group, see ``moi.keys.user_name_problem``, are refused),
 ``/logout``, ``/`` (the logged-in user's live job list, built with moi.js),
-``/moi-ws/`` (the websocket relay), ``/static/moi.js`` and ``/static/moi_list.js``
-(the original moi's list widget).
+``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
+see ``moi.file_routes``), ``/static/moi.js`` and ``/static/moi_list.js`` (the
+original moi's list widget).
 
 The cookie secret is the configured one (``MOI_COOKIE_SECRET``) or one
 generated once and kept in the state directory, so logins survive restarts.
@@ -31,6 +32,7 @@ from tornado.web import Application, HTTPError, RequestHandler, authenticated
 
 from . import connections
 from .errors import InvalidUserName, NotLoopback
+from .file_routes import FILES_ROUTE
 from .hub import Hub
 from .keys import Keys, user_name_problem
 from .redact import masked_url
@@ -127,6 +129,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         (r"/login", LoginHandler),
         (r"/logout", LogoutHandler),
         (r"/moi-ws/", MOIMessageHandler),
+        FILES_ROUTE,
     ]
     defaults: dict[str, Any] = {
         "static_path": str(STATIC_PATH),

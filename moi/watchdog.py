@@ -24,6 +24,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import files as job_files
 from .context import key_digest
 from .engine import HEARTBEAT_TTL
 from .errors import MoiError
@@ -38,6 +39,7 @@ GRACE = 3.0  # a heartbeat must stay missing this long before the job is failed
 PROBE_TIMEOUT = 1.0
 # From an engine's death to its job marked Failed, when a watchdog runs.
 ENGINE_LOST_WITHIN = HEARTBEAT_TTL + GRACE + 2 * INTERVAL
+SWEEP_EVERY = 30  # passes between two sweeps of the job directories (one a minute)
 
 
 class Watchdog:
@@ -47,6 +49,7 @@ class Watchdog:
         self.store = store
         self.grace = grace
         self._silent: dict[str, float] = {}  # running job -> when its heartbeat was first seen missing
+        self.passes = 0
 
     def check(self) -> list[str]:
         """One pass; the ids of the jobs it failed."""
@@ -188,7 +191,23 @@ async def watch(store: Store, stop: asyncio.Event, interval: float = INTERVAL) -
 
 def check_logging(watchdog: Watchdog) -> list[str]:
     try:
-        return watchdog.check()
+        failed = watchdog.check()
+        watchdog.passes += 1
+        if watchdog.passes % SWEEP_EVERY == 1:
+            sweep_logging(watchdog.store)
+        return failed
     except MoiError as error:
         log.warning("watchdog pass skipped: %s", error)
         return []
+
+
+def sweep_logging(store: Store) -> list[str]:
+    """Remove the directories of jobs that are gone (expired); logs each, never raises for a disk error."""
+    try:
+        swept = job_files.sweep(store)
+    except OSError as error:
+        log.warning("could not sweep the job directories: %s", error)
+        return []
+    for job_id in swept:
+        log.info("removed the files of job %s: the job is gone (expired or removed)", job_id)
+    return swept

@@ -61,3 +61,24 @@ def test_job_links_never_leave_the_site(page: Any, server: Server, store: Store)
     expect(row(page, good).locator("a.moi-result")).to_have_attribute("href", f"/result/{good}")
     expect(row(page, evil).locator(".moi-status")).to_have_text("Success")
     expect(row(page, evil).locator("a.moi-result")).to_have_count(0)
+
+
+def test_a_finished_job_with_files_links_to_its_listing(page: Any, server: Server, store: Store) -> None:
+    from playwright.sync_api import expect
+
+    from moi.job import submit
+    from tests import files_jobs
+
+    log_in(page, server, "fiona")
+    job_id, _, handle = submit("default", "fiona", "with files", None, files_jobs.use_files, files={"a.txt": b"abc"})
+    handle.get(timeout=120)
+    plain, _, done = submit("default", "fiona", "without", None, files_jobs.where)
+    done.get(timeout=120)
+
+    link = row(page, job_id).locator("a.moi-files")
+    expect(link).to_have_text("files (3)")  # the input and the two outputs
+    expect(link).to_have_attribute("href", f"/moi-files/{job_id}/")
+    expect(row(page, plain).locator(".moi-status")).to_have_text("Success")
+    expect(row(page, plain).locator("a.moi-files")).to_have_count(0)
+    link.click()
+    expect(page.locator("body")).to_contain_text('"input/a.txt"')

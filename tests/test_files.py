@@ -16,8 +16,9 @@ from moi import files
 from moi.errors import InputRefused, InvalidId, NoSuchFile, PathRefused
 from moi.info import Status, new_id
 from moi.job import get_info, pause, resume, submit
-from tests import files_jobs, jobs
+from tests import files_jobs, jobs, queue_jobs
 from tests.conftest import finished, nothing_stored, run_moi
+from tests.test_queue import wait_status
 
 WAIT = 120  # seconds: a bound on a hang, never an assertion on time
 
@@ -204,3 +205,55 @@ def test_an_engine_that_cannot_see_the_job_directory_fails_the_job_saying_why(r,
     assert info["status"] == Status.FAILED
     assert info["result"].startswith("Never started: engine ") and "cannot see the job directory" in info["result"]
     assert "MOI_JOBS_DIR" in info["result"]
+
+
+def test_delete_keeps_the_info_and_cancels_a_running_job_first(r, tmp_path: Path) -> None:
+    release = tmp_path / "never"
+    job_id, _, handle = submit("default", "filer", "kept", None, files_jobs.where, files={"a.txt": b"a"})
+    handle.get(timeout=WAIT)
+    done = run_moi("delete", "--job-id", job_id)
+    assert done.returncode == 0 and done.stdout.strip() == f"Deleted the files of job {job_id}", done.stderr
+    assert not os.path.exists(files.directory_of(job_id))
+    info = get_info(job_id)
+    assert (info["status"], info["files"], info["name"]) == (Status.SUCCESS, "deleted", "kept")
+
+    running, _, _ = submit("default", "filer", "running", None, queue_jobs.hold, str(release), workdir=True)
+    wait_status(running, Status.RUNNING)
+    files.delete(running)
+    assert get_info(running)["status"] == Status.CANCELLED and get_info(running)["files"] == "deleted"
+    assert not os.path.exists(files.directory_of(running))
+    again = run_moi("delete", "--job-id", running)  # deleted already: said again, no error
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_removed_job_loses_its_directory_and_the_sweeper_removes_those_of_gone_jobs(r, store) -> None:
+    import asyncio
+
+    from moi.group import remove_nodes
+    from moi.hub import Hub
+
+    removed, _, handle = submit("default", "filer", "removed", None, files_jobs.where, workdir=True)
+    handle.get(timeout=WAIT)
+    hub = Hub(store.url, store.keys, store.ttl)
+
+    async def remove() -> None:
+        try:
+            await remove_nodes(hub.redis, store.keys, [removed])
+        finally:
+            await hub.close()
+
+    asyncio.run(remove())
+    assert not os.path.exists(files.directory_of(removed))
+
+    expired, _, handle = submit("default", "filer", "expired", None, files_jobs.where, workdir=True)
+    handle.get(timeout=WAIT)
+    fresh = files.prepare(new_id(), None)  # a job being submitted: no info object yet
+    r.delete(store.keys.info(expired))  # as its TTL would
+    old = os.path.getmtime(files.directory_of(expired)) - files.SWEEP_GRACE - 1
+    os.utime(files.directory_of(expired), (old, old))
+
+    swept = run_moi("watchdog", "--once")
+    # (Directories of earlier tests' jobs, flushed from Redis long enough ago, may go too.)
+    assert f"removed the files of gone job {expired}" in swept.stdout.splitlines(), swept.stderr
+    assert not os.path.exists(files.directory_of(expired)) and os.path.isdir(fresh)
+    files.remove_directory(fresh)

@@ -12,7 +12,7 @@
  * network) it reconnects with exponential backoff and asks for the group again.
  *
  * moi.liveList(element, options) is the ready list: one row per job with its
- * name, status, a link to url/<id> once finished (only on the page's own site), a Cancel button while it is
+ * name, status, a link to url/<id> once finished (only on the page's own site), one to its files (/moi-files/<id>/), a Cancel button while it is
  * unfinished (queued or running), and a Remove button. Rows
  * keep the revision they show, so a stale update never overwrites a newer
  * state, and a re-sync never duplicates a row. All text goes in with
@@ -122,6 +122,14 @@
     return FINISHED[info.status] ? siteLink(info) : null;
   }
 
+  // A finished job's files on this site (moi.file_routes), when it has any.
+  function filesLink(info) {
+    if (!FINISHED[info.status] || !info.files || typeof info.files.count !== "number" || !info.files.count) {
+      return null;
+    }
+    return "/moi-files/" + encodeURIComponent(info.id) + "/";
+  }
+
   // url + "/" + id, only as a link on this page's own site: never another host, never a javascript: link.
   function siteLink(info) {
     var base = typeof info.url === "string" ? info.url : "";
@@ -150,6 +158,12 @@
       var link = element("a", "moi-result", "result");
       link.href = href;
       row.appendChild(link);
+    }
+    var files = filesLink(info);
+    if (files) {
+      var listing = element("a", "moi-files", "files (" + info.files.count + ")");
+      listing.href = files;
+      row.appendChild(listing);
     }
     if (!FINISHED[info.status]) {
       var cancel = element("button", "moi-cancel", "Cancel");

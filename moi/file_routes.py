@@ -1,0 +1,160 @@
+"""A job's files over HTTP: ``GET /moi-files/<job id>/`` lists them, ``/moi-files/<job id>/<path>`` streams one.
+
+Only the job's owner (the user whose tree holds it, by the same login the
+websocket uses) may list or download; anyone else gets 404, the same as for a
+job that does not exist, so nothing leaks. A path is confined as
+``moi.files`` confines it (Tornado has decoded any percent-encoding first).
+Downloads come in chunks, with ``Range`` (one range), ``HEAD``, the content
+type from the name, ``?download=1`` for ``Content-Disposition: attachment``, and
+a sandboxing ``Content-Security-Policy``, so an HTML output cannot run scripts
+on the application's site. ``moi server`` serves these routes; an application
+mounts ``FILES_ROUTE`` (with its own ``get_current_user``) beside the websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import mimetypes
+import os
+import re
+from typing import Any, BinaryIO
+from urllib.parse import quote
+
+from tornado.web import HTTPError, RequestHandler
+
+from . import files as job_files
+from .errors import JobFilesError, MoiError, UnknownId
+from .info import is_uuid
+from .keys import user_name_problem
+from .redact import printable
+from .store import Store, store_for
+from .websocket import cookie_user, hub_for, user_group
+
+CHUNK = 256 * 1024  # bytes read and written at a time: what a download holds in memory
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class MOIFilesHandler(RequestHandler):
+    """The routes of a job's files; override ``get_current_user`` with your application's login."""
+
+    def get_current_user(self) -> Any:
+        return cookie_user(self.get_signed_cookie("user"))
+
+    async def head(self, job_id: str, path: str) -> None:
+        await self.get(job_id, path, body=False)
+
+    async def get(self, job_id: str, path: str, body: bool = True) -> None:
+        if not await self._authorised(job_id):
+            self._not_found(f"No files of job {printable(job_id)}")
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            if path == "" or path.endswith("/"):
+                recursive = self.get_query_argument("recursive", "1") != "0"
+                entries = await loop.run_in_executor(None, job_files.list, job_id, path, recursive)
+                self._listing(job_id, path, entries, body)
+                return
+            handle = await loop.run_in_executor(None, job_files.open, job_id, path)
+        except JobFilesError as error:
+            self._not_found(str(error))
+            return
+        with handle:
+            await self._send(handle, path, body)
+
+    async def _authorised(self, job_id: str) -> bool:
+        """Whether the user owns the job; anyone else learns nothing (404, as for no job)."""
+        user = self.current_user
+        if not user:
+            raise HTTPError(403, "log in first")
+        if user_name_problem(str(user)) is not None:
+            raise HTTPError(403, "not a user name")
+        if not is_uuid(job_id):
+            return False
+        hub = hub_for(self.application)
+        try:
+            mine = await user_group(hub, str(user))
+            store = store_for(hub.url, hub.keys.prefix, hub.ttl)
+            owner = await asyncio.get_running_loop().run_in_executor(None, _owner_of, store, job_id)
+        except UnknownId:
+            return False
+        except MoiError as error:
+            raise HTTPError(503, "job store unavailable") from error
+        return owner == mine
+
+    def _listing(self, job_id: str, path: str, entries: list[job_files.Entry], body: bool) -> None:
+        listed = [{"path": entry.path, "is_dir": entry.is_dir, "size": entry.size} for entry in entries]
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"job": job_id, "path": path, "entries": listed}) if body else None)
+
+    async def _send(self, handle: BinaryIO, path: str, body: bool) -> None:
+        size = os.fstat(handle.fileno()).st_size
+        self.set_header("Accept-Ranges", "bytes")
+        asked = _range(self.request.headers.get("Range"), size)
+        if asked is None:
+            self.set_status(416)
+            self.set_header("Content-Range", f"bytes */{size}")
+            self.finish()
+            return
+        start, end = asked
+        if self.request.headers.get("Range"):
+            self.set_status(206)
+            self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.set_header("Content-Type", mimetypes.guess_type(path)[0] or "application/octet-stream")
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Content-Security-Policy", "sandbox")
+        if self.get_query_argument("download", "") == "1":
+            name = quote(os.path.basename(path))
+            self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{name}")
+        self.set_header("Content-Length", str(end - start))
+        if not body:
+            self.finish()
+            return
+        handle.seek(start)
+        left = end - start
+        loop = asyncio.get_running_loop()
+        while left > 0:
+            chunk = await loop.run_in_executor(None, handle.read, min(CHUNK, left))
+            if not chunk:
+                break  # the file shrank meanwhile
+            left -= len(chunk)
+            self.write(chunk)
+            await self.flush()  # one chunk in memory at a time, whatever the file's size
+        self.finish()
+
+    def _not_found(self, text: str) -> None:
+        self.set_status(404)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": text, "code": "not_found"}))
+
+
+def _owner_of(store: Store, job_id: str) -> str | None:
+    """The user's group at the top of the job's tree."""
+    info = store.get(job_id)
+    if info.get("type") != "job":
+        return None
+    owner = info.get("owner")
+    if isinstance(owner, str):
+        return owner
+    parent = info.get("parent")
+    return store.owner_of(parent) if isinstance(parent, str) else None
+
+
+def _range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The bytes a ``Range`` header asks for, ``[start, end)``: all without one; None when unsatisfiable."""
+    if not header:
+        return 0, size
+    found = _RANGE.fullmatch(header.strip())
+    if found is None or found.groups() == ("", ""):
+        return None
+    first, last = found.groups()
+    if first == "":  # the last N bytes
+        start, end = max(0, size - int(last)), size
+    else:
+        start, end = int(first), min(size, int(last) + 1) if last else size
+    if start >= size or start >= end:
+        return None
+    return start, end
+
+
+FILES_ROUTE = (r"/moi-files/([^/]+)/(.*)", MOIFilesHandler)
