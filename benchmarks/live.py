@@ -55,12 +55,12 @@ STAMP_CHANNEL = "bench-stamp"
 # servers and clients -------------------------------------------------------
 
 
-def start_server(services: Services, kind: str) -> tuple[int, psutil.Process]:
+def start_server(services: Services, kind: str, env: dict[str, str] | None = None) -> tuple[int, psutil.Process]:
     port = services.free_port()
     proc = services.start_process(
         f"wsserver-{kind}",
         [sys.executable, "-m", "benchmarks.wsserver", kind, str(port), SECRET],
-        env={"MOI_REDIS_URL": services.redis_url, "MOI_STATE_DIR": str(services.directory / "state")},
+        env={"MOI_REDIS_URL": services.redis_url, "MOI_STATE_DIR": str(services.directory / "state"), **(env or {})},
     )
     wait_until(lambda: _listening(port) or proc.poll() is not None, 30, f"{kind} websocket server")
     if proc.poll() is not None:

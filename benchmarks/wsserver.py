@@ -4,6 +4,8 @@
 (``MOIMessageHandler`` at ``/moi-ws/``, users from the signed ``user`` cookie),
 configured by ``MOI_REDIS_URL``.
 
+``python -m benchmarks.wsserver files PORT SECRET``: moi's file routes (``/moi-files/``).
+
 ``python -m benchmarks.wsserver plain PORT SECRET``: the baseline, a plain
 Tornado broadcast: every message published on ``BROADCAST_CHANNEL`` is written
 to every open socket at ``/ws/``, as it is.
@@ -53,6 +55,10 @@ async def _broadcast_forever(redis_url: str) -> None:
 
 
 def application(kind: str, secret: str) -> Application:
+    if kind == "files":  # a job's files over HTTP (moi.file_routes)
+        from moi.file_routes import FILES_ROUTE
+
+        return Application([FILES_ROUTE], cookie_secret=secret)
     if kind == "moi":
         from moi.websocket import MOIMessageHandler
 
