@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis
 
@@ -63,7 +63,7 @@ def submitted_from() -> tuple[str, str]:
 
 
 @contextmanager
-def in_directory(origin: tuple[str, ...] | None) -> Iterator[None]:
+def in_directory(origin: tuple[Any, ...] | None) -> Iterator[None]:
     """Run where the job was submitted from, first on ``sys.path`` as with ``python -c``, on its host;
     in its job directory when it has one (``origin``'s third part), with the submitter's still on the path.
 
@@ -92,7 +92,7 @@ def in_directory(origin: tuple[str, ...] | None) -> Iterator[None]:
                 _forget_modules_from(path, set(sys.modules) - modules)
 
 
-def workdir_of(origin: tuple[str, ...] | None) -> str:
+def workdir_of(origin: tuple[Any, ...] | None) -> str:
     """The job directory a job's call names ('' for none)."""
     return origin[2] if origin and len(origin) > 2 else ""
 

@@ -24,7 +24,8 @@
     ├── JobFilesError
     │   ├── PathRefused
     │   ├── NoSuchFile
-    │   └── InputRefused
+    │   ├── InputRefused
+    │   └── FetchFailed
     ├── BadRequest
     │   └── RootRemoval
     ├── NotLoopback
@@ -228,6 +229,14 @@ class InputRefused(JobFilesError):
     def __init__(self, name: str, why: str) -> None:
         super().__init__(f"Input {printable(name)!r} is refused: {why}")
         self.name = name
+
+
+class FetchFailed(JobFilesError):
+    """A URI that could not be fetched (an input, a resource) or written (outputs)."""
+
+    def __init__(self, uri: str, why: str) -> None:
+        super().__init__(f"{masked_url(uri)} could not be fetched or written: {printable(why)}")
+        self.uri = uri
 
 
 class BadRequest(MoiError):

@@ -29,13 +29,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
-from . import connections
+from . import connections, fetch
 from .errors import InputRefused, InvalidId, NoSuchFile, PathRefused
 from .handle import JobHandle
 from .info import is_finished, is_uuid
 from .store import Store, reaching, set_fields
 
-INPUT, OUTPUT, TEMP = "input", "output", "tmp"
+INPUT, OUTPUT, TEMP, RESOURCE = "input", "output", "tmp", "resource"
 COPY_CHUNK = 1 << 20
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang the open
@@ -66,23 +66,43 @@ def directory_of(job_id: str) -> str:
 # submitting: the directory and the inputs ----------------------------------------------
 
 
-def prepare(job_id: str, inputs: Inputs | None) -> str:
-    """Make the job's directory and copy the inputs into its ``input/``; its path.
+def prepare(
+    job_id: str,
+    inputs: Inputs | None,
+    resources: Mapping[str, str] | None = None,
+    outputs: str | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """Make the job's directory and copy the local inputs into its ``input/``.
 
+    Returns its path and what the engine moves: inputs and resources given by URI
+    (fetched there before the call) and where ``output/`` goes after a success.
     Nothing is left behind when an input is refused (InputRefused).
     """
     directory = directory_of(job_id)
     os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
     os.mkdir(directory, 0o700)
+    transfers: dict[str, Any] = {"inputs": [], "resources": [], "outputs": outputs or ""}
     try:
         for name in (INPUT, OUTPUT, TEMP):
             os.mkdir(os.path.join(directory, name), 0o700)
+        seen: set[str] = set()
         for name, source in _named(inputs):
-            _copy_in(os.path.join(directory, INPUT), name, source)
+            _check_name(name, seen)
+            if isinstance(source, str) and fetch.is_uri(source):
+                transfers["inputs"].append([name, source])  # fetched on the engine, where it runs
+            else:
+                _copy_in(os.path.join(directory, INPUT), name, source)
+        if resources:
+            os.mkdir(os.path.join(directory, RESOURCE), 0o700)
+            for name, uri in resources.items():
+                _check_name(name, set())
+                if not isinstance(uri, str) or not fetch.is_uri(uri):
+                    raise InputRefused(name, "a resource is given by URI (file://, http(s)://, ...)")
+                transfers["resources"].append([name, uri])
     except BaseException:
         remove_directory(directory)
         raise
-    return directory
+    return directory, transfers
 
 
 def _named(inputs: Inputs | None) -> Iterator[tuple[str, Source]]:
@@ -94,12 +114,19 @@ def _named(inputs: Inputs | None) -> Iterator[tuple[str, Source]]:
     if isinstance(inputs, (str, bytes, os.PathLike)):
         raise InputRefused(str(inputs), "give a list of paths, or a mapping of names to paths, bytes or files")
     for path in inputs:
-        yield os.path.basename(os.fspath(path)), path
+        text = os.fspath(path)
+        yield (fetch.name_of(text) if fetch.is_uri(text) else os.path.basename(text)), path
+
+
+def _check_name(name: str, seen: set[str]) -> None:
+    if not isinstance(name, str) or not name or "/" in name or "\x00" in name or name in (".", ".."):
+        raise InputRefused(str(name), "an input's name is a plain file name, without '/'")
+    if name in seen:
+        raise InputRefused(name, "two inputs have that name")
+    seen.add(name)
 
 
 def _copy_in(input_dir: str, name: str, source: Source) -> None:
-    if not name or "/" in name or "\x00" in name or name in (".", ".."):
-        raise InputRefused(name, "an input's name is a plain file name, without '/'")
     try:
         fd = os.open(os.path.join(input_dir, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     except FileExistsError:
@@ -317,6 +344,24 @@ def unseen(directory: str, label: str) -> str:
     )
 
 
+def bring_in(directory: str, transfers: Mapping[str, Any]) -> None:
+    """On the engine, before the call: inputs by URI into ``input/``, resources (cached) into ``resource/``."""
+    for name, uri in transfers.get("inputs", ()):
+        fetch.fetch(uri, os.path.join(directory, INPUT, name))
+    cache = fetch.default_cache()
+    for name, uri in transfers.get("resources", ()):
+        link = os.path.join(directory, RESOURCE, name)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(link)  # a relaunch, or a second try
+        os.symlink(fetch.resource(uri, cache), link)
+
+
+def send_out(directory: str, transfers: Mapping[str, Any]) -> None:
+    """On the engine, after a success: ``output/`` to the URI asked for, if any."""
+    if transfers.get("outputs"):
+        fetch.upload(os.path.join(directory, OUTPUT), transfers["outputs"])
+
+
 @contextmanager
 def job_environment(directory: str) -> Iterator[dict[str, Any]]:
     """``$INPUT``, ``$OUTPUT``, ``$TEMP`` and ``$CPU`` for the job while it runs; restored after."""
@@ -329,6 +374,8 @@ def job_environment(directory: str) -> Iterator[dict[str, Any]]:
         "TEMP": os.path.join(directory, TEMP),
         "CPU": str(cpu_share()),
     }
+    if os.path.isdir(os.path.join(directory, RESOURCE)):
+        values["RESOURCE"] = os.path.join(directory, RESOURCE)
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
     try:

@@ -18,7 +18,7 @@ import signal
 import subprocess
 import textwrap
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,16 @@ from .batch import submit_many as submit_many
 from .compat import ctxs as ctxs  # the original's names: ctxs here, ctx_default by __getattr__
 from .config import ContextSpec
 from .context import Context, by_name
-from .errors import BadDocument, CommandFailed, InvalidCode, JobCancelled, RedisUnavailable, UnknownId, WrongState
+from .errors import (
+    BadDocument,
+    CommandFailed,
+    FetchFailed,
+    InvalidCode,
+    JobCancelled,
+    RedisUnavailable,
+    UnknownId,
+    WrongState,
+)
 from .handle import JobHandle
 from .info import Info, Status, encode_result, is_finished, new_id, new_info, now
 from .pause import Scope
@@ -65,6 +74,8 @@ def submit(
     priority: str | int | None = None,
     files: job_files.Inputs | None = None,
     workdir: bool = False,
+    resources: Mapping[str, str] | None = None,
+    outputs: str | None = None,
     **kwargs: Any,
 ) -> tuple[str, str, JobHandle]:
     """Queue ``func(*args, **kwargs)`` as a job under ``group``, to run on the context's cluster.
@@ -75,7 +86,9 @@ def submit(
     ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a
     higher one starts first when every engine is busy. ``files``: inputs copied into
     the job's own directory (paths, or names mapped to paths, bytes or binary files);
-    ``workdir=True`` gives it a directory without inputs (see ``moi.files``).
+    ``workdir=True`` gives it a directory without inputs; an input given as a URI is
+    fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per
+    host and shared; ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.files``).
     Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
     with its call, in moi's queue and announced before this returns; the cluster need not be up.
     """
@@ -85,10 +98,11 @@ def submit(
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
     info["priority"] = level
-    origin: tuple[str, ...] = engine.submitted_from()
-    directory = job_files.prepare(job_id, files) if files is not None or workdir else ""
-    if directory:
-        origin += (directory,)
+    origin: tuple[Any, ...] = engine.submitted_from()
+    directory = ""
+    if files is not None or workdir or resources or outputs:
+        directory, transfers = job_files.prepare(job_id, files, resources, outputs)
+        origin += (directory, transfers)
         info["files"] = job_files.summary(directory)
     call = queue.pack_call(by_name(func), args, kwargs, origin)
     try:
@@ -291,6 +305,7 @@ def run_started(
     """Call a job already marked Running (its heartbeat registered), and record how it ended."""
     workdir = engine.workdir_of(origin)
     tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering(), workdir=workdir)
+    tracker.transfers = origin[3] if origin and len(origin) > 3 else {}
     if workdir and not os.path.isdir(workdir):  # a jobs root this host does not share
         tracker.finish(Status.FAILED, job_files.unseen(workdir, liveness.label), "text")
         return None
@@ -311,19 +326,33 @@ def _call(
 ) -> Any:
     try:
         with liveness.interruptible():
+            if tracker.workdir:  # inputs and resources by URI come first: the function needs them
+                job_files.bring_in(tracker.workdir, tracker.transfers)
             takes = arguments.accepted(func)
             moi_names = arguments.moi_kwargs(takes, tracker.status_update, tracker.info, tracker.workdir)
             result = func(*args, **{**kwargs, **moi_names})
+            if tracker.workdir:
+                _send_out(tracker)
     except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
         if liveness.cancel_requested:
             tracker.finish(Status.CANCELLED, "Cancelled while running", "text")
             raise JobCancelled(f"Job {tracker.job_id} was cancelled") from None
+        if isinstance(error, FetchFailed):  # its reason says it all: no traceback of moi's own code
+            tracker.finish(Status.FAILED, str(error), "text")
+            raise
         tracker.finish(Status.FAILED, traceback.format_exc(), "traceback", pickled(error))
         raise
     value, result_format = encode_result(result)
     # A value JSON cannot hold is kept pickled too, so a handle's get() returns the object itself.
     tracker.finish(Status.SUCCESS, value, result_format, pickled(result) if result_format == "repr" else None)
     return result
+
+
+def _send_out(tracker: _Tracker) -> None:
+    try:
+        job_files.send_out(tracker.workdir, tracker.transfers)
+    except FetchFailed as error:
+        raise FetchFailed(error.uri, f"the job ran, but its outputs were not sent there: {error}") from None
 
 
 def pickled(value: Any) -> str | None:
@@ -367,6 +396,7 @@ class _Tracker:
         self.info = info
         self.also_at_end = also_at_end or []  # commands that go with the final write
         self.workdir = workdir  # the job's directory: its final write says what it holds
+        self.transfers: Mapping[str, Any] = {}  # what the engine fetches into it, and where output/ goes
         self.ended = False  # the final write was ours, and carried also_at_end
 
     def status_update(self, text: str) -> None:

@@ -28,3 +28,12 @@ def use_files(workdir: str) -> dict[str, Any]:
 
 def where(**kwargs: Any) -> str:
     return os.getcwd()
+
+
+def read_inputs_and_resource(**kwargs: Any) -> dict[str, str]:
+    """The text of every input, and of every resource, by name."""
+    seen = {path.name: path.read_text() for path in sorted(Path(os.environ["INPUT"]).iterdir())}
+    if "RESOURCE" in os.environ:
+        seen.update({f"resource/{p.name}": p.read_text() for p in sorted(Path(os.environ["RESOURCE"]).iterdir())})
+    (Path(os.environ["OUTPUT"]) / "result.txt").write_text("done")
+    return seen

@@ -247,7 +247,7 @@ def test_a_removed_job_loses_its_directory_and_the_sweeper_removes_those_of_gone
 
     expired, _, handle = submit("default", "filer", "expired", None, files_jobs.where, workdir=True)
     handle.get(timeout=WAIT)
-    fresh = files.prepare(new_id(), None)  # a job being submitted: no info object yet
+    fresh, _ = files.prepare(new_id(), None)  # a job being submitted: no info object yet
     r.delete(store.keys.info(expired))  # as its TTL would
     old = os.path.getmtime(files.directory_of(expired)) - files.SWEEP_GRACE - 1
     os.utime(files.directory_of(expired), (old, old))
