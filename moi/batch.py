@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import connections, engine, queue
+from . import files as job_files
 from .context import Context, by_name
+from .errors import InputRefused
 from .handle import JobHandle, kept_values
 from .info import Info, Status, is_finished, new_id, new_info
 from .store import Store
@@ -77,6 +79,10 @@ def submit_many(
     items: Iterable[Any],
     *,
     priority: str | int | None = None,
+    files: job_files.Inputs | None = None,
+    workdir: bool = False,
+    resources: Mapping[str, str] | None = None,
+    outputs: str | None = None,
 ) -> tuple[list[str], str, Batch]:
     """Queue ``func(*item)`` for every item, each as its own job under ``group``.
 
@@ -84,6 +90,8 @@ def submit_many(
     argument. Job ``i`` is named ``"<name> [i]"``. Returns ``(job_ids,
     group_id, batch)`` once every job is stored as Queued and announced.
     Past the hard limit the whole batch is refused (QuotaExceeded) before any item is stored.
+    ``files``, ``workdir``, ``resources``, ``outputs``: as for ``submit``, for every item:
+    each gets its own directory with the same inputs; ``outputs`` gets one folder per item id.
     """
     default = connections.settings().default_context
     spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx or default)
@@ -92,21 +100,64 @@ def submit_many(
     jobs = queue.Queue(store)
     arguments = [item if isinstance(item, tuple) else (item,) for item in items]
     batch_id = new_id()
-    jobs.keep_call(batch_id, queue.pack_call(by_name(func), (), {}, engine.submitted_from()))
     pending = [
         (_new_job(store, f"{name} [{index}]", url, spec.name, level), queue.item_call(batch_id, args), level)
         for index, args in enumerate(arguments)
     ]
+    origin: tuple[Any, ...] = engine.submitted_from()
+    made: list[str] = []
+    try:
+        if files is not None or workdir or resources or outputs:
+            origin += ("", _directories(pending, made, files, resources, outputs))
+        jobs.keep_call(batch_id, queue.pack_call(by_name(func), (), {}, origin))
+        group_id = _enqueue(jobs, group, spec.name, pending)
+    except BaseException:
+        for directory in made:  # nothing of a refused batch stays behind
+            job_files.remove_directory(directory)
+        raise
+    connections.dispatcher(spec)
+    log.debug("queued a batch of %d jobs for %s", len(pending), spec.name)
+    job_ids = [info["id"] for info, _, _ in pending]
+    return job_ids, group_id, Batch(job_ids, store)
+
+
+def _enqueue(jobs: queue.Queue, group: str, context: str, pending: list[tuple[Info, str, int]]) -> str:
     group_id, limits = group, connections.limits()
     for start in range(0, len(pending), ADD_PER_ROUND_TRIP):
         # The whole batch is checked against the hard limit with its first call; later calls only store.
         reserve = len(pending) if start == 0 else 0
         chunk_limits = limits if start == 0 else queue.Limits(limits.hog_size, 0)
-        group_id, _ = jobs.enqueue(group, spec.name, pending[start : start + ADD_PER_ROUND_TRIP], chunk_limits, reserve)
-    connections.dispatcher(spec)
-    log.debug("queued a batch of %d jobs for %s", len(pending), spec.name)
-    job_ids = [info["id"] for info, _, _ in pending]
-    return job_ids, group_id, Batch(job_ids, store)
+        group_id, _ = jobs.enqueue(group, context, pending[start : start + ADD_PER_ROUND_TRIP], chunk_limits, reserve)
+    return group_id
+
+
+def _directories(
+    pending: list[tuple[Info, str, int]],
+    made: list[str],
+    files: job_files.Inputs | None,
+    resources: Mapping[str, str] | None,
+    outputs: str | None,
+) -> dict[str, Any]:
+    """A directory per item, each with the inputs; what every item's engine moves (see moi.block)."""
+    if isinstance(files, Mapping):  # a file object is read once, its bytes copied into every item's directory
+        files = {name: _read_once(name, source) for name, source in files.items()}
+    elif files is not None:
+        files = list(files)
+    transfers: dict[str, Any] = {}
+    for info, _, _ in pending:
+        directory, transfers = job_files.prepare(info["id"], files, resources, outputs)
+        made.append(directory)
+        info["files"] = job_files.summary(directory)
+    return {**transfers, "jobs_root": connections.settings().jobs_root}
+
+
+def _read_once(name: str, source: job_files.Source) -> job_files.Source:
+    if not hasattr(source, "read"):
+        return source
+    data = source.read()
+    if not isinstance(data, bytes):
+        raise InputRefused(name, "its file object gives text: open it in binary mode ('rb')")
+    return data
 
 
 def _new_job(store: Store, name: str, url: str | None, context: str, level: int) -> Info:

@@ -15,7 +15,9 @@ holds no short ones.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 import time
 import traceback
@@ -28,7 +30,8 @@ from typing import Any
 import redis
 
 from . import arguments, engine
-from .errors import MoiError
+from . import files as job_files
+from .errors import FetchFailed, MoiError
 from .info import Info, Status, encode_result, is_finished, now
 from .job import pickled
 from .queue import Queue, Taken, batch_of, item_arguments, unpack_call
@@ -50,7 +53,16 @@ class BatchFunction:
     func: Callable[..., Any]
     origin: Any
     takes: frozenset[str] | None
+    files: dict[str, Any] | None = None  # the jobs root and what moves, when each item has a directory
     seconds_per_item: float | None = None
+
+    def directory_of(self, job_id: str) -> str:
+        return os.path.join(self.files["jobs_root"], job_id) if self.files else ""
+
+    def transfers_of(self, job_id: str) -> dict[str, Any]:
+        """What moves for one item: the batch's inputs and resources; its own folder of the outputs."""
+        outputs = (self.files or {}).get("outputs")
+        return {**(self.files or {}), "outputs": f"{outputs.rstrip('/')}/{job_id}" if outputs else ""}
 
     def ran(self, items: int, seconds: float) -> None:
         if items:
@@ -82,7 +94,8 @@ class Batches:
             func, _, _, origin = unpack_call(shared)
             if len(self._loaded) >= BATCHES_KEPT:
                 self._loaded.clear()
-            self._loaded[batch_id] = BatchFunction(func, origin, arguments.accepted(func))
+            files = origin[3] if isinstance(origin, tuple) and len(origin) > 3 else None
+            self._loaded[batch_id] = BatchFunction(func, origin, arguments.accepted(func), files)
         return self._loaded[batch_id]
 
 
@@ -122,6 +135,12 @@ def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, j
         recorder.finish(job_id, Status.FAILED, reason, "text")
         return
 
+    directory = loaded.directory_of(job_id)
+    if directory and not os.path.isdir(directory):  # a jobs root this host does not share
+        watch.done(job_id)
+        recorder.finish(job_id, Status.FAILED, job_files.unseen(directory, watch.label), "text")
+        return
+
     def status_update(text: str) -> None:
         recorder.record(job_id, _status(str(text)))
 
@@ -130,14 +149,18 @@ def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, j
         with watch.interruptible():
             ran = True
             recorder.record(job_id, _start(watch.label))
-            result = loaded.func(*args, **arguments.moi_kwargs(loaded.takes, status_update, job.info))
+            with _in_directory(directory), job_files.job_environment(directory):
+                result = _call_item(loaded, job, args, status_update, directory)
     except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
         watch.done(job_id)
+        held = _held(directory)
         if watch.cancel_requested:
             reason = "Cancelled while running" if ran else "Cancelled before it started"
-            recorder.finish(job_id, Status.CANCELLED, reason, "text")
+            recorder.finish(job_id, Status.CANCELLED, reason, "text", held=held)
+        elif isinstance(error, FetchFailed):  # its reason says it all
+            recorder.finish(job_id, Status.FAILED, str(error), "text", held=held)
         else:
-            recorder.finish(job_id, Status.FAILED, traceback.format_exc(), "traceback", pickled(error))
+            recorder.finish(job_id, Status.FAILED, traceback.format_exc(), "traceback", pickled(error), held)
         if not isinstance(error, Exception):
             watch.give_back_the_rest()
             raise
@@ -145,7 +168,27 @@ def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, j
     watch.done(job_id)
     value, result_format = encode_result(result)
     kept = pickled(result) if result_format == "repr" else None
-    recorder.finish(job_id, Status.SUCCESS, value, result_format, kept)
+    recorder.finish(job_id, Status.SUCCESS, value, result_format, kept, _held(directory))
+
+
+def _call_item(
+    loaded: BatchFunction, job: Taken, args: tuple[Any, ...], status_update: Callable[[str], None], directory: str
+) -> Any:
+    """The item's function, with its inputs fetched first and its outputs sent after, when it has a directory."""
+    if directory:
+        job_files.bring_in(directory, loaded.transfers_of(job.info["id"]))
+    result = loaded.func(*args, **arguments.moi_kwargs(loaded.takes, status_update, job.info, directory))
+    if directory:
+        job_files.send_out(directory, loaded.transfers_of(job.info["id"]))
+    return result
+
+
+def _in_directory(directory: str) -> contextlib.AbstractContextManager[Any]:
+    return contextlib.chdir(directory) if directory else contextlib.nullcontext()
+
+
+def _held(directory: str) -> dict[str, int] | None:
+    return job_files.summary(directory) if directory and os.path.isdir(directory) else None
 
 
 def _status(text: str) -> Change:
@@ -172,13 +215,15 @@ def _start(label: str) -> Change:
     return change
 
 
-def _finish(status: Status, result: Any, result_format: str) -> Change:
+def _finish(status: Status, result: Any, result_format: str, held: dict[str, int] | None = None) -> Change:
     date_end = now()
 
     def change(info: Info) -> Info | None:
         if is_finished(info):
             return None
         info.update(status=status, result=result, result_format=result_format, date_end=date_end)
+        if held is not None:
+            info["files"] = held
         return info
 
     return change
@@ -325,13 +370,15 @@ class Recorder:
         result: Any,
         result_format: str,
         value: str | None = None,
+        held: dict[str, int] | None = None,
     ) -> None:
-        """An item's final state, with its liveness keys dropped and its pickled ``value`` kept."""
+        """An item's final state, with its liveness keys dropped, its pickled ``value`` kept, and
+        ``held``: what its directory holds."""
         with self._lock:
             self._ended.append(job_id)
             if value is not None:
                 self._also.append(["SET", self.store.keys.value(job_id), value, "EX", self.store.ttl])
-        self.record(job_id, _finish(status, result, result_format))
+        self.record(job_id, _finish(status, result, result_format, held))
 
     def forget(self, job_id: str) -> None:
         """An item this engine will not run: only its liveness keys go."""

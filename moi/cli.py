@@ -100,7 +100,7 @@ main.add_command(delete_command)
     "--input",
     "inputs",
     multiple=True,
-    help="A file copied into the job's directory, as $INPUT/<its name> (repeatable).",
+    help="A file (or URI) put in the job's directory as $INPUT/<its name>; with --each, in every job's (repeatable).",
 )
 def submit_command(
     cmd: str | None,
@@ -116,11 +116,9 @@ def submit_command(
     """Submit a job (--cmd), or one job per line of a file (--each)."""
     if cmd is not None and each is not None:
         raise click.UsageError("Give --cmd or --each, not both")
-    if inputs and each is not None:
-        raise click.UsageError("--input goes with --cmd: a batch's items have no inputs yet")
     ctx = context or connections.settings().default_context
     if each is not None:
-        _submit_each(each, cmd_type or "system", block, user or "no-user", name, ctx)
+        _submit_each(each, cmd_type or "system", block, user or "no-user", name, ctx, list(inputs) or None)
         return
     if cmd is None:
         raise click.UsageError("Give --cmd (one job) or --each (a file of commands)")
@@ -152,13 +150,15 @@ def _command_function(cmd_type: str, commands: list[str]) -> Any:
     return python_exec
 
 
-def _submit_each(lines: TextIO, cmd_type: str, block: bool, user: str, name: str, ctx: str) -> None:
+def _submit_each(
+    lines: TextIO, cmd_type: str, block: bool, user: str, name: str, ctx: str, inputs: list[str] | None
+) -> None:
     commands = _read_commands(lines)
     if not commands:
         raise click.UsageError(f"{lines.name} holds no commands")
     func = _command_function(cmd_type, commands)
     # Queued in Redis; if this process leads the dispatching, its exit leaves work for the jobs.
-    job_ids, _, _ = submit_many(ctx, user, name, None, func, [(command,) for command in commands])
+    job_ids, _, _ = submit_many(ctx, user, name, None, func, [(command,) for command in commands], files=inputs)
     for job_id in job_ids:
         click.echo(f"Submitted job id: {job_id}")
     if block:

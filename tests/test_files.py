@@ -257,3 +257,27 @@ def test_a_removed_job_loses_its_directory_and_the_sweeper_removes_those_of_gone
     assert f"removed the files of gone job {expired}" in swept.stdout.splitlines(), swept.stderr
     assert not os.path.exists(files.directory_of(expired)) and os.path.isdir(fresh)
     files.remove_directory(fresh)
+
+
+def test_every_batch_item_gets_its_own_directory_with_the_inputs(r, tmp_path: Path) -> None:
+    from moi.batch import submit_many
+
+    shared = {"a.txt": b"shared ", "b.txt": io.BytesIO(b"by all")}  # a file object is read once, for every item
+    out = (tmp_path / "out").as_uri()
+    job_ids, _, batch = submit_many(
+        "default", "sweeper", "sweep", None, files_jobs.use_files, [()] * 3, files=shared, outputs=out
+    )
+    results = batch.get(timeout=WAIT)
+    for job_id, seen in zip(job_ids, results, strict=True):
+        assert seen["workdir"] == seen["cwd"] == files.directory_of(job_id)
+        assert seen["inputs"] == {"a.txt": "shared ", "b.txt": "by all"}
+        assert get_info(job_id)["files"] == {"count": 4, "size": 7 + 6 + 13 + 1}
+        expected = ["output/deeper", "output/deeper/count.txt", "output/joined.txt"]
+        assert [entry.path for entry in files.list(job_id, "output")] == expected
+        assert (tmp_path / "out" / job_id / "joined.txt").read_text() == "shared by all"
+
+    (tmp_path / "in.txt").write_text("line\n")
+    (tmp_path / "commands").write_text('wc -l < "$INPUT/in.txt"\ncat "$INPUT/in.txt"\n')
+    done = run_moi("submit", "--each", str(tmp_path / "commands"), "--input", str(tmp_path / "in.txt"), "--block")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("status\t\t: Success") == 2 and "line" in done.stdout
