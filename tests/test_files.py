@@ -211,9 +211,14 @@ def test_delete_keeps_the_info_and_cancels_a_running_job_first(r, tmp_path: Path
     release = tmp_path / "never"
     job_id, _, handle = submit("default", "filer", "kept", None, files_jobs.where, files={"a.txt": b"a"})
     handle.get(timeout=WAIT)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("mine")
+    (Path(files.directory_of(job_id)) / "output" / "out-link").symlink_to(keep)
     done = run_moi("delete", "--job-id", job_id)
     assert done.returncode == 0 and done.stdout.strip() == f"Deleted the files of job {job_id}", done.stderr
     assert not os.path.exists(files.directory_of(job_id))
+    assert (keep / "precious.txt").read_text() == "mine"  # removal never follows a link out
     info = get_info(job_id)
     assert (info["status"], info["files"], info["name"]) == (Status.SUCCESS, "deleted", "kept")
 
