@@ -175,11 +175,12 @@ def _call_item(
     loaded: BatchFunction, job: Taken, args: tuple[Any, ...], status_update: Callable[[str], None], directory: str
 ) -> Any:
     """The item's function, with its inputs fetched first and its outputs sent after, when it has a directory."""
+    transfers = loaded.transfers_of(job.info["id"]) if directory else {}
     if directory:
-        job_files.bring_in(directory, loaded.transfers_of(job.info["id"]))
+        job_files.bring_in(directory, transfers)
     result = loaded.func(*args, **arguments.moi_kwargs(loaded.takes, status_update, job.info, directory))
     if directory:
-        job_files.send_out(directory, loaded.transfers_of(job.info["id"]))
+        job_files.send_out(directory, transfers)
     return result
 
 

@@ -33,7 +33,7 @@ from . import connections, fetch
 from .errors import InputRefused, InvalidId, NoSuchFile, PathRefused
 from .handle import JobHandle
 from .info import is_finished, is_uuid
-from .store import Store, reaching, set_fields
+from .store import Store, set_fields
 
 INPUT, OUTPUT, TEMP, RESOURCE = "input", "output", "tmp", "resource"
 COPY_CHUNK = 1 << 20
@@ -208,11 +208,8 @@ def sweep(store: Store, grace: float = SWEEP_GRACE) -> builtins.list[str]:
         names = [name for name in os.listdir(root) if is_uuid(name)]
     except FileNotFoundError:
         return []
-    with reaching(store.url):
-        present = store.redis.exists(*[store.keys.info(name) for name in names]) if names else 0
-    if present == len(names):
-        return []
-    gone = [name for name in names if store.find(name) is None and _older_than(os.path.join(root, name), grace)]
+    present = {info["id"] for info in store.get_many(names)}  # one round trip for the whole root
+    gone = [name for name in names if name not in present and _older_than(os.path.join(root, name), grace)]
     for name in gone:
         remove_directory(os.path.join(root, name))
     return gone
