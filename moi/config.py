@@ -72,6 +72,18 @@ class Settings:
     # Where job directories are made (one per job with files); empty: <state_dir>/jobs. With
     # engines on other hosts it must be a filesystem they all see at the same path.
     jobs_dir: str = ""
+    # Services (moi.services) known everywhere: "pkg.mod:Class" and YAML files, comma-separated.
+    services: str = ""
+    keep_expired: int = 30 * 86400  # seconds an Expired service job's info object is kept
+    # Mail of service jobs ([mail] section): none is sent while smtp_host is empty.
+    smtp_host: str = ""
+    smtp_port: int = 0  # 0: 25, or 465 with smtp_tls = ssl
+    smtp_tls: str = "off"  # off, starttls or ssl
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    mail_from: str = ""
+    admin_email: str = ""  # gets the traceback of every service job that fails
+    site_url: str = ""  # the page's address, for the links in mails: https://example.org/
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -119,13 +131,37 @@ def _from_ini(path: str) -> dict[str, Any]:
         if "default" in section:
             values["default_context"] = section["default"].strip()
     if parser.has_section("moi"):
-        section = parser["moi"]
-        for name in ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir"):
-            if name in section:
-                values[name] = section[name]
-        if "ttl" in section:
-            values["ttl"] = section["ttl"]
+        values.update({name: value for name, value in parser["moi"].items() if name in _MOI_OPTIONS})
+    if parser.has_section("mail"):
+        values.update(_mail_section(parser["mail"]))
     return values
+
+
+_MOI_OPTIONS = frozenset(
+    ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir", "ttl")
+    + ("services", "keep_expired", "site_url")
+)
+
+
+def _mail_section(section: configparser.SectionProxy) -> dict[str, str]:
+    values = {}
+    for name, value in section.items():
+        if name not in _MAIL_OPTIONS:
+            raise ConfigError(f"[mail] has no option {name!r}; the options are {', '.join(_MAIL_OPTIONS)}")
+        values[_MAIL_OPTIONS[name]] = value
+    return values
+
+
+# [mail] option -> setting
+_MAIL_OPTIONS = {
+    "host": "smtp_host",
+    "port": "smtp_port",
+    "tls": "smtp_tls",
+    "user": "smtp_user",
+    "password": "smtp_password",
+    "from": "mail_from",
+    "admin": "admin_email",
+}
 
 
 _ENVIRONMENT = {
@@ -143,6 +179,16 @@ _ENVIRONMENT = {
     "MOI_HARD_LIMIT": "hard_limit",
     "MOI_CHOOSER": "chooser",
     "MOI_JOBS_DIR": "jobs_dir",
+    "MOI_SERVICES": "services",
+    "MOI_KEEP_EXPIRED": "keep_expired",
+    "MOI_SITE_URL": "site_url",
+    "MOI_SMTP_HOST": "smtp_host",
+    "MOI_SMTP_PORT": "smtp_port",
+    "MOI_SMTP_TLS": "smtp_tls",
+    "MOI_SMTP_USER": "smtp_user",
+    "MOI_SMTP_PASSWORD": "smtp_password",
+    "MOI_MAIL_FROM": "mail_from",
+    "MOI_ADMIN_EMAIL": "admin_email",
 }
 
 
@@ -156,7 +202,15 @@ def _from_environment() -> dict[str, Any]:
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
-    converters = {"ttl": int, "cluster_timeout": float, "engines": int, "hog_size": int, "hard_limit": int}
+    converters = {
+        "ttl": int,
+        "cluster_timeout": float,
+        "engines": int,
+        "hog_size": int,
+        "hard_limit": int,
+        "keep_expired": int,
+        "smtp_port": int,
+    }
     out = dict(values)
     for name, convert in converters.items():
         if name in out:
@@ -193,6 +247,8 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     values.update(overrides or {})
     settings = replace(Settings(), **_coerce(values))
     scheduler_args(settings.scheduler)  # a mistake shows now, not when the runtime starts
+    if settings.smtp_tls not in ("off", "starttls", "ssl"):
+        raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
     if settings.ttl <= 0:
         raise ConfigError(f"ttl must be a positive number of seconds, not {settings.ttl}")
     for name in ("hog_size", "hard_limit"):

@@ -14,6 +14,7 @@ backoff for at most ``WRITE_RETRY_FOR`` seconds.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ctypes
 import logging
 import os
@@ -44,6 +45,8 @@ T = TypeVar("T")
 # The job running on this engine's main thread, for the signal handler.
 _main_job: Liveness | None = None
 _jobs_by_thread: dict[int, Liveness] = {}
+# The job this thread runs, with its store: what moi's own job functions (a service's lifecycle) act on.
+_current: contextvars.ContextVar[tuple[Store, dict[str, Any]] | None] = contextvars.ContextVar("moi_job", default=None)
 
 
 def engine_label() -> str:
@@ -90,6 +93,24 @@ def in_directory(origin: tuple[Any, ...] | None) -> Iterator[None]:
                 sys.path.remove(path)
             if len(sys.modules) > len(modules):  # only then can a module from there be cached
                 _forget_modules_from(path, set(sys.modules) - modules)
+
+
+@contextmanager
+def running(store: Store, info: dict[str, Any]) -> Iterator[None]:
+    """While a job's function runs: ``current_job()`` answers with its store and info."""
+    token = _current.set((store, info))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def current_job() -> tuple[Store, dict[str, Any]]:
+    """The store and the info (as it started) of the job this thread runs; RuntimeError outside one."""
+    found = _current.get()
+    if found is None:
+        raise RuntimeError("not inside a moi job on an engine")
+    return found
 
 
 def workdir_of(origin: tuple[Any, ...] | None) -> str:

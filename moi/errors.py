@@ -30,7 +30,12 @@
     │   └── RootRemoval
     ├── NotLoopback
     ├── RuntimeStartError
-    └── UnsafeStateDir
+    ├── UnsafeStateDir
+    └── ServiceError
+        ├── UnknownService
+        ├── ServiceDefinitionError
+        ├── ValidationFailed
+        └── StepFailed
 
 Every message is one line a user can act on; the CLI prints it as it is.
 """
@@ -268,3 +273,31 @@ class RuntimeStartError(MoiError):
 
 class UnsafeStateDir(MoiError):
     """A state directory (or a file in it) that another user owns or can write: never trusted."""
+
+
+class ServiceError(MoiError):
+    """Something about a service (a named job type, see ``moi.services``)."""
+
+
+class UnknownService(ServiceError):
+    def __init__(self, name: str, known: list[str]) -> None:
+        listed = ", ".join(sorted(known)) or "none are registered"
+        super().__init__(f"No service named {printable(name)!r} (known: {listed}); `moi services` lists them")
+        self.name = name
+
+
+class ServiceDefinitionError(ServiceError):
+    """A service definition (a class, or a YAML document) moi cannot use; says where and why."""
+
+
+class ValidationFailed(ServiceError):
+    """A submitted input or parameter refused before anything was stored or queued."""
+
+    def __init__(self, what: str, why: str, validator: str = "") -> None:
+        super().__init__(f"{what} is refused{f' by validator {validator}' if validator else ''}: {why}")
+        self.what = what
+        self.validator = validator
+
+
+class StepFailed(ServiceError):
+    """A step of a service's chain that ended as failed: the job fails with this reason."""

@@ -41,7 +41,7 @@ from .compat import get_id_from_user as get_id_from_user
 from .compat import get_user_from_id as get_user_from_id
 from .errors import BadDocument, MoiError, NotInGroup, RedisRefused, RedisUnavailable, RootRemoval
 from .hub import Hub
-from .info import Info, Stored, parse
+from .info import Info, Stored, has_children, parse
 from .keys import Keys
 from .redact import printable
 from .store import message
@@ -187,7 +187,7 @@ class Group:
                     continue
                 self._known[node_id] = info
                 found.append(info)
-                if info.get("type") == "group":
+                if has_children(info):
                     groups.append(node_id)
             level = await self._read_children(groups)
             parent = None  # below the first level, membership comes from the sets themselves
@@ -372,7 +372,7 @@ class Group:
         await remove_nodes(self.hub.redis, self.keys, ids)
 
     def _forward(self, action: str, info: Info) -> None:
-        if info.get("type") == "group":
+        if has_children(info):
             # Lets a client drop rows of children that went away while it was offline.
             info = {**info, "jobs": sorted(self._children.get(info["id"], ()))}
         try:

@@ -43,9 +43,14 @@ class Status(StrEnum):
     SUCCESS = "Success"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
+    # A service job's lifecycle (moi.services): around Running, and after Success.
+    PREPROCESSING = "Preprocessing"
+    POSTPROCESSING = "Postprocessing"
+    ARCHIVED = "Archived"  # its results are no longer served; its metadata is kept
+    EXPIRED = "Expired"  # its directory is gone; only its info object is kept
 
 
-TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED})
+TERMINAL = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELLED, Status.ARCHIVED, Status.EXPIRED})
 
 # The seed's fields, in the order the seed's CLI prints them (result last).
 SEED_FIELDS = (
@@ -207,3 +212,8 @@ def _json_kind(value: Any) -> str:
 
 def _shown(value: Any) -> str:
     return printable(json.dumps(value) if not isinstance(value, str) else repr(value), 60)
+
+
+def has_children(info: Info) -> bool:
+    """Whether a node can have children: a group, or a service job with steps (they are its children)."""
+    return info.get("type") == "group" or bool(info.get("steps"))

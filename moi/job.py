@@ -37,6 +37,7 @@ from .errors import (
     InvalidCode,
     JobCancelled,
     RedisUnavailable,
+    StepFailed,
     UnknownId,
     WrongState,
 )
@@ -93,15 +94,46 @@ def submit(
     with its call, in moi's queue and announced before this returns; the cluster need not be up.
     """
     spec = _context_for(ctx, name, group, args, kwargs)
-    level = queue.priority_of(priority)
+    placed = Placed(files, workdir, resources, outputs)
+    return queue_job(spec, group, name, url, func, args, kwargs, queue.priority_of(priority), placed)
+
+
+@dataclass(frozen=True)
+class Placed:
+    """What a job's directory gets: inputs, resources by URI, where output/ goes (see ``submit``)."""
+
+    files: job_files.Inputs | None = None
+    workdir: bool = False
+    resources: Mapping[str, str] | None = None
+    outputs: str | None = None
+
+    @property
+    def wanted(self) -> bool:
+        return self.files is not None or self.workdir or bool(self.resources) or bool(self.outputs)
+
+
+def queue_job(
+    spec: ContextSpec,
+    group: str,
+    name: str,
+    url: str | None,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    level: int,
+    placed: Placed,
+    fields: Mapping[str, Any] | None = None,
+) -> tuple[str, str, JobHandle]:
+    """``submit`` once its context and priority are known; ``fields``: more of the info (a service's)."""
     store = connections.store()
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
     info["priority"] = level
+    info.update(fields or {})
     origin: tuple[Any, ...] = engine.submitted_from()
     directory = ""
-    if files is not None or workdir or resources or outputs:
-        directory, transfers = job_files.prepare(job_id, files, resources, outputs)
+    if placed.wanted:
+        directory, transfers = job_files.prepare(job_id, placed.files, placed.resources, placed.outputs)
         origin += (directory, transfers)
         info["files"] = job_files.summary(directory)
     call = queue.pack_call(by_name(func), args, kwargs, origin)
@@ -311,7 +343,7 @@ def run_started(
         return None
     liveness.start()
     try:
-        with engine.in_directory(origin), job_files.job_environment(workdir):
+        with engine.in_directory(origin), job_files.job_environment(workdir), engine.running(store, info):
             return _call(tracker, liveness, func, args, kwargs)
     finally:
         liveness.stop(unregistered=tracker.ended)
@@ -337,7 +369,7 @@ def _call(
         if liveness.cancel_requested:
             tracker.finish(Status.CANCELLED, "Cancelled while running", "text")
             raise JobCancelled(f"Job {tracker.job_id} was cancelled") from None
-        if isinstance(error, FetchFailed):  # its reason says it all: no traceback of moi's own code
+        if isinstance(error, FetchFailed | StepFailed):  # its reason says it all: no traceback of moi's own code
             tracker.finish(Status.FAILED, str(error), "text")
             raise
         tracker.finish(Status.FAILED, traceback.format_exc(), "traceback", pickled(error))

@@ -21,6 +21,9 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:active:<owner>   set     ids of the unfinished jobs of a user (their group id), for limits
     Pmoi:paused           set     paused scopes: context:<name>, group:<id> (a user is their group)
     Pmoi:held:<ctx>       zset    paused jobs of a context, with the scores they had in its queue
+    Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
+    Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
+    Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
 """
 
 from dataclasses import dataclass
@@ -84,6 +87,21 @@ class Keys:
 
     def held(self, context: str) -> str:
         return f"{self.prefix}moi:held:{context}"
+
+    @property
+    def services(self) -> str:
+        return f"{self.prefix}moi:services"
+
+    def due(self, step: str) -> str:
+        return f"{self.prefix}moi:due:{step}"
+
+    @property
+    def mail(self) -> str:
+        return f"{self.prefix}moi:mail"
+
+    @property
+    def mail_failed(self) -> str:
+        return f"{self.prefix}moi:mail:failed"
 
     def active(self, owner: str) -> str:
         return f"{self.prefix}moi:active:{owner}"

@@ -16,6 +16,14 @@ local function revision_of(text)
 end
 """
 
+# A key's time to live made at least ``ttl``, never shorter: a group outlives the longest-kept job in it
+# (a service job's retention may be longer than the blanket ttl). A key with none gets one.
+_EXTEND = """
+local function extend(key, ttl)
+  if redis.call('TTL', key) < tonumber(ttl) then redis.call('EXPIRE', key, ttl) end
+end
+"""
+
 # Set the info object only if nobody changed it since we read it.
 # Returns 1 (set and published), -1 (no such node) or the current document.
 # ARGV[6:] are optional commands that go with the change (and only with it), each
@@ -81,7 +89,9 @@ return out
 
 # New nodes stored under a group and announced, in one call; 0 if the group is gone.
 # KEYS: group info, group children.  ARGV: ttl, group channel, add message, key prefix, then id, document pairs.
-ADD_UNDER = """
+ADD_UNDER = (
+    _EXTEND
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 -- A script is not rolled back: refuse a children set of the wrong type before writing anything.
 local held = redis.call('TYPE', KEYS[2])['ok']
@@ -91,11 +101,12 @@ for i = 5, #ARGV, 2 do
   redis.call('SET', prefix .. ARGV[i], ARGV[i + 1], 'EX', ttl)
   redis.call('SADD', KEYS[2], ARGV[i])
 end
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[1], ttl)
+extend(KEYS[2], ttl)
+extend(KEYS[1], ttl)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 """
+)
 
 # The group a key names, created when missing or expired; see Store.ensure_group for the rule.
 # KEYS: user map.  ARGV: key, '1' if the key is a group id, new group id, new group info, ttl, key prefix.
@@ -147,7 +158,9 @@ MAX_PRIORITY = 1000
 # {-1, unfinished jobs the owner has} when the hard limit refuses them. When the cluster was not seen
 # online each job's info says so in its "waiting" field (TAKE clears it).
 # A job's score is its priority (highest first), then its order of submission: (TOP - priority) * 2^32 + seq.
-ENQUEUE = """
+ENQUEUE = (
+    _EXTEND
+    + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
 for i, wanted in ipairs({'set', 'zset'}) do
   local held = redis.call('TYPE', KEYS[i + 1])['ok']
@@ -160,7 +173,7 @@ local count = (#ARGV - first + 1) / 4
 local counted = math.max(tonumber(ARGV[9]), count)
 local have = redis.call('SCARD', KEYS[7])
 if hard > 0 and have + counted > hard then
-  local ended = {Success = true, Failed = true, Cancelled = true}
+  local ended = {Success = true, Failed = true, Cancelled = true, Archived = true, Expired = true}
   for _, id in ipairs(redis.call('SMEMBERS', KEYS[7])) do
     local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
     if not ok or type(info) ~= 'table' or ended[info['status']] then redis.call('SREM', KEYS[7], id) end
@@ -199,9 +212,9 @@ end
 redis.call('SADD', KEYS[2], unpack(ids))
 redis.call('SADD', KEYS[7], unpack(ids))
 redis.call('ZADD', paused and KEYS[9] or KEYS[3], unpack(places))
-redis.call('EXPIRE', KEYS[2], ttl)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[7], ttl)
+extend(KEYS[2], ttl)
+extend(KEYS[1], ttl)
+extend(KEYS[7], ttl)
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 if #tokens > 0 then
   redis.call('RPUSH', KEYS[5], unpack(tokens))
@@ -211,6 +224,7 @@ if #tokens > 0 then
 end
 return {1, online}
 """.replace("PRIORITY_TOP", str(MAX_PRIORITY))
+)
 
 # An engine takes the first job of a queue that is still Queued, and marks it Running in the same atomic
 # step (the compare-and-set cancel relies on: a cancelled job is never taken), with its heartbeat and its
@@ -228,13 +242,13 @@ local function start(id)
   if not (ok and type(info) == 'table' and info['status'] == 'Queued' and type(info['revision']) == 'number') then
     return nil
   end
-  info['status'] = 'Running'
+  info['status'] = info['starts_as'] or 'Running'  -- a service job may start in its preprocess hook
   info['date_start'] = ARGV[5]
   info['engine'] = ARGV[3]
   info['waiting'] = nil
   info['revision'] = info['revision'] + 1
   local new = cjson.encode(info)
-  redis.call('SET', prefix .. id, new, 'EX', ARGV[2])
+  redis.call('SET', prefix .. id, new, 'EX', info['ttl'] or ARGV[2])  -- a service job's own ttl
   redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
   return new
 end

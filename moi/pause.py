@@ -58,7 +58,7 @@ def resume(store: Store, scope: Scope) -> list[str]:
             store.redis.srem(store.keys.paused, scope.token)
     resumed = [info["id"] for info in _jobs_of(store, scope, Status.PAUSED) if _release(store, info)]
     for context in {str(info.get("context")) for info in store.get_many(resumed)}:
-        _wake(store, context, len(resumed))
+        wake(store, context, len(resumed))
     return resumed
 
 
@@ -116,7 +116,7 @@ def _move(
     return moved == [True]
 
 
-def _wake(store: Store, context: str, jobs: int) -> None:
+def wake(store: Store, context: str, jobs: int) -> None:
     """Tell dispatchers and waiting engines that jobs are back in a queue."""
     pipe = store.redis.pipeline(transaction=False)
     pipe.rpush(store.keys.wakeup(context), *["1"] * min(jobs, 64))

@@ -177,7 +177,8 @@ class Queue:
     ) -> list[Any]:
         keys, owner = self.keys, chain[-1]
         note = f"for the cluster of context {context!r}, not seen online yet"
-        args: list[Any] = [self.store.ttl, keys.channel(group_id), _added(jobs), keys.prefix, keys.wake(context), note]
+        ttl = max([self.store.ttl] + [self.store.ttl_of(info) for info, _, _ in jobs])  # a service job's own
+        args: list[Any] = [ttl, keys.channel(group_id), _added(jobs), keys.prefix, keys.wake(context), note]
         tokens = scope_tokens(context, chain)
         args += [limits.hog_size, limits.hard_limit, reserve, len(tokens), *tokens]
         for info, call, priority in jobs:

@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 
+from . import retention
 from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId
 from .info import Info, dumps, is_finished, new_id, new_info, parse
 from .keys import Keys, _looks_like_id
@@ -274,12 +275,13 @@ class Store:
         """Drop the remembered group id of ``key`` (its group was removed)."""
         self._groups.pop(key, None)
 
-    def add_under(self, group_id: str, infos: list[Info]) -> bool:
+    def add_under(self, group_id: str, infos: list[Info], ttl: int | None = None) -> bool:
         """Store new nodes under a group that must still exist, and announce them: one round trip.
 
         False (nothing written) if the group no longer exists. Jobs go through ``moi.queue``.
+        ``ttl``: how long they are kept (a service job's steps live as long as it does).
         """
-        args: list[Any] = [self.ttl, self.keys.channel(group_id), message("add", [info["id"] for info in infos])]
+        args: list[Any] = [ttl or self.ttl, self.keys.channel(group_id), message("add", [info["id"] for info in infos])]
         args.append(self.keys.prefix)
         for info in infos:
             info["parent"] = group_id
@@ -336,8 +338,8 @@ class Store:
             if changed is None:
                 return info
             changed["revision"] = info["revision"] + 1
-            extra = _command_words([*also, *self._ending(node_id, changed)])
-            args = [info["revision"], dumps(changed), self.ttl, self.keys.channel(node_id)]
+            extra = _command_words([*also, *self._ending(node_id, changed, info)])
+            args = [info["revision"], dumps(changed), self.ttl_of(changed), self.keys.channel(node_id)]
             args += [message("update", [node_id]), *extra]
             with reaching(self.url):
                 if unless_in is None:
@@ -391,12 +393,18 @@ class Store:
         with reaching(self.url):
             return list(self._cas_many(keys=[self.keys.info(node_id) for node_id, _ in writes], args=args))
 
-    def _ending(self, node_id: str, new: Info) -> list[list[str | int]]:
-        """What goes with a job's final write: it no longer counts against its owner's limits."""
+    def _ending(self, node_id: str, new: Info, old: Info | None = None) -> list[list[str | int]]:
+        """What goes with a write: at a job's final one, it no longer counts against its owner's limits;
+        a service job's due indexes and mails (see ``moi.retention``; ``old``: the state it changes)."""
+        commands = retention.state_commands(self.keys, node_id, new, old)
         owner = new.get("owner")
         if owner and is_finished(new):
-            return [["SREM", self.keys.active(str(owner)), node_id]]
-        return []
+            commands.append(["SREM", self.keys.active(str(owner)), node_id])
+        return commands
+
+    def ttl_of(self, info: Info) -> int:
+        """How long Redis keeps ``info`` after a write: a service job's own ttl, else the blanket one."""
+        return retention.ttl_of(info, self.ttl)
 
     @staticmethod
     def _writes(pending: list[tuple[str, Change, Info]], outcome: dict[str, Info]) -> list[tuple[str, Change, Info]]:

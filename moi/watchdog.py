@@ -102,6 +102,10 @@ class Watchdog:
             return False
         if wrote == [True]:
             log.warning("job %s failed: %s", printable(info["id"]), printable(reason, limit=400))
+            if info.get("steps"):  # a service job's steps ran on the same engine: they were lost with it
+                for step in self.store.descendant_jobs(info["id"]):
+                    if not is_finished(step):
+                        self._fail(step, reason)
         return wrote == [True]
 
 

@@ -30,7 +30,7 @@
 (function (global) {
   "use strict";
 
-  var FINISHED = { Success: true, Failed: true, Cancelled: true };
+  var FINISHED = { Success: true, Failed: true, Cancelled: true, Archived: true, Expired: true };
 
   function socketUrl(path) {
     var location = global.location;

@@ -1,0 +1,61 @@
+"""Acting on a service job after it was submitted: sending a failed one back to the start."""
+
+from __future__ import annotations
+
+from .. import connections
+from ..errors import WrongState
+from ..info import Info, Status
+from ..lua import MAX_PRIORITY
+from ..pause import wake
+from ..store import Store, message, reaching
+
+
+def resubmit(job_id: str, store: Store | None = None) -> Info:
+    """A Failed service job queued again from the start, with its inputs (saliweb's resubmit).
+
+    Its old steps are removed; it keeps its id, directory and place in the tree.
+    WrongState for a job that is not a Failed service job.
+    """
+    store = store or connections.store()
+    info = store.get(job_id)
+    if not info.get("service"):
+        raise WrongState(job_id, "resubmitted", "it is not a service job; `moi relaunch` runs a job again")
+    if info.get("status") != Status.FAILED:
+        raise WrongState(job_id, "resubmitted", f"it is {info.get('status')}, and only a Failed job goes back")
+    context = str(info.get("context"))
+    with reaching(store.url):
+        seq = int(store.redis.incr(store.keys.seq))
+        steps = sorted(store.children(job_id))
+    if steps:
+        _remove_steps(store, job_id, steps)
+    score = (MAX_PRIORITY - int(info.get("priority") or 0)) * 2**32 + seq
+
+    def change(current: Info) -> Info | None:
+        if current.get("status") != Status.FAILED:
+            return None  # resubmitted meanwhile
+        for field in ("result", "result_format", "date_start", "date_end", "engine"):
+            current[field] = None
+        current.update(status=Status.QUEUED, resubmitted=int(current.get("resubmitted") or 0) + 1)
+        return current
+
+    also: list[list[str | int]] = [
+        ["ZADD", store.keys.queue(context), score, job_id],
+        ["ZREM", store.keys.due("expire"), job_id],
+    ]
+    if info.get("owner"):
+        also.append(["SADD", store.keys.active(str(info["owner"])), job_id])
+    new = store.update(job_id, change, info, also=also)
+    if new.get("status") == Status.QUEUED:
+        wake(store, context, 1)
+        connections.dispatcher(connections.context_spec(context))
+    return new
+
+
+def _remove_steps(store: Store, job_id: str, steps: list[str]) -> None:
+    """The steps of a run that failed, gone from the tree (and from the page) before it runs again."""
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.delete(*[store.keys.info(step) for step in steps])
+    pipe.srem(store.keys.children(job_id), *steps)
+    pipe.publish(store.keys.channel(job_id), message("remove", steps))
+    with reaching(store.url):
+        pipe.execute()

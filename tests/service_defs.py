@@ -1,0 +1,74 @@
+"""Services for the services tests (engines import them by reference)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from moi import engine
+from moi.services import Parameter, Service
+
+
+def _status_now(service: Service) -> str:
+    store, _ = engine.current_job()
+    return str(store.get(service.job_id)["status"])
+
+
+class Recording(Service):
+    """Writes down, in each hook, the state its job is in; asks for a rerun while ``reruns`` last."""
+
+    name = "recording"
+    parameters = [
+        Parameter("reruns", "int", default=0),
+        Parameter("skip", "bool", default=False),
+        Parameter("fail_in", "str", default=""),
+    ]
+
+    def _note(self, hook: str) -> None:
+        seen = Path("seen.json")
+        notes = json.loads(seen.read_text()) if seen.exists() else []
+        notes.append([hook, _status_now(self)])
+        seen.write_text(json.dumps(notes))
+        if self.params["fail_in"] == hook:
+            raise RuntimeError(f"{hook} broke on purpose")
+
+    def preprocess(self) -> None:
+        self._note("preprocess")
+        if self.params["skip"]:
+            self.skip_run()
+
+    def run(self) -> dict[str, int]:
+        self._note("run")
+        return {"runs": sum(1 for hook, _ in json.loads(Path("seen.json").read_text()) if hook == "run")}
+
+    def postprocess(self) -> None:
+        self._note("postprocess")
+        self.logger.info("postprocess saw %d run(s)", self.params["reruns"])
+        runs = sum(1 for hook, _ in json.loads(Path("seen.json").read_text()) if hook == "run")
+        if runs <= self.params["reruns"]:
+            self.reschedule_run()
+
+    def complete(self) -> None:
+        self._note("complete")
+
+
+class Forever(Service):
+    """Reschedules without end: the bound stops it."""
+
+    name = "forever"
+    reschedule_limit = 2
+
+    def run(self) -> str:
+        return ["true"]  # type: ignore[return-value]
+
+    def postprocess(self) -> None:
+        self.reschedule_run()
+
+
+class Slow(Service):
+    name = "slow"
+
+    def run(self) -> str:
+        time.sleep(0.01)
+        return "sleep 60"
