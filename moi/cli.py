@@ -248,6 +248,11 @@ def status_command() -> None:
     click.echo(f"default context: {settings.default_context}")
     for name in connections.context_specs():
         click.echo(_context_line(name))
+    store = connections.store()
+    with reaching(store.url):
+        waiting, lost = store.redis.llen(store.keys.mail), store.redis.get(store.keys.mail_failed)
+    if waiting or lost or settings.smtp_host:
+        click.echo(f"mail: {waiting} waiting, {int(lost or 0)} not sent (see the log)")
 
 
 def _context_line(name: str) -> str:
@@ -343,6 +348,9 @@ def watchdog_command(once: bool, interval: float) -> None:
             click.echo(f"failed stranded job {job_id}")
         for job_id in watchdog.sweep_logging(store):
             click.echo(f"removed the files of gone job {job_id}")
+        for job_id in watchdog.retention_logging(store):
+            click.echo(f"moved service job {job_id} on by its retention")
+        _send_mail_once(store)
         return
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -350,6 +358,16 @@ def watchdog_command(once: bool, interval: float) -> None:
     connections.dispatch_all()  # jobs queued for a cluster that comes back run, with no submitter alive
     watchdog.run_forever(store, stop, interval)
     click.echo("watchdog stopped")
+
+
+def _send_mail_once(store: Store) -> None:
+    from .services import mail
+
+    settings = connections.settings()
+    if settings.smtp_host:
+        sent = mail.send_pending(store, settings)
+        if sent:
+            click.echo(f"sent {sent} mail(s)")
 
 
 def _stop_on_signals(stop: threading.Event) -> None:

@@ -25,7 +25,7 @@ from tornado.web import HTTPError, RequestHandler
 
 from . import files as job_files
 from .errors import JobFilesError, MoiError, UnknownId
-from .info import is_uuid
+from .info import Status, is_uuid
 from .keys import user_name_problem
 from .redact import printable
 from .store import Store, store_for
@@ -45,8 +45,12 @@ class MOIFilesHandler(RequestHandler):
         await self.get(job_id, path, body=False)
 
     async def get(self, job_id: str, path: str, body: bool = True) -> None:
-        if not await self._authorised(job_id):
+        status = await self._authorised(job_id)
+        if status is None:
             self._not_found(f"No files of job {printable(job_id)}")
+            return
+        if status in (Status.ARCHIVED, Status.EXPIRED):  # retention: the owner keeps the metadata only
+            self._answer(410, f"Job {job_id} is {status.lower()}: its files are no longer served", "gone")
             return
         loop = asyncio.get_running_loop()
         try:
@@ -62,25 +66,25 @@ class MOIFilesHandler(RequestHandler):
         with handle:
             await self._send(handle, path, body)
 
-    async def _authorised(self, job_id: str) -> bool:
-        """Whether the user owns the job; anyone else learns nothing (404, as for no job)."""
+    async def _authorised(self, job_id: str) -> str | None:
+        """The job's status when the user owns it; None for anyone else, who learns nothing (404, as for no job)."""
         user = self.current_user
         if not user:
             raise HTTPError(403, "log in first")
         if user_name_problem(str(user)) is not None:
             raise HTTPError(403, "not a user name")
         if not is_uuid(job_id):
-            return False
+            return None
         hub = hub_for(self.application)
         try:
             mine = await user_group(hub, str(user))
             store = store_for(hub.url, hub.keys.prefix, hub.ttl)
-            owner = await asyncio.get_running_loop().run_in_executor(None, _owner_of, store, job_id)
+            owner, status = await asyncio.get_running_loop().run_in_executor(None, _owner_of, store, job_id)
         except UnknownId:
-            return False
+            return None
         except MoiError as error:
             raise HTTPError(503, "job store unavailable") from error
-        return owner == mine
+        return str(status) if owner == mine else None
 
     def _listing(self, job_id: str, path: str, entries: list[job_files.Entry], body: bool) -> None:
         listed = [{"path": entry.path, "is_dir": entry.is_dir, "size": entry.size} for entry in entries]
@@ -123,21 +127,24 @@ class MOIFilesHandler(RequestHandler):
         self.finish()
 
     def _not_found(self, text: str) -> None:
-        self.set_status(404)
+        self._answer(404, text, "not_found")
+
+    def _answer(self, status: int, text: str, code: str) -> None:
+        self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": text, "code": "not_found"}))
+        self.finish(json.dumps({"error": text, "code": code}))
 
 
-def _owner_of(store: Store, job_id: str) -> str | None:
-    """The user's group at the top of the job's tree."""
+def _owner_of(store: Store, job_id: str) -> tuple[str | None, str | None]:
+    """The user's group at the top of the job's tree, and the job's status."""
     info = store.get(job_id)
     if info.get("type") != "job":
-        return None
+        return None, None
     owner = info.get("owner")
     if isinstance(owner, str):
-        return owner
+        return owner, info.get("status")
     parent = info.get("parent")
-    return store.owner_of(parent) if isinstance(parent, str) else None
+    return (store.owner_of(parent) if isinstance(parent, str) else None), info.get("status")
 
 
 def _range(header: str | None, size: int) -> tuple[int, int] | None:

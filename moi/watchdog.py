@@ -199,10 +199,27 @@ def check_logging(watchdog: Watchdog) -> list[str]:
         watchdog.passes += 1
         if watchdog.passes % SWEEP_EVERY == 1:
             sweep_logging(watchdog.store)
+        retention_logging(watchdog.store)
         return failed
     except MoiError as error:
         log.warning("watchdog pass skipped: %s", error)
         return []
+
+
+def retention_logging(store: Store) -> list[str]:
+    """Service jobs due for archiving or expiring moved on (one round trip when none is due);
+    the process's mail sender started when mail is configured. Never raises for a service's mistake."""
+    from .services import mail, sweeper  # services sit above this layer: asked for only when a pass runs
+
+    mail.start_sender(store)
+    try:
+        moved = sweeper.sweep(store)
+    except (MoiError, OSError) as error:
+        log.warning("retention pass skipped: %s", error)
+        return []
+    for job_id in moved:
+        log.info("retention moved service job %s", job_id)
+    return moved
 
 
 def sweep_logging(store: Store) -> list[str]:

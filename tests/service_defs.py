@@ -72,3 +72,25 @@ class Slow(Service):
     def run(self) -> str:
         time.sleep(0.01)
         return "sleep 60"
+
+
+class Kept(Service):
+    """Kept for seconds: its retention hooks write down each call in ``counts``."""
+
+    name = "kept"
+    parameters = [Parameter("counts", "str", required=True)]
+    archive_after = "1s"
+    expire_after = "1s"
+
+    def run(self) -> str:
+        return "echo result > output/result.txt"
+
+    def _count(self, hook: str) -> None:
+        with open(Path(self.params["counts"]) / f"{hook}.log", "a") as log:
+            log.write(f"{self.job_id} {Path(self.directory).is_dir()}\n")
+
+    def archive(self) -> None:
+        self._count("archive")
+
+    def expire(self) -> None:
+        self._count("expire")

@@ -1,0 +1,137 @@
+"""Mail of service jobs: to the submitter when a job ends, to the admin with a failure's traceback.
+
+The write that finishes a job queues its mails in Redis (``moi:mail``, see
+``moi.retention``), so a job never waits on a mail server. A sender thread in
+the runtime, ``moi server`` and ``moi watchdog`` sends them with the ``[mail]``
+settings, retrying with backoff; a mail still refused after ``ATTEMPTS`` tries
+is logged and counted in ``moi:mail:failed``, which ``moi status`` shows.
+Each queued mail is taken by one sender (LPOP): it is sent at most once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import ssl
+import threading
+import time
+from email.message import EmailMessage
+from typing import Any
+
+from .. import connections
+from ..config import Settings
+from ..errors import MoiError, UnknownId
+from ..info import Info, Status
+from ..redact import masked_url
+from ..store import Store, reaching
+
+log = logging.getLogger("moi.services.mail")
+
+ATTEMPTS = 5
+BACKOFF = 2.0  # seconds before the first retry; doubled each time
+SMTP_TIMEOUT = 10.0
+_sender: threading.Thread | None = None
+_sender_lock = threading.Lock()
+
+
+def compose(info: Info, to: str, settings: Settings) -> EmailMessage | None:
+    """The mail ``to`` ("user" or "admin") is owed for a finished job; None when there is nobody to send it to."""
+    address = info.get("email") if to == "user" else settings.admin_email
+    if not address:
+        return None
+    message = EmailMessage()
+    message["From"] = settings.mail_from or f"moi@{settings.smtp_host}"
+    message["To"] = address
+    name, status, service = info.get("name"), info.get("status"), info.get("service")
+    link = info.get("url") or (f"{settings.site_url.rstrip('/')}/?job={info['id']}" if settings.site_url else "")
+    if to == "user":
+        message["Subject"] = f"Your {service} job {name} ended: {status}"
+        lines = [f"Your job {name} (service {service}, id {info['id']}) ended: {status}."]
+        if link:
+            lines.append(f"See it at {link}")
+    else:
+        message["Subject"] = f"[moi] {service} job {info['id']} failed"
+        lines = [f"Service job {info['id']} ({service}, name {name}) failed on {info.get('engine')}:", ""]
+        lines.append(str(info.get("result")))
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def send(message: EmailMessage, settings: Settings) -> None:
+    """One mail through the configured SMTP server; OSError or smtplib.SMTPException when it is refused."""
+    port = settings.smtp_port or (465 if settings.smtp_tls == "ssl" else 25)
+    server: smtplib.SMTP
+    if settings.smtp_tls == "ssl":
+        server = smtplib.SMTP_SSL(settings.smtp_host, port, timeout=SMTP_TIMEOUT, context=ssl.create_default_context())
+    else:
+        server = smtplib.SMTP(settings.smtp_host, port, timeout=SMTP_TIMEOUT)
+    with server:
+        if settings.smtp_tls == "starttls":
+            server.starttls(context=ssl.create_default_context())
+        if settings.smtp_user:
+            server.login(settings.smtp_user, settings.smtp_password)
+        server.send_message(message)
+
+
+def send_pending(store: Store, settings: Settings, wait: float = 0.0) -> int:
+    """Send the mails queued now (waiting up to ``wait`` seconds for one); how many were sent."""
+    sent = 0
+    while True:
+        with reaching(store.url):
+            popped = store.redis.blpop([store.keys.mail], timeout=wait) if wait and not sent else None
+            raw = popped[1] if popped else store.redis.lpop(store.keys.mail)
+        if raw is None:
+            return sent
+        sent += _deliver(store, settings, raw)
+
+
+def _deliver(store: Store, settings: Settings, raw: str) -> int:
+    try:
+        owed: dict[str, Any] = json.loads(raw)
+        info = store.get(str(owed["job"]))
+    except (ValueError, KeyError, TypeError, UnknownId, MoiError) as error:
+        log.warning("a queued mail was dropped: %s", error)
+        return 0
+    if info.get("status") not in (Status.SUCCESS, Status.FAILED, Status.CANCELLED):
+        return 0  # resubmitted meanwhile: its next end sends its own
+    message = compose(info, str(owed.get("to")), settings)
+    if message is None:
+        return 0
+    for attempt in range(ATTEMPTS):
+        try:
+            send(message, settings)
+            log.info("mailed %s about job %s", message["To"], info["id"])
+            return 1
+        except (OSError, smtplib.SMTPException) as error:
+            last = error
+            time.sleep(BACKOFF * 2**attempt if attempt < ATTEMPTS - 1 else 0)
+    where = masked_url(f"smtp://{settings.smtp_host}:{settings.smtp_port}")
+    log.warning(
+        "mail to %s about job %s not sent after %d tries (%s): %s", message["To"], info["id"], ATTEMPTS, where, last
+    )
+    with reaching(store.url):
+        store.redis.incr(store.keys.mail_failed)
+    return 0
+
+
+def start_sender(store: Store) -> None:
+    """The process's sender thread, started once, while mail is configured."""
+    global _sender
+    settings = connections.settings()
+    if not settings.smtp_host:
+        return
+    with _sender_lock:
+        if _sender is not None and _sender.is_alive():
+            return
+        _sender = threading.Thread(target=_send_forever, args=(store, settings), name="moi-mail", daemon=True)
+        _sender.start()
+
+
+def _send_forever(store: Store, settings: Settings) -> None:
+    while True:
+        try:
+            send_pending(store, settings, wait=5.0)
+        except MoiError as error:  # Redis away: the mails wait there
+            log.warning("mail sender: %s", error)
+            time.sleep(5.0)

@@ -1,0 +1,117 @@
+"""Retention: finished service jobs archived after ``archive_after``, expired after ``expire_after``.
+
+The due indexes (``moi:due:archive``, ``moi:due:expire``, sorted by due time; see
+``moi.retention``) say what is due, so a pass with nothing due is one round trip
+however many jobs are kept. Any number of sweepers may run (the runtime,
+``moi server``, ``moi watchdog``): each move is a compare-and-set, and only the
+sweeper whose write landed calls the hook.
+
+- Success -> Archived calls ``archive()``; an archived job's files are no longer served.
+- Archived (or Failed, Cancelled) -> Expired calls ``expire()``, then removes the job's
+  directory; its info object is kept ``keep_expired`` seconds more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from .. import files as job_files
+from ..errors import MoiError, ServiceError
+from ..info import Info, Status, now
+from ..redact import printable
+from ..store import Store, reaching
+from . import registry
+from .definition import Service
+
+log = logging.getLogger("moi.services.sweeper")
+
+BATCH = 200  # jobs moved per step and pass at most: a backlog is worked off over passes
+POSTPONE = 3600.0  # seconds a job of a service this process does not know waits before it is looked at again
+
+
+def sweep(store: Store, moment: float | None = None, batch: int = BATCH) -> list[str]:
+    """One pass: every job due is moved on; the ids this sweeper moved."""
+    moment = time.time() if moment is None else moment
+    keys = store.keys
+    pipe = store.redis.pipeline(transaction=False)
+    for step in ("archive", "expire"):
+        pipe.zrangebyscore(keys.due(step), "-inf", moment, start=0, num=batch)
+    with reaching(store.url):
+        due_archive, due_expire = pipe.execute()
+    moved = _each(store, "archive", due_archive, _archive)
+    return moved + _each(store, "expire", due_expire, _expire)
+
+
+def _each(store: Store, step: str, ids: list[str], move: Callable[[Store, Info, type[Service]], bool]) -> list[str]:
+    if not ids:
+        return []
+    infos = {info["id"]: info for info in store.get_many(ids)}
+    gone = [job_id for job_id in ids if job_id not in infos]
+    moved = []
+    for job_id, info in infos.items():
+        try:
+            cls = registry.get(str(info.get("service")), store)
+        except ServiceError:  # another sweeper may know it: look again later
+            log.warning("job %s: service %r is not known here; retention waits", job_id, info.get("service"))
+            with reaching(store.url):
+                store.redis.zadd(store.keys.due(step), {job_id: time.time() + POSTPONE}, xx=True)
+            continue
+        try:
+            if move(store, info, cls):
+                moved.append(job_id)
+        except MoiError as error:
+            log.warning("job %s: %s skipped: %s", job_id, step, error)
+    if gone:  # removed or expired by Redis meanwhile: nothing left to move
+        with reaching(store.url):
+            store.redis.zrem(store.keys.due(step), *gone)
+    return moved
+
+
+def _moved(store: Store, info: Info, before: tuple[str, ...], after: Status, ttl: int | None = None) -> bool:
+    """The compare-and-set of one retention move; whether this sweeper's write was the one that landed."""
+    won: list[bool] = []
+
+    def change(current: Info) -> Info | None:
+        won[:] = [current.get("status") in before]
+        if not won[0]:
+            return None
+        current.update(status=after, **{f"date_{after.lower()}": now()})
+        if ttl is not None:
+            current["ttl"] = ttl
+        return current
+
+    store.update(info["id"], change, info)
+    if won != [True]:  # moved by another sweeper, or resubmitted: this entry is stale
+        with reaching(store.url):
+            store.redis.zrem(store.keys.due("archive" if after == Status.ARCHIVED else "expire"), info["id"])
+    return won == [True]
+
+
+def _archive(store: Store, info: Info, cls: type[Service]) -> bool:
+    if not _moved(store, info, (Status.SUCCESS,), Status.ARCHIVED):
+        return False
+    _hook(cls, info, "archive")
+    return True
+
+
+def _expire(store: Store, info: Info, cls: type[Service]) -> bool:
+    keep = int((info.get("retention") or {}).get("keep_expired") or store.ttl)
+    finished = (Status.ARCHIVED, Status.FAILED, Status.CANCELLED)
+    if not _moved(store, info, finished, Status.EXPIRED, ttl=max(1, keep)):
+        return False
+    _hook(cls, info, "expire")
+    job_files.remove_directory(job_files.directory_of(info["id"]))
+    return True
+
+
+def _hook(cls: type[Service], info: Info, hook: str) -> None:
+    """A retention hook, in the sweeper's process; its failure is logged, the move stands."""
+    service = cls(info["id"], job_files.directory_of(info["id"]), info.get("params") or {})
+    try:
+        getattr(service, hook)()
+    except Exception as error:
+        log.warning("job %s: %s() of service %s raised %s", info["id"], hook, cls.name, printable(repr(error)))
+    finally:
+        service.close_log()
