@@ -35,7 +35,8 @@
         ├── UnknownService
         ├── ServiceDefinitionError
         ├── ValidationFailed
-        └── StepFailed
+        ├── StepFailed
+        └── MoveFailed
 
 Every message is one line a user can act on; the CLI prints it as it is.
 """
@@ -301,3 +302,7 @@ class ValidationFailed(ServiceError):
 
 class StepFailed(ServiceError):
     """A step of a service's chain that ended as failed: the job fails with this reason."""
+
+
+class MoveFailed(ServiceError):
+    """A job directory that could not move to the root of its next state; the data stays where it was."""

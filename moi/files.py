@@ -56,11 +56,35 @@ class Entry:
 # where -------------------------------------------------------------------------------
 
 
-def directory_of(job_id: str) -> str:
-    """Where a job's directory is, whether or not it exists."""
+def directory_of(job_id: str, info: Mapping[str, Any] | None = None) -> str:
+    """Where a job's directory is, whether or not it exists: ``<jobs root>/<id>``, or where
+    ``info`` says it moved to (a service's per-state roots, see ``moi.services.places``)."""
     if not is_uuid(job_id):
         raise InvalidId(job_id)
+    moved = info.get("directory") if info is not None else None
+    if isinstance(moved, str) and moved:
+        return _checked_move(job_id, moved)
     return os.path.join(connections.settings().jobs_root, job_id)
+
+
+def current_directory(job_id: str) -> str:
+    """``directory_of`` the job as its info object now says (one read)."""
+    if not is_uuid(job_id):
+        raise InvalidId(job_id)
+    return directory_of(job_id, connections.store().get(job_id))
+
+
+def _checked_move(job_id: str, path: str) -> str:
+    """A moved directory as an info object names it, trusted only as moi makes one: an absolute
+    normal path ending in the job's id, a real directory (no link), owned by this user."""
+    if os.path.isabs(path) and os.path.normpath(path) == path and os.path.basename(path) == job_id:
+        try:
+            held = os.lstat(path)
+        except OSError:
+            return path  # gone (removed, or on a host that does not see it): reading it finds nothing
+        if stat.S_ISDIR(held.st_mode) and held.st_uid == os.getuid():
+            return path
+    raise PathRefused(job_id, path, "its info names a directory moi did not make for it")
 
 
 # submitting: the directory and the inputs ----------------------------------------------
@@ -71,14 +95,16 @@ def prepare(
     inputs: Inputs | None,
     resources: Mapping[str, str] | None = None,
     outputs: str | None = None,
+    root: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Make the job's directory and copy the local inputs into its ``input/``.
+    """Make the job's directory (under ``root``, by default the jobs root) and copy the local inputs
+    into its ``input/``.
 
     Returns its path and what the engine moves: inputs and resources given by URI
     (fetched there before the call) and where ``output/`` goes after a success.
     Nothing is left behind when an input is refused (InputRefused).
     """
-    directory = directory_of(job_id)
+    directory = os.path.join(root, job_id) if root else directory_of(job_id)
     os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
     os.mkdir(directory, 0o700)
     transfers: dict[str, Any] = {"inputs": [], "resources": [], "outputs": outputs or ""}
@@ -181,7 +207,7 @@ def delete(job_id: str) -> None:
 
     store = connections.store()
     info = store.get(job_id)
-    directory = directory_of(job_id)
+    directory = directory_of(job_id, info)
     if not os.path.isdir(directory) and info.get("files") != "deleted":
         raise NoSuchFile(job_id, "")
     if not is_finished(info):
@@ -191,11 +217,12 @@ def delete(job_id: str) -> None:
     store.update(job_id, set_fields(files="deleted"))
 
 
-def remove_directories(job_ids: Iterable[str]) -> None:
-    """Remove the directories of jobs that are gone (removed from the tree)."""
+def remove_directories(job_ids: Iterable[str], infos: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Remove the directories of jobs that are gone (removed from the tree); ``infos``: what they were."""
     for job_id in job_ids:
         if is_uuid(job_id):
-            remove_directory(directory_of(job_id))
+            with contextlib.suppress(PathRefused):
+                remove_directory(directory_of(job_id, (infos or {}).get(job_id)))
 
 
 def sweep(store: Store, grace: float = SWEEP_GRACE) -> builtins.list[str]:
@@ -283,7 +310,7 @@ def _names(job_id: str, path: str) -> builtins.list[str]:
 def _open_directory(job_id: str, names: builtins.list[str]) -> int:
     """A file descriptor of the directory ``names`` lead to, each opened without following links."""
     try:
-        fd = os.open(directory_of(job_id), _DIRECTORY)
+        fd = os.open(current_directory(job_id), _DIRECTORY)
     except OSError:
         raise NoSuchFile(job_id, "") from None
     for index, name in enumerate(names):

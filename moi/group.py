@@ -413,6 +413,7 @@ async def remove_nodes(client: aioredis.Redis[str], keys: Keys, ids: list[str]) 
     if removed:
         await pipe.execute()
         # Their files go with them (the sweeper would, later; now the owner sees them gone).
-        await asyncio.get_running_loop().run_in_executor(None, job_files.remove_directories, removed)
+        moved = {info["id"]: info for info in tops}  # a service job's directory may have moved
+        await asyncio.get_running_loop().run_in_executor(None, job_files.remove_directories, removed, moved)
     log.info("removed %d nodes", len(removed))
     return removed

@@ -36,6 +36,7 @@ from .errors import (
     FetchFailed,
     InvalidCode,
     JobCancelled,
+    MoveFailed,
     RedisUnavailable,
     StepFailed,
     UnknownId,
@@ -106,6 +107,7 @@ class Placed:
     workdir: bool = False
     resources: Mapping[str, str] | None = None
     outputs: str | None = None
+    root: str | None = None  # where the directory is made (a service's incoming root); None: the jobs root
 
     @property
     def wanted(self) -> bool:
@@ -133,9 +135,11 @@ def queue_job(
     origin: tuple[Any, ...] = engine.submitted_from()
     directory = ""
     if placed.wanted:
-        directory, transfers = job_files.prepare(job_id, placed.files, placed.resources, placed.outputs)
+        directory, transfers = job_files.prepare(job_id, placed.files, placed.resources, placed.outputs, placed.root)
         origin += (directory, transfers)
         info["files"] = job_files.summary(directory)
+        if placed.root:
+            info["directory"] = directory  # not under the jobs root: its info says where
     call = queue.pack_call(by_name(func), args, kwargs, origin)
     try:
         group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], connections.limits())
@@ -369,7 +373,7 @@ def _call(
         if liveness.cancel_requested:
             tracker.finish(Status.CANCELLED, "Cancelled while running", "text")
             raise JobCancelled(f"Job {tracker.job_id} was cancelled") from None
-        if isinstance(error, FetchFailed | StepFailed):  # its reason says it all: no traceback of moi's own code
+        if isinstance(error, FetchFailed | StepFailed | MoveFailed):  # its reason says it all: no moi traceback
             tracker.finish(Status.FAILED, str(error), "text")
             raise
         tracker.finish(Status.FAILED, traceback.format_exc(), "traceback", pickled(error))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -94,3 +95,18 @@ class Kept(Service):
 
     def expire(self) -> None:
         self._count("expire")
+
+
+class Moving(Service):
+    """Kept under a root per state (the test sets ``directories``); writes down where each hook ran."""
+
+    name = "moving"
+    archive_after = "1s"
+
+    def preprocess(self) -> None:
+        Path("where.txt").write_text(f"preprocess {Path.cwd()}\n")
+
+    def run(self) -> str:
+        with open("where.txt", "a") as where:
+            where.write(f"run {Path.cwd()} {os.environ['OUTPUT']}\n")
+        return "echo out > $OUTPUT/out.txt"

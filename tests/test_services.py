@@ -6,6 +6,8 @@ Against the session's Redis and cluster, real files, and the CLI in a subprocess
 from __future__ import annotations
 
 import json
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from examples.hetatm_service import SAMPLE, Hetatm
 from moi import files, services
 from moi.errors import ServiceDefinitionError, UnknownService, ValidationFailed, WrongState
 from moi.info import Status
+from moi.job import get_info
 from moi.services import validators
 from moi.services.actions import resubmit
 from tests import service_defs, service_validators
@@ -31,6 +34,10 @@ def registered() -> object:
     yield
     for cls in (Hetatm, service_defs.Recording, service_defs.Forever):
         services.unregister(cls.name)
+
+
+def connections_store():  # noqa: ANN201
+    return services.registry.connections.store()
 
 
 def steps_of(job_id: str) -> dict[str, dict]:
@@ -242,3 +249,53 @@ def test_shipped_validators_look_at_real_bytes_and_a_module_gives_its_public_fun
     validators.check_inputs(collected, {"a.txt": b"fine"})
     with pytest.raises(ValidationFailed, match="refused by validator ascii_only"):
         validators.check_inputs(collected, {"a.txt": "é".encode()})
+
+
+def test_a_job_moves_through_per_state_directories_on_two_roots_and_a_failed_move_keeps_its_data(
+    r, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from moi.services import sweeper
+
+    incoming, running = tmp_path / "incoming", tmp_path / "running"
+    shm = Path("/dev/shm")
+    archived = (shm / f"moi-test-{tmp_path.name}") if shm.is_dir() else tmp_path / "archived"  # another filesystem
+    monkeypatch.setattr(
+        service_defs.Moving,
+        "directories",
+        {"incoming": str(incoming), "running": str(running), "archived": str(archived)},
+    )
+    services.register(service_defs.Moving)
+    try:
+        job_id = services.submit("moving", "mover", {}, files={"in.txt": b"data"})[0]
+        info = finished(job_id)
+        assert info["status"] == Status.SUCCESS, info["result"]
+        here = running / job_id
+        assert info["directory"] == str(here) and not (incoming / job_id).exists()
+        with files.open(job_id, "where.txt") as where:
+            assert where.read().decode().splitlines() == [
+                f"preprocess {incoming / job_id}",
+                f"run {here} {here / 'output'}",
+            ]
+        assert [entry.path for entry in files.list(job_id, "output")] == ["output/out.txt"]
+
+        assert sweeper.sweep(connections_store(), moment=time.time() + 2) == [job_id]
+        info = get_info(job_id)
+        assert info["status"] == Status.ARCHIVED and info["directory"] == str(archived / job_id)
+        assert not here.exists()
+        with files.open(job_id, "input/in.txt") as kept:
+            assert kept.read() == b"data"
+
+        blocked = tmp_path / "a-file"
+        blocked.write_text("not a directory")
+        monkeypatch.setattr(
+            service_defs.Moving, "directories", {"incoming": str(incoming), "running": str(blocked / "below")}
+        )
+        failed = finished(services.submit("moving", "mover", {}, files={"in.txt": b"kept"})[0])
+        assert failed["status"] == Status.FAILED
+        assert failed["result"].startswith(f"the job directory could not be moved to {blocked / 'below'}: ")
+        assert failed["result"].endswith("; it was left where it was")
+        with files.open(failed["id"], "input/in.txt") as kept:
+            assert kept.read() == b"kept"  # left where it was
+    finally:
+        services.unregister("moving")
+        shutil.rmtree(archived, ignore_errors=True)

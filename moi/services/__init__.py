@@ -21,7 +21,7 @@ from ..errors import ValidationFailed
 from ..fetch import is_uri
 from ..handle import JobHandle
 from ..retention import parse_duration, retention_fields
-from . import validators
+from . import places, validators
 from .definition import Parameter, Service
 from .documents import StepService
 from .lifecycle import carried, first_state, run_service
@@ -78,8 +78,11 @@ def submit(
         fields["email"] = email
     if cls.step_names():
         fields["steps"] = cls.step_names()
+    roots = places.resolved(cls.directories, settings.jobs_root)
+    if cls.directories:  # the engine follows these; without any, the directory stays in the jobs root
+        fields["directories"] = roots
     spec = connections.context_spec(context or settings.default_context)
-    placed = jobs.Placed(files=inputs, workdir=True)
+    placed = jobs.Placed(files=inputs, workdir=True, root=roots["incoming"] if cls.directories else None)
     level = queue.priority_of(priority)
     return jobs.queue_job(
         spec, group or user, job_name or cls.name, url, run_service, (carried(cls), checked), {}, level, placed, fields

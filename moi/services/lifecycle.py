@@ -21,7 +21,7 @@ from typing import Any, cast
 from .. import engine
 from ..errors import ServiceError, StepFailed
 from ..info import Status
-from . import steps
+from . import places, steps
 from .definition import Service
 
 
@@ -35,20 +35,29 @@ def run_service(service: Any, params: Mapping[str, Any], **moi: Any) -> Any:
     cls = _resolved(service)
     status_update: Callable[[str], None] = moi["status_update"]
     directory: str = moi["workdir"]
-    _, info = engine.current_job()
+    store, info = engine.current_job()
     job = cls(info["id"], directory, params)
     state = {"now": first_state(cls)}
 
+    def move(status: str) -> None:
+        moved = places.move_for(store, info, status, job.directory)
+        if moved != job.directory:
+            job.directory = moved
+            places.follow(moved)
+
     def enter(status: str) -> None:
         if state["now"] != status:
+            move(status)
             status_update(status)
             state["now"] = status
 
     try:
+        move(state["now"])  # the queue marked its first state as it took it
         if cls.overrides("preprocess"):
             job.preprocess()
         result = None if job.skipped else _run_and_postprocess(job, enter)
         job.complete()
+        move(Status.SUCCESS)  # where a completed job is kept
         return result
     finally:
         job.close_log()

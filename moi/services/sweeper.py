@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable
 
 from .. import files as job_files
-from ..errors import MoiError, ServiceError
+from ..errors import MoiError, MoveFailed, ServiceError
 from ..info import Info, Status, now
 from ..redact import printable
-from ..store import Store, reaching
-from . import registry
+from ..store import Store, reaching, set_fields
+from . import places, registry
 from .definition import Service
 
 log = logging.getLogger("moi.services.sweeper")
@@ -69,8 +69,8 @@ def _each(store: Store, step: str, ids: list[str], move: Callable[[Store, Info, 
     return moved
 
 
-def _moved(store: Store, info: Info, before: tuple[str, ...], after: Status, ttl: int | None = None) -> bool:
-    """The compare-and-set of one retention move; whether this sweeper's write was the one that landed."""
+def _moved(store: Store, info: Info, before: tuple[str, ...], after: Status, ttl: int | None = None) -> Info | None:
+    """The compare-and-set of one retention move; the info it wrote, or None when another write won."""
     won: list[bool] = []
 
     def change(current: Info) -> Info | None:
@@ -82,33 +82,43 @@ def _moved(store: Store, info: Info, before: tuple[str, ...], after: Status, ttl
             current["ttl"] = ttl
         return current
 
-    store.update(info["id"], change, info)
+    new = store.update(info["id"], change, info)
     if won != [True]:  # moved by another sweeper, or resubmitted: this entry is stale
         with reaching(store.url):
             store.redis.zrem(store.keys.due("archive" if after == Status.ARCHIVED else "expire"), info["id"])
-    return won == [True]
+        return None
+    return new
 
 
 def _archive(store: Store, info: Info, cls: type[Service]) -> bool:
-    if not _moved(store, info, (Status.SUCCESS,), Status.ARCHIVED):
+    new = _moved(store, info, (Status.SUCCESS,), Status.ARCHIVED)
+    if new is None:
         return False
-    _hook(cls, info, "archive")
+    try:  # to the archived root, when the service names one (slower storage, say)
+        places.move_for(store, new, Status.ARCHIVED, job_files.directory_of(new["id"], new))
+    except MoveFailed as error:
+        store.update(
+            new["id"], set_fields(status=Status.FAILED, result=f"Archiving failed: {error}", result_format="text")
+        )
+        return False
+    _hook(cls, store.get(new["id"]), "archive")
     return True
 
 
 def _expire(store: Store, info: Info, cls: type[Service]) -> bool:
     keep = int((info.get("retention") or {}).get("keep_expired") or store.ttl)
     finished = (Status.ARCHIVED, Status.FAILED, Status.CANCELLED)
-    if not _moved(store, info, finished, Status.EXPIRED, ttl=max(1, keep)):
+    new = _moved(store, info, finished, Status.EXPIRED, ttl=max(1, keep))
+    if new is None:
         return False
-    _hook(cls, info, "expire")
-    job_files.remove_directory(job_files.directory_of(info["id"]))
+    _hook(cls, new, "expire")
+    job_files.remove_directory(job_files.directory_of(new["id"], new))
     return True
 
 
 def _hook(cls: type[Service], info: Info, hook: str) -> None:
     """A retention hook, in the sweeper's process; its failure is logged, the move stands."""
-    service = cls(info["id"], job_files.directory_of(info["id"]), info.get("params") or {})
+    service = cls(info["id"], job_files.directory_of(info["id"], info), info.get("params") or {})
     try:
         getattr(service, hook)()
     except Exception as error:
