@@ -14,7 +14,7 @@ names too, with the same function.
 Server -> browser, one JSON object per frame: ``{"add"|"update"|"remove"|"get": info}``,
 or ``{"error": "what was wrong"}`` for a request the server refuses.
 Browser -> server: ``{"get": [ids]}`` (an empty list: the user's own group),
-``{"remove": [ids]}``, ``{"cancel": [ids]}`` (a group: all its unfinished
+``{"log": id}`` (follow a job's log, see ``moi.log_tail``), ``{"remove": [ids]}``, ``{"cancel": [ids]}`` (a group: all its unfinished
 jobs; the outcome arrives as updates), ``{"relaunch": [ids]}`` (finished jobs, again: the
 new jobs arrive as adds), ``{"pause": [ids]}`` and ``{"resume": [ids]}`` (queued jobs, or
 all of a group's), ``{"close": null}``. A verb ``v`` is handled by the
@@ -46,7 +46,7 @@ import redis
 from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from . import connections
+from . import connections, log_tail
 from . import pause as pausing
 from .errors import BadRequest, InvalidUserName, MoiError, NotInGroup, RedisRefused, RedisUnavailable, WrongState
 from .group import Group
@@ -162,7 +162,7 @@ def id_list(argument: Any) -> list[str]:
 
 
 class MOIMessageHandler(WebSocketHandler):
-    VERBS = frozenset({"get", "remove", "cancel", "relaunch", "pause", "resume", "close"})
+    VERBS = frozenset({"get", "remove", "cancel", "relaunch", "pause", "resume", "close", "log"})
 
     hub: Hub
     group_id: str
@@ -282,6 +282,8 @@ class MOIMessageHandler(WebSocketHandler):
     def on_close(self) -> None:
         self._release()
         self._stop_following()
+        for task in list(self.__dict__.get("_tails", {}).values()):
+            task.cancel()
 
     def _stop_following(self) -> None:
         if self.group is not None:
@@ -345,6 +347,28 @@ class MOIMessageHandler(WebSocketHandler):
 
     def _store(self) -> Store:
         return store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
+
+    async def do_log(self, argument: Any) -> None:
+        """Follow (or stop following) a job's ``framework.log``; see ``moi.log_tail``."""
+        job_id, stop = (
+            (argument.get("id"), bool(argument.get("stop"))) if isinstance(argument, dict) else (argument, False)
+        )
+        (job_id,) = self._own([job_id])
+        tails = self.__dict__.setdefault("_tails", {})
+        if stop:
+            if job_id in tails:
+                tails.pop(job_id).cancel()
+            return
+        if job_id in tails:
+            return
+        if len(tails) >= log_tail.MAX_PER_SOCKET:
+            raise BadRequest(f"at most {log_tail.MAX_PER_SOCKET} logs are followed at once; stop one first")
+        task = asyncio.get_running_loop().create_task(log_tail.follow(job_id, self._store(), self._send_log))
+        tails[job_id] = task
+        task.add_done_callback(lambda _: tails.pop(job_id, None))
+
+    def _send_log(self, lines: dict[str, Any]) -> None:
+        self._write(json.dumps({"log": lines}))
 
     async def do_close(self, argument: Any) -> None:
         self.close(1000, "closed on request")

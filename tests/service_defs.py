@@ -110,3 +110,19 @@ class Moving(Service):
         with open("where.txt", "a") as where:
             where.write(f"run {Path.cwd()} {os.environ['OUTPUT']}\n")
         return "echo out > $OUTPUT/out.txt"
+
+
+class Chatty(Service):
+    """Logs three lines, waits for a ``go`` file in its directory, logs a last one."""
+
+    name = "chatty"
+
+    def run(self) -> dict[str, bool]:
+        for index in range(3):
+            self.logger.info("line %d", index)
+        for _ in range(1200):
+            if Path("go").exists():
+                break
+            time.sleep(0.05)
+        self.logger.info("last")
+        return {"done": True}  # a result (a string would be a command to run)

@@ -1,0 +1,69 @@
+"""Following a job's ``framework.log`` over the websocket: appended lines as they come, bounded.
+
+``{"log": ID}`` starts following (``{"log": {"id": ID, "stop": true}}`` stops); the
+server answers ``{"log": {"id", "lines", "offset"}}`` frames, and one with ``"end": true``
+once the job has finished and its log was read to the end. The first frame holds at
+most the last ``START`` bytes, each later one at most ``CHUNK``; a socket follows at
+most ``MAX_PER_SOCKET`` logs at once. The file is read through ``moi.files``, so the
+rules of the job's directory (confined, no links) hold here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from . import files as job_files
+from .errors import JobFilesError, MoiError
+from .info import is_finished
+from .store import Store
+
+log = logging.getLogger("moi.log_tail")
+
+LOG_NAME = "framework.log"
+START = 64 * 1024  # bytes of an existing log sent first: its tail
+CHUNK = 64 * 1024  # bytes sent per frame after that
+INTERVAL = 0.5  # seconds between looks at the file
+MAX_PER_SOCKET = 4
+
+
+def read_from(job_id: str, offset: int | None, whole: bool) -> tuple[list[str], int]:
+    """Complete lines of the log from ``offset`` (None: its last START bytes), CHUNK bytes at most;
+    the offset after them. ``whole``: the job has ended, so a last line without a newline counts."""
+    try:
+        handle = job_files.open(job_id, LOG_NAME)
+    except JobFilesError:
+        return [], offset or 0  # not written yet (it is made on the first line), or gone
+    with handle:
+        size = os.fstat(handle.fileno()).st_size
+        start = max(0, size - START) if offset is None else min(offset, size)
+        handle.seek(start)
+        data = handle.read(CHUNK)
+    if offset is None and start > 0:  # begun mid-line: from the next one
+        cut = data.find(b"\n") + 1
+        start, data = start + cut, data[cut:]
+    if not whole or start + len(data) < size:
+        data = data[: data.rfind(b"\n") + 1]
+    return data.decode("utf-8", "replace").splitlines(), start + len(data)
+
+
+async def follow(job_id: str, store: Store, send: Callable[[dict[str, Any]], None], interval: float = INTERVAL) -> None:
+    """Send the log's lines until the job has ended and all of it was sent."""
+    loop = asyncio.get_running_loop()
+    offset: int | None = None
+    try:
+        while True:
+            ended = is_finished(await loop.run_in_executor(None, store.get, job_id))
+            lines, offset = await loop.run_in_executor(None, read_from, job_id, offset, ended)
+            if lines:
+                send({"id": job_id, "lines": lines, "offset": offset})
+                continue  # more may be waiting behind a full chunk
+            if ended:
+                send({"id": job_id, "lines": [], "offset": offset, "end": True})
+                return
+            await asyncio.sleep(interval)
+    except MoiError as error:  # the job was removed, or Redis went away: say so, and stop
+        send({"id": job_id, "lines": [], "offset": offset or 0, "end": True, "error": str(error)})
