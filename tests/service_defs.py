@@ -24,9 +24,11 @@ class Recording(Service):
         Parameter("reruns", "int", default=0),
         Parameter("skip", "bool", default=False),
         Parameter("fail_in", "str", default=""),
+        Parameter("pause", "float", default=0.0),  # seconds each hook lasts, so a page sees every state
     ]
 
     def _note(self, hook: str) -> None:
+        time.sleep(self.params["pause"])
         seen = Path("seen.json")
         notes = json.loads(seen.read_text()) if seen.exists() else []
         notes.append([hook, _status_now(self)])
