@@ -16,8 +16,8 @@ or ``{"error": "what was wrong"}`` for a request the server refuses.
 Browser -> server: ``{"get": [ids]}`` (an empty list: the user's own group),
 ``{"log": id}`` (follow a job's log, see ``moi.log_tail``), ``{"remove": [ids]}``,
 ``{"cancel": [ids]}`` (a group: all its unfinished jobs; the outcome arrives as updates),
-``{"relaunch": [ids]}`` (finished jobs, again: the new jobs arrive as adds), ``{"pause": [ids]}`` and ``{"resume": [ids]}`` (queued jobs, or
-all of a group's), ``{"close": null}``. A verb ``v`` is handled by the
+``{"relaunch": [ids]}`` (finished jobs, again: the new jobs arrive as adds),
+``{"pause": [ids]}`` and ``{"resume": [ids]}`` (queued jobs, or all of a group's), ``{"close": null}``. A verb ``v`` is handled by the
 method ``do_v``; a subclass adds verbs by extending ``VERBS`` and adding the
 method.
 
