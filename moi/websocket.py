@@ -17,9 +17,9 @@ Browser -> server: ``{"get": [ids]}`` (an empty list: the user's own group),
 ``{"log": id}`` (follow a job's log, see ``moi.log_tail``), ``{"remove": [ids]}``,
 ``{"cancel": [ids]}`` (a group: all its unfinished jobs; the outcome arrives as updates),
 ``{"relaunch": [ids]}`` (finished jobs, again: the new jobs arrive as adds),
-``{"pause": [ids]}`` and ``{"resume": [ids]}`` (queued jobs, or all of a group's), ``{"close": null}``. A verb ``v`` is handled by the
-method ``do_v``; a subclass adds verbs by extending ``VERBS`` and adding the
-method.
+``{"pause": [ids]}`` and ``{"resume": [ids]}`` (queued jobs, or all of a group's),
+``{"close": null}``. A verb ``v`` is handled by the method ``do_v``; a subclass adds
+verbs by extending ``VERBS`` and adding the method.
 
 Every socket of a process shares the application's one ``Hub`` (one pub/sub
 connection, a few read connections), kept in ``application.settings["moi_hub"]``.
