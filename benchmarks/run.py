@@ -28,7 +28,7 @@ from benchmarks.stats import Figure, table
 log = logging.getLogger("benchmarks.run")
 
 CONTEXT = "bench"
-SECTIONS = ("throughput", "redis", "live")  # and "files", run when asked for (--only files)
+SECTIONS = ("throughput", "redis", "live")  # and "files", "services", run when asked for (--only files)
 
 
 @dataclass
@@ -110,6 +110,10 @@ def measure(plan: Plan, services: Services) -> list[tuple[str, list[Figure]]]:
         from benchmarks import live
 
         sections += live.measure(plan, services)
+    if "services" in plan.sections:
+        from benchmarks import service_jobs
+
+        sections.append(service_jobs.measure(plan, services))
     if "files" in plan.sections:
         from benchmarks import files
 
