@@ -67,3 +67,22 @@ def test_embedded_runtime_starts_once_reports_and_stops(tmp_path) -> None:
     assert processes_mentioning(str(state)) == []
     assert "not running" in run_moi("status", env=env).stdout
     assert run_moi("down", env=env).stdout.strip() == "local runtime was not running"
+
+
+def test_the_service_examples_run_as_the_readme_says(r, tmp_path: Path) -> None:
+    script = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "hetatm_service.py")], capture_output=True, text=True, timeout=180
+    )
+    assert script.returncode == 0, script.stderr
+    assert "Success: {'exit_code': 0}" in script.stdout
+    assert 'residues: {"HOH": 1, "ZN": 1}' in script.stdout
+
+    text = tmp_path / "text.txt"
+    text.write_text("a few words of some length here\n")
+    loaded = run_moi("services", "load", str(ROOT / "examples" / "services.yaml"))
+    assert loaded.returncode == 0, loaded.stderr
+    ran = run_moi("run", "wordcount", "--param", "min_length=4", "--input", str(text), "--block")
+    assert ran.returncode == 0, ran.stderr
+    job_id = ran.stdout.split("Submitted job id: ")[1].split()[0]
+    count = run_moi("download", "--job-id", job_id, "output/count.txt")
+    assert count.stdout.strip() == "4"  # words, some, length, here

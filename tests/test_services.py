@@ -116,7 +116,7 @@ def test_validators_refuse_a_file_and_a_parameter_before_anything_is_stored(r) -
         services.submit("hetatm", "scientist", {}, files={"x.pdb": b"not a structure\n"})
     with pytest.raises(ValidationFailed, match=r"Input 'e\.pdb' is refused by validator non_empty"):
         services.submit("hetatm", "scientist", {}, files={"e.pdb": b""})
-    with pytest.raises(ValidationFailed, match=r"Parameter 'reruns' is refused: 'many' is not a int"):
+    with pytest.raises(ValidationFailed, match=r"Parameter 'reruns' is refused: 'many' is not an int"):
         services.submit("recording", "scientist", {"reruns": "many"})
     with pytest.raises(ValidationFailed, match=r"Parameter 'colour' is refused"):
         services.submit("recording", "scientist", {"colour": "red"})
@@ -299,3 +299,36 @@ def test_a_job_moves_through_per_state_directories_on_two_roots_and_a_failed_mov
     finally:
         services.unregister("moving")
         shutil.rmtree(archived, ignore_errors=True)
+
+
+YAML_SLOW = """
+services:
+  - name: slowchain
+    steps:
+      - {name: wait, run: "touch started && sleep 60"}
+      - {name: after, run: "echo never"}
+"""
+
+
+def test_cancelling_a_running_chain_stops_its_step_and_cancels_the_rest(r) -> None:
+    from moi.job import cancel
+    from tests.test_queue import wait_status
+
+    services.load_into(connections_store(), YAML_SLOW, "slow.yaml")
+    job_id = services.submit("slowchain", "scientist", {})[0]
+    wait_status(job_id, Status.RUNNING)
+    started = Path(files.directory_of(job_id)) / "started"
+    while not started.exists():  # the step's command is running
+        time.sleep(0.05)
+    cancel(job_id)
+    info = finished(job_id)
+    assert info["status"] == Status.CANCELLED
+    steps = steps_of(job_id)
+    assert steps["wait"]["status"] == steps["after"]["status"] == Status.CANCELLED
+    assert steps["wait"]["result"] == steps["after"]["result"] == "Cancelled with the service job"
+
+
+def test_a_parameter_default_of_the_wrong_type_is_refused_at_definition() -> None:
+    bad = "services:\n  - name: x\n    parameters: [{name: n, type: int, default: many}]\n    steps: [{run: 'true'}]\n"
+    with pytest.raises(ServiceDefinitionError, match="parameter 'n' has default 'many', which is not an int"):
+        services.documents.load(bad)

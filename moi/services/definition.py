@@ -47,6 +47,13 @@ class Parameter:
             raise ServiceDefinitionError(f"parameter name {self.name!r} is not a Python identifier")
         if self.type not in TYPES:
             raise ServiceDefinitionError(f"parameter {self.name!r} has type {self.type!r}; use one of {list(TYPES)}")
+        if self.default is not None:
+            try:
+                self.checked(self.default)
+            except ValidationFailed:
+                raise ServiceDefinitionError(
+                    f"parameter {self.name!r} has default {self.default!r}, which is not {self.kind}"
+                ) from None
 
     def checked(self, value: Any) -> Any:
         """``value`` as this parameter's type; a string (from a form or the CLI) is converted."""
@@ -70,7 +77,12 @@ class Parameter:
             raise self._refused(text) from None
 
     def _refused(self, value: Any) -> ValidationFailed:
-        return ValidationFailed(f"Parameter {self.name!r}", f"{value!r} is not a {self.type}")
+        return ValidationFailed(f"Parameter {self.name!r}", f"{value!r} is not {self.kind}")
+
+    @property
+    def kind(self) -> str:
+        """The type with its article, for messages: an int, a str."""
+        return f"an {self.type}" if self.type == "int" else f"a {self.type}"
 
     def schema(self) -> dict[str, Any]:
         return {

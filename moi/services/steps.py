@@ -160,6 +160,8 @@ class Chain:
         while len(self.ended) < len(self.steps):
             for name in self._ready():
                 self._start(name)
+            if len(self.running) == 1:  # one at a time: wait on it (a cancel's signal interrupts the wait)
+                next(iter(self.running.values())).wait()
             ended = [(name, proc) for name, proc in self.running.items() if proc.poll() is not None]
             if not ended:
                 time.sleep(delay)  # polled, not waited on: a cancel interrupts a sleep, a fan-out needs many
@@ -271,10 +273,7 @@ def run_command(command: str | Sequence[str], directory: str) -> subprocess.Comp
             start_new_session=True,
         )
         try:
-            delay = 0.0005
-            while proc.poll() is None:
-                time.sleep(delay)
-                delay = min(delay * 2, 0.05)
+            proc.wait()  # a cancel's signal (or asynchronous exception) interrupts it
         except BaseException:
             with engine.shielded():
                 _end_group(proc)

@@ -95,13 +95,13 @@ def _archive(store: Store, info: Info, cls: type[Service]) -> bool:
     if new is None:
         return False
     try:  # to the archived root, when the service names one (slower storage, say)
-        places.move_for(store, new, Status.ARCHIVED, job_files.directory_of(new["id"], new))
+        here = places.move_for(store, new, Status.ARCHIVED, job_files.directory_of(new["id"], new))
     except MoveFailed as error:
         store.update(
             new["id"], set_fields(status=Status.FAILED, result=f"Archiving failed: {error}", result_format="text")
         )
         return False
-    _hook(cls, store.get(new["id"]), "archive")
+    _hook(cls, {**new, "directory": here}, "archive")
     return True
 
 
