@@ -51,3 +51,33 @@ def test_the_page_follows_a_jobs_log_as_lines_are_appended_and_no_one_else_can(r
         assert finished(job_id)["status"] == Status.SUCCESS
     finally:
         services.unregister("chatty")
+
+
+def test_a_socket_follows_at_most_four_logs_at_once(r) -> None:
+    services.register(service_defs.Chatty)
+    try:
+        ids = [services.submit("chatty", "reader", {})[0] for _ in range(5)]
+
+        async def scenario() -> None:
+            async with server() as port:
+                owner = await connect(port, "reader")
+                owner.write_message('{"get": []}')
+                await frames_until(owner, lambda frame: "get" in frame)
+                for job_id in ids:
+                    owner.write_message(f'{{"log": "{job_id}"}}')
+                refused = await frames_until(owner, lambda frame: "error" in frame)
+                assert refused[-1]["error"] == "at most 4 logs are followed at once; stop one first"
+                owner.write_message(f'{{"log": {{"id": "{ids[0]}", "stop": true}}}}')
+                owner.write_message(f'{{"log": "{ids[4]}"}}')  # room again: taken
+                owner.write_message(f'{{"log": "{ids[0]}"}}')  # and full again
+                refused = await frames_until(owner, lambda frame: "error" in frame)
+                assert refused[-1]["error"].startswith("at most 4 logs")
+
+        asyncio.run(scenario())
+    finally:
+        for job_id in ids:  # let them end
+            wait_status(job_id, Status.RUNNING)
+            (Path(files.current_directory(job_id)) / "go").write_text("")
+        for job_id in ids:
+            finished(job_id)
+        services.unregister("chatty")

@@ -162,3 +162,40 @@ def test_a_mail_server_that_is_down_fails_no_job_and_is_counted(r, monkeypatch: 
     assert "mail: 0 waiting, 1 not sent (see the log)" in status.stdout
     monkeypatch.undo()
     connections.reset()
+
+
+def test_mail_logs_in_with_the_configured_user_and_the_password_never_reaches_the_log(
+    r, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    logins: list[tuple[bytes, bytes]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            logins.append((auth_data.login, auth_data.password))
+        return AuthResult(success=logins[-1:] == [(b"moi", b"S3cret-mail")])
+
+    inbox, port = Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=authenticator, auth_require_tls=False)
+    controller.start()
+    try:
+        config = tmp_path / "moi.ini"
+        config.write_text(
+            f"[mail]\nhost = 127.0.0.1\nport = {port}\nuser = moi\npassword = S3cret-mail\nfrom = jobs@example.org\n"
+        )
+        monkeypatch.setenv("MOI_CONFIG_FP", str(config))
+        connections.reset()
+        settings = connections.settings()
+        assert "S3cret-mail" not in repr(settings)
+        job_id = services.submit("hetatm", "mailer", {}, files={"a.pdb": SAMPLE.encode()}, email="c@example.org")[0]
+        assert finished(job_id)["status"] == Status.SUCCESS
+        with caplog.at_level("DEBUG"):
+            assert mail.send_pending(connections.store(), settings) == 1
+        assert logins == [(b"moi", b"S3cret-mail")]
+        assert [m.rcpt_tos for m in inbox.messages] == [["c@example.org"]]
+        assert "S3cret-mail" not in caplog.text
+    finally:
+        controller.stop()
+        monkeypatch.undo()
+        connections.reset()

@@ -332,3 +332,26 @@ def test_a_parameter_default_of_the_wrong_type_is_refused_at_definition() -> Non
     bad = "services:\n  - name: x\n    parameters: [{name: n, type: int, default: many}]\n    steps: [{run: 'true'}]\n"
     with pytest.raises(ServiceDefinitionError, match="parameter 'n' has default 'many', which is not an int"):
         services.documents.load(bad)
+
+
+def test_a_service_job_whose_engine_is_lost_fails_with_its_unfinished_steps(r) -> None:
+    from moi import watchdog
+    from moi.info import new_id, new_info
+
+    store = connections_store()
+    group = store.ensure_group("lost")
+    job = new_info(new_id(), "chain", "job", "", parent=group, context="default")
+    job.update(status=Status.RUNNING, engine="gone:1", service="rules", steps=["first", "second"])
+    store.add_nodes(group, [job])
+    done = new_info(new_id(), "first", "job", "", context="default")
+    done.update(status=Status.SUCCESS, step="first")
+    running = new_info(new_id(), "second", "job", "", context="default")
+    running.update(status=Status.RUNNING, step="second")
+    store.add_under(job["id"], [done, running])
+    r.sadd("moi:running", job["id"])  # taken by an engine whose heartbeat is gone
+
+    assert watchdog.Watchdog(store, grace=0).check() == [job["id"]]
+    assert store.get(job["id"])["status"] == Status.FAILED
+    assert store.get(running["id"])["status"] == Status.FAILED
+    assert store.get(running["id"])["result"].startswith("Engine lost")
+    assert store.get(done["id"])["status"] == Status.SUCCESS  # what had ended stays as it ended
