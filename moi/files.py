@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from . import connections, fetch
-from .errors import InputRefused, InvalidId, NoSuchFile, PathRefused
+from .errors import InputRefused, InvalidId, NoSuchFile, PathRefused, UnknownId
 from .handle import JobHandle
 from .info import is_finished, is_uuid
 from .store import Store, set_fields
@@ -71,7 +71,11 @@ def current_directory(job_id: str) -> str:
     """``directory_of`` the job as its info object now says (one read)."""
     if not is_uuid(job_id):
         raise InvalidId(job_id)
-    return directory_of(job_id, connections.store().get(job_id))
+    try:
+        info = connections.store().get(job_id)
+    except UnknownId:  # gone: it has no files either, which the open that follows says
+        return directory_of(job_id)
+    return directory_of(job_id, info)
 
 
 def _checked_move(job_id: str, path: str) -> str:
