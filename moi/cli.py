@@ -17,6 +17,7 @@ import click
 from . import connections, runtime, watchdog
 from .cli_files import delete_command, download_command, files_command
 from .cli_services import resubmit_command, run_command, services_command
+from .cli_tokens import token_command
 from .errors import BadDocument, InvalidId, MoiError, NotAGroup, UnknownKey
 from .info import SEED_FIELDS, Info, Status, is_finished, is_uuid
 from .job import (
@@ -79,6 +80,7 @@ main.add_command(delete_command)
 main.add_command(run_command)
 main.add_command(services_command)
 main.add_command(resubmit_command)
+main.add_command(token_command)
 
 
 @main.command("submit")

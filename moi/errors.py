@@ -31,6 +31,7 @@
     ├── NotLoopback
     ├── RuntimeStartError
     ├── UnsafeStateDir
+    ├── UnknownToken
     └── ServiceError
         ├── UnknownService
         ├── ServiceDefinitionError
@@ -306,3 +307,9 @@ class StepFailed(ServiceError):
 
 class MoveFailed(ServiceError):
     """A job directory that could not move to the root of its next state; the data stays where it was."""
+
+
+class UnknownToken(MoiError):
+    def __init__(self, token_id: str) -> None:
+        super().__init__(f"No API token {printable(token_id[:40])!r}; `moi token list` shows them")
+        self.token_id = token_id

@@ -23,6 +23,7 @@ from urllib.parse import quote
 
 from tornado.web import HTTPError, RequestHandler
 
+from . import bearer
 from . import files as job_files
 from .errors import JobFilesError, MoiError, UnknownId
 from .info import Status, is_uuid
@@ -38,6 +39,8 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 class MOIFilesHandler(RequestHandler):
     """The routes of a job's files; override ``get_current_user`` with your application's login."""
 
+    _admin = False  # the request's Bearer token is an admin's: every user's jobs' files
+
     def get_current_user(self) -> Any:
         return cookie_user(self.get_signed_cookie("user"))
 
@@ -45,6 +48,7 @@ class MOIFilesHandler(RequestHandler):
         await self.get(job_id, path, body=False)
 
     async def get(self, job_id: str, path: str, body: bool = True) -> None:
+        self._admin = await bearer.authenticate(self, hub_for(self.application))
         status = await self._authorised(job_id)
         if status is None:
             self._not_found(f"No files of job {printable(job_id)}")
@@ -84,7 +88,7 @@ class MOIFilesHandler(RequestHandler):
             return None
         except MoiError as error:
             raise HTTPError(503, "job store unavailable") from error
-        return str(status) if owner == mine else None
+        return str(status) if owner == mine or self._admin else None
 
     def _listing(self, job_id: str, path: str, entries: list[job_files.Entry], body: bool) -> None:
         listed = [{"path": entry.path, "is_dir": entry.is_dir, "size": entry.size} for entry in entries]

@@ -21,6 +21,7 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:active:<owner>   set     ids of the unfinished jobs of a user (their group id), for limits
     Pmoi:paused           set     paused scopes: context:<name>, group:<id> (a user is their group)
     Pmoi:held:<ctx>       zset    paused jobs of a context, with the scores they had in its queue
+    Pmoi:tokens           hash    API token id -> JSON: its user, admin flag, name, and the SHA-256 of its secret
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
     Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
     Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
@@ -87,6 +88,10 @@ class Keys:
 
     def held(self, context: str) -> str:
         return f"{self.prefix}moi:held:{context}"
+
+    @property
+    def tokens(self) -> str:
+        return f"{self.prefix}moi:tokens"
 
     @property
     def services(self) -> str:

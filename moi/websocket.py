@@ -46,7 +46,7 @@ import redis
 from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from . import connections, log_tail
+from . import bearer, connections, log_tail
 from . import pause as pausing
 from .errors import BadRequest, InvalidUserName, MoiError, NotInGroup, RedisRefused, RedisUnavailable, WrongState
 from .group import Group
@@ -196,7 +196,8 @@ class MOIMessageHandler(WebSocketHandler):
         return cookie_user(self.get_signed_cookie("user"))
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
-        # Checked before the upgrade: no user, no socket.
+        # Checked before the upgrade: no user, no socket. A Bearer token, when given, is the user.
+        await bearer.authenticate(self, hub_for(self.application))
         user = self.current_user
         if not user:
             raise HTTPError(403, "log in first")

@@ -1,0 +1,34 @@
+"""``Authorization: Bearer <token>`` on moi's routes: the websocket and a job's files (see ``moi.tokens``).
+
+A request that carries the header is that token's user, whatever its cookie
+says; a malformed, unknown or revoked token is refused with 401 and never falls
+back to the cookie. A token made with ``--admin`` may read every user's jobs' files.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tornado.web import HTTPError, RequestHandler
+
+from . import tokens
+from .hub import Hub
+from .redact import printable
+
+log = logging.getLogger("moi.bearer")
+
+
+async def authenticate(handler: RequestHandler, hub: Hub) -> bool:
+    """Set the handler's user from its Bearer token, if it has one; whether that token is an admin's."""
+    header = handler.request.headers.get("Authorization")
+    if header is None:
+        return False
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise HTTPError(401, "the Authorization header is not 'Bearer <token>'")
+    found = await tokens.lookup(hub.redis, hub.keys, hub.url, token.strip())
+    if found is None:
+        log.info("refused a bad or revoked token from %s", printable(handler.request.remote_ip))
+        raise HTTPError(401, "bad or revoked token")
+    handler.current_user = found.user
+    return found.admin
