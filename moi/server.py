@@ -5,8 +5,8 @@ Routes: ``/login`` (a development login: any name, kept in the signed cookie
 could alias another user's group, see ``moi.keys.user_name_problem``, are refused),
 ``/logout``, ``/`` (the logged-in user's live job list, built with moi.js),
 ``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
-see ``moi.file_routes``), ``/static/moi.js`` and ``/static/moi_list.js`` (the
-original moi's list widget).
+see ``moi.file_routes``), ``/api/v1/...`` (the HTTP API, see ``moi.api``),
+``/static/moi.js`` and ``/static/moi_list.js`` (the original moi's list widget).
 
 The cookie secret is the configured one (``MOI_COOKIE_SECRET``) or one
 generated once and kept in the state directory, so logins survive restarts.
@@ -30,7 +30,7 @@ from typing import Any
 
 from tornado.web import Application, HTTPError, RequestHandler, authenticated
 
-from . import connections
+from . import api, connections
 from .errors import InvalidUserName, NotLoopback
 from .file_routes import FILES_ROUTE
 from .hub import Hub
@@ -130,6 +130,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         (r"/logout", LogoutHandler),
         (r"/moi-ws/", MOIMessageHandler),
         FILES_ROUTE,
+        *api.ROUTES,
     ]
     defaults: dict[str, Any] = {
         "static_path": str(STATIC_PATH),

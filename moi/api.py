@@ -1,0 +1,284 @@
+"""The HTTP API, ``/api/v1/``, JSON: submit, read and act on jobs, as the websocket does.
+
+Every route is authorised per user: ``Authorization: Bearer <token>`` (see
+``moi.tokens``) or the login cookie, which then needs Tornado's XSRF token like
+any form. A user reaches only their own tree; an admin token, every user's.
+Errors are ``{"error": "...", "code": "..."}`` with their status: 400 (a body
+that is not a JSON object), 401 (no or a bad token), 404 (no such job, or not
+yours: the same answer, so nothing leaks), 409 (the action does not fit the
+job's state), 413 (a body over ``moi_api_max_body``), 422 (a bad parameter),
+429 (the user's hard limit, with ``Retry-After``), 503 (Redis unreachable).
+
+    POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group
+    GET    /api/v1/jobs/{id}
+    DELETE /api/v1/jobs/{id}            the job (cancelled first) and its files
+    POST   /api/v1/jobs/{id}/cancel     also relaunch, pause, resume
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from tornado.web import HTTPError, RequestHandler
+
+from . import bearer
+from . import files as job_files
+from . import job as jobs
+from .errors import (
+    InvalidCode,
+    InvalidId,
+    InvalidPriority,
+    InvalidUserName,
+    MoiError,
+    NotInGroup,
+    QuotaExceeded,
+    RedisRefused,
+    RedisUnavailable,
+    ServiceError,
+    UnknownContext,
+    UnknownId,
+    UnknownService,
+    ValidationFailed,
+    WrongState,
+)
+from .group import remove_nodes
+from .info import Info, is_finished, is_uuid
+from .keys import user_name_problem
+from .store import Store, store_for
+from .websocket import cookie_user, hub_for, user_group
+
+log = logging.getLogger("moi.api")
+
+PREFIX = "/api/v1"
+MAX_BODY_SETTING = "moi_api_max_body"
+MAX_BODY = 1 << 20  # bytes of a JSON body
+RETRY_AFTER = 10  # seconds a client refused by the hard limit is told to wait
+T = TypeVar("T")
+
+# moi's errors -> (HTTP status, code); the first match wins, so subclasses come first
+_STATUS: list[tuple[type[MoiError], int, str]] = [
+    (UnknownService, 422, "unknown_service"),
+    (ValidationFailed, 422, "invalid"),
+    (InvalidPriority, 422, "invalid"),
+    (InvalidCode, 422, "invalid"),
+    (InvalidUserName, 422, "invalid"),
+    (UnknownContext, 422, "invalid"),
+    (ServiceError, 422, "invalid"),
+    (NotInGroup, 404, "not_found"),
+    (UnknownId, 404, "not_found"),
+    (InvalidId, 404, "not_found"),
+    (WrongState, 409, "conflict"),
+    (QuotaExceeded, 429, "hard_limit"),
+    (RedisUnavailable, 503, "unavailable"),
+    (RedisRefused, 503, "unavailable"),
+]
+
+
+class Problem(HTTPError):
+    """An error answered as ``{"error": text, "code": code}``."""
+
+    def __init__(self, status: int, code: str, text: str) -> None:
+        super().__init__(status, text)
+        self.code, self.text = code, text
+
+
+def problem_of(error: MoiError) -> Problem:
+    for kind, status, code in _STATUS:
+        if isinstance(error, kind):
+            return Problem(status, code, str(error))
+    return Problem(400, "bad_request", str(error))
+
+
+class APIHandler(RequestHandler):
+    """A JSON route: the user from a Bearer token or the cookie; errors as JSON."""
+
+    admin = False
+
+    def get_current_user(self) -> Any:
+        return cookie_user(self.get_signed_cookie("user"))
+
+    def check_xsrf_cookie(self) -> None:
+        if "Authorization" in self.request.headers:
+            return  # a token is not sent by a browser on its own: no cross-site forgery to guard against
+        super().check_xsrf_cookie()
+
+    async def prepare(self) -> None:
+        self.admin = await bearer.authenticate(self, hub_for(self.application))
+        user = self.current_user
+        if not user or user_name_problem(str(user)) is not None:
+            raise Problem(401, "unauthorized", "log in, or send Authorization: Bearer <token>")
+        limit = int(self.settings.get(MAX_BODY_SETTING, MAX_BODY))
+        if len(self.request.body or b"") > limit:
+            raise Problem(413, "too_large", f"the body is over {limit} bytes")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None))[1]
+        if isinstance(error, Problem):
+            code, text = error.code, error.text
+        elif isinstance(error, HTTPError):
+            code, text = (
+                {401: "unauthorized", 403: "forbidden", 404: "not_found"}.get(status_code, "error"),
+                (error.log_message or self._reason),
+            )
+        else:
+            code, text = "internal", "the server failed on this request; its log says why"
+        if status_code == 429:
+            self.set_header("Retry-After", str(RETRY_AFTER))
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": text, "code": code}))
+
+    def answer(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value))
+
+    def body(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.request.body or b"")
+        except (ValueError, RecursionError):
+            raise Problem(400, "bad_request", "the body is not JSON") from None
+        if not isinstance(value, dict):
+            raise Problem(400, "bad_request", "the body is not a JSON object")
+        return value
+
+    @property
+    def store(self) -> Store:
+        hub = hub_for(self.application)
+        return store_for(hub.url, hub.keys.prefix, hub.ttl)
+
+    async def run(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking moi call in a thread; moi's errors become their HTTP answers."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, functools.partial(func, *args, **kwargs))
+        except MoiError as error:
+            raise problem_of(error) from None
+
+    async def my_group(self) -> str:
+        try:
+            return await user_group(hub_for(self.application), str(self.current_user))
+        except MoiError as error:
+            raise problem_of(error) from None
+
+    async def owned(self, job_id: str) -> Info:
+        """The job, when it is in the user's tree (or the user is an admin); 404 otherwise."""
+        if not is_uuid(job_id):
+            raise Problem(404, "not_found", f"Unknown job id: {job_id[:80]}")
+        info = await self.run(self.store.get, job_id)
+        if info.get("type") != "job":
+            raise Problem(404, "not_found", f"Unknown job id: {job_id}")
+        if not self.admin and await self.run(self.store.owner_of, job_id) != await self.my_group():
+            raise Problem(404, "not_found", f"Unknown job id: {job_id}")
+        return info
+
+
+class JobsHandler(APIHandler):
+    async def post(self) -> None:
+        given = self.body()
+        group = await self._group(given.get("group"))
+        if "service" in given:
+            job_id, group_id = await self._service_job(given, group)
+        elif "cmd" in given:
+            job_id, group_id = await self._command_job(given, group)
+        else:
+            raise Problem(422, "invalid", 'give "cmd" (with "cmd_type") or "service" (with "params")')
+        self.set_header("Location", f"{PREFIX}/jobs/{job_id}")
+        self.answer({"id": job_id, "group": group_id}, 201)
+
+    async def _group(self, given: Any) -> str:
+        """Where the job goes: the user's own group, or a group of their tree."""
+        mine = await self.my_group()
+        if given is None:
+            return mine
+        if not isinstance(given, str) or not is_uuid(given):
+            raise Problem(422, "invalid", '"group" is the id of one of your groups')
+        if mine not in await self.run(self.store.chain_of, given):
+            raise Problem(404, "not_found", f"Unknown group id: {given}")
+        return given
+
+    async def _service_job(self, given: dict[str, Any], group: str) -> tuple[str, str]:
+        from . import services
+
+        params = given.get("params") or {}
+        if not isinstance(params, dict) or not isinstance(given["service"], str):
+            raise Problem(422, "invalid", '"service" is a name and "params" an object')
+        job_id, group_id, _ = await self.run(
+            services.submit,
+            given["service"],
+            str(self.current_user),
+            params,
+            email=_text(given, "email"),
+            group=group,
+            url=_text(given, "url"),
+            priority=given.get("priority"),
+            job_name=_text(given, "name"),
+        )
+        return job_id, group_id
+
+    async def _command_job(self, given: dict[str, Any], group: str) -> tuple[str, str]:
+        cmd, kind = given["cmd"], given.get("cmd_type", "python")
+        if not isinstance(cmd, str) or kind not in ("python", "system"):
+            raise Problem(422, "invalid", '"cmd" is text and "cmd_type" python or system')
+        if kind == "python":
+            await self.run(jobs.check_code, cmd)
+        func = jobs.python_exec if kind == "python" else jobs.system_call
+        name = _text(given, "name") or "api job"
+        job_id, group_id, _ = await self.run(
+            jobs.submit, None, group, name, _text(given, "url"), func, cmd, priority=given.get("priority")
+        )
+        return job_id, group_id
+
+
+class JobHandler(APIHandler):
+    async def get(self, job_id: str) -> None:
+        self.answer(dict(await self.owned(job_id)))
+
+    async def delete(self, job_id: str) -> None:
+        info = await self.owned(job_id)
+        if not is_finished(info):
+            await self.run(jobs.cancel, job_id, self.store)
+        hub = hub_for(self.application)
+        try:
+            await remove_nodes(hub.redis, hub.keys, [job_id])
+        except MoiError as error:
+            raise problem_of(error) from None
+        await self.run(job_files.remove_directories, [job_id], {job_id: info})
+        self.set_status(204)
+        self.finish()
+
+
+class JobActionHandler(APIHandler):
+    async def post(self, job_id: str, action: str) -> None:
+        info = await self.owned(job_id)
+        if action == "cancel":
+            report = await self.run(jobs.cancel, job_id, self.store)
+            if not (report.cancelled or report.requested):
+                raise Problem(409, "conflict", report.summary(job_id))
+        elif action == "relaunch":
+            new_id, group_id, _ = await self.run(jobs.relaunch, job_id, self.store)
+            self.set_header("Location", f"{PREFIX}/jobs/{new_id}")
+            self.answer({"id": new_id, "group": group_id}, 201)
+            return
+        elif action in ("pause", "resume"):
+            done = await self.run(getattr(jobs, action), job_id=job_id)
+            if not done:
+                raise Problem(409, "conflict", f"Job {job_id} is {info.get('status')}: only a queued job is {action}d")
+        self.answer(dict(await self.run(self.store.get, job_id)))
+
+
+def _text(given: dict[str, Any], name: str) -> str | None:
+    value = given.get(name)
+    if value is not None and not isinstance(value, str):
+        raise Problem(422, "invalid", f'"{name}" is text')
+    return value
+
+
+ROUTES = [
+    (rf"{PREFIX}/jobs", JobsHandler),
+    (rf"{PREFIX}/jobs/([^/]+)", JobHandler),
+    (rf"{PREFIX}/jobs/([^/]+)/(cancel|relaunch|pause|resume)", JobActionHandler),
+]

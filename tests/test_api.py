@@ -1,0 +1,162 @@
+"""The HTTP API against a real Tornado server, over real HTTP, with tokens: each route and each error code."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+
+from examples.hetatm_service import Hetatm
+from moi import connections, services, tokens
+from moi.info import Status
+from tests.conftest import finished
+from tests.test_relay_security import cookie, server
+
+
+def token_for(user: str, admin: bool = False) -> str:
+    return tokens.create(connections.store(), user, admin=admin)
+
+
+async def call(
+    port: int, method: str, path: str, token: str | None = None, body: Any = None, **options: Any
+) -> HTTPResponse:
+    headers = dict(options.pop("headers", {}))
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    if method in ("POST", "PUT") and data is None:
+        data = b""
+    return await AsyncHTTPClient().fetch(
+        f"http://127.0.0.1:{port}{path}", method=method, headers=headers, body=data, raise_error=False, **options
+    )
+
+
+def payload(answer: HTTPResponse) -> Any:
+    assert answer.headers["Content-Type"] == "application/json", answer.body
+    return json.loads(answer.body)
+
+
+def test_a_job_is_submitted_read_and_acted_on_through_the_api(r) -> None:
+    alice = token_for("alice")
+
+    async def scenario() -> None:
+        async with server() as port:
+            made = await call(port, "POST", "/api/v1/jobs", alice, {"cmd": "return 6 * 7", "name": "answer"})
+            assert made.code == 201, made.body
+            job = payload(made)
+            assert made.headers["Location"] == f"/api/v1/jobs/{job['id']}"
+            assert finished(job["id"])["status"] == Status.SUCCESS
+            read = payload(await call(port, "GET", made.headers["Location"], alice))
+            assert (read["name"], read["status"], read["result"], read["parent"]) == (
+                "answer",
+                "Success",
+                42,
+                job["group"],
+            )
+
+            shell = payload(await call(port, "POST", "/api/v1/jobs", alice, {"cmd": "echo hi", "cmd_type": "system"}))
+            assert finished(shell["id"])["result"] == ["hi\n", "", 0]
+
+            again = await call(port, "POST", f"/api/v1/jobs/{job['id']}/relaunch", alice)
+            assert again.code == 201 and finished(payload(again)["id"])["result"] == 42
+
+            finished_cancel = await call(port, "POST", f"/api/v1/jobs/{job['id']}/cancel", alice)
+            assert finished_cancel.code == 409
+            assert payload(finished_cancel) == {
+                "error": f"Job {job['id']} has already finished; nothing to cancel",
+                "code": "conflict",
+            }
+
+            slow = payload(
+                await call(
+                    port, "POST", "/api/v1/jobs", alice, {"cmd": "import time; time.sleep(60)", "priority": "high"}
+                )
+            )
+            cancelled = await call(port, "POST", f"/api/v1/jobs/{slow['id']}/cancel", alice)
+            assert cancelled.code == 200
+            assert finished(slow["id"])["status"] == Status.CANCELLED
+
+            gone = await call(port, "DELETE", f"/api/v1/jobs/{job['id']}", alice)
+            assert gone.code == 204
+            assert (await call(port, "GET", f"/api/v1/jobs/{job['id']}", alice)).code == 404
+
+    asyncio.run(scenario())
+
+
+def test_a_service_job_through_the_api_and_its_refusals(r) -> None:
+    services.register(Hetatm)
+    alice = token_for("alice")
+
+    async def scenario() -> None:
+        async with server() as port:
+            made = await call(port, "POST", "/api/v1/jobs", alice, {"service": "hetatm", "params": {"residue": "ZN"}})
+            assert made.code == 201, made.body
+            info = finished(payload(made)["id"])
+            assert (info["service"], info["params"], info["status"]) == ("hetatm", {"residue": "ZN"}, "Success")
+
+            unknown = await call(port, "POST", "/api/v1/jobs", alice, {"service": "nope"})
+            assert unknown.code == 422 and payload(unknown)["code"] == "unknown_service"
+            bad = await call(port, "POST", "/api/v1/jobs", alice, {"service": "hetatm", "params": {"colour": 1}})
+            assert bad.code == 422 and "Parameter 'colour' is refused" in payload(bad)["error"]
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        services.unregister("hetatm")
+
+
+def test_every_error_is_json_with_its_status(r, monkeypatch: Any) -> None:
+    alice, bob, ops = token_for("alice"), token_for("bob"), token_for("ops", admin=True)
+
+    async def scenario() -> None:
+        async with server(moi_api_max_body=1000) as port:
+            jobs = "/api/v1/jobs"
+            assert payload(await call(port, "GET", f"{jobs}/x")) == {
+                "error": "log in, or send Authorization: Bearer <token>",
+                "code": "unauthorized",
+            }
+            assert (await call(port, "GET", f"{jobs}/x", "moi_0123456789ab_" + "a" * 43)).code == 401
+            not_json = await call(port, "POST", jobs, alice, b"{not json")
+            assert (not_json.code, payload(not_json)["code"]) == (400, "bad_request")
+            assert (await call(port, "POST", jobs, alice, [1, 2])).code == 400
+            assert (await call(port, "POST", jobs, alice, {"nothing": 1})).code == 422
+            syntax = await call(port, "POST", jobs, alice, {"cmd": "return ("})
+            assert syntax.code == 422 and "does not compile" in payload(syntax)["error"]
+            assert (await call(port, "POST", jobs, alice, {"cmd": "1", "priority": "urgent"})).code == 422
+            big = await call(port, "POST", jobs, alice, {"cmd": "x" * 2000})
+            assert (big.code, payload(big)["code"]) == (413, "too_large")
+
+            mine = payload(await call(port, "POST", jobs, alice, {"cmd": "return 1"}))["id"]
+            finished(mine)
+            assert (await call(port, "GET", f"{jobs}/{mine}", bob)).code == 404  # not yours: as if it did not exist
+            assert (await call(port, "POST", f"{jobs}/{mine}/cancel", bob)).code == 404
+            assert (await call(port, "GET", f"{jobs}/{mine}", ops)).code == 200  # an admin sees every tree
+            assert (await call(port, "GET", f"{jobs}/00000000-0000-4000-8000-000000000000", alice)).code == 404
+            assert (await call(port, "POST", f"{jobs}/{mine}/pause", alice)).code == 409
+
+            # A cookie login works too, with Tornado's XSRF token on a POST.
+            by_cookie = await call(
+                port, "POST", jobs, body={"cmd": "return 2"}, headers={"Cookie": f"user={cookie('alice')}"}
+            )
+            assert by_cookie.code == 403  # no XSRF token
+
+    asyncio.run(scenario())
+
+    monkeypatch.setenv("MOI_HARD_LIMIT", "1")
+    connections.reset()
+
+    async def limited() -> None:
+        async with server() as port:
+            first = await call(port, "POST", "/api/v1/jobs", alice, {"cmd": "import time; time.sleep(30)"})
+            assert first.code == 201
+            refused = await call(port, "POST", "/api/v1/jobs", alice, {"cmd": "return 1"})
+            assert (refused.code, payload(refused)["code"], refused.headers["Retry-After"]) == (429, "hard_limit", "10")
+            await call(port, "POST", f"/api/v1/jobs/{payload(first)['id']}/cancel", alice)
+
+    try:
+        asyncio.run(limited())
+    finally:
+        monkeypatch.undo()
+        connections.reset()
