@@ -10,6 +10,7 @@ job's state), 413 (a body over ``moi_api_max_body``), 422 (a bad parameter),
 429 (the user's hard limit, with ``Retry-After``), 503 (Redis unreachable).
 
     POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group
+    GET    /api/v1/jobs                 ?status=&service=&group=&since=&until=&q=&limit=&cursor=
     GET    /api/v1/jobs/{id}
     DELETE /api/v1/jobs/{id}            the job (cancelled first) and its files
     POST   /api/v1/jobs/{id}/cancel     also relaunch, pause, resume
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 
 from tornado.web import HTTPError, RequestHandler
 
-from . import bearer
+from . import bearer, listing
 from . import files as job_files
 from . import job as jobs
 from .errors import (
@@ -177,6 +178,32 @@ class APIHandler(RequestHandler):
 
 
 class JobsHandler(APIHandler):
+    async def get(self) -> None:
+        """The user's jobs (an admin's: everyone's), newest first, filtered, a page at a time."""
+        limit = self._number("limit", 50, 1, listing.MAX_LIMIT)
+        cursor = self._number("cursor", None, 0, 2**62)
+        group = self.get_query_argument("group", None)
+        filters = listing.Filters(
+            status=self.get_query_argument("status", None),
+            service=self.get_query_argument("service", None),
+            group=await self._group(group) if group is not None else None,
+            since=self.get_query_argument("since", None),
+            until=self.get_query_argument("until", None),
+            name=self.get_query_argument("q", None),
+        )
+        keys = hub_for(self.application).keys
+        index = keys.index_all if self.admin else keys.index(await self.my_group())
+        found, after = await self.run(listing.page, self.store, index, filters, limit, cursor)
+        self.answer({"jobs": [dict(info) for info in found], "next": after})
+
+    def _number(self, name: str, default: int | None, low: int, high: int) -> Any:
+        text = self.get_query_argument(name, None)
+        if text is None:
+            return default
+        if not text.isdigit() or not low <= int(text) <= high:
+            raise Problem(400, "bad_request", f"{name} is a whole number from {low} to {high}")
+        return int(text)
+
     async def post(self) -> None:
         given = self.body()
         group = await self._group(given.get("group"))

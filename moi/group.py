@@ -410,6 +410,10 @@ async def remove_nodes(client: aioredis.Redis[str], keys: Keys, ids: list[str]) 
         pipe.publish(keys.channel(parent), message("remove", children))
     for node_id in removed:
         pipe.publish(keys.channel(node_id), message("update", [node_id]))
+    pipe.zrem(keys.index_all, *removed)  # the API's listings (jobs met there later are dropped as they are read)
+    for info in tops:
+        if isinstance(info.get("owner"), str):
+            pipe.zrem(keys.index(info["owner"]), info["id"])
     if removed:
         await pipe.execute()
         # Their files go with them (the sweeper would, later; now the owner sees them gone).

@@ -21,6 +21,8 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:active:<owner>   set     ids of the unfinished jobs of a user (their group id), for limits
     Pmoi:paused           set     paused scopes: context:<name>, group:<id> (a user is their group)
     Pmoi:held:<ctx>       zset    paused jobs of a context, with the scores they had in its queue
+    Pmoi:index:<owner>    zset    ids of a user's jobs (their group id), by order of submission: the API's listing
+    Pmoi:index            zset    ids of every user's jobs, the same way (an admin's listing)
     Pmoi:tokens           hash    API token id -> JSON: its user, admin flag, name, and the SHA-256 of its secret
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
     Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
@@ -88,6 +90,13 @@ class Keys:
 
     def held(self, context: str) -> str:
         return f"{self.prefix}moi:held:{context}"
+
+    def index(self, owner: str) -> str:
+        return f"{self.prefix}moi:index:{owner}"
+
+    @property
+    def index_all(self) -> str:
+        return f"{self.prefix}moi:index"
 
     @property
     def tokens(self) -> str:

@@ -149,7 +149,7 @@ MAX_PRIORITY = 1000
 # the limits: from hog_size on, a job goes one priority step lower; past hard_limit, nothing is written.
 # A job in a paused scope (any of the scope tokens is in the paused set) is stored Paused, in the held set.
 # KEYS: group info, group children, queue, sequence, wakeup list, the context's online key, owner's active set,
-#       paused set, held set.
+#       paused set, held set, owner's index, everyone's index.
 # ARGV: ttl, group channel, add message, key prefix, wake channel, the note for a cluster not seen online,
 # hog_size, hard_limit (0: none), how many jobs to count against it (0: this call's; a batch counts all of
 # its jobs with its first call), the number of scope tokens, the tokens, then per job: id, document, call,
@@ -187,7 +187,7 @@ for i = 11, first - 1 do
   if redis.call('SISMEMBER', KEYS[8], ARGV[i]) == 1 then paused = true end
 end
 local seq = redis.call('INCRBY', KEYS[4], count) - count
-local tokens, ids, places = {}, {}, {}
+local tokens, ids, places, indexed = {}, {}, {}, {}
 for i = first, #ARGV, 4 do
   local id, doc, priority = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
   local hogging = hog > 0 and have >= hog
@@ -207,11 +207,15 @@ for i = first, #ARGV, 4 do
   seq = seq + 1
   ids[#ids + 1] = id
   places[#places + 1], places[#places + 2] = (PRIORITY_TOP - priority) * 4294967296 + seq, id
+  indexed[#indexed + 1], indexed[#indexed + 2] = seq, id
   if #tokens < 64 and not paused then tokens[#tokens + 1] = '1' end
 end
 redis.call('SADD', KEYS[2], unpack(ids))
 redis.call('SADD', KEYS[7], unpack(ids))
 redis.call('ZADD', paused and KEYS[9] or KEYS[3], unpack(places))
+redis.call('ZADD', KEYS[10], unpack(indexed))  -- the owner's jobs, and everyone's, newest last (the API lists them)
+redis.call('ZADD', KEYS[11], unpack(indexed))
+extend(KEYS[10], ttl)
 extend(KEYS[2], ttl)
 extend(KEYS[1], ttl)
 extend(KEYS[7], ttl)

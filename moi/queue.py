@@ -194,6 +194,8 @@ class Queue:
             keys.active(owner),
             keys.paused,
             keys.held(context),
+            keys.index(owner),
+            keys.index_all,
         ]
         with reaching(self.store.url), self.store.holding((script_keys[1], "set"), (script_keys[2], "zset")):
             answer: list[Any] = self._enqueue(keys=script_keys, args=args)

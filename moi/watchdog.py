@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import files as job_files
+from . import listing
 from .context import key_digest
 from .engine import HEARTBEAT_TTL
 from .errors import MoiError
@@ -199,6 +200,7 @@ def check_logging(watchdog: Watchdog) -> list[str]:
         watchdog.passes += 1
         if watchdog.passes % SWEEP_EVERY == 1:
             sweep_logging(watchdog.store)
+            listing.prune(watchdog.store)
         retention_logging(watchdog.store)
         return failed
     except MoiError as error:

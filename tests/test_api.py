@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
@@ -160,3 +161,61 @@ def test_every_error_is_json_with_its_status(r, monkeypatch: Any) -> None:
     finally:
         monkeypatch.undo()
         connections.reset()
+
+
+def test_the_list_is_newest_first_filtered_and_paged_from_the_index(r) -> None:
+    alice, bob, ops = token_for("alice"), token_for("bob"), token_for("ops", admin=True)
+
+    async def scenario() -> None:
+        async with server() as port:
+            ids = []
+            for index in range(7):
+                cmd = "return 1" if index % 2 == 0 else "raise ValueError('odd')"
+                made = await call(port, "POST", "/api/v1/jobs", alice, {"cmd": cmd, "name": f"run-{index}"})
+                ids.append(payload(made)["id"])
+            theirs = payload(await call(port, "POST", "/api/v1/jobs", bob, {"cmd": "return 0", "name": "bobs"}))
+            for job_id in [*ids, theirs["id"]]:
+                finished(job_id)
+
+            first = payload(await call(port, "GET", "/api/v1/jobs?limit=3", alice))
+            assert [job["name"] for job in first["jobs"]] == ["run-6", "run-5", "run-4"]
+            rest = payload(await call(port, "GET", f"/api/v1/jobs?limit=10&cursor={first['next']}", alice))
+            assert [job["name"] for job in rest["jobs"]] == ["run-3", "run-2", "run-1", "run-0"]
+            assert rest["next"] is None
+
+            failed = payload(await call(port, "GET", "/api/v1/jobs?status=Failed", alice))
+            assert [job["name"] for job in failed["jobs"]] == ["run-5", "run-3", "run-1"]
+            named = payload(await call(port, "GET", "/api/v1/jobs?q=RUN-2", alice))
+            assert [job["name"] for job in named["jobs"]] == ["run-2"]
+            later = payload(
+                await call(port, "GET", f"/api/v1/jobs?since={quote(first['jobs'][0]['date_created'])}", alice)
+            )
+            assert [job["name"] for job in later["jobs"]] == ["run-6"]
+
+            assert [job["name"] for job in payload(await call(port, "GET", "/api/v1/jobs", bob))["jobs"]] == ["bobs"]
+            listed = await call(port, "GET", "/api/v1/jobs?limit=1000", ops)
+            assert listed.code == 200, (listed.code, listed.body, listed.error)
+            everyone = payload(listed)
+            assert {job["name"] for job in everyone["jobs"]} >= {"bobs", "run-0"}  # an admin lists every user's
+
+            assert (await call(port, "DELETE", f"/api/v1/jobs/{ids[6]}", alice)).code == 204
+            assert payload(await call(port, "GET", "/api/v1/jobs?limit=1", alice))["jobs"][0]["name"] == "run-5"
+            for bad in ("limit=0", "limit=1001", "limit=x", "cursor=-1"):
+                assert (await call(port, "GET", f"/api/v1/jobs?{bad}", alice)).code == 400
+
+    asyncio.run(scenario())
+
+
+def test_index_entries_of_jobs_gone_from_redis_are_pruned_by_the_sweeper(r) -> None:
+    from moi import listing
+    from moi.job import submit
+    from tests import jobs
+
+    store = connections.store()
+    ids = [submit("default", "pruner", "j", None, jobs.add, 1, 1)[0] for _ in range(3)]
+    for job_id in ids:
+        finished(job_id)
+    owner = store.ensure_group("pruner")
+    r.delete(ids[0])  # expired by Redis
+    assert listing.prune(store) == 2  # from the owner's index and everyone's
+    assert r.zrange(f"moi:index:{owner}", 0, -1) == ids[1:] == r.zrange("moi:index", 0, -1)
