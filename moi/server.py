@@ -30,7 +30,7 @@ from typing import Any
 
 from tornado.web import Application, HTTPError, RequestHandler, authenticated
 
-from . import api, connections
+from . import api, api_ops, connections
 from .errors import InvalidUserName, NotLoopback
 from .file_routes import FILES_ROUTE
 from .hub import Hub
@@ -130,6 +130,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         (r"/logout", LogoutHandler),
         (r"/moi-ws/", MOIMessageHandler),
         FILES_ROUTE,
+        *api_ops.ROUTES,  # before api's: /jobs/{id}/files and /log are more particular than /jobs/{id}/...
         *api.ROUTES,
     ]
     defaults: dict[str, Any] = {

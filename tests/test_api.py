@@ -219,3 +219,60 @@ def test_index_entries_of_jobs_gone_from_redis_are_pruned_by_the_sweeper(r) -> N
     r.delete(ids[0])  # expired by Redis
     assert listing.prune(store) == 2  # from the owner's index and everyone's
     assert r.zrange(f"moi:index:{owner}", 0, -1) == ids[1:] == r.zrange("moi:index", 0, -1)
+
+
+def test_services_groups_queues_contexts_health_and_a_jobs_files_and_log(r, tmp_path: Any) -> None:
+    from moi import files
+    from moi.job import create_group, pause, resume, submit
+    from tests import files_jobs, service_defs
+
+    services.register(service_defs.Recording)
+    alice, bob = token_for("alice"), token_for("bob")
+    inner = create_group("inner", "alice")
+    in_inner, _, handle = submit("default", inner, "nested", None, files_jobs.use_files, files={"a.txt": b"x"})
+    handle.get(timeout=60)
+    logged = services.submit("recording", "alice", {"reruns": 1})[0]
+    assert finished(logged)["status"] == Status.SUCCESS
+    pause(context="default")
+    held = submit("default", "alice", "held", None, files_jobs.where)[0]
+
+    async def scenario() -> None:
+        async with server() as port:
+            listed = payload(await call(port, "GET", "/api/v1/services", alice))["services"]
+            recording = next(service for service in listed if service["name"] == "recording")
+            assert recording["parameters"][0] == {
+                "name": "reruns",
+                "type": "int",
+                "default": 0,
+                "required": False,
+                "help": "",
+            }
+
+            tree = payload(await call(port, "GET", f"/api/v1/groups/{inner}", alice))
+            assert tree["group"]["id"] == inner and [node["id"] for node in tree["nodes"]] == [in_inner]
+            assert (await call(port, "GET", f"/api/v1/groups/{inner}", bob)).code == 404
+
+            queues = payload(await call(port, "GET", "/api/v1/queues", alice))["queues"]
+            assert queues["default"] == {"queued": {"high": 0, "normal": 0, "low": 0}, "held": 1, "paused": True}
+            contexts = payload(await call(port, "GET", "/api/v1/contexts", alice))["contexts"]
+            assert contexts["default"]["online"] is True and contexts["default"]["engines"] >= 1
+
+            health = await call(port, "GET", "/healthz")
+            assert (health.code, json.loads(health.body)) == (200, {"redis": "ok", "contexts": {"default": "online"}})
+
+            listing = payload(await call(port, "GET", f"/api/v1/jobs/{in_inner}/files", alice))
+            assert "input/a.txt" in [entry["path"] for entry in listing["entries"]]
+            one = await call(port, "GET", f"/api/v1/jobs/{in_inner}/files/input/a.txt", alice)
+            assert (one.code, one.body) == (200, b"x")
+            assert (await call(port, "GET", f"/api/v1/jobs/{in_inner}/files/input/a.txt", bob)).code == 404
+            log = await call(port, "GET", f"/api/v1/jobs/{logged}/log", alice)
+            assert log.code == 200 and b"postprocess saw 1 run(s)" in log.body
+            assert (await call(port, "GET", f"/api/v1/jobs/{in_inner}/log", alice)).code == 404  # no log written
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        resume(context="default")
+        finished(held)
+        services.unregister("recording")
+    assert files.list(in_inner)

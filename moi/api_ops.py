@@ -1,0 +1,149 @@
+"""More of the HTTP API: services, a group's subtree, queues, contexts, health, and a job's files and log.
+
+GET /api/v1/services                    each service with its parameter schema and steps
+GET /api/v1/groups/{id}                 a group of yours and every node under it
+GET /api/v1/queues                      per context: depth by priority (high, normal, low), paused
+GET /api/v1/contexts                    per context: online or offline, engines, queued
+GET /api/v1/jobs/{id}/files[/{path}]    as /moi-files/ (listing, downloads, Range, the owner rule)
+GET /api/v1/jobs/{id}/log               the job's framework.log
+GET /healthz                            Redis, and each context (no login needed: nothing private)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from tornado.web import RequestHandler
+
+from . import connections
+from .api import PREFIX, APIHandler, Problem
+from .errors import MoiError
+from .file_routes import MOIFilesHandler
+from .info import Info, has_children, is_uuid
+from .log_tail import LOG_NAME
+from .lua import MAX_PRIORITY
+from .store import Store, reaching, store_for
+from .websocket import hub_for
+
+_BAND = 2**32  # a queue score is (MAX_PRIORITY - priority) * 2^32 + order (see moi.lua ENQUEUE)
+
+
+class ServicesHandler(APIHandler):
+    async def get(self) -> None:
+        from . import services
+
+        known = await self.run(services.known, self.store)
+        self.answer({"services": [cls.describe() for cls in known.values()]})
+
+
+class GroupHandler(APIHandler):
+    async def get(self, group_id: str) -> None:
+        mine = await self.my_group()
+        if not is_uuid(group_id) or (not self.admin and mine not in await self.run(self.store.chain_of, group_id)):
+            raise Problem(404, "not_found", f"Unknown group id: {group_id[:80]}")
+        nodes = await self.run(_subtree, self.store, group_id)
+        if not nodes or nodes[0].get("type") != "group":
+            raise Problem(404, "not_found", f"Unknown group id: {group_id}")
+        self.answer({"group": nodes[0], "nodes": nodes[1:]})
+
+
+def _subtree(store: Store, group_id: str) -> list[Info]:
+    """The group, then every node under it, parents before children (a job with steps has children too)."""
+    found = store.get_many([group_id])
+    pending = list(found)
+    while pending:
+        current = pending.pop(0)
+        if has_children(current):
+            children = store.get_many(sorted(store.children(current["id"])))
+            found += children
+            pending += children
+    return found
+
+
+class QueuesHandler(APIHandler):
+    async def get(self) -> None:
+        self.answer({"queues": await self.run(queues, self.store)})
+
+
+def queues(store: Store) -> dict[str, Any]:
+    """Per context: queued jobs by priority band (ZCOUNT over score ranges: no entry is read) and paused."""
+    names = sorted(connections.context_specs())
+    pipe = store.redis.pipeline(transaction=False)
+    for name in names:
+        key = store.keys.queue(name)
+        top = MAX_PRIORITY
+        pipe.zcount(key, "-inf", f"({top * _BAND}")  # priority above normal
+        pipe.zcount(key, top * _BAND, f"({(top + 1) * _BAND}")  # normal
+        pipe.zcount(key, (top + 1) * _BAND, "+inf")  # below normal
+        pipe.zcard(store.keys.held(name))
+        pipe.sismember(store.keys.paused, f"context:{name}")
+    with reaching(store.url):
+        counts = pipe.execute()
+    answer = {}
+    for index, name in enumerate(names):
+        high, normal, low, held, paused = counts[index * 5 : index * 5 + 5]
+        answer[name] = {"queued": {"high": high, "normal": normal, "low": low}, "held": held, "paused": bool(paused)}
+    return answer
+
+
+class ContextsHandler(APIHandler):
+    async def get(self) -> None:
+        self.answer({"contexts": await self.run(contexts, self.store)})
+
+
+def contexts(store: Store) -> dict[str, Any]:
+    """Per context, as its dispatcher last saw it: online with its engines, or offline; and its queue's depth."""
+    names = sorted(connections.context_specs())
+    pipe = store.redis.pipeline(transaction=False)
+    for name in names:
+        pipe.get(store.keys.online(name))
+        pipe.zcard(store.keys.queue(name))
+    with reaching(store.url):
+        values = pipe.execute()
+    answer = {}
+    for index, name in enumerate(names):
+        note, depth = values[2 * index], values[2 * index + 1]
+        seen = json.loads(note) if note else {}
+        answer[name] = {"online": bool(note), "engines": seen.get("engines"), "queued": depth}
+    return answer
+
+
+class HealthHandler(RequestHandler):
+    """Whether Redis answers, and each context's state: 200 when Redis does, 503 when it does not."""
+
+    async def get(self) -> None:
+        hub = hub_for(self.application)
+        store = store_for(hub.url, hub.keys.prefix, hub.ttl)
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(None, contexts, store)
+        except MoiError:
+            self.set_status(503)
+            self.finish({"redis": "unreachable", "contexts": {}})
+            return
+        states = {name: "online" if seen["online"] else "offline" for name, seen in found.items()}
+        self.finish({"redis": "ok", "contexts": states})
+
+
+class JobFilesHandler(MOIFilesHandler):
+    """``/api/v1/jobs/{id}/files[/{path}]``: the job-files routes under the API's prefix."""
+
+    async def get(self, job_id: str, path: str | None = None, body: bool = True) -> None:
+        await super().get(job_id, path or "", body)
+
+
+class JobLogHandler(MOIFilesHandler):
+    async def get(self, job_id: str, body: bool = True) -> None:  # type: ignore[override]
+        await super().get(job_id, LOG_NAME, body)
+
+
+ROUTES = [
+    (rf"{PREFIX}/services", ServicesHandler),
+    (rf"{PREFIX}/groups/([^/]+)", GroupHandler),
+    (rf"{PREFIX}/queues", QueuesHandler),
+    (rf"{PREFIX}/contexts", ContextsHandler),
+    (rf"{PREFIX}/jobs/([^/]+)/files(?:/(.*))?", JobFilesHandler),
+    (rf"{PREFIX}/jobs/([^/]+)/log", JobLogHandler),
+    (r"/healthz", HealthHandler),
+]
