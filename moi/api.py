@@ -109,7 +109,10 @@ class APIHandler(RequestHandler):
         super().check_xsrf_cookie()
 
     async def prepare(self) -> None:
-        self.admin = await bearer.authenticate(self, hub_for(self.application))
+        try:
+            self.admin = await bearer.authenticate(self, hub_for(self.application))
+        except MoiError as error:  # Redis away (a server stopping, say): 503, which clients retry
+            raise problem_of(error) from None
         user = self.current_user
         if not user or user_name_problem(str(user)) is not None:
             raise Problem(401, "unauthorized", "log in, or send Authorization: Bearer <token>")
@@ -119,6 +122,10 @@ class APIHandler(RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
+        if status_code == 500 and error is None:  # Tornado ending a request it could not finish: a server stopping
+            status_code = 503
+            self.set_status(503)
+            error = Problem(503, "unavailable", "the server is stopping; try again")
         if isinstance(error, Problem):
             code, text = error.code, error.text
         elif isinstance(error, HTTPError):

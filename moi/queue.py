@@ -74,35 +74,36 @@ _first_use = threading.Lock()
 _ready = False
 
 
-def _serialisation_ready() -> None:
-    """Run ipyparallel's serialisation once under a lock: its first use rewrites a shared table
-    (type names to types), which two threads submitting at once would break (KeyError)."""
+def serialisation_ready() -> None:
+    """Import and run ipyparallel's serialisation once under a lock: its first use rewrites a shared
+    table (type names to types), and its import is not safe from two threads at once (KeyError, or a
+    partly initialised module). A server calls this before it starts threads."""
     global _ready
     if _ready:
         return
-    from ipyparallel.serialize import pack_apply_message, unpack_apply_message
-
     with _first_use:
         if not _ready:
-            unpack_apply_message(pack_apply_message(_serialisation_ready, (), {}))
+            from ipyparallel.serialize import pack_apply_message, unpack_apply_message
+
+            unpack_apply_message(pack_apply_message(serialisation_ready, (), {}))
             _ready = True
 
 
 def pack_call(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], origin: Any) -> str:
     """A job's call as text for Redis: ipyparallel's serialisation (so interactively defined
     functions and numpy arrays travel as they would with ``apply``), with where it was submitted."""
+    serialisation_ready()  # first: it imports ipyparallel's serialisation under its lock
     from ipyparallel.serialize import pack_apply_message
 
-    _serialisation_ready()
     buffers = [bytes(buffer) for buffer in pack_apply_message(func, args, kwargs)]
     return base64.b64encode(pickle.dumps((buffers, origin), protocol=pickle.HIGHEST_PROTOCOL)).decode()
 
 
 def unpack_call(text: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]:
     """``(func, args, kwargs, origin)`` of a packed call."""
+    serialisation_ready()
     from ipyparallel.serialize import unpack_apply_message
 
-    _serialisation_ready()
     buffers, origin = pickle.loads(base64.b64decode(text))
     func, args, kwargs = unpack_apply_message(buffers, copy=True)
     return func, tuple(args), dict(kwargs), origin

@@ -30,7 +30,7 @@ from typing import Any
 
 from tornado.web import Application, HTTPError, RequestHandler, authenticated
 
-from . import api, api_ops, connections
+from . import api, api_ops, connections, queue
 from .errors import InvalidUserName, NotLoopback
 from .file_routes import FILES_ROUTE
 from .hub import Hub
@@ -183,6 +183,7 @@ async def serve(
         ready(f"http://{address}:{port}/")
     # Jobs whose engine died, or whose cluster went away, end even if nothing else watches;
     # queued jobs are dispatched even if no submitter is alive.
+    queue.serialisation_ready()  # here, before any thread: ipyparallel's import is not thread-safe
     watching = loop.create_task(watch(store_for(hub.url, hub.keys.prefix, hub.ttl), stop))
     await loop.run_in_executor(None, connections.dispatch_all)
     await stop.wait()
