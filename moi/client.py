@@ -17,6 +17,7 @@ over a server restart; a 4xx answer never is: it raises ``ClientError`` at once.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import time
 from collections.abc import Iterator
@@ -95,8 +96,8 @@ class Client:
                 return
             query["cursor"] = page["next"]
 
-    def files(self, job_id: str, path: str = "", timeout: float | None = None) -> list[dict[str, Any]]:
-        return list(self._json("GET", f"/api/v1/jobs/{job_id}/files/{path}", timeout=timeout)["entries"])
+    def files(self, job_id: str, path: str = "", timeout: float | None = None) -> builtins.list[dict[str, Any]]:
+        return builtins.list(self._json("GET", f"/api/v1/jobs/{job_id}/files/{path}", timeout=timeout)["entries"])
 
     def download(self, job_id: str, path: str, target: str, timeout: float | None = None) -> None:
         """One of a job's files, streamed to ``target``."""
