@@ -20,6 +20,7 @@ of an ``ipcontroller-client.json`` connection file.
 from __future__ import annotations
 
 import configparser
+import importlib
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -259,3 +260,15 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     if settings.contexts and "default_context" not in values:
         settings = replace(settings, default_context=next(iter(settings.contexts)))
     return settings
+
+
+def imported(path: str) -> Any:
+    """What ``package.module:name`` names (chooser, services, validators in the configuration);
+    ImportError, AttributeError or ValueError saying why it cannot be had."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError("it is not package.module:name")
+    found = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        found = getattr(found, part)
+    return found

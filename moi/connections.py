@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from . import runtime
-from .config import ContextSpec, Settings, build_settings
+from .config import ContextSpec, Settings, build_settings, imported
 from .context import Context
 from .errors import ConfigError, UnknownContext
 from .keys import Keys
@@ -100,9 +99,8 @@ def chooser() -> Callable[..., str] | None:
     path = settings().chooser
     if not path:
         return None
-    module_name, _, attribute = path.partition(":")
     try:
-        found = getattr(importlib.import_module(module_name), attribute)
+        found = imported(path)
     except (ImportError, AttributeError, ValueError) as error:
         raise ConfigError(
             f"chooser {path!r} cannot be imported ({error}); write it as package.module:function"

@@ -103,6 +103,11 @@ def run_moi(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
 DISPATCHER_KEYS = ("moi:dispatcher:", "moi:online:")
 
 
+def kept(r: redis.Redis) -> set[str]:
+    """Every key but the dispatchers' own bookkeeping (a dispatcher of an earlier test may still run)."""
+    return {key for key in r.keys("*") if not key.startswith(DISPATCHER_KEYS)}
+
+
 def nothing_stored(r: redis.Redis) -> bool:
     """No key in Redis, but the dispatchers' own bookkeeping: nothing of a job was written."""
     return not [key for key in r.keys("*") if not key.startswith(DISPATCHER_KEYS)]

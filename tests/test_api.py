@@ -254,7 +254,11 @@ def test_services_groups_queues_contexts_health_and_a_jobs_files_and_log(r, tmp_
 
             queues = payload(await call(port, "GET", "/api/v1/queues", alice))["queues"]
             assert queues["default"] == {"queued": {"high": 0, "normal": 0, "low": 0}, "held": 1, "paused": True}
-            contexts = payload(await call(port, "GET", "/api/v1/contexts", alice))["contexts"]
+            for _ in range(600):  # until this session's dispatcher has noted the cluster online again
+                contexts = payload(await call(port, "GET", "/api/v1/contexts", alice))["contexts"]
+                if contexts["default"]["online"]:
+                    break
+                await asyncio.sleep(0.1)
             assert contexts["default"]["online"] is True and contexts["default"]["engines"] >= 1
 
             health = await call(port, "GET", "/healthz")

@@ -15,7 +15,7 @@ import pytest
 from moi.errors import BadDocument, RedisRefused
 from moi.info import Stored, new_info
 from moi.store import reaching
-from tests.conftest import run_moi
+from tests.conftest import kept, run_moi
 
 
 def add_job(store, group_id: str, name: str = "job") -> str:
@@ -216,10 +216,10 @@ def test_submit_under_a_group_whose_jobs_key_is_wrong_names_it(r, alice) -> None
     group_id, _ = alice
     r.delete(f"{group_id}:jobs")
     r.set(f"{group_id}:jobs", "not a set")
-    before = set(r.keys())
+    kept_before = kept(r)
     done = run_moi("submit", "--user", "alice", "--cmd", "return 1")
     assert (done.returncode, done.stdout) == (1, "")
-    assert set(r.keys()) == before  # nothing half-written
+    assert kept(r) == kept_before  # nothing half-written
     assert done.stderr == (
         f"Key {group_id}:jobs holds a bad document: it holds a Redis string, not a set of ids; fix or delete that key\n"
     )

@@ -9,13 +9,13 @@ job's call carries its service (the class, or a YAML service's definition).
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import threading
 from typing import Any
 
 from .. import connections
+from ..config import imported
 from ..errors import BadDocument, ServiceDefinitionError, UnknownService
 from ..store import Store, reaching
 from . import documents
@@ -116,9 +116,8 @@ def _read_yaml(path: str) -> list[type[documents.StepService]]:
 
 
 def _imported(entry: str) -> type[Service]:
-    module_name, _, attribute = entry.partition(":")
     try:
-        found = getattr(importlib.import_module(module_name), attribute)
+        found = imported(entry)
     except (ImportError, AttributeError, ValueError) as error:
         raise ServiceDefinitionError(
             f"service {entry!r} cannot be imported ({error}); write it as package.module:Class"

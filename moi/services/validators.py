@@ -9,13 +9,13 @@ A service names them by function or, in YAML, by name: the ones here, or
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..config import imported
 from ..errors import ServiceDefinitionError, ValidationFailed
 
 Validator = Callable[[Any], bool]
@@ -116,11 +116,12 @@ def resolve(named: Validator | str) -> Validator:
         return named
     if named in SHIPPED:
         return SHIPPED[named]
-    module_name, _, attribute = str(named).partition(":")
     try:
-        found = getattr(importlib.import_module(module_name), attribute) if attribute else None
+        found = imported(str(named))
     except (ImportError, AttributeError) as error:
         raise ServiceDefinitionError(f"validator {named!r} cannot be imported ({error})") from None
+    except ValueError:
+        found = None
     if not callable(found):
         raise ServiceDefinitionError(
             f"validator {named!r} is not one of {sorted(SHIPPED)} nor a function given as package.module:function"
