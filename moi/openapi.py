@@ -1,0 +1,150 @@
+"""The API's OpenAPI 3 document, generated from its handlers, and an interactive page for it.
+
+Each route of ``moi.api`` and ``moi.api_ops`` gives its paths (a regex group becomes the
+parameter its method names: ``get(self, job_id)`` -> ``{job_id}``; an alternation of words,
+one path per word); each handler method gives an operation: its docstring's first line is
+the summary, a YAML part after ``---`` (apispec's convention) adds to it. So the document
+cannot drift from what the server serves. ``GET /api/v1/openapi.json`` serves it;
+``GET /api/docs`` is Swagger UI from the pip-installed swagger-ui-bundle, with no CDN.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import json
+import re
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from apispec import APISpec
+from apispec.yaml_utils import load_yaml_from_docstring
+from tornado.web import RequestHandler, StaticFileHandler
+
+METHODS = ("get", "post", "delete")
+_GROUP = re.compile(r"\((?!\?:)([^()]*)\)")  # a capturing group with no group inside
+_OPTIONAL = re.compile(r"\(\?:(/\([^()]*\))\)\?")  # (?:/(...))?: a path part that may be left out
+ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
+    "required": ["error", "code"],
+}
+_ANSWERS = {"get": "200", "post": "200", "delete": "204"}
+_ERRORS = {"400": "bad request", "401": "no or a bad token", "404": "no such job, or not yours", "503": "Redis away"}
+
+
+def document(routes: list[tuple[str, type[RequestHandler]]]) -> dict[str, Any]:
+    spec = APISpec(title="moi", version=_version(), openapi_version="3.0.3")
+    spec.components.schema("Error", ERROR)
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    for pattern, handler in routes:
+        for path, names in _paths(pattern, handler):
+            operations = {method: _operation(handler, method, path, names) for method in _methods(handler)}
+            spec.path(path=path, operations=operations)
+    answer = spec.to_dict()
+    answer["security"] = [{"bearer": []}]
+    return answer
+
+
+def _version() -> str:
+    try:
+        return version("moi")
+    except PackageNotFoundError:
+        return "0"
+
+
+def _methods(handler: type[RequestHandler]) -> list[str]:
+    return [method for method in METHODS if getattr(handler, method) is not getattr(RequestHandler, method)]
+
+
+def _paths(pattern: str, handler: type[RequestHandler]) -> Iterator[tuple[str, list[str]]]:
+    """The OpenAPI paths of a Tornado pattern, with the names of their parameters."""
+    variants = [pattern]
+    optional = _OPTIONAL.search(pattern)
+    if optional:
+        variants = [pattern[: optional.start()] + pattern[optional.end() :], _OPTIONAL.sub(r"\1", pattern)]
+    method = getattr(handler, _methods(handler)[0])
+    names = [name for name in inspect.signature(method).parameters if name not in ("self", "body")]
+    for variant in variants:
+        groups = _GROUP.findall(variant)
+        words = [group.split("|") if re.fullmatch(r"[a-z|]+", group) else [None] for group in groups]
+        for chosen in itertools.product(*words):
+            path, used = variant, []
+            for index, (group, word) in enumerate(zip(groups, chosen, strict=True)):
+                if word is None:  # a parameter: named as the method names it (its index-th argument)
+                    used.append(names[index])
+                path = path.replace(f"({group})", word if word is not None else "{" + names[index] + "}", 1)
+            yield path, used
+
+
+def _operation(handler: type[RequestHandler], method: str, path: str, names: list[str]) -> dict[str, Any]:
+    func = getattr(handler, method)
+    doc = inspect.getdoc(func) or inspect.getdoc(handler) or ""
+    operation: dict[str, Any] = {
+        "summary": doc.split("\n", 1)[0] or f"{method.upper()} {handler.__name__}",
+        "operationId": re.sub(r"[^A-Za-z0-9]+", "_", f"{method}{path}").strip("_"),
+        "parameters": [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names],
+        "responses": {_ANSWERS[method]: {"description": "done"}},
+    }
+    for status, why in _ERRORS.items():
+        operation["responses"][status] = {
+            "description": why,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    extra = load_yaml_from_docstring(doc) if "---" in doc else {}
+    for key, value in (extra or {}).items():
+        if key == "responses":
+            operation["responses"].update({str(status): answer for status, answer in value.items()})
+        else:
+            operation[key] = value
+    return operation
+
+
+class OpenAPIHandler(RequestHandler):
+    """The API's OpenAPI document (no login: it says nothing private)."""
+
+    def get(self) -> None:
+        from . import api, api_ops
+
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(document([*api.ROUTES, *api_ops.ROUTES])))
+
+
+class DocsHandler(RequestHandler):
+    """Swagger UI on the document, from the swagger-ui-bundle package's files."""
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(_PAGE)
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>moi API</title>
+<link rel="stylesheet" href="/api/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/api/docs/static/swagger-ui-bundle.js"></script>
+<script src="/api/docs/static/moi-docs.js"></script>
+</body></html>
+"""
+
+
+class DocsStaticHandler(StaticFileHandler):
+    """swagger-ui-bundle's files, and the two lines that point it at moi's document."""
+
+    async def get(self, path: str, include_body: bool = True) -> None:
+        if path == "moi-docs.js":
+            self.set_header("Content-Type", "application/javascript")
+            self.finish('SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#swagger-ui"});\n')
+            return
+        await super().get(path, include_body)
+
+
+def routes() -> list[tuple[str, type[RequestHandler], dict[str, Any]] | tuple[str, type[RequestHandler]]]:
+    import swagger_ui_bundle
+
+    return [
+        (r"/api/v1/openapi\.json", OpenAPIHandler),
+        (r"/api/docs", DocsHandler),
+        (r"/api/docs/static/(.*)", DocsStaticHandler, {"path": swagger_ui_bundle.swagger_ui_path}),
+    ]
