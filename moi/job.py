@@ -10,13 +10,9 @@ configuration: the ``JobSpec`` it receives says which Redis to write to.
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import pickle
-import signal
-import subprocess
-import textwrap
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -27,14 +23,16 @@ from . import files as job_files
 from . import pause as pausing
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
 from .batch import submit_many as submit_many
+from .commands import check_code as check_code  # what the CLI runs, under the seed's names
+from .commands import function_source as function_source
+from .commands import python_exec as python_exec
+from .commands import system_call as system_call
 from .compat import ctxs as ctxs  # the original's names: ctxs here, ctx_default by __getattr__
 from .config import ContextSpec
 from .context import Context, by_name
 from .errors import (
     BadDocument,
-    CommandFailed,
     FetchFailed,
-    InvalidCode,
     JobCancelled,
     MoveFailed,
     RedisUnavailable,
@@ -50,8 +48,6 @@ from .store import Store, reaching
 log = logging.getLogger("moi.job")
 
 NO_USER_GROUP = "no-user"
-_CODE_FILENAME = "<moi-cmd>"
-KILL_AFTER = 3.0  # seconds a cancelled shell command gets between SIGTERM and SIGKILL
 
 
 def __getattr__(name: str) -> Any:
@@ -471,71 +467,3 @@ class _Tracker:
             f"recording job {self.job_id} {status}",
         )
         self.ended = wrote == [True]
-
-
-# what the CLI runs ------------------------------------------------------
-
-
-def system_call(cmd: str, **kwargs: Any) -> list[Any]:
-    """Run a shell command; ``[stdout, stderr, returncode]``, or CommandFailed.
-
-    The command runs in its own process group; if the call is interrupted
-    (the job is cancelled), the whole group gets SIGTERM, then SIGKILL.
-    """
-    with subprocess.Popen(
-        cmd,
-        shell=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    ) as proc:
-        try:
-            stdout, stderr = proc.communicate()
-        except BaseException:
-            with engine.shielded():
-                _end_process_group(proc)
-            raise
-    if proc.returncode != 0:
-        raise CommandFailed(cmd, stdout, stderr, proc.returncode)
-    return [stdout, stderr, proc.returncode]
-
-
-def _end_process_group(proc: subprocess.Popen[str]) -> None:
-    """SIGTERM to the command's whole process group; SIGKILL for whatever ignores it."""
-    _signal_group(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(KILL_AFTER)
-    except subprocess.TimeoutExpired:
-        log.info("command %d ignored SIGTERM; killing its process group", proc.pid)
-    _signal_group(proc.pid, signal.SIGKILL)  # children may outlive the shell
-    proc.wait()
-
-
-def _signal_group(pgid: int, signum: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):  # the group has already gone
-        os.killpg(pgid, signum)
-
-
-def function_source(code: str) -> str:
-    """Code as the body of a function, so ``return x`` sets the result."""
-    body = textwrap.indent(textwrap.dedent(code), "    ") or "    pass"
-    return f"def moi_cmd(**kwargs):\n{body}\n"
-
-
-def check_code(code: str) -> None:
-    try:
-        compile(function_source(code), _CODE_FILENAME, "exec")
-    except SyntaxError as error:
-        line = (error.lineno or 2) - 1  # the first line is our def
-        raise InvalidCode(f"Python code does not compile: {error.msg} (line {line})") from None
-    except (MemoryError, RecursionError):  # the parser's own limits: 10,000 minus signs in a row
-        raise InvalidCode("Python code does not compile: it is nested too deeply for the parser") from None
-
-
-def python_exec(code: str, **kwargs: Any) -> Any:
-    """Run code given as text (``moi submit --cmd``) as the body of a function."""
-    namespace: dict[str, Any] = {}
-    exec(compile(function_source(code), _CODE_FILENAME, "exec"), namespace)
-    return namespace["moi_cmd"](**kwargs)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..errors import ServiceDefinitionError, ValidationFailed
@@ -222,11 +222,3 @@ class Service:
     @classmethod
     def step_names(cls) -> list[str]:
         return []
-
-
-@dataclass
-class Outcome:
-    """What became of a job's run: its result, and whether a chain stopped early as done."""
-
-    result: Any = None
-    notes: list[str] = field(default_factory=list)

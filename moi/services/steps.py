@@ -18,7 +18,6 @@ import glob
 import os
 import re
 import shlex
-import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -26,13 +25,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import engine
+from ..commands import end_process_group
 from ..errors import JobCancelled, ServiceDefinitionError, StepFailed
 from ..info import Info, Status, is_finished, new_id, new_info, now
 
 SUCCESS, FAILED, DONE = "success", "failed", "done"
 MISSING_ACTIONS = ("fail", "terminate", "continue")
 STEPS_DIR = "steps"
-KILL_AFTER = 3.0
 TAIL = 2000  # characters of a failed step's stderr kept in its result
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -231,7 +230,7 @@ class Chain:
     def _end_the_rest(self, why: str) -> None:
         """Stop the running steps; write every step not ended as Cancelled with ``why``."""
         for name, proc in list(self.running.items()):
-            _end_group(proc)
+            end_process_group(proc)
             del self.running[name]
         for name in self.steps:
             if name in self.ended:
@@ -276,16 +275,6 @@ def run_command(command: str | Sequence[str], directory: str) -> subprocess.Comp
             proc.wait()  # a cancel's signal (or asynchronous exception) interrupts it
         except BaseException:
             with engine.shielded():
-                _end_group(proc)
+                end_process_group(proc)
             raise
     return subprocess.CompletedProcess(command, proc.returncode)
-
-
-def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(KILL_AFTER)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
