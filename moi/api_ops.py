@@ -4,6 +4,7 @@ GET /api/v1/services                    each service with its parameter schema a
 GET /api/v1/groups/{id}                 a group of yours and every node under it
 GET /api/v1/queues                      per context: depth by priority (high, normal, low), paused
 GET /api/v1/contexts                    per context: online or offline, engines, queued
+GET /api/v1/workers                     engines per context: host, pid, idle/busy/lost, the job it runs, jobs done
 GET /api/v1/jobs/{id}/files[/{path}]    as /moi-files/ (listing, downloads, Range, the owner rule)
 GET /api/v1/jobs/{id}/log               the job's framework.log
 GET /healthz                            Redis, and each context (no login needed: nothing private)
@@ -17,7 +18,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from . import connections
+from . import connections, workers
 from .api import PREFIX, APIHandler, Problem
 from .errors import MoiError
 from .file_routes import MOIFilesHandler
@@ -110,6 +111,14 @@ def contexts(store: Store) -> dict[str, Any]:
     return answer
 
 
+class WorkersHandler(APIHandler):
+    async def get(self) -> None:
+        """Engines per context: host, pid, state (idle, busy, lost), the job it runs (yours), jobs done."""
+        visible = None if self.admin else {await self.my_group()}
+        names = sorted(connections.context_specs())
+        self.answer({"workers": await self.run(workers.listing, self.store, names, visible)})
+
+
 class HealthHandler(RequestHandler):
     """Whether Redis answers, and each context's state: 200 when Redis does, 503 when it does not."""
 
@@ -143,6 +152,7 @@ ROUTES = [
     (rf"{PREFIX}/groups/([^/]+)", GroupHandler),
     (rf"{PREFIX}/queues", QueuesHandler),
     (rf"{PREFIX}/contexts", ContextsHandler),
+    (rf"{PREFIX}/workers", WorkersHandler),
     (rf"{PREFIX}/jobs/([^/]+)/files(?:/(.*))?", JobFilesHandler),
     (rf"{PREFIX}/jobs/([^/]+)/log", JobLogHandler),
     (r"/healthz", HealthHandler),

@@ -37,6 +37,7 @@ from .redact import printable
 from .store import Store
 from .watchdog import controller_alive
 from .worker import WorkSpec, work
+from .workers import Roll
 
 log = logging.getLogger("moi.dispatch")
 
@@ -59,6 +60,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._outstanding: dict[int, Any] = {}  # engine id -> the AsyncResult of its work task
+        self._roll = Roll(store, spec.name)  # who each engine is, for /api/v1/workers
         self._offline_until = 0.0
         self._thread: threading.Thread | None = None
         self._pubsub: Any = None
@@ -171,6 +173,7 @@ class Dispatcher:
             self._offline(str(error))
             return None
         self._note_online(len(client.ids))
+        self._roll.refresh(client)
         return client
 
     def _offline(self, reason: str) -> None:

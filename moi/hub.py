@@ -88,6 +88,7 @@ class Hub:
         self._resyncing: asyncio.Task[None] | None = None
         self._closed = False
         self.reconnects = 0
+        self.frames_sent = 0  # by this process's sockets, for /metrics
         # Reads asked for in the same turn of the event loop, sent as one MGET.
         self._reads: list[tuple[list[str], Reply]] = []
         self._reads_flush: asyncio.Task[None] | None = None

@@ -27,6 +27,11 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
     Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
     Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
+    Pmoi:tally            hash    "<status>|<service>" -> jobs that ended so (kept by the ending writes, for /metrics)
+    Pmoi:tally:<span>     hash    a histogram of job durations (span: wait, run) -> count per bucket, and "sum"
+    Pmoi:workers:<ctx>    hash    engine label ("host:pid") -> JSON: its engine id, host, pid, when seen, lost
+    Pmoi:workers:done:<ctx> hash  engine label -> jobs it has run
+    Pmoi:engines:wanted   string  how many engines the embedded cluster should have (operations page)
 """
 
 from dataclasses import dataclass
@@ -116,6 +121,23 @@ class Keys:
     @property
     def mail_failed(self) -> str:
         return f"{self.prefix}moi:mail:failed"
+
+    @property
+    def tally(self) -> str:
+        return f"{self.prefix}moi:tally"
+
+    def histogram(self, span: str) -> str:
+        return f"{self.prefix}moi:tally:{span}"
+
+    def workers(self, context: str) -> str:
+        return f"{self.prefix}moi:workers:{context}"
+
+    def workers_done(self, context: str) -> str:
+        return f"{self.prefix}moi:workers:done:{context}"
+
+    @property
+    def engines_wanted(self) -> str:
+        return f"{self.prefix}moi:engines:wanted"
 
     def active(self, owner: str) -> str:
         return f"{self.prefix}moi:active:{owner}"

@@ -287,7 +287,7 @@ return out
 # An engine gives back the items of a block it took but has not started (the one it runs takes long):
 # each goes back to its old place in the queue, unless a cancel was asked for meanwhile, which then ends
 # it Cancelled. Only items still Queued and taken by this engine (its heartbeat) are touched.
-# KEYS: queue, running set, wakeup list.  ARGV: key prefix, ttl, engine label, wake channel, date_end, the
+# KEYS: queue, running set, wakeup list, tally.  ARGV: key prefix, ttl, engine label, wake channel, date_end, the
 # owners' active sets' key without the owner, then id, score pairs.  Returns how many went back to the queue.
 RELEASE = """
 local prefix, back = ARGV[1], 0
@@ -303,6 +303,7 @@ for i = 7, #ARGV, 2 do
       redis.call('SET', prefix .. id, cjson.encode(info), 'EX', ARGV[2])
       redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
       if info['owner'] then redis.call('SREM', ARGV[6] .. info['owner'], id) end
+      redis.call('HINCRBY', KEYS[4], 'Cancelled|' .. (info['service'] or ''), 1)  -- moi.tally's count
     else
       redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
       back = back + 1

@@ -105,10 +105,10 @@ class OpenAPIHandler(RequestHandler):
     """The API's OpenAPI document (no login: it says nothing private)."""
 
     def get(self) -> None:
-        from . import api, api_ops
+        from . import api, api_ops, metrics
 
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(document([*api.ROUTES, *api_ops.ROUTES])))
+        self.finish(json.dumps(document([*api.ROUTES, *api_ops.ROUTES, *metrics.ROUTES])))
 
 
 class DocsHandler(RequestHandler):

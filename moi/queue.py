@@ -232,7 +232,9 @@ class Queue:
         for job in jobs:
             args += [job.info["id"], job.score]
         with reaching(self.store.url):
-            return int(self._release(keys=[keys.queue(context), keys.running, keys.wakeup(context)], args=args))
+            return int(
+                self._release(keys=[keys.queue(context), keys.running, keys.wakeup(context), keys.tally], args=args)
+            )
 
     def wait_for_work(self, context: str, timeout: float) -> None:
         """Block until a job is added to ``context``'s queue (a wakeup token), at most ``timeout`` s."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from tornado.web import Application, HTTPError, RequestHandler, authenticated
 
-from . import api, api_ops, connections, openapi, queue
+from . import api, api_ops, connections, metrics, openapi, queue
 from .errors import InvalidUserName, NotLoopback
 from .file_routes import FILES_ROUTE
 from .hub import Hub
@@ -132,6 +132,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         FILES_ROUTE,
         *api_ops.ROUTES,  # before api's: /jobs/{id}/files and /log are more particular than /jobs/{id}/...
         *api.ROUTES,
+        *metrics.ROUTES,
         *openapi.routes(),
     ]
     defaults: dict[str, Any] = {

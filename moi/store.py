@@ -16,11 +16,11 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
-from . import retention
+from . import retention, tally
 from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId
 from .info import Info, dumps, is_finished, new_id, new_info, parse
 from .keys import Keys, _looks_like_id
@@ -33,6 +33,16 @@ GROUP_CACHE_SECONDS = 5.0
 
 # A change to an info object: the new info, or None for no change.
 Change = Callable[[Info], "Info | None"]
+
+
+class _Write(NamedTuple):
+    """One document of an ``update_many`` round: the change that made it, and the status it replaces."""
+
+    node_id: str
+    change: Change
+    new: Info
+    old_status: Any
+
 
 # What each Redis type moi uses holds, for a message about a key holding something else.
 _HOLDS = {"string": "a JSON info object", "set": "a set of ids", "hash": "a hash"}
@@ -373,30 +383,41 @@ class Store:
             writes = self._writes(pending, outcome)
             if not writes:
                 break
-            answers = self.write_many([(node_id, new) for node_id, _, new in writes], extra)
+            answers = self.write_many([(w.node_id, w.new) for w in writes], extra, [w.old_status for w in writes])
             extra = []  # once is enough
             pending = self._settle(writes, answers, outcome, gone)
         return outcome
 
-    def write_many(self, writes: list[tuple[str, Info]], also: Sequence[Sequence[str | int]] = ()) -> list[Any]:
+    def write_many(
+        self,
+        writes: list[tuple[str, Info]],
+        also: Sequence[Sequence[str | int]] = (),
+        old_statuses: Sequence[Any] = (),
+    ) -> list[Any]:
         """One compare-and-set call for changed documents (``revision`` already bumped), each published.
 
         Per document: 1 (written), -1 (no such node) or the current document (changed meanwhile).
+        ``old_statuses``: each document's status before, so a job's end is counted (``moi.tally``).
         ``update_many`` is the usual way in; this is its single round trip.
         """
         args: list[Any] = [self.ttl]
         ending: list[list[str | int]] = []
-        for node_id, new in writes:
+        before = list(old_statuses) or [None] * len(writes)
+        for (node_id, new), old_status in zip(writes, before, strict=True):
             args += [new["revision"] - 1, dumps(new), self.keys.channel(node_id), message("update", [node_id])]
-            ending += self._ending(node_id, new)
+            ending += self._ending(node_id, new, old_status=old_status)
         args += _command_words([*also, *ending])
         with reaching(self.url):
             return list(self._cas_many(keys=[self.keys.info(node_id) for node_id, _ in writes], args=args))
 
-    def _ending(self, node_id: str, new: Info, old: Info | None = None) -> list[list[str | int]]:
-        """What goes with a write: at a job's final one, it no longer counts against its owner's limits;
-        a service job's due indexes and mails (see ``moi.retention``; ``old``: the state it changes)."""
+    def _ending(
+        self, node_id: str, new: Info, old: Info | None = None, old_status: Any = None
+    ) -> list[list[str | int]]:
+        """What goes with a write: at a job's final one, it no longer counts against its owner's limits
+        and is counted for /metrics (``moi.tally``); a service job's due indexes and mails (see
+        ``moi.retention``; ``old``: the state it changes)."""
         commands = retention.state_commands(self.keys, node_id, new, old)
+        commands += tally.ending_commands(self.keys, new, old.get("status") if old is not None else old_status)
         owner = new.get("owner")
         if owner and is_finished(new):
             commands.append(["SREM", self.keys.active(str(owner)), node_id])
@@ -407,7 +428,7 @@ class Store:
         return retention.ttl_of(info, self.ttl)
 
     @staticmethod
-    def _writes(pending: list[tuple[str, Change, Info]], outcome: dict[str, Info]) -> list[tuple[str, Change, Info]]:
+    def _writes(pending: list[tuple[str, Change, Info]], outcome: dict[str, Info]) -> list[_Write]:
         """The documents to write, each change applied to the node's latest copy in this round."""
         writes = []
         latest: dict[str, Info] = {}
@@ -419,22 +440,23 @@ class Store:
                 continue
             changed["revision"] = info["revision"] + 1
             latest[node_id] = changed
-            writes.append((node_id, change, changed))
+            writes.append(_Write(node_id, change, changed, info.get("status")))
         return writes
 
     def _settle(
-        self, writes: list[tuple[str, Change, Info]], answers: list[Any], outcome: dict[str, Info], gone: set[str]
+        self, writes: list[_Write], answers: list[Any], outcome: dict[str, Info], gone: set[str]
     ) -> list[tuple[str, Change, Info]]:
         """Record what was written; what lost a race is retried from the current copy."""
         retry = []
-        for (node_id, change, new), answer in zip(writes, answers, strict=True):
+        for write, answer in zip(writes, answers, strict=True):
+            node_id = write.node_id
             if answer == 1:
-                outcome[node_id] = new
+                outcome[node_id] = write.new
             elif answer == -1:
                 gone.add(node_id)
                 outcome.pop(node_id, None)
             elif (current := self._still_info(node_id, answer)) is not None:
-                retry.append((node_id, change, current))  # changed meanwhile: merge again
+                retry.append((node_id, write.change, current))  # changed meanwhile: merge again
             else:
                 gone.add(node_id)
                 outcome.pop(node_id, None)

@@ -113,6 +113,11 @@ async def user_group(hub: Hub, user: str) -> str:
     return await asyncio.get_running_loop().run_in_executor(None, store.ensure_group, user)
 
 
+def open_sockets(application: Application) -> int:
+    """How many sockets this process has open now, every user's."""
+    return sum(len(mine) for mine in application.settings.get(_OPEN_SOCKETS, {}).values())
+
+
 def cookie_user(value: bytes | None) -> str | None:
     """The user a signed ``user`` cookie names: ``alice``, or ``"alice"`` as the original's example stored it.
 
@@ -403,6 +408,7 @@ class MOIMessageHandler(WebSocketHandler):
         except WebSocketClosedError:  # the page went away; on_close cleans up
             return
         self._unsent += len(data)
+        self.hub.frames_sent += 1
         written.add_done_callback(functools.partial(self._written, len(data)))
         if self._unsent > self.waiting_mark and self._caught_up is not None:
             self._caught_up.clear()

@@ -22,6 +22,7 @@ from typing import Any
 from . import block, engine, job
 from .queue import Queue, batch_of, unpack_call
 from .store import Store, store_for
+from .workers import DoneCounter
 
 log = logging.getLogger("moi.worker")
 
@@ -48,6 +49,7 @@ def work(spec: WorkSpec) -> int:
     queue = Queue(store)
     batches = block.Batches(queue)
     label = engine.engine_label()
+    counter = DoneCounter(store, spec.context, label)
     done = 0
     idle_until = time.monotonic() + spec.linger
     while True:
@@ -59,10 +61,12 @@ def work(spec: WorkSpec) -> int:
             else:
                 block.run(store, queue, spec.context, taken, batches)
             done += len(taken)
+            counter.add(len(taken))
             idle_until = time.monotonic() + spec.linger
             continue
         left = idle_until - time.monotonic()
         if left <= 0:
+            counter.flush()
             return done
         queue.wait_for_work(spec.context, left)
 

@@ -18,7 +18,8 @@ SAMPLE = "00000000-0000-4000-8000-000000000000"
 def served_api_patterns() -> list[re.Pattern[str]]:
     app = make_app(cookie_secret=SECRET)
     patterns = [rule.matcher.regex for rule in app.wildcard_router.rules]  # type: ignore[attr-defined]
-    return [p for p in patterns if p.pattern.startswith(("/api/v1/", "/healthz")) and "openapi" not in p.pattern]
+    api = ("/api/v1/", "/healthz", "/metrics")
+    return [p for p in patterns if p.pattern.startswith(api) and "openapi" not in p.pattern]
 
 
 def test_the_document_is_valid_openapi_and_matches_the_routes_both_ways(r) -> None:
