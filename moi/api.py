@@ -6,10 +6,12 @@ any form. A user reaches only their own tree; an admin token, every user's.
 Errors are ``{"error": "...", "code": "..."}`` with their status: 400 (a body
 that is not a JSON object), 401 (no or a bad token), 404 (no such job, or not
 yours: the same answer, so nothing leaks), 409 (the action does not fit the
-job's state), 413 (a body over ``moi_api_max_body``), 422 (a bad parameter),
-429 (the user's hard limit, with ``Retry-After``), 503 (Redis unreachable).
+job's state), 413 (a JSON body over ``moi_api_max_body``, or an upload over
+``[moi] max_upload``), 422 (a bad parameter or input), 429 (the user's hard limit,
+with ``Retry-After``), 503 (Redis unreachable).
 
-    POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group
+    POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group;
+                                        or multipart/form-data: those as fields (params as JSON), input files as files
     GET    /api/v1/jobs                 ?status=&service=&group=&since=&until=&q=&limit=&cursor=
     GET    /api/v1/jobs/{id}
     DELETE /api/v1/jobs/{id}            the job (cancelled first) and its files
@@ -27,10 +29,11 @@ from typing import Any, TypeVar
 
 from tornado.web import HTTPError, RequestHandler
 
-from . import bearer, listing
+from . import bearer, connections, listing
 from . import files as job_files
 from . import job as jobs
 from .errors import (
+    InputRefused,
     InvalidCode,
     InvalidId,
     InvalidPriority,
@@ -58,6 +61,7 @@ log = logging.getLogger("moi.api")
 PREFIX = "/api/v1"
 MAX_BODY_SETTING = "moi_api_max_body"
 MAX_BODY = 1 << 20  # bytes of a JSON body
+MAX_UPLOAD_SETTING = "moi_api_max_upload"  # bytes of a multipart body (input files); default [moi] max_upload
 RETRY_AFTER = 10  # seconds a client refused by the hard limit is told to wait
 T = TypeVar("T")
 
@@ -70,6 +74,7 @@ _STATUS: list[tuple[type[MoiError], int, str]] = [
     (InvalidUserName, 422, "invalid"),
     (UnknownContext, 422, "invalid"),
     (ServiceError, 422, "invalid"),
+    (InputRefused, 422, "invalid"),
     (NotInGroup, 404, "not_found"),
     (UnknownId, 404, "not_found"),
     (InvalidId, 404, "not_found"),
@@ -116,9 +121,14 @@ class APIHandler(RequestHandler):
         user = self.current_user
         if not user or user_name_problem(str(user)) is not None:
             raise Problem(401, "unauthorized", "log in, or send Authorization: Bearer <token>")
-        limit = int(self.settings.get(MAX_BODY_SETTING, MAX_BODY))
+        limit = self._body_limit()
         if len(self.request.body or b"") > limit:
             raise Problem(413, "too_large", f"the body is over {limit} bytes")
+
+    def _body_limit(self) -> int:
+        if self.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+            return int(self.settings.get(MAX_UPLOAD_SETTING) or connections.settings().max_upload)
+        return int(self.settings.get(MAX_BODY_SETTING, MAX_BODY))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None))[1]
@@ -146,6 +156,8 @@ class APIHandler(RequestHandler):
         self.finish(json.dumps(value))
 
     def body(self) -> dict[str, Any]:
+        if self.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+            return self._form()
         try:
             value = json.loads(self.request.body or b"")
         except (ValueError, RecursionError):
@@ -153,6 +165,25 @@ class APIHandler(RequestHandler):
         if not isinstance(value, dict):
             raise Problem(400, "bad_request", "the body is not a JSON object")
         return value
+
+    def _form(self) -> dict[str, Any]:
+        """A multipart body as the JSON one: its fields (``params`` as JSON text), and its files under ``files``."""
+        given: dict[str, Any] = {
+            name: values[-1].decode("utf-8", "replace") for name, values in self.request.body_arguments.items()
+        }
+        if "params" in given:
+            try:
+                given["params"] = json.loads(given["params"])
+            except (ValueError, RecursionError):
+                raise Problem(422, "invalid", '"params" is a JSON object') from None
+        if "priority" in given and given["priority"].lstrip("-").isdigit():
+            given["priority"] = int(given["priority"])
+        uploads = [upload for parts in self.request.files.values() for upload in parts]
+        names = [upload.filename for upload in uploads]
+        if len(set(names)) != len(names):
+            raise Problem(422, "invalid", "two uploaded files have the same name")
+        given["files"] = {upload.filename: upload.body for upload in uploads}
+        return given
 
     @property
     def store(self) -> Store:
@@ -214,6 +245,8 @@ class JobsHandler(APIHandler):
     async def post(self) -> None:
         given = self.body()
         group = await self._group(given.get("group"))
+        if given.get("files") and "service" not in given:
+            raise Problem(422, "invalid", "input files go with a service job; a command job takes none")
         if "service" in given:
             job_id, group_id = await self._service_job(given, group)
         elif "cmd" in given:
@@ -238,6 +271,7 @@ class JobsHandler(APIHandler):
         from . import services
 
         params = given.get("params") or {}
+        files = given.get("files")  # uploads: only a multipart body has them
         if not isinstance(params, dict) or not isinstance(given["service"], str):
             raise Problem(422, "invalid", '"service" is a name and "params" an object')
         job_id, group_id, _ = await self.run(
@@ -245,6 +279,7 @@ class JobsHandler(APIHandler):
             given["service"],
             str(self.current_user),
             params,
+            files=files or None,
             email=_text(given, "email"),
             group=group,
             url=_text(given, "url"),

@@ -85,6 +85,7 @@ class Settings:
     mail_from: str = ""
     admin_email: str = ""  # gets the traceback of every service job that fails
     site_url: str = ""  # the page's address, for the links in mails: https://example.org/
+    max_upload: int = 64 << 20  # bytes of a multipart POST /api/v1/jobs (a service job's input files)
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -140,7 +141,7 @@ def _from_ini(path: str) -> dict[str, Any]:
 
 _MOI_OPTIONS = frozenset(
     ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir", "ttl")
-    + ("services", "keep_expired", "site_url")
+    + ("services", "keep_expired", "site_url", "max_upload")
 )
 
 
@@ -183,6 +184,7 @@ _ENVIRONMENT = {
     "MOI_SERVICES": "services",
     "MOI_KEEP_EXPIRED": "keep_expired",
     "MOI_SITE_URL": "site_url",
+    "MOI_MAX_UPLOAD": "max_upload",
     "MOI_SMTP_HOST": "smtp_host",
     "MOI_SMTP_PORT": "smtp_port",
     "MOI_SMTP_TLS": "smtp_tls",
@@ -210,6 +212,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "hog_size": int,
         "hard_limit": int,
         "keep_expired": int,
+        "max_upload": int,
         "smtp_port": int,
     }
     out = dict(values)

@@ -178,7 +178,8 @@ async def serve(
     current = connections.settings()
     hub = default_hub()
     app = make_app(hub, cookie_secret=cookie_secret(current.state_dir))
-    server = app.listen(port, address=address)
+    # Tornado reads a body whole before a handler sees it: bound it by the largest one moi takes.
+    server = app.listen(port, address=address, max_body_size=max(current.max_upload, api.MAX_BODY) + (1 << 16))
     log.warning(DEV_LOGIN_WARNING)
     log.info("moi server on http://%s:%d/ (redis %s)", address, port, masked_url(hub.url))
     if ready is not None:

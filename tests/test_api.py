@@ -280,3 +280,52 @@ def test_services_groups_queues_contexts_health_and_a_jobs_files_and_log(r, tmp_
         finished(held)
         services.unregister("recording")
     assert files.list(in_inner)
+
+
+def multipart(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, dict[str, str]]:
+    """A multipart/form-data body as a browser's form sends it."""
+    boundary = "moi-test-boundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields.items()
+    ]
+    for name, data in files.items():
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="input"; filename="{name}"\r\n'
+        parts.append(head.encode() + b"Content-Type: application/octet-stream\r\n\r\n" + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_a_service_job_with_uploaded_inputs_and_the_uploads_refused(r) -> None:
+    from examples.hetatm_service import SAMPLE
+
+    services.register(Hetatm)
+    alice = token_for("alice")
+
+    async def scenario() -> None:
+        async with server(moi_api_max_upload=4000) as port:
+            body, headers = multipart({"service": "hetatm", "params": '{"residue": "ZN"}'}, {"x.pdb": SAMPLE.encode()})
+            made = await call(port, "POST", "/api/v1/jobs", alice, body, headers=headers)
+            assert made.code == 201, made.body
+            job_id = payload(made)["id"]
+            assert finished(job_id)["status"] == Status.SUCCESS
+            listing = payload(await call(port, "GET", f"/api/v1/jobs/{job_id}/files", alice))
+            assert {"input/x.pdb", "output/hetatm.pdb"} <= {entry["path"] for entry in listing["entries"]}
+            output = await call(port, "GET", f"/api/v1/jobs/{job_id}/files/output/hetatm.pdb", alice)
+            assert output.body.decode().split() == SAMPLE.splitlines()[4].split()
+
+            for files, status, text in [
+                ({"x.pdb": b"not a structure"}, 422, "refused by validator pdb"),
+                ({"../x.pdb": SAMPLE.encode()}, 422, "x.pdb"),
+                ({"x.pdb": SAMPLE.encode() * 20}, 413, "over 4000 bytes"),
+            ]:
+                body, headers = multipart({"service": "hetatm"}, files)
+                refused = await call(port, "POST", "/api/v1/jobs", alice, body, headers=headers)
+                assert refused.code == status and text in payload(refused)["error"], (files.keys(), refused.body)
+            body, headers = multipart({"cmd": "return 1"}, {"x.pdb": SAMPLE.encode()})
+            assert (await call(port, "POST", "/api/v1/jobs", alice, body, headers=headers)).code == 422
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        services.unregister("hetatm")
