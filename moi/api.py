@@ -33,6 +33,7 @@ from . import bearer, connections, listing
 from . import files as job_files
 from . import job as jobs
 from .errors import (
+    EngineCountRefused,
     InputRefused,
     InvalidCode,
     InvalidId,
@@ -79,6 +80,7 @@ _STATUS: list[tuple[type[MoiError], int, str]] = [
     (UnknownId, 404, "not_found"),
     (InvalidId, 404, "not_found"),
     (WrongState, 409, "conflict"),
+    (EngineCountRefused, 409, "conflict"),
     (QuotaExceeded, 429, "hard_limit"),
     (RedisUnavailable, 503, "unavailable"),
     (RedisRefused, 503, "unavailable"),

@@ -5,6 +5,7 @@ GET /api/v1/groups/{id}                 a group of yours and every node under it
 GET /api/v1/queues                      per context: depth by priority (high, normal, low), paused
 GET /api/v1/contexts                    per context: online or offline, engines, queued
 GET /api/v1/workers                     engines per context: host, pid, idle/busy/lost, the job it runs, jobs done
+POST /api/v1/contexts/{name}/engines/add (or /remove)   one engine more or fewer, embedded cluster only (admins)
 GET /api/v1/jobs/{id}/files[/{path}]    as /moi-files/ (listing, downloads, Range, the owner rule)
 GET /api/v1/jobs/{id}/log               the job's framework.log
 GET /healthz                            Redis, and each context (no login needed: nothing private)
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 from tornado.web import RequestHandler
 
-from . import connections, workers
+from . import connections, runtime, scaling, workers
 from .api import PREFIX, APIHandler, Problem
 from .errors import MoiError
 from .file_routes import MOIFilesHandler
@@ -111,6 +113,29 @@ def contexts(store: Store) -> dict[str, Any]:
     return answer
 
 
+class EnginesHandler(APIHandler):
+    async def post(self, context: str, action: str) -> None:
+        """One engine more or fewer for the embedded cluster (admins); answers how many are now wanted.
+        ---
+        responses:
+          403: {description: not an admin}
+          409: {description: not the embedded cluster, or at its bounds}
+        """
+        if not self.admin:
+            raise Problem(403, "forbidden", "adding and removing engines is for admins")
+        current = connections.settings()
+        if context not in connections.context_specs():
+            raise Problem(404, "not_found", f"Unknown context: {context[:80]}")
+        if not current.uses_embedded_cluster:
+            why = "its engines are started by its own launcher (ipcluster, SSH, Slurm), not by moi"
+            raise Problem(409, "conflict", f"context {context!r} is not moi's embedded cluster: {why}")
+        started = runtime.read(Path(current.state_dir))
+        count = await self.run(
+            scaling.change, self.store, 1 if action == "add" else -1, started.engines if started else 1
+        )
+        self.answer({"context": context, "engines_wanted": count})
+
+
 class WorkersHandler(APIHandler):
     async def get(self) -> None:
         """Engines per context: host, pid, state (idle, busy, lost), the job it runs (yours), jobs done."""
@@ -153,6 +178,7 @@ ROUTES = [
     (rf"{PREFIX}/queues", QueuesHandler),
     (rf"{PREFIX}/contexts", ContextsHandler),
     (rf"{PREFIX}/workers", WorkersHandler),
+    (rf"{PREFIX}/contexts/([^/]+)/engines/(add|remove)", EnginesHandler),
     (rf"{PREFIX}/jobs/([^/]+)/files(?:/(.*))?", JobFilesHandler),
     (rf"{PREFIX}/jobs/([^/]+)/log", JobLogHandler),
     (r"/healthz", HealthHandler),

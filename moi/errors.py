@@ -187,6 +187,13 @@ class CommandFailed(MoiError):
         self.returncode = returncode
 
 
+class EngineRetiring(MoiError):
+    """This engine is being removed from its cluster: it takes no more jobs."""
+
+    def __init__(self, label: str) -> None:
+        super().__init__(f"engine {label} is being removed; it takes no more jobs")
+
+
 class JobCancelled(MoiError):
     """Raised inside a job whose cancellation was requested."""
 
@@ -207,6 +214,10 @@ class WrongState(MoiError):
     def __init__(self, node_id: str, action: str, reason: str) -> None:
         super().__init__(f"Job {node_id} cannot be {action}: {reason}")
         self.node_id = node_id
+
+
+class EngineCountRefused(MoiError):
+    """An engine added or removed past the embedded cluster's bounds, or for a cluster moi did not start."""
 
 
 class JobFilesError(MoiError):

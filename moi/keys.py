@@ -32,6 +32,7 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:workers:<ctx>    hash    engine label ("host:pid") -> JSON: its engine id, host, pid, when seen, lost
     Pmoi:workers:done:<ctx> hash  engine label -> jobs it has run
     Pmoi:engines:wanted   string  how many engines the embedded cluster should have (operations page)
+    Pmoi:engines:retiring set     labels of engines to stop once idle: they take no more jobs
 """
 
 from dataclasses import dataclass
@@ -138,6 +139,10 @@ class Keys:
     @property
     def engines_wanted(self) -> str:
         return f"{self.prefix}moi:engines:wanted"
+
+    @property
+    def engines_retiring(self) -> str:
+        return f"{self.prefix}moi:engines:retiring"
 
     def active(self, owner: str) -> str:
         return f"{self.prefix}moi:active:{owner}"

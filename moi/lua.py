@@ -237,9 +237,12 @@ return {1, online}
 # ("@<batch id>:"), the items of that batch that follow it in the queue are taken with it, ARGV[6] at most.
 # Items are only registered here (heartbeat, running set), still Queued: their engine marks each Running
 # as it starts it (moi.block), and a cancel of one is asked of that engine.
-# KEYS: queue, running set.  ARGV: key prefix, ttl, engine label, heartbeat ttl, date_start, most, batch.
-# Returns document, call, score for each job taken, or false when the queue holds no job to run.
+# An engine being retired (its label in the retiring set) takes nothing, and is told so.
+# KEYS: queue, running set, retiring set.  ARGV: key prefix, ttl, engine label, heartbeat ttl, date_start, most,
+# batch.  Returns document, call, score for each job taken, false when the queue holds no job to run, or
+# {'retiring'}.
 TAKE = """
+if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return {'retiring'} end
 local prefix, most, wanted = ARGV[1], tonumber(ARGV[6]), ARGV[7]
 local function start(id)
   local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InvalidPriority, QuotaExceeded, UnknownKey
+from .errors import EngineRetiring, InvalidPriority, QuotaExceeded, UnknownKey
 from .info import Info, dumps, is_uuid, now
 from .lua import ENQUEUE, MAX_PRIORITY, RELEASE, TAKE
 from .pause import scope_tokens
@@ -215,13 +215,16 @@ class Queue:
         """The first job of ``context``'s queue, now Running on this engine; none when there is none.
 
         When that job is an item of ``batch``, up to ``most`` of the batch's items that follow
-        it come too, each Running: a block the engine runs one after another.
+        it come too, each Running: a block the engine runs one after another. Raises
+        EngineRetiring when this engine is to stop (the operations page removed it).
         """
         keys = self.keys
         wanted = f"{ITEM_CALL}{batch}:" if batch else ""
         args = [keys.prefix, self.store.ttl, label, heartbeat_ttl, now(), max(1, most), wanted]
         with reaching(self.store.url):
-            taken = self._take(keys=[keys.queue(context), keys.running], args=args) or []
+            taken = self._take(keys=[keys.queue(context), keys.running, keys.engines_retiring], args=args) or []
+        if taken == ["retiring"]:
+            raise EngineRetiring(label)
         # The script checked each is a Queued info object.
         return [Taken(json.loads(taken[i]), taken[i + 1], taken[i + 2]) for i in range(0, len(taken), 3)]
 

@@ -47,6 +47,7 @@ from .redis_server import KeptRedis, free_port, start_redis  # noqa: F401  (moi.
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .store import Store
 
 log = logging.getLogger("moi.runtime")
 
@@ -237,25 +238,30 @@ async def _serve(state_dir: Path, engines: int, scheduler: str) -> None:
 async def _keep_running(
     cluster: Any, engines: int, redis_server: KeptRedis, state_dir: Path, info: RuntimeInfo, stopping: asyncio.Event
 ) -> None:
-    """Replace engines that died and a Redis that died, until the runtime stops."""
+    """Replace engines that died and a Redis that died, and add or remove engines as asked, until the runtime stops."""
+    from . import scaling
+
+    store = _job_store(redis_server.url)
     while not stopping.is_set():
         if redis_server.restarted():
             info = replace(info, redis_pid=redis_server.pid)
             _write_state(state_dir, info)
-        await _replace_engines(cluster, engines)
+        await scaling.settle(cluster, store, engines)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), SUPERVISE_INTERVAL)
 
 
-async def _replace_engines(cluster: Any, engines: int) -> None:
-    """Start a new engine for each one that died."""
-    for set_id, engine_set in list(cluster.engines.items()):
-        if not getattr(engine_set, "launchers", None):
-            cluster.engines.pop(set_id)  # every engine of this set is gone
-    alive = sum(len(engine_set.launchers) for engine_set in cluster.engines.values())
-    if alive < engines:
-        log.warning("%d of %d engines died; starting replacements", engines - alive, engines)
-        await cluster.start_engines(n=engines - alive)
+def _job_store(own_redis_url: str) -> Store | None:
+    """The Redis moi processes of this user keep jobs in (the configured one, else the runtime's own)."""
+    from .config import build_settings
+    from .store import store_for
+
+    try:
+        settings = build_settings({})
+    except ConfigError as error:  # a broken configuration must not take the cluster down
+        log.error("no job watchdog: %s", error)
+        return None
+    return store_for(settings.redis_url or own_redis_url, settings.key_prefix, settings.ttl)
 
 
 async def _watch_jobs(own_redis_url: str, url_file: str, stopping: asyncio.Event) -> None:
@@ -263,15 +269,12 @@ async def _watch_jobs(own_redis_url: str, url_file: str, stopping: asyncio.Event
     of this cluster's queue: jobs queued while it was down run once it is up, submitter or not."""
     from . import dispatch
     from .config import ContextSpec, build_settings
-    from .store import store_for
     from .watchdog import watch
 
-    try:
-        settings = build_settings({})
-    except ConfigError as error:  # a broken configuration must not take the cluster down
-        log.error("no job watchdog: %s", error)
+    store = _job_store(own_redis_url)
+    if store is None:
         return
-    store = store_for(settings.redis_url or own_redis_url, settings.key_prefix, settings.ttl)
+    settings = build_settings({})
     dispatcher = dispatch.Dispatcher(store, ContextSpec(settings.default_context, url_file=url_file))
     dispatcher.start()
     try:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import block, engine, job
+from .errors import EngineRetiring
 from .queue import Queue, batch_of, unpack_call
 from .store import Store, store_for
 from .workers import DoneCounter
@@ -54,7 +55,12 @@ def work(spec: WorkSpec) -> int:
     idle_until = time.monotonic() + spec.linger
     while True:
         most, batch = batches.block_size()
-        taken = queue.take(spec.context, label, engine.HEARTBEAT_TTL, most, batch)
+        try:
+            taken = queue.take(spec.context, label, engine.HEARTBEAT_TTL, most, batch)
+        except EngineRetiring:  # wait out the linger (not on the wakeup tokens, which are the others'), then go
+            counter.flush()
+            time.sleep(spec.linger)
+            return done
         if taken:
             if batch_of(taken[0].call) is None:
                 _run(store, taken[0].info, taken[0].call)

@@ -60,9 +60,12 @@ def browser() -> Iterator[Any]:
 class Server:
     """``moi server --port N`` (or another command) in a subprocess, as a user starts it."""
 
-    def __init__(self, port: int, command: tuple[str, ...] = ("-m", "moi.cli", "server")) -> None:
+    def __init__(
+        self, port: int, command: tuple[str, ...] = ("-m", "moi.cli", "server"), env: dict[str, str] | None = None
+    ) -> None:
         self.port = port
         self.command = command
+        self.env = env
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen[str] | None = None
 
@@ -70,6 +73,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, *self.command, "--port", str(self.port)],
             cwd=ROOT,
+            env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
