@@ -119,7 +119,7 @@ class EnginesHandler(APIHandler):
         ---
         responses:
           403: {description: not an admin}
-          409: {description: not the embedded cluster, or at its bounds}
+          409: {description: "not the embedded cluster, or at its bounds"}
         """
         if not self.admin:
             raise Problem(403, "forbidden", "adding and removing engines is for admins")
