@@ -4,6 +4,7 @@ GET /api/v1/services                    each service with its parameter schema a
 GET /api/v1/groups/{id}                 a group of yours and every node under it
 GET /api/v1/queues                      per context: depth by priority (high, normal, low), paused
 GET /api/v1/contexts                    per context: online or offline, engines, queued
+GET /api/v1/throughput                  jobs ended per minute over the last hour, by status (admins)
 GET /api/v1/workers                     engines per context: host, pid, idle/busy/lost, the job it runs, jobs done
 POST /api/v1/contexts/{name}/engines/add (or /remove)   one engine more or fewer, embedded cluster only (admins)
 GET /api/v1/jobs/{id}/files[/{path}]    as /moi-files/ (listing, downloads, Range, the owner rule)
@@ -20,7 +21,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from . import connections, runtime, scaling, workers
+from . import connections, runtime, scaling, tally, workers
 from .api import PREFIX, APIHandler, Problem
 from .errors import MoiError
 from .file_routes import MOIFilesHandler
@@ -136,6 +137,19 @@ class EnginesHandler(APIHandler):
         self.answer({"context": context, "engines_wanted": count})
 
 
+class ThroughputHandler(APIHandler):
+    async def get(self) -> None:
+        """Jobs ended per minute over the last hour, by status (admins): the operations page's chart."""
+        if not self.admin:
+            raise Problem(403, "forbidden", "throughput is for admins")
+        self.answer({"minutes": await self.run(_last_hour, self.store)})
+
+
+def _last_hour(store: Store) -> list[dict[str, Any]]:
+    with reaching(store.url):
+        return tally.last_hour(store)
+
+
 class WorkersHandler(APIHandler):
     async def get(self) -> None:
         """Engines per context: host, pid, state (idle, busy, lost), the job it runs (yours), jobs done."""
@@ -178,6 +192,7 @@ ROUTES = [
     (rf"{PREFIX}/queues", QueuesHandler),
     (rf"{PREFIX}/contexts", ContextsHandler),
     (rf"{PREFIX}/workers", WorkersHandler),
+    (rf"{PREFIX}/throughput", ThroughputHandler),
     (rf"{PREFIX}/contexts/([^/]+)/engines/(add|remove)", EnginesHandler),
     (rf"{PREFIX}/jobs/([^/]+)/files(?:/(.*))?", JobFilesHandler),
     (rf"{PREFIX}/jobs/([^/]+)/log", JobLogHandler),

@@ -19,10 +19,11 @@ log = logging.getLogger("moi.bearer")
 
 
 async def authenticate(handler: RequestHandler, hub: Hub) -> bool:
-    """Set the handler's user from its Bearer token, if it has one; whether that token is an admin's."""
+    """Set the handler's user from its Bearer token, if it has one; whether that user is an admin:
+    the token's flag, or for a login without a token, the name in ``[moi] admins``."""
     header = handler.request.headers.get("Authorization")
     if header is None:
-        return False
+        return is_admin_login(handler.current_user)
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPError(401, "the Authorization header is not 'Bearer <token>'")
@@ -32,3 +33,10 @@ async def authenticate(handler: RequestHandler, hub: Hub) -> bool:
         raise HTTPError(401, "bad or revoked token")
     handler.current_user = found.user
     return found.admin
+
+
+def is_admin_login(user: object) -> bool:
+    """Whether a user logged in by the page's login (cookie) is one of ``[moi] admins``."""
+    from . import connections
+
+    return bool(user) and str(user) in connections.settings().admin_names

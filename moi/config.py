@@ -85,6 +85,9 @@ class Settings:
     mail_from: str = ""
     admin_email: str = ""  # gets the traceback of every service job that fails
     site_url: str = ""  # the page's address, for the links in mails: https://example.org/
+    # Users who are admins when logged in by the page's login (a token's own flag decides for tokens):
+    # comma-separated names. They see every user's jobs in the API and the operations page.
+    admins: str = ""
     max_upload: int = 64 << 20  # bytes of a multipart POST /api/v1/jobs (a service job's input files)
 
     @property
@@ -94,6 +97,10 @@ class Settings:
     @property
     def uses_embedded_cluster(self) -> bool:
         return not self.contexts
+
+    @property
+    def admin_names(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.admins.split(",") if name.strip())
 
     @property
     def jobs_root(self) -> str:
@@ -141,7 +148,7 @@ def _from_ini(path: str) -> dict[str, Any]:
 
 _MOI_OPTIONS = frozenset(
     ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir", "ttl")
-    + ("services", "keep_expired", "site_url", "max_upload")
+    + ("services", "keep_expired", "site_url", "max_upload", "admins")
 )
 
 
@@ -185,6 +192,7 @@ _ENVIRONMENT = {
     "MOI_KEEP_EXPIRED": "keep_expired",
     "MOI_SITE_URL": "site_url",
     "MOI_MAX_UPLOAD": "max_upload",
+    "MOI_ADMINS": "admins",
     "MOI_SMTP_HOST": "smtp_host",
     "MOI_SMTP_PORT": "smtp_port",
     "MOI_SMTP_TLS": "smtp_tls",

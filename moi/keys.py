@@ -29,6 +29,7 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
     Pmoi:tally            hash    "<status>|<service>" -> jobs that ended so (kept by the ending writes, for /metrics)
     Pmoi:tally:<span>     hash    a histogram of job durations (span: wait, run) -> count per bucket, and "sum"
+    Pmoi:tally:minute:<m> hash    status -> jobs that ended in that minute (m: minutes since the epoch); kept 2 hours
     Pmoi:workers:<ctx>    hash    engine label ("host:pid") -> JSON: its engine id, host, pid, when seen, lost
     Pmoi:workers:done:<ctx> hash  engine label -> jobs it has run
     Pmoi:engines:wanted   string  how many engines the embedded cluster should have (operations page)
@@ -129,6 +130,9 @@ class Keys:
 
     def histogram(self, span: str) -> str:
         return f"{self.prefix}moi:tally:{span}"
+
+    def minute(self, minute: int) -> str:
+        return f"{self.prefix}moi:tally:minute:{minute}"
 
     def workers(self, context: str) -> str:
         return f"{self.prefix}moi:workers:{context}"

@@ -3,7 +3,8 @@
 Routes: ``/login`` (a development login: any name, kept in the signed cookie
 ``user``; an application replaces it with its own authentication; names that
 could alias another user's group, see ``moi.keys.user_name_problem``, are refused),
-``/logout``, ``/`` (the logged-in user's live job list, built with moi.js),
+``/logout``, the dashboard's pages (``/``, ``/jobs/<id>``, ``/submit``, ``/ops``
+and ``/list``, see ``moi.dashboard``), ``/metrics`` (``moi.metrics``),
 ``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
 see ``moi.file_routes``), ``/api/v1/...`` (the HTTP API, see ``moi.api``),
 ``/static/moi.js`` and ``/static/moi_list.js`` (the original moi's list widget).
@@ -28,9 +29,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tornado.web import Application, HTTPError, RequestHandler, authenticated
+from tornado.web import Application, RequestHandler
 
-from . import api, api_ops, connections, metrics, openapi, queue
+from . import api, api_ops, connections, dashboard, metrics, openapi, queue
 from .errors import InvalidUserName, NotLoopback
 from .file_routes import FILES_ROUTE
 from .hub import Hub
@@ -95,14 +96,6 @@ class LogoutHandler(_UserHandler):
         self.redirect("/login")
 
 
-class IndexHandler(_UserHandler):
-    @authenticated
-    def get(self) -> None:
-        if user_name_problem(self.current_user) is not None:
-            raise HTTPError(403)  # a cookie signed for a refused name gets no page
-        self.render("index.html", user=self.current_user)
-
-
 def cookie_secret(state_dir: str) -> str:
     """The configured secret, else the one kept in ``state_dir`` (made on first use)."""
     configured = connections.settings().cookie_secret
@@ -125,7 +118,7 @@ def cookie_secret(state_dir: str) -> str:
 def make_app(hub: Hub | None = None, **settings: Any) -> Application:
     """The moi server application; ``settings`` go to Tornado (cookie_secret, debug, ...)."""
     routes = [
-        (r"/", IndexHandler),
+        *dashboard.ROUTES,
         (r"/login", LoginHandler),
         (r"/logout", LogoutHandler),
         (r"/moi-ws/", MOIMessageHandler),

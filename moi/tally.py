@@ -5,12 +5,14 @@ counts it by status and service (``moi:tally``) and, the first time it ends,
 adds its durations to two histograms: ``wait`` (submitted to started) and
 ``run`` (started to ended). A histogram is kept as a count per bucket, not
 cumulative, so an observation is one HINCRBY, plus its "sum"; ``moi.metrics``
-adds the buckets up as Prometheus wants them.
+adds the buckets up as Prometheus wants them. Each minute's ends are counted too,
+for the operations page's chart of the last hour (``last_hour``).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +24,7 @@ Command = list[str | int]
 BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, math.inf)
 SPANS = {"wait": ("date_created", "date_start"), "run": ("date_start", "date_end")}
 SEPARATOR = "|"  # between status and service in a tally field; neither holds one
+MINUTES_KEPT = 120  # the per-minute counts behind the operations page's last hour
 
 
 def bucket_of(seconds: float) -> str:
@@ -39,6 +42,8 @@ def ending_commands(keys: Keys, new: Info, old_status: Any) -> list[Command]:
     commands: list[Command] = [["HINCRBY", keys.tally, f"{status}{SEPARATOR}{new.get('service') or ''}", 1]]
     if old_status in TERMINAL:
         return commands
+    minute = keys.minute(int(time.time() // 60))
+    commands += [["HINCRBY", minute, str(status), 1], ["EXPIRE", minute, MINUTES_KEPT * 60]]
     for span, (start, end) in SPANS.items():
         seconds = _between(new.get(start), new.get(end))
         if seconds is not None:
@@ -53,3 +58,17 @@ def _between(start: Any, end: Any) -> float | None:
     except ValueError:  # a job that never started (cancelled while queued), or a date moi did not write
         return None
     return max(seconds, 0.0)
+
+
+def last_hour(store: Any) -> list[dict[str, Any]]:
+    """Jobs ended in each of the last 60 minutes, oldest first: ``{"minute": epoch seconds, status: count}``."""
+    now = int(time.time() // 60)
+    minutes = list(range(now - 59, now + 1))
+    pipe = store.redis.pipeline(transaction=False)
+    for minute in minutes:
+        pipe.hgetall(store.keys.minute(minute))
+    counts = pipe.execute()
+    return [
+        {"minute": minute * 60, **{k: int(v) for k, v in found.items()}}
+        for minute, found in zip(minutes, counts, strict=True)
+    ]

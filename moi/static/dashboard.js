@@ -1,0 +1,719 @@
+/*
+ * dashboard.js: moi server's pages (my jobs, a job, submit, operations). No build step.
+ *
+ * Live data comes over the websocket (moi.connect in moi.js) for the user's own tree,
+ * and from the HTTP API (/api/v1/, the login cookie plus Tornado's XSRF token) for the
+ * rest. Every text goes in with textContent, never as HTML; links to a job's own
+ * result page go through moi.siteLink (this site only, nothing a browser would rewrite).
+ *
+ * The jobs table draws only the rows in view (fixed row height), so it stays quick
+ * with thousands of jobs; it re-draws at most once per animation frame.
+ */
+(function (global) {
+  "use strict";
+
+  var doc = global.document;
+  var FINISHED = { Success: true, Failed: true, Cancelled: true, Archived: true, Expired: true };
+  var PHASES = { Queued: true, Paused: true, Preprocessing: true, Running: true, Postprocessing: true };
+  var ROW_HEIGHT = 36;   // px; the CSS sets the same (.moi-viewport .moi-row)
+  var OVERSCAN = 8;      // rows drawn beyond the view on each side
+
+  // helpers ---------------------------------------------------------------------
+
+  function el(tag, className, text) {
+    var node = doc.createElement(tag);
+    if (className) { node.className = className; }
+    if (text !== undefined && text !== null) { node.textContent = String(text); }
+    return node;
+  }
+
+  function button(text, className, onClick) {
+    var node = el("button", className, text);
+    node.type = "button";
+    node.addEventListener("click", onClick);
+    return node;
+  }
+
+  function xsrf() {
+    var found = /(?:^|;\s*)_xsrf=([^;]*)/.exec(doc.cookie);
+    return found ? decodeURIComponent(found[1]) : "";
+  }
+
+  // One API call; resolves with the JSON answer (null for 204), rejects with an Error holding the API's text.
+  function api(method, path, body) {
+    var init = { method: method, headers: { "X-XSRFToken": xsrf() }, credentials: "same-origin" };
+    if (body instanceof global.FormData) {
+      init.body = body;
+    } else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    return global.fetch("/api/v1" + path, init).then(function (answer) {
+      if (answer.status === 204) { return null; }
+      return answer.json().then(function (value) {
+        if (!answer.ok) {
+          var error = new Error(value && value.error ? value.error : answer.statusText);
+          error.status = answer.status;
+          throw error;
+        }
+        return value;
+      });
+    });
+  }
+
+  function parseDate(text) {
+    if (typeof text !== "string" || !text) { return null; }
+    var date = new Date(text.replace(" ", "T").slice(0, 23));  // moi writes local time, microseconds
+    return isNaN(date.getTime()) ? null : date;
+  }
+
+  function shortDate(text) {
+    var date = parseDate(text);
+    if (!date) { return ""; }
+    var today = new Date();
+    var time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    return date.toDateString() === today.toDateString() ? time : date.toLocaleDateString() + " " + time;
+  }
+
+  function seconds(info, now) {
+    var start = parseDate(info.date_start);
+    if (!start) { return null; }
+    var end = parseDate(info.date_end) || (FINISHED[info.status] ? null : now);
+    return end ? Math.max(0, (end - start) / 1000) : null;
+  }
+
+  function formatSeconds(value) {
+    if (value === null) { return ""; }
+    if (value < 60) { return value.toFixed(1) + " s"; }
+    var minutes = Math.floor(value / 60);
+    if (minutes < 60) { return minutes + " min " + Math.floor(value % 60) + " s"; }
+    return Math.floor(minutes / 60) + " h " + (minutes % 60) + " min";
+  }
+
+  // A status text that reports how far a job is ("40%", "step 2 of 5", "3/10"): the fraction done.
+  function fraction(text) {
+    var found = /(\d+(?:\.\d+)?)\s*%/.exec(text);
+    if (found) { return Math.min(1, parseFloat(found[1]) / 100); }
+    found = /\b(\d+)\s*(?:\/|of)\s*(\d+)\b/.exec(text);
+    if (found && Number(found[2]) > 0) { return Math.min(1, Number(found[1]) / Number(found[2])); }
+    return null;
+  }
+
+  // The state a status is in: a running job's status is its own text (status_update).
+  function phase(info) {
+    var status = String(info.status || "");
+    return FINISHED[status] || PHASES[status] ? status : "Running";
+  }
+
+  function engineHost(engine) { return typeof engine === "string" ? engine.replace(/:\d+$/, "") : ""; }
+
+  function progress(info) {
+    var done = phase(info) === "Running" ? fraction(String(info.status || "")) : null;
+    if (done === null) { return null; }
+    var bar = el("span", "moi-bar-track");
+    bar.setAttribute("role", "progressbar");
+    bar.setAttribute("aria-valuenow", String(Math.round(done * 100)));
+    bar.setAttribute("aria-valuemin", "0");
+    bar.setAttribute("aria-valuemax", "100");
+    var fill = el("span", "moi-bar-fill");
+    fill.style.width = (done * 100).toFixed(1) + "%";
+    bar.appendChild(fill);
+    return bar;
+  }
+
+  function jobLink(id) { return "/jobs/" + encodeURIComponent(id); }
+
+  // the jobs table ----------------------------------------------------------------
+
+  var COLUMNS = [
+    { key: "name", title: "Name", value: function (i) { return String(i.name || ""); } },
+    { key: "service", title: "Service", value: function (i) { return String(i.service || ""); } },
+    { key: "status", title: "Status", value: function (i) { return String(i.status || ""); } },
+    { key: "date_created", title: "Created", value: function (i) { return String(i.date_created || ""); } },
+    { key: "date_start", title: "Started", value: function (i) { return String(i.date_start || ""); } },
+    { key: "duration", title: "Duration", value: function (i) { var s = seconds(i, new Date()); return s === null ? -1 : s; } },
+    { key: "engine", title: "Engine", value: function (i) { return engineHost(i.engine); } }
+  ];
+
+  // A table of jobs in `root` (its .moi-filters, .moi-thead and .moi-viewport); options.actions(info) gives a
+  // row's buttons. table.put(info) / table.drop(id) / table.replace(list) change what it holds.
+  function JobTable(root, options) {
+    var jobs = {};          // id -> info
+    var order = [];         // ids shown, filtered and sorted
+    var drawn = {};         // id -> {row, revision, tick} of the rows in the DOM
+    var sort = { key: "date_created", down: true };
+    var viewport = root.querySelector(".moi-viewport");
+    var spacer = el("div", "moi-spacer");
+    var filters = root.querySelector(".moi-filters");
+    var pending = false;
+    var services = {};
+    viewport.appendChild(spacer);
+
+    function filterValue(name) { var field = filters.elements[name]; return field ? field.value : ""; }
+
+    function wanted(info) {
+      var status = filterValue("status"), service = filterValue("service"), text = filterValue("q").toLowerCase();
+      if (status && phase(info) !== status) { return false; }
+      if (service === "-" && info.service) { return false; }
+      if (service && service !== "-" && info.service !== service) { return false; }
+      if (text && String(info.name || "").toLowerCase().indexOf(text) < 0) { return false; }
+      return !options.within || options.within(info);
+    }
+
+    function recompute() {
+      var column = COLUMNS.filter(function (c) { return c.key === sort.key; })[0];
+      order = Object.keys(jobs).filter(function (id) { return wanted(jobs[id]); });
+      order.sort(function (a, b) {
+        var x = column.value(jobs[a]), y = column.value(jobs[b]);
+        var result = x < y ? -1 : x > y ? 1 : (a < b ? -1 : 1);
+        return sort.down ? -result : result;
+      });
+      spacer.style.height = (order.length * ROW_HEIGHT) + "px";
+      var count = root.querySelector(".moi-count");
+      if (count) { count.textContent = order.length + " of " + Object.keys(jobs).length + " jobs"; }
+      var empty = doc.querySelector(".moi-empty");
+      if (empty) { empty.hidden = Object.keys(jobs).length > 0; }
+    }
+
+    function cell(className, text) { var node = el("span", className, text); node.setAttribute("role", "cell"); return node; }
+
+    function fill(row, info) {
+      row.replaceChildren();
+      var name = cell("moi-name-cell");
+      var link = el("a", "moi-name", info.name);
+      link.href = jobLink(info.id);
+      name.appendChild(link);
+      row.appendChild(name);
+      row.appendChild(cell("moi-service", info.service || ""));
+      var status = cell("moi-status-cell");
+      status.appendChild(el("span", "moi-status", info.status));
+      var bar = progress(info);
+      if (bar) { status.appendChild(bar); }
+      row.appendChild(status);
+      row.appendChild(cell("moi-created", shortDate(info.date_created)));
+      row.appendChild(cell("moi-started", shortDate(info.date_start)));
+      row.appendChild(cell("moi-duration", formatSeconds(seconds(info, new Date()))));
+      row.appendChild(cell("moi-engine", engineHost(info.engine)));
+      var actions = cell("moi-row-actions");
+      (options.actions ? options.actions(info) : []).forEach(function (node) { actions.appendChild(node); });
+      row.appendChild(actions);
+    }
+
+    function draw() {
+      pending = false;
+      var first = Math.max(0, Math.floor(viewport.scrollTop / ROW_HEIGHT) - OVERSCAN);
+      var last = Math.min(order.length, Math.ceil((viewport.scrollTop + viewport.clientHeight) / ROW_HEIGHT) + OVERSCAN);
+      var keep = {};
+      for (var index = first; index < last; index += 1) {
+        var id = order[index], info = jobs[id], known = drawn[id];
+        keep[id] = true;
+        if (!known) {
+          known = drawn[id] = { row: el("div", "moi-row"), revision: -1 };
+          known.row.dataset.id = id;
+          known.row.setAttribute("role", "row");
+          viewport.appendChild(known.row);
+        }
+        if (known.revision !== info.revision) {
+          known.row.dataset.status = String(info.status);
+          known.row.dataset.phase = phase(info);
+          fill(known.row, info);
+          known.revision = info.revision;
+        } else if (!FINISHED[info.status] && info.date_start) {  // only the duration ticks: buttons stay put
+          known.row.querySelector(".moi-duration").textContent = formatSeconds(seconds(info, new Date()));
+        }
+        known.row.style.transform = "translateY(" + (index * ROW_HEIGHT) + "px)";
+      }
+      Object.keys(drawn).forEach(function (id) {
+        if (!keep[id]) { drawn[id].row.remove(); delete drawn[id]; }
+      });
+      inOrder(order.slice(first, last));
+    }
+
+    // The rows' DOM order follows the table's (for the keyboard and screen readers); moved only when it differs.
+    function inOrder(ids) {
+      var rows = viewport.querySelectorAll(".moi-row");
+      var same = rows.length === ids.length && ids.every(function (id, index) { return rows[index].dataset.id === id; });
+      if (!same) { ids.forEach(function (id) { viewport.appendChild(drawn[id].row); }); }
+    }
+
+    function soon(again) {
+      if (again) { recompute(); }
+      if (!pending) { pending = true; global.requestAnimationFrame(draw); }
+    }
+
+    function header() {
+      var head = root.querySelector(".moi-thead");
+      head.replaceChildren();
+      COLUMNS.forEach(function (column) {
+        var cellNode = el("span", "moi-th");
+        cellNode.setAttribute("role", "columnheader");
+        var arrow = sort.key === column.key ? (sort.down ? " ▼" : " ▲") : "";
+        cellNode.setAttribute("aria-sort", sort.key === column.key ? (sort.down ? "descending" : "ascending") : "none");
+        cellNode.appendChild(button(column.title + arrow, "moi-sort", function () {
+          sort = { key: column.key, down: sort.key === column.key ? !sort.down : column.key !== "name" };
+          header();
+          soon(true);
+        }));
+        head.appendChild(cellNode);
+      });
+      head.appendChild(el("span", "moi-th", ""));
+    }
+
+    function noteService(info) {
+      if (!info.service || services[info.service]) { return; }
+      services[info.service] = true;
+      var select = filters.elements.service;
+      if (select) { select.appendChild(el("option", null, info.service)); }
+    }
+
+    filters.addEventListener("input", function () { viewport.scrollTop = 0; soon(true); });
+    viewport.addEventListener("scroll", function () { soon(false); });
+    global.addEventListener("resize", function () { soon(false); });
+    global.setInterval(function () { soon(false); }, 1000);  // running jobs' durations tick
+    header();
+    soon(true);
+
+    return {
+      put: function (info) {
+        var known = jobs[info.id];
+        if (known && (known.revision || 0) > (info.revision || 0)) { return; }  // stale: keep the newer state
+        jobs[info.id] = info;
+        if (drawn[info.id]) { drawn[info.id].revision = -1; }
+        noteService(info);
+        soon(true);
+      },
+      drop: function (id) {
+        if (!jobs[id]) { return; }
+        delete jobs[id];
+        if (drawn[id]) { drawn[id].row.remove(); delete drawn[id]; }
+        soon(true);
+      },
+      replace: function (list) {
+        jobs = {};
+        list.forEach(function (info) { jobs[info.id] = info; noteService(info); });
+        Object.keys(drawn).forEach(function (id) { drawn[id].revision = -1; });
+        soon(true);
+      },
+      has: function (id) { return !!jobs[id]; },
+      size: function () { return Object.keys(jobs).length; }
+    };
+  }
+
+  function focusSearchOnSlash(form) {
+    doc.addEventListener("keydown", function (event) {
+      var typing = /^(INPUT|TEXTAREA|SELECT)$/.test(String(doc.activeElement && doc.activeElement.tagName));
+      if (event.key === "/" && !typing) { event.preventDefault(); form.elements.q.focus(); }
+    });
+  }
+
+  // My jobs ------------------------------------------------------------------------
+
+  function jobsPage(root) {
+    var nodes = {};  // every node of the tree: groups too, to tell a service job's steps from jobs
+    var group = root.dataset.group || "";
+    var client;
+
+    function isStep(info) { var parent = nodes[info.parent]; return !!parent && parent.type === "job"; }
+
+    function under(info) {
+      for (var at = info, hops = 0; at && hops < 64; at = nodes[at.parent], hops += 1) {
+        if (at.parent === group) { return true; }
+      }
+      return false;
+    }
+
+    var table = JobTable(root, {
+      within: function (info) { return !isStep(info) && (!group || under(info)); },
+      actions: function (info) {
+        var found = [];
+        var href = moi.jobLink(info);
+        if (href) { var result = el("a", "moi-result", "result"); result.href = href; found.push(result); }
+        if (FINISHED[info.status] && info.files && info.files.count) {
+          var files = el("a", "moi-files", "files (" + info.files.count + ")");
+          files.href = "/moi-files/" + encodeURIComponent(info.id) + "/";
+          found.push(files);
+        }
+        if (!FINISHED[info.status]) { found.push(button("Cancel", "moi-cancel", function () { client.cancel([info.id]); })); }
+        found.push(button("Remove", "moi-remove", function () { client.remove([info.id]); }));
+        return found;
+      }
+    });
+
+    function show(info) {
+      if (!info || typeof info.id !== "string") { return; }
+      nodes[info.id] = info;
+      if (info.type === "job") { table.put(info); }
+      if (info.type === "group" && Array.isArray(info.jobs)) {  // children gone while offline go too
+        var present = {};
+        info.jobs.forEach(function (id) { present[id] = true; });
+        Object.keys(nodes).forEach(function (id) {
+          if (nodes[id].parent === info.id && !present[id]) { gone(nodes[id]); }
+        });
+      }
+    }
+
+    function gone(info) {
+      if (!info || typeof info.id !== "string") { return; }
+      delete nodes[info.id];
+      table.drop(info.id);
+      Object.keys(nodes).forEach(function (id) { if (nodes[id] && nodes[id].parent === info.id) { gone(nodes[id]); } });
+    }
+
+    var viewport = root.querySelector(".moi-viewport");
+    client = moi.connect({
+      onAdd: show, onUpdate: show, onGet: show, onRemove: gone,
+      onError: function (text) { global.console.warn("moi: " + text); },
+      onOpen: function () { viewport.dataset.connected = "true"; },
+      onClose: function () { viewport.dataset.connected = "false"; }
+    });
+    focusSearchOnSlash(root.querySelector(".moi-filters"));
+    return { table: table, client: client };
+  }
+
+  // One job -----------------------------------------------------------------------
+
+  function jobPage(root) {
+    var id = root.dataset.id;
+    var info = null;
+    var steps = {};
+    var polling = null;
+    var logFollowed = false;
+    var client;
+
+    function say(text) { root.querySelector(".moi-message").textContent = text || ""; }
+
+    function act(verb) {
+      return function () {
+        var call = verb === "delete" ? api("DELETE", "/jobs/" + encodeURIComponent(id))
+          : api("POST", "/jobs/" + encodeURIComponent(id) + "/" + verb);
+        call.then(function (answer) {
+          if (verb === "delete") { global.location.assign("/"); return; }
+          if (verb === "relaunch") { global.location.assign(jobLink(answer.id)); return; }
+          if (answer && answer.id === id) { show(answer); }
+          say(verb + ": done");
+        }, function (error) { say(error.message); });
+      };
+    }
+
+    function actions() {
+      var box = root.querySelector(".moi-actions");
+      box.replaceChildren();
+      var state = phase(info);
+      if (!FINISHED[info.status]) { box.appendChild(button("Cancel", "moi-cancel", act("cancel"))); }
+      if (state === "Queued") { box.appendChild(button("Pause", "moi-pause", act("pause"))); }
+      if (state === "Paused") { box.appendChild(button("Resume", "moi-resume", act("resume"))); }
+      if (FINISHED[info.status]) { box.appendChild(button("Relaunch", "moi-relaunch", act("relaunch"))); }
+      box.appendChild(button("Delete", "moi-delete", act("delete")));
+      var href = moi.jobLink(info);
+      if (href) { var link = el("a", "moi-result", "result page"); link.href = href; box.appendChild(link); }
+    }
+
+    function fields() {
+      var body = root.querySelector(".moi-fields tbody");
+      body.replaceChildren();
+      Object.keys(info).sort().filter(function (key) { return key !== "result"; }).forEach(function (key) {
+        var row = el("tr");
+        row.appendChild(el("th", null, key));
+        var value = info[key];
+        row.appendChild(el("td", null, typeof value === "object" && value !== null ? JSON.stringify(value) : value));
+        body.appendChild(row);
+      });
+    }
+
+    function result() {
+      var failed = info.status === "Failed";
+      var resultBox = root.querySelector(".moi-result-box"), traceBox = root.querySelector(".moi-traceback-box");
+      traceBox.hidden = !failed;
+      resultBox.hidden = failed || !FINISHED[info.status] || info.result === undefined || info.result === null;
+      if (failed) { root.querySelector(".moi-traceback").textContent = String(info.result); }
+      if (!resultBox.hidden) {
+        var value = info.result;
+        if (typeof value === "string" && info.result_format === "json") {
+          try { value = JSON.parse(value); } catch (error) { /* shown as it is */ }
+        }
+        root.querySelector(".moi-result-text").textContent =
+          typeof value === "string" ? value : JSON.stringify(value, null, 2);
+      }
+    }
+
+    function drawSteps() {
+      var names = Object.keys(steps);
+      root.querySelector(".moi-steps-box").hidden = names.length === 0;
+      var list = root.querySelector(".moi-steps");
+      list.replaceChildren();
+      names.map(function (stepId) { return steps[stepId]; })
+        .sort(function (a, b) { return String(a.date_created) < String(b.date_created) ? -1 : 1; })
+        .forEach(function (step) {
+          var item = el("li", "moi-step");
+          item.dataset.id = step.id;
+          item.dataset.status = String(step.status);
+          item.appendChild(el("span", "moi-step-name", step.name));
+          item.appendChild(el("span", "moi-status", step.status));
+          list.appendChild(item);
+        });
+    }
+
+    function files() {
+      api("GET", "/jobs/" + encodeURIComponent(id) + "/files").then(function (answer) {
+        var list = root.querySelector(".moi-file-list");
+        list.replaceChildren();
+        var entries = answer.entries.filter(function (entry) { return !entry.is_dir; });
+        if (!entries.length) { list.appendChild(el("li", null, "No files.")); }
+        entries.forEach(function (entry) {
+          var item = el("li", "moi-file");
+          var base = "/moi-files/" + encodeURIComponent(id) + "/" + entry.path.split("/").map(encodeURIComponent).join("/");
+          var view = el("a", "moi-file-view", entry.path);
+          view.href = base;
+          var download = el("a", "moi-file-download", "download");
+          download.href = base + "?download=1";
+          item.appendChild(view);
+          item.appendChild(el("span", "moi-file-size", entry.size + " bytes"));
+          item.appendChild(download);
+          list.appendChild(item);
+        });
+      }, function () { /* no files yet, or none kept */ });
+    }
+
+    function show(next) {
+      if (!next || (info && (next.revision || 0) < (info.revision || 0))) { return; }
+      var wasFinished = info && FINISHED[info.status];
+      info = next;
+      root.dataset.status = String(info.status);
+      Array.prototype.forEach.call(doc.querySelectorAll(".moi-job-name"), function (node) { node.textContent = info.name; });
+      root.querySelector(".moi-status").textContent = info.status;
+      var bar = progress(info), holder = root.querySelector(".moi-progress");
+      holder.hidden = !bar;
+      holder.replaceChildren();
+      if (bar) { holder.appendChild(bar); }
+      actions();
+      fields();
+      result();
+      if (FINISHED[info.status] && !wasFinished) { files(); }
+      if (FINISHED[info.status] && polling) { global.clearInterval(polling); polling = null; }
+    }
+
+    function onFrame(value) {
+      if (!value || typeof value.id !== "string") { return; }
+      if (value.id === id) { show(value); return; }
+      if (value.parent === id) { steps[value.id] = value; drawSteps(); }
+    }
+
+    function onLog(value) {
+      if (!value || value.id !== id) { return; }
+      var log = root.querySelector(".moi-log");
+      if (!logFollowed) { log.textContent = ""; logFollowed = true; }
+      if (Array.isArray(value.lines) && value.lines.length) { log.textContent += value.lines.join("\n") + "\n"; }
+      if (value.end && !log.textContent) { log.textContent = "No log."; }
+    }
+
+    function poll() {  // not in the user's own tree (an admin looking): read it from the API
+      api("GET", "/jobs/" + encodeURIComponent(id)).then(show, function (error) { say(error.message); });
+    }
+
+    poll();
+    files();
+    client = moi.connect({
+      autoGet: false,
+      onAdd: onFrame, onUpdate: onFrame, onGet: onFrame,
+      onAction: function (action, value) { if (action === "log") { onLog(value); } },
+      onError: function () {
+        if (!polling) { polling = global.setInterval(poll, 2000); }
+      },
+      onOpen: function () {
+        root.dataset.connected = "true";
+        client.send("get", [id]);
+        client.send("log", id);
+      },
+      onClose: function () { root.dataset.connected = "false"; }
+    });
+    return { client: client };
+  }
+
+  // Submit ------------------------------------------------------------------------
+
+  var INPUT_TYPES = { int: "number", float: "number", bool: "checkbox" };
+
+  function submitPage(form) {
+    var known = {};
+    var select = form.elements.service;
+
+    function say(text) { form.querySelector(".moi-message").textContent = text || ""; }
+
+    function drawParams() {
+      var service = known[select.value];
+      var box = form.querySelector(".moi-params");
+      form.querySelector(".moi-command").hidden = !!service;
+      form.querySelector(".moi-inputs").hidden = !service;
+      form.querySelector(".moi-service-help").textContent = service ? service.help || "" : "";
+      box.hidden = !service || !service.parameters.length;
+      Array.prototype.slice.call(box.querySelectorAll("label")).forEach(function (node) { node.remove(); });
+      (service ? service.parameters : []).forEach(function (param) {
+        var label = el("label", "moi-param", param.name + (param.required ? " (required)" : "") + " ");
+        var input = el("input");
+        input.name = "param:" + param.name;
+        input.type = INPUT_TYPES[param.type] || "text";
+        if (param.type === "float") { input.step = "any"; }
+        if (param.type === "bool") { input.checked = !!param.default; } else if (param.default !== null && param.default !== undefined) {
+          input.value = String(param.default);
+        }
+        input.required = !!param.required;
+        input.title = param.help || "";
+        label.appendChild(input);
+        if (param.help) { label.appendChild(el("small", null, " " + param.help)); }
+        box.appendChild(label);
+      });
+    }
+
+    function params(service) {
+      var values = {};
+      service.parameters.forEach(function (param) {
+        var input = form.elements["param:" + param.name];
+        if (param.type === "bool") { values[param.name] = input.checked; return; }
+        if (input.value === "") { return; }
+        values[param.name] = param.type === "int" ? parseInt(input.value, 10)
+          : param.type === "float" ? parseFloat(input.value) : input.value;
+      });
+      return values;
+    }
+
+    api("GET", "/services").then(function (answer) {
+      answer.services.forEach(function (service) {
+        known[service.name] = service;
+        select.appendChild(el("option", null, service.name));
+      });
+      drawParams();
+    }, function (error) { say(error.message); });
+
+    select.addEventListener("change", drawParams);
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var service = known[select.value];
+      var body;
+      if (service) {
+        body = new global.FormData();
+        body.append("service", service.name);
+        body.append("params", JSON.stringify(params(service)));
+        if (form.elements.name.value) { body.append("name", form.elements.name.value); }
+        Array.prototype.forEach.call(form.elements.input.files, function (file) { body.append("input", file, file.name); });
+      } else {
+        body = { cmd: form.elements.cmd.value, cmd_type: "python" };
+        if (form.elements.name.value) { body.name = form.elements.name.value; }
+      }
+      say("submitting…");
+      api("POST", "/jobs", body).then(function (answer) {
+        global.location.assign(jobLink(answer.id));
+      }, function (error) { say(error.message); });
+    });
+  }
+
+  // Operations --------------------------------------------------------------------
+
+  function opsPage(root) {
+    var all = root.querySelector("#moi-all");
+    var table = JobTable(all, {
+      actions: function (info) { var link = el("a", "moi-open", "open"); link.href = jobLink(info.id); return [link]; }
+    });
+
+    function say(text) { root.querySelector(".moi-message").textContent = text || ""; }
+
+    function rows(selector, list, cells) {
+      var body = root.querySelector(selector + " tbody");
+      body.replaceChildren();
+      list.forEach(function (item) {
+        var row = el("tr");
+        cells(item).forEach(function (value) {
+          var cellNode = el("td");
+          if (value instanceof global.Node) { cellNode.appendChild(value); } else { cellNode.textContent = String(value); }
+          row.appendChild(cellNode);
+        });
+        body.appendChild(row);
+      });
+    }
+
+    function engines(context, verb) {
+      return function () {
+        api("POST", "/contexts/" + encodeURIComponent(context) + "/engines/" + verb).then(function (answer) {
+          say(context + ": " + answer.engines_wanted + " engine(s) wanted");
+        }, function (error) { say(error.message); });
+      };
+    }
+
+    function contexts() {
+      return Promise.all([api("GET", "/contexts"), api("GET", "/queues")]).then(function (answers) {
+        var seen = answers[0].contexts, queues = answers[1].queues;
+        rows(".moi-contexts", Object.keys(seen).sort(), function (name) {
+          var queue = queues[name] || { queued: {}, paused: false };
+          var buttons = el("span", "moi-engine-buttons");
+          buttons.appendChild(button("Add engine", "moi-add-engine", engines(name, "add")));
+          buttons.appendChild(button("Remove engine", "moi-remove-engine", engines(name, "remove")));
+          var state = el("span", "moi-state", seen[name].online ? "online" : "offline");
+          state.dataset.state = seen[name].online ? "online" : "offline";
+          return [name, state, seen[name].engines === null ? "" : seen[name].engines,
+            [queue.queued.high, queue.queued.normal, queue.queued.low].join(" / "), queue.paused ? "yes" : "no", buttons];
+        });
+      });
+    }
+
+    function workers() {
+      return api("GET", "/workers").then(function (answer) {
+        rows(".moi-workers", answer.workers, function (worker) {
+          var job = "";
+          if (worker.job) { job = el("a", null, worker.job.slice(0, 8)); job.href = jobLink(worker.job); }
+          var state = el("span", "moi-state", worker.state);
+          state.dataset.state = worker.state;
+          return [worker.context, worker.host || "", worker.pid === null ? "" : worker.pid, state, job, worker.done];
+        });
+      });
+    }
+
+    function chart() {
+      return api("GET", "/throughput").then(function (answer) {
+        var svg = root.querySelector(".moi-chart");
+        var minutes = answer.minutes;
+        var most = Math.max.apply(null, [1].concat(minutes.map(function (m) { return (m.Success || 0) + (m.Failed || 0) + (m.Cancelled || 0); })));
+        var width = 600 / minutes.length;
+        svg.replaceChildren();
+        var total = { Success: 0, Failed: 0, Cancelled: 0 };
+        minutes.forEach(function (minute, index) {
+          var y = 120;
+          ["Success", "Failed", "Cancelled"].forEach(function (status) {
+            var count = minute[status] || 0;
+            total[status] += count;
+            if (!count) { return; }
+            var height = count / most * 116;
+            y -= height;
+            var bar = doc.createElementNS("http://www.w3.org/2000/svg", "rect");
+            bar.setAttribute("x", String(index * width + 1));
+            bar.setAttribute("y", String(y));
+            bar.setAttribute("width", String(Math.max(1, width - 2)));
+            bar.setAttribute("height", String(height));
+            bar.setAttribute("class", "moi-bar-" + status.toLowerCase());
+            svg.appendChild(bar);
+          });
+        });
+        root.querySelector(".moi-chart-note").textContent = total.Success + " succeeded, " + total.Failed +
+          " failed, " + total.Cancelled + " cancelled in the last hour (" + most + " at most in a minute)";
+      });
+    }
+
+    function everyone() {
+      return api("GET", "/jobs?limit=1000").then(function (answer) { table.replace(answer.jobs); });
+    }
+
+    function refresh() {
+      Promise.all([contexts(), workers(), chart(), everyone()]).then(function () {
+        root.dataset.loaded = "true";
+      }, function (error) { say(error.message); });
+    }
+
+    refresh();
+    global.setInterval(refresh, 3000);
+    focusSearchOnSlash(all.querySelector(".moi-filters"));
+    return { table: table };
+  }
+
+  global.moiDashboard = {
+    api: api, fraction: fraction, phase: phase, JobTable: JobTable,
+    jobsPage: jobsPage, jobPage: jobPage, submitPage: submitPage, opsPage: opsPage
+  };
+})(window);
