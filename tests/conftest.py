@@ -100,7 +100,7 @@ def run_moi(*args: str, env: dict[str, str] | None = None, timeout: float = 120)
 
 
 # What dispatchers keep for themselves while they run: their leases and their notes of clusters seen online.
-DISPATCHER_KEYS = ("moi:dispatcher:", "moi:online:")
+DISPATCHER_KEYS = ("moi:dispatcher:", "moi:online:", "moi:workers:")
 
 
 def kept(r: redis.Redis) -> set[str]:

@@ -168,3 +168,34 @@ def test_operations_show_queues_workers_and_everyone_to_an_admin_only(page: Any,
     stranger = page.context.browser.new_context().new_page()
     log_in(stranger, server, "gina", "/")
     assert stranger.goto(f"{server.url}/jobs/{theirs}").status == 404  # not hers: as if there were none
+
+
+def test_five_thousand_jobs_stay_usable_drawn_as_they_scroll_into_view(page: Any, server: Server) -> None:
+    from playwright.sync_api import expect
+
+    from moi.batch import submit_many
+    from tests import jobs
+
+    ids, _, batch = submit_many("default", "hana", "bulk", None, jobs.add, [(index, 1) for index in range(5000)])
+    batch.wait(timeout=300)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    log_in(page, server, "hana", "/")
+    expect(page.locator(".moi-count")).to_have_text("5000 of 5000 jobs")
+    drawn = page.locator("#moi-jobs .moi-row")
+    assert drawn.count() < 80  # only the rows in view, and a few beyond
+    top = set(drawn.evaluate_all("rows => rows.map(r => r.dataset.id)"))
+    page.locator("#moi-jobs").evaluate("viewport => { viewport.scrollTop = viewport.scrollHeight; }")
+    expect(drawn.first).not_to_have_attribute("data-id", re.compile("|".join(sorted(top))))
+    assert drawn.count() < 80
+
+    page.get_by_role("button", name=re.compile("^Name")).click()
+    page.locator("#moi-jobs").evaluate("viewport => { viewport.scrollTop = 0; }")
+    expect(drawn.first.locator(".moi-name")).to_have_text("bulk [0]")
+    page.fill("input[name=q]", "bulk [4321]")
+    expect(page.locator(".moi-count")).to_have_text("1 of 5000 jobs")
+    expect(row(page, ids[4321]).locator(".moi-status")).to_have_text("Success")
+    page.fill("input[name=q]", "")
+    late = submit_cli("hana", "late one", "return 1")
+    expect(page.locator(".moi-count")).to_have_text("5001 of 5001 jobs")  # still live
+    page.fill("input[name=q]", "late")  # sorted by name, it is drawn at the bottom, out of view
+    expect(row(page, late).locator(".moi-status")).to_have_text("Success")
