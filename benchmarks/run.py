@@ -28,7 +28,7 @@ from benchmarks.stats import Figure, table
 log = logging.getLogger("benchmarks.run")
 
 CONTEXT = "bench"
-SECTIONS = ("throughput", "redis", "live")  # and "files", "services", run when asked for (--only files)
+SECTIONS = ("throughput", "redis", "live")  # and "files", "services", "api", run when asked for (--only api)
 
 
 @dataclass
@@ -118,6 +118,10 @@ def measure(plan: Plan, services: Services) -> list[tuple[str, list[Figure]]]:
         from benchmarks import files
 
         sections.append(files.measure(plan, services))
+    if "api" in plan.sections:
+        from benchmarks import api
+
+        sections.append(api.measure(plan, services))
     return sections
 
 

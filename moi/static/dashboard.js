@@ -145,7 +145,8 @@
     var viewport = root.querySelector(".moi-viewport");
     var spacer = el("div", "moi-spacer");
     var filters = root.querySelector(".moi-filters");
-    var pending = false;
+    var pending = false;    // a draw is asked for the next animation frame
+    var stale = true;       // the order must be filtered and sorted again before that draw
     var services = {};
     viewport.appendChild(spacer);
 
@@ -201,6 +202,7 @@
 
     function draw() {
       pending = false;
+      if (stale) { stale = false; recompute(); }
       var first = Math.max(0, Math.floor(viewport.scrollTop / ROW_HEIGHT) - OVERSCAN);
       var last = Math.min(order.length, Math.ceil((viewport.scrollTop + viewport.clientHeight) / ROW_HEIGHT) + OVERSCAN);
       var keep = {};
@@ -236,8 +238,9 @@
       if (!same) { ids.forEach(function (id) { viewport.appendChild(drawn[id].row); }); }
     }
 
+    // Sorting is once per frame, not once per job: 5,000 jobs arriving at once sort once, not 5,000 times.
     function soon(again) {
-      if (again) { recompute(); }
+      if (again) { stale = true; }
       if (!pending) { pending = true; global.requestAnimationFrame(draw); }
     }
 
