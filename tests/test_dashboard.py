@@ -199,3 +199,24 @@ def test_five_thousand_jobs_stay_usable_drawn_as_they_scroll_into_view(page: Any
     expect(page.locator(".moi-count")).to_have_text("5001 of 5001 jobs")  # still live
     page.fill("input[name=q]", "late")  # sorted by name, it is drawn at the bottom, out of view
     expect(row(page, late).locator(".moi-status")).to_have_text("Success")
+
+
+def test_dark_mode_follows_the_system_and_the_pages_work_from_the_keyboard(browser: Any, server: Server) -> None:
+    from playwright.sync_api import expect
+
+    context = browser.new_context(color_scheme="dark")
+    page = context.new_page()
+    try:
+        job_id = submit_cli("ines", "by keyboard", "return 1")
+        finished(job_id)
+        log_in(page, server, "ines", "/")
+        background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+        assert background == "rgb(21, 23, 26)", background  # the dark palette, not the light one
+        page.keyboard.press("Tab")
+        expect(page.locator(".moi-skip")).to_be_focused()  # the first stop: skip to the content
+        page.locator(f'.moi-row[data-id="{job_id}"] a.moi-name').focus()
+        page.keyboard.press("Enter")  # a job's name is a real link
+        expect(page).to_have_url(re.compile(f"/jobs/{job_id}$"))
+        expect(page.locator("#moi-job h1 .moi-status")).to_have_text("Success")
+    finally:
+        context.close()
