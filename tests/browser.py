@@ -91,7 +91,8 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
-            self.proc.wait(30)
+            # Up to a minute: at exit a server leaves work with the controller for jobs still queued.
+            self.proc.wait(60)
             self.proc = None
 
 
