@@ -51,9 +51,16 @@ def free_port() -> int:
 
 
 def start_redis(
-    directory: Path, port: int | None = None, *, password: str | None = None, durable: bool = False
+    directory: Path,
+    port: int | None = None,
+    *,
+    password: str | None = None,
+    durable: bool = False,
+    address: str = "127.0.0.1",
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A redis-server on 127.0.0.1 and a free port, keeping its files in ``directory``; ``(process, url)``.
+
+    ``address``: another address of this machine to listen on instead (the tests' hosts reach it there).
 
     ``password``: clients must give it (the URL returned carries it). ``durable``:
     an append-only file, fsynced every second, that a restart reads back;
@@ -64,10 +71,10 @@ def start_redis(
 
     port = port or free_port()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    config = write_redis_config(directory, port, password, durable)
+    config = write_redis_config(directory, port, password, durable, address)
     proc = subprocess.Popen([redis_server_binary(), str(config)], stdin=subprocess.DEVNULL, cwd=directory)
     auth = f":{quote(password, safe='')}@" if password else ""
-    url = f"redis://{auth}127.0.0.1:{port}/0"
+    url = f"redis://{auth}{address}:{port}/0"
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 20
     try:
@@ -87,11 +94,13 @@ def start_redis(
     raise RuntimeStartError(f"redis-server did not start on port {port}; see {directory / 'redis.log'}")
 
 
-def write_redis_config(directory: Path, port: int, password: str | None, durable: bool) -> Path:
+def write_redis_config(
+    directory: Path, port: int, password: str | None, durable: bool, address: str = "127.0.0.1"
+) -> Path:
     """The server's config file (0600: it holds the password, which a command line would show to everyone)."""
     lines = [
         f"port {port}",
-        "bind 127.0.0.1",
+        f"bind {address}",
         f"dir {_quoted(str(directory))}",
         f"logfile {_quoted(str(directory / 'redis.log'))}",
         'save ""',

@@ -7,8 +7,10 @@ wait is a bound on a hang.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,7 +153,12 @@ class OwnCluster:
         client.close()
 
     def kill_controller(self) -> None:
-        os.kill(self.cluster.controller.process.pid, signal.SIGKILL)
+        """SIGKILL the controller and its scheduler processes (left alone, they would outlive the tests)."""
+        pid = self.cluster.controller.process.pid
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        for doomed in [pid, *map(int, children)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(doomed, signal.SIGKILL)
 
     def stop(self) -> None:
         self.cluster.stop_cluster_sync()

@@ -75,9 +75,7 @@ def test_one_users_pages_on_two_servers_show_the_same_live_state(browser: Any, s
             page.context.close()
 
 
-def test_two_servers_sweepers_run_each_hook_once(
-    servers: tuple[Server, Server], tmp_path: Path
-) -> None:
+def test_two_servers_sweepers_run_each_hook_once(servers: tuple[Server, Server], tmp_path: Path) -> None:
     """Both servers sweep the same due jobs: every move is a compare-and-set, so each hook runs once."""
     token = tokens.create(connections.store(), "kit")
     made = []

@@ -1,0 +1,258 @@
+"""A test cluster of hosts on this machine: network namespaces, each with its own address and sshd.
+
+``Hosts`` makes, for one test session (or one benchmark run), and tears down after it:
+
+- a bridge on the main host (``10.237.N.1``) and, per host, a network namespace joined
+  to it by a veth pair (``10.237.N.11``, ``.12`` ...), with its own hostname (a UTS
+  namespace) so that each engine reports the host it runs on;
+- an ``sshd`` per host, trusting a key pair made for the run;
+- moi's Redis on the bridge address, with a password (the hosts reach it there);
+- an ipyparallel cluster whose controller listens on the bridge address and whose
+  engines ipyparallel's SSH engine launcher starts on the hosts.
+
+The hosts share this machine's filesystem, so they run the same Python and moi. It needs
+root, ``ip`` (iproute2), ``unshare`` and openssh-server (installed from Debian's package
+when missing); ``reason_unavailable()`` says in one line why it cannot run.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack, suppress
+from pathlib import Path
+from typing import Any
+
+from moi.redis_server import start_redis
+
+ROOT = Path(__file__).resolve().parent.parent
+SSHD = "/usr/sbin/sshd"
+CLUSTER_ID = "hosts"
+
+
+def reason_unavailable() -> str | None:
+    """None when namespaces, sshd and ssh can be had here; otherwise one line saying why not."""
+    if os.geteuid() != 0:
+        return "the multi-host tests need root (network namespaces, sshd)"
+    for tool in ("ip", "unshare", "ssh", "ssh-keygen"):
+        if shutil.which(tool) is None:
+            return f"the multi-host tests need {tool}: install iproute2, util-linux and openssh-client"
+    if not os.path.exists(SSHD) and shutil.which("apt-get"):
+        subprocess.run(["apt-get", "install", "-y", "openssh-server"], capture_output=True, check=False)
+    if not os.path.exists(SSHD):
+        return f"the multi-host tests need {SSHD}: apt-get install -y openssh-server"
+    probe = f"moi-probe-{os.getpid()}"
+    made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    if made.returncode != 0:
+        return f"network namespaces cannot be made here: {made.stderr.strip()}"
+    subprocess.run(["ip", "netns", "delete", probe], capture_output=True)
+    return None
+
+
+def _run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, text=True)
+
+
+def _free_subnet() -> int:
+    """A 10.237.N.0/24 no interface of this machine uses (another run of the tests may hold one)."""
+    used = subprocess.run(["ip", "-br", "addr"], capture_output=True, text=True).stdout
+    for _ in range(100):
+        number = secrets.randbelow(250) + 1
+        if f"10.237.{number}." not in used:
+            return number
+    raise RuntimeError("no free 10.237.N.0/24 subnet for the test hosts")
+
+
+class Host:
+    def __init__(self, index: int, subnet: int, tag: str) -> None:
+        self.name = f"moi-host{index}"  # its hostname, as its engines report it
+        self.namespace = f"moi-{tag}-h{index}"
+        self.veth = f"moi{tag}v{index}"
+        self.address = f"10.237.{subnet}.{10 + index}"
+        self.sshd: subprocess.Popen[bytes] | None = None
+
+    def pids(self) -> list[int]:
+        listed = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True, text=True).stdout
+        return [int(pid) for pid in listed.split()]
+
+    def kill_everything(self) -> None:
+        """SIGKILL every process in the host (its engines, sshd): the host died."""
+        for pid in self.pids():
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def cut_link(self) -> None:
+        _run("ip", "link", "set", self.veth, "down")
+
+
+class Hosts:
+    """``with Hosts(2, directory) as hosts:`` the hosts, their Redis and a cluster with engines on each."""
+
+    def __init__(self, count: int, directory: Path, engines_per_host: int = 1) -> None:
+        self.directory = directory
+        self.tag = f"{os.getpid() % 1000:03d}"
+        self.subnet = _free_subnet()
+        self.bridge = f"moi{self.tag}br"
+        self.main_address = f"10.237.{self.subnet}.1"
+        self.hosts = [Host(index + 1, self.subnet, self.tag) for index in range(count)]
+        self.engines_per_host = engines_per_host
+        self.key = directory / "id_ed25519"
+        self.redis_url = ""
+        self.url_file = ""
+        self.cluster: Any = None
+        self._stack = ExitStack()
+
+    # the whole --------------------------------------------------------------------
+
+    def __enter__(self) -> Hosts:
+        try:
+            self._make_network()
+            self._make_keys()
+            for host in self.hosts:
+                self._start_sshd(host)
+            self._start_redis()
+            self._start_cluster()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for host in self.hosts:  # the engines die with their hosts: nothing is left to stop over ssh
+            host.kill_everything()
+        self._stack.close()
+        for host in self.hosts:
+            subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
+            subprocess.run(["ip", "link", "delete", host.veth], capture_output=True)
+        subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
+
+    def env(self) -> dict[str, str]:
+        """The environment of a moi process on the main host that uses these hosts' context."""
+        return {
+            **os.environ,
+            "MOI_REDIS_URL": self.redis_url,
+            "MOI_CONTEXTS": f"hosts={self.url_file}",
+            "MOI_DEFAULT_CONTEXT": "hosts",
+            "MOI_STATE_DIR": str(self.directory / "state"),
+        }
+
+    # the parts --------------------------------------------------------------------
+
+    def _make_network(self) -> None:
+        _run("ip", "link", "add", self.bridge, "type", "bridge")
+        _run("ip", "addr", "add", f"{self.main_address}/24", "dev", self.bridge)
+        _run("ip", "link", "set", self.bridge, "up")
+        for host in self.hosts:
+            _run("ip", "netns", "add", host.namespace)
+            _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.namespace)
+            _run("ip", "link", "set", host.veth, "master", self.bridge, "up")
+            _run("ip", "-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "eth0")
+            _run("ip", "-n", host.namespace, "link", "set", "eth0", "up")
+            _run("ip", "-n", host.namespace, "link", "set", "lo", "up")
+
+    def _make_keys(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
+        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.directory / "host_key"))
+        trusted = self.directory / "authorized_keys"
+        trusted.write_text(Path(f"{self.key}.pub").read_text())
+        trusted.chmod(0o600)
+
+    def _start_sshd(self, host: Host) -> None:
+        config = self.directory / f"sshd-{host.name}.conf"
+        config.write_text(
+            "\n".join(
+                [
+                    f"ListenAddress {host.address}:22",
+                    f"HostKey {self.directory / 'host_key'}",
+                    f"AuthorizedKeysFile {self.directory / 'authorized_keys'}",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "Subsystem sftp internal-sftp",  # scp speaks sftp: the launcher sends connection files
+                    f"PidFile {self.directory / f'sshd-{host.name}.pid'}",
+                    "",
+                ]
+            )
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+        log = self.directory / f"sshd-{host.name}.log"
+        # -D: in the foreground, so that it is ours to stop; its own UTS namespace gives the host its name.
+        host.sshd = subprocess.Popen(
+            ["ip", "netns", "exec", host.namespace, "unshare", "--uts", "sh", "-c",
+             f"hostname {host.name} && exec {SSHD} -D -f {config} -E {log}"],
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        self._stack.callback(_stop, host.sshd)
+        deadline = time.monotonic() + 30
+        while subprocess.run([*self.ssh_command(host), "true"], capture_output=True).returncode != 0:
+            if time.monotonic() > deadline or host.sshd.poll() is not None:
+                raise RuntimeError(f"sshd on {host.name} ({host.address}) did not answer; see {log}")
+            time.sleep(0.2)
+
+    def ssh_options(self) -> list[str]:
+        known = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
+        return ["-i", str(self.key), *known, "-o", "BatchMode=yes"]
+
+    def ssh_command(self, host: Host) -> list[str]:
+        return ["ssh", *self.ssh_options(), f"root@{host.address}"]
+
+    def _start_redis(self) -> None:
+        proc, self.redis_url = start_redis(
+            self.directory / "redis", password=secrets.token_urlsafe(24), address=self.main_address
+        )
+        self._stack.callback(_stop, proc)
+
+    def _start_cluster(self) -> None:
+        import ipyparallel as ipp
+
+        cluster = ipp.Cluster(
+            profile_dir=str(self.directory / "profile"),
+            cluster_id=CLUSTER_ID,
+            controller_ip=self.main_address,  # the engines reach the controller over the bridge
+            n=self.engines_per_host * len(self.hosts),
+            engine_launcher_class="ssh",
+            log_level=30,
+            shutdown_atexit=False,  # at exit it would ssh to hosts that are gone, and wait on them
+        )
+        launcher = cluster.config.SSHEngineSetLauncher
+        launcher.engines = {f"root@{host.address}": self.engines_per_host for host in self.hosts}
+        launcher.remote_python = sys.executable
+        # The hosts share this filesystem: the engines import moi, the tests' and the benchmarks' job functions.
+        launcher.environment = {"PYTHONPATH": str(ROOT)}
+        launcher.ssh_args = launcher.scp_args = self.ssh_options()
+        cluster.config.SSHLauncher.ssh_args = cluster.config.SSHLauncher.scp_args = self.ssh_options()
+        client = cluster.start_and_connect_sync()
+        client.wait_for_engines(self.engines_per_host * len(self.hosts), timeout=120)
+        client.close()
+        self.cluster = cluster
+        self._stack.callback(_stop_cluster, cluster)
+        self.url_file = str(self.directory / "profile" / "security" / f"ipcontroller-{CLUSTER_ID}-client.json")
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def _stop_cluster(cluster: Any) -> None:
+    """The controller; the engines died with their hosts, and their launchers' watching threads are told so."""
+    for engine_set in cluster.engines.values():
+        for launcher in getattr(engine_set, "launchers", {}).values():
+            stop_waiting = getattr(launcher, "_stop_waiting", None)
+            if stop_waiting is not None:
+                stop_waiting.set()
+    cluster.engines.clear()
+    cluster.stop_controller_sync()

@@ -1,0 +1,120 @@
+"""Engines on two hosts over SSH (network namespaces of this machine, each with its own sshd).
+
+moi's Redis and the controller listen on the bridge address; ipyparallel's SSH engine
+launcher starts one engine on each host; a ``moi server`` on the main host dispatches and
+watches. Where namespaces cannot be made (not root), the module is skipped with one line;
+in CI (``CI=true``, as root) it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from moi.runtime import free_port
+from tests.browser import Server
+from tests.conftest import ROOT
+from tests.hosts import Hosts, reason_unavailable
+
+# ipyparallel's SSH launcher polls each engine's host in a thread, which raises once that host is dead.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+WAIT = 180.0  # seconds for what the cluster does; nothing here is timed
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
+    reason = reason_unavailable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        print(f"\nmulti-host tests skipped: {reason}")
+        pytest.skip(reason)
+    with Hosts(2, tmp_path_factory.mktemp("hosts")) as made:
+        server = Server(free_port(), env=made.env())  # the main host's dispatcher and watchdog
+        server.start()
+        try:
+            yield made
+        finally:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def hosts_redis(hosts: Hosts) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(hosts.redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+def submitted(hosts: Hosts, mode: str, count: int) -> list[str]:
+    """Jobs submitted by a program on the main host (``tests.hosts_jobs``); their ids."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.hosts_jobs", mode, str(count)],
+        cwd=ROOT, env=hosts.env(), capture_output=True, text=True, timeout=WAIT * 2,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return list(json.loads(done.stdout))
+
+
+def infos(client: redis.Redis, ids: list[str]) -> list[dict[str, Any]]:
+    return [json.loads(text) for text in client.mget(ids)]
+
+
+def host_of(info: dict[str, Any]) -> str:
+    return str(info.get("engine") or "").rsplit(":", 1)[0]
+
+
+def until(check: Any, what: str) -> Any:
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    raise AssertionError(f"not within {WAIT:g}s: {what}")
+
+
+def test_jobs_run_on_the_engines_of_both_hosts(hosts: Hosts, hosts_redis: redis.Redis) -> None:
+    ids = submitted(hosts, "spread", 200)  # one submit_many of 200, then 50 one by one
+    assert len(ids) == 250
+    ran = infos(hosts_redis, ids)
+    assert {info["status"] for info in ran} == {"Success"}
+    assert sorted(info["result"] for info in ran[:200]) == list(range(1, 201))
+    assert {host_of(info) for info in ran} == {"moi-host1", "moi-host2"}  # each records the host that ran it
+
+
+def test_a_host_that_dies_fails_its_running_job_and_the_other_host_runs_the_queued(
+    hosts: Hosts, hosts_redis: redis.Redis
+) -> None:
+    """Last in the module: the second host stays dead."""
+    ids = submitted(hosts, "slow", 6)  # two jobs of 20 s, one per engine, then four quick ones queued
+    slow, queued = ids[:2], ids[2:]
+    running = until(
+        lambda: (found := infos(hosts_redis, slow)) and all(info["status"] == "Running" for info in found) and found,
+        "both slow jobs running",
+    )
+    on_second = next(info["id"] for info in running if host_of(info) == "moi-host2")
+    on_first = next(info["id"] for info in running if host_of(info) == "moi-host1")
+
+    hosts.hosts[1].kill_everything()  # SIGKILL inside the second host's namespace: its engine and sshd
+
+    lost = until(lambda: (info := infos(hosts_redis, [on_second])[0])["status"] == "Failed" and info, "engine lost")
+    assert "Engine lost" in str(lost["result"]), lost["result"]
+    finished = until(
+        lambda: (
+            (found := infos(hosts_redis, [on_first, *queued]))
+            and all(info["status"] == "Success" for info in found)
+            and found
+        ),
+        "the first host's job and the queued ones done",
+    )
+    assert {host_of(info) for info in finished} == {"moi-host1"}
+    assert hosts_redis.scard("moi:running") == 0  # nothing stays Running
