@@ -28,7 +28,7 @@ from benchmarks.stats import Figure, table
 log = logging.getLogger("benchmarks.run")
 
 CONTEXT = "bench"
-SECTIONS = ("throughput", "redis", "live")  # and "files", "services", "api", run when asked for (--only api)
+SECTIONS = ("throughput", "redis", "live")  # and "files", "services", "api", "hosts", run when asked for (--only hosts)
 
 
 @dataclass
@@ -122,6 +122,10 @@ def measure(plan: Plan, services: Services) -> list[tuple[str, list[Figure]]]:
         from benchmarks import api
 
         sections.append(api.measure(plan, services))
+    if "hosts" in plan.sections:
+        from benchmarks import hosts
+
+        sections.append(hosts.measure(plan, services))
     return sections
 
 

@@ -1,4 +1,4 @@
-"""Jobs submitted on the main host to the hosts' context: ``python -m tests.hosts_jobs spread|slow N``.
+"""Jobs submitted on the main host to the hosts' context: ``python -m tests.hosts_jobs spread|files|slow N``.
 
 Run in its own process with ``Hosts.env()``, so that it is configured as an operator's
 program on the main host would be, and the test process keeps the session's Redis.
@@ -23,6 +23,8 @@ def main(mode: str, count: int) -> None:
         for _, _, handle in one_by_one:
             handle.wait(timeout=300)
         ids += [job_id for job_id, _, _ in one_by_one]
+    elif mode == "files":  # `count` jobs in job directories, each writing an output
+        ids = [submit("hosts", "hana", f"files {i}", None, jobs.write_host, 3, workdir=True)[0] for i in range(count)]
     else:  # two jobs of 20 s (one per engine), then `count - 2` quick ones that wait for an engine
         ids = [submit("hosts", "hana", f"slow {i}", None, jobs.sleepy, 20)[0] for i in range(2)]
         ids += [submit("hosts", "hana", f"quick {i}", None, jobs.sleepy, 0.1)[0] for i in range(count - 2)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Any
 
@@ -36,3 +38,11 @@ def sleepy(seconds: float, **kwargs: Any) -> float:
 def late_status(**kwargs: Any) -> str:
     kwargs["status_update"]("almost")
     return "finished"
+
+
+def write_host(seconds: float, workdir: str, **kwargs: Any) -> str:
+    """A job's output written where it runs: ``output/host.txt`` holds the host's name."""
+    time.sleep(seconds)  # long enough that the next job goes to the other engine
+    with open(os.path.join(workdir, "output", "host.txt"), "w") as out:
+        out.write(socket.gethostname())
+    return socket.gethostname()

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -27,7 +28,8 @@ from tests.hosts import Hosts, reason_unavailable
 # ipyparallel's SSH launcher polls each engine's host in a thread, which raises once that host is dead.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
-WAIT = 180.0  # seconds for what the cluster does; nothing here is timed
+WAIT = 180.0
+FINISHED = ("Success", "Failed", "Cancelled")  # seconds for what the cluster does; nothing here is timed
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +41,16 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
         print(f"\nmulti-host tests skipped: {reason}")
         pytest.skip(reason)
     with Hosts(2, tmp_path_factory.mktemp("hosts")) as made:
-        server = Server(free_port(), env=made.env())  # the main host's dispatcher and watchdog
-        server.start()
-        try:
-            yield made
-        finally:
-            server.stop()
+        yield made
+
+
+@pytest.fixture(scope="module")
+def server(hosts: Hosts) -> Iterator[Server]:
+    """``moi server`` on the main host: the hosts' context's dispatcher and watchdog, and its files' web server."""
+    started = Server(free_port(), env=hosts.env())
+    started.start()
+    yield started
+    started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +88,7 @@ def until(check: Any, what: str) -> Any:
     raise AssertionError(f"not within {WAIT:g}s: {what}")
 
 
-def test_jobs_run_on_the_engines_of_both_hosts(hosts: Hosts, hosts_redis: redis.Redis) -> None:
+def test_jobs_run_on_the_engines_of_both_hosts(hosts: Hosts, server: Server, hosts_redis: redis.Redis) -> None:
     ids = submitted(hosts, "spread", 200)  # one submit_many of 200, then 50 one by one
     assert len(ids) == 250
     ran = infos(hosts_redis, ids)
@@ -91,8 +97,31 @@ def test_jobs_run_on_the_engines_of_both_hosts(hosts: Hosts, hosts_redis: redis.
     assert {host_of(info) for info in ran} == {"moi-host1", "moi-host2"}  # each records the host that ran it
 
 
+def test_outputs_written_on_the_second_host_are_downloaded_through_the_main_hosts_server(
+    hosts: Hosts, server: Server, hosts_redis: redis.Redis
+) -> None:
+    ids = submitted(hosts, "files", 2)  # two jobs of 3 s: one on each engine
+    ran = until(
+        lambda: (found := infos(hosts_redis, ids)) and all(info["status"] in FINISHED for info in found) and found,
+        "both jobs finished",
+    )
+    assert {info["status"] for info in ran} == {"Success"}, [info["result"] for info in ran]
+    on_second = next(info["id"] for info in ran if host_of(info) == "moi-host2")
+    made = subprocess.run(
+        [sys.executable, "-m", "moi.cli", "token", "create", "--user", "hana"],
+        env=hosts.env(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+        listed = client.get(f"/api/v1/jobs/{on_second}/files")
+        assert listed.status_code == 200, listed.text
+        assert "output/host.txt" in listed.text
+        downloaded = client.get(f"/api/v1/jobs/{on_second}/files/output/host.txt")
+    assert (downloaded.status_code, downloaded.text) == (200, "moi-host2")
+
+
 def test_a_host_that_dies_fails_its_running_job_and_the_other_host_runs_the_queued(
-    hosts: Hosts, hosts_redis: redis.Redis
+    hosts: Hosts, server: Server, hosts_redis: redis.Redis
 ) -> None:
     """Last in the module: the second host stays dead."""
     ids = submitted(hosts, "slow", 6)  # two jobs of 20 s, one per engine, then four quick ones queued
