@@ -32,6 +32,7 @@ def measure(plan: Any, services: Services) -> tuple[str, list[Figure]]:
     local_many = Figure(f"submit_many of {plan.batch_jobs}, 2 engines on this host", "jobs/s")
     remote_many = Figure(f"submit_many of {plan.batch_jobs}, 1 + 1 engines on two hosts", "jobs/s")
     many_cost = Figure("two hosts / one host, submit_many", "x")
+    second_share = Figure("share of the two-host jobs (so far) that ran on the second host", "%")
     local_env = {
         **bench_env(services.redis_url),
         "MOI_REDIS_URL": services.redis_url,
@@ -44,14 +45,15 @@ def measure(plan: Any, services: Services) -> tuple[str, list[Figure]]:
             here = _round(local_env, "bench", plan)
             there = _round(remote_env, "hosts", plan)
             if len(there["hosts"]) != 2:
-                raise RuntimeError(f"the jobs ran on {there['hosts']}, not on both hosts")
+                raise RuntimeError(f"the jobs ran on {sorted(there['hosts'])}, not on both hosts")
+            second_share.add(100 * there["hosts"].get("moi-host2", 0) / sum(there["hosts"].values()))
             local_one.add(here["one"])
             remote_one.add(there["one"])
             local_many.add(here["many"])
             remote_many.add(there["many"])
             one_cost.add(there["one"] / here["one"])
             many_cost.add(there["many"] / here["many"])
-    return title, [local_one, remote_one, one_cost, local_many, remote_many, many_cost]
+    return title, [local_one, remote_one, one_cost, local_many, remote_many, many_cost, second_share]
 
 
 def _round(env: dict[str, str], context: str, plan: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 
 from benchmarks.throughput import moi_submit, moi_submit_many, warm_up
 from moi import connections
@@ -19,16 +20,19 @@ def main(context: str, jobs: int, batch: int) -> None:
     one, many = moi_submit(ctx), moi_submit_many(ctx)
     warm_up(one)
     rates = {"one": jobs / one(jobs), "many": batch / many(batch)}
-    engines = {str(info.get("engine", "")).rsplit(":", 1)[0] for info in connections.store().get_many(_recent())}
-    print(json.dumps({**rates, "hosts": sorted(engines)}))
+    print(json.dumps({**rates, "hosts": _jobs_per_host()}))
 
 
-def _recent() -> list[str]:
+def _jobs_per_host() -> dict[str, int]:
+    """How many of the jobs stored ran on each host (every page of the index)."""
     from moi.listing import Filters, page
 
-    store = connections.store()
-    found, _ = page(store, store.keys.index_all, Filters(), 200, None)
-    return [info["id"] for info in found]
+    store, counts, cursor = connections.store(), Counter[str](), None
+    while True:
+        found, cursor = page(store, store.keys.index_all, Filters(), 1000, cursor)
+        counts.update(str(info.get("engine", "")).rsplit(":", 1)[0] for info in found)
+        if cursor is None:
+            return dict(counts)
 
 
 if __name__ == "__main__":
