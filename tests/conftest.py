@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,17 @@ def kept(r: redis.Redis) -> set[str]:
 def nothing_stored(r: redis.Redis) -> bool:
     """No key in Redis, but the dispatchers' own bookkeeping: nothing of a job was written."""
     return not [key for key in r.keys("*") if not key.startswith(DISPATCHER_KEYS)]
+
+
+def until(check: Any, what: str, timeout: float = 90) -> Any:
+    """``check()``'s first true value, asked for up to ``timeout`` seconds; else AssertionError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"not within {timeout:g}s: {what}")
 
 
 def finished(job_id: str, timeout: float = 60) -> Info:

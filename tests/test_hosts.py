@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +21,7 @@ import redis
 
 from moi.runtime import free_port
 from tests.browser import Server
-from tests.conftest import ROOT
+from tests.conftest import ROOT, until
 from tests.hosts import Hosts, reason_unavailable
 
 # ipyparallel's SSH launcher polls each engine's host in a thread, which raises once that host is dead.
@@ -78,16 +77,6 @@ def host_of(info: dict[str, Any]) -> str:
     return str(info.get("engine") or "").rsplit(":", 1)[0]
 
 
-def until(check: Any, what: str) -> Any:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"not within {WAIT:g}s: {what}")
-
-
 def test_jobs_run_on_the_engines_of_both_hosts(hosts: Hosts, server: Server, hosts_redis: redis.Redis) -> None:
     ids = submitted(hosts, "spread", 200)  # one submit_many of 200, then 50 one by one
     assert len(ids) == 250
@@ -104,6 +93,7 @@ def test_outputs_written_on_the_second_host_are_downloaded_through_the_main_host
     ran = until(
         lambda: (found := infos(hosts_redis, ids)) and all(info["status"] in FINISHED for info in found) and found,
         "both jobs finished",
+        WAIT,
     )
     assert {info["status"] for info in ran} == {"Success"}, [info["result"] for info in ran]
     on_second = next(info["id"] for info in ran if host_of(info) == "moi-host2")
@@ -129,13 +119,16 @@ def test_a_host_that_dies_fails_its_running_job_and_the_other_host_runs_the_queu
     running = until(
         lambda: (found := infos(hosts_redis, slow)) and all(info["status"] == "Running" for info in found) and found,
         "both slow jobs running",
+        WAIT,
     )
     on_second = next(info["id"] for info in running if host_of(info) == "moi-host2")
     on_first = next(info["id"] for info in running if host_of(info) == "moi-host1")
 
     hosts.hosts[1].kill_everything()  # SIGKILL inside the second host's namespace: its engine and sshd
 
-    lost = until(lambda: (info := infos(hosts_redis, [on_second])[0])["status"] == "Failed" and info, "engine lost")
+    lost = until(
+        lambda: (info := infos(hosts_redis, [on_second])[0])["status"] == "Failed" and info, "engine lost", WAIT
+    )
     assert "Engine lost" in str(lost["result"]), lost["result"]
     finished = until(
         lambda: (
@@ -144,6 +137,7 @@ def test_a_host_that_dies_fails_its_running_job_and_the_other_host_runs_the_queu
             and found
         ),
         "the first host's job and the queued ones done",
+        WAIT,
     )
     assert {host_of(info) for info in finished} == {"moi-host1"}
     assert hosts_redis.scard("moi:running") == 0  # nothing stays Running

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import httpx
 
 from moi.runtime import free_port
 from tests.browser import Server
+from tests.conftest import until
 
 
 def embedded_env(state: Path) -> dict[str, str]:
@@ -28,16 +28,6 @@ def moi(env: dict[str, str], *args: str) -> str:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
-
-
-def until(check: Any, what: str, timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"never: {what}")
 
 
 def test_an_admin_adds_an_engine_and_removes_an_idle_one_while_a_job_runs(tmp_path: Path) -> None:
