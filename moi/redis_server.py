@@ -58,9 +58,8 @@ def start_redis(
     durable: bool = False,
     address: str = "127.0.0.1",
 ) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server on 127.0.0.1 and a free port, keeping its files in ``directory``; ``(process, url)``.
-
-    ``address``: another address of this machine to listen on instead (the tests' hosts reach it there).
+    """A redis-server on 127.0.0.1 (or ``address``, another of this machine's) and a free port, keeping its
+    files in ``directory``; ``(process, url)``. The tests' hosts reach one on their bridge's address.
 
     ``password``: clients must give it (the URL returned carries it). ``durable``:
     an append-only file, fsynced every second, that a restart reads back;

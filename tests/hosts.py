@@ -86,9 +86,6 @@ class Host:
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def cut_link(self) -> None:
-        _run("ip", "link", "set", self.veth, "down")
-
 
 class Hosts:
     """``with Hosts(2, directory) as hosts:`` the hosts, their Redis and a cluster with engines on each."""
