@@ -1,7 +1,8 @@
-"""Jobs submitted on the main host to the hosts' context: ``python -m tests.hosts_jobs spread|files|slow N``.
+"""Jobs submitted to the default context: ``python -m tests.hosts_jobs spread|files|slow N``.
 
-Run in its own process with ``Hosts.env()``, so that it is configured as an operator's
-program on the main host would be, and the test process keeps the session's Redis.
+Run in its own process with ``Hosts.env()`` (or the Slurm tests' environment), so that it
+is configured as an operator's program on the main host would be, and the test process
+keeps the session's Redis.
 Prints one JSON line: the ids submitted.
 """
 
@@ -17,17 +18,17 @@ from tests import jobs
 
 def main(mode: str, count: int) -> None:
     if mode == "spread":  # one submit_many of `count` items and `count // 4` jobs one by one
-        ids, _, batch = submit_many("hosts", "hana", "spread", None, jobs.add, [(i, 1) for i in range(count)])
-        one_by_one = [submit("hosts", "hana", f"one {i}", None, jobs.add, i, 1) for i in range(count // 4)]
+        ids, _, batch = submit_many(None, "hana", "spread", None, jobs.add, [(i, 1) for i in range(count)])
+        one_by_one = [submit(None, "hana", f"one {i}", None, jobs.add, i, 1) for i in range(count // 4)]
         batch.wait(timeout=300)
         for _, _, handle in one_by_one:
             handle.wait(timeout=300)
         ids += [job_id for job_id, _, _ in one_by_one]
     elif mode == "files":  # `count` jobs in job directories, each writing an output
-        ids = [submit("hosts", "hana", f"files {i}", None, jobs.write_host, 3, workdir=True)[0] for i in range(count)]
+        ids = [submit(None, "hana", f"files {i}", None, jobs.write_host, 3, workdir=True)[0] for i in range(count)]
     else:  # two jobs of 20 s (one per engine), then `count - 2` quick ones that wait for an engine
-        ids = [submit("hosts", "hana", f"slow {i}", None, jobs.sleepy, 20)[0] for i in range(2)]
-        ids += [submit("hosts", "hana", f"quick {i}", None, jobs.sleepy, 0.1)[0] for i in range(count - 2)]
+        ids = [submit(None, "hana", f"slow {i}", None, jobs.sleepy, 20)[0] for i in range(2)]
+        ids += [submit(None, "hana", f"quick {i}", None, jobs.sleepy, 0.1)[0] for i in range(count - 2)]
     print(json.dumps(ids))
 
 

@@ -1,0 +1,157 @@
+"""Engines from a Slurm cluster: a one-node Slurm (slurmctld + slurmd) made for the run.
+
+The cluster is started as the README's Slurm example says, with ``ipcluster`` and
+ipyparallel's Slurm launchers (the controller and the engines are each a Slurm job);
+moi's context names it by profile and cluster id. A ``moi server`` dispatches and
+watches, and serves the page a user watches. Where Slurm cannot run (not root, no
+package), the module is skipped with one line; in CI (``CI=true``, as root) it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from moi.redis_server import start_redis
+from moi.runtime import free_port
+from tests.browser import Server, log_in, row
+from tests.conftest import ROOT, until
+from tests.slurm import Slurm, reason_unavailable
+
+WAIT = 180.0  # seconds for what Slurm and the cluster do; nothing here is timed
+ENGINES_JOB = "ipengine-c1"  # the Slurm job name ipyparallel's engine launcher gives the engines of cluster c1
+
+# What the README's Slurm example puts in the profile's ipcluster_config.py (the queue, a time limit).
+IPCLUSTER_CONFIG = """
+c.SlurmLauncher.queue = "debug"
+c.SlurmLauncher.timelimit = "2:00:00"
+"""
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
+    reason = reason_unavailable()
+    if reason is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        print(f"\nSlurm tests skipped: {reason}")
+        pytest.skip(reason)
+    with Slurm(tmp_path_factory.mktemp("slurm")) as made:
+        yield made
+
+
+@pytest.fixture(scope="module")
+def slurm_env(slurm: Slurm) -> Iterator[dict[str, str]]:
+    """moi configured as the README says: ``MOI_CONTEXTS=big=slurm:c1``, its cluster started by ``ipcluster``."""
+    directory = slurm.directory
+    redis_proc, redis_url = start_redis(directory / "redis", password=secrets.token_urlsafe(24))
+    env = {
+        **slurm.env(),
+        "IPYTHONDIR": str(directory / "ipython"),  # the profile `slurm` lives there
+        "PYTHONPATH": str(ROOT),  # the engines (sbatch --export=ALL) import the tests' job functions
+        "MOI_REDIS_URL": redis_url,
+        "MOI_CONTEXTS": "big=slurm:c1",
+        "MOI_DEFAULT_CONTEXT": "big",
+        "MOI_STATE_DIR": str(directory / "state"),
+    }
+    subprocess.run(["ipython", "profile", "create", "slurm", "--parallel"], env=env, capture_output=True, check=True)
+    with open(Path(env["IPYTHONDIR"]) / "profile_slurm" / "ipcluster_config.py", "a") as config:
+        config.write(IPCLUSTER_CONFIG)
+    ipcluster(env, "start", "--profile=slurm", "--cluster-id=c1", "-n", "2", "--engines=slurm", "--controller=slurm")
+    try:
+        yield env
+    finally:
+        subprocess.run(["ipcluster", "stop", "--profile=slurm", "--cluster-id=c1"], env=env, capture_output=True)
+        redis_proc.terminate()
+        redis_proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def server(slurm_env: dict[str, str]) -> Iterator[Server]:
+    """``moi server``: the Slurm context's dispatcher and watchdog, and the page its users watch."""
+    started = Server(free_port(), env=slurm_env)
+    started.start()
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def slurm_redis(slurm_env: dict[str, str]) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(slurm_env["MOI_REDIS_URL"], decode_responses=True)
+    yield client
+    client.close()
+
+
+def ipcluster(env: dict[str, str], *argv: str) -> None:
+    done = subprocess.run(["ipcluster", *argv, "--daemonize"], env=env, capture_output=True, text=True, timeout=WAIT)
+    assert done.returncode == 0, done.stderr
+
+
+def moi(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "moi.cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT
+    )
+
+
+def statuses(client: redis.Redis, ids: list[str]) -> list[str]:
+    return [json.loads(text)["status"] for text in client.mget(ids)]
+
+
+def test_a_job_runs_on_engines_that_slurm_started_and_moi_status_shows_the_context(
+    slurm_env: dict[str, str], server: Server
+) -> None:
+    done = moi(slurm_env, "submit", "--context", "big", "--cmd", "return 1", "--block")  # the README's line
+    assert done.returncode == 0, done.stderr
+    assert "Success" in done.stdout, done.stdout
+
+    status = moi(slurm_env, "status")
+    assert status.returncode == 0, status.stderr
+    assert "configured context: big -> slurm:c1" in status.stdout
+    assert "context big: online, 2 engines" in status.stdout, status.stdout
+
+
+def test_scancel_fails_the_running_jobs_and_the_queued_wait_for_the_next_engines(
+    slurm: Slurm, slurm_env: dict[str, str], server: Server, slurm_redis: redis.Redis, browser: Any
+) -> None:
+    """Last in the module: it cancels the engines' Slurm job and starts another."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    try:
+        log_in(page, server, "hana")  # the jobs below are hana's: her live list shows them as they change
+        made = subprocess.run(
+            [sys.executable, "-m", "tests.hosts_jobs", "slow", "5"],
+            cwd=ROOT, env=slurm_env, capture_output=True, text=True, timeout=WAIT,
+        )  # fmt: skip
+        assert made.returncode == 0, made.stderr
+        ids = json.loads(made.stdout)
+        slow, queued = ids[:2], ids[2:]  # two jobs of 20 s, one per engine, then three waiting for an engine
+        for job_id in slow:
+            expect(row(page, job_id).locator(".moi-status")).to_have_text("Running", timeout=WAIT * 1000)
+        [engines_job] = slurm.job_ids(ENGINES_JOB)
+
+        slurm.run("scancel", engines_job)  # the engines' Slurm job ends: its engines are killed
+
+        for job_id in slow:
+            expect(row(page, job_id).locator(".moi-status")).to_have_text("Failed", timeout=WAIT * 1000)
+        results = [json.loads(text)["result"] for text in slurm_redis.mget(slow)]
+        assert all("Engine lost" in str(result) for result in results), results
+        until(lambda: not slurm.job_ids(ENGINES_JOB), "the engines' Slurm job gone", WAIT)
+        assert statuses(slurm_redis, queued) == ["Queued"] * 3  # no engine: they wait, nothing is lost
+        assert slurm_redis.scard("moi:running") == 0
+
+        ipcluster(slurm_env, "engines", "--profile=slurm", "--cluster-id=c1", "-n", "2", "--engines=slurm")
+
+        for job_id in queued:  # the next engines run them
+            expect(row(page, job_id).locator(".moi-status")).to_have_text("Success", timeout=WAIT * 1000)
+    finally:
+        page.context.close()
