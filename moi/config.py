@@ -4,7 +4,8 @@
 INI file (named by ``MOI_CONFIG_FP``)::
 
     [redis]
-    url = redis://127.0.0.1:6379/0     ; or host / port / password / db
+    url = redis://127.0.0.1:6379/0     ; or host / port / password / db; rediss:// for TLS
+    ; or sentinels = h1:26379, h2:26379 with service = mymaster (and password, db)
     [ipython]
     context = default=/path/to/ipcontroller-client.json, big=slurm:cluster1
     default = default
@@ -117,8 +118,12 @@ def _redis_url_from_section(section: configparser.SectionProxy) -> str:
         return section["url"]
     password = section.get("password", "")
     auth = f":{quote(password, safe='')}@" if password else ""
+    db = section.get("db", "0")
+    if "sentinels" in section:  # a list of sentinels and the service they watch: a sentinel URL
+        sentinels = ",".join(entry.strip() for entry in section["sentinels"].split(",") if entry.strip())
+        return f"redis+sentinel://{auth}{sentinels}/{quote(section.get('service', 'mymaster'), safe='')}/{db}"
     host = section.get("host", "127.0.0.1")
-    return f"redis://{auth}{host}:{section.get('port', '6379')}/{section.get('db', '0')}"
+    return f"redis://{auth}{host}:{section.get('port', '6379')}/{db}"
 
 
 def _parse_contexts(text: str) -> dict[str, ContextSpec]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from . import runtime
+from . import redis_clients, runtime
 from .config import ContextSpec, Settings, build_settings, imported
 from .context import Context
 from .errors import ConfigError, UnknownContext
@@ -81,7 +81,7 @@ def store() -> Store:
         if _store is None:
             current = settings()
             url = redis_url()
-            client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5)
+            client = redis_clients.sync_client(url, decode_responses=True, socket_connect_timeout=5)
             _store = Store(client, Keys(current.key_prefix), current.ttl, url)
         return _store
 

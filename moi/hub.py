@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from . import redis_clients
 from .keys import Keys
 
 log = logging.getLogger("moi.hub")
@@ -66,7 +67,7 @@ class Hub:
         self.url = url
         self.keys = keys
         self.ttl = ttl
-        pool: Any = aioredis.BlockingConnectionPool.from_url(
+        pool: Any = redis_clients.async_blocking_pool(
             url,
             max_connections=read_connections,
             timeout=REDIS_TIMEOUT,
@@ -210,7 +211,7 @@ class Hub:
     async def _connect(self) -> None:
         # No retries inside redis-py: a silent internal reconnect would lose
         # messages without anyone knowing to re-sync.
-        client = aioredis.Redis.from_url(
+        client = redis_clients.async_client(
             self.url,
             decode_responses=True,
             retry=Retry(NoBackoff(), 0),

@@ -18,22 +18,19 @@ def masked_url(url: str) -> str:
         password = parts.password
     except ValueError:  # not a URL at all: show nothing that could be a secret
         return "<unparseable url>"
-    if parts.query:  # redis-py also reads ?password=...
+    if parts.query:  # redis-py also reads ?password=..., and moi ?sentinel_password=...
         query = "&".join(_masked_pair(pair) for pair in parts.query.split("&"))
         parts = parts._replace(query=query)
     if not password:
         return urlunsplit(parts)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:{MASK}@{host}{port}"))
+    # The hosts as written: a sentinel URL names several (host:port,host:port), which urlsplit cannot parse.
+    hosts = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{MASK}@{hosts}"))
 
 
 def _masked_pair(pair: str) -> str:
     name, sep, _ = pair.partition("=")
-    return f"{name}={MASK}" if sep and name.lower() == "password" else pair
+    return f"{name}={MASK}" if sep and name.lower().endswith("password") else pair  # sentinel_password too
 
 
 def printable(text: object, limit: int = 200) -> str:

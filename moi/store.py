@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from . import retention, tally
+from . import redis_clients, retention, tally
 from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId
 from .info import Info, dumps, is_finished, new_id, new_info, parse
 from .keys import Keys, _looks_like_id
@@ -483,7 +483,7 @@ def _command_words(commands: Sequence[Sequence[str | int]]) -> list[str | int]:
 @functools.lru_cache(maxsize=8)
 def store_for(url: str, prefix: str, ttl: int) -> Store:
     """One Store (and connection pool) per Redis URL, per process; engines use this."""
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30)
+    client = redis_clients.sync_client(url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30)
     return Store(client, Keys(prefix), ttl, url)
 
 

@@ -6,7 +6,8 @@
   to it by a veth pair (``10.237.N.11``, ``.12`` ...), with its own hostname (a UTS
   namespace) so that each engine reports the host it runs on;
 - an ``sshd`` per host, trusting a key pair made for the run;
-- moi's Redis on the bridge address, with a password (the hosts reach it there);
+- moi's Redis on the bridge address, with a password (the hosts reach it there), and
+  with ``tls=True`` over TLS only, its certificate made for the run;
 - an ipyparallel cluster whose controller listens on the bridge address and whose
   engines ipyparallel's SSH engine launcher starts on the hosts.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from moi.redis_server import start_redis
+from tests.certs import make_tls_files, reason_no_tls_redis
 
 ROOT = Path(__file__).resolve().parent.parent
 SSHD = "/usr/sbin/sshd"
@@ -46,6 +48,9 @@ def reason_unavailable() -> str | None:
         subprocess.run(["apt-get", "install", "-y", "openssh-server"], capture_output=True, check=False)
     if not os.path.exists(SSHD):
         return f"the multi-host tests need {SSHD}: apt-get install -y openssh-server"
+    no_tls = reason_no_tls_redis()
+    if no_tls is not None:
+        return no_tls
     probe = f"moi-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
@@ -90,8 +95,9 @@ class Host:
 class Hosts:
     """``with Hosts(2, directory) as hosts:`` the hosts, their Redis and a cluster with engines on each."""
 
-    def __init__(self, count: int, directory: Path, engines_per_host: int = 1) -> None:
+    def __init__(self, count: int, directory: Path, engines_per_host: int = 1, tls: bool = False) -> None:
         self.directory = directory
+        self.tls = tls  # moi's Redis speaks TLS only (rediss://), with a certificate made for the run
         self.tag = f"{os.getpid() % 1000:03d}"
         self.subnet = _free_subnet()
         self.bridge = f"moi{self.tag}br"
@@ -202,8 +208,9 @@ class Hosts:
         return ["ssh", *self.ssh_options(), f"root@{host.address}"]
 
     def _start_redis(self) -> None:
+        tls = make_tls_files(self.directory / "tls", [self.main_address]) if self.tls else None
         proc, self.redis_url = start_redis(
-            self.directory / "redis", password=secrets.token_urlsafe(24), address=self.main_address
+            self.directory / "redis", password=secrets.token_urlsafe(24), address=self.main_address, tls=tls
         )
         self._stack.callback(_stop, proc)
 

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
 import pytest
 
+from moi import redis_clients
 from moi.config import ContextSpec, build_settings
 from moi.errors import ConfigError
+from moi.redact import masked_url
+from moi.redis_clients import parse_sentinel_url
 
 
 @pytest.fixture
@@ -46,6 +50,33 @@ def test_ini_then_environment_then_overrides(clean_env, tmp_path) -> None:
     assert build_settings().ttl == 90
     assert build_settings().redis_url == "redis://127.0.0.1:7001/0"
     assert build_settings({"ttl": 5}).ttl == 5
+
+
+def test_a_list_of_sentinels_is_a_sentinel_url_that_names_them_all(clean_env, tmp_path) -> None:
+    ini = tmp_path / "moi.ini"
+    ini.write_text("[redis]\nsentinels = 10.0.0.5:26379, 10.0.0.6\nservice = jobs\npassword = s3cret\ndb = 1\n")
+    clean_env.setenv("MOI_CONFIG_FP", str(ini))
+    url = build_settings().redis_url
+    assert url == "redis+sentinel://:s3cret@10.0.0.5:26379,10.0.0.6/jobs/1"
+    target = parse_sentinel_url(url)
+    assert (target.sentinels, target.service, target.db) == ([("10.0.0.5", 26379), ("10.0.0.6", 26379)], "jobs", 1)
+    assert target.master_options == {"password": "s3cret"}
+    assert masked_url(url) == "redis+sentinel://:***@10.0.0.5:26379,10.0.0.6/jobs/1"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("redis+sentinel://:pw@10.0.0.5:26379", "a sentinel URL names its sentinels and service"),
+        ("redis+sentinel://10.0.0.5:port/jobs", "a sentinel's port is a number"),
+        ("redis://10.0.0.5/0?ssl_ca_certs=/ca.pem", "ssl_* options need TLS: write rediss://"),
+        ("pw@10.0.0.5:6379", "not a bare address"),
+    ],
+)
+def test_a_redis_url_moi_cannot_use_is_a_config_error(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(says)) as raised:
+        redis_clients.sync_client(url)
+    assert "pw" not in str(raised.value)
 
 
 def test_first_configured_context_is_the_default(clean_env) -> None:

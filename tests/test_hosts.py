@@ -1,6 +1,6 @@
 """Engines on two hosts over SSH (network namespaces of this machine, each with its own sshd).
 
-moi's Redis and the controller listen on the bridge address; ipyparallel's SSH engine
+moi's Redis (a password, TLS only) and the controller listen on the bridge address; ipyparallel's SSH engine
 launcher starts one engine on each host; a ``moi server`` on the main host dispatches and
 watches. Where namespaces cannot be made (not root), the module is skipped with one line;
 in CI (``CI=true``, as root) it runs.
@@ -39,7 +39,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
             pytest.fail(reason)
         print(f"\nmulti-host tests skipped: {reason}")
         pytest.skip(reason)
-    with Hosts(2, tmp_path_factory.mktemp("hosts")) as made:
+    with Hosts(2, tmp_path_factory.mktemp("hosts"), tls=True) as made:  # the hosts reach Redis over TLS
         yield made
 
 
