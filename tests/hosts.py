@@ -85,6 +85,10 @@ class Host:
         listed = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True, text=True).stdout
         return [int(pid) for pid in listed.split()]
 
+    def cut_link(self) -> None:
+        """The host's cable pulled: its end of the bridge goes down, and its processes live on unreachable."""
+        _run("ip", "link", "set", self.veth, "down")
+
     def kill_everything(self) -> None:
         """SIGKILL every process in the host (its engines, sshd): the host died."""
         for pid in self.pids():

@@ -39,7 +39,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
             pytest.fail(reason)
         print(f"\nmulti-host tests skipped: {reason}")
         pytest.skip(reason)
-    with Hosts(2, tmp_path_factory.mktemp("hosts"), tls=True) as made:  # the hosts reach Redis over TLS
+    with Hosts(3, tmp_path_factory.mktemp("hosts"), tls=True) as made:  # the hosts reach Redis over TLS
         yield made
 
 
@@ -59,10 +59,10 @@ def hosts_redis(hosts: Hosts) -> Iterator[redis.Redis]:
     client.close()
 
 
-def submitted(hosts: Hosts, mode: str, count: int) -> list[str]:
+def submitted(hosts: Hosts, mode: str, count: int, slow: int = 0) -> list[str]:
     """Jobs submitted by a program on the main host (``tests.hosts_jobs``); their ids."""
     done = subprocess.run(
-        [sys.executable, "-m", "tests.hosts_jobs", mode, str(count)],
+        [sys.executable, "-m", "tests.hosts_jobs", mode, str(count), *([str(slow)] if slow else [])],
         cwd=ROOT, env=hosts.env(), capture_output=True, text=True, timeout=WAIT * 2,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -77,22 +77,22 @@ def host_of(info: dict[str, Any]) -> str:
     return str(info.get("engine") or "").rsplit(":", 1)[0]
 
 
-def test_jobs_run_on_the_engines_of_both_hosts(hosts: Hosts, server: Server, hosts_redis: redis.Redis) -> None:
+def test_jobs_run_on_the_engines_of_every_host(hosts: Hosts, server: Server, hosts_redis: redis.Redis) -> None:
     ids = submitted(hosts, "spread", 200)  # one submit_many of 200, then 50 one by one
     assert len(ids) == 250
     ran = infos(hosts_redis, ids)
     assert {info["status"] for info in ran} == {"Success"}
     assert sorted(info["result"] for info in ran[:200]) == list(range(1, 201))
-    assert {host_of(info) for info in ran} == {"moi-host1", "moi-host2"}  # each records the host that ran it
+    assert {host_of(info) for info in ran} == {"moi-host1", "moi-host2", "moi-host3"}  # each names its host
 
 
 def test_outputs_written_on_the_second_host_are_downloaded_through_the_main_hosts_server(
     hosts: Hosts, server: Server, hosts_redis: redis.Redis
 ) -> None:
-    ids = submitted(hosts, "files", 2)  # two jobs of 3 s: one on each engine
+    ids = submitted(hosts, "files", 3)  # three jobs of 3 s: one on each engine
     ran = until(
         lambda: (found := infos(hosts_redis, ids)) and all(info["status"] in FINISHED for info in found) and found,
-        "both jobs finished",
+        "the three jobs finished",
         WAIT,
     )
     assert {info["status"] for info in ran} == {"Success"}, [info["result"] for info in ran]
@@ -110,19 +110,48 @@ def test_outputs_written_on_the_second_host_are_downloaded_through_the_main_host
     assert (downloaded.status_code, downloaded.text) == (200, "moi-host2")
 
 
+def running_on(hosts_redis: redis.Redis, slow: list[str]) -> dict[str, str]:
+    """The host each of the slow jobs runs on, once all of them run."""
+    running = until(
+        lambda: (found := infos(hosts_redis, slow)) and all(info["status"] == "Running" for info in found) and found,
+        "every slow job running",
+        WAIT,
+    )
+    return {host_of(info): info["id"] for info in running}
+
+
+def test_a_host_whose_link_is_cut_fails_its_running_job_and_the_others_run_the_queued(
+    hosts: Hosts, server: Server, hosts_redis: redis.Redis
+) -> None:
+    """The third host stays cut off: its engine lives on, reaching neither Redis nor the controller."""
+    ids = submitted(hosts, "slow", 7, slow=3)  # three jobs of 20 s, one per engine, then four quick ones queued
+    slow, queued = ids[:3], ids[3:]
+    on = running_on(hosts_redis, slow)
+
+    hosts.hosts[2].cut_link()  # `ip link set <its veth> down`: nothing crosses to or from the third host
+
+    cut_off = on["moi-host3"]
+    lost = until(lambda: (info := infos(hosts_redis, [cut_off])[0])["status"] == "Failed" and info, "lost", WAIT)
+    assert "Engine lost" in str(lost["result"]), lost["result"]
+    others = [on["moi-host1"], on["moi-host2"], *queued]
+    finished = until(
+        lambda: (found := infos(hosts_redis, others)) and all(info["status"] == "Success" for info in found) and found,
+        "the other hosts' jobs and the queued ones done",
+        WAIT,
+    )
+    assert {host_of(info) for info in finished} == {"moi-host1", "moi-host2"}
+    assert hosts_redis.scard("moi:running") == 0  # nothing stays Running
+    assert infos(hosts_redis, [cut_off])[0]["status"] == "Failed"  # and what was lost stays so
+
+
 def test_a_host_that_dies_fails_its_running_job_and_the_other_host_runs_the_queued(
     hosts: Hosts, server: Server, hosts_redis: redis.Redis
 ) -> None:
-    """Last in the module: the second host stays dead."""
-    ids = submitted(hosts, "slow", 6)  # two jobs of 20 s, one per engine, then four quick ones queued
+    """Last in the module: the second host stays dead (and the third cut off)."""
+    ids = submitted(hosts, "slow", 6)  # two jobs of 20 s, one per live engine, then four quick ones queued
     slow, queued = ids[:2], ids[2:]
-    running = until(
-        lambda: (found := infos(hosts_redis, slow)) and all(info["status"] == "Running" for info in found) and found,
-        "both slow jobs running",
-        WAIT,
-    )
-    on_second = next(info["id"] for info in running if host_of(info) == "moi-host2")
-    on_first = next(info["id"] for info in running if host_of(info) == "moi-host1")
+    on = running_on(hosts_redis, slow)
+    on_second, on_first = on["moi-host2"], on["moi-host1"]
 
     hosts.hosts[1].kill_everything()  # SIGKILL inside the second host's namespace: its engine and sshd
 
