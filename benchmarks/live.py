@@ -103,7 +103,7 @@ async def following(port: int, user: str, job_id: str) -> WebSocketClientConnect
 # latency -------------------------------------------------------------------
 
 
-class _Stamps:
+class Stamps:
     """Receipt times of Success frames (per job id) and of Redis stamps, read by background tasks."""
 
     def __init__(self) -> None:
@@ -144,7 +144,7 @@ async def latency(plan: Any, port: int) -> list[Figure]:
     conn = await following(port, user, first)
     pubsub = aioredis.Redis.from_url(store.url).pubsub(ignore_subscribe_messages=True)
     await pubsub.subscribe(STAMP_CHANNEL)
-    stamps = _Stamps()
+    stamps = Stamps()
     readers = [asyncio.create_task(stamps.read_frames(conn)), asyncio.create_task(stamps.read_redis(pubsub))]
     figures: dict[str, Figure] = {}
     try:
@@ -165,7 +165,7 @@ async def latency(plan: Any, port: int) -> list[Figure]:
     return list(figures.values())
 
 
-async def _latency_run(samples: int, ctx: Any, redis_url: str, stamps: _Stamps) -> tuple[list[float], ...]:
+async def _latency_run(samples: int, ctx: Any, redis_url: str, stamps: Stamps) -> tuple[list[float], ...]:
     """One job at a time, each followed by one Redis-alone stamp: both see the same machine."""
     loop = asyncio.get_running_loop()
     to_client, end_to_client = [], []

@@ -130,6 +130,8 @@ class Hosts:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self.cluster is not None:  # first, or their threads would ssh to hosts being killed, and raise
+            _stop_watching(self.cluster)
         for host in self.hosts:  # the engines die with their hosts: nothing is left to stop over ssh
             host.kill_everything()
         self._stack.close()
@@ -255,12 +257,22 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(10)
 
 
+def _stop_watching(cluster: Any) -> None:
+    """Stop the SSH launchers' threads, which poll each engine over ssh, and wait for them to finish a poll."""
+    engine_sets = cluster.engines.values()
+    launchers = [launcher for engines in engine_sets for launcher in getattr(engines, "launchers", {}).values()]
+    for launcher in launchers:
+        stop_waiting = getattr(launcher, "_stop_waiting", None)
+        if stop_waiting is not None:
+            stop_waiting.set()
+    for launcher in launchers:
+        thread = getattr(launcher, "_wait_thread", None)
+        if thread is not None:
+            thread.join(timeout=30)
+
+
 def _stop_cluster(cluster: Any) -> None:
-    """The controller; the engines died with their hosts, and their launchers' watching threads are told so."""
-    for engine_set in cluster.engines.values():
-        for launcher in getattr(engine_set, "launchers", {}).values():
-            stop_waiting = getattr(launcher, "_stop_waiting", None)
-            if stop_waiting is not None:
-                stop_waiting.set()
+    """The controller; the engines died with their hosts."""
+    _stop_watching(cluster)
     cluster.engines.clear()
     cluster.stop_controller_sync()
