@@ -208,7 +208,10 @@ class Hosts:
 
     def ssh_options(self) -> list[str]:
         known = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
-        return ["-i", str(self.key), *known, "-o", "BatchMode=yes"]
+        # A host whose link is cut drops every packet: without these, an ssh to it (or one already
+        # connected, the launchers' watch of an engine) would wait for ever.
+        alive = ["-o", "ConnectTimeout=3", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=2"]
+        return ["-i", str(self.key), *known, "-o", "BatchMode=yes", *alive]
 
     def ssh_command(self, host: Host) -> list[str]:
         return ["ssh", *self.ssh_options(), f"root@{host.address}"]
@@ -239,6 +242,8 @@ class Hosts:
         launcher.environment = {"PYTHONPATH": str(ROOT)}
         launcher.ssh_args = launcher.scp_args = self.ssh_options()
         cluster.config.SSHLauncher.ssh_args = cluster.config.SSHLauncher.scp_args = self.ssh_options()
+        # Each engine is watched by an ssh that waits this long on its pid: at teardown, a wait ends this soon.
+        cluster.config.SSHLauncher.poll_seconds = 5
         client = cluster.start_and_connect_sync()
         client.wait_for_engines(self.engines_per_host * len(self.hosts), timeout=120)
         client.close()
@@ -265,10 +270,11 @@ def _stop_watching(cluster: Any) -> None:
         stop_waiting = getattr(launcher, "_stop_waiting", None)
         if stop_waiting is not None:
             stop_waiting.set()
+    deadline = time.monotonic() + 10  # a watch of a cut-off host ends when ssh finds it unresponsive
     for launcher in launchers:
         thread = getattr(launcher, "_wait_thread", None)
         if thread is not None:
-            thread.join(timeout=30)
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _stop_cluster(cluster: Any) -> None:

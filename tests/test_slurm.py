@@ -70,7 +70,8 @@ def slurm_env(slurm: Slurm) -> Iterator[dict[str, str]]:
     try:
         yield env
     finally:
-        subprocess.run(["ipcluster", "stop", "--profile=slurm", "--cluster-id=c1"], env=env, capture_output=True)
+        stop = ["ipcluster", "stop", "--profile=slurm", "--cluster-id=c1"]
+        subprocess.run(stop, cwd=directory, env=env, capture_output=True)
         redis_proc.terminate()
         redis_proc.wait(10)
 
@@ -92,7 +93,9 @@ def slurm_redis(slurm_env: dict[str, str]) -> Iterator[redis.Redis]:
 
 
 def ipcluster(env: dict[str, str], *argv: str) -> None:
-    done = subprocess.run(["ipcluster", *argv, "--daemonize"], env=env, capture_output=True, text=True, timeout=WAIT)
+    # In the run's directory: the launchers write their batch scripts into the working directory.
+    argv = ("ipcluster", *argv, "--daemonize")
+    done = subprocess.run(argv, cwd=env["IPYTHONDIR"], env=env, capture_output=True, text=True, timeout=WAIT)
     assert done.returncode == 0, done.stderr
 
 
