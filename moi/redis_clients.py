@@ -109,29 +109,22 @@ def check_url(url: str) -> str:
 
 def sync_client(url: str, **options: Any) -> redis.Redis[Any]:
     """A client of the Redis ``url`` names (its master, for a sentinel URL); ``options`` as redis-py's."""
-    check_url(url)
-    if not is_sentinel_url(url):
-        return redis.Redis.from_url(url, **options)
-    target = parse_sentinel_url(url)
-    timeouts = _timeouts(options)
-    manager = Sentinel(target.sentinels, sentinel_kwargs={**target.sentinel_options, **timeouts})
-    client: redis.Redis[Any] = manager.master_for(
-        target.service, redis_class=redis.Redis, db=target.db, **target.master_options, **options
-    )
+    client: redis.Redis[Any] = _client(url, options, redis.Redis, Sentinel)
     return client
 
 
 def async_client(url: str, **options: Any) -> aioredis.Redis[Any]:
     """An asyncio client of the Redis ``url`` names; ``options`` as redis-py's."""
+    client: aioredis.Redis[Any] = _client(url, options, aioredis.Redis, AsyncSentinel)
+    return client
+
+
+def _client(url: str, options: dict[str, Any], redis_class: Any, sentinel_class: Any) -> Any:
     check_url(url)
     if not is_sentinel_url(url):
-        return aioredis.Redis.from_url(url, **options)
-    target = parse_sentinel_url(url)
-    manager = AsyncSentinel(target.sentinels, sentinel_kwargs={**target.sentinel_options, **_timeouts(options)})
-    client: aioredis.Redis[Any] = manager.master_for(
-        target.service, redis_class=aioredis.Redis, db=target.db, **target.master_options, **options
-    )
-    return client
+        return redis_class.from_url(url, **options)
+    target, manager = _sentinels(url, sentinel_class, options)
+    return manager.master_for(target.service, redis_class=redis_class, db=target.db, **target.master_options, **options)
 
 
 class _BlockingSentinelPool(AsyncSentinelPool, aioredis.BlockingConnectionPool):  # type: ignore[type-arg]
@@ -145,17 +138,15 @@ def async_blocking_pool(url: str, max_connections: int, timeout: float, **option
         return aioredis.BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=timeout, **options
         )
+    target, manager = _sentinels(url, AsyncSentinel, options)
+    limits: dict[str, Any] = {"max_connections": max_connections, "timeout": timeout}  # BlockingConnectionPool's
+    return _BlockingSentinelPool(target.service, manager, db=target.db, **limits, **target.master_options, **options)
+
+
+def _sentinels(url: str, sentinel_class: Any, options: dict[str, Any]) -> tuple[SentinelTarget, Any]:
+    """What the sentinel URL names, and a ``sentinel_class`` (sync or asyncio) that asks its sentinels."""
     target = parse_sentinel_url(url)
-    manager = AsyncSentinel(target.sentinels, sentinel_kwargs={**target.sentinel_options, **_timeouts(options)})
-    return _BlockingSentinelPool(  # type: ignore[call-arg]  # the stubs know one base's arguments only
-        target.service,
-        manager,
-        max_connections=max_connections,
-        timeout=timeout,
-        db=target.db,
-        **target.master_options,
-        **options,
-    )
+    return target, sentinel_class(target.sentinels, sentinel_kwargs={**target.sentinel_options, **_timeouts(options)})
 
 
 def _timeouts(options: dict[str, Any]) -> dict[str, Any]:

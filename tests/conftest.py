@@ -114,6 +114,16 @@ def nothing_stored(r: redis.Redis) -> bool:
     return not [key for key in r.keys("*") if not key.startswith(DISPATCHER_KEYS)]
 
 
+def require(reason: str | None, what: str) -> None:
+    """Go on where ``reason`` is None; else skip, printing the one line that says why (in CI, fail)."""
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    print(f"\n{what} skipped: {reason}")
+    pytest.skip(reason)
+
+
 def until(check: Any, what: str, timeout: float = 90) -> Any:
     """``check()``'s first true value, asked for up to ``timeout`` seconds; else AssertionError naming ``what``."""
     deadline = time.monotonic() + timeout

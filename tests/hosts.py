@@ -31,6 +31,7 @@ from typing import Any
 
 from moi.redis_server import start_redis
 from tests.certs import make_tls_files, reason_no_tls_redis
+from tests.processes import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 SSHD = "/usr/sbin/sshd"
@@ -199,7 +200,7 @@ class Hosts:
              f"hostname {host.name} && exec {SSHD} -D -f {config} -E {log}"],
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
-        self._stack.callback(_stop, host.sshd)
+        self._stack.callback(stop, host.sshd)
         deadline = time.monotonic() + 30
         while subprocess.run([*self.ssh_command(host), "true"], capture_output=True).returncode != 0:
             if time.monotonic() > deadline or host.sshd.poll() is not None:
@@ -221,7 +222,7 @@ class Hosts:
         proc, self.redis_url = start_redis(
             self.directory / "redis", password=secrets.token_urlsafe(24), address=self.main_address, tls=tls
         )
-        self._stack.callback(_stop, proc)
+        self._stack.callback(stop, proc)
 
     def _start_cluster(self) -> None:
         import ipyparallel as ipp
@@ -250,16 +251,6 @@ class Hosts:
         self.cluster = cluster
         self._stack.callback(_stop_cluster, cluster)
         self.url_file = str(self.directory / "profile" / "security" / f"ipcontroller-{CLUSTER_ID}-client.json")
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def _stop_watching(cluster: Any) -> None:

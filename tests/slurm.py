@@ -17,9 +17,9 @@ import subprocess
 import time
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
 
 from moi.runtime import free_port
+from tests.processes import stop
 
 DAEMONS = ("slurmctld", "slurmd")
 
@@ -65,7 +65,7 @@ class Slurm:
             while self.job_ids() and time.monotonic() < deadline:
                 time.sleep(0.5)
         for proc in reversed(self.daemons):
-            _stop(proc)
+            stop(proc, 15)
         self.daemons.clear()
 
     def env(self) -> dict[str, str]:
@@ -134,13 +134,3 @@ class Slurm:
             if time.monotonic() > deadline or any(proc.poll() is not None for proc in self.daemons):
                 raise RuntimeError(f"the Slurm node did not come up; see {self.directory}/slurmctld.log, slurmd.log")
             time.sleep(0.3)
-
-
-def _stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)

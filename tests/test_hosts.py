@@ -9,7 +9,6 @@ in CI (``CI=true``, as root) it runs.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,7 +20,7 @@ import redis
 
 from moi.runtime import free_port
 from tests.browser import Server
-from tests.conftest import ROOT, until
+from tests.conftest import ROOT, require, until
 from tests.hosts import Hosts, reason_unavailable
 
 # ipyparallel's SSH launcher polls each engine's host in a thread, which raises once that host is dead.
@@ -33,12 +32,7 @@ FINISHED = ("Success", "Failed", "Cancelled")  # seconds for what the cluster do
 
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hosts]:
-    reason = reason_unavailable()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        print(f"\nmulti-host tests skipped: {reason}")
-        pytest.skip(reason)
+    require(reason_unavailable(), "multi-host tests")
     with Hosts(3, tmp_path_factory.mktemp("hosts"), tls=True) as made:  # the hosts reach Redis over TLS
         yield made
 

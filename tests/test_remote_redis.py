@@ -19,7 +19,7 @@ from moi.redis_server import TlsFiles, start_redis
 from moi.runtime import free_port
 from tests.browser import Server, log_in, row
 from tests.certs import make_tls_files, reason_no_tls_redis
-from tests.conftest import run_moi
+from tests.conftest import require, run_moi
 from tests.sentinel import SentinelSet
 
 WAIT_MS = 120_000  # for what the cluster and a failover do; nothing here is timed
@@ -28,11 +28,7 @@ WAIT_MS = 120_000  # for what the cluster and a failover do; nothing here is tim
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, TlsFiles]]:
     """A Redis that speaks TLS only and asks for a password: ``(rediss URL, password, its TLS files)``."""
-    reason = reason_no_tls_redis()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require(reason_no_tls_redis(), "TLS Redis tests")
     directory = tmp_path_factory.mktemp("tls-redis")
     files = make_tls_files(directory / "tls", ["127.0.0.1"])
     password = secrets.token_urlsafe(24)

@@ -10,7 +10,6 @@ package), the module is skipped with one line; in CI (``CI=true``, as root) it r
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import redis
 from moi.redis_server import start_redis
 from moi.runtime import free_port
 from tests.browser import Server, log_in, row
-from tests.conftest import ROOT, until
+from tests.conftest import ROOT, require, until
 from tests.slurm import Slurm, reason_unavailable
 
 WAIT = 180.0  # seconds for what Slurm and the cluster do; nothing here is timed
@@ -39,12 +38,7 @@ c.SlurmLauncher.timelimit = "2:00:00"
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
-    reason = reason_unavailable()
-    if reason is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        print(f"\nSlurm tests skipped: {reason}")
-        pytest.skip(reason)
+    require(reason_unavailable(), "Slurm tests")
     with Slurm(tmp_path_factory.mktemp("slurm")) as made:
         yield made
 
