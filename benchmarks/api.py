@@ -54,19 +54,19 @@ def measure(plan: Any, services: Services) -> tuple[str, list[Figure]]:
     return "HTTP API and dashboard", figures
 
 
-def start_moi_server(services: Services) -> int:
-    """``moi server`` as an operator starts it, on the run's Redis and cluster."""
+def start_moi_server(services: Services, env: dict[str, str] | None = None, name: str = "moi-server") -> int:
+    """``moi server`` as an operator starts it, on the run's Redis and cluster (or as ``env`` says)."""
     port = services.free_port()
-    env = {
+    env = env or {
         "MOI_REDIS_URL": services.redis_url,
         "MOI_CONTEXTS": f"bench={services.url_file}",
         "MOI_DEFAULT_CONTEXT": "bench",
         "MOI_STATE_DIR": str(services.directory / "state"),
     }
-    proc = services.start_process("moi-server", [sys.executable, "-m", "moi.cli", "server", "--port", str(port)], env)
-    wait_until(lambda: _answers(port) or proc.poll() is not None, 60, "moi server")
+    proc = services.start_process(name, [sys.executable, "-m", "moi.cli", "server", "--port", str(port)], env)
+    wait_until(lambda: _answers(port) or proc.poll() is not None, 60, name)
     if proc.poll() is not None:
-        raise RuntimeError(f"moi server exited; see {services.directory}/moi-server.log")
+        raise RuntimeError(f"{name} exited; see {services.directory}/{name}.log")
     return port
 
 
@@ -153,7 +153,7 @@ def _first_paint(plan: Any, url: str) -> list[Figure]:
         Figure(f"dashboard with {DASHBOARD_JOBS:,} jobs, first contentful paint", "ms"),
         Figure(f"dashboard with {DASHBOARD_JOBS:,} jobs, until all {DASHBOARD_JOBS:,} are in the table", "ms"),
     )
-    if not _have_chromium():
+    if not have_chromium():
         print(f"api: {CHROMIUM} is missing (apt-get install -y chromium): the dashboard's figures are skipped")
         return [paint, table]
     from playwright.sync_api import sync_playwright
@@ -177,7 +177,7 @@ def _first_paint(plan: Any, url: str) -> list[Figure]:
     return [paint, table]
 
 
-def _have_chromium() -> bool:
+def have_chromium() -> bool:
     if not os.path.exists(CHROMIUM) and os.geteuid() == 0:
         subprocess.run("apt-get install -y chromium", shell=True, check=False, capture_output=True)
     return os.path.exists(CHROMIUM)

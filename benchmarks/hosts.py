@@ -6,8 +6,10 @@ ipyparallel's SSH launcher starts one engine on each. The same round
 (``benchmarks.hosts_round``: trivial jobs one by one, then a ``submit_many``) runs
 against the run's local cluster with 2 engines on this host and against the 1 + 1
 engines on the two hosts, the two alternating round by round; so does the latency
-from a job's end (on its engine) to the frame of a moi relay on this host
-(``benchmarks.hosts_latency``), a relay per Redis. Needs root.
+from a job's end (on its engine) to a watcher on this host (``benchmarks.hosts_latency``):
+a websocket client of a moi relay, and the live list of a ``moi server`` in headless
+Chromium (skipped, with a line, where Chromium cannot be had). Each side has its own
+relay and server, on its own Redis. Needs root.
 """
 
 from __future__ import annotations
@@ -17,10 +19,29 @@ import subprocess
 import sys
 from typing import Any
 
+from benchmarks.api import have_chromium, start_moi_server
 from benchmarks.live import start_server
 from benchmarks.services import ROOT, Services, bench_env
 from benchmarks.stats import Figure
 from tests.hosts import Hosts, reason_unavailable
+
+
+class _Compared:
+    """One figure on both sides, and what the two hosts cost against one (a ratio, or a difference)."""
+
+    def __init__(self, label: str, unit: str, ratio: bool) -> None:
+        self.here = Figure(f"{label}, engines on this host", unit)
+        self.there = Figure(f"{label}, engines on the two hosts", unit)
+        self.ratio = ratio
+        self.cost = Figure(f"{label}: two hosts {'/' if ratio else 'minus'} one host", "x" if ratio else unit)
+
+    def add(self, here: float, there: float) -> None:
+        self.here.add(here)
+        self.there.add(there)
+        self.cost.add(there / here if self.ratio else there - here)
+
+    def figures(self) -> list[Figure]:
+        return [self.here, self.there, self.cost]
 
 
 def measure(plan: Any, services: Services) -> tuple[str, list[Figure]]:
@@ -29,54 +50,58 @@ def measure(plan: Any, services: Services) -> tuple[str, list[Figure]]:
     if reason is not None:
         print(f"hosts: skipped: {reason}")
         return title, []
-    local_one = Figure(f"{plan.jobs} one by one, 2 engines on this host", "jobs/s")
-    remote_one = Figure(f"{plan.jobs} one by one, 1 + 1 engines on two hosts", "jobs/s")
-    one_cost = Figure("two hosts / one host, one by one", "x")
-    local_many = Figure(f"submit_many of {plan.batch_jobs}, 2 engines on this host", "jobs/s")
-    remote_many = Figure(f"submit_many of {plan.batch_jobs}, 1 + 1 engines on two hosts", "jobs/s")
-    many_cost = Figure("two hosts / one host, submit_many", "x")
+    one = _Compared(f"{plan.jobs} one by one", "jobs/s", ratio=True)
+    many = _Compared(f"submit_many of {plan.batch_jobs}", "jobs/s", ratio=True)
+    to_client = _Compared("job end -> websocket client p50", "ms", ratio=False)
+    to_page = _Compared("job end -> row shows Success in Chromium p50", "ms", ratio=False)
     second_share = Figure("share of the two-host jobs (so far) that ran on the second host", "%")
-    local_live = Figure("job end -> websocket client p50, engines on this host", "ms")
-    remote_live = Figure("job end -> websocket client p50, engines on the two hosts", "ms")
-    live_cost = Figure("two hosts minus one host, job end -> client p50", "ms")
-    local_env = {
+    here = _Side(services, "bench", {
         **bench_env(services.redis_url),
         "MOI_REDIS_URL": services.redis_url,
         "MOI_CONTEXTS": f"bench={services.url_file}",
+        "MOI_DEFAULT_CONTEXT": "bench",
         "MOI_STATE_DIR": str(services.directory / "state"),
-    }
-    local_relay, _ = start_server(services, "moi")
+    })  # fmt: skip
     with Hosts(2, services.directory / "hosts") as hosts:
-        remote_env = {**hosts.env(), "PYTHONPATH": str(ROOT)}
-        remote_relay, _ = start_server(services, "moi", env={"MOI_REDIS_URL": hosts.redis_url})
+        there = _Side(services, "hosts", {**hosts.env(), "PYTHONPATH": str(ROOT)})
         for _ in range(plan.runs):
-            here_live = _latency(local_env, "bench", local_relay, plan)
-            there_live = _latency(remote_env, "hosts", remote_relay, plan)
-            local_live.add(here_live["p50"])
-            remote_live.add(there_live["p50"])
-            live_cost.add(there_live["p50"] - here_live["p50"])
-            here = _round(local_env, "bench", plan)
-            there = _round(remote_env, "hosts", plan)
-            if len(there["hosts"]) != 2:
-                raise RuntimeError(f"the jobs ran on {sorted(there['hosts'])}, not on both hosts")
-            second_share.add(100 * there["hosts"].get("moi-host2", 0) / sum(there["hosts"].values()))
-            local_one.add(here["one"])
-            remote_one.add(there["one"])
-            local_many.add(here["many"])
-            remote_many.add(there["many"])
-            one_cost.add(there["one"] / here["one"])
-            many_cost.add(there["many"] / here["many"])
-    throughput = [local_one, remote_one, one_cost, local_many, remote_many, many_cost, second_share]
-    return title, [*throughput, local_live, remote_live, live_cost]
+            to_client.add(here.latency("ws", plan)["p50"], there.latency("ws", plan)["p50"])
+            if here.server:
+                to_page.add(here.latency("browser", plan)["p50"], there.latency("browser", plan)["p50"])
+            local, remote = _round(here.env, "bench", plan), _round(there.env, "hosts", plan)
+            if len(remote["hosts"]) != 2:
+                raise RuntimeError(f"the jobs ran on {sorted(remote['hosts'])}, not on both hosts")
+            second_share.add(100 * remote["hosts"].get("moi-host2", 0) / sum(remote["hosts"].values()))
+            one.add(local["one"], remote["one"])
+            many.add(local["many"], remote["many"])
+    return title, [*one.figures(), *many.figures(), second_share, *to_client.figures(), *to_page.figures()]
 
 
-def _latency(env: dict[str, str], context: str, relay_port: int, plan: Any) -> dict[str, Any]:
-    """``benchmarks.hosts_latency`` in its own process: one job at a time, its end to the relay's frame."""
-    argv = [sys.executable, "-m", "benchmarks.hosts_latency", context, str(relay_port), str(plan.latency_samples)]
-    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"a hosts latency round failed: {done.stderr.strip().splitlines()[-1:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+class _Side:
+    """Engines on this host, or on the two hosts: their environment, a moi relay and a ``moi server`` on it."""
+
+    def __init__(self, services: Services, context: str, env: dict[str, str]) -> None:
+        self.context = context
+        self.env = env
+        self.relay, _ = start_server(services, "moi", env={"MOI_REDIS_URL": env["MOI_REDIS_URL"]})
+        self.server = start_moi_server(services, env, f"moi-server-{context}") if have_chromium() else 0
+
+    def latency(self, mode: str, plan: Any) -> dict[str, Any]:
+        """``benchmarks.hosts_latency`` in its own process: one job at a time, its end to the watcher."""
+        port = self.relay if mode == "ws" else self.server
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks.hosts_latency",
+            mode,
+            self.context,
+            str(port),
+            str(plan.latency_samples),
+        ]
+        done = subprocess.run(argv, cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            raise RuntimeError(f"a hosts latency round failed: {done.stderr.strip().splitlines()[-1:]}")
+        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 def _round(env: dict[str, str], context: str, plan: Any) -> dict[str, Any]:
