@@ -81,6 +81,7 @@ class Host:
         self.veth = f"moi{tag}v{index}"
         self.address = f"10.237.{subnet}.{10 + index}"
         self.sshd: subprocess.Popen[bytes] | None = None
+        self.reachable = True  # until its link is cut or it is killed
 
     def pids(self) -> list[int]:
         listed = subprocess.run(["ip", "netns", "pids", self.namespace], capture_output=True, text=True).stdout
@@ -89,9 +90,11 @@ class Host:
     def cut_link(self) -> None:
         """The host's cable pulled: its end of the bridge goes down, and its processes live on unreachable."""
         _run("ip", "link", "set", self.veth, "down")
+        self.reachable = False
 
     def kill_everything(self) -> None:
         """SIGKILL every process in the host (its engines, sshd): the host died."""
+        self.reachable = False
         for pid in self.pids():
             with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -211,7 +214,8 @@ class Hosts:
         known = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"]
         # A host whose link is cut drops every packet: without these, an ssh to it (or one already
         # connected, the launchers' watch of an engine) would wait for ever.
-        alive = ["-o", "ConnectTimeout=3", "-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=2"]
+        # Lenient enough for a loaded machine: an engine's ssh that gave up would take its engine with it.
+        alive = ["-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
         return ["-i", str(self.key), *known, "-o", "BatchMode=yes", *alive]
 
     def ssh_command(self, host: Host) -> list[str]:
@@ -261,7 +265,7 @@ def _stop_watching(cluster: Any) -> None:
         stop_waiting = getattr(launcher, "_stop_waiting", None)
         if stop_waiting is not None:
             stop_waiting.set()
-    deadline = time.monotonic() + 10  # a watch of a cut-off host ends when ssh finds it unresponsive
+    deadline = time.monotonic() + 20  # a watch of a cut-off host ends when ssh finds it unresponsive
     for launcher in launchers:
         thread = getattr(launcher, "_wait_thread", None)
         if thread is not None:
