@@ -133,7 +133,9 @@ def submit_command(
     files = list(inputs) if inputs else None
     job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd, priority=priority, files=files)
     click.echo(f"Submitted job id: {job_id}")
-    if get_info(job_id).get("waiting") and not watchdog.controller_listening(connections.context_spec(ctx).url_file):
+    if get_info(job_id).get("waiting") and not watchdog.controller_listening(
+        connections.context_spec(ctx).connection_file()
+    ):
         click.echo(f"Job {job_id} waits in the queue of context {ctx!r}: its cluster is not online", err=True)
     if block:
         info = wait_for(job_id)
@@ -265,7 +267,9 @@ def _context_line(name: str) -> str:
     if note is not None:
         engines = json.loads(note).get("engines", "?")
         return f"context {name}: online, {engines} engines, {depth} queued"
-    spec_file = None if connections.settings().uses_embedded_cluster else connections.context_spec(name).url_file
+    spec_file = (
+        None if connections.settings().uses_embedded_cluster else connections.context_spec(name).connection_file()
+    )
     reachable = spec_file is not None and watchdog.controller_listening(spec_file)
     state = "online (no dispatcher running)" if reachable else "offline"
     return f"context {name}: {state}, {depth} queued"

@@ -52,6 +52,15 @@ class ContextSpec:
         profile, _, cluster_id = target.partition(":")
         return cls(name, profile=profile or None, cluster_id=cluster_id or None)
 
+    def connection_file(self) -> str | None:
+        """The controller's client connection file: the one named, or the profile's (None: the embedded runtime's)."""
+        if self.url_file or not self.profile:
+            return self.url_file
+        from IPython.paths import get_ipython_dir  # imported here: IPython is slow, and only probes need it
+
+        name = f"ipcontroller-{self.cluster_id}-client.json" if self.cluster_id else "ipcontroller-client.json"
+        return os.path.join(get_ipython_dir(), f"profile_{self.profile}", "security", name)
+
 
 @dataclass(frozen=True)
 class Settings:

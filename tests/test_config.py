@@ -79,6 +79,15 @@ def test_a_redis_url_moi_cannot_use_is_a_config_error(url: str, says: str) -> No
     assert "pw" not in str(raised.value)
 
 
+def test_a_context_named_by_profile_knows_its_connection_file(clean_env, tmp_path) -> None:
+    """What ``moi status`` and ``moi submit`` probe when no dispatcher has noted the cluster online."""
+    clean_env.setenv("IPYTHONDIR", str(tmp_path))
+    security = tmp_path / "profile_slurm" / "security"
+    assert ContextSpec.parse("big=slurm:c1").connection_file() == str(security / "ipcontroller-c1-client.json")
+    assert ContextSpec.parse("lab=slurm").connection_file() == str(security / "ipcontroller-client.json")
+    assert ContextSpec.parse("x=/a/b.json").connection_file() == "/a/b.json"
+
+
 def test_first_configured_context_is_the_default(clean_env) -> None:
     clean_env.setenv("MOI_CONTEXTS", "alpha,beta")
     assert build_settings().default_context == "alpha"
