@@ -104,16 +104,19 @@ def statuses(client: redis.Redis, ids: list[str]) -> list[str]:
 
 
 def test_a_job_runs_on_engines_that_slurm_started_and_moi_status_shows_the_context(
-    slurm_env: dict[str, str], server: Server
+    slurm_env: dict[str, str], request: pytest.FixtureRequest
 ) -> None:
+    status = moi(slurm_env, "status")  # no dispatcher yet: the controller is probed at the profile's connection file
+    assert status.returncode == 0, status.stderr
+    assert "configured context: big -> slurm:c1" in status.stdout
+    assert "context big: online (no dispatcher running), 0 queued" in status.stdout, status.stdout
+
     done = moi(slurm_env, "submit", "--context", "big", "--cmd", "return 1", "--block")  # the README's line
     assert done.returncode == 0, done.stderr
     assert "Success" in done.stdout, done.stdout
 
-    status = moi(slurm_env, "status")
-    assert status.returncode == 0, status.stderr
-    assert "configured context: big -> slurm:c1" in status.stdout
-    assert "context big: online, 2 engines" in status.stdout, status.stdout
+    request.getfixturevalue("server")  # now a moi server dispatches, and notes what it sees
+    until(lambda: "context big: online, 2 engines" in moi(slurm_env, "status").stdout, "moi status: 2 engines", WAIT)
 
 
 def test_scancel_fails_the_running_jobs_and_the_queued_wait_for_the_next_engines(
