@@ -24,6 +24,7 @@ from moi.redis_server import start_redis
 from moi.runtime import free_port
 from tests.browser import Server, log_in, row
 from tests.conftest import ROOT, require, until
+from tests.processes import stop
 from tests.slurm import Slurm, reason_unavailable
 
 WAIT = 180.0  # seconds for what Slurm and the cluster do; nothing here is timed
@@ -57,17 +58,20 @@ def slurm_env(slurm: Slurm) -> Iterator[dict[str, str]]:
         "MOI_DEFAULT_CONTEXT": "big",
         "MOI_STATE_DIR": str(directory / "state"),
     }
-    subprocess.run(["ipython", "profile", "create", "slurm", "--parallel"], env=env, capture_output=True, check=True)
-    with open(Path(env["IPYTHONDIR"]) / "profile_slurm" / "ipcluster_config.py", "a") as config:
-        config.write(IPCLUSTER_CONFIG)
-    ipcluster(env, "start", "--profile=slurm", "--cluster-id=c1", "-n", "2", "--engines=slurm", "--controller=slurm")
-    try:
+    try:  # whatever fails from here, the Redis goes (and the Slurm jobs go with the Slurm fixture)
+        profile = ["ipython", "profile", "create", "slurm", "--parallel"]
+        subprocess.run(profile, env=env, capture_output=True, check=True)
+        with open(Path(env["IPYTHONDIR"]) / "profile_slurm" / "ipcluster_config.py", "a") as config:
+            config.write(IPCLUSTER_CONFIG)
+        # The README's line: ipcluster start --profile=slurm --cluster-id=c1 -n 2 --engines=slurm --controller=slurm
+        ipcluster(
+            env, "start", "--profile=slurm", "--cluster-id=c1", "-n", "2", "--engines=slurm", "--controller=slurm"
+        )
         yield env
     finally:
-        stop = ["ipcluster", "stop", "--profile=slurm", "--cluster-id=c1"]
-        subprocess.run(stop, cwd=directory, env=env, capture_output=True)
-        redis_proc.terminate()
-        redis_proc.wait(10)
+        ipcluster_stop = ["ipcluster", "stop", "--profile=slurm", "--cluster-id=c1"]
+        subprocess.run(ipcluster_stop, cwd=directory, env=env, capture_output=True)
+        stop(redis_proc)
 
 
 @pytest.fixture(scope="module")
