@@ -93,36 +93,48 @@ def start_redis(
     otherwise nothing is kept (tests and benchmarks measure moi, not the disk).
     Either way the commands in DISABLED_COMMANDS are unavailable.
     """
-    import redis
-
-    from . import redis_clients
-
     port = port or free_port()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     config = write_redis_config(directory, port, password, durable, address, tls)
     binary = redis_server_binary(tls is not None)
     proc = subprocess.Popen([binary, str(config)], stdin=subprocess.DEVNULL, cwd=directory)
+    url = server_url(address, port, password, tls)
+    if not _answers(proc, url):
+        proc.kill()
+        raise RuntimeStartError(f"redis-server did not start on port {port}; see {directory / 'redis.log'}")
+    return proc, url
+
+
+def server_url(address: str, port: int, password: str | None, tls: TlsFiles | None = None) -> str:
+    """The URL of a server started here: its password in it, and for TLS the CA that signed its certificate."""
     auth = f":{quote(password, safe='')}@" if password else ""
-    url = f"redis://{auth}{address}:{port}/0"
-    if tls is not None:
-        url = f"rediss://{auth}{address}:{port}/0?ssl_ca_certs={quote(str(tls.ca))}"
+    if tls is None:
+        return f"redis://{auth}{address}:{port}/0"
+    return f"rediss://{auth}{address}:{port}/0?ssl_ca_certs={quote(str(tls.ca))}"
+
+
+def _answers(proc: subprocess.Popen[bytes], url: str, timeout: float = 20) -> bool:
+    """Whether the server answers a PING within ``timeout`` s (False at once if it exits)."""
+    import redis
+
+    from . import redis_clients
+
     client = redis_clients.sync_client(url)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
             try:
                 client.ping()
-                return proc, url
+                return True
             except redis.BusyLoadingError:
                 time.sleep(0.05)  # reading its append-only file back
             except redis.ConnectionError:
                 if proc.poll() is not None:
-                    break
+                    return False
                 time.sleep(0.05)
+        return False
     finally:
         client.close()
-    proc.kill()
-    raise RuntimeStartError(f"redis-server did not start on port {port}; see {directory / 'redis.log'}")
 
 
 def write_redis_config(
