@@ -1,8 +1,8 @@
 """``Authorization: Bearer <token>`` on moi's routes: the websocket and a job's files (see ``moi.tokens``).
 
 A request that carries the header is that token's user, whatever its cookie
-says; a malformed, unknown or revoked token is refused with 401 and never falls
-back to the cookie. A token made with ``--admin`` may read every user's jobs' files.
+says; a malformed, unknown, revoked or expired token is refused with 401 and never
+falls back to the cookie. A token made with ``--admin`` may read every user's jobs' files.
 """
 
 from __future__ import annotations
@@ -21,18 +21,26 @@ log = logging.getLogger("moi.bearer")
 async def authenticate(handler: RequestHandler, hub: Hub) -> bool:
     """Set the handler's user from its Bearer token, if it has one; whether that user is an admin:
     the token's flag, or for a login without a token, the name in ``[moi] admins``."""
+    found = await token_of(handler, hub)
+    if found is None:
+        return is_admin_login(handler.current_user)
+    handler.current_user = found.user
+    return found.admin
+
+
+async def token_of(handler: RequestHandler, hub: Hub) -> tokens.Token | None:
+    """The request's Bearer token; None without an Authorization header, 401 for a bad one."""
     header = handler.request.headers.get("Authorization")
     if header is None:
-        return is_admin_login(handler.current_user)
+        return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise HTTPError(401, "the Authorization header is not 'Bearer <token>'")
     found = await tokens.lookup(hub.redis, hub.keys, hub.url, token.strip())
     if found is None:
-        log.info("refused a bad or revoked token from %s", printable(handler.request.remote_ip))
-        raise HTTPError(401, "bad or revoked token")
-    handler.current_user = found.user
-    return found.admin
+        log.info("refused a bad, revoked or expired token from %s", printable(handler.request.remote_ip))
+        raise HTTPError(401, "bad, revoked or expired token")
+    return found
 
 
 def is_admin_login(user: object) -> bool:

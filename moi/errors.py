@@ -16,6 +16,7 @@
     ├── InvalidUserName
     ├── InvalidCode
     ├── InvalidPriority
+    │   └── PriorityAboveCeiling
     ├── QuotaExceeded
     ├── CommandFailed
     ├── JobCancelled
@@ -32,6 +33,7 @@
     ├── RuntimeStartError
     ├── UnsafeStateDir
     ├── UnknownToken
+    ├── InvalidExpiry
     └── ServiceError
         ├── UnknownService
         ├── ServiceDefinitionError
@@ -160,6 +162,15 @@ class InvalidPriority(MoiError):
         super().__init__(
             f"Priority {printable(repr(value))} is refused: "
             f"give low, normal, high or an integer from {-bound} to {bound}"
+        )
+
+
+class PriorityAboveCeiling(InvalidPriority):
+    """A priority above what a user may ask for (``[moi] max_user_priority``); admins are exempt."""
+
+    def __init__(self, value: object, ceiling: int) -> None:
+        MoiError.__init__(
+            self, f"Priority {printable(repr(value))} is refused: a user's jobs go at priority {ceiling} at most"
         )
 
 
@@ -324,3 +335,10 @@ class UnknownToken(MoiError):
     def __init__(self, token_id: str) -> None:
         super().__init__(f"No API token {printable(token_id[:40])!r}; `moi token list` shows them")
         self.token_id = token_id
+
+
+class InvalidExpiry(MoiError):
+    """A token's lifetime that is not a positive duration."""
+
+    def __init__(self, text: object) -> None:
+        super().__init__(f"Expiry {printable(repr(text))[:60]} is refused: write a duration such as 12h, 30d or 2w")

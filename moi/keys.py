@@ -23,7 +23,9 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:held:<ctx>       zset    paused jobs of a context, with the scores they had in its queue
     Pmoi:index:<owner>    zset    ids of a user's jobs (their group id), by order of submission: the API's listing
     Pmoi:index            zset    ids of every user's jobs, the same way (an admin's listing)
-    Pmoi:tokens           hash    API token id -> JSON: its user, admin flag, name, and the SHA-256 of its secret
+    Pmoi:tokens           hash    API token id -> JSON: its user, admin flag, name, expiry, the SHA-256 of its secret
+    Pmoi:tokens:used      hash    API token id -> when it was last used (epoch seconds; written at most once a minute)
+    Pmoi:tokens:revoked   channel ids of tokens just revoked: every server closes their open sockets
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
     Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
     Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
@@ -108,6 +110,14 @@ class Keys:
     @property
     def tokens(self) -> str:
         return f"{self.prefix}moi:tokens"
+
+    @property
+    def tokens_used(self) -> str:
+        return f"{self.prefix}moi:tokens:used"
+
+    @property
+    def tokens_revoked(self) -> str:
+        return f"{self.prefix}moi:tokens:revoked"
 
     @property
     def services(self) -> str:

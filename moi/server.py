@@ -3,7 +3,7 @@
 Routes: ``/login`` (a development login: any name, kept in the signed cookie
 ``user``; an application replaces it with its own authentication; names that
 could alias another user's group, see ``moi.keys.user_name_problem``, are refused),
-``/logout``, the dashboard's pages (``/``, ``/jobs/<id>``, ``/submit``, ``/ops``
+``/logout`` (a POST), the dashboard's pages (``/``, ``/jobs/<id>``, ``/submit``, ``/ops``
 and ``/list``, see ``moi.dashboard``), ``/metrics`` (``moi.metrics``),
 ``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
 see ``moi.file_routes``), ``/api/v1/...`` (the HTTP API, see ``moi.api``),
@@ -91,7 +91,10 @@ def safe_next(target: str) -> str:
 
 
 class LogoutHandler(_UserHandler):
-    def get(self) -> None:
+    """Logout is a POST with the XSRF token (the page's button): a link, an image or another site's
+    page cannot log a user out. A GET is 405."""
+
+    def post(self) -> None:
         self.clear_cookie("user")
         self.redirect("/login")
 

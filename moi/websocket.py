@@ -31,22 +31,29 @@ behind for ``moi_unsent_timeout`` seconds (20), or gets past the whole bound, is
 closed (1008). A user has at most ``moi_max_sockets_per_user`` (20) sockets per
 process; the next upgrade gets 429. Pings every ``websocket_ping_interval``
 seconds (30 unless the application sets it) drop half-open connections.
+
+A socket opened with a Bearer token lives no longer than its token: when the token
+is revoked (announced on ``moi:tokens:revoked``, which every server's hub hears)
+or expires, the socket gets an error frame and is closed (1008), and every frame
+it sends is checked against the token first, so a verb sent meanwhile is refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import redis
 from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from . import bearer, connections, log_tail
+from . import bearer, connections, log_tail, tokens
 from . import pause as pausing
 from .errors import BadRequest, InvalidUserName, MoiError, NotInGroup, RedisRefused, RedisUnavailable, WrongState
 from .group import Group
@@ -71,6 +78,7 @@ HUB_SETTING = "moi_hub"
 UNSENT_SETTING = "moi_max_unsent_bytes"
 MAX_UNSENT = 4 * 1024 * 1024
 CLOSE_UNREAD = 1008  # policy violation: the client sends requests but does not read the answers
+CLOSE_TOKEN_GONE = 1008  # policy violation: the socket's token was revoked or has expired
 # How long a request waits for its client to read the answers to the last ones.
 UNSENT_TIMEOUT_SETTING = "moi_unsent_timeout"
 UNSENT_TIMEOUT = 20.0
@@ -172,6 +180,8 @@ class MOIMessageHandler(WebSocketHandler):
     hub: Hub
     group_id: str
     group: Group | None = None
+    token: tokens.Token | None = None  # the Bearer token the socket was opened with; it ends the socket
+    _token_watch: TokenWatch | None = None
     _user: str | None = None  # set while this handler holds one of its user's socket places
     _unsent = 0  # bytes written to the socket's stream and not yet flushed to the client
     _caught_up: asyncio.Event | None = None  # set while _unsent is under the mark where requests wait
@@ -202,7 +212,9 @@ class MOIMessageHandler(WebSocketHandler):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Checked before the upgrade: no user, no socket. A Bearer token, when given, is the user.
-        await bearer.authenticate(self, hub_for(self.application))
+        self.token = await bearer.token_of(self, hub_for(self.application))
+        if self.token is not None:
+            self.current_user = self.token.user
         user = self.current_user
         if not user:
             raise HTTPError(403, "log in first")
@@ -247,6 +259,9 @@ class MOIMessageHandler(WebSocketHandler):
         self._caught_up.set()
         self.group = Group(self.hub, self.group_id, self.send, self.report)
         try:
+            if self.token is not None:
+                self._token_watch = TokenWatch(self, self.token)
+                await self._token_watch.start()
             await self.group.start()
         except MoiError as error:
             log.warning("cannot follow the jobs of %s: %s", printable(self.current_user), printable(error))
@@ -258,6 +273,11 @@ class MOIMessageHandler(WebSocketHandler):
             return  # closing (for not reading, say): the frames still arriving get no answer
         verb = None
         try:
+            if self.token is not None and not await tokens.still_valid(
+                self.hub.redis, self.hub.keys, self.hub.url, self.token
+            ):
+                self.token_gone()
+                return
             verb, argument = parse_request(message)
             if verb not in self.VERBS:
                 raise BadRequest(f"unknown verb {str(verb)[:40]!r}; known: {', '.join(sorted(self.VERBS))}")
@@ -288,15 +308,30 @@ class MOIMessageHandler(WebSocketHandler):
     def on_close(self) -> None:
         self._release()
         self._stop_following()
+        if self._token_watch is not None:
+            watch, self._token_watch = self._token_watch, None
+            _in_background(watch.stop())
         for task in list(self.__dict__.get("_tails", {}).values()):
             task.cancel()
 
     def _stop_following(self) -> None:
         if self.group is not None:
             group, self.group = self.group, None
-            closing = asyncio.get_running_loop().create_task(group.close())
-            _CLOSING.add(closing)  # held: the loop keeps only a weak reference to a task
-            closing.add_done_callback(_CLOSING.discard)
+            _in_background(group.close())
+
+    def token_gone(self) -> None:
+        """The socket's token was revoked or has expired: say so, and close."""
+        if self.ws_connection is None:
+            return
+        log.info("closing a socket of %s: its token %s was revoked or has expired", self._who(), self.token_id)
+        self.refuse("your token was revoked or has expired; this socket closes")
+        self.close(CLOSE_TOKEN_GONE, "token revoked or expired")
+        self._release()
+        self._stop_following()
+
+    @property
+    def token_id(self) -> str:
+        return self.token.id if self.token is not None else "-"
 
     def _who(self) -> str:
         return printable(self.current_user, 80)
@@ -438,3 +473,59 @@ class MOIMessageHandler(WebSocketHandler):
         if self.group is None:
             raise BadRequest("the socket is closing")
         return self.group
+
+
+class TokenWatch:
+    """Ends a socket opened with a token when the token is revoked (heard on ``moi:tokens:revoked``,
+    from any server) or expires (a timer). When the hub lost messages it asks Redis again."""
+
+    def __init__(self, socket: MOIMessageHandler, token: tokens.Token) -> None:
+        self.socket, self.token = socket, token
+        self.channel = socket.hub.keys.tokens_revoked
+        self._expiry: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        self._arm()
+        try:
+            await self.socket.hub.subscribe([self.channel], self)
+        except (TimeoutError, redis.RedisError, OSError) as error:
+            raise RedisUnavailable(self.socket.hub.url, error) from None
+
+    async def stop(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+        with contextlib.suppress(TimeoutError, redis.RedisError, OSError):
+            await self.socket.hub.unsubscribe([self.channel], self)
+
+    def _arm(self) -> None:
+        """Close at the token's expiry (a far one is looked at again every MAX_TIMER seconds)."""
+        if self.token.expires is None:
+            return
+        if self.token.expired():
+            self.socket.token_gone()
+            return
+        delay = min(self.token.expires - time.time(), MAX_TIMER)
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._arm)
+
+    def message(self, channel: str, payload: dict[str, Any]) -> None:
+        revoked = payload.get("revoked")
+        if isinstance(revoked, list) and self.token.id in revoked:
+            self.socket.token_gone()
+
+    def resync(self) -> None:
+        _in_background(self._check())
+
+    async def _check(self) -> None:
+        hub = self.socket.hub
+        with contextlib.suppress(MoiError):  # Redis away again: the next resync, or the next frame, checks
+            if not await tokens.still_valid(hub.redis, hub.keys, hub.url, self.token):
+                self.socket.token_gone()
+
+
+MAX_TIMER = 7 * 86400.0  # seconds: the longest single timer for an expiry
+
+
+def _in_background(work: Coroutine[Any, Any, None]) -> None:
+    task = asyncio.get_running_loop().create_task(work)
+    _CLOSING.add(task)  # held: the loop keeps only a weak reference to a task
+    task.add_done_callback(_CLOSING.discard)
