@@ -4,7 +4,8 @@ Every route is authorised per user: ``Authorization: Bearer <token>`` (see
 ``moi.tokens``) or the login cookie, which then needs Tornado's XSRF token like
 any form. A user reaches only their own tree; an admin token, every user's.
 Errors are ``{"error": "...", "code": "..."}`` with their status: 400 (a body
-that is not a JSON object), 401 (no or a bad token), 404 (no such job, or not
+that is not a JSON object), 401 (no or a bad token), 403 (code from a user without
+the grant; see ``moi.sandbox``), 404 (no such job, or not
 yours: the same answer, so nothing leaks), 409 (the action does not fit the
 job's state), 413 (a JSON body over ``moi_api_max_body``, or an upload over
 ``[moi] max_upload``), 422 (a bad parameter or input), 429 (the user's hard limit,
@@ -29,10 +30,11 @@ from typing import Any, TypeVar
 
 from tornado.web import HTTPError, RequestHandler
 
-from . import bearer, connections, listing
+from . import bearer, connections, listing, sandbox, tokens
 from . import files as job_files
 from . import job as jobs
 from .errors import (
+    CodeRefused,
     EngineCountRefused,
     InputRefused,
     InvalidCode,
@@ -68,6 +70,7 @@ T = TypeVar("T")
 
 # moi's errors -> (HTTP status, code); the first match wins, so subclasses come first
 _STATUS: list[tuple[type[MoiError], int, str]] = [
+    (CodeRefused, 403, "forbidden"),
     (UnknownService, 422, "unknown_service"),
     (ValidationFailed, 422, "invalid"),
     (InvalidPriority, 422, "invalid"),
@@ -291,17 +294,45 @@ class JobsHandler(APIHandler):
         return job_id, group_id
 
     async def _command_job(self, given: dict[str, Any], group: str) -> tuple[str, str]:
+        """Python or shell code: for a granted user only, run as their own uid in a child (see moi.sandbox)."""
+        if not await self._may_run_code():
+            raise Problem(403, "forbidden", sandbox.GRANT_NEEDED)
         cmd, kind = given["cmd"], given.get("cmd_type", "python")
         if not isinstance(cmd, str) or kind not in ("python", "system"):
             raise Problem(422, "invalid", '"cmd" is text and "cmd_type" python or system')
         if kind == "python":
             await self.run(jobs.check_code, cmd)
-        func = jobs.python_exec if kind == "python" else jobs.system_call
+        uid, python = await self.run(sandbox.placement, self.store, str(self.current_user))
         name = _text(given, "name") or "api job"
         job_id, group_id, _ = await self.run(
-            jobs.submit, None, group, name, _text(given, "url"), func, cmd, priority=given.get("priority")
+            jobs.submit,
+            None,
+            group,
+            name,
+            _text(given, "url"),
+            sandbox.run_code,
+            kind,
+            cmd,
+            uid,
+            python,
+            priority=given.get("priority"),
         )
         return job_id, group_id
+
+    async def _may_run_code(self) -> bool:
+        """An admin, a user of [security] code_users, or a token made with --code (looked up again: it is rare)."""
+        user = str(self.current_user)
+        if sandbox.granted(user, self.admin, token_code=False):
+            return True
+        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        hub = hub_for(self.application)
+        try:
+            found = await tokens.lookup(hub.redis, hub.keys, hub.url, token.strip())
+        except MoiError as error:
+            raise problem_of(error) from None
+        return found is not None and found.user == user and found.code
 
 
 class JobHandler(APIHandler):

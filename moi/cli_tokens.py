@@ -19,12 +19,13 @@ def token_command() -> None:
 @token_command.command("create")
 @click.option("--user", required=True, help="The user the token acts as.")
 @click.option("--admin", is_flag=True, help="It may also read every user's jobs.")
+@click.option("--code", is_flag=True, help="It may run Python and shell jobs over the API (see [security]).")
 @click.option("--name", default="", help="What it is for (a laptop, a pipeline), shown by `moi token list`.")
 @click.option("--expires", default=None, help="How long it is valid: 12h, 30d, 2w (default: until revoked).")
-def create_command(user: str, admin: bool, name: str, expires: str | None) -> None:
+def create_command(user: str, admin: bool, code: bool, name: str, expires: str | None) -> None:
     """Print a new token, once: moi keeps only its hash."""
     lifetime = _lifetime(expires)
-    click.echo(tokens.create(connections.store(), user, admin=admin, name=name, expires_in=lifetime))
+    click.echo(tokens.create(connections.store(), user, admin=admin, name=name, expires_in=lifetime, code=code))
 
 
 def _lifetime(text: str | None) -> float | None:
@@ -42,10 +43,10 @@ def _lifetime(text: str | None) -> float | None:
 
 @token_command.command("list")
 def list_command() -> None:
-    """Every token: id, user, role (admin or user), name, when made, when it expires, when last
+    """Every token: id, user, role (admin, user+code or user), name, when made, when it expires, when last
     used (never the token)."""
     for token in tokens.listed(connections.store()):
-        role = "admin" if token.admin else "user"
+        role = "admin" if token.admin else "user+code" if token.code else "user"
         click.echo(f"{token.id}\t{token.user}\t{role}\t{token.name or '-'}\t{token.created}\t{_times(token)}")
 
 

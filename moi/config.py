@@ -99,6 +99,10 @@ class Settings:
     # comma-separated names. They see every user's jobs in the API and the operations page.
     admins: str = ""
     max_upload: int = 64 << 20  # bytes of a multipart POST /api/v1/jobs (a service job's input files)
+    # Code over the web ([security] section, see moi.sandbox): who may run it, and as which uids.
+    code_users: str = ""  # users who may submit Python or shell jobs over the API (admins and --code tokens may too)
+    code_uids: str = ""  # "LOW-HIGH": the uids that web users' code runs as, one per user; empty: no code over the web
+    code_python: str = ""  # the interpreter of that code, which every uid must be able to run; empty: sys.executable
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -111,6 +115,15 @@ class Settings:
     @property
     def admin_names(self) -> frozenset[str]:
         return frozenset(name.strip() for name in self.admins.split(",") if name.strip())
+
+    @property
+    def code_user_names(self) -> frozenset[str]:
+        return frozenset(name.strip() for name in self.code_users.split(",") if name.strip())
+
+    @property
+    def code_uid_range(self) -> tuple[int, int] | None:
+        """``code_uids`` as (low, high), both included; None when it is not set."""
+        return _uid_range(self.code_uids) if self.code_uids.strip() else None
 
     @property
     def jobs_root(self) -> str:
@@ -157,6 +170,8 @@ def _from_ini(path: str) -> dict[str, Any]:
         values.update({name: value for name, value in parser["moi"].items() if name in _MOI_OPTIONS})
     if parser.has_section("mail"):
         values.update(_mail_section(parser["mail"]))
+    if parser.has_section("security"):
+        values.update(_security_section(parser["security"]))
     return values
 
 
@@ -173,6 +188,25 @@ def _mail_section(section: configparser.SectionProxy) -> dict[str, str]:
             raise ConfigError(f"[mail] has no option {name!r}; the options are {', '.join(_MAIL_OPTIONS)}")
         values[_MAIL_OPTIONS[name]] = value
     return values
+
+
+_SECURITY_OPTIONS = ("code_users", "code_uids", "code_python")
+
+
+def _security_section(section: configparser.SectionProxy) -> dict[str, str]:
+    unknown = [name for name in section if name not in _SECURITY_OPTIONS and name not in section.parser.defaults()]
+    if unknown:
+        raise ConfigError(f"[security] has no option {unknown[0]!r}; the options are {', '.join(_SECURITY_OPTIONS)}")
+    return {name: section[name] for name in _SECURITY_OPTIONS if name in section}
+
+
+def _uid_range(text: str) -> tuple[int, int]:
+    low, dash, high = (part.strip() for part in text.partition("-"))
+    if not (dash and low.isascii() and low.isdigit() and high.isascii() and high.isdigit()):
+        raise ConfigError(f"[security] code_uids is a range of uids LOW-HIGH such as 200000-265535, not {text!r}")
+    if not 0 < int(low) <= int(high) < 2**32 - 1:
+        raise ConfigError(f"[security] code_uids {text!r} must go up from LOW to HIGH, above 0 (root), below 2**32-1")
+    return int(low), int(high)
 
 
 # [mail] option -> setting
@@ -207,6 +241,9 @@ _ENVIRONMENT = {
     "MOI_SITE_URL": "site_url",
     "MOI_MAX_UPLOAD": "max_upload",
     "MOI_ADMINS": "admins",
+    "MOI_CODE_USERS": "code_users",
+    "MOI_CODE_UIDS": "code_uids",
+    "MOI_CODE_PYTHON": "code_python",
     "MOI_SMTP_HOST": "smtp_host",
     "MOI_SMTP_PORT": "smtp_port",
     "MOI_SMTP_TLS": "smtp_tls",
@@ -273,6 +310,8 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     values.update(overrides or {})
     settings = replace(Settings(), **_coerce(values))
     scheduler_args(settings.scheduler)  # a mistake shows now, not when the runtime starts
+    if settings.code_uids.strip():
+        _uid_range(settings.code_uids)  # likewise a bad [security] code_uids
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
     if settings.ttl <= 0:

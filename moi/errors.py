@@ -19,6 +19,8 @@
     │   └── PriorityAboveCeiling
     ├── QuotaExceeded
     ├── CommandFailed
+    ├── CodeRefused
+    ├── CodeFailed
     ├── JobCancelled
     ├── JobFailed
     ├── WrongState
@@ -196,6 +198,19 @@ class CommandFailed(MoiError):
         self.stdout = stdout
         self.stderr = stderr
         self.returncode = returncode
+
+
+class CodeRefused(MoiError):
+    """Code over the web that may not, or cannot, run: no grant, or no sandbox configured (see moi.sandbox)."""
+
+
+class CodeFailed(MoiError):
+    """Code run in the sandbox failed: its traceback as the child printed it (``result_format``
+    "traceback"), or one line on why it could not run or gave no result ("text")."""
+
+    def __init__(self, text: str, result_format: str = "text") -> None:
+        super().__init__(text)
+        self.result_format = result_format
 
 
 class EngineRetiring(MoiError):

@@ -32,6 +32,7 @@ from .config import ContextSpec
 from .context import Context, by_name
 from .errors import (
     BadDocument,
+    CodeFailed,
     FetchFailed,
     JobCancelled,
     MoveFailed,
@@ -371,6 +372,9 @@ def _call(
             raise JobCancelled(f"Job {tracker.job_id} was cancelled") from None
         if isinstance(error, FetchFailed | StepFailed | MoveFailed):  # its reason says it all: no moi traceback
             tracker.finish(Status.FAILED, str(error), "text")
+            raise
+        if isinstance(error, CodeFailed):  # the sandboxed child's own traceback, or why it gave none
+            tracker.finish(Status.FAILED, str(error), error.result_format)
             raise
         tracker.finish(Status.FAILED, traceback.format_exc(), "traceback", pickled(error))
         raise

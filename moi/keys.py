@@ -23,9 +23,11 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:held:<ctx>       zset    paused jobs of a context, with the scores they had in its queue
     Pmoi:index:<owner>    zset    ids of a user's jobs (their group id), by order of submission: the API's listing
     Pmoi:index            zset    ids of every user's jobs, the same way (an admin's listing)
-    Pmoi:tokens           hash    API token id -> JSON: its user, admin flag, name, expiry, the SHA-256 of its secret
+    Pmoi:tokens           hash    token id -> JSON: user, admin and code flags, name, expiry, its secret's SHA-256
     Pmoi:tokens:used      hash    API token id -> when it was last used (epoch seconds; written at most once a minute)
     Pmoi:tokens:revoked   channel ids of tokens just revoked: every server closes their open sockets
+    Pmoi:code:uids        hash    user -> the uid their code runs as over the web (see moi.sandbox)
+    Pmoi:code:uids:next   string  how many uids of [security] code_uids have been given out
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
     Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
     Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
@@ -118,6 +120,14 @@ class Keys:
     @property
     def tokens_revoked(self) -> str:
         return f"{self.prefix}moi:tokens:revoked"
+
+    @property
+    def code_uids(self) -> str:
+        return f"{self.prefix}moi:code:uids"
+
+    @property
+    def code_uids_next(self) -> str:
+        return f"{self.prefix}moi:code:uids:next"
 
     @property
     def services(self) -> str:

@@ -48,6 +48,7 @@ class Token:
     created: str
     expires: float | None = None  # epoch seconds; None: never
     last_used: float | None = None  # epoch seconds, as ``listed`` reads it; None: never used
+    code: bool = False  # its user may run code over the web (``moi token create --code``; see moi.sandbox)
 
     def expired(self) -> bool:
         return self.expires is not None and time.time() >= self.expires
@@ -57,16 +58,18 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create(store: Store, user: str, admin: bool = False, name: str = "", expires_in: float | None = None) -> str:
+def create(
+    store: Store, user: str, admin: bool = False, name: str = "", expires_in: float | None = None, code: bool = False
+) -> str:
     """A new token for ``user``, valid for ``expires_in`` seconds (None: until revoked); the only time its
-    secret is seen."""
+    secret is seen. ``code``: it may run code over the web (see ``moi.sandbox``)."""
     problem = user_name_problem(user)
     if problem is not None:
         raise InvalidUserName(user, problem)
     if expires_in is not None and not 0 < expires_in < 1e10:
         raise InvalidExpiry(expires_in)
     token_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
-    kept = {"user": user, "admin": admin, "name": name, "created": now(), "sha256": _digest(secret)}
+    kept = {"user": user, "admin": admin, "code": code, "name": name, "created": now(), "sha256": _digest(secret)}
     kept["expires"] = None if expires_in is None else round(time.time() + expires_in, 3)
     with reaching(store.url):
         store.redis.hset(store.keys.tokens, token_id, json.dumps(kept))
@@ -167,4 +170,5 @@ def _token(token_id: str, text: str, used: str | None = None) -> Token | None:
         str(kept.get("created")),
         expires=None if expires is None else float(expires),
         last_used=float(used) if used is not None and used.isdigit() else None,
+        code=kept.get("code") is True,
     )

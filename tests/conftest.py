@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ENGINES = 2
 # The session's Redis asks for a password, as moi's own does: every moi process must pass it on.
 REDIS_PASSWORD = "moi-test-S3cret"
+CODE_UIDS = (200000, 265535)  # [security] code_uids: no account on a test machine has these
+CODE_PYTHON = "/usr/bin/python3"  # the system's Python: sys.executable may sit where another uid cannot go
 
 
 @pytest.fixture(scope="session")
@@ -65,6 +67,9 @@ def moi_environment(redis_url: str, cluster_file: str, session_dir: Path) -> Ite
         MOI_REDIS_URL=redis_url,
         MOI_CONTEXTS=f"default={cluster_file}",
         MOI_STATE_DIR=str(session_dir / "state"),
+        # Code over the web runs as uids of this range (the tests run as root), in an interpreter any uid may run.
+        MOI_CODE_UIDS=f"{CODE_UIDS[0]}-{CODE_UIDS[1]}",
+        MOI_CODE_PYTHON=CODE_PYTHON,
     )
     os.environ.pop("MOI_CONFIG_FP", None)
     moi.connections.reset()

@@ -1,0 +1,357 @@
+"""Code that a web user runs (a ``cmd`` job over the API): a fresh interpreter, as an unprivileged uid.
+
+Running Python or shell over the web is a grant (``moi.api`` checks it: an admin,
+a user of ``[security] code_users``, or a token made with ``--code``). The server
+then decides where the code runs and writes it into the job's call, which only moi
+writes: ``run_code(kind, cmd, uid, python)``. Each moi user has their own uid from
+the operator's range ``[security] code_uids``, given out once and kept in Redis
+(``Keys.code_uids``), so one user's code cannot signal another's processes or read
+their files. No passwd entry is needed: a uid is a number.
+
+On the engine (which must run as root to switch uid), ``run_code`` never runs the
+code in the engine's own process, nor in a fork of it (its memory holds the Redis
+password). It starts a fresh interpreter, ``[security] code_python``, as that uid
+and gid with no supplementary groups, in a new session, with no inherited file
+descriptors, a minimal environment (PATH, HOME, LANG, TMPDIR) and, as its working
+directory, a fresh directory owned by the uid (0700), removed afterwards. The child
+does not import moi: ``RUNNER`` (below) is passed with ``-I -c``, reads the job
+from stdin and writes JSON lines back on its stdout: status texts, then the result
+(or its repr) or the traceback. The engine relays them, so the job's info reads
+as ``python_exec``'s and ``system_call``'s would (``moi.commands``). A shell
+command is ``/bin/sh -c`` as that uid, with ``[stdout, stderr, returncode]`` as
+its result, or CommandFailed.
+
+When the job ends, or the engine's liveness interrupts it (a cancel), every
+process of that uid in the child's process group or session gets SIGTERM, then
+SIGKILL. A process that leaves its session (``setsid``) can outlive the job; it
+still runs as the user's uid, with nothing of moi's. The library and the CLI,
+run as the machine's own user, run code in-process as before: this is for the web.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import pwd
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import connections, engine
+from .commands import function_source
+from .errors import CodeFailed, CodeRefused, CommandFailed
+from .store import Store, reaching
+
+log = logging.getLogger("moi.sandbox")
+
+GRANT_NEEDED = (
+    "running code needs a grant: an admin, a user listed in [security] code_users, "
+    "or a token made with `moi token create --code`"
+)
+KILL_AFTER = 3.0  # seconds the code's processes get between SIGTERM and SIGKILL
+POLL = 0.5  # seconds between looks at a cancel while the engine waits on the child
+PATH = "/usr/local/bin:/usr/bin:/bin"
+SHELL = "/bin/sh"
+
+# The child's whole program: stdlib only (the child cannot import moi), and plain enough for any Python 3.
+RUNNER = r"""
+import json, os, sys, traceback
+job = json.loads(sys.stdin.read())
+channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
+nowhere = os.open(os.devnull, os.O_RDWR)
+for fd in (0, 1, 2):
+    os.dup2(nowhere, fd)
+
+def send(message):
+    channel.write(message + "\n")
+    channel.flush()
+
+def status_update(text):
+    send(json.dumps({"status": str(text)}))
+
+def outcome():
+    namespace = {}
+    try:
+        exec(compile(job["source"], "<moi-cmd>", "exec"), namespace)
+        value = namespace["moi_cmd"](status_update=status_update, moi_update_status=status_update,
+                                     moi_context=job["context"], moi_parent_id=job["parent"])
+    except BaseException as error:
+        tb = error.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
+            tb = tb.tb_next
+        return json.dumps({"error": "".join(traceback.format_exception(type(error), error, tb))})
+    try:
+        return json.dumps({"result": value}, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            text = repr(value)
+        except Exception as error:
+            text = "<unrepresentable %s: %r>" % (type(value).__name__, error)
+        return json.dumps({"repr": text})
+
+send(outcome())
+os._exit(0)
+"""
+
+
+# on the server ----------------------------------------------------------------------
+
+
+def granted(user: str, admin: bool, token_code: bool) -> bool:
+    """Whether ``user`` may run code over the web: an admin, a user of ``code_users``, or a ``--code`` token."""
+    return admin or token_code or user in connections.settings().code_user_names
+
+
+def placement(store: Store, user: str) -> tuple[int, str]:
+    """The uid ``user``'s code runs as, and the interpreter; CodeRefused when this moi cannot sandbox code."""
+    settings = connections.settings()
+    uids = settings.code_uid_range
+    if uids is None:
+        raise CodeRefused(
+            "running code over the web needs [security] code_uids (MOI_CODE_UIDS): "
+            "a range of uids no account uses, such as 200000-265535"
+        )
+    if os.geteuid() != 0:
+        raise CodeRefused(
+            f"running code over the web needs moi's server and engines to run as root (to switch to a code uid); "
+            f"this server runs as uid {os.geteuid()}"
+        )
+    return uid_of(store, user, uids), settings.code_python or sys.executable
+
+
+def uid_of(store: Store, user: str, uids: tuple[int, int]) -> int:
+    """``user``'s own uid from the range, given out on first use and kept; never one a local account has."""
+    low, high = uids
+    with reaching(store.url):
+        while True:
+            kept = store.redis.hget(store.keys.code_uids, user)
+            if kept is not None:
+                return int(kept)
+            candidate = low + int(store.redis.incr(store.keys.code_uids_next)) - 1
+            if candidate > high:
+                raise CodeRefused(f"every uid of [security] code_uids ({low}-{high}) is taken: widen the range")
+            if _has_account(candidate):
+                continue  # a real account's uid: its files are not for a web user's code
+            store.redis.hsetnx(store.keys.code_uids, user, candidate)  # a racing server may have given one first
+
+
+def _has_account(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True
+
+
+# on the engine ------------------------------------------------------------------------
+
+
+class Repr:
+    """A result JSON cannot hold, as the child's repr of it: stored as ``result_format: repr``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def run_code(
+    kind: str,
+    cmd: str,
+    uid: int,
+    python: str,
+    status_update: Callable[[str], None] | None = None,
+    moi_context: str | None = None,
+    moi_parent_id: str | None = None,
+) -> Any:
+    """Run ``cmd`` (``kind``: python or system) as ``uid`` in a child process; its result, as in-process."""
+    if os.geteuid() != 0:
+        raise CodeFailed(
+            f"engine {engine.engine_label()} runs as uid {os.geteuid()}, not root: it cannot run code as uid {uid}",
+            "text",
+        )
+    with _own_directory(uid) as workdir:
+        if kind == "system":
+            return _system(cmd, uid, workdir)
+        job = {"source": function_source(cmd), "context": moi_context, "parent": moi_parent_id}
+        return _python(job, uid, python, workdir, status_update or (lambda text: None))
+
+
+@contextlib.contextmanager
+def _own_directory(uid: int) -> Iterator[str]:
+    from . import files  # the job-files layer: its remover never follows a link out of the tree
+
+    path = tempfile.mkdtemp(prefix="moi-code-")  # 0700
+    try:
+        os.chown(path, uid, uid)
+        yield path
+    finally:
+        files.remove_directory(path)
+
+
+def _start(argv: list[str], uid: int, workdir: str, python: str | None = None) -> subprocess.Popen[bytes]:
+    """The child: ``argv`` as ``uid``, alone in its session, with nothing of the engine's but what it is given."""
+    try:
+        return subprocess.Popen(
+            argv,
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            umask=0o077,
+            start_new_session=True,
+            close_fds=True,
+            cwd=workdir,
+            env={"PATH": PATH, "HOME": workdir, "TMPDIR": workdir, "LANG": "C.UTF-8"},
+            stdin=subprocess.PIPE if python else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+    except OSError as error:
+        setting = "; set [security] code_python (MOI_CODE_PYTHON) to an interpreter every uid may run" if python else ""
+        raise CodeFailed(f"cannot start {argv[0]} as uid {uid}: {error.strerror or error}{setting}", "text") from None
+
+
+def _system(cmd: str, uid: int, workdir: str) -> list[Any]:
+    proc = _start([SHELL, "-c", cmd], uid, workdir)
+    try:
+        out, err = _communicate(proc)
+    finally:
+        with engine.shielded():
+            _end(proc, uid)
+    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+    if proc.returncode != 0:
+        raise CommandFailed(cmd, stdout, stderr, proc.returncode)
+    return [stdout, stderr, proc.returncode]
+
+
+def _communicate(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    # In short waits, so a cancel raised in this thread (not only by a signal) is seen between them.
+    while True:
+        try:
+            return proc.communicate(timeout=POLL)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _python(job: dict[str, Any], uid: int, python: str, workdir: str, status_update: Callable[[str], None]) -> Any:
+    proc = _start([python, "-I", "-c", RUNNER], uid, workdir, python)
+    try:
+        _send_job(proc, job)
+        outcome = _relay(proc, status_update)
+    finally:
+        with engine.shielded():
+            _end(proc, uid)
+    if "result" in outcome:
+        return outcome["result"]
+    if "repr" in outcome:
+        return Repr(str(outcome["repr"]))
+    if "error" in outcome:
+        raise CodeFailed(str(outcome["error"]), "traceback")
+    raise CodeFailed(_no_outcome(proc, python), "text")
+
+
+def _send_job(proc: subprocess.Popen[bytes], job: dict[str, Any]) -> None:
+    assert proc.stdin is not None
+    with contextlib.suppress(BrokenPipeError):  # the child died first: its stderr says why
+        proc.stdin.write(json.dumps(job).encode())
+        proc.stdin.close()
+
+
+def _relay(proc: subprocess.Popen[bytes], status_update: Callable[[str], None]) -> dict[str, Any]:
+    """Status texts passed on as they come; the outcome (result, repr or error); {} when the child gave none."""
+    assert proc.stdout is not None
+    for message in _messages(proc, proc.stdout.fileno()):
+        if "status" in message:
+            status_update(str(message["status"]))
+        else:
+            return message
+    return {}
+
+
+def _messages(proc: subprocess.Popen[bytes], fd: int) -> Iterator[dict[str, Any]]:
+    """The child's JSON lines, until it closes them or ends; a line that is not one of its messages is skipped."""
+    pending = bytearray()
+    while True:
+        ready, _, _ = select.select([fd], [], [], POLL)  # short waits: see _communicate
+        if not ready:
+            if proc.poll() is not None:
+                return  # it ended and wrote nothing more: what holds the pipe open is a process it left
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return
+        pending += chunk
+        if b"\n" not in chunk:
+            continue  # a long line still coming: not searched again for each piece
+        *lines, last = bytes(pending).split(b"\n")
+        pending = bytearray(last)
+        for line in lines:
+            message = _message(line)
+            if message is not None:
+                yield message
+
+
+def _message(line: bytes) -> dict[str, Any] | None:
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    return message if isinstance(message, dict) and len(message) == 1 else None
+
+
+def _no_outcome(proc: subprocess.Popen[bytes], python: str) -> str:
+    assert proc.stderr is not None
+    readable, _, _ = select.select([proc.stderr], [], [], 0)  # never wait on a pipe a left process holds
+    said = os.read(proc.stderr.fileno(), 4096).decode(errors="replace").strip().splitlines() if readable else []
+    why = f": {said[-1]}" if said else ""
+    return (
+        f"the code ended without a result (exit status {proc.returncode}){why}; "
+        f"if {python} cannot run here, set [security] code_python (MOI_CODE_PYTHON)"
+    )
+
+
+def _end(proc: subprocess.Popen[bytes], uid: int) -> None:
+    """Nothing the code started outlives it: its group and session get SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        _signal_members(proc.pid, uid, signal.SIGTERM)
+        try:
+            proc.wait(KILL_AFTER)
+        except subprocess.TimeoutExpired:
+            log.info("code of uid %d (pid %d) ignored SIGTERM; killing it", uid, proc.pid)
+    _signal_members(proc.pid, uid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + KILL_AFTER
+    while _members(proc.pid, uid) and time.monotonic() < deadline:  # killed ones go as the kernel reaps them
+        time.sleep(0.05)
+
+
+def _signal_members(leader: int, uid: int, signum: signal.Signals) -> None:
+    for pid in _members(leader, uid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def _members(leader: int, uid: int) -> list[int]:
+    """The live processes of ``uid`` in the process group or session that ``leader`` began (from /proc)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            owner = os.stat(f"/proc/{name}").st_uid
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:  # gone meanwhile
+            continue
+        state, group, session = fields[0], int(fields[2]), int(fields[3])
+        if owner == uid and state != b"Z" and leader in (group, session):
+            found.append(int(name))
+    return found

@@ -1,0 +1,191 @@
+"""Running code over the web is a grant, and granted code runs as its user's own uid, without moi's secrets.
+
+Real parts only: the session's Redis (with its password), its two engines (root),
+a real server, and a real second uid for each user's code (see moi.sandbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from moi import connections, tokens
+from moi import job as jobs
+from moi.info import Status
+from moi.sandbox import GRANT_NEEDED
+from tests.conftest import CODE_UIDS, REDIS_PASSWORD, finished, run_moi, until
+from tests.test_api import call, payload
+from tests.test_relay_security import server
+
+JOBS = "/api/v1/jobs"
+
+
+def token(user: str, **flags: Any) -> str:
+    return tokens.create(connections.store(), user, **flags)
+
+
+def live_processes_of(uid: int) -> list[int]:
+    """Running processes of ``uid`` (a zombie runs nothing: a container's init may leave them unreaped)."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            owner = os.stat(f"/proc/{name}").st_uid
+            state = Path(f"/proc/{name}/stat").read_bytes().rpartition(b")")[2].split()[0]
+        except OSError:
+            continue
+        if owner == uid and state != b"Z":
+            found.append(int(name))
+    return found
+
+
+def test_code_over_the_web_needs_a_grant_and_a_configured_sandbox(r, monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = token("alice")
+    made = run_moi("token", "create", "--user", "dave", "--code")
+    assert made.returncode == 0, made.stderr
+    granted = {"bob": token("bob", code=True), "dave": made.stdout.strip(), "ops": token("ops", admin=True)}
+    assert "\tdave\tuser+code\t" in run_moi("token", "list").stdout
+    monkeypatch.setenv("MOI_CODE_USERS", "carol")
+    connections.reset()
+    granted["carol"] = token("carol")
+
+    async def scenario() -> list[str]:
+        async with server() as port:
+            for kind, cmd in (("python", "return 1"), ("system", "id"), ("python", "return (")):
+                refused = await call(port, "POST", JOBS, plain, {"cmd": cmd, "cmd_type": kind})
+                assert (refused.code, payload(refused)) == (403, {"error": GRANT_NEEDED, "code": "forbidden"})
+            made = []
+            for user, secret in granted.items():
+                answer = await call(port, "POST", JOBS, secret, {"cmd": "import os; return os.getuid()"})
+                assert answer.code == 201, (user, answer.body)
+                made.append(payload(answer)["id"])
+            return made
+
+    try:
+        made = asyncio.run(scenario())
+        uids = {finished(job_id)["result"] for job_id in made}
+        assert len(uids) == len(granted) and all(CODE_UIDS[0] <= uid <= CODE_UIDS[1] for uid in uids)  # one per user
+
+        monkeypatch.delenv("MOI_CODE_UIDS")  # the operator has not configured where code runs: refused at submit
+        connections.reset()
+
+        async def unconfigured() -> None:
+            async with server() as port:
+                refused = await call(port, "POST", JOBS, granted["bob"], {"cmd": "return 1"})
+                assert refused.code == 403 and "[security] code_uids" in payload(refused)["error"]
+
+        asyncio.run(unconfigured())
+    finally:
+        monkeypatch.undo()
+        connections.reset()
+
+
+# What the attacker's code tries, on the engine's host, as its own uid; each probe answers with what happened.
+PROBES = '''
+import os, signal, socket
+def tried(action):
+    try:
+        return ["done", repr(action())[:200]]
+    except Exception as error:
+        return [type(error).__name__, str(error)[:200]]
+def read(path):
+    with open(path, "rb") as handle:
+        return handle.read()
+def redis(command):
+    with socket.create_connection(("127.0.0.1", {redis_port}), timeout=5) as sock:
+        sock.sendall(command)
+        return sock.recv(200).decode()
+def password_anywhere():
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("cmdline", "environ"):
+            try:
+                if {password!r} in read("/proc/%s/%s" % (pid, part)):
+                    found.append("/proc/%s/%s" % (pid, part))
+            except OSError:
+                pass
+    return found
+kwargs["status_update"]("probing")
+return {{
+    "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getgroups()],
+    "state_dir": tried(lambda: os.listdir({state_dir!r})),
+    "connection_file": tried(lambda: read({cluster_file!r})),
+    "session_dir": tried(lambda: os.listdir({session_dir!r})),
+    "engine_environ": tried(lambda: read("/proc/%d/environ" % os.getppid())),
+    "engine_memory": tried(lambda: read("/proc/%d/mem" % os.getppid())),
+    "victim_job_dir": tried(lambda: os.listdir({victim_job_dir!r})),
+    "victim_code_dir": tried(lambda: os.listdir({victim_code_dir!r})),
+    "victim_signalled": tried(lambda: os.kill({victim_pid}, signal.SIGTERM)),
+    "redis_get": tried(lambda: redis(b"GET x\\r\\n")),
+    "redis_auth": tried(lambda: redis(b"AUTH default guessed\\r\\n")),
+    "password_seen": password_anywhere(),
+    "home": os.environ.get("HOME"),
+    "environment": sorted(os.environ),
+}}
+'''
+
+
+def test_granted_code_runs_as_its_users_uid_and_reaches_nothing_of_mois(
+    r, redis_url: str, cluster_file: str, session_dir: Path
+) -> None:
+    victim, attacker = token("vic", code=True), token("mallory", code=True)
+    # Another user's job directory, holding their input.
+    _, _, theirs = jobs.submit(None, "vic", "inputs", None, jobs.python_exec, "return 1", files={"secret.txt": b"s"})
+    victim_job_dir = os.path.join(connections.settings().jobs_root, theirs.job_id)
+    assert os.path.isdir(victim_job_dir)
+
+    async def scenario() -> None:
+        async with server() as port:
+            sleeping = payload(
+                await call(
+                    port,
+                    "POST",
+                    JOBS,
+                    victim,
+                    {"cmd": "import os, time\nkwargs['status_update']('in %s %d' % (os.getcwd(), os.getpid()))\n"
+                     "time.sleep(120)"},
+                )
+            )["id"]
+            # The status text arrives in the info object while the code runs.
+            status = until(lambda: connections.store().get(sleeping)["status"].startswith("in ") and
+                           connections.store().get(sleeping)["status"], "the victim's status text")
+            _, victim_code_dir, victim_pid = status.split()
+            victim_uid = os.stat(victim_code_dir).st_uid
+            code = PROBES.format(
+                redis_port=urlsplit(redis_url).port,
+                password=REDIS_PASSWORD.encode(),
+                state_dir=connections.settings().state_dir,
+                cluster_file=cluster_file,
+                session_dir=str(session_dir),
+                victim_job_dir=victim_job_dir,
+                victim_code_dir=victim_code_dir,
+                victim_pid=int(victim_pid),
+            )
+            probe = payload(await call(port, "POST", JOBS, attacker, {"cmd": code, "name": "probe"}))["id"]
+            info = finished(probe)
+            assert info["status"] == Status.SUCCESS, info["result"]
+            seen = info["result"]
+            uid = seen["ids"][0]
+            assert CODE_UIDS[0] <= uid <= CODE_UIDS[1] and uid != victim_uid
+            assert seen["ids"] == [uid, uid, uid, []]  # its own uid and gid, no other group: not root's
+            for probe_name in ("state_dir", "connection_file", "session_dir", "engine_environ", "engine_memory"):
+                assert seen[probe_name][0] == "PermissionError", (probe_name, seen[probe_name])
+            for probe_name in ("victim_job_dir", "victim_code_dir", "victim_signalled"):
+                assert seen[probe_name][0] == "PermissionError", (probe_name, seen[probe_name])
+            assert seen["redis_get"] == ["done", repr("-NOAUTH Authentication required.\r\n")]
+            assert seen["redis_auth"][0] == "done" and "WRONGPASS" in seen["redis_auth"][1]
+            assert seen["password_seen"] == []
+            assert seen["environment"] == ["HOME", "LANG", "PATH", "TMPDIR"]
+            assert not os.path.exists(seen["home"])  # its working directory went with it
+
+            # A cancel ends the sleeping code and everything of its uid; its directory goes too.
+            assert (await call(port, "POST", f"{JOBS}/{sleeping}/cancel", victim)).code == 200
+            assert finished(sleeping)["status"] == Status.CANCELLED
+            until(lambda: not live_processes_of(victim_uid), "no process of the cancelled code's uid left")
+            until(lambda: not os.path.exists(victim_code_dir), "the cancelled code's directory removed")
+
+    asyncio.run(scenario())
