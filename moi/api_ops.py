@@ -182,6 +182,9 @@ class JobFilesHandler(MOIFilesHandler):
 
 
 class JobLogHandler(MOIFilesHandler):
+    async def head(self, job_id: str) -> None:  # type: ignore[override]  # the route names no path: the log's is fixed
+        await self.get(job_id, body=False)
+
     async def get(self, job_id: str, body: bool = True) -> None:  # type: ignore[override]
         await super().get(job_id, LOG_NAME, body)
 

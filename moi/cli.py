@@ -250,9 +250,13 @@ def status_command() -> None:
         target = spec.url_file or ":".join(filter(None, [spec.profile, spec.cluster_id]))
         click.echo(f"configured context: {spec.name} -> {target}")
     click.echo(f"default context: {settings.default_context}")
+    store = connections.running_store()
+    if store is None:  # the local runtime holds the Redis, and it is not running: status never starts it
+        for name in connections.context_specs():
+            click.echo(f"context {name}: offline (the local runtime is not running)")
+        return
     for name in connections.context_specs():
         click.echo(_context_line(name))
-    store = connections.store()
     with reaching(store.url):
         waiting, lost = store.redis.llen(store.keys.mail), store.redis.get(store.keys.mail_failed)
     if waiting or lost or settings.smtp_host:

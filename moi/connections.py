@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -79,11 +80,28 @@ def store() -> Store:
     global _store
     with _lock:
         if _store is None:
-            current = settings()
-            url = redis_url()
-            client = redis_clients.sync_client(url, decode_responses=True, socket_connect_timeout=5)
-            _store = Store(client, Keys(current.key_prefix), current.ttl, url)
+            _store = _store_at(redis_url())
         return _store
+
+
+def running_store() -> Store | None:
+    """The store, without starting anything: None when it is the embedded runtime's and that is not
+    running (``moi status`` reports; it never starts the runtime)."""
+    global _store
+    with _lock:
+        current = settings()
+        if _store is None and current.redis_url is None:
+            started = runtime.read(Path(current.state_dir))
+            if started is None:
+                return None
+            _store = _store_at(started.redis_url)
+        return store()
+
+
+def _store_at(url: str) -> Store:
+    current = settings()
+    client = redis_clients.sync_client(url, decode_responses=True, socket_connect_timeout=5)
+    return Store(client, Keys(current.key_prefix), current.ttl, url)
 
 
 def queue() -> Queue:

@@ -33,7 +33,8 @@ from .store import Store, store_for
 from .websocket import cookie_user, hub_for, user_group
 
 CHUNK = 256 * 1024  # bytes read and written at a time: what a download holds in memory
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# ASCII digits, and at most 18 of them: int() refuses more than 4,300 digits, and no file has 10^18 bytes
+_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 
 
 class MOIFilesHandler(RequestHandler):
@@ -100,9 +101,8 @@ class MOIFilesHandler(RequestHandler):
         self.set_header("Accept-Ranges", "bytes")
         asked = _range(self.request.headers.get("Range"), size)
         if asked is None:
-            self.set_status(416)
             self.set_header("Content-Range", f"bytes */{size}")
-            self.finish()
+            self._answer(416, f"the Range asked for is not one range of bytes within the file's {size}", "bad_range")
             return
         start, end = asked
         if self.request.headers.get("Range"):

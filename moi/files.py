@@ -37,6 +37,7 @@ from .store import Store, set_fields
 
 INPUT, OUTPUT, TEMP, RESOURCE = "input", "output", "tmp", "resource"
 COPY_CHUNK = 1 << 20
+NAME_MAX = 255  # bytes of one file name on Linux's file systems
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang the open
 
@@ -151,6 +152,8 @@ def _named(inputs: Inputs | None) -> Iterator[tuple[str, Source]]:
 def _check_name(name: str, seen: set[str]) -> None:
     if not isinstance(name, str) or not name or "/" in name or "\x00" in name or name in (".", ".."):
         raise InputRefused(str(name), "an input's name is a plain file name, without '/'")
+    if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:  # the file system would refuse it (ENAMETOOLONG)
+        raise InputRefused(name[:80] + "...", f"an input's name is at most {NAME_MAX} bytes")
     if name in seen:
         raise InputRefused(name, "two inputs have that name")
     seen.add(name)

@@ -45,6 +45,12 @@ class StepService(Service):
     def step_names(cls) -> list[str]:
         return [step.name for step in cls.steps]
 
+    @classmethod
+    def check(cls) -> None:
+        """As ``Service.check``, and its chain too: a step subclassed in Python is checked at registration."""
+        super().check()
+        check_chain(cls.steps)
+
 
 def service_from(document: Mapping[str, Any]) -> type[StepService]:
     """A service class from one YAML definition; ServiceDefinitionError saying what is wrong."""

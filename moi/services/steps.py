@@ -34,6 +34,8 @@ MISSING_ACTIONS = ("fail", "terminate", "continue")
 STEPS_DIR = "steps"
 TAIL = 2000  # characters of a failed step's stderr kept in its result
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# A step's name is a file name in steps/ (its .stdout and .stderr): letters, digits, '_', '-' and '.', no '..'
+_STEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 
 @dataclass(frozen=True)
@@ -108,9 +110,11 @@ def step_document(step: Step) -> dict[str, Any]:
 
 
 def check_chain(steps: Sequence[Step]) -> dict[str, tuple[str, ...]]:
-    """Each step's prerequisites; ServiceDefinitionError for a duplicate, unknown or later one."""
+    """Each step's prerequisites; ServiceDefinitionError for a duplicate, unknown or later one, or for a name or
+    an output that would leave the job directory (checked when a service is loaded and again on the engine)."""
     needs: dict[str, tuple[str, ...]] = {}
     for index, step in enumerate(steps):
+        _check_places(step)
         if step.name in needs:
             raise ServiceDefinitionError(f"two steps are named {step.name!r}")
         after = step.after if step.after is not None else ((steps[index - 1].name,) if index else ())
@@ -119,6 +123,19 @@ def check_chain(steps: Sequence[Step]) -> dict[str, tuple[str, ...]]:
                 raise ServiceDefinitionError(f"step {step.name!r} comes after {name!r}, which is not a step before it")
         needs[step.name] = after
     return needs
+
+
+def _check_places(step: Step) -> None:
+    if not isinstance(step.name, str) or not _STEP_NAME.fullmatch(step.name) or ".." in step.name:
+        raise ServiceDefinitionError(f"step {str(step.name)[:80]!r}: its name is letters, digits, _, - and . (no '..')")
+    for pattern in step.outputs:
+        if not inside_directory(pattern):
+            raise ServiceDefinitionError(f"step {step.name!r}: output {pattern[:80]!r} is not inside the job directory")
+
+
+def inside_directory(pattern: str) -> bool:
+    """Whether a path or glob names something inside the job directory: relative, with no '..' part."""
+    return bool(pattern) and not os.path.isabs(pattern) and "\x00" not in pattern and ".." not in pattern.split("/")
 
 
 # on the engine -----------------------------------------------------------------------------
@@ -207,7 +224,7 @@ class Chain:
         meaning = step.meaning(code)
         reason = f"exit code {code} means {meaning}"
         if meaning != FAILED:
-            missing = [pattern for pattern in step.outputs if not glob.glob(os.path.join(self.directory, pattern))]
+            missing = [pattern for pattern in step.outputs if not self._found(pattern)]
             if missing and step.missing != "continue":
                 meaning = FAILED if step.missing == "fail" else DONE
                 reason = f"its outputs {missing} are missing ({step.missing})"
@@ -218,6 +235,12 @@ class Chain:
         self._write(name, status, result)
         self.ended[name] = meaning
         return meaning
+
+    def _found(self, pattern: str) -> bool:
+        """Whether an output is there: a match inside the job directory (a link out of it does not count)."""
+        top = os.path.realpath(self.directory)
+        matches = glob.glob(os.path.join(self.directory, pattern)) if inside_directory(pattern) else []
+        return any(os.path.realpath(match).startswith(top + os.sep) for match in matches)
 
     def _stderr_tail(self, name: str) -> str:
         with contextlib.suppress(OSError), open(os.path.join(self.directory, STEPS_DIR, name + ".stderr"), "rb") as f:
