@@ -189,7 +189,7 @@ def _in_directory(directory: str) -> contextlib.AbstractContextManager[Any]:
 
 
 def _held(directory: str) -> dict[str, int] | None:
-    return job_files.summary(directory) if directory and os.path.isdir(directory) else None
+    return job_files.held(directory)  # never raises: nothing may keep the final write from landing
 
 
 def _status(text: str) -> Change:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import click
 
-from . import connections, runtime, watchdog
+from . import connections, loops, runtime, watchdog
 from .cli_files import delete_command, download_command, files_command
 from .cli_services import resubmit_command, run_command, services_command
 from .cli_tokens import token_command
@@ -261,6 +261,19 @@ def status_command() -> None:
         waiting, lost = store.redis.llen(store.keys.mail), store.redis.get(store.keys.mail_failed)
     if waiting or lost or settings.smtp_host:
         click.echo(f"mail: {waiting} waiting, {int(lost or 0)} not sent (see the log)")
+    for line in _loop_lines(store):
+        click.echo(line)
+
+
+def _loop_lines(store: Store) -> list[str]:
+    """``loop NAME: N failed items, M restarts; last at TIME: LINE`` for each loop that failed (see moi.loops)."""
+    lines = []
+    for name, record in loops.read(store).items():
+        if record.errors or record.restarts:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.at)) if record.at else "?"
+            counts = f"{record.errors} failed items, {record.restarts} restarts"
+            lines.append(f"loop {name}: {counts}; last at {when}: {printable(record.last, 300)}")
+    return lines
 
 
 def _context_line(name: str) -> str:

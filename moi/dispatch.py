@@ -29,6 +29,7 @@ from typing import Any
 
 import redis
 
+from . import loops
 from .config import ContextSpec
 from .context import ByName, Context
 from .errors import ClusterUnavailable, MoiError
@@ -72,6 +73,14 @@ class Dispatcher:
         """Start dispatching in the background; an unreachable Redis is retried there, never raised here."""
         self._thread = threading.Thread(target=self._run, name=f"moi-dispatch-{self.name}", daemon=True)
         self._thread.start()
+
+    def revive(self) -> bool:
+        """Start the loop's thread again if it died (it catches every Exception: only a BaseException ends it)."""
+        if self._stopping.is_set() or self._thread is None or self._thread.is_alive():
+            return False
+        loops.restarted(self.store, "dispatcher", f"the dispatcher thread for {self.name} had died", log)
+        self.start()
+        return True
 
     def _listen(self) -> None:
         """Wake on the queue's announcements (subscribed once Redis answers)."""
@@ -119,8 +128,8 @@ class Dispatcher:
             except (MoiError, redis.RedisError) as error:
                 self._complain(error)
                 client, next_tick = None, time.monotonic() + TICK
-            except Exception:  # the thread must outlive any surprise: jobs depend on it
-                log.exception("dispatcher for %s failed; going on", self.name)
+            except Exception as error:  # the thread must outlive any surprise: jobs depend on it
+                loops.failed(self.store, "dispatcher", f"dispatching for {self.name}", error, log)
                 client, next_tick = None, 0.0
             self._wake.wait(TICK)
 
@@ -257,6 +266,14 @@ def ensure(store: Store, spec: ContextSpec, timeout: float = 10.0) -> Dispatcher
                 atexit.register(_deliver_all)
                 _exit_registered = True
         return dispatcher
+
+
+def revive_all() -> None:
+    """This process's dispatchers whose thread died, started again and reported (each watchdog pass)."""
+    with _lock:
+        dispatchers = list(_running.values())
+    for dispatcher in dispatchers:
+        dispatcher.revive()
 
 
 def stop_all() -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import socket
@@ -29,11 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
-from . import connections, fetch
+from . import connections, fetch, loops
 from .errors import InputRefused, InvalidId, NoSuchFile, PathRefused, UnknownId
 from .handle import JobHandle
 from .info import is_finished, is_uuid
+from .redact import printable
 from .store import Store, set_fields
+
+log = logging.getLogger("moi.files")
 
 INPUT, OUTPUT, TEMP, RESOURCE = "input", "output", "tmp", "resource"
 COPY_CHUNK = 1 << 20
@@ -193,9 +197,25 @@ def _copy_stream(name: str, source: IO[bytes], target: IO[bytes]) -> None:
 
 
 def remove_directory(directory: str) -> None:
-    """Remove a job's directory; never follows a link out of it (shutil.rmtree works on file descriptors)."""
+    """Remove a job's directory, however deep (see ``_tree``); never follows a link out of it.
+
+    OSError when something in it cannot be removed (or was moved while it was); a directory
+    already gone is no error.
+    """
+    try:
+        top = os.open(directory, _DIRECTORY)
+    except FileNotFoundError:
+        return
+    try:
+        for fd, _, entries in _tree(top, remove=True):
+            for entry in entries:
+                if not entry.is_dir(follow_symlinks=False):  # a link is removed, never followed
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(top)
     with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(directory)
+        os.rmdir(directory)
 
 
 # deleting ------------------------------------------------------------------------------
@@ -225,11 +245,18 @@ def delete(job_id: str) -> None:
 
 
 def remove_directories(job_ids: Iterable[str], infos: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-    """Remove the directories of jobs that are gone (removed from the tree); ``infos``: what they were."""
+    """Remove the directories of jobs that are gone (removed from the tree); ``infos``: what they were.
+
+    One that cannot be removed now is logged and left to the sweeper, which removes gone jobs' directories.
+    """
     for job_id in job_ids:
         if is_uuid(job_id):
-            with contextlib.suppress(PathRefused):
+            try:
                 remove_directory(directory_of(job_id, (infos or {}).get(job_id)))
+            except PathRefused:
+                pass
+            except OSError as error:
+                log.warning("the files of removed job %s are left to the sweeper: %s", job_id, loops.one_line(error))
 
 
 def sweep(store: Store, grace: float = SWEEP_GRACE) -> builtins.list[str]:
@@ -244,9 +271,15 @@ def sweep(store: Store, grace: float = SWEEP_GRACE) -> builtins.list[str]:
         return []
     present = {info["id"] for info in store.get_many(names)}  # one round trip for the whole root
     gone = [name for name in names if name not in present and _older_than(os.path.join(root, name), grace)]
+    swept = []
     for name in gone:
-        remove_directory(os.path.join(root, name))
-    return gone
+        try:  # one directory that cannot be removed must not keep the others
+            remove_directory(os.path.join(root, name))
+        except OSError as error:
+            loops.failed(store, "sweeper", f"removing the files of gone job {name}", error, log)
+        else:
+            swept.append(name)
+    return swept
 
 
 def _older_than(path: str, seconds: float) -> bool:
@@ -264,7 +297,9 @@ def list(job_id: str, path: str = "", recursive: bool = True) -> builtins.list[E
     names = _names(job_id, path)
     fd = _open_directory(job_id, names)
     try:
-        entries = builtins.list(_scan(fd, "/".join(names), recursive))
+        entries = builtins.list(_listed(job_id, fd, "/".join(names), recursive))
+    except OSError as error:  # a directory moved while it was listed
+        raise PathRefused(job_id, path, error.strerror or str(error)) from None
     finally:
         os.close(fd)
     return sorted(entries, key=lambda entry: entry.path)
@@ -292,14 +327,28 @@ def open(job_id: str, path: str) -> BinaryIO:  # noqa: A001
 def summary(directory: str) -> dict[str, int]:
     """How many regular files the directory holds, and their total size (links not followed)."""
     count = size = 0
-    for root, _, files in os.walk(directory, followlinks=False):
-        for name in files:
-            with contextlib.suppress(OSError):
-                found = os.lstat(os.path.join(root, name))
-                if stat.S_ISREG(found.st_mode):
-                    count += 1
-                    size += found.st_size
+    top = os.open(directory, _DIRECTORY)
+    try:
+        for _, _, entries in _tree(top):
+            for entry in entries:
+                with contextlib.suppress(OSError):  # gone meanwhile: not counted
+                    if entry.is_file(follow_symlinks=False):
+                        size += entry.stat(follow_symlinks=False).st_size
+                        count += 1
+    finally:
+        os.close(top)
     return {"count": count, "size": size}
+
+
+def held(directory: str) -> dict[str, int] | None:
+    """``summary`` for a job's final write, which nothing may stop: None (logged) when it cannot be counted."""
+    if not directory or not os.path.isdir(directory):
+        return None
+    try:
+        return summary(directory)
+    except Exception as error:  # the job ends with its real outcome, counted or not
+        log.warning("the files of %s were not counted: %s", printable(directory), loops.one_line(error))
+        return None
 
 
 def _names(job_id: str, path: str) -> builtins.list[str]:
@@ -337,30 +386,108 @@ def _refusal(job_id: str, path: str, error: OSError) -> Exception:
     return NoSuchFile(job_id, path)
 
 
-def _scan(fd: int, prefix: str, recursive: bool) -> Iterator[Entry]:
-    with os.scandir(fd) as entries:
-        found = builtins.list(entries)
+LIST_PATH_MAX = 4096  # characters of the longest path a listing shows (Linux's PATH_MAX): bounds its memory
+
+
+def _listed(job_id: str, fd: int, prefix: str, recursive: bool) -> Iterator[Entry]:
+    """The entries under the directory open at ``fd``; links are neither followed nor listed."""
+    if not recursive:
+        with os.scandir(fd) as scanned:
+            yield from _entries(job_id, prefix, builtins.list(scanned))
+        return
+    for _, names, entries in _tree(fd):
+        yield from _entries(job_id, "/".join(filter(None, [prefix, *names])), entries)
+
+
+def _entries(job_id: str, prefix: str, found: builtins.list[os.DirEntry[str]]) -> Iterator[Entry]:
     for entry in found:
         path = f"{prefix}/{entry.name}" if prefix else entry.name
+        if len(path) > LIST_PATH_MAX:
+            why = f"it holds paths longer than {LIST_PATH_MAX} characters; list a directory deeper in it"
+            raise PathRefused(job_id, prefix[:80] + "...", why)
         if entry.is_symlink():
             continue
         if entry.is_dir(follow_symlinks=False):
             yield Entry(path, True, 0)
-            if recursive:
-                yield from _scan_inside(fd, entry.name, path)
         elif entry.is_file(follow_symlinks=False):
             yield Entry(path, False, entry.stat(follow_symlinks=False).st_size)
 
 
-def _scan_inside(fd: int, name: str, path: str) -> Iterator[Entry]:
+# walking a tree: iteratively, one directory open at a time -------------------------------
+
+
+@dataclass
+class _Level:
+    """A directory of the walk's current chain: its name, who it is, the subdirectories still to enter."""
+
+    name: str
+    identity: tuple[int, int]
+    pending: builtins.list[str]
+
+
+def _tree(top: int, remove: bool = False) -> Iterator[tuple[int, builtins.list[str], builtins.list[os.DirEntry[str]]]]:
+    """Every directory under the one open at ``top``, itself first, depth first: ``(fd, names, entries)``.
+
+    ``names`` lead from ``top`` to it; all three are valid until the next step. There is no
+    recursion, whatever the depth, and one descriptor is open besides ``top``: the walk goes down
+    by name without following links, and back up through ``..``, checked to be the very directory
+    it came from (device and inode), so a directory moved meanwhile stops the walk (OSError) rather
+    than leading it out of the tree. ``remove``: each directory is removed once left; the caller
+    has emptied it of everything but directories.
+    """
+    fd = os.open(".", _DIRECTORY, dir_fd=top)
+    chain: builtins.list[_Level] = []  # from ``top`` down to the directory open at ``fd``
+    names: builtins.list[str] = []
     try:
-        inner = os.open(name, _DIRECTORY, dir_fd=fd)
-    except OSError:  # swapped for a link, or gone, meanwhile: not listed
-        return
-    try:
-        yield from _scan(inner, path, True)
+        while True:
+            with os.scandir(fd) as found:
+                entries = builtins.list(found)
+            subdirectories = [entry.name for entry in reversed(entries) if entry.is_dir(follow_symlinks=False)]
+            chain.append(_Level(names[-1] if names else "", _identity(fd), subdirectories))
+            yield fd, names, entries
+            while (inner := _enter_next(fd, chain[-1])) is None:  # up until a directory has one left to enter
+                left = chain.pop()
+                if not chain:
+                    return
+                names.pop()
+                below, fd = fd, -1
+                fd = _up(below, chain[-1].identity)
+                if remove:
+                    os.rmdir(left.name, dir_fd=fd)
+            os.close(fd)
+            fd, name = inner
+            names.append(name)
     finally:
-        os.close(inner)
+        if fd >= 0:
+            os.close(fd)
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    held = os.fstat(fd)
+    return held.st_dev, held.st_ino
+
+
+def _enter_next(fd: int, level: _Level) -> tuple[int, str] | None:
+    """The next subdirectory of ``level`` (open at ``fd``) opened, and its name; None when none is left."""
+    while level.pending:
+        name = level.pending.pop()
+        try:
+            return os.open(name, _DIRECTORY, dir_fd=fd), name
+        except OSError:  # swapped for a link, or gone, meanwhile: not entered
+            continue
+    return None
+
+
+def _up(fd: int, expected: tuple[int, int]) -> int:
+    """The parent of the directory open at ``fd`` (closed), if it is still the one the walk came from."""
+    try:
+        parent = os.open("..", _DIRECTORY, dir_fd=fd)
+    finally:
+        os.close(fd)
+    if _identity(parent) != expected:
+        os.close(parent)
+        raise OSError(errno.ESTALE, "a directory was moved while it was walked; the walk stopped there")
+    return parent
 
 
 # on the engine -------------------------------------------------------------------------

@@ -33,8 +33,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from . import redis_clients
+from . import loops, redis_clients
 from .keys import Keys
+from .redact import printable
 
 log = logging.getLogger("moi.hub")
 
@@ -93,6 +94,7 @@ class Hub:
         # Reads asked for in the same turn of the event loop, sent as one MGET.
         self._reads: list[tuple[list[str], Reply]] = []
         self._reads_flush: asyncio.Task[None] | None = None
+        self._counting: set[asyncio.Task[None]] = set()  # failures being counted in Redis
 
     # public ------------------------------------------------------------------
 
@@ -161,12 +163,27 @@ class Hub:
             self._reply(reply, values[start : start + len(keys)])
             start += len(keys)
 
-    @staticmethod
-    def _reply(reply: Reply, values: list[str | None] | BaseException) -> None:
+    def _reply(self, reply: Reply, values: list[str | None] | BaseException) -> None:
         try:
             reply(values)
-        except Exception:  # one broken reader must not cost the others their values
-            log.exception("a read's reply failed")
+        except Exception as error:  # one broken reader must not cost the others their values
+            self._failed("a read's reply", error)
+
+    def _failed(self, what: str, error: BaseException) -> None:
+        """One line for an item the relay failed on, counted in Redis (``moi.loops``) without waiting for it."""
+        line = f"{what}: {loops.one_line(error)}"
+        loops.say(log, "relay: %s failed; going on", line)
+        counting = asyncio.get_running_loop().create_task(self._count(line))
+        self._counting.add(counting)  # held: the loop keeps only a weak reference to a task
+        counting.add_done_callback(self._counting.discard)
+
+    async def _count(self, line: str) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        loops.queue_count(pipe, self.keys, "relay", line)
+        try:
+            await asyncio.wait_for(pipe.execute(), REDIS_TIMEOUT)
+        except (redis.RedisError, OSError, TimeoutError) as error:
+            log.warning("a failure of the relay was not counted: %s", error)
 
     async def unsubscribe(self, channels: list[str], listener: Listener) -> None:
         gone = []
@@ -195,6 +212,8 @@ class Hub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self._drop_pubsub()
+        if self._counting:  # failures being counted: let them land first
+            await asyncio.wait(set(self._counting), timeout=REDIS_TIMEOUT)
         await cast(Any, self.redis).aclose()
         await self.redis.connection_pool.disconnect()  # a pool passed in is not closed with its client
         self._fail_confirming(redis.ConnectionError("hub closed"))
@@ -298,6 +317,8 @@ class Hub:
                 await self._read()
             except (redis.RedisError, OSError) as error:
                 log.warning("redis pub/sub connection lost (%s); reconnecting in %.1fs", error, delay)
+            except Exception as error:  # the reader must outlive any surprise: every socket depends on it
+                self._failed("reading pub/sub (reconnecting)", error)
             await self._drop_pubsub()
             self._fail_confirming(redis.ConnectionError("redis pub/sub connection lost"))
             if not first:
@@ -342,8 +363,8 @@ class Hub:
         for listener in list(self._listeners.get(channel, ())):
             try:
                 listener.message(channel, payload)
-            except Exception:  # one broken listener must not stop the reader for all
-                log.exception("a listener failed on a message from %s", channel)
+            except Exception as error:  # one broken listener must not stop the reader for all
+                self._failed(f"a listener on {printable(channel)}", error)
 
     def _resync_all(self) -> None:
         listeners = {listener for group in self._listeners.values() for listener in group}

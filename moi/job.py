@@ -454,7 +454,7 @@ class _Tracker:
         also = list(self.also_at_end)
         if value is not None:
             also.append(["SET", self.store.keys.value(self.job_id), value, "EX", self.store.ttl])
-        held = job_files.summary(self.workdir) if self.workdir and os.path.isdir(self.workdir) else None
+        held = job_files.held(self.workdir)  # never raises: nothing may keep the final write from landing
 
         def change(info: Info) -> Info | None:
             wrote[:] = [not is_finished(info)]  # the last attempt is the one that counted

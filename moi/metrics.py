@@ -3,7 +3,8 @@
 Everything is read from a few keys, never by scanning jobs: the counts and
 histograms the ending writes keep (``moi.tally``), the queues' depths by
 priority band (ZCOUNT), the running set's size, the workers (``moi.workers``),
-the contexts' online notes and the mail counters. Sockets and relay frames are
+the contexts' online notes, the mail counters and
+the long-lived loops' failures (``moi.loops``). Sockets and relay frames are
 this server process's own. A registry is built per scrape, so importing this
 module registers nothing anywhere.
 
@@ -22,7 +23,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import connections, workers
+from . import connections, loops, workers
 from .api import APIHandler, Problem
 from .api_ops import contexts, queues
 from .store import Store, reaching
@@ -44,6 +45,7 @@ class Figures:
     workers: list[dict[str, Any]]
     mail_waiting: int
     mail_failed: int
+    loop_records: dict[str, loops.Record]
 
 
 def read(store: Store) -> Figures:
@@ -55,8 +57,9 @@ def read(store: Store) -> Figures:
     pipe.scard(keys.running)
     pipe.llen(keys.mail)
     pipe.get(keys.mail_failed)
+    pipe.hgetall(keys.loops)
     with reaching(store.url):
-        tally, *spans, running, waiting, failed = pipe.execute()
+        tally, *spans, running, waiting, failed, loop_records = pipe.execute()
     names = sorted(connections.context_specs())
     return Figures(
         tally=tally,
@@ -67,6 +70,7 @@ def read(store: Store) -> Figures:
         workers=workers.listing(store, names, None),
         mail_waiting=int(waiting),
         mail_failed=int(failed or 0),
+        loop_records=loops.parse(loop_records),
     )
 
 
@@ -101,6 +105,16 @@ def families(figures: Figures, sockets: int, frames: int) -> Iterator[Metric]:
     lost = CounterMetricFamily("moi_mail_failed", "Mails given up on after every try")
     lost.add_metric([], figures.mail_failed)
     yield lost
+    yield from _loops(figures.loop_records)
+
+
+def _loops(records: dict[str, loops.Record]) -> Iterator[Metric]:
+    errors = CounterMetricFamily("moi_loop_errors", "Items a long-lived loop failed on and passed", labels=["loop"])
+    restarts = CounterMetricFamily("moi_loop_restarts", "A loop's thread found dead and restarted", labels=["loop"])
+    for name, record in records.items():
+        errors.add_metric([name], record.errors)
+        restarts.add_metric([name], record.restarts)
+    yield from (errors, restarts)
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

@@ -275,12 +275,12 @@ async def _watch_jobs(own_redis_url: str, url_file: str, stopping: asyncio.Event
     if store is None:
         return
     settings = build_settings({})
-    dispatcher = dispatch.Dispatcher(store, ContextSpec(settings.default_context, url_file=url_file))
-    dispatcher.start()
+    # ensure(): the process's registry, whose dead threads each watchdog pass starts again
+    dispatch.ensure(store, ContextSpec(settings.default_context, url_file=url_file))
     try:
         await watch(store, stopping)
     finally:
-        await asyncio.get_running_loop().run_in_executor(None, dispatcher.stop)
+        await asyncio.get_running_loop().run_in_executor(None, dispatch.stop_all)
 
 
 def _write_state(state_dir: Path, info: RuntimeInfo) -> None:

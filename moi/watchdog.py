@@ -25,10 +25,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import files as job_files
-from . import listing
+from . import listing, loops
 from .context import key_digest
 from .engine import HEARTBEAT_TTL
-from .errors import MoiError
+from .errors import MoiError, RedisUnavailable
 from .info import Info, Status, is_finished, now
 from .redact import printable
 from .store import Store, reaching
@@ -71,13 +71,14 @@ class Watchdog:
         failed, done = [], []
         moment = time.monotonic()
         for job_id, alive in zip(ids, beating, strict=True):
-            info = infos.get(job_id)
-            if info is None or is_finished(info):
-                done.append(job_id)
-            elif _overdue(self._silent, job_id, bool(alive), moment, self.grace):
-                if self._fail(info, _engine_lost(info)):
-                    failed.append(job_id)
-                done.append(job_id)
+            with loops.item(self.store, "watchdog", f"job {printable(job_id)}", log):  # one job cannot stop the pass
+                info = infos.get(job_id)
+                if info is None or is_finished(info):
+                    done.append(job_id)
+                elif _overdue(self._silent, job_id, bool(alive), moment, self.grace):
+                    if self._fail(info, _engine_lost(info)):
+                        failed.append(job_id)
+                    done.append(job_id)
         if done:
             with reaching(self.store.url):
                 client.srem(keys.running, *done)
@@ -195,17 +196,29 @@ async def watch(store: Store, stop: asyncio.Event, interval: float = INTERVAL) -
 
 
 def check_logging(watchdog: Watchdog) -> list[str]:
+    """One pass of everything a watchdog runs; never raises (short of a BaseException): its loop must go on."""
+    store, failed = watchdog.store, []
     try:
         failed = watchdog.check()
         watchdog.passes += 1
         if watchdog.passes % SWEEP_EVERY == 1:
-            sweep_logging(watchdog.store)
-            listing.prune(watchdog.store)
-        retention_logging(watchdog.store)
-        return failed
-    except MoiError as error:
+            sweep_logging(store)
+            with loops.item(store, "sweeper", "pruning the listing indexes", log):
+                listing.prune(store)
+        retention_logging(store)
+        _revive_threads(store)
+    except RedisUnavailable as error:
         log.warning("watchdog pass skipped: %s", error)
-        return []
+    except Exception as error:  # what no item's guard caught: counted, and the next pass comes as usual
+        loops.failed(store, "watchdog", "a pass", error, log)
+    return failed
+
+
+def _revive_threads(store: Store) -> None:
+    """This process's dispatcher threads that died, started again (the mail sender is, by ``retention_logging``)."""
+    from . import dispatch  # the dispatcher sits above the watchdog
+
+    dispatch.revive_all()
 
 
 def retention_logging(store: Store) -> list[str]:
@@ -216,8 +229,11 @@ def retention_logging(store: Store) -> list[str]:
     mail.start_sender(store)
     try:
         moved = sweeper.sweep(store)
-    except (MoiError, OSError) as error:
+    except RedisUnavailable as error:
         log.warning("retention pass skipped: %s", error)
+        return []
+    except Exception as error:  # each job's move is guarded: this is the pass's own failure
+        loops.failed(store, "sweeper", "a retention pass", error, log)
         return []
     for job_id in moved:
         log.info("retention moved service job %s", job_id)
@@ -227,9 +243,12 @@ def retention_logging(store: Store) -> list[str]:
 def sweep_logging(store: Store) -> list[str]:
     """Remove the directories of jobs that are gone (expired); logs each, never raises for a disk error."""
     try:
-        swept = job_files.sweep(store)
-    except OSError as error:
-        log.warning("could not sweep the job directories: %s", error)
+        swept = job_files.sweep(store)  # each directory's failure is counted there
+    except RedisUnavailable as error:
+        log.warning("job directories not swept: %s", error)
+        return []
+    except Exception as error:  # the jobs root itself cannot be read, say
+        loops.failed(store, "sweeper", "sweeping the job directories", error, log)
         return []
     for job_id in swept:
         log.info("removed the files of job %s: the job is gone (expired or removed)", job_id)

@@ -37,3 +37,20 @@ def read_inputs_and_resource(**kwargs: Any) -> dict[str, str]:
         seen.update({f"resource/{p.name}": p.read_text() for p in sorted(Path(os.environ["RESOURCE"]).iterdir())})
     (Path(os.environ["OUTPUT"]) / "result.txt").write_text("done")
     return seen
+
+
+def deep_tree(levels: int, **kwargs: Any) -> int:
+    """Makes ``levels`` nested directories in $OUTPUT and a file at the bottom; made by descriptors, one
+    level at a time, as a job that means harm would (no path names the bottom: it would be too long)."""
+    fd = os.open(os.environ["OUTPUT"], os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(levels):
+            os.mkdir("d", dir_fd=fd)
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        with open(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o600, dir_fd=fd), "w") as handle:
+            handle.write("deep")
+    finally:
+        os.close(fd)
+    return levels

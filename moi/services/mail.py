@@ -19,9 +19,9 @@ import time
 from email.message import EmailMessage
 from typing import Any
 
-from .. import connections
+from .. import connections, loops
 from ..config import Settings
-from ..errors import MoiError, UnknownId
+from ..errors import MoiError, RedisUnavailable, UnknownId
 from ..info import Info, Status
 from ..redact import masked_url
 from ..store import Store, reaching
@@ -124,6 +124,8 @@ def start_sender(store: Store) -> None:
     with _sender_lock:
         if _sender is not None and _sender.is_alive():
             return
+        if _sender is not None:  # it catches every failure: only something like SystemExit ends it
+            loops.restarted(store, "mail", "the mail sender thread had died", log)
         _sender = threading.Thread(target=_send_forever, args=(store, settings), name="moi-mail", daemon=True)
         _sender.start()
 
@@ -132,6 +134,9 @@ def _send_forever(store: Store, settings: Settings) -> None:
     while True:
         try:
             send_pending(store, settings, wait=5.0)
-        except MoiError as error:  # Redis away: the mails wait there
+        except RedisUnavailable as error:  # Redis away: the mails wait there
             log.warning("mail sender: %s", error)
             time.sleep(5.0)
+        except Exception as error:  # the mail it was on is lost (and counted); the others still go
+            loops.failed(store, "mail", "sending a queued mail", error, log)
+            time.sleep(1.0)

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import MoveFailed
+from ..files import remove_directory
 from ..info import Info, Status
 from ..store import Store, set_fields
 from .definition import STATES
@@ -68,15 +69,17 @@ def _move(source: str, target: str) -> None:
             raise _refused(target, error) from None
     try:  # another filesystem: copy, and remove the source only once the copy is whole
         shutil.copytree(source, target, symlinks=True)
-    except OSError as error:
+    except (OSError, RecursionError) as error:  # RecursionError: copytree recurses, and a job's tree may be deep
         with contextlib.suppress(OSError):
-            shutil.rmtree(target)
+            remove_directory(target)
         raise _refused(target, error) from None
-    shutil.rmtree(source, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        remove_directory(source)
 
 
-def _refused(target: str, error: OSError) -> MoveFailed:
-    why = error.strerror or str(error)
+def _refused(target: str, error: OSError | RecursionError) -> MoveFailed:
+    deep = "its directories are nested too deep to copy"
+    why = (error.strerror if isinstance(error, OSError) else deep) or str(error)
     return MoveFailed(
         f"the job directory could not be moved to {os.path.dirname(target)}: {why}; it was left where it was"
     )

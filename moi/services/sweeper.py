@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 
 from .. import files as job_files
-from ..errors import MoiError, MoveFailed, ServiceError
+from .. import loops
+from ..errors import MoiError, MoveFailed, RedisUnavailable, ServiceError
 from ..info import Info, Status, now
 from ..redact import printable
 from ..store import Store, reaching, set_fields
@@ -55,18 +56,28 @@ def _each(store: Store, step: str, ids: list[str], move: Callable[[Store, Info, 
             cls = registry.get(str(info.get("service")), store)
         except ServiceError:  # another sweeper may know it: look again later
             log.warning("job %s: service %r is not known here; retention waits", job_id, info.get("service"))
-            with reaching(store.url):
-                store.redis.zadd(store.keys.due(step), {job_id: time.time() + POSTPONE}, xx=True)
+            _postpone(store, step, job_id)
             continue
         try:
             if move(store, info, cls):
                 moved.append(job_id)
+        except RedisUnavailable:
+            raise
         except MoiError as error:
             log.warning("job %s: %s skipped: %s", job_id, step, error)
+        except Exception as error:  # a document moi cannot move (written behind its back): it alone waits
+            loops.failed(store, "sweeper", f"job {printable(job_id)}: {step}", error, log)
+            _postpone(store, step, job_id)
     if gone:  # removed or expired by Redis meanwhile: nothing left to move
         with reaching(store.url):
             store.redis.zrem(store.keys.due(step), *gone)
     return moved
+
+
+def _postpone(store: Store, step: str, job_id: str) -> None:
+    """Look at a job again for ``step`` only after ``POSTPONE`` seconds."""
+    with reaching(store.url):
+        store.redis.zadd(store.keys.due(step), {job_id: time.time() + POSTPONE}, xx=True)
 
 
 def _moved(store: Store, info: Info, before: tuple[str, ...], after: Status, ttl: int | None = None) -> Info | None:
