@@ -57,6 +57,7 @@ from .errors import (
 from .group import remove_nodes
 from .info import Info, is_finished, is_uuid
 from .keys import user_name_problem
+from .input_policy import WEB
 from .store import Store, store_for
 from .websocket import cookie_user, hub_for, user_group
 
@@ -280,7 +281,8 @@ class JobsHandler(APIHandler):
         from . import services
 
         params = given.get("params") or {}
-        files = given.get("files")  # uploads: only a multipart body has them
+        uploaded = self.request.headers.get("Content-Type", "").startswith("multipart/form-data")
+        files = given.get("files") if uploaded else _json_files(given.get("files"))
         if not isinstance(params, dict) or not isinstance(given["service"], str):
             raise Problem(422, "invalid", '"service" is a name and "params" an object')
         job_id, group_id, _ = await self.run(
@@ -358,6 +360,7 @@ class JobHandler(APIHandler):
 
 
 class JobActionHandler(APIHandler):
+            origin=WEB,  # a web user's inputs: uploads, URIs the policy allows, paths only inside input roots
     async def post(self, job_id: str, action: str) -> None:
         info = await self.owned(job_id)
         if action == "cancel":
@@ -388,3 +391,10 @@ ROUTES = [
     (rf"{PREFIX}/jobs/([^/]+)", JobHandler),
     (rf"{PREFIX}/jobs/([^/]+)/(cancel|relaunch|pause|resume)", JobActionHandler),
 ]
+def _json_files(value: Any) -> list[str] | None:
+    """A JSON body's inputs: a list of URIs (or paths inside the operator's input roots); files are uploaded."""
+    if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
+        raise Problem(422, "invalid", '"files" is a list of URIs; upload files with multipart/form-data')
+    return value
+
+

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
+from . import input_policy
 from .errors import ConfigError
 
 TWO_WEEKS = 14 * 24 * 3600
@@ -107,6 +108,12 @@ class Settings:
     @property
     def uses_embedded_redis(self) -> bool:
         return self.redis_url is None
+    # Inputs ([files] section, see moi.input_policy): the operator's grant of server paths and addresses.
+    input_roots: str = ""  # directories whose files (and file:// URIs) any submitter may name; comma-separated
+    uri_schemes: str = "https, http"  # schemes an input or resource URI may use (fsspec ones, s3, when listed)
+    fetch_allow: str = ""  # internal addresses a fetch may reach: networks (10.1.2.0/24) or address:port
+    fetch_max_bytes: int = 1 << 30  # bytes one fetched input or resource may hold
+    fetch_timeout: float = 300.0  # seconds one fetch may take, redirects included
 
     @property
     def uses_embedded_cluster(self) -> bool:
@@ -174,6 +181,8 @@ def _from_ini(path: str) -> dict[str, Any]:
         values.update(_security_section(parser["security"]))
     return values
 
+    if parser.has_section("files"):
+        values.update(_files_section(parser["files"]))
 
 _MOI_OPTIONS = frozenset(
     ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir", "ttl")
@@ -194,6 +203,16 @@ _SECURITY_OPTIONS = ("code_users", "code_uids", "code_python")
 
 
 def _security_section(section: configparser.SectionProxy) -> dict[str, str]:
+_FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes", "fetch_timeout")
+
+
+def _files_section(section: configparser.SectionProxy) -> dict[str, str]:
+    unknown = [name for name in section if name not in _FILES_OPTIONS and name not in section.parser.defaults()]
+    if unknown:
+        raise ConfigError(f"[files] has no option {unknown[0]!r}; the options are {', '.join(_FILES_OPTIONS)}")
+    return {name: section[name] for name in _FILES_OPTIONS if name in section}
+
+
     unknown = [name for name in section if name not in _SECURITY_OPTIONS and name not in section.parser.defaults()]
     if unknown:
         raise ConfigError(f"[security] has no option {unknown[0]!r}; the options are {', '.join(_SECURITY_OPTIONS)}")
@@ -249,6 +268,11 @@ _ENVIRONMENT = {
     "MOI_SMTP_TLS": "smtp_tls",
     "MOI_SMTP_USER": "smtp_user",
     "MOI_SMTP_PASSWORD": "smtp_password",
+    "MOI_INPUT_ROOTS": "input_roots",
+    "MOI_URI_SCHEMES": "uri_schemes",
+    "MOI_FETCH_ALLOW": "fetch_allow",
+    "MOI_FETCH_MAX_BYTES": "fetch_max_bytes",
+    "MOI_FETCH_TIMEOUT": "fetch_timeout",
     "MOI_MAIL_FROM": "mail_from",
     "MOI_ADMIN_EMAIL": "admin_email",
 }
@@ -278,6 +302,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     for name, convert in converters.items():
         if name in out:
             try:
+        "fetch_max_bytes": int,
+        "fetch_timeout": float,
                 out[name] = convert(out[name])
             except (TypeError, ValueError):
                 raise ConfigError(f"{name} must be a number, not {out[name]!r}") from None
@@ -316,6 +342,7 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
     if settings.ttl <= 0:
         raise ConfigError(f"ttl must be a positive number of seconds, not {settings.ttl}")
+    input_policy.check_settings(settings)
     for name in ("hog_size", "hard_limit"):
         if getattr(settings, name) < 0:
             raise ConfigError(

@@ -282,6 +282,7 @@ class FetchFailed(JobFilesError):
         super().__init__(f"{masked_url(uri)} could not be fetched or written: {printable(why)}")
         self.uri = uri
 
+        self.why = why
 
 class BadRequest(MoiError):
     """A websocket frame the server cannot act on (not JSON, wrong shape, unknown verb)."""

@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
-from . import connections, fetch, loops
-from .errors import InputRefused, InvalidId, NoSuchFile, PathRefused, UnknownId
+from . import connections, fetch, input_policy, loops
+from .errors import InputRefused, InvalidId, MoiError, NoSuchFile, PathRefused, UnknownId
 from .handle import JobHandle
 from .info import is_finished, is_uuid
 from .redact import printable
@@ -105,26 +105,36 @@ def prepare(
     resources: Mapping[str, str] | None = None,
     outputs: str | None = None,
     root: str | None = None,
+    origin: str = input_policy.LOCAL,
 ) -> tuple[str, dict[str, Any]]:
     """Make the job's directory (under ``root``, by default the jobs root) and copy the local inputs
     into its ``input/``.
 
     Returns its path and what the engine moves: inputs and resources given by URI
-    (fetched there before the call) and where ``output/`` goes after a success.
+    (fetched there before the call, as the policy it carries allows) and where ``output/``
+    goes after a success. ``origin``: LOCAL (the library or CLI, whose user reads any path
+    they name) or WEB (a path only inside the input roots; see ``moi.input_policy``).
     Nothing is left behind when an input is refused (InputRefused).
     """
+    named = builtins.list(_named(inputs))
+    fetches = bool(resources) or any(isinstance(source, str) and fetch.is_uri(source) for _, source in named)
+    policy = submit_policy(fetches)
     directory = os.path.join(root, job_id) if root else directory_of(job_id)
     os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
     os.mkdir(directory, 0o700)
-    transfers: dict[str, Any] = {"inputs": [], "resources": [], "outputs": outputs or ""}
+    transfers: dict[str, Any] = {"inputs": [], "resources": [], "outputs": outputs or "", "policy": policy.carried()}
     try:
         for name in (INPUT, OUTPUT, TEMP):
             os.mkdir(os.path.join(directory, name), 0o700)
         seen: set[str] = set()
-        for name, source in _named(inputs):
+        for name, source in named:
             _check_name(name, seen)
             if isinstance(source, str) and fetch.is_uri(source):
+                policy.check_uri(name, source, origin)  # refused now; checked again where it is fetched
                 transfers["inputs"].append([name, source])  # fetched on the engine, where it runs
+            elif origin != input_policy.LOCAL and isinstance(source, (str, os.PathLike)):
+                with builtins.open(policy.open_in_roots(name, os.fspath(source)), "rb") as granted:
+                    _copy_in(os.path.join(directory, INPUT), name, granted)
             else:
                 _copy_in(os.path.join(directory, INPUT), name, source)
         if resources:
@@ -133,11 +143,24 @@ def prepare(
                 _check_name(name, set())
                 if not isinstance(uri, str) or not fetch.is_uri(uri):
                     raise InputRefused(name, "a resource is given by URI (file://, http(s)://, ...)")
+                policy.check_uri(name, uri, origin)
                 transfers["resources"].append([name, uri])
     except BaseException:
         remove_directory(directory)
         raise
     return directory, transfers
+
+
+def submit_policy(fetches: bool) -> input_policy.Policy:
+    """The grant of the settings; with moi's own Redis and cluster addresses when a URI is to be fetched."""
+    settings = connections.settings()
+    if not fetches:
+        return input_policy.of_settings(settings)
+    files = []
+    for name in connections.context_specs():
+        with contextlib.suppress(MoiError, OSError, ImportError):  # a context that cannot be read adds no ports
+            files.append(connections.context_spec(name).connection_file())
+    return input_policy.of_settings(settings, input_policy.own_endpoints(connections.store().url, files))
 
 
 def _named(inputs: Inputs | None) -> Iterator[tuple[str, Source]]:
@@ -503,15 +526,17 @@ def unseen(directory: str, label: str) -> str:
 
 
 def bring_in(directory: str, transfers: Mapping[str, Any]) -> None:
-    """On the engine, before the call: inputs by URI into ``input/``, resources (cached) into ``resource/``."""
+    """On the engine, before the call: inputs by URI into ``input/``, resources (cached) into ``resource/``,
+    as the policy the submitting side wrote allows (the strict default when it wrote none)."""
+    policy = input_policy.Policy.from_carried(transfers.get("policy"))
     for name, uri in transfers.get("inputs", ()):
-        fetch.fetch(uri, os.path.join(directory, INPUT, name))
+        fetch.fetch(uri, os.path.join(directory, INPUT, name), policy)
     cache = fetch.default_cache()
     for name, uri in transfers.get("resources", ()):
         link = os.path.join(directory, RESOURCE, name)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(link)  # a relaunch, or a second try
-        os.symlink(fetch.resource(uri, cache), link)
+        os.symlink(fetch.resource(uri, cache, policy), link)
 
 
 def send_out(directory: str, transfers: Mapping[str, Any]) -> None:

@@ -105,6 +105,7 @@ class Placed:
     resources: Mapping[str, str] | None = None
     outputs: str | None = None
     root: str | None = None  # where the directory is made (a service's incoming root); None: the jobs root
+    origin: str = "local"  # who names the inputs: "local" (library, CLI) or "web" (see moi.input_policy)
 
     @property
     def wanted(self) -> bool:
@@ -132,7 +133,9 @@ def queue_job(
     origin: tuple[Any, ...] = engine.submitted_from()
     directory = ""
     if placed.wanted:
-        directory, transfers = job_files.prepare(job_id, placed.files, placed.resources, placed.outputs, placed.root)
+        directory, transfers = job_files.prepare(
+            job_id, placed.files, placed.resources, placed.outputs, placed.root, placed.origin
+        )
         origin += (directory, transfers)
         info["files"] = job_files.summary(directory)
         if placed.root:

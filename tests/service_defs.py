@@ -128,3 +128,12 @@ class Chatty(Service):
             time.sleep(0.05)
         self.logger.info("last")
         return {"done": True}  # a result (a string would be a command to run)
+
+
+class Reads(Service):
+    """Returns the text of each of its inputs, by name (what a fetch or a copy brought in)."""
+
+    name = "reads"
+
+    def run(self) -> dict[str, str]:
+        return {path.name: path.read_text(errors="replace") for path in sorted(Path(os.environ["INPUT"]).iterdir())}

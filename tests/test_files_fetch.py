@@ -1,5 +1,6 @@
 """Job files by URI: inputs fetched on the engine (file://, http://, and fsspec), resources fetched once per
-host, outputs sent out after a success. A real HTTP server on 127.0.0.1 counts what is fetched."""
+host, outputs sent out after a success. A real HTTP server on 127.0.0.1 counts what is fetched; the
+configuration grants it, the test's directory as an input root, and two fsspec schemes (moi.input_policy)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from moi import connections
 from moi.info import Status, new_id
 from moi.job import get_info, submit
 from tests import files_jobs
@@ -30,7 +32,7 @@ class Served:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Served]:
     root = tmp_path / "served"
     root.mkdir()
     fetched: Counter[str] = Counter()
@@ -49,7 +51,12 @@ def served(tmp_path: Path) -> Iterator[Served]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    monkeypatch.setenv("MOI_FETCH_ALLOW", f"127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("MOI_INPUT_ROOTS", str(tmp_path))
+    monkeypatch.setenv("MOI_URI_SCHEMES", "https, http, local, s3x")
+    connections.reset()
     yield Served(root, server.server_address[1], fetched)
+    connections.reset()
     server.shutdown()
     server.server_close()
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
-from .. import connections, queue
+from .. import connections, input_policy, queue
 from .. import job as jobs
-from ..errors import ValidationFailed
-from ..fetch import is_uri
+from ..errors import InputRefused, ValidationFailed
+from ..fetch import is_uri, name_of
 from ..handle import JobHandle
+from ..input_policy import LOCAL
 from ..retention import parse_duration, retention_fields
 from . import places, validators
 from .definition import Parameter, Service
@@ -56,16 +57,19 @@ def submit(
     priority: str | int | None = None,
     context: str | None = None,
     job_name: str | None = None,
+    origin: str = LOCAL,
 ) -> tuple[str, str, JobHandle]:
     """Queue a job of service ``name`` for ``user`` (into ``group``, a group id of theirs, if given).
 
     ``params`` are type-checked and defaulted; every input in ``files`` (paths, or names
     mapped to paths or bytes) passes the service's validators first. ValidationFailed, and
-    nothing stored, otherwise. Returns ``(job_id, group_id, handle)``.
+    nothing stored, otherwise. Returns ``(job_id, group_id, handle)``. ``origin``: who names
+    the inputs, LOCAL (this process's user, who may name any file they can read) or WEB (a
+    web user: server paths only inside the operator's input roots; see ``moi.input_policy``).
     """
     cls = get(name)
     checked = cls.checked_params(params or {})
-    inputs = _inputs(files)
+    inputs = _granted(_inputs(files), origin)
     validators.check_inputs(cls.validators, {n: s for n, s in inputs.items() if not _remote(s)})
     if email is not None and not _EMAIL.match(email):
         raise ValidationFailed("Email address", f"{email!r} is not an address like someone@example.org")
@@ -82,7 +86,8 @@ def submit(
     if cls.directories:  # the engine follows these; without any, the directory stays in the jobs root
         fields["directories"] = roots
     spec = connections.context_spec(context or settings.default_context)
-    placed = jobs.Placed(files=inputs, workdir=True, root=roots["incoming"] if cls.directories else None)
+    incoming = roots["incoming"] if cls.directories else None
+    placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
     level = queue.priority_of(priority)
     return jobs.queue_job(
         spec, group or user, job_name or cls.name, url, run_service, (carried(cls), checked), {}, level, placed, fields
@@ -93,9 +98,42 @@ def _inputs(files: Any) -> dict[str, Any]:
     """Inputs as name -> path or bytes; a stream is read, so the validators and the copy see the same bytes."""
     if files is None:
         return {}
-    if not isinstance(files, Mapping):
-        return {os.path.basename(os.fspath(path)): os.fspath(path) for path in files}
-    return {name: source.read() if hasattr(source, "read") else source for name, source in files.items()}
+    if isinstance(files, Mapping):
+        named = {name: source.read() if hasattr(source, "read") else source for name, source in files.items()}
+    elif isinstance(files, Iterable) and not isinstance(files, (str, bytes)):
+        files = list(files)
+        if not all(isinstance(path, (str, os.PathLike)) for path in files):
+            raise InputRefused("files", "every input in a list is a path or a URI (text)")
+        named = {}
+        for path in files:
+            if _name_of(path) in named:
+                raise InputRefused(_name_of(path), "two inputs have that name")
+            named[_name_of(path)] = os.fspath(path)
+    else:
+        raise InputRefused("files", "give a list of paths or URIs, or a mapping of names to them")
+    for input_name, source in named.items():
+        if not isinstance(source, (str, os.PathLike, bytes)):
+            raise InputRefused(str(input_name), f"give a path, a URI or bytes, not {type(source).__name__}")
+    return named
+
+
+def _name_of(path: str | os.PathLike[str]) -> str:
+    text = os.fspath(path)
+    return name_of(text) if is_uri(text) else os.path.basename(text)
+
+
+def _granted(inputs: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Server paths as the policy grants them to ``origin``: resolved inside an input root for a web user
+    (so the validators read what was checked), as given for this process's own user."""
+    if origin == LOCAL:
+        return inputs
+    policy = input_policy.of_settings(connections.settings())
+    return {
+        name: policy.checked_path(name, os.fspath(source), origin)
+        if isinstance(source, (str, os.PathLike)) and not is_uri(os.fspath(source))
+        else source
+        for name, source in inputs.items()
+    }
 
 
 def _remote(source: str | bytes | IO[bytes]) -> bool:
