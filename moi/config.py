@@ -104,16 +104,16 @@ class Settings:
     code_users: str = ""  # users who may submit Python or shell jobs over the API (admins and --code tokens may too)
     code_uids: str = ""  # "LOW-HIGH": the uids that web users' code runs as, one per user; empty: no code over the web
     code_python: str = ""  # the interpreter of that code, which every uid must be able to run; empty: sys.executable
-
-    @property
-    def uses_embedded_redis(self) -> bool:
-        return self.redis_url is None
     # Inputs ([files] section, see moi.input_policy): the operator's grant of server paths and addresses.
     input_roots: str = ""  # directories whose files (and file:// URIs) any submitter may name; comma-separated
     uri_schemes: str = "https, http"  # schemes an input or resource URI may use (fsspec ones, s3, when listed)
     fetch_allow: str = ""  # internal addresses a fetch may reach: networks (10.1.2.0/24) or address:port
     fetch_max_bytes: int = 1 << 30  # bytes one fetched input or resource may hold
     fetch_timeout: float = 300.0  # seconds one fetch may take, redirects included
+
+    @property
+    def uses_embedded_redis(self) -> bool:
+        return self.redis_url is None
 
     @property
     def uses_embedded_cluster(self) -> bool:
@@ -177,12 +177,12 @@ def _from_ini(path: str) -> dict[str, Any]:
         values.update({name: value for name, value in parser["moi"].items() if name in _MOI_OPTIONS})
     if parser.has_section("mail"):
         values.update(_mail_section(parser["mail"]))
+    if parser.has_section("files"):
+        values.update(_files_section(parser["files"]))
     if parser.has_section("security"):
         values.update(_security_section(parser["security"]))
     return values
 
-    if parser.has_section("files"):
-        values.update(_files_section(parser["files"]))
 
 _MOI_OPTIONS = frozenset(
     ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir", "ttl")
@@ -199,10 +199,6 @@ def _mail_section(section: configparser.SectionProxy) -> dict[str, str]:
     return values
 
 
-_SECURITY_OPTIONS = ("code_users", "code_uids", "code_python")
-
-
-def _security_section(section: configparser.SectionProxy) -> dict[str, str]:
 _FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes", "fetch_timeout")
 
 
@@ -213,6 +209,10 @@ def _files_section(section: configparser.SectionProxy) -> dict[str, str]:
     return {name: section[name] for name in _FILES_OPTIONS if name in section}
 
 
+_SECURITY_OPTIONS = ("code_users", "code_uids", "code_python")
+
+
+def _security_section(section: configparser.SectionProxy) -> dict[str, str]:
     unknown = [name for name in section if name not in _SECURITY_OPTIONS and name not in section.parser.defaults()]
     if unknown:
         raise ConfigError(f"[security] has no option {unknown[0]!r}; the options are {', '.join(_SECURITY_OPTIONS)}")
@@ -263,16 +263,16 @@ _ENVIRONMENT = {
     "MOI_CODE_USERS": "code_users",
     "MOI_CODE_UIDS": "code_uids",
     "MOI_CODE_PYTHON": "code_python",
-    "MOI_SMTP_HOST": "smtp_host",
-    "MOI_SMTP_PORT": "smtp_port",
-    "MOI_SMTP_TLS": "smtp_tls",
-    "MOI_SMTP_USER": "smtp_user",
-    "MOI_SMTP_PASSWORD": "smtp_password",
     "MOI_INPUT_ROOTS": "input_roots",
     "MOI_URI_SCHEMES": "uri_schemes",
     "MOI_FETCH_ALLOW": "fetch_allow",
     "MOI_FETCH_MAX_BYTES": "fetch_max_bytes",
     "MOI_FETCH_TIMEOUT": "fetch_timeout",
+    "MOI_SMTP_HOST": "smtp_host",
+    "MOI_SMTP_PORT": "smtp_port",
+    "MOI_SMTP_TLS": "smtp_tls",
+    "MOI_SMTP_USER": "smtp_user",
+    "MOI_SMTP_PASSWORD": "smtp_password",
     "MOI_MAIL_FROM": "mail_from",
     "MOI_ADMIN_EMAIL": "admin_email",
 }
@@ -296,14 +296,14 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "hard_limit": int,
         "keep_expired": int,
         "max_upload": int,
+        "fetch_max_bytes": int,
+        "fetch_timeout": float,
         "smtp_port": int,
     }
     out = dict(values)
     for name, convert in converters.items():
         if name in out:
             try:
-        "fetch_max_bytes": int,
-        "fetch_timeout": float,
                 out[name] = convert(out[name])
             except (TypeError, ValueError):
                 raise ConfigError(f"{name} must be a number, not {out[name]!r}") from None
@@ -336,13 +336,13 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     values.update(overrides or {})
     settings = replace(Settings(), **_coerce(values))
     scheduler_args(settings.scheduler)  # a mistake shows now, not when the runtime starts
+    input_policy.check_settings(settings)
     if settings.code_uids.strip():
         _uid_range(settings.code_uids)  # likewise a bad [security] code_uids
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
     if settings.ttl <= 0:
         raise ConfigError(f"ttl must be a positive number of seconds, not {settings.ttl}")
-    input_policy.check_settings(settings)
     for name in ("hog_size", "hard_limit"):
         if getattr(settings, name) < 0:
             raise ConfigError(
