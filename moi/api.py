@@ -56,8 +56,8 @@ from .errors import (
 )
 from .group import remove_nodes
 from .info import Info, is_finished, is_uuid
-from .keys import user_name_problem
 from .input_policy import WEB
+from .keys import user_name_problem
 from .store import Store, store_for
 from .websocket import cookie_user, hub_for, user_group
 
@@ -296,6 +296,7 @@ class JobsHandler(APIHandler):
             url=_text(given, "url"),
             priority=given.get("priority"),
             job_name=_text(given, "name"),
+            origin=WEB,  # a web user's inputs: uploads, URIs the policy allows, paths only inside input roots
         )
         return job_id, group_id
 
@@ -360,7 +361,6 @@ class JobHandler(APIHandler):
 
 
 class JobActionHandler(APIHandler):
-            origin=WEB,  # a web user's inputs: uploads, URIs the policy allows, paths only inside input roots
     async def post(self, job_id: str, action: str) -> None:
         info = await self.owned(job_id)
         if action == "cancel":
@@ -379,6 +379,13 @@ class JobActionHandler(APIHandler):
         self.answer(dict(await self.run(self.store.get, job_id)))
 
 
+def _json_files(value: Any) -> list[str] | None:
+    """A JSON body's inputs: a list of URIs (or paths inside the operator's input roots); files are uploaded."""
+    if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
+        raise Problem(422, "invalid", '"files" is a list of URIs; upload files with multipart/form-data')
+    return value
+
+
 def _text(given: dict[str, Any], name: str) -> str | None:
     value = given.get(name)
     if value is not None and not isinstance(value, str):
@@ -391,10 +398,3 @@ ROUTES = [
     (rf"{PREFIX}/jobs/([^/]+)", JobHandler),
     (rf"{PREFIX}/jobs/([^/]+)/(cancel|relaunch|pause|resume)", JobActionHandler),
 ]
-def _json_files(value: Any) -> list[str] | None:
-    """A JSON body's inputs: a list of URIs (or paths inside the operator's input roots); files are uploaded."""
-    if value is not None and (not isinstance(value, list) or not all(isinstance(item, str) for item in value)):
-        raise Problem(422, "invalid", '"files" is a list of URIs; upload files with multipart/form-data')
-    return value
-
-
