@@ -273,6 +273,7 @@ class InputRefused(JobFilesError):
     def __init__(self, name: str, why: str) -> None:
         super().__init__(f"Input {printable(name)!r} is refused: {why}")
         self.name = name
+        self.why = why
 
 
 class FetchFailed(JobFilesError):
@@ -282,7 +283,6 @@ class FetchFailed(JobFilesError):
         super().__init__(f"{masked_url(uri)} could not be fetched or written: {printable(why)}")
         self.uri = uri
 
-        self.why = why
 
 class BadRequest(MoiError):
     """A websocket frame the server cannot act on (not JSON, wrong shape, unknown verb)."""
