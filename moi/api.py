@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 from tornado.web import HTTPError, RequestHandler
 
-from . import bearer, connections, listing, sandbox, tokens
+from . import bearer, connections, listing, queue, sandbox, tokens, values
 from . import files as job_files
 from . import job as jobs
 from .errors import (
@@ -42,6 +42,7 @@ from .errors import (
     InvalidId,
     InvalidPriority,
     InvalidUserName,
+    InvalidValue,
     MoiError,
     NotInGroup,
     QuotaExceeded,
@@ -58,6 +59,7 @@ from .group import remove_nodes
 from .info import Info, is_finished, is_uuid
 from .input_policy import WEB
 from .keys import user_name_problem
+from .redact import printable
 from .store import Store, store_for
 from .websocket import cookie_user, hub_for, user_group
 
@@ -81,6 +83,7 @@ _STATUS: list[tuple[type[MoiError], int, str]] = [
     (InvalidPriority, 422, "invalid"),
     (InvalidCode, 422, "invalid"),
     (InvalidUserName, 422, "invalid"),
+    (InvalidValue, 422, "invalid"),
     (UnknownContext, 422, "invalid"),
     (ServiceError, 422, "invalid"),
     (InputRefused, 422, "invalid"),
@@ -166,10 +169,21 @@ class APIHandler(RequestHandler):
         self.finish(json.dumps(value))
 
     def body(self) -> dict[str, Any]:
-        if self.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
-            return self._form()
+        """The JSON object sent (or the multipart form, as one). A value that JSON and Redis's Lua cannot hold
+        as it is (NaN, 1e999, 10**309, a lone surrogate, a control character; see ``moi.values``): 422."""
         try:
-            value = json.loads(self.request.body or b"")
+            if self.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
+                value = self._form()
+            else:
+                value = self._json()
+            values.check(value, "")
+        except MoiError as error:
+            raise problem_of(error) from None
+        return value
+
+    def _json(self) -> dict[str, Any]:
+        try:
+            value = values.loads(self.request.body or b"")
         except (ValueError, RecursionError):
             raise Problem(400, "bad_request", "the body is not JSON") from None
         if not isinstance(value, dict):
@@ -177,13 +191,18 @@ class APIHandler(RequestHandler):
         return value
 
     def _form(self) -> dict[str, Any]:
-        """A multipart body as the JSON one: its fields (``params`` as JSON text), and its files under ``files``."""
+        """A multipart body as the JSON one: its fields (``params`` as JSON text), and its files under ``files``.
+        Each field is held to the JSON body's limit: only files may be larger."""
+        limit = int(self.settings.get(MAX_BODY_SETTING, MAX_BODY))
+        for name, parts in self.request.body_arguments.items():
+            if sum(len(part) for part in parts) > limit:
+                raise Problem(413, "too_large", f"the field {printable(name, 40)!r} is over {limit} bytes")
         given: dict[str, Any] = {
-            name: values[-1].decode("utf-8", "replace") for name, values in self.request.body_arguments.items()
+            name: parts[-1].decode("utf-8", "replace") for name, parts in self.request.body_arguments.items()
         }
         if "params" in given:
             try:
-                given["params"] = json.loads(given["params"])
+                given["params"] = values.loads(given["params"])
             except (ValueError, RecursionError):
                 raise Problem(422, "invalid", '"params" is a JSON object') from None
         if "priority" in given and _WHOLE.fullmatch(given["priority"]):
@@ -207,6 +226,14 @@ class APIHandler(RequestHandler):
         except MoiError as error:
             raise problem_of(error) from None
 
+    def asked_priority(self, given: dict[str, Any]) -> int:
+        """The priority asked for; above ``[moi] max_user_priority`` 422, unless the user is an admin."""
+        ceiling = None if self.admin else connections.settings().max_user_priority
+        try:
+            return queue.within_ceiling(given.get("priority"), ceiling)
+        except MoiError as error:
+            raise problem_of(error) from None
+
     async def my_group(self) -> str:
         try:
             return await user_group(hub_for(self.application), str(self.current_user))
@@ -227,7 +254,18 @@ class APIHandler(RequestHandler):
 
 class JobsHandler(APIHandler):
     async def get(self) -> None:
-        """The user's jobs (an admin's: everyone's), newest first, filtered, a page at a time."""
+        """The user's jobs (an admin's: everyone's), newest first, filtered, a page at a time.
+        ---
+        parameters:
+          - {name: status, in: query, schema: {type: string}, description: "Queued, Running, Success, ..."}
+          - {name: service, in: query, schema: {type: string}}
+          - {name: group, in: query, schema: {type: string}, description: the id of one of your groups}
+          - {name: since, in: query, schema: {type: string}, description: created at or after (a date prefix)}
+          - {name: until, in: query, schema: {type: string}, description: created before}
+          - {name: q, in: query, schema: {type: string}, description: a part of the job's name}
+          - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000, default: 50}}
+          - {name: cursor, in: query, schema: {type: integer, minimum: 0}, description: the last page's "next"}
+        """
         limit = self._number("limit", 50, 1, listing.MAX_LIMIT)
         cursor = self._number("cursor", None, 0, 2**62)
         group = self.get_query_argument("group", None)
@@ -253,6 +291,32 @@ class JobsHandler(APIHandler):
         return int(text)
 
     async def post(self) -> None:
+        """Submit a job: a service with its parameters and input files, or (with the grant) Python or shell code.
+        ---
+        requestBody:
+          content:
+            application/json:
+              schema: {$ref: "#/components/schemas/NewJob"}
+            multipart/form-data:
+              schema:
+                type: object
+                properties:
+                  service: {type: string}
+                  params: {type: string, description: a JSON object}
+                  name: {type: string}
+                  url: {type: string}
+                  priority: {type: string}
+                  email: {type: string}
+                  group: {type: string}
+                  input: {type: array, items: {type: string, format: binary}, description: the input files}
+        responses:
+          201: {description: "the new job: {id, group}"}
+          403: {description: code from a user without the grant}
+          409: {description: the job cannot be taken now}
+          413: {description: the body or an upload is too large}
+          422: {description: a bad parameter or input}
+          429: {description: your hard limit of unfinished jobs}
+        """
         given = self.body()
         group = await self._group(given.get("group"))
         if given.get("files") and "service" not in given:
@@ -294,7 +358,7 @@ class JobsHandler(APIHandler):
             email=_text(given, "email"),
             group=group,
             url=_text(given, "url"),
-            priority=given.get("priority"),
+            priority=self.asked_priority(given),
             job_name=_text(given, "name"),
             origin=WEB,  # a web user's inputs: uploads, URIs the policy allows, paths only inside input roots
         )
@@ -322,7 +386,7 @@ class JobsHandler(APIHandler):
             cmd,
             uid,
             python,
-            priority=given.get("priority"),
+            priority=self.asked_priority(given),
         )
         return job_id, group_id
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import connections, engine, queue
+from . import connections, engine, queue, values
 from . import files as job_files
 from .context import Context, by_name
 from .errors import InputRefused
@@ -96,6 +96,8 @@ def submit_many(
     default = connections.settings().default_context
     spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx or default)
     level = queue.priority_of(priority)
+    values.check_line(name, "the batch's name")  # see moi.values: once, for every item's
+    values.check_line(url, "the batch's url")
     store = connections.store()
     jobs = queue.Queue(store)
     arguments = [item if isinstance(item, tuple) else (item,) for item in items]

@@ -17,6 +17,7 @@
     ├── InvalidCode
     ├── InvalidPriority
     │   └── PriorityAboveCeiling
+    ├── InvalidValue
     ├── QuotaExceeded
     ├── CommandFailed
     ├── CodeRefused
@@ -174,6 +175,14 @@ class PriorityAboveCeiling(InvalidPriority):
         MoiError.__init__(
             self, f"Priority {printable(repr(value))} is refused: a user's jobs go at priority {ceiling} at most"
         )
+
+
+class InvalidValue(MoiError):
+    """A value that Redis's Lua and JSON cannot hold as it is (see ``moi.values``); nothing was stored."""
+
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(f"{printable(where, 80)} is refused: {why}")
+        self.where = where
 
 
 class QuotaExceeded(MoiError):

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import arguments, connections, engine, queue
+from . import arguments, connections, engine, queue, values
 from . import files as job_files
 from . import pause as pausing
 from .batch import Batch as Batch  # batches (parameter sweeps) are part of this API
@@ -125,6 +125,7 @@ def queue_job(
     fields: Mapping[str, Any] | None = None,
 ) -> tuple[str, str, JobHandle]:
     """``submit`` once its context and priority are known; ``fields``: more of the info (a service's)."""
+    _check_fields(name, url, fields)
     store = connections.store()
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
@@ -150,6 +151,15 @@ def queue_job(
     connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
     log.debug("queued %s for %s", job_id, spec.name)
     return job_id, group_id, JobHandle(job_id, store)
+
+
+def _check_fields(name: str, url: str | None, fields: Mapping[str, Any] | None = None) -> None:
+    """InvalidValue for what would stall Redis's Lua once stored (see ``moi.values``): a name or URL
+    that is not one line of text, or a service's field (params, email) that JSON and Lua cannot hold."""
+    values.check_line(name, "the job's name")
+    values.check_line(url, "the job's url")
+    if fields:
+        values.check(dict(fields), "the job")
 
 
 def _context_for(
@@ -182,6 +192,7 @@ def relaunch(job_id: str, store: Store | None = None) -> tuple[str, str, JobHand
     if call is None:
         raise WrongState(job_id, "relaunched", "its call is not kept (a batch item, or it expired)")
     context = str(old.get("context"))
+    _check_fields(old["name"], old.get("url"))  # one stored before these were checked: refused, not stuck
     new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)
     new.update(pubsub=store.keys.channel(new["id"]), priority=old.get("priority", 0), relaunch_of=job_id)
     group_id, _ = jobs.enqueue(old["parent"], context, [(new, call, new["priority"])], connections.limits())
@@ -228,6 +239,7 @@ def submit_nouser(func: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[
 
 def create_group(name: str, parent: str | None = None) -> str:
     """A new group, top-level or nested under ``parent`` (a user name or group id)."""
+    values.check_line(name, "the group's name")
     store = connections.store()
     parent_id = store.ensure_group(parent) if parent is not None else None
     return store.create_group(name, parent_id)

@@ -146,10 +146,11 @@ MAX_PRIORITY = 1000
 # Queued jobs stored under a group, each with its call and its place in a context's queue; announced to
 # the group, to the engines waiting for work (wakeup tokens) and to dispatchers. It counts the owner's
 # unfinished jobs (a set of their ids, pruned of jobs that ended or expired when it matters) against
-# the limits: from hog_size on, a job goes one priority step lower; past hard_limit, nothing is written.
+# the limits: from hog_size on, a job goes no higher than low (-1), below every other user's normal
+# jobs; past hard_limit, nothing is written.
 # A job in a paused scope (any of the scope tokens is in the paused set) is stored Paused, in the held set.
 # KEYS: group info, group children, queue, sequence, wakeup list, the context's online key, owner's active set,
-#       paused set, held set, owner's index, everyone's index.
+#       paused set, held set, owner's index, everyone's index, the queue's fair clock, the owner's last turn.
 # ARGV: ttl, group channel, add message, key prefix, wake channel, the note for a cluster not seen online,
 # hog_size, hard_limit (0: none), how many jobs to count against it (0: this call's; a batch counts all of
 # its jobs with its first call), the number of scope tokens, the tokens, then per job: id, document, call,
@@ -157,7 +158,11 @@ MAX_PRIORITY = 1000
 # Returns {1, whether the context's cluster was last seen online}, {0} if the group is gone, or
 # {-1, unfinished jobs the owner has} when the hard limit refuses them. When the cluster was not seen
 # online each job's info says so in its "waiting" field (TAKE clears it).
-# A job's score is its priority (highest first), then its order of submission: (TOP - priority) * 2^32 + seq.
+# A job's score is its priority (highest first), then its turn: (TOP - priority) * 2^32 + turn. Turns share
+# the queue between users at one priority (start-time fair queuing): a job's turn is the later of the queue's
+# clock (the turn of the job TAKE took last) and its owner's last turn + 1. So a user's jobs keep their order,
+# and a user with nothing waiting goes next, before the rest of another user's backlog: users alternate.
+# Before the first take the clock is the submission sequence, at or past every turn given so far.
 ENQUEUE = (
     _EXTEND
     + """
@@ -187,6 +192,8 @@ for i = 11, first - 1 do
   if redis.call('SISMEMBER', KEYS[8], ARGV[i]) == 1 then paused = true end
 end
 local seq = redis.call('INCRBY', KEYS[4], count) - count
+local clock = tonumber(redis.call('GET', KEYS[12]) or seq)
+local turn = math.max(clock, tonumber(redis.call('GET', KEYS[13]) or -1) + 1)
 local tokens, ids, places, indexed = {}, {}, {}, {}
 for i = first, #ARGV, 4 do
   local id, doc, priority = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
@@ -195,7 +202,7 @@ for i = first, #ARGV, 4 do
     local info = cjson.decode(doc)
     if online == 0 then info['waiting'] = ARGV[6] end
     if hogging then
-      priority = math.max(priority - 1, -PRIORITY_TOP)
+      priority = math.min(priority, -1)
       info['priority'] = priority
     end
     if paused then info['status'] = 'Paused' end
@@ -206,7 +213,8 @@ for i = first, #ARGV, 4 do
   have = have + 1
   seq = seq + 1
   ids[#ids + 1] = id
-  places[#places + 1], places[#places + 2] = (PRIORITY_TOP - priority) * 4294967296 + seq, id
+  places[#places + 1], places[#places + 2] = (PRIORITY_TOP - priority) * 4294967296 + turn, id
+  turn = turn + 1
   indexed[#indexed + 1], indexed[#indexed + 2] = seq, id
   if #tokens < 64 and not paused then tokens[#tokens + 1] = '1' end
 end
@@ -215,6 +223,7 @@ redis.call('SADD', KEYS[7], unpack(ids))
 redis.call('ZADD', paused and KEYS[9] or KEYS[3], unpack(places))
 redis.call('ZADD', KEYS[10], unpack(indexed))  -- the owner's jobs, and everyone's, newest last (the API lists them)
 redis.call('ZADD', KEYS[11], unpack(indexed))
+redis.call('SET', KEYS[13], turn - 1, 'EX', ttl)
 extend(KEYS[10], ttl)
 extend(KEYS[2], ttl)
 extend(KEYS[1], ttl)
@@ -238,24 +247,67 @@ return {1, online}
 # Items are only registered here (heartbeat, running set), still Queued: their engine marks each Running
 # as it starts it (moi.block), and a cancel of one is asked of that engine.
 # An engine being retired (its label in the retiring set) takes nothing, and is told so.
-# KEYS: queue, running set, retiring set.  ARGV: key prefix, ttl, engine label, heartbeat ttl, date_start, most,
-# batch.  Returns document, call, score for each job taken, false when the queue holds no job to run, or
-# {'retiring'}.
+# A queued job whose document this script cannot read (cjson refuses it: not JSON, a lone surrogate, another
+# type of key) or write back (a number cjson has no JSON for, such as 1e999, read as inf) fails alone, its
+# result one line, and its entry goes: it never stalls the take of every engine (moi.values keeps such values
+# out; this is for what got into Redis anyway).
+# KEYS: queue, running set, retiring set, tally, fair clock.  ARGV: key prefix, ttl, engine label, heartbeat ttl,
+# date_start, most, batch, the owners' active sets' key without the owner.  Returns document, call, score for each
+# job taken, false when the queue holds no job to run, or {'retiring'}.
 TAKE = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return {'retiring'} end
 local prefix, most, wanted = ARGV[1], tonumber(ARGV[6]), ARGV[7]
-local function start(id)
-  local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
-  if not (ok and type(info) == 'table' and info['status'] == 'Queued' and type(info['revision']) == 'number') then
-    return nil
+local function ttl_of(info)  -- a service job's own ttl, when it is one Redis takes
+  local ttl = info['ttl']
+  if type(ttl) == 'number' and ttl >= 1 and ttl <= 1e12 and ttl == math.floor(ttl) then return ttl end
+  return ARGV[2]
+end
+local function fail(id, doc, info, why)
+  local kept = {}
+  if type(info) == 'table' then  -- every field cjson can write; the others are what it could not
+    for key, value in pairs(info) do
+      if type(key) == 'string' and pcall(cjson.encode, value) then kept[key] = value end
+    end
+  else  -- not JSON to cjson: the plain fields that tie it to its owner and group, read from the text
+    for _, key in ipairs({'name', 'parent', 'owner', 'context', 'pubsub', 'service', 'date_created'}) do
+      kept[key] = string.match(doc, '"' .. key .. '":"([^"\\\\]*)"')
+    end
   end
+  local revision = tonumber(string.match(doc, '^{"revision":(%d+)[,}]')) or tonumber(kept['revision']) or 0
+  kept['id'], kept['type'], kept['status'], kept['revision'] = id, 'job', 'Failed', math.floor(revision) + 1
+  kept['result'], kept['result_format'] = 'stored job cannot be read: ' .. tostring(why), 'text'
+  kept['date_start'], kept['date_end'], kept['engine'], kept['waiting'] = cjson.null, ARGV[5], nil, nil
+  if type(kept['date_created']) ~= 'string' then kept['date_created'] = ARGV[5] end
+  if type(kept['name']) ~= 'string' then kept['name'] = 'unreadable job' end
+  redis.call('SET', prefix .. id, cjson.encode(kept), 'EX', ttl_of(kept))
+  redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
+  if type(kept['owner']) == 'string' then redis.call('SREM', ARGV[8] .. kept['owner'], id) end
+  local service = type(kept['service']) == 'string' and kept['service'] or ''
+  redis.call('HINCRBY', KEYS[4], 'Failed|' .. service, 1)  -- moi.tally's count
+  return nil
+end
+-- A queued job's document and what cjson reads of it; nothing when it is gone, or failed here.
+local function read(id)
+  local doc = redis.pcall('GET', prefix .. id)
+  if not doc then return nil end
+  if type(doc) ~= 'string' then return fail(id, '', nil, doc['err']) end
+  local ok, info = pcall(cjson.decode, doc)
+  if not ok then return fail(id, doc, nil, info) end
+  if type(info) ~= 'table' then return fail(id, doc, nil, 'it is not a JSON object') end
+  return doc, info
+end
+local function start(id)
+  local doc, info = read(id)
+  if not info or info['status'] ~= 'Queued' then return nil end  -- gone, failed, or cancelled meanwhile
+  if type(info['revision']) ~= 'number' then return fail(id, doc, info, 'its revision is not a number') end
   info['status'] = info['starts_as'] or 'Running'  -- a service job may start in its preprocess hook
   info['date_start'] = ARGV[5]
   info['engine'] = ARGV[3]
   info['waiting'] = nil
   info['revision'] = info['revision'] + 1
-  local new = cjson.encode(info)
-  redis.call('SET', prefix .. id, new, 'EX', info['ttl'] or ARGV[2])  -- a service job's own ttl
+  local encoded, new = pcall(cjson.encode, info)
+  if not encoded then return fail(id, doc, info, new) end
+  redis.call('SET', prefix .. id, new, 'EX', ttl_of(info))  -- a service job's own ttl
   redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
   return new
 end
@@ -273,7 +325,7 @@ while #out == 0 do  -- entries of jobs no longer Queued (removed) are dropped: l
     if #out > 0 and batch ~= wanted then break end
     popped[#popped + 1] = id
     local doc
-    if batch then doc = redis.call('GET', prefix .. id) else doc = start(id) end
+    if batch then doc = read(id) else doc = start(id) end
     if doc then
       redis.call('SET', prefix .. id .. ':heartbeat', ARGV[3], 'EX', ARGV[4])
       taken[#taken + 1] = id
@@ -284,6 +336,7 @@ while #out == 0 do  -- entries of jobs no longer Queued (removed) are dropped: l
   redis.call('ZREM', KEYS[1], unpack(popped))
 end
 redis.call('SADD', KEYS[2], unpack(taken))
+redis.call('SET', KEYS[5], tonumber(out[3]) % 4294967296)  -- the fair clock: the turn of the job taken (ENQUEUE)
 return out
 """
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EngineRetiring, InvalidPriority, QuotaExceeded, UnknownKey
+from .errors import EngineRetiring, InvalidPriority, PriorityAboveCeiling, QuotaExceeded, UnknownKey
 from .info import Info, dumps, is_uuid, now
 from .lua import ENQUEUE, MAX_PRIORITY, RELEASE, TAKE
 from .pause import scope_tokens
@@ -50,6 +50,14 @@ class Taken:
     info: Info
     call: str
     score: str
+
+
+def within_ceiling(value: str | int | None, ceiling: int | None) -> int:
+    """``priority_of(value)``, refused above ``ceiling`` (None: no ceiling, for an admin or the machine's user)."""
+    level = priority_of(value)
+    if ceiling is not None and level > ceiling:
+        raise PriorityAboveCeiling(value, ceiling)
+    return level
 
 
 def priority_of(value: str | int | None) -> int:
@@ -197,6 +205,8 @@ class Queue:
             keys.held(context),
             keys.index(owner),
             keys.index_all,
+            keys.fair_clock(context),
+            keys.fair_last(context, owner),
         ]
         with reaching(self.store.url), self.store.holding((script_keys[1], "set"), (script_keys[2], "zset")):
             answer: list[Any] = self._enqueue(keys=script_keys, args=args)
@@ -216,13 +226,15 @@ class Queue:
 
         When that job is an item of ``batch``, up to ``most`` of the batch's items that follow
         it come too, each Running: a block the engine runs one after another. Raises
-        EngineRetiring when this engine is to stop (the operations page removed it).
+        EngineRetiring when this engine is to stop (the operations page removed it). A queued job
+        whose document cannot be read back is Failed on the way, alone, saying so (see ``TAKE``).
         """
         keys = self.keys
         wanted = f"{ITEM_CALL}{batch}:" if batch else ""
-        args = [keys.prefix, self.store.ttl, label, heartbeat_ttl, now(), max(1, most), wanted]
+        args = [keys.prefix, self.store.ttl, label, heartbeat_ttl, now(), max(1, most), wanted, keys.active("")]
+        script_keys = [keys.queue(context), keys.running, keys.engines_retiring, keys.tally, keys.fair_clock(context)]
         with reaching(self.store.url):
-            taken = self._take(keys=[keys.queue(context), keys.running, keys.engines_retiring], args=args) or []
+            taken = self._take(keys=script_keys, args=args) or []
         if taken == ["retiring"]:
             raise EngineRetiring(label)
         # The script checked each is a Queued info object.

@@ -53,9 +53,18 @@ import redis
 from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from . import bearer, connections, log_tail, tokens
+from . import bearer, connections, log_tail, tokens, values
 from . import pause as pausing
-from .errors import BadRequest, InvalidUserName, MoiError, NotInGroup, RedisRefused, RedisUnavailable, WrongState
+from .errors import (
+    BadRequest,
+    InvalidUserName,
+    InvalidValue,
+    MoiError,
+    NotInGroup,
+    RedisRefused,
+    RedisUnavailable,
+    WrongState,
+)
 from .group import Group
 from .hub import Hub
 from .info import Info, Stored
@@ -151,7 +160,10 @@ def parse_request(frame: str | bytes) -> tuple[str, Any]:
     if len(frame) > MAX_FRAME:
         raise BadRequest(f"request too large ({len(frame)} characters; at most {MAX_FRAME})")
     try:
-        request = json.loads(frame)
+        request = values.loads(frame)
+        values.check(request, "")  # what Redis's Lua and JSON cannot hold goes no further (moi.values)
+    except InvalidValue as error:
+        raise BadRequest(str(error)) from None
     except ValueError:
         raise BadRequest("request is not JSON") from None
     except RecursionError:  # "[" * 1000: nested past the parser's depth

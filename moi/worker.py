@@ -20,14 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import block, engine, job
-from .errors import EngineRetiring
+from .errors import EngineRetiring, MoiError
 from .queue import Queue, batch_of, unpack_call
+from .redact import printable
 from .store import Store, store_for
 from .workers import DoneCounter
 
 log = logging.getLogger("moi.worker")
 
 LINGER = 2.0  # seconds an engine with nothing to do waits for a new job before it returns
+TAKE_BACKOFF = 5.0  # seconds an engine waits after a take that failed (Redis away, a script refused)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,9 @@ def work(spec: WorkSpec) -> int:
             counter.flush()
             time.sleep(spec.linger)
             return done
+        except (MoiError, ValueError) as error:  # Redis away or refusing the take: back off, never spin
+            _take_failed(spec.context, error)
+            return done
         if taken:
             if batch_of(taken[0].call) is None:
                 _run(store, taken[0].info, taken[0].call)
@@ -75,6 +80,20 @@ def work(spec: WorkSpec) -> int:
             counter.flush()
             return done
         queue.wait_for_work(spec.context, left)
+
+
+_last_take_problem = ""  # logged once while it lasts, not once a take
+
+
+def _take_failed(context: str, error: Exception) -> None:
+    """A take that failed: said once in the engine's log, then a pause before the dispatcher's next work task
+    (it sends one at once when a task returns: without the pause, an engine would retry as fast as it fails)."""
+    global _last_take_problem
+    text = printable(str(error))
+    if text != _last_take_problem:
+        log.warning("engine cannot take jobs of %s (%s); trying again every %gs", context, text, TAKE_BACKOFF)
+    _last_take_problem = text
+    time.sleep(TAKE_BACKOFF)
 
 
 def _run(store: Store, info: dict[str, Any], call: str) -> None:

@@ -21,7 +21,9 @@ from ..errors import InputRefused, ValidationFailed
 from ..fetch import is_uri, name_of
 from ..handle import JobHandle
 from ..input_policy import LOCAL
+from ..redact import printable
 from ..retention import parse_duration, retention_fields
+from ..values import text_problem
 from . import places, validators
 from .definition import Parameter, Service
 from .documents import StepService
@@ -71,8 +73,8 @@ def submit(
     checked = cls.checked_params(params or {})
     inputs = _granted(_inputs(files), origin)
     validators.check_inputs(cls.validators, {n: s for n, s in inputs.items() if not _remote(s)})
-    if email is not None and not _EMAIL.match(email):
-        raise ValidationFailed("Email address", f"{email!r} is not an address like someone@example.org")
+    if email is not None and not _is_address(email):
+        raise ValidationFailed("Email address", f"{printable(repr(email))} is not an address like someone@example.org")
     fields: dict[str, Any] = {"service": cls.name, "params": checked, "starts_as": first_state(cls)}
     settings = connections.settings()
     archive_after = parse_duration(cls.archive_after, "archive_after")
@@ -92,6 +94,11 @@ def submit(
     return jobs.queue_job(
         spec, group or user, job_name or cls.name, url, run_service, (carried(cls), checked), {}, level, placed, fields
     )
+
+
+def _is_address(email: Any) -> bool:
+    """One address on one line: it becomes a mail's To header (CR/LF there would add headers)."""
+    return isinstance(email, str) and _EMAIL.fullmatch(email) is not None and text_problem(email, line=True) is None
 
 
 def _inputs(files: Any) -> dict[str, Any]:

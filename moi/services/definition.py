@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .. import values
 from ..errors import ServiceDefinitionError, ValidationFailed
 from ..retention import parse_duration
 
@@ -56,7 +57,17 @@ class Parameter:
                 ) from None
 
     def checked(self, value: Any) -> Any:
-        """``value`` as this parameter's type; a string (from a form or the CLI) is converted."""
+        """``value`` as this parameter's type; a string (from a form or the CLI) is converted. Refused too:
+        what JSON and Redis's Lua cannot hold (nan, inf, 10**309, a lone surrogate; see ``moi.values``)."""
+        problem = values.scalar_problem(value)  # first: float(10**309) would raise OverflowError
+        if problem is None:
+            value = self._typed(value)
+            problem = values.scalar_problem(value)  # "nan" or "1e999" from a form, as a float
+        if problem is not None:
+            raise ValidationFailed(f"Parameter {self.name!r}", problem)
+        return value
+
+    def _typed(self, value: Any) -> Any:
         wanted = TYPES[self.type]
         if isinstance(value, str) and wanted is not str:
             return self._from_text(value)

@@ -23,7 +23,7 @@ from .. import connections, loops
 from ..config import Settings
 from ..errors import MoiError, RedisUnavailable, UnknownId
 from ..info import Info, Status
-from ..redact import masked_url
+from ..redact import masked_url, printable
 from ..store import Store, reaching
 
 log = logging.getLogger("moi.services.mail")
@@ -43,7 +43,7 @@ def compose(info: Info, to: str, settings: Settings) -> EmailMessage | None:
     message = EmailMessage()
     message["From"] = settings.mail_from or f"moi@{settings.smtp_host}"
     message["To"] = address
-    name, status, service = info.get("name"), info.get("status"), info.get("service")
+    name, status, service = (_one_line(info.get(field)) for field in ("name", "status", "service"))
     link = info.get("url") or (f"{settings.site_url.rstrip('/')}/?job={info['id']}" if settings.site_url else "")
     if to == "user":
         message["Subject"] = f"Your {service} job {name} ended: {status}"
@@ -56,6 +56,13 @@ def compose(info: Info, to: str, settings: Settings) -> EmailMessage | None:
         lines.append(str(info.get("result")))
     message.set_content("\n".join(lines) + "\n")
     return message
+
+
+def _one_line(value: Any) -> str:
+    """A job's field as header text: a CR or LF there would end the header (and a lone surrogate cannot be
+    sent), so every control or unprintable character is a space. moi.values refuses them at submit; this is
+    for what was stored before."""
+    return "".join(char if char.isprintable() else " " for char in str(value))[:200]
 
 
 def send(message: EmailMessage, settings: Settings) -> None:
@@ -95,21 +102,30 @@ def _deliver(store: Store, settings: Settings, raw: str) -> int:
         return 0
     if info.get("status") not in (Status.SUCCESS, Status.FAILED, Status.CANCELLED):
         return 0  # resubmitted meanwhile: its next end sends its own
-    message = compose(info, str(owed.get("to")), settings)
+    try:
+        message = compose(info, str(owed.get("to")), settings)
+    except (ValueError, TypeError, LookupError) as error:  # a header or body the email package refuses
+        return _given_up(store, f"mail about job {printable(info['id'])} cannot be built: {printable(str(error))}")
     if message is None:
         return 0
     for attempt in range(ATTEMPTS):
         try:
             send(message, settings)
-            log.info("mailed %s about job %s", message["To"], info["id"])
+            log.info("mailed %s about job %s", printable(message["To"]), info["id"])
             return 1
         except (OSError, smtplib.SMTPException) as error:
             last = error
             time.sleep(BACKOFF * 2**attempt if attempt < ATTEMPTS - 1 else 0)
+        except (ValueError, TypeError, LookupError) as error:  # it cannot be written out: trying again won't help
+            return _given_up(store, f"mail about job {printable(info['id'])} cannot be sent: {printable(str(error))}")
     where = masked_url(f"smtp://{settings.smtp_host}:{settings.smtp_port}")
-    log.warning(
-        "mail to %s about job %s not sent after %d tries (%s): %s", message["To"], info["id"], ATTEMPTS, where, last
-    )
+    to = printable(message["To"])
+    return _given_up(store, f"mail to {to} about job {info['id']} not sent after {ATTEMPTS} tries ({where}): {last}")
+
+
+def _given_up(store: Store, reason: str) -> int:
+    """A mail that will not go: one line in the log, and one more in ``moi:mail:failed`` (/metrics, ``moi status``)."""
+    log.warning("%s", reason)
     with reaching(store.url):
         store.redis.incr(store.keys.mail_failed)
     return 0
