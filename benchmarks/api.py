@@ -44,7 +44,7 @@ def measure(plan: Any, services: Services) -> tuple[str, list[Figure]]:
     from moi import connections, tokens
 
     port = start_moi_server(services)
-    token = tokens.create(connections.store(), "bench-api")
+    token = tokens.create(connections.store(), "bench-api", code=True)  # it posts cmd jobs
     stored = STORED if plan.runs > 2 else STORED // 10  # --quick: 10,000
     fill("bench-api", stored)
     url = f"http://127.0.0.1:{port}"
@@ -62,6 +62,9 @@ def start_moi_server(services: Services, env: dict[str, str] | None = None, name
         "MOI_CONTEXTS": f"bench={services.url_file}",
         "MOI_DEFAULT_CONTEXT": "bench",
         "MOI_STATE_DIR": str(services.directory / "state"),
+        # cmd jobs over the API run sandboxed (moi.sandbox): as these uids, in a Python every uid may run
+        "MOI_CODE_UIDS": "200000-265535",
+        "MOI_CODE_PYTHON": "/usr/bin/python3",
     }
     proc = services.start_process(name, [sys.executable, "-m", "moi.cli", "server", "--port", str(port)], env)
     wait_until(lambda: _answers(port) or proc.poll() is not None, 60, name)

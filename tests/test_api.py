@@ -16,8 +16,9 @@ from tests.conftest import finished
 from tests.test_relay_security import cookie, server
 
 
-def token_for(user: str, admin: bool = False) -> str:
-    return tokens.create(connections.store(), user, admin=admin)
+def token_for(user: str, admin: bool = False, code: bool = True) -> str:
+    """A token for ``user``; by default one that may run code (these tests submit cmd jobs: see test_code_grant)."""
+    return tokens.create(connections.store(), user, admin=admin, code=code)
 
 
 async def call(

@@ -17,7 +17,8 @@ from tests.browser import Server
 def test_the_client_submits_lists_and_waits_across_a_server_restart(r, tmp_path: Path) -> None:
     server = Server(free_port())
     server.start()
-    client = Client(server.url, tokens.create(connections.store(), "scripter"), timeout=30, retries=8, backoff=0.25)
+    token = tokens.create(connections.store(), "scripter", code=True)  # it submits cmd jobs
+    client = Client(server.url, token, timeout=30, retries=8, backoff=0.25)
     try:
         quick = client.submit(cmd="return 6 * 7", name="quick")
         assert client.wait(quick, timeout=120)["result"] == 42

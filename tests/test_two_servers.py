@@ -45,7 +45,7 @@ def test_one_users_pages_on_two_servers_show_the_same_live_state(browser: Any, s
     from playwright.sync_api import expect
 
     first, second = servers
-    token = tokens.create(connections.store(), "tess")
+    token = tokens.create(connections.store(), "tess", code=True)  # it submits cmd jobs
     pages = [browser.new_context().new_page() for _ in servers]
     try:
         for page, server in zip(pages, servers, strict=True):
