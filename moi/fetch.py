@@ -54,7 +54,11 @@ def is_uri(text: str) -> bool:
 def name_of(uri: str) -> str:
     """The file name a URI gives an input: the last part of its path, without ``|gunzip`` and ``.gz``."""
     plain, gunzip = _split(uri)
-    name = os.path.basename(urllib.parse.urlsplit(plain).path.rstrip("/")) or "input"
+    try:
+        path = urllib.parse.urlsplit(plain).path
+    except ValueError:  # not a URI urllib can split (http://[::1): the policy refuses it by name "input"
+        path = ""
+    name = os.path.basename(path.rstrip("/")) or "input"
     return name[: -len(".gz")] if gunzip and name.endswith(".gz") else name
 
 
@@ -168,7 +172,8 @@ def _http_get(uri: str, policy: Policy, deadline: _Deadline) -> Iterator[http.cl
         parts = urllib.parse.urlsplit(current)
         scheme = parts.scheme.lower()
         if scheme not in FETCHED or scheme not in policy.schemes:
-            raise FetchFailed(uri, f"after a redirect, {scheme or 'a relative'}: URIs are not allowed here")
+            where = printable(scheme, 40) or "a relative"
+            raise FetchFailed(uri, f"after a redirect, {where}: URIs are not allowed here")
         connection = _connect(uri, parts, policy, deadline, redirects > 0)
         try:
             with deadline.guarding(connection):

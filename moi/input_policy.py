@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError, InputRefused
+from .redact import printable
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -108,7 +109,7 @@ class Policy:
             return self._file_problem(uri, origin)
         if scheme not in self.schemes:
             allowed = ", ".join(self.schemes) or "none"
-            return f"{scheme}: URIs are not allowed here (allowed: {allowed}; [files] uri_schemes)"
+            return f"{printable(scheme, 40)}: URIs are not allowed here (allowed: {allowed}; [files] uri_schemes)"
         if scheme in FETCHED:
             if not parts.hostname:
                 return "it names no host"
@@ -133,8 +134,8 @@ class Policy:
         """
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            return [], f"the name {host!r} does not resolve"
+        except (OSError, UnicodeError, ValueError):
+            return [], f"the name {printable(host, 80)!r} does not resolve"
         addresses = list(dict.fromkeys(_address(str(entry[4][0])) for entry in found))
         if not addresses or any(not self.reachable(address, port) for address in addresses):
             return addresses, INTERNAL
@@ -158,36 +159,45 @@ class Policy:
         real = os.path.realpath(path)
         return real if any(_under(real, root) for root in self.roots) else None
 
-    def checked_path(self, name: str, path: str, origin: str) -> str:
-        """A server path named by ``origin``: as given for LOCAL (its own user reads it); resolved and
-        inside an input root otherwise, else InputRefused (the same whether or not it exists)."""
-        if origin == LOCAL:
-            return path
+    def checked_path(self, name: str, path: str) -> str:
+        """``path`` resolved, when that is inside an input root; else InputRefused, the same whether or
+        not anything is there."""
         real = self.inside_roots(path)
         if real is None:
-            raise InputRefused(name, outside_roots(origin, "server path"))
+            raise InputRefused(name, outside_roots(WEB, "server path"))
         return real
+
+    def readable_in_roots(self, name: str, path: str) -> str:
+        """``path`` resolved, once it is known to be a regular file inside an input root (InputRefused
+        otherwise): what a service's validators may read before the copy opens it again."""
+        os.close(self.open_in_roots(name, path))
+        return os.path.realpath(path)
 
     def open_in_roots(self, name: str, path: str) -> int:
         """A file descriptor of the regular file ``path`` resolves to inside an input root.
 
         What was checked is what is opened: from the root down, each name is opened relative to
         the one before without following links, so a link swapped in after the check is refused.
+        (The library's own paths never come here: its user opens them as themselves.)
         """
-        real = self.checked_path(name, path, WEB)  # LOCAL callers never come here: they open as themselves
+        real = self.checked_path(name, path)
         root = next(root for root in self.roots if _under(real, root))
         names = [part for part in os.path.relpath(real, root).split(os.sep) if part not in ("", ".")]
+        fd = -1
         try:
             fd = os.open(root, _DIRECTORY)
             for index, part in enumerate(names):
                 inner = os.open(part, _FILE if index == len(names) - 1 else _DIRECTORY, dir_fd=fd)
                 os.close(fd)
                 fd = inner
+            if not names or not _is_regular(fd):
+                raise InputRefused(name, f"{printable(path)} is not a regular file")
         except OSError as error:
-            raise InputRefused(name, f"cannot read {path}: {error.strerror or error}") from None
-        if not names or not _is_regular(fd):
-            os.close(fd)
-            raise InputRefused(name, f"{path} is not a regular file")
+            _close(fd)
+            raise InputRefused(name, f"cannot read {printable(path)}: {error.strerror or error}") from None
+        except InputRefused:
+            _close(fd)
+            raise
         os.set_blocking(fd, True)
         return fd
 
@@ -256,7 +266,7 @@ def own_endpoints(redis_url: str, connection_files: Iterable[str | None]) -> lis
         found.extend(_cluster_ports(path))
     endpoints = []
     for host, port in found:
-        with contextlib.suppress(OSError, UnicodeError):
+        with contextlib.suppress(OSError, UnicodeError, ValueError):
             for entry in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
                 endpoints.append(f"{_text(_unmapped(_address(str(entry[4][0]))))}:{port}")
     return list(dict.fromkeys(endpoints))
@@ -317,6 +327,11 @@ def _text(address: Address) -> str:
 
 def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _is_regular(fd: int) -> bool:

@@ -169,6 +169,9 @@ def test_web_inputs_are_uploads_uris_or_paths_inside_the_roots(r, places: dict[s
                 text = one_line_refusal(await post(alice, {"service": "reads", "files": [path]}))
                 texts.add(text.replace(repr(os.path.basename(path)), "NAME"))
             assert len(texts) == 1, texts
+            os.mkfifo(root / "fifo")  # inside a root, but no file: refused at once, never a hang
+            fifo = one_line_refusal(await post(alice, {"service": "reads", "files": [str(root / "fifo")]}))
+            assert "not a regular file" in fifo
 
             # file: URIs outside the roots, the same way; other schemes and internal addresses too.
             uris = [

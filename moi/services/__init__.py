@@ -136,7 +136,7 @@ def _granted(inputs: dict[str, Any], origin: str) -> dict[str, Any]:
         return inputs
     policy = input_policy.of_settings(connections.settings())
     return {
-        name: policy.checked_path(name, os.fspath(source), origin)
+        name: policy.readable_in_roots(name, os.fspath(source))
         if isinstance(source, (str, os.PathLike)) and not is_uri(os.fspath(source))
         else source
         for name, source in inputs.items()
