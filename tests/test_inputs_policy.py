@@ -33,19 +33,26 @@ from tests.test_relay_security import server
 
 WAIT = 60  # seconds: a bound on a hang, never an assertion on time
 FETCH_TIMEOUT = 2  # seconds a fetch may take here: the trickling server is cut off after it
+MAX_BYTES = 100_000  # bytes a fetch may bring here
 SERVED = b"served by the allowed test server"
 
 
 class Allowed(http.server.BaseHTTPRequestHandler):
-    """The test's own HTTP server: /data.txt, /redirect (to ``target``), /trickle (a byte now and then)."""
+    """The test's own HTTP server: /data.txt, /redirect (to ``target``), /to-file (to file:///etc/passwd),
+    /trickle (a byte now and then), /big (more than the size bound, with no length announced)."""
 
     target = ""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        if self.path == "/redirect":
+        if self.path in ("/redirect", "/to-file"):
             self.send_response(302)
-            self.send_header("Location", self.target)
+            self.send_header("Location", self.target if self.path == "/redirect" else "file:///etc/passwd")
             self.end_headers()
+        elif self.path == "/big":
+            self.send_response(200)
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                self.wfile.write(b"y" * (2 * MAX_BYTES))
         elif self.path == "/trickle":
             self.send_response(200)
             self.send_header("Content-Length", "1000")
@@ -231,6 +238,8 @@ def test_a_fetch_is_checked_again_where_it_runs_and_fails_with_one_line(r, place
         async with server() as port:
             cases = {
                 f"http://127.0.0.1:{http_port}/redirect": "after a redirect, it names an address",
+                f"http://127.0.0.1:{http_port}/to-file": "after a redirect, file: URIs are not allowed here",
+                f"http://127.0.0.1:{http_port}/big": f"it is over {MAX_BYTES} bytes ([files] fetch_max_bytes)",
                 f"http://127.0.0.1:{http_port}/trickle": f"it took longer than {FETCH_TIMEOUT} s",
                 f"http://127.0.0.1:{raw_port}/": "the server's answer is not HTTP",
             }
@@ -243,12 +252,14 @@ def test_a_fetch_is_checked_again_where_it_runs_and_fails_with_one_line(r, place
                 info = finished(made[uri], timeout=WAIT)
                 assert info["status"] == Status.FAILED and info["result_format"] == "text", (uri, dict(info))
                 assert expected in info["result"] and "\n" not in info["result"], info["result"]
-                assert REDIS_PASSWORD not in str(info) and "redis_version" not in str(info)
+                for secret in (REDIS_PASSWORD, "redis_version", "root:x"):
+                    assert secret not in str(info)
 
     with http_server(f"http://127.0.0.1:{redis_port}/") as http_port, not_http_server() as raw_port:
         grant = {
             "MOI_FETCH_ALLOW": f"127.0.0.1:{http_port}, 127.0.0.1:{raw_port}",
             "MOI_FETCH_TIMEOUT": str(FETCH_TIMEOUT),
+            "MOI_FETCH_MAX_BYTES": str(MAX_BYTES),
         }
         try:
             with settings(**grant):
