@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
-from . import connections, fetch, input_policy, loops
+from . import connections, fetch, input_policy, loops, values
 from .errors import InputRefused, InvalidId, MoiError, NoSuchFile, PathRefused, UnknownId
 from .handle import JobHandle
 from .info import is_finished, is_uuid
@@ -181,6 +181,9 @@ def _check_name(name: str, seen: set[str]) -> None:
         raise InputRefused(str(name), "an input's name is a plain file name, without '/'")
     if len(name.encode("utf-8", "surrogatepass")) > NAME_MAX:  # the file system would refuse it (ENAMETOOLONG)
         raise InputRefused(name[:80] + "...", f"an input's name is at most {NAME_MAX} bytes")
+    problem = values.text_problem(name, line=True)  # it is listed in the job's info, which Redis's Lua reads
+    if problem is not None:
+        raise InputRefused(name, f"its name is one line of text, but {problem}")
     if name in seen:
         raise InputRefused(name, "two inputs have that name")
     seen.add(name)

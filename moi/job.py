@@ -454,7 +454,7 @@ class _Tracker:
         def change(info: Info) -> Info | None:
             if is_finished(info):
                 return None  # a late status text never reopens a finished job
-            info["status"] = str(text)
+            info["status"] = values.mended(str(text))  # a lone surrogate would make it unreadable to Redis's Lua
             return info
 
         try:

@@ -113,3 +113,9 @@ def text_problem(text: str, line: bool = False) -> str | None:
     if found:
         return f"it holds a control character (U+{ord(found.group()):04X})"
     return None
+
+
+def mended(text: str) -> str:
+    """``text`` with each lone surrogate replaced by U+FFFD: for text moi keeps rather than refuses (the status
+    text a running job's own code sets), which cjson must still be able to read."""
+    return _LONE_SURROGATE.sub("\ufffd", text)

@@ -17,7 +17,7 @@ import pytest
 
 from moi import connections, services
 from moi import job as jobs
-from moi.errors import InvalidValue, ValidationFailed
+from moi.errors import InputRefused, InvalidValue, ValidationFailed
 from moi.info import Status, dumps, new_id, new_info
 from moi.services import mail
 from tests import jobs as job_functions
@@ -107,6 +107,9 @@ def library_refuses(r: Any) -> None:
             jobs.submit("default", "carol", name, None, job_functions.add, 1, 2)
         with pytest.raises(InvalidValue):
             jobs.create_group(name, "carol")
+    for name in ("a\nb", "a\udcffb"):  # a name listed in the job's info, as an input from a directory may bring
+        with pytest.raises(InputRefused, match="its name is one line of text"):
+            jobs.submit("default", "carol", "inputs", None, job_functions.add, 1, 2, files={name: b"x"})
     with pytest.raises(InvalidValue, match="url is refused"):
         jobs.submit_many("default", "carol", "sweep", "http://x/\r\nX: y", job_functions.add, [(1, 2)])
     for value in (float("nan"), float("inf"), 10**309, -(2**63), "nan", "1e999"):
