@@ -7,8 +7,9 @@ Errors are ``{"error": "...", "code": "..."}`` with their status: 400 (a body
 that is not a JSON object), 401 (no or a bad token), 403 (code from a user without
 the grant; see ``moi.sandbox``), 404 (no such job, or not
 yours: the same answer, so nothing leaks), 409 (the action does not fit the
-job's state), 413 (a JSON body over ``moi_api_max_body``, or an upload over
-``[moi] max_upload``), 422 (a bad parameter or input), 429 (the user's hard limit,
+job's state), 413 (a JSON body, or one field of a form, over ``moi_api_max_body``, or an upload
+over ``[moi] max_upload``), 422 (a bad parameter or input, or a value JSON and Redis's Lua cannot
+hold: NaN, 1e999, 10**309, a lone surrogate, a control character; see ``moi.values``), 429 (the user's hard limit,
 with ``Retry-After``), 503 (Redis unreachable).
 
     POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group;

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from . import input_policy
 from .errors import ConfigError
+from .lua import MAX_PRIORITY
 
 TWO_WEEKS = 14 * 24 * 3600
 
@@ -76,10 +77,13 @@ class Settings:
     # Task scheduler of the embedded cluster: NAME or NAME+hwm=N (see README, Performance).
     scheduler: str = "leastload"
     cookie_secret: str = ""  # empty: `moi server` keeps a generated one in state_dir
-    # Per-user limits on unfinished jobs (0: none). From hog_size on, a user's next job goes one
-    # priority step lower; at hard_limit their next submit is refused (QuotaExceeded).
+    # Per-user limits on unfinished jobs (0: none). From hog_size on, a user's next jobs go no higher
+    # than low (-1), below every other user's normal ones; at hard_limit their next submit is refused.
     hog_size: int = 0
     hard_limit: int = 0
+    # The highest priority a user may give over the API (a higher one is refused, 422); admins, and the
+    # library and CLI run as the machine's user, may use any. 0: nobody jumps another user's normal jobs.
+    max_user_priority: int = 0
     chooser: str = ""  # "pkg.mod:func": picks the context of a job submitted with ctx=None
     # Where job directories are made (one per job with files); empty: <state_dir>/jobs. With
     # engines on other hosts it must be a filesystem they all see at the same path.
@@ -186,7 +190,7 @@ def _from_ini(path: str) -> dict[str, Any]:
 
 _MOI_OPTIONS = frozenset(
     ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir", "ttl")
-    + ("services", "keep_expired", "site_url", "max_upload", "admins")
+    + ("services", "keep_expired", "site_url", "max_upload", "admins", "max_user_priority")
 )
 
 
@@ -253,6 +257,7 @@ _ENVIRONMENT = {
     "MOI_COOKIE_SECRET": "cookie_secret",
     "MOI_HOG_SIZE": "hog_size",
     "MOI_HARD_LIMIT": "hard_limit",
+    "MOI_MAX_USER_PRIORITY": "max_user_priority",
     "MOI_CHOOSER": "chooser",
     "MOI_JOBS_DIR": "jobs_dir",
     "MOI_SERVICES": "services",
@@ -294,6 +299,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "engines": int,
         "hog_size": int,
         "hard_limit": int,
+        "max_user_priority": int,
         "keep_expired": int,
         "max_upload": int,
         "fetch_max_bytes": int,
@@ -348,6 +354,9 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
             raise ConfigError(
                 f"{name} must be 0 (no limit) or a positive number of jobs, not {getattr(settings, name)}"
             )
+    if not -MAX_PRIORITY <= settings.max_user_priority <= MAX_PRIORITY:
+        bounds = f"from {-MAX_PRIORITY} to {MAX_PRIORITY}"
+        raise ConfigError(f"max_user_priority must be {bounds}, not {settings.max_user_priority}")
     if settings.contexts and "default_context" not in values:
         settings = replace(settings, default_context=next(iter(settings.contexts)))
     return settings

@@ -14,6 +14,8 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     P<id>:value           string  a job's return value or exception, when JSON cannot hold it
     Pmoi:queue:<ctx>      zset    ids of the jobs waiting for a context, by priority then order
     Pmoi:seq              string  the order of submission, shared by every context's queue
+    Pmoi:fair:clock:<ctx> string  the turn of the job last taken from that queue (fair share: see moi.lua ENQUEUE)
+    Pmoi:fair:last:<owner>:<ctx> string  the turn of that user's (group id's) last job queued there
     Pmoi:wake:<ctx>       channel announces new jobs in that queue (to dispatchers)
     Pmoi:wakeup:<ctx>     list    tokens that wake engines waiting for work in that queue
     Pmoi:dispatcher:<ctx> string  which process dispatches for that context (a lease)
@@ -83,6 +85,12 @@ class Keys:
     @property
     def seq(self) -> str:
         return f"{self.prefix}moi:seq"
+
+    def fair_clock(self, context: str) -> str:
+        return f"{self.prefix}moi:fair:clock:{context}"
+
+    def fair_last(self, context: str, owner: str) -> str:
+        return f"{self.prefix}moi:fair:last:{owner}:{context}"
 
     def wake(self, context: str) -> str:
         return f"{self.prefix}moi:wake:{context}"

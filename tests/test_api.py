@@ -73,7 +73,7 @@ def test_a_job_is_submitted_read_and_acted_on_through_the_api(r) -> None:
 
             slow = payload(
                 await call(
-                    port, "POST", "/api/v1/jobs", alice, {"cmd": "import time; time.sleep(60)", "priority": "high"}
+                    port, "POST", "/api/v1/jobs", alice, {"cmd": "import time; time.sleep(60)", "priority": "normal"}
                 )
             )
             cancelled = await call(port, "POST", f"/api/v1/jobs/{slow['id']}/cancel", alice)

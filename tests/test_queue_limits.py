@@ -91,12 +91,12 @@ def test_the_hard_limit_in_the_cli_is_one_line(r, tmp_path: Path) -> None:
     release.touch()
 
 
-def test_a_hog_gets_its_next_jobs_one_priority_step_lower(r, limited, tmp_path: Path) -> None:
+def test_a_hog_gets_its_next_jobs_no_higher_than_low(r, limited, tmp_path: Path) -> None:
     limited(hog_size=2)
     release = tmp_path / "release"
     ids = [hold("hog", release, priority="high") for _ in range(4)]
 
-    assert [get_info(job_id)["priority"] for job_id in ids] == [1, 1, 0, 0]
+    assert [get_info(job_id)["priority"] for job_id in ids] == [1, 1, -1, -1]
     release.touch()
     for job_id in ids:
         finished(job_id)

@@ -25,10 +25,12 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
     context = str(info.get("context"))
     with reaching(store.url):
         seq = int(store.redis.incr(store.keys.seq))
+        clock = store.redis.get(store.keys.fair_clock(context))
         steps = sorted(store.children(job_id))
     if steps:
         _remove_steps(store, job_id, steps)
-    score = (MAX_PRIORITY - int(info.get("priority") or 0)) * 2**32 + seq
+    turn = int(clock) if clock is not None else seq  # with the jobs being taken now (fair share: moi.lua ENQUEUE)
+    score = (MAX_PRIORITY - int(info.get("priority") or 0)) * 2**32 + turn
 
     def change(current: Info) -> Info | None:
         if current.get("status") != Status.FAILED:
