@@ -200,10 +200,13 @@ def test_a_mail_that_cannot_be_built_is_counted_failed_and_the_next_is_sent(r: A
     bad_address, info = stored_job(store, "mailer", service="recording")
     info.update(status=Status.FAILED, email="bob@example.org\r\nBcc: evil@example.org")
     r.set(keys.info(bad_address), dumps(info))
-    r.rpush(keys.mail, json.dumps({"job": bad_address, "to": "user"}), json.dumps({"job": crlf, "to": "user"}))
+    unreadable = new_id()
+    r.set(keys.info(unreadable), "{not JSON")
+    owed = [{"job": job_id, "to": "user"} for job_id in (bad_address, unreadable, crlf)]
+    r.rpush(keys.mail, "not JSON either", *(json.dumps(entry) for entry in owed))
 
     assert mail.send_pending(store, settings) == 1
-    assert r.get(keys.mail_failed) == "1"
+    assert r.get(keys.mail_failed) == "3"  # the bad entry, the unreadable job's, the address's; the sender went on
     (sent,) = smtp.messages
     assert sent.rcpt_tos == ["alice@example.org"]
     message = email.message_from_bytes(sent.content, policy=email.policy.default)

@@ -97,9 +97,10 @@ def _deliver(store: Store, settings: Settings, raw: str) -> int:
     try:
         owed: dict[str, Any] = json.loads(raw)
         info = store.get(str(owed["job"]))
-    except (ValueError, KeyError, TypeError, UnknownId, MoiError) as error:
-        log.warning("a queued mail was dropped: %s", error)
+    except UnknownId:  # the job was removed meanwhile: nobody is owed its mail any more
         return 0
+    except (ValueError, KeyError, TypeError, MoiError) as error:  # a bad entry, or a job moi cannot read
+        return _given_up(store, f"a queued mail cannot be built: {printable(str(error))}")
     if info.get("status") not in (Status.SUCCESS, Status.FAILED, Status.CANCELLED):
         return 0  # resubmitted meanwhile: its next end sends its own
     try:
