@@ -374,7 +374,7 @@ class JobsHandler(APIHandler):
             raise Problem(422, "invalid", '"cmd" is text and "cmd_type" python or system')
         if kind == "python":
             await self.run(jobs.check_code, cmd)
-        uid, python = await self.run(sandbox.placement, self.store, str(self.current_user))
+        uid, python, network = await self.run(sandbox.placement, self.store, str(self.current_user))
         name = _text(given, "name") or "api job"
         job_id, group_id, _ = await self.run(
             jobs.submit,
@@ -387,6 +387,7 @@ class JobsHandler(APIHandler):
             cmd,
             uid,
             python,
+            network,
             priority=self.asked_priority(given),
         )
         return job_id, group_id

@@ -108,6 +108,7 @@ class Settings:
     code_users: str = ""  # users who may submit Python or shell jobs over the API (admins and --code tokens may too)
     code_uids: str = ""  # "LOW-HIGH": the uids that web users' code runs as, one per user; empty: no code over the web
     code_python: str = ""  # the interpreter of that code, which every uid must be able to run; empty: sys.executable
+    code_network: str = "none"  # none: that code has no network at all (not even loopback); host: the engine's
     # Inputs ([files] section, see moi.input_policy): the operator's grant of server paths and addresses.
     input_roots: str = ""  # directories whose files (and file:// URIs) any submitter may name; comma-separated
     uri_schemes: str = "https, http"  # schemes an input or resource URI may use (fsspec ones, s3, when listed)
@@ -213,7 +214,7 @@ def _files_section(section: configparser.SectionProxy) -> dict[str, str]:
     return {name: section[name] for name in _FILES_OPTIONS if name in section}
 
 
-_SECURITY_OPTIONS = ("code_users", "code_uids", "code_python")
+_SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network")
 
 
 def _security_section(section: configparser.SectionProxy) -> dict[str, str]:
@@ -268,6 +269,7 @@ _ENVIRONMENT = {
     "MOI_CODE_USERS": "code_users",
     "MOI_CODE_UIDS": "code_uids",
     "MOI_CODE_PYTHON": "code_python",
+    "MOI_CODE_NETWORK": "code_network",
     "MOI_INPUT_ROOTS": "input_roots",
     "MOI_URI_SCHEMES": "uri_schemes",
     "MOI_FETCH_ALLOW": "fetch_allow",
@@ -345,6 +347,8 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     input_policy.check_settings(settings)
     if settings.code_uids.strip():
         _uid_range(settings.code_uids)  # likewise a bad [security] code_uids
+    if settings.code_network not in ("none", "host"):
+        raise ConfigError(f"[security] code_network must be none or host, not {settings.code_network!r}")
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
     if settings.ttl <= 0:

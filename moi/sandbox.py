@@ -3,17 +3,22 @@
 Running Python or shell over the web is a grant (``moi.api`` checks it: an admin,
 a user of ``[security] code_users``, or a token made with ``--code``). The server
 then decides where the code runs and writes it into the job's call, which only moi
-writes: ``run_code(kind, cmd, uid, python)``. Each moi user has their own uid from
+writes: ``run_code(kind, cmd, uid, python, network)``. Each moi user has their own uid from
 the operator's range ``[security] code_uids``, given out once and kept in Redis
 (``Keys.code_uids``), so one user's code cannot signal another's processes or read
 their files. No passwd entry is needed: a uid is a number.
 
 On the engine (which must run as root to switch uid), ``run_code`` never runs the
 code in the engine's own process, nor in a fork of it (its memory holds the Redis
-password). It starts a fresh interpreter, ``[security] code_python``, as that uid
-and gid with no supplementary groups, in a new session, with no inherited file
-descriptors, a minimal environment (PATH, HOME, LANG, TMPDIR) and, as its working
-directory, a fresh directory owned by the uid (0700), removed afterwards. The child
+password). It starts a fresh interpreter, ``[security] code_python``, through
+util-linux's ``setpriv`` as that uid and gid with no supplementary groups and no way
+to gain privileges again (``--no-new-privs``: a setuid program gives nothing), in a
+new session, with no inherited file descriptors, a minimal environment (PATH, HOME,
+LANG, TMPDIR) and, as its working directory, a fresh directory owned by the uid
+(0700), removed afterwards. With ``[security] code_network = none`` (the default)
+``unshare --net`` first gives it a network namespace of its own, with no interface
+up, not even loopback: the code reaches no address at all, so neither moi's Redis
+and cluster nor any internal service; ``host`` leaves it the engine's network. The child
 does not import moi: ``RUNNER`` (below) is passed with ``-I -c``, reads the job
 from stdin and writes JSON lines back on its stdout: status texts, then the result
 (or its repr) or the traceback. The engine relays them, so the job's info reads
@@ -36,6 +41,7 @@ import logging
 import os
 import pwd
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,6 +64,7 @@ GRANT_NEEDED = (
 KILL_AFTER = 3.0  # seconds the code's processes get between SIGTERM and SIGKILL
 POLL = 0.5  # seconds between looks at a cancel while the engine waits on the child
 PATH = "/usr/local/bin:/usr/bin:/bin"
+TOOLS_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"  # where setpriv and unshare (util-linux) are looked for
 SHELL = "/bin/sh"
 
 # The child's whole program: stdlib only (the child cannot import moi), and plain enough for any Python 3.
@@ -109,8 +116,9 @@ def granted(user: str, admin: bool, token_code: bool) -> bool:
     return admin or token_code or user in connections.settings().code_user_names
 
 
-def placement(store: Store, user: str) -> tuple[int, str]:
-    """The uid ``user``'s code runs as, and the interpreter; CodeRefused when this moi cannot sandbox code."""
+def placement(store: Store, user: str) -> tuple[int, str, str]:
+    """The uid ``user``'s code runs as, the interpreter, and its network (none or host);
+    CodeRefused when this moi cannot sandbox code."""
     settings = connections.settings()
     uids = settings.code_uid_range
     if uids is None:
@@ -123,7 +131,7 @@ def placement(store: Store, user: str) -> tuple[int, str]:
             f"running code over the web needs moi's server and engines to run as root (to switch to a code uid); "
             f"this server runs as uid {os.geteuid()}"
         )
-    return uid_of(store, user, uids), settings.code_python or sys.executable
+    return uid_of(store, user, uids), settings.code_python or sys.executable, settings.code_network
 
 
 def uid_of(store: Store, user: str, uids: tuple[int, int]) -> int:
@@ -168,21 +176,39 @@ def run_code(
     cmd: str,
     uid: int,
     python: str,
+    network: str = "none",
     status_update: Callable[[str], None] | None = None,
     moi_context: str | None = None,
     moi_parent_id: str | None = None,
 ) -> Any:
-    """Run ``cmd`` (``kind``: python or system) as ``uid`` in a child process; its result, as in-process."""
+    """Run ``cmd`` (``kind``: python or system) as ``uid`` in a child process, with no network (``network``
+    "none": a network namespace of its own, without even loopback) or the host's ("host"); its result,
+    as in-process."""
     if os.geteuid() != 0:
         raise CodeFailed(
             f"engine {engine.engine_label()} runs as uid {os.geteuid()}, not root: it cannot run code as uid {uid}",
             "text",
         )
+    switch = _switch(uid, network)
     with _own_directory(uid) as workdir:
         if kind == "system":
-            return _system(cmd, uid, workdir)
+            return _system(cmd, uid, switch, workdir)
         job = {"source": function_source(cmd), "context": moi_context, "parent": moi_parent_id}
-        return _python(job, uid, python, workdir, status_update or (lambda text: None))
+        return _python(job, uid, switch + [python], workdir, status_update or (lambda text: None))
+
+
+def _switch(uid: int, network: str) -> list[str]:
+    """The commands that put what follows them in a network namespace of its own (for network "none"),
+    then run it as ``uid`` and its group alone, never to gain privileges again (a setuid program included)."""
+    tools = ["setpriv"] + (["unshare"] if network == "none" else [])
+    found = {name: shutil.which(name, path=TOOLS_PATH) for name in tools}
+    missing = [name for name, path in found.items() if path is None]
+    if missing:
+        raise CodeFailed(
+            f"engine {engine.engine_label()} has no {missing[0]} (util-linux), which sandboxed code needs", "text"
+        )
+    drop = [str(found["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
+    return [str(found["unshare"]), "--net", "--", *drop] if network == "none" else drop
 
 
 @contextlib.contextmanager
@@ -198,13 +224,11 @@ def _own_directory(uid: int) -> Iterator[str]:
 
 
 def _start(argv: list[str], uid: int, workdir: str, python: str | None = None) -> subprocess.Popen[bytes]:
-    """The child: ``argv`` as ``uid``, alone in its session, with nothing of the engine's but what it is given."""
+    """The child: ``argv`` (which begins with ``_switch``'s commands, run as root until they drop to ``uid``),
+    alone in its session, with nothing of the engine's but what it is given."""
     try:
         return subprocess.Popen(
             argv,
-            user=uid,
-            group=uid,
-            extra_groups=[],
             umask=0o077,
             start_new_session=True,
             close_fds=True,
@@ -215,12 +239,11 @@ def _start(argv: list[str], uid: int, workdir: str, python: str | None = None) -
             stderr=subprocess.PIPE,
         )
     except OSError as error:
-        setting = "; set [security] code_python (MOI_CODE_PYTHON) to an interpreter every uid may run" if python else ""
-        raise CodeFailed(f"cannot start {argv[0]} as uid {uid}: {error.strerror or error}{setting}", "text") from None
+        raise CodeFailed(f"cannot start {argv[0]} for uid {uid}: {error.strerror or error}", "text") from None
 
 
-def _system(cmd: str, uid: int, workdir: str) -> list[Any]:
-    proc = _start([SHELL, "-c", cmd], uid, workdir)
+def _system(cmd: str, uid: int, switch: list[str], workdir: str) -> list[Any]:
+    proc = _start([*switch, SHELL, "-c", cmd], uid, workdir)
     try:
         out, err = _communicate(proc)
     finally:
@@ -241,8 +264,11 @@ def _communicate(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
             continue
 
 
-def _python(job: dict[str, Any], uid: int, python: str, workdir: str, status_update: Callable[[str], None]) -> Any:
-    proc = _start([python, "-I", "-c", RUNNER], uid, workdir, python)
+def _python(
+    job: dict[str, Any], uid: int, python: list[str], workdir: str, status_update: Callable[[str], None]
+) -> Any:
+    """``python``: the switch, then the interpreter."""
+    proc = _start([*python, "-I", "-c", RUNNER], uid, workdir, python[-1])
     try:
         _send_job(proc, job)
         outcome = _relay(proc, status_update)
@@ -255,7 +281,7 @@ def _python(job: dict[str, Any], uid: int, python: str, workdir: str, status_upd
         return Repr(str(outcome["repr"]))
     if "error" in outcome:
         raise CodeFailed(str(outcome["error"]), "traceback")
-    raise CodeFailed(_no_outcome(proc, python), "text")
+    raise CodeFailed(_no_outcome(proc, python[-1]), "text")
 
 
 def _send_job(proc: subprocess.Popen[bytes], job: dict[str, Any]) -> None:
@@ -321,16 +347,23 @@ def _no_outcome(proc: subprocess.Popen[bytes], python: str) -> str:
 def _end(proc: subprocess.Popen[bytes], uid: int) -> None:
     """Nothing the code started outlives it: its group and session get SIGTERM, then SIGKILL."""
     if proc.poll() is None:
-        _signal_members(proc.pid, uid, signal.SIGTERM)
+        _signal_all(proc, uid, signal.SIGTERM)
         try:
             proc.wait(KILL_AFTER)
         except subprocess.TimeoutExpired:
             log.info("code of uid %d (pid %d) ignored SIGTERM; killing it", uid, proc.pid)
-    _signal_members(proc.pid, uid, signal.SIGKILL)
+    _signal_all(proc, uid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + KILL_AFTER
     while _members(proc.pid, uid) and time.monotonic() < deadline:  # killed ones go as the kernel reaps them
         time.sleep(0.05)
+
+
+def _signal_all(proc: subprocess.Popen[bytes], uid: int, signum: signal.Signals) -> None:
+    if proc.returncode is None:  # not reaped yet, so its group is still the code's (setpriv may not have run yet)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+    _signal_members(proc.pid, uid, signum)
 
 
 def _signal_members(leader: int, uid: int, signum: signal.Signals) -> None:

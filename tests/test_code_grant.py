@@ -7,6 +7,7 @@ a real server, and a real second uid for each user's code (see moi.sandbox).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,20 @@ def live_processes_of(uid: int) -> list[int]:
     return found
 
 
-def test_code_over_the_web_needs_a_grant_and_a_configured_sandbox(r, monkeypatch: pytest.MonkeyPatch) -> None:
+# Granted code with the default [security] code_network = none: its own uid, and no network, not even loopback.
+UID_AND_NETWORK = """
+import os, socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), 2).close()
+except OSError as error:
+    return [os.getuid(), error.errno]
+return [os.getuid(), "connected"]
+"""
+
+
+def test_code_over_the_web_needs_a_grant_and_a_configured_sandbox(
+    r, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plain = token("alice")
     made = run_moi("token", "create", "--user", "dave", "--code")
     assert made.returncode == 0, made.stderr
@@ -60,15 +74,18 @@ def test_code_over_the_web_needs_a_grant_and_a_configured_sandbox(r, monkeypatch
                 assert (refused.code, payload(refused)) == (403, {"error": GRANT_NEEDED, "code": "forbidden"})
             made = []
             for user, secret in granted.items():
-                answer = await call(port, "POST", JOBS, secret, {"cmd": "import os; return os.getuid()"})
+                code = UID_AND_NETWORK.format(port=urlsplit(redis_url).port)
+                answer = await call(port, "POST", JOBS, secret, {"cmd": code})
                 assert answer.code == 201, (user, answer.body)
                 made.append(payload(answer)["id"])
             return made
 
     try:
         made = asyncio.run(scenario())
-        uids = {finished(job_id)["result"] for job_id in made}
+        results = [finished(job_id)["result"] for job_id in made]
+        uids = {uid for uid, _ in results}
         assert len(uids) == len(granted) and all(CODE_UIDS[0] <= uid <= CODE_UIDS[1] for uid in uids)  # one per user
+        assert {reached for _, reached in results} == {errno.ENETUNREACH}  # not even moi's Redis on loopback
 
         monkeypatch.delenv("MOI_CODE_UIDS")  # the operator has not configured where code runs: refused at submit
         connections.reset()
@@ -85,7 +102,7 @@ def test_code_over_the_web_needs_a_grant_and_a_configured_sandbox(r, monkeypatch
 
 
 # What the attacker's code tries, on the engine's host, as its own uid; each probe answers with what happened.
-PROBES = '''
+PROBES = """
 import os, signal, socket
 def tried(action):
     try:
@@ -126,12 +143,27 @@ return {{
     "home": os.environ.get("HOME"),
     "environment": sorted(os.environ),
 }}
-'''
+"""
+
+
+# The victim's code: says where it runs (its directory and pid) in a status text, then sleeps.
+SLEEPER = """
+import os, time
+kwargs["status_update"]("in %s %d" % (os.getcwd(), os.getpid()))
+time.sleep(120)
+"""
+
+
+def where_it_runs(job_id: str) -> str | None:
+    status = str(connections.store().get(job_id)["status"])
+    return status if status.startswith("in ") else None
 
 
 def test_granted_code_runs_as_its_users_uid_and_reaches_nothing_of_mois(
-    r, redis_url: str, cluster_file: str, session_dir: Path
+    r, redis_url: str, cluster_file: str, session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("MOI_CODE_NETWORK", "host")  # the operator lets code use the network: still no way in
+    connections.reset()
     victim, attacker = token("vic", code=True), token("mallory", code=True)
     # Another user's job directory, holding their input.
     _, _, theirs = jobs.submit(None, "vic", "inputs", None, jobs.python_exec, "return 1", files={"secret.txt": b"s"})
@@ -140,19 +172,9 @@ def test_granted_code_runs_as_its_users_uid_and_reaches_nothing_of_mois(
 
     async def scenario() -> None:
         async with server() as port:
-            sleeping = payload(
-                await call(
-                    port,
-                    "POST",
-                    JOBS,
-                    victim,
-                    {"cmd": "import os, time\nkwargs['status_update']('in %s %d' % (os.getcwd(), os.getpid()))\n"
-                     "time.sleep(120)"},
-                )
-            )["id"]
+            sleeping = payload(await call(port, "POST", JOBS, victim, {"cmd": SLEEPER}))["id"]
             # The status text arrives in the info object while the code runs.
-            status = until(lambda: connections.store().get(sleeping)["status"].startswith("in ") and
-                           connections.store().get(sleeping)["status"], "the victim's status text")
+            status = until(lambda: where_it_runs(sleeping), "the victim's status text")
             _, victim_code_dir, victim_pid = status.split()
             victim_uid = os.stat(victim_code_dir).st_uid
             code = PROBES.format(
@@ -188,4 +210,8 @@ def test_granted_code_runs_as_its_users_uid_and_reaches_nothing_of_mois(
             until(lambda: not live_processes_of(victim_uid), "no process of the cancelled code's uid left")
             until(lambda: not os.path.exists(victim_code_dir), "the cancelled code's directory removed")
 
-    asyncio.run(scenario())
+    try:
+        asyncio.run(scenario())
+    finally:
+        monkeypatch.undo()
+        connections.reset()
