@@ -36,6 +36,7 @@ run as the machine's own user, run code in-process as before: this is for the we
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -208,7 +209,25 @@ def _switch(uid: int, network: str) -> list[str]:
             f"engine {engine.engine_label()} has no {missing[0]} (util-linux), which sandboxed code needs", "text"
         )
     drop = [str(found["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
-    return [str(found["unshare"]), "--net", "--", *drop] if network == "none" else drop
+    if network != "none":
+        return drop
+    isolate = [str(found["unshare"]), "--net", "--"]
+    if not _isolates(tuple(isolate)):
+        raise CodeFailed(
+            f"engine {engine.engine_label()} cannot give code a network namespace of its own (unshare --net): "
+            "give it CAP_SYS_ADMIN, or set [security] code_network = host",
+            "text",
+        )
+    return isolate + drop
+
+
+@functools.cache
+def _isolates(isolate: tuple[str, ...]) -> bool:
+    """Whether this engine may make network namespaces (a container without CAP_SYS_ADMIN may not); asked once."""
+    try:
+        return subprocess.run([*isolate, "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
 
 
 @contextlib.contextmanager
