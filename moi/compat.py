@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import connections
+from . import connections, values
 from .context import Context
 from .errors import IdTaken, InvalidId, InvalidUserName, NotAGroup, UnknownKey
 from .info import Info, is_uuid, new_id, new_info
@@ -81,6 +81,8 @@ def create_info(
         node_id, str(name), info_type, moi_store.keys.channel(node_id), parent=parent, url=url, context=context
     )
     if store:
+        values.check_line(info["name"], "the name")  # stored, it is read by Redis's Lua (see moi.values)
+        values.check_line(url, "the url")
         _store(info)
     return info
 
