@@ -227,9 +227,15 @@ def of_settings(settings: Settings, internal: Iterable[str] = ()) -> Policy:
 def check_settings(settings: Settings) -> None:
     """ConfigError for a [files] setting moi cannot use, said when the settings are read."""
     parse_allow(split_list(settings.fetch_allow))
+    own = [os.path.realpath(place) for place in (settings.state_dir, settings.jobs_root) if place]
     for root in split_list(settings.input_roots):
         if not os.path.isabs(root):
             raise ConfigError(f"[files] input_roots lists {root!r}; an input root is an absolute path")
+        if any(_under(place, os.path.realpath(root)) for place in own):
+            raise ConfigError(
+                f"[files] input_roots lists {root!r}, which holds moi's state directory or jobs root: "
+                "every user could read moi's secrets and each other's files; list only data directories"
+            )
     for scheme in split_list(settings.uri_schemes):
         if not scheme.replace("+", "").replace("-", "").isalnum():
             raise ConfigError(f"[files] uri_schemes lists {scheme!r}, which is not a URI scheme")

@@ -304,7 +304,9 @@ def test_the_files_section_is_read_and_checked(tmp_path: Path, monkeypatch: pyte
     assert policy.reachable(ipaddress.ip_address("127.0.0.1"), 8080)
     assert not policy.reachable(ipaddress.ip_address("127.0.0.1"), 8081)
     assert policy.reachable(ipaddress.ip_address("::1"), 81)
-    for bad in ("fetch_allow = example.org", "input_roots = relative/dir", "fetch_timeout = inf", "colour = red"):
+    monkeypatch.setenv("MOI_STATE_DIR", str(tmp_path / "state"))
+    bad_lines = ("fetch_allow = example.org", "input_roots = relative/dir", "fetch_timeout = inf", "colour = red")
+    for bad in (*bad_lines, "input_roots = /", f"input_roots = {tmp_path}"):  # the state directory's parents
         config.write_text(f"[files]\n{bad}\n")
         with pytest.raises(ConfigError, match=r"\[files\]"):
             build_settings()
