@@ -12,10 +12,12 @@ import json
 import re
 from typing import Any
 
+import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from moi import connections, tokens
+from moi.errors import InvalidExpiry
 from moi.info import Status
 from moi.websocket import CLOSE_TOKEN_GONE
 from tests.conftest import run_moi
@@ -98,20 +100,22 @@ def test_token_expiry_and_last_use_in_the_cli(r) -> None:
     made = run_moi("token", "create", "--user", "una", "--name", "ci", "--expires", "30d")
     assert made.returncode == 0, made.stderr
     token = made.stdout.strip()
-    listed = run_moi("token", "list").stdout.split("\t")
-    assert listed[1:4] == ["una", "user", "ci"] and listed[5].startswith("expires 20") and listed[6] == "never used\n"
+    assert [found.last_used for found in tokens.listed(connections.store())] == [None]
 
     async def use() -> None:
         async with server() as port:
             assert await api_status(port, token) == 200
 
     asyncio.run(use())
-    assert run_moi("token", "list").stdout.split("\t")[6].startswith("used 20")
+    listed = run_moi("token", "list").stdout.rstrip("\n").split("\t")
+    assert listed[1:4] == ["una", "user", "ci"]
+    assert listed[5].startswith("expires 20") and listed[6].startswith("used 20")
 
-    for bad in ("3x", "0s"):
-        refused = run_moi("token", "create", "--user", "una", "--expires", bad)
-        assert refused.returncode == 1 and refused.stdout == "", refused.stdout
-        assert re.fullmatch(r"Expiry '.*' is refused: write a duration such as 12h, 30d or 2w\n", refused.stderr)
+    refused = run_moi("token", "create", "--user", "una", "--expires", "3x")
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == "Expiry '3x' is refused: write a duration such as 12h, 30d or 2w\n"
+    with pytest.raises(InvalidExpiry):
+        tokens.create(connections.store(), "una", expires_in=0)
 
 
 async def fetch(port: int, path: str, **options: Any) -> HTTPResponse:
