@@ -11,11 +11,12 @@ import asyncio
 import email
 import email.policy
 import json
+import logging
 from typing import Any
 
 import pytest
 
-from moi import connections, services
+from moi import connections, services, worker
 from moi import job as jobs
 from moi.errors import InputRefused, InvalidValue, ValidationFailed
 from moi.info import Status, dumps, new_id, new_info
@@ -212,3 +213,18 @@ def test_a_mail_that_cannot_be_built_is_counted_failed_and_the_next_is_sent(r: A
     message = email.message_from_bytes(sent.content, policy=email.policy.default)
     assert message["Bcc"] is None and "\n" not in message["Subject"]
     assert message["Subject"].startswith("Your recording job x  Bcc: evil@example.org")
+
+
+def test_an_engine_whose_take_fails_says_so_once_and_backs_off(
+    r: Any, redis_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A take Redis refuses for real (the retiring set is a string), in a key space of its own: engines of the
+    # session, which share the default prefix, never see it.
+    prefix = "values-test:"
+    r.set(f"{prefix}moi:engines:retiring", "not a set")
+    monkeypatch.setattr(worker, "TAKE_BACKOFF", 0.1)  # the pause, shortened; not what is checked
+    spec = worker.WorkSpec("default", redis_url, prefix, 60, linger=0.1)
+    with caplog.at_level(logging.WARNING, logger="moi.worker"):
+        assert [worker.work(spec) for _ in range(3)] == [0, 0, 0]  # each returns, none raises
+    (line,) = [record.getMessage() for record in caplog.records if "cannot take jobs" in record.getMessage()]
+    assert "WRONGTYPE" in line and "\n" not in line
