@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.server
+import ipaddress
+import json
 import os
 import socket
 import threading
@@ -285,6 +287,19 @@ def test_the_library_reads_its_users_paths_but_fetches_only_what_the_policy_allo
         assert advice in str(refused.value) and "\n" not in str(refused.value)
 
 
+def test_moi_own_redis_and_cluster_are_refused_inside_an_allowed_network(redis_url: str, cluster_file: str) -> None:
+    own = input_policy.own_endpoints(redis_url, [cluster_file])
+    redis_port = urlsplit(redis_url).port
+    controller_ports = [port for port in json.loads(Path(cluster_file).read_text()).values() if isinstance(port, int)]
+    assert f"127.0.0.1:{redis_port}" in own and all(f"127.0.0.1:{port}" in own for port in controller_ports)
+    loopback = ipaddress.ip_address("127.0.0.1")
+    wide = input_policy.Policy(allow=("127.0.0.0/8",), internal=tuple(own))
+    assert wide.reachable(loopback, 8080) and not wide.reachable(loopback, redis_port or 0)
+    assert wide.uri_problem(f"http://127.0.0.1:{redis_port}/") == input_policy.INTERNAL
+    granted = input_policy.Policy(allow=("127.0.0.0/8", f"127.0.0.1:{redis_port}"), internal=tuple(own))
+    assert granted.reachable(loopback, redis_port or 0)  # only an entry with its port lets a fetch reach it
+
+
 def test_the_files_section_is_read_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from moi.config import build_settings
 
@@ -298,8 +313,6 @@ def test_the_files_section_is_read_and_checked(tmp_path: Path, monkeypatch: pyte
     policy = input_policy.of_settings(read)
     assert policy.roots == ("/srv/data", "/shared") and policy.schemes == ("https", "s3")
     assert (policy.max_bytes, policy.timeout) == (1000, 9.0)
-    import ipaddress
-
     assert policy.reachable(ipaddress.ip_address("10.1.2.7"), 443)
     assert policy.reachable(ipaddress.ip_address("127.0.0.1"), 8080)
     assert not policy.reachable(ipaddress.ip_address("127.0.0.1"), 8081)
