@@ -274,7 +274,10 @@ class MOIMessageHandler(WebSocketHandler):
             if self.token is not None:
                 self._token_watch = TokenWatch(self, self.token)
                 await self._token_watch.start()
-            await self.group.start()
+            group = self.group
+            if group is None:  # the token ran out meanwhile: the socket is closed already
+                return
+            await group.start()
         except MoiError as error:
             log.warning("cannot follow the jobs of %s: %s", printable(self.current_user), printable(error))
             self.refuse(str(error))
@@ -495,6 +498,7 @@ class TokenWatch:
         self.socket, self.token = socket, token
         self.channel = socket.hub.keys.tokens_revoked
         self._expiry: asyncio.TimerHandle | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         self._arm()
@@ -502,8 +506,11 @@ class TokenWatch:
             await self.socket.hub.subscribe([self.channel], self)
         except (TimeoutError, redis.RedisError, OSError) as error:
             raise RedisUnavailable(self.socket.hub.url, error) from None
+        if self._stopped:  # the socket closed while the subscription was on its way: take it back
+            await self.stop()
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._expiry is not None:
             self._expiry.cancel()
         with contextlib.suppress(TimeoutError, redis.RedisError, OSError):
