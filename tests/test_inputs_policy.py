@@ -195,9 +195,13 @@ def test_web_inputs_are_uploads_uris_or_paths_inside_the_roots(r, places: dict[s
                 f"http://{host}:{redis_port}/"
                 for host in ("127.0.0.1", "127.0.0.2", "[::1]", "0x7f000001", "2130706433", "localhost", "0.0.0.0")
             ] + [f"http://127.0.0.2:{http_port}/data.txt", f"http://[::ffff:127.0.0.1]:{redis_port}/"]
+            file_texts = set()
             for uri in uris:
                 text = one_line_refusal(await post(alice, {"service": "reads", "files": [uri]}))
                 assert "refused" in text, (uri, text)
+                if uri.startswith("file:"):
+                    file_texts.add(text.replace(repr(os.path.basename(uri)), "NAME"))
+            assert len(file_texts) == 1, file_texts  # the same for /etc/shadow, a missing file, a link, '..'
 
             # Inputs that are not a list of text: one line each, never a 500.
             for files in (5, [5], {}, {"a": "/etc/passwd"}, "/etc/passwd", [None], [["/etc/passwd"]]):
