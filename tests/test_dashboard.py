@@ -94,6 +94,12 @@ def test_my_jobs_are_live_filtered_sorted_and_a_failed_job_shows_its_traceback(p
     page.goto(f"{server.url}/jobs/00000000-0000-4000-8000-000000000000")
     assert "404" in page.title() or page.locator("body").inner_text().find("404") >= 0
 
+    page.goto(f"{server.url}/")
+    page.get_by_role("button", name="log out").click()  # a form that POSTs with the XSRF token
+    expect(page).to_have_url(re.compile(r"/login"))
+    page.goto(f"{server.url}/")
+    expect(page).to_have_url(re.compile(r"/login"))  # logged out: the dashboard sends to the login
+
 
 def test_the_form_submits_a_service_with_a_file_and_its_page_shows_log_files_and_steps(
     page: Any, admin_server: Server, tmp_path: Path
