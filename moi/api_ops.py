@@ -178,14 +178,31 @@ class JobFilesHandler(MOIFilesHandler):
     """``/api/v1/jobs/{id}/files[/{path}]``: the job-files routes under the API's prefix."""
 
     async def get(self, job_id: str, path: str | None = None, body: bool = True) -> None:
+        """A listing of the job's files (a path ending in /, or none), or one file, whole or one Range.
+        ---
+        parameters:
+          - {name: Range, in: header, schema: {type: string}, description: "one range: bytes=START-END"}
+          - {name: recursive, in: query, schema: {type: string, enum: ["0", "1"]}}
+          - {name: download, in: query, schema: {type: string, enum: ["1"]}}
+        responses:
+          206: {description: the range asked for}
+          410: {description: the job's files were removed by retention}
+          416: {description: a Range that is not one range within the file}
+        """
         await super().get(job_id, path or "", body)
 
 
 class JobLogHandler(MOIFilesHandler):
     async def head(self, job_id: str) -> None:  # type: ignore[override]  # the route names no path: the log's is fixed
+        """The log's size and type, as GET answers them, without its body."""
         await self.get(job_id, body=False)
 
     async def get(self, job_id: str, body: bool = True) -> None:  # type: ignore[override]
+        """The job's framework.log, whole or one Range.
+        ---
+        parameters:
+          - {name: Range, in: header, schema: {type: string}, description: "one range: bytes=START-END"}
+        """
         await super().get(job_id, LOG_NAME, body)
 
 

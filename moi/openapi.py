@@ -22,7 +22,7 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from tornado.web import RequestHandler, StaticFileHandler
 
-METHODS = ("get", "post", "delete")
+METHODS = ("get", "head", "post", "delete")
 _GROUP = re.compile(r"\((?!\?:)([^()]*)\)")  # a capturing group with no group inside
 _OPTIONAL = re.compile(r"\(\?:(/\([^()]*\))\)\?")  # (?:/(...))?: a path part that may be left out
 ERROR = {
@@ -30,13 +30,29 @@ ERROR = {
     "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
     "required": ["error", "code"],
 }
-_ANSWERS = {"get": "200", "post": "200", "delete": "204"}
+NEW_JOB = {  # POST /api/v1/jobs as JSON (moi.api JobsHandler.post)
+    "type": "object",
+    "properties": {
+        "service": {"type": "string"},
+        "params": {"type": "object"},
+        "files": {"type": "array", "items": {"type": "string"}, "description": "inputs by URI, as the policy allows"},
+        "cmd": {"type": "string"},
+        "cmd_type": {"type": "string", "enum": ["python", "system"]},
+        "name": {"type": "string"},
+        "url": {"type": "string"},
+        "priority": {"oneOf": [{"type": "integer"}, {"type": "string", "enum": ["low", "normal", "high"]}]},
+        "email": {"type": "string"},
+        "group": {"type": "string", "description": "the id of one of your groups"},
+    },
+}
+_ANSWERS = {"get": "200", "head": "200", "post": "200", "delete": "204"}
 _ERRORS = {"400": "bad request", "401": "no or a bad token", "404": "no such job, or not yours", "503": "Redis away"}
 
 
 def document(routes: list[tuple[str, type[RequestHandler]]]) -> dict[str, Any]:
     spec = APISpec(title="moi", version=_version(), openapi_version="3.0.3")
     spec.components.schema("Error", ERROR)
+    spec.components.schema("NewJob", NEW_JOB)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for pattern, handler in routes:
         for path, names in _paths(pattern, handler):
@@ -96,6 +112,8 @@ def _operation(handler: type[RequestHandler], method: str, path: str, names: lis
     for key, value in (extra or {}).items():
         if key == "responses":
             operation["responses"].update({str(status): answer for status, answer in value.items()})
+        elif key == "parameters":  # a docstring's (query, header) come after the route's path parameters
+            operation["parameters"] += value
         else:
             operation[key] = value
     return operation
