@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 from tornado.web import HTTPError, RequestHandler
 
-from . import bearer, connections, listing, queue, sandbox, tokens, values
+from . import bearer, connections, listing, queue, sandbox, values
 from . import files as job_files
 from . import job as jobs
 from .errors import (
@@ -235,6 +235,16 @@ class APIHandler(RequestHandler):
         except MoiError as error:
             raise problem_of(error) from None
 
+    async def may_run_code(self) -> bool:
+        """An admin, a user of [security] code_users, or a token made with --code (looked up again: it is rare)."""
+        if sandbox.granted(str(self.current_user), self.admin, token_code=False):
+            return True
+        try:
+            found = await bearer.token_of(self, hub_for(self.application))
+        except MoiError as error:
+            raise problem_of(error) from None
+        return found is not None and found.code
+
     async def my_group(self) -> str:
         try:
             return await user_group(hub_for(self.application), str(self.current_user))
@@ -367,45 +377,17 @@ class JobsHandler(APIHandler):
 
     async def _command_job(self, given: dict[str, Any], group: str) -> tuple[str, str]:
         """Python or shell code: for a granted user only, run as their own uid in a child (see moi.sandbox)."""
-        if not await self._may_run_code():
+        if not await self.may_run_code():
             raise Problem(403, "forbidden", sandbox.GRANT_NEEDED)
         cmd, kind = given["cmd"], given.get("cmd_type", "python")
         if not isinstance(cmd, str) or kind not in ("python", "system"):
             raise Problem(422, "invalid", '"cmd" is text and "cmd_type" python or system')
         if kind == "python":
             await self.run(jobs.check_code, cmd)
-        uid, python, network = await self.run(sandbox.placement, self.store, str(self.current_user))
+        place = await self.run(sandbox.placement, self.store, str(self.current_user))
         name = _text(given, "name") or "api job"
-        job_id, group_id, _ = await self.run(
-            jobs.submit,
-            None,
-            group,
-            name,
-            _text(given, "url"),
-            sandbox.run_code,
-            kind,
-            cmd,
-            uid,
-            python,
-            network,
-            priority=self.asked_priority(given),
-        )
-        return job_id, group_id
-
-    async def _may_run_code(self) -> bool:
-        """An admin, a user of [security] code_users, or a token made with --code (looked up again: it is rare)."""
-        user = str(self.current_user)
-        if sandbox.granted(user, self.admin, token_code=False):
-            return True
-        scheme, _, token = self.request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        hub = hub_for(self.application)
-        try:
-            found = await tokens.lookup(hub.redis, hub.keys, hub.url, token.strip())
-        except MoiError as error:
-            raise problem_of(error) from None
-        return found is not None and found.user == user and found.code
+        level = self.asked_priority(given)
+        return await self.run(sandbox.submit_code, group, name, _text(given, "url"), kind, cmd, place, level)
 
 
 class JobHandler(APIHandler):
@@ -434,7 +416,8 @@ class JobActionHandler(APIHandler):
             if not (report.cancelled or report.requested):
                 raise Problem(409, "conflict", report.summary(job_id))
         elif action == "relaunch":
-            new_id, group_id, _ = await self.run(jobs.relaunch, job_id, self.store)
+            granted = not sandbox.is_code(info) or await self.may_run_code()  # a grant taken back: old code too
+            new_id, group_id, _ = await self.run(jobs.relaunch, job_id, self.store, granted)
             self.set_header("Location", f"{PREFIX}/jobs/{new_id}")
             self.answer({"id": new_id, "group": group_id}, 201)
             return

@@ -33,6 +33,7 @@ from .context import Context, by_name
 from .errors import (
     BadDocument,
     CodeFailed,
+    CodeRefused,
     FetchFailed,
     JobCancelled,
     MoveFailed,
@@ -91,7 +92,7 @@ def submit(
     Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
     with its call, in moi's queue and announced before this returns; the cluster need not be up.
     """
-    spec = _context_for(ctx, name, group, args, kwargs)
+    spec = context_for(ctx, name, group, args, kwargs)
     placed = Placed(files, workdir, resources, outputs)
     return queue_job(spec, group, name, url, func, args, kwargs, queue.priority_of(priority), placed)
 
@@ -162,9 +163,10 @@ def _check_fields(name: str, url: str | None, fields: Mapping[str, Any] | None =
         values.check(dict(fields), "the job")
 
 
-def _context_for(
+def context_for(
     ctx: str | Context | Chooser | None, name: str, group: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> ContextSpec:
+    """The context a job goes to: ``ctx`` as ``submit`` reads it (a name, a Context, a chooser, or None)."""
     if isinstance(ctx, Context):
         return ctx.spec
     if isinstance(ctx, str):
@@ -175,16 +177,22 @@ def _context_for(
     return connections.context_spec(chooser(name, group, args, kwargs))
 
 
-def relaunch(job_id: str, store: Store | None = None) -> tuple[str, str, JobHandle]:
+def relaunch(job_id: str, store: Store | None = None, may_run_code: bool = True) -> tuple[str, str, JobHandle]:
     """Queue a finished job again, with the same function and arguments, as a new job beside it.
 
     The new job carries ``relaunch_of``; the old one is kept. WrongState for a job that has not
     finished, or whose call is not kept (a batch item; or expired); UnknownId for an unknown id.
+    ``may_run_code``: whether the web user asking holds the grant to run code (see ``moi.sandbox``);
+    without it, code a web user ran is not run again (CodeRefused).
     """
+    from .sandbox import GRANT_NEEDED, is_code
+
     store = store or connections.store()
     old = store.get(job_id)
     if old["type"] != "job":
         raise WrongState(job_id, "relaunched", "it is a group")
+    if is_code(old) and not may_run_code:
+        raise CodeRefused(GRANT_NEEDED)
     if not is_finished(old):
         raise WrongState(job_id, "relaunched", f"it is still {old['status']}; wait for it or cancel it first")
     jobs = queue.Queue(store)
@@ -195,6 +203,8 @@ def relaunch(job_id: str, store: Store | None = None) -> tuple[str, str, JobHand
     _check_fields(old["name"], old.get("url"))  # one stored before these were checked: refused, not stuck
     new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)
     new.update(pubsub=store.keys.channel(new["id"]), priority=old.get("priority", 0), relaunch_of=job_id)
+    if "sandbox" in old:  # code a web user ran (see moi.sandbox): it runs again as it did
+        new["sandbox"] = old["sandbox"]
     group_id, _ = jobs.enqueue(old["parent"], context, [(new, call, new["priority"])], connections.limits())
     connections.dispatcher(connections.context_spec(context))
     return new["id"], group_id, JobHandle(new["id"], store)

@@ -48,7 +48,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from . import connections, engine
@@ -64,6 +65,7 @@ GRANT_NEEDED = (
 )
 KILL_AFTER = 3.0  # seconds the code's processes get between SIGTERM and SIGKILL
 POLL = 0.5  # seconds between looks at a cancel while the engine waits on the child
+SANDBOX_FIELD = "sandbox"  # of a code job's info: {"uid", "network"}, written by the server
 PATH = "/usr/local/bin:/usr/bin:/bin"
 TOOLS_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"  # where setpriv and unshare (util-linux) are looked for
 SHELL = "/bin/sh"
@@ -117,9 +119,17 @@ def granted(user: str, admin: bool, token_code: bool) -> bool:
     return admin or token_code or user in connections.settings().code_user_names
 
 
-def placement(store: Store, user: str) -> tuple[int, str, str]:
-    """The uid ``user``'s code runs as, the interpreter, and its network (none or host);
-    CodeRefused when this moi cannot sandbox code."""
+@dataclass(frozen=True)
+class Place:
+    """Where a user's code runs: as which uid, in which interpreter, with which network (none or host)."""
+
+    uid: int
+    python: str
+    network: str
+
+
+def placement(store: Store, user: str) -> Place:
+    """Where ``user``'s code runs; CodeRefused when this moi cannot sandbox code."""
     settings = connections.settings()
     uids = settings.code_uid_range
     if uids is None:
@@ -132,7 +142,26 @@ def placement(store: Store, user: str) -> tuple[int, str, str]:
             f"running code over the web needs engines that run as root (to switch to a code uid); "
             f"this server, and so the embedded runtime's engines, run as uid {os.geteuid()}"
         )
-    return uid_of(store, user, uids), settings.code_python or sys.executable, settings.code_network
+    return Place(uid_of(store, user, uids), settings.code_python or sys.executable, settings.code_network)
+
+
+def submit_code(
+    group: str, name: str, url: str | None, kind: str, cmd: str, place: Place, level: int
+) -> tuple[str, str]:
+    """Queue ``cmd`` to run at ``place``: the call says so, and the job's info too (``sandbox``: uid and
+    network), which relaunch keeps and the API and websocket read to ask for the grant again."""
+    from . import job
+
+    args = (kind, cmd, place.uid, place.python, place.network)
+    spec = job.context_for(None, name, group, args, {})
+    fields = {SANDBOX_FIELD: {"uid": place.uid, "network": place.network}}
+    job_id, group_id, _ = job.queue_job(spec, group, name, url, run_code, args, {}, level, job.Placed(), fields)
+    return job_id, group_id
+
+
+def is_code(info: Mapping[str, Any]) -> bool:
+    """Whether a job is code a web user ran (so running it again needs the grant)."""
+    return SANDBOX_FIELD in info
 
 
 def uid_of(store: Store, user: str, uids: tuple[int, int]) -> int:

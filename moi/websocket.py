@@ -53,10 +53,11 @@ import redis
 from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from . import bearer, connections, log_tail, tokens, values
+from . import bearer, connections, log_tail, sandbox, tokens, values
 from . import pause as pausing
 from .errors import (
     BadRequest,
+    CodeRefused,
     InvalidUserName,
     InvalidValue,
     MoiError,
@@ -372,10 +373,13 @@ class MOIMessageHandler(WebSocketHandler):
         """Each finished job again, as a new job beside it; the new ones arrive as ``add`` frames."""
         ids, store = self._own(argument), self._store()
         loop = asyncio.get_running_loop()
+        token = self.token
+        admin = token.admin if token is not None else bearer.is_admin_login(self.current_user)
+        code = sandbox.granted(str(self.current_user), admin, token is not None and token.code)  # for code jobs
         for node_id in ids:
             try:
-                await loop.run_in_executor(None, relaunch, node_id, store)
-            except WrongState as error:
+                await loop.run_in_executor(None, relaunch, node_id, store, code)
+            except (WrongState, CodeRefused) as error:
                 self.refuse(str(error))
 
     async def do_pause(self, argument: Any) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from moi.info import Status
 from moi.sandbox import GRANT_NEEDED
 from tests.conftest import CODE_UIDS, REDIS_PASSWORD, finished, run_moi, until
 from tests.test_api import call, payload
-from tests.test_relay_security import server
+from tests.test_relay_security import connect, frames_until, server
 
 JOBS = "/api/v1/jobs"
 
@@ -42,6 +43,23 @@ def live_processes_of(uid: int) -> list[int]:
         if owner == uid and state != b"Z":
             found.append(int(name))
     return found
+
+
+async def relaunch_needs_the_grant(port: int, job_id: str) -> None:
+    """bob's code job is run again only by a holder of the grant: not by his plain token, nor his cookie login."""
+    assert finished(job_id)["sandbox"]["uid"] >= CODE_UIDS[0]  # the server wrote where it runs
+    plain_bob = token("bob")
+    refused = await call(port, "POST", f"{JOBS}/{job_id}/relaunch", plain_bob)
+    assert (refused.code, payload(refused)) == (403, {"error": GRANT_NEEDED, "code": "forbidden"})
+    ws = await connect(port, "bob")
+    try:
+        ws.write_message(json.dumps({"relaunch": [job_id]}))
+        frames = await frames_until(ws, lambda frame: "error" in frame)
+        assert frames[-1] == {"error": GRANT_NEEDED}
+    finally:
+        ws.close()
+    again = await call(port, "POST", f"{JOBS}/{job_id}/relaunch", token("bob", code=True))
+    assert again.code == 201 and finished(payload(again)["id"])["sandbox"] == finished(job_id)["sandbox"]
 
 
 # Granted code with the default [security] code_network = none: its own uid, and no network, not even loopback.
@@ -78,6 +96,7 @@ def test_code_over_the_web_needs_a_grant_and_a_configured_sandbox(
                 answer = await call(port, "POST", JOBS, secret, {"cmd": code})
                 assert answer.code == 201, (user, answer.body)
                 made.append(payload(answer)["id"])
+            await relaunch_needs_the_grant(port, made[0])
             return made
 
     try:
