@@ -410,6 +410,13 @@ class JobHandler(APIHandler):
 
 class JobActionHandler(APIHandler):
     async def post(self, job_id: str, action: str) -> None:
+        """Cancel, relaunch, pause or resume a job; its info (relaunch: the new job).
+        ---
+        responses:
+          201: {description: "relaunched: the new job, {id, group}"}
+          403: {description: relaunching code without the grant to run code}
+          409: {description: the action does not fit the job's state}
+        """
         info = await self.owned(job_id)
         if action == "cancel":
             report = await self.run(jobs.cancel, job_id, self.store)
