@@ -82,7 +82,7 @@ def test_odd_numbers_huge_ranges_long_names_and_head_of_a_log_get_a_4xx_with_one
         services.unregister("hetatm")
 
 
-ESCAPING_STEPS = (
+REFUSED_STEPS = (
     "{name: ../../x, run: 'true'}",
     "{name: a/b, run: 'true'}",
     "{name: .., run: 'true'}",
@@ -90,19 +90,20 @@ ESCAPING_STEPS = (
     "{run: 'true', outputs: ['../../*']}",
     "{run: 'true', outputs: [/etc/passwd]}",
     "{run: 'true', outputs: [output/../../../x]}",
+    "{run: 'true', exit_codes: {'²': success}}",  # not a place, but once a ValueError (a traceback) at load
 )
 
 
 def test_a_step_name_or_output_that_leaves_the_job_directory_is_refused_at_load_and_at_use(
     r, tmp_path: Path
 ) -> None:
-    for step in ESCAPING_STEPS:
+    for step in REFUSED_STEPS:
         with pytest.raises(ServiceDefinitionError) as refused:
             services.documents.load(f"services:\n  - name: escape\n    steps: [{step}]\n", "escape.yaml")
         assert "\n" not in str(refused.value), step
 
     bad = tmp_path / "bad.yaml"
-    bad.write_text(f"services:\n  - name: escape\n    steps: [{ESCAPING_STEPS[0]}]\n")
+    bad.write_text(f"services:\n  - name: escape\n    steps: [{REFUSED_STEPS[0]}]\n")
     loaded = run_moi("services", "load", str(bad))
     assert (loaded.returncode, loaded.stderr.count("\n")) == (1, 1), loaded.stderr
     assert "its name is letters, digits" in loaded.stderr and not r.exists("moi:services")

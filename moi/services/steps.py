@@ -36,6 +36,7 @@ TAIL = 2000  # characters of a failed step's stderr kept in its result
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # A step's name is a file name in steps/ (its .stdout and .stderr): letters, digits, '_', '-' and '.', no '..'
 _STEP_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_EXIT_CODE = re.compile(r"-?[0-9]{1,9}")  # ASCII digits: str.isdigit passes '²', which int() then refuses
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ def step_from(document: Any, index: int) -> Step:
     codes = {str(code): str(meaning) for code, meaning in (document.get("exit_codes") or {0: SUCCESS}).items()}
     codes.setdefault("other", FAILED)
     bad = {meaning for meaning in codes.values()} - {SUCCESS, FAILED, DONE}
-    if bad or not all(code == "other" or code.lstrip("-").isdigit() for code in codes):
+    if bad or not all(code == "other" or _EXIT_CODE.fullmatch(code) for code in codes):
         raise ServiceDefinitionError(f"step {name!r}: exit_codes map codes (or 'other') to success, failed or done")
     missing = str(document.get("missing", "fail"))
     if missing not in MISSING_ACTIONS:
