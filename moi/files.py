@@ -429,7 +429,7 @@ def _entries(job_id: str, prefix: str, found: builtins.list[os.DirEntry[str]]) -
     for entry in found:
         path = f"{prefix}/{entry.name}" if prefix else entry.name
         if len(path) > LIST_PATH_MAX:
-            why = f"it holds paths longer than {LIST_PATH_MAX} characters; list a directory deeper in it"
+            why = f"it holds paths longer than {LIST_PATH_MAX} characters; list its directories one at a time"
             raise PathRefused(job_id, prefix[:80] + "...", why)
         if entry.is_symlink():
             continue

@@ -172,7 +172,7 @@ class Hub:
     def _failed(self, what: str, error: BaseException) -> None:
         """One line for an item the relay failed on, counted in Redis (``moi.loops``) without waiting for it."""
         line = f"{what}: {loops.one_line(error)}"
-        loops.say(log, "relay: %s failed; going on", line)
+        loops.say(log, f"relay: {what} failed, going on: {loops.one_line(error)}")
         counting = asyncio.get_running_loop().create_task(self._count(line))
         self._counting.add(counting)  # held: the loop keeps only a weak reference to a task
         counting.add_done_callback(self._counting.discard)

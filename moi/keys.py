@@ -33,7 +33,7 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
     Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
     Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
-    Pmoi:loops            hash    loop -> items it failed on, <loop>:restarts, <loop>:last (JSON: line, time); see moi.loops
+    Pmoi:loops            hash    loop -> items it failed on; <loop>:restarts; <loop>:last (JSON line, time); moi.loops
     Pmoi:tally            hash    "<status>|<service>" -> jobs that ended so (kept by the ending writes, for /metrics)
     Pmoi:tally:<span>     hash    a histogram of job durations (span: wait, run) -> count per bucket, and "sum"
     Pmoi:tally:minute:<m> hash    status -> jobs that ended in that minute (m: minutes since the epoch); kept 2 hours

@@ -1,9 +1,10 @@
 """Long-lived loops go on: each item's failure is logged in one line, counted, and passed over.
 
 The watchdog, the sweeper (gone jobs' directories, retention), the mail sender, the
-dispatchers and the relay (a server's pub/sub reader) each work through items: a job, a
-directory, a mail, a message. One that fails costs only itself. ``failed`` (or ``item``,
-around one item) logs one line on the loop's own logger and counts it in Redis, in the hash
+dispatchers, the relay (a server's pub/sub reader) and the runtime's supervisor (its engines)
+each work through items: a job, a directory, a mail, a message, a look at the engines. One
+that fails costs only itself. ``failed`` (or ``item``, around one item) logs one line on the
+loop's own logger and counts it in Redis, in the hash
 ``Pmoi:loops``: ``<loop>`` -> items failed, ``<loop>:restarts`` -> threads found dead and
 started again (``restarted``), ``<loop>:last`` -> JSON ``{"error": line, "at": epoch}``.
 ``/metrics`` (``moi_loop_errors_total``, ``moi_loop_restarts_total``) and ``moi status``
@@ -30,7 +31,7 @@ from .keys import Keys
 from .redact import printable
 from .store import Store, reaching
 
-LOOPS = ("watchdog", "sweeper", "mail", "dispatcher", "relay")
+LOOPS = ("watchdog", "sweeper", "mail", "dispatcher", "relay", "supervisor")  # supervisor: the runtime's engines
 QUIET = 600.0  # seconds before the same failure line is logged again (it is counted every time)
 
 log = logging.getLogger("moi.loops")
@@ -72,7 +73,7 @@ def item(store: Store, loop: str, what: str, logger: logging.Logger) -> Iterator
 def failed(store: Store, loop: str, what: str, error: BaseException, logger: logging.Logger) -> str:
     """Log one line for an item ``loop`` failed on and count it; the line."""
     line = f"{what}: {one_line(error)}"
-    say(logger, f"{loop}: %s failed; going on", line)
+    say(logger, f"{loop}: {what} failed, going on: {one_line(error)}")
     count(store, loop, line)
     return line
 
@@ -83,8 +84,8 @@ def restarted(store: Store, loop: str, why: str, logger: logging.Logger) -> None
     count(store, loop, why, restart=True)
 
 
-def say(logger: logging.Logger, template: str, line: str) -> None:
-    """``logger.warning(template, line)``, unless this process logged that line in the last ``QUIET`` seconds."""
+def say(logger: logging.Logger, line: str) -> None:
+    """``logger.warning(line)``, unless this process logged that line in the last ``QUIET`` seconds (then at debug)."""
     moment = time.monotonic()
     with _logged_lock:
         quiet = moment - _logged.get(line, -QUIET) < QUIET
@@ -92,7 +93,7 @@ def say(logger: logging.Logger, template: str, line: str) -> None:
             if len(_logged) > 1000:  # many different lines: forget them rather than grow
                 _logged.clear()
             _logged[line] = moment
-    logger.log(logging.DEBUG if quiet else logging.WARNING, template, line)
+    logger.log(logging.DEBUG if quiet else logging.WARNING, "%s", line)
 
 
 def queue_count(pipe: Any, keys: Keys, loop: str, line: str, restart: bool = False) -> None:

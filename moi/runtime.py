@@ -246,9 +246,21 @@ async def _keep_running(
         if redis_server.restarted():
             info = replace(info, redis_pid=redis_server.pid)
             _write_state(state_dir, info)
-        await scaling.settle(cluster, store, engines)
+        try:
+            await scaling.settle(cluster, store, engines)
+        except Exception as error:  # an engine that would not start, say: the next look tries again
+            _look_failed(store, error)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), SUPERVISE_INTERVAL)
+
+
+def _look_failed(store: Store | None, error: Exception) -> None:
+    from . import loops
+
+    if store is None:
+        log.warning("supervisor: replacing engines failed; going on: %s", loops.one_line(error))
+    else:
+        loops.failed(store, "supervisor", "replacing engines", error, log)
 
 
 def _job_store(own_redis_url: str) -> Store | None:

@@ -190,7 +190,10 @@ async def watch(store: Store, stop: asyncio.Event, interval: float = INTERVAL) -
     """``run_forever`` for an asyncio program (the runtime supervisor, ``moi server``)."""
     watchdog = Watchdog(store)
     while not stop.is_set():
-        await asyncio.to_thread(check_logging, watchdog)
+        try:
+            await asyncio.to_thread(check_logging, watchdog)
+        except Exception as error:  # check_logging catches everything: the pass could not even start
+            loops.failed(store, "watchdog", "a pass (not started)", error, log)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), interval)
 

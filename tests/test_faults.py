@@ -25,7 +25,8 @@ from moi.info import Info, Status, is_finished, new_info
 from moi.job import _cancel_if_queued, _starter, _Tracker, submit
 from moi.watchdog import ENGINE_LOST_WITHIN, Watchdog
 from tests import fault_jobs, jobs
-from tests.conftest import finished, run_moi
+from tests import test_depth as depth
+from tests.conftest import finished, run_moi, until
 
 SLACK = 30  # on top of the documented bounds: the machine is shared and slow
 
@@ -48,16 +49,22 @@ def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_wait_for_th
     state = tmp_path / "state"
     # Its own context name: the session's cluster is "default", and a queue is named by its context.
     embedded = {"MOI_CONTEXTS": "", "MOI_STATE_DIR": str(state), "MOI_ENGINES": "1", "MOI_DEFAULT_CONTEXT": "embedded"}
+    # Issue 29's attacks on liveness first (see tests/test_depth.py): a gone job's 1,200-deep tree where the
+    # runtime's first sweep finds it, and documents in Redis that its watchdog and its sweeper trip on.
+    deep = depth.gone_deep_tree(r, state / "jobs")
+    depth.plant_tripping_documents(store, r)
     try:
         # Submitted by a process that exits at once: no submitter is left to notice anything.
         job_id = run_moi("submit", "--cmd", "import time; time.sleep(300)", env=embedded, timeout=240)
         job_id = job_id.stdout.split()[-1]
         info = poll(store, job_id, running, 120)
         assert info["status"] == Status.RUNNING, info
+        until(lambda: not deep.exists(), "the runtime's sweeper removed the deep tree")
         os.kill(int(info["engine"].rsplit(":", 1)[1]), signal.SIGKILL)
 
-        info = poll(store, job_id, is_finished, ENGINE_LOST_WITHIN + SLACK)  # the runtime's watchdog
+        info = poll(store, job_id, is_finished, ENGINE_LOST_WITHIN + SLACK)  # the runtime's watchdog, still alive
         assert info["status"] == Status.FAILED and info["result"].startswith("Engine lost:"), info
+        depth.assert_loop_failures_shown(store, r)  # each failure counted, and the loops went on
 
         # The runtime started a new engine: the cluster (of one engine) runs jobs again.
         again = run_moi("submit", "--cmd", "import os; return os.getpid()", "--block", env=embedded)
