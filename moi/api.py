@@ -423,7 +423,7 @@ class JobActionHandler(APIHandler):
             if not (report.cancelled or report.requested):
                 raise Problem(409, "conflict", report.summary(job_id))
         elif action == "relaunch":
-            granted = not sandbox.is_code(info) or await self.may_run_code()  # a grant taken back: old code too
+            granted = await self.may_run_code()  # code is run again only with the grant (see moi.sandbox)
             new_id, group_id, _ = await self.run(jobs.relaunch, job_id, self.store, granted)
             self.set_header("Location", f"{PREFIX}/jobs/{new_id}")
             self.answer({"id": new_id, "group": group_id}, 201)

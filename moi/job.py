@@ -33,7 +33,6 @@ from .context import Context, by_name
 from .errors import (
     BadDocument,
     CodeFailed,
-    CodeRefused,
     FetchFailed,
     JobCancelled,
     MoveFailed,
@@ -177,28 +176,27 @@ def context_for(
     return connections.context_spec(chooser(name, group, args, kwargs))
 
 
-def relaunch(job_id: str, store: Store | None = None, may_run_code: bool = True) -> tuple[str, str, JobHandle]:
+def relaunch(job_id: str, store: Store | None = None, web_grant: bool | None = None) -> tuple[str, str, JobHandle]:
     """Queue a finished job again, with the same function and arguments, as a new job beside it.
 
     The new job carries ``relaunch_of``; the old one is kept. WrongState for a job that has not
     finished, or whose call is not kept (a batch item; or expired); UnknownId for an unknown id.
-    ``may_run_code``: whether the web user asking holds the grant to run code (see ``moi.sandbox``);
-    without it, code a web user ran is not run again (CodeRefused).
+    ``web_grant``: None for a local caller (library, CLI); for a web user, whether they hold the grant
+    to run code: code is run again only as ``moi.sandbox.check_relaunch`` allows (CodeRefused).
     """
-    from .sandbox import GRANT_NEEDED, is_code
+    from .sandbox import check_relaunch
 
     store = store or connections.store()
     old = store.get(job_id)
     if old["type"] != "job":
         raise WrongState(job_id, "relaunched", "it is a group")
-    if is_code(old) and not may_run_code:
-        raise CodeRefused(GRANT_NEEDED)
     if not is_finished(old):
         raise WrongState(job_id, "relaunched", f"it is still {old['status']}; wait for it or cancel it first")
     jobs = queue.Queue(store)
     call = jobs.call_of(job_id)
     if call is None:
         raise WrongState(job_id, "relaunched", "its call is not kept (a batch item, or it expired)")
+    check_relaunch(old, call, web_grant)
     context = str(old.get("context"))
     _check_fields(old["name"], old.get("url"))  # one stored before these were checked: refused, not stuck
     new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)

@@ -35,11 +35,14 @@ run as the machine's own user, run code in-process as before: this is for the we
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import functools
 import json
 import logging
 import os
+import pickle
+import pickletools
 import pwd
 import select
 import shutil
@@ -162,6 +165,30 @@ def submit_code(
 def is_code(info: Mapping[str, Any]) -> bool:
     """Whether a job is code a web user ran (so running it again needs the grant)."""
     return SANDBOX_FIELD in info
+
+
+def check_relaunch(info: Mapping[str, Any], call: str, web_grant: bool | None) -> None:
+    """Whether a job may run again, for a web user who holds the grant to run code or not (``web_grant``;
+    None: a local caller, who may relaunch anything). CodeRefused for a web user's code without the
+    grant, and for code that ran inside an engine (the CLI's, or a web job from before the sandbox)."""
+    if web_grant is None:
+        return
+    if is_code(info):
+        if not web_grant:
+            raise CodeRefused(GRANT_NEEDED)
+    elif _runs_code_in_process(call):
+        raise CodeRefused("this job ran its code inside the engine, not in the sandbox: relaunch it from the CLI")
+
+
+def _runs_code_in_process(call: str) -> bool:
+    """Whether a packed call is moi.commands' python_exec or system_call: read from its pickle's strings,
+    never by loading it (that would import whatever module it names)."""
+    try:
+        buffers, _ = pickle.loads(base64.b64decode(call))  # moi's own wrapping: bytes and tuples
+        strings = {str(arg) for _, arg, _ in pickletools.genops(bytes(buffers[0])) if isinstance(arg, str)}
+    except Exception:  # not a call moi packed: none of its commands either
+        return False
+    return "moi.commands" in strings and not strings.isdisjoint({"python_exec", "system_call"})
 
 
 def uid_of(store: Store, user: str, uids: tuple[int, int]) -> int:

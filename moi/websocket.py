@@ -375,7 +375,7 @@ class MOIMessageHandler(WebSocketHandler):
         loop = asyncio.get_running_loop()
         token = self.token
         admin = token.admin if token is not None else bearer.is_admin_login(self.current_user)
-        code = sandbox.granted(str(self.current_user), admin, token is not None and token.code)  # for code jobs
+        code = sandbox.granted(str(self.current_user), admin, token is not None and token.code)  # see check_relaunch
         for node_id in ids:
             try:
                 await loop.run_in_executor(None, relaunch, node_id, store, code)

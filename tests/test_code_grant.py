@@ -58,8 +58,14 @@ async def relaunch_needs_the_grant(port: int, job_id: str) -> None:
         assert frames[-1] == {"error": GRANT_NEEDED}
     finally:
         ws.close()
-    again = await call(port, "POST", f"{JOBS}/{job_id}/relaunch", token("bob", code=True))
+    granted_bob = token("bob", code=True)
+    again = await call(port, "POST", f"{JOBS}/{job_id}/relaunch", granted_bob)
     assert again.code == 201 and finished(payload(again)["id"])["sandbox"] == finished(job_id)["sandbox"]
+    # Code the CLI ran inside an engine, in bob's tree: the web never runs it again, grant or not.
+    _, _, local = jobs.submit(None, "bob", "from the CLI", None, jobs.python_exec, "return 1")
+    finished(local.job_id)
+    inside = await call(port, "POST", f"{JOBS}/{local.job_id}/relaunch", granted_bob)
+    assert inside.code == 403 and "inside the engine" in payload(inside)["error"]
 
 
 # Granted code with the default [security] code_network = none: its own uid, and no network, not even loopback.
