@@ -10,6 +10,7 @@ import asyncio
 import errno
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,6 +19,8 @@ import pytest
 
 from moi import connections, tokens
 from moi import job as jobs
+from moi.config import build_settings
+from moi.errors import ConfigError
 from moi.info import Status
 from moi.sandbox import GRANT_NEEDED
 from tests.conftest import CODE_UIDS, REDIS_PASSWORD, finished, run_moi, until
@@ -240,3 +243,27 @@ def test_granted_code_runs_as_its_users_uid_and_reaches_nothing_of_mois(
     finally:
         monkeypatch.undo()
         connections.reset()
+
+
+def test_security_settings_are_read_and_checked_at_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ini = tmp_path / "moi.ini"
+    ini.write_text("[security]\ncode_users = alice, bob\ncode_uids = 300000-300009\ncode_network = host\n")
+    monkeypatch.setenv("MOI_CONFIG_FP", str(ini))
+    for name in ("MOI_CODE_UIDS", "MOI_CODE_PYTHON"):
+        monkeypatch.delenv(name, raising=False)
+    settings = build_settings()
+    assert (settings.code_user_names, settings.code_uid_range, settings.code_network) == (
+        frozenset({"alice", "bob"}),
+        (300000, 300009),
+        "host",
+    )
+    for bad, said in [
+        ("code_uids = 0-10", "above 0 (root)"),
+        ("code_uids = 20-10", "must go up"),
+        ("code_uids = lots", "LOW-HIGH"),
+        ("code_network = internet", "none or host"),
+        ("code_shell = /bin/bash", "has no option 'code_shell'"),
+    ]:
+        ini.write_text(f"[security]\n{bad}\n")
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            build_settings()
