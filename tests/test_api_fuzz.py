@@ -2,9 +2,10 @@
 
 The server (moi server's application on 127.0.0.1) runs in a thread, on the session's Redis and cluster.
 Every operation of ``/api/v1/openapi.json`` gets requests that fit the document and requests that do not,
-as alice and as bob (two tokens). Then alice's real job is used: by alice (its files, the multipart upload of
-a real service and the Range header, with odd digits), and by bob, who must never get anything but a 4xx for
-it. No answer may be a 5xx or hold a traceback. Both users' groups are paused first, so what the fuzzer
+as alice and as bob (two tokens); the read-only ones and the engines' also as an admin. Then alice's real
+job is used: by alice (its files and log with odd Range headers, relaunch, cancel, pause; multipart uploads
+of real services, with file names of any text), and by bob, who must never get anything but a 4xx for it.
+No answer may be a 5xx or hold a traceback. Every fuzzed user's group is paused first, so what the fuzzer
 submits is held, never run: no code of its runs, and nothing fills a disk.
 
 ``MOI_FUZZ_EXAMPLES`` (default 6) is the number of examples per operation and pass.
@@ -188,10 +189,12 @@ def test_the_api_fuzzed_from_its_openapi_document_as_two_users_answers_no_5xx_an
     for cls in (Hetatm, Recording):
         services.register(cls)
     store = connections.store()
-    tokens = {"alice": token_for("alice"), "bob": token_for("bob")}
+    # alice may run code (her code jobs are held like the rest), bob may not (403), the admin reads everything
+    tokens = {"alice": token_for("alice"), "bob": token_for("bob", code=False), "root": token_for("root", True)}
     seed = a_job_with_files("alice", tmp_path)  # alice's real job: files, a log, a group
     (Path(files.directory_of(seed)) / "framework.log").write_text("a line of the log\n")
     store.ensure_group("bob")
+    store.ensure_group("root")
     for user in tokens:
         jobs.pause(user=user)  # what the fuzzer submits is held, never run
     try:
@@ -202,6 +205,8 @@ def test_the_api_fuzzed_from_its_openapi_document_as_two_users_answers_no_5xx_an
             for operation in everything:  # every operation, random ids, both users, in and out of the document
                 fuzz.run(operation, "alice", GenerationMode.POSITIVE)
                 fuzz.run(operation, "bob", GenerationMode.NEGATIVE)
+                if operation.method.upper() in ("GET", "HEAD") or "/engines/" in operation.path:
+                    fuzz.run(operation, "root", GenerationMode.POSITIVE)  # /metrics, /throughput; engines: 409 here
             own_job_passes(fuzz, operations(pinned(document)), seed)
             other_user_passes(fuzz, everything, {"job_id": seed, "group_id": str(store.group_of_user("alice"))})
             mine = requests.get(f"{base}/api/v1/jobs/{seed}", headers={"Authorization": f"Bearer {tokens['alice']}"})
