@@ -8,6 +8,7 @@ moi (and every CLI subprocess) at them.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +29,8 @@ ENGINES = 2
 # The session's Redis asks for a password, as moi's own does: every moi process must pass it on.
 REDIS_PASSWORD = "moi-test-S3cret"
 CODE_UIDS = (200000, 265535)  # [security] code_uids: no account on a test machine has these
-CODE_PYTHON = "/usr/bin/python3"  # the system's Python: sys.executable may sit where another uid cannot go
+# The system's Python: sys.executable may sit where another uid cannot go (here, under /root).
+CODE_PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +61,15 @@ def cluster_file(session_dir: Path) -> Iterator[str]:
     cluster.stop_cluster_sync()
 
 
+def code_network() -> str:
+    """none (the default: code gets a network namespace of its own) where this machine allows it; else host."""
+    try:
+        isolated = subprocess.run(["unshare", "--net", "true"], capture_output=True, timeout=30).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        isolated = False
+    return "none" if isolated else "host"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def moi_environment(redis_url: str, cluster_file: str, session_dir: Path) -> Iterator[None]:
     """Point moi, and every moi subprocess, at the session's Redis and cluster."""
@@ -70,6 +81,7 @@ def moi_environment(redis_url: str, cluster_file: str, session_dir: Path) -> Ite
         # Code over the web runs as uids of this range (the tests run as root), in an interpreter any uid may run.
         MOI_CODE_UIDS=f"{CODE_UIDS[0]}-{CODE_UIDS[1]}",
         MOI_CODE_PYTHON=CODE_PYTHON,
+        MOI_CODE_NETWORK=code_network(),
     )
     os.environ.pop("MOI_CONFIG_FP", None)
     moi.connections.reset()

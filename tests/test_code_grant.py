@@ -113,7 +113,8 @@ def test_code_over_the_web_needs_a_grant_and_a_configured_sandbox(
         results = [finished(job_id)["result"] for job_id in made]
         uids = {uid for uid, _ in results}
         assert len(uids) == len(granted) and all(CODE_UIDS[0] <= uid <= CODE_UIDS[1] for uid in uids)  # one per user
-        assert {reached for _, reached in results} == {errno.ENETUNREACH}  # not even moi's Redis on loopback
+        isolated = connections.settings().code_network == "none"  # as conftest found this machine allows
+        assert {reached for _, reached in results} == {errno.ENETUNREACH if isolated else "connected"}
 
         monkeypatch.delenv("MOI_CODE_UIDS")  # the operator has not configured where code runs: refused at submit
         connections.reset()
@@ -249,7 +250,7 @@ def test_security_settings_are_read_and_checked_at_load(tmp_path: Path, monkeypa
     ini = tmp_path / "moi.ini"
     ini.write_text("[security]\ncode_users = alice, bob\ncode_uids = 300000-300009\ncode_network = host\n")
     monkeypatch.setenv("MOI_CONFIG_FP", str(ini))
-    for name in ("MOI_CODE_UIDS", "MOI_CODE_PYTHON"):
+    for name in ("MOI_CODE_UIDS", "MOI_CODE_PYTHON", "MOI_CODE_NETWORK"):
         monkeypatch.delenv(name, raising=False)
     settings = build_settings()
     assert (settings.code_user_names, settings.code_uid_range, settings.code_network) == (
