@@ -217,4 +217,6 @@ def test_the_api_fuzzed_from_its_openapi_document_as_two_users_answers_no_5xx_an
         fuzz.broken[:15]
     )
     assert mine.status_code == 200, "bob's requests changed alice's job"
+    made = [info for user in tokens for info in store.descendant_jobs(str(store.group_of_user(user)))]
+    assert len(made) > 1 and {info["status"] for info in made if info["id"] != seed} <= {"Paused", "Cancelled"}
     assert fuzz.calls > 20 * EXAMPLES, fuzz.calls  # the requests really went out
