@@ -328,7 +328,7 @@ SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
 def scheduler_args(scheduler: str) -> list[str]:
     """ipcontroller arguments for ``NAME`` or ``NAME+hwm=N`` (N: tasks an engine may hold; 0 no limit)."""
     name, plus, hwm = scheduler.partition("+hwm=")
-    if name not in SCHEDULERS or (plus and not hwm.isdigit()):
+    if name not in SCHEDULERS or (plus and not (hwm.isascii() and hwm.isdigit())):
         raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, optionally +hwm=N; not {scheduler!r}")
     args = [f"--TaskScheduler.scheme_name={name}"]
     return args + [f"--TaskScheduler.hwm={hwm}"] if plus else args

@@ -298,11 +298,15 @@ def _host_port(entry: str) -> tuple[str, int | None]:
     entry = entry.strip()
     if entry.startswith("["):  # [v6]:port
         host, _, rest = entry[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+        return host, int(rest[1:]) if rest.startswith(":") and _is_port(rest[1:]) else None
     host, sep, port = entry.rpartition(":")
-    if sep and port.isdigit() and ":" not in host:
+    if sep and _is_port(port) and ":" not in host:
         return host, int(port)
     return entry, None
+
+
+def _is_port(text: str) -> bool:
+    return text.isascii() and text.isdigit() and len(text) <= 5  # isdigit alone passes '²', which int() refuses
 
 
 def _address(text: str) -> Address:

@@ -57,7 +57,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     sentinels = [_sentinel_address(entry) for entry in hosts.split(",") if entry.strip()]
     path = [piece for piece in parts.path.split("/") if piece]
-    if not sentinels or not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+    if not sentinels or not path or len(path) > 2 or (len(path) == 2 and not (path[1].isascii() and path[1].isdigit())):
         raise ConfigError(
             "a sentinel URL names its sentinels and service: redis+sentinel://[:password@]host:port[,host:port]/service[/db]"
         )
@@ -85,7 +85,7 @@ def _sentinel_address(entry: str) -> tuple[str, int]:
     host, _, port = entry.strip().rpartition(":")
     if not host:
         return entry.strip(), DEFAULT_SENTINEL_PORT
-    if not port.isdigit():
+    if not (port.isascii() and port.isdigit()):  # isdigit alone passes '²', which int() refuses
         raise ConfigError(f"a sentinel's port is a number: {entry.strip()!r}")
     return host.strip("[]"), int(port)
 
@@ -99,6 +99,11 @@ def check_url(url: str) -> str:
             f"a Redis URL starts redis://, rediss:// (TLS) or redis+sentinel://, not {what}; "
             "set MOI_REDIS_URL or [redis] url"
         )
+    if scheme in PLAIN_SCHEMES:
+        try:
+            urlsplit(url).port  # noqa: B018 (urllib checks the port when it is read: ValueError, a traceback)
+        except ValueError:
+            raise ConfigError("the Redis URL's port is not a number from 0 to 65535") from None
     tls = scheme == "rediss" or SENTINEL_SCHEMES.get(scheme, False)
     if not tls and any(name.startswith("ssl_") for name, _ in parse_qsl(urlsplit(f"x://{rest}").query)):
         raise ConfigError(

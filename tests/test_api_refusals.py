@@ -1,5 +1,6 @@
 """Requests that once answered 500, and the ways a service once left its job directory: each is now a 4xx
-with one line, or a refusal when the service is loaded; ``moi status`` never starts the runtime.
+with one line, or a refusal when the service is loaded; ``moi status`` never starts the runtime; an operator's
+setting with digits of another script is a one-line ConfigError.
 
 Real requests to a real moi server on 127.0.0.1, real service jobs on the session's cluster, the real CLI.
 """
@@ -18,8 +19,9 @@ import pytest
 from tornado.httpclient import HTTPResponse
 
 from examples.hetatm_service import SAMPLE, Hetatm
-from moi import files, services
-from moi.errors import ServiceDefinitionError
+from moi import files, redis_clients, services
+from moi.config import build_settings
+from moi.errors import ConfigError, ServiceDefinitionError
 from moi.info import Status
 from moi.services.documents import StepService
 from moi.services.steps import Step
@@ -147,3 +149,18 @@ def test_status_never_starts_the_embedded_runtime(tmp_path: Path) -> None:
         assert processes_mentioning(str(state)) == [] and not (state / "runtime.json").exists()
     finally:
         moi("down")  # should status ever start one again, it is not left running
+
+
+def test_an_operator_setting_with_digits_of_another_script_is_a_one_line_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in (("MOI_FETCH_ALLOW", "127.0.0.1:²"), ("MOI_SCHEDULER", "leastload+²")):
+        with monkeypatch.context() as patched:
+            patched.setenv(name, value)
+            with pytest.raises(ConfigError) as refused:
+                build_settings()
+            assert "\n" not in str(refused.value), name
+    for url in ("redis://:pw@127.0.0.1:²/0", "redis+sentinel://:pw@127.0.0.1:²/main", "redis+sentinel://h:1/main/²"):
+        with pytest.raises(ConfigError) as refused:
+            redis_clients.sync_client(url)
+        assert "\n" not in str(refused.value) and "pw" not in str(refused.value), url
