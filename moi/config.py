@@ -109,6 +109,7 @@ class Settings:
     code_uids: str = ""  # "LOW-HIGH": the uids that web users' code runs as, one per user; empty: no code over the web
     code_python: str = ""  # the interpreter of that code, which every uid must be able to run; empty: sys.executable
     code_network: str = "none"  # none: that code has no network at all (not even loopback); host: the engine's
+    code_max_processes: int = 256  # processes one user's code may have at once (its uid's RLIMIT_NPROC); 0: no limit
     # Inputs ([files] section, see moi.input_policy): the operator's grant of server paths and addresses.
     input_roots: str = ""  # directories whose files (and file:// URIs) any submitter may name; comma-separated
     uri_schemes: str = "https, http"  # schemes an input or resource URI may use (fsspec ones, s3, when listed)
@@ -214,7 +215,7 @@ def _files_section(section: configparser.SectionProxy) -> dict[str, str]:
     return {name: section[name] for name in _FILES_OPTIONS if name in section}
 
 
-_SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network")
+_SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network", "code_max_processes")
 
 
 def _security_section(section: configparser.SectionProxy) -> dict[str, str]:
@@ -270,6 +271,7 @@ _ENVIRONMENT = {
     "MOI_CODE_UIDS": "code_uids",
     "MOI_CODE_PYTHON": "code_python",
     "MOI_CODE_NETWORK": "code_network",
+    "MOI_CODE_MAX_PROCESSES": "code_max_processes",
     "MOI_INPUT_ROOTS": "input_roots",
     "MOI_URI_SCHEMES": "uri_schemes",
     "MOI_FETCH_ALLOW": "fetch_allow",
@@ -304,6 +306,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "max_user_priority": int,
         "keep_expired": int,
         "max_upload": int,
+        "code_max_processes": int,
         "fetch_max_bytes": int,
         "fetch_timeout": float,
         "smtp_port": int,

@@ -3,28 +3,35 @@
 Running Python or shell over the web is a grant (``moi.api`` checks it: an admin,
 a user of ``[security] code_users``, or a token made with ``--code``). The server
 then decides where the code runs and writes it into the job's call, which only moi
-writes: ``run_code(kind, cmd, uid, python, network)``. Each moi user has their own uid from
-the operator's range ``[security] code_uids``, given out once and kept in Redis
-(``Keys.code_uids``), so one user's code cannot signal another's processes or read
-their files. No passwd entry is needed: a uid is a number.
+writes (``run_code(kind, cmd, uid, python, network, processes)``), and into its info
+(``sandbox``: uid and network; relaunch keeps it, and asks for the grant again). Each
+moi user has their own uid from the operator's range ``[security] code_uids``, given
+out once and kept in Redis (``Keys.code_uids``), so one user's code cannot signal
+another's processes or read their files. No passwd entry is needed: a uid is a number.
+It is never one a local account has.
 
 On the engine (which must run as root to switch uid), ``run_code`` never runs the
 code in the engine's own process, nor in a fork of it (its memory holds the Redis
-password). It starts a fresh interpreter, ``[security] code_python``, through
-util-linux's ``setpriv`` as that uid and gid with no supplementary groups and no way
-to gain privileges again (``--no-new-privs``: a setuid program gives nothing), in a
-new session, with no inherited file descriptors, a minimal environment (PATH, HOME,
-LANG, TMPDIR) and, as its working directory, a fresh directory owned by the uid
-(0700), removed afterwards. With ``[security] code_network = none`` (the default)
-``unshare --net`` first gives it a network namespace of its own, with no interface
-up, not even loopback: the code reaches no address at all, so neither moi's Redis
-and cluster nor any internal service; ``host`` leaves it the engine's network. The child
-does not import moi: ``RUNNER`` (below) is passed with ``-I -c``, reads the job
-from stdin and writes JSON lines back on its stdout: status texts, then the result
-(or its repr) or the traceback. The engine relays them, so the job's info reads
-as ``python_exec``'s and ``system_call``'s would (``moi.commands``). A shell
-command is ``/bin/sh -c`` as that uid, with ``[stdout, stderr, returncode]`` as
-its result, or CommandFailed.
+password). It starts a fresh interpreter, ``[security] code_python``:
+
+- as that uid and gid, with no supplementary groups and no way to gain privileges
+  again (util-linux's ``setpriv --no-new-privs``: a setuid program gives nothing);
+- with at most ``[security] code_max_processes`` processes of that uid at once
+  (``prlimit``: a fork bomb stops there);
+- with ``[security] code_network = none`` (the default), in a network namespace of its
+  own (``unshare --net``) with no interface up, not even loopback: it reaches no address,
+  so neither moi's Redis and cluster nor any internal service; ``host`` leaves it the
+  engine's network;
+- in a new session, with no inherited file descriptors, a minimal environment (PATH,
+  HOME, LANG, TMPDIR) and, as its working directory, a fresh directory owned by the
+  uid (0700), removed afterwards.
+
+The child does not import moi: ``RUNNER`` (below) is passed with ``-I -c``, reads the
+job from stdin and writes JSON lines back on its stdout: status texts, then the result
+(or its repr) or the traceback. The engine relays them, so the job's info reads as
+``python_exec``'s and ``system_call``'s would (``moi.commands``). A shell command is
+``/bin/sh -c`` as that uid, with ``[stdout, stderr, returncode]`` as its result, or
+CommandFailed.
 
 When the job ends, or the engine's liveness interrupts it (a cancel), every
 process of that uid in the child's process group or session gets SIGTERM, then
@@ -124,11 +131,13 @@ def granted(user: str, admin: bool, token_code: bool) -> bool:
 
 @dataclass(frozen=True)
 class Place:
-    """Where a user's code runs: as which uid, in which interpreter, with which network (none or host)."""
+    """Where a user's code runs: as which uid, in which interpreter, with which network (none or host),
+    with how many processes at most (0: no limit)."""
 
     uid: int
     python: str
     network: str
+    processes: int = 0
 
 
 def placement(store: Store, user: str) -> Place:
@@ -145,7 +154,8 @@ def placement(store: Store, user: str) -> Place:
             f"running code over the web needs engines that run as root (to switch to a code uid); "
             f"this server, and so the embedded runtime's engines, run as uid {os.geteuid()}"
         )
-    return Place(uid_of(store, user, uids), settings.code_python or sys.executable, settings.code_network)
+    python = settings.code_python or sys.executable
+    return Place(uid_of(store, user, uids), python, settings.code_network, max(0, settings.code_max_processes))
 
 
 def submit_code(
@@ -155,7 +165,7 @@ def submit_code(
     network), which relaunch keeps and the API and websocket read to ask for the grant again."""
     from . import job
 
-    args = (kind, cmd, place.uid, place.python, place.network)
+    args = (kind, cmd, place.uid, place.python, place.network, place.processes)
     spec = job.context_for(None, name, group, args, {})
     fields = {SANDBOX_FIELD: {"uid": place.uid, "network": place.network}}
     job_id, group_id, _ = job.queue_job(spec, group, name, url, run_code, args, {}, level, job.Placed(), fields)
@@ -234,19 +244,20 @@ def run_code(
     uid: int,
     python: str,
     network: str = "none",
+    processes: int = 0,
     status_update: Callable[[str], None] | None = None,
     moi_context: str | None = None,
     moi_parent_id: str | None = None,
 ) -> Any:
     """Run ``cmd`` (``kind``: python or system) as ``uid`` in a child process, with no network (``network``
-    "none": a network namespace of its own, without even loopback) or the host's ("host"); its result,
-    as in-process."""
+    "none": a network namespace of its own, without even loopback) or the host's ("host"), and at most
+    ``processes`` processes of that uid at once (0: no limit); its result, as in-process."""
     if os.geteuid() != 0:
         raise CodeFailed(
             f"engine {engine.engine_label()} runs as uid {os.geteuid()}, not root: it cannot run code as uid {uid}",
             "text",
         )
-    switch = _switch(uid, network)
+    switch = _switch(uid, network, processes)
     with _own_directory(uid) as workdir:
         if kind == "system":
             return _system(cmd, uid, switch, workdir)
@@ -254,10 +265,11 @@ def run_code(
         return _python(job, uid, switch + [python], workdir, status_update or (lambda text: None))
 
 
-def _switch(uid: int, network: str) -> list[str]:
+def _switch(uid: int, network: str, processes: int) -> list[str]:
     """The commands that put what follows them in a network namespace of its own (for network "none"),
-    then run it as ``uid`` and its group alone, never to gain privileges again (a setuid program included)."""
-    tools = ["setpriv"] + (["unshare"] if network == "none" else [])
+    limit its uid's processes (RLIMIT_NPROC: a fork bomb stops there), then run it as ``uid`` and its
+    group alone, never to gain privileges again (a setuid program included)."""
+    tools = ["setpriv"] + (["unshare"] if network == "none" else []) + (["prlimit"] if processes else [])
     found = {name: shutil.which(name, path=TOOLS_PATH) for name in tools}
     missing = [name for name, path in found.items() if path is None]
     if missing:
@@ -265,6 +277,8 @@ def _switch(uid: int, network: str) -> list[str]:
             f"engine {engine.engine_label()} has no {missing[0]} (util-linux), which sandboxed code needs", "text"
         )
     drop = [str(found["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
+    if processes:
+        drop = [str(found["prlimit"]), f"--nproc={processes}:{processes}", "--", *drop]
     if network != "none":
         return drop
     isolate = [str(found["unshare"]), "--net", "--"]

@@ -155,6 +155,15 @@ def password_anywhere():
             except OSError:
                 pass
     return found
+def fork_many():
+    import subprocess
+    started = []
+    try:
+        for _ in range(40):
+            started.append(subprocess.Popen(["sleep", "60"]))
+    except OSError as error:
+        return [len(started), type(error).__name__]
+    return [len(started), "no limit"]
 kwargs["status_update"]("probing")
 return {{
     "ids": [os.getuid(), os.geteuid(), os.getgid(), os.getgroups()],
@@ -169,6 +178,7 @@ return {{
     "redis_get": tried(lambda: redis(b"GET x\\r\\n")),
     "redis_auth": tried(lambda: redis(b"AUTH default guessed\\r\\n")),
     "password_seen": password_anywhere(),
+    "forks": fork_many(),
     "home": os.environ.get("HOME"),
     "environment": sorted(os.environ),
 }}
@@ -192,6 +202,7 @@ def test_granted_code_runs_as_its_users_uid_and_reaches_nothing_of_mois(
     r, redis_url: str, cluster_file: str, session_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MOI_CODE_NETWORK", "host")  # the operator lets code use the network: still no way in
+    monkeypatch.setenv("MOI_CODE_MAX_PROCESSES", "20")  # and a fork bomb stops at 20
     connections.reset()
     victim, attacker = token("vic", code=True), token("mallory", code=True)
     # Another user's job directory, holding their input.
@@ -232,6 +243,9 @@ def test_granted_code_runs_as_its_users_uid_and_reaches_nothing_of_mois(
             assert seen["password_seen"] == []
             assert seen["environment"] == ["HOME", "LANG", "PATH", "TMPDIR"]
             assert not os.path.exists(seen["home"])  # its working directory went with it
+            forked, stopped_by = seen["forks"]
+            assert forked < 20 and stopped_by == "BlockingIOError"  # RLIMIT_NPROC of its uid: 20 with itself
+            until(lambda: not live_processes_of(uid), "the processes it left behind, killed at its end")
 
             # A cancel ends the sleeping code and everything of its uid; its directory goes too.
             assert (await call(port, "POST", f"{JOBS}/{sleeping}/cancel", victim)).code == 200
