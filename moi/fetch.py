@@ -132,7 +132,8 @@ def _split(uri: str) -> tuple[str, bool]:
 @contextmanager
 def _reading(uri: str, policy: Policy, deadline: _Deadline) -> Iterator[IO[bytes]]:
     scheme = urllib.parse.urlsplit(uri).scheme.lower()
-    why = policy.uri_problem(uri, resolve=False)  # the address is checked as it is connected to
+    # http(s): the address is checked as it is connected to; fsspec connects itself: checked here
+    why = policy.uri_problem(uri, resolve=scheme not in FETCHED)
     if why:
         raise FetchFailed(uri, why)
     if scheme == "file":

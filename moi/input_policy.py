@@ -43,7 +43,13 @@ FETCHED = ("http", "https")  # schemes moi fetches itself; "file" is the input r
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang the open
-INTERNAL = "it names an address this server does not fetch from (loopback, private, link-local or moi's own)"
+# One answer for a name that does not resolve and one that resolves to an internal address, so
+# that a refusal does not tell a user which internal names exist.
+INTERNAL = "it names a host this server does not fetch from (one that does not resolve, or is internal)"
+# Schemes whose "host" is a bucket or container, not a host: their store's endpoint is the operator's.
+BUCKETS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")
+_PORTS = {"http": 80, "https": 443, "ftp": 21, "sftp": 22, "ssh": 22, "webdav": 80, "dav": 80, "davs": 443, "smb": 445}
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")  # an IPv4 address in its last 32 bits
 
 
 @dataclass(frozen=True)
@@ -110,11 +116,12 @@ class Policy:
         if scheme not in self.schemes:
             allowed = ", ".join(self.schemes) or "none"
             return f"{printable(scheme, 40)}: URIs are not allowed here (allowed: {allowed}; [files] uri_schemes)"
-        if scheme in FETCHED:
-            if not parts.hostname:
-                return "it names no host"
-            if resolve:
-                return self.host_problem(parts.hostname, port or (443 if scheme == "https" else 80))[1]
+        if scheme in FETCHED and not parts.hostname:
+            return "it names no host"
+        if scheme not in FETCHED and "::" in uri:  # fsspec would chain it: a second URI no check has seen
+            return "a chained URI (with '::') is not allowed; name one file"
+        if resolve and parts.hostname and scheme not in BUCKETS:  # any scheme: ftp:// reaches hosts as http:// does
+            return self.host_problem(parts.hostname, port or _PORTS.get(scheme, 0))[1]
         return None
 
     def _file_problem(self, uri: str, origin: str) -> str | None:
@@ -135,7 +142,7 @@ class Policy:
         try:
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError, ValueError):
-            return [], f"the name {printable(host, 80)!r} does not resolve"
+            return [], INTERNAL
         addresses = list(dict.fromkeys(_address(str(entry[4][0])) for entry in found))
         if not addresses or any(not self.reachable(address, port) for address in addresses):
             return addresses, INTERNAL
@@ -314,9 +321,18 @@ def _address(text: str) -> Address:
 
 
 def _unmapped(address: Address) -> Address:
-    """An IPv4-mapped IPv6 address (::ffff:127.0.0.1) as the IPv4 address it is."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+    """An IPv6 address that carries an IPv4 one as that IPv4 address: IPv4-mapped (::ffff:127.0.0.1),
+    6to4 (2002:7f00:1::, which Python 3.11 counts as global), Teredo's client, NAT64 (64:ff9b::/96)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 

@@ -243,7 +243,7 @@ def test_a_fetch_is_checked_again_where_it_runs_and_fails_with_one_line(r, place
     async def scenario(http_port: int, raw_port: int) -> None:
         async with server() as port:
             cases = {
-                f"http://127.0.0.1:{http_port}/redirect": "after a redirect, it names an address",
+                f"http://127.0.0.1:{http_port}/redirect": "after a redirect, " + input_policy.INTERNAL,
                 f"http://127.0.0.1:{http_port}/to-file": "after a redirect, file: URIs are not allowed here",
                 f"http://127.0.0.1:{http_port}/big": f"it is over {MAX_BYTES} bytes ([files] fetch_max_bytes)",
                 f"http://127.0.0.1:{http_port}/trickle": f"it took longer than {FETCH_TIMEOUT} s",
@@ -302,6 +302,32 @@ def test_moi_own_redis_and_cluster_are_refused_inside_an_allowed_network(redis_u
     assert wide.uri_problem(f"http://127.0.0.1:{redis_port}/") == input_policy.INTERNAL
     granted = input_policy.Policy(allow=("127.0.0.0/8", f"127.0.0.1:{redis_port}"), internal=tuple(own))
     assert granted.reachable(loopback, redis_port or 0)  # only an entry with its port lets a fetch reach it
+
+
+def test_every_scheme_names_a_host_that_is_checked_with_one_answer_for_missing_and_internal_names(
+    r, places: dict[str, Any]
+) -> None:
+    """ftp, sftp and webdav allowed, their hosts are checked like http's; an IPv4 address hidden in
+    6to4, Teredo or NAT64 is that address; a missing name is refused as an internal one is."""
+    redis = places["redis_port"]
+    internal = [
+        f"ftp://127.0.0.1:{redis}/x",
+        "sftp://localhost/x",
+        "webdav://10.0.0.1/x",
+        f"http://[2002:7f00:1::]:{redis}/",  # 6to4 of 127.0.0.1
+        "http://[2002:a00:1::1]/",  # 6to4 of 10.0.0.1 (fsspec would split an ftp one at its "::")
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",  # Teredo, client 127.0.0.1
+        "http://[64:ff9b::7f00:1]/",  # NAT64 of 127.0.0.1
+        "http://no-such-host.invalid/",
+        "ftp://no-such-host.invalid/x",
+    ]
+    with settings(MOI_URI_SCHEMES="https, http, ftp, sftp, webdav"):
+        for uri in internal + ["ftp://example.com/x::http://127.0.0.1/"]:
+            with pytest.raises(InputRefused) as refused:
+                submit("default", "carol", "a uri", None, files_jobs.read_inputs_and_resource, files=[uri])
+            chained = "a chained URI (with '::') is not allowed; name one file"
+            assert refused.value.why == (input_policy.INTERNAL if uri in internal else chained)
+        assert input_policy.Policy(schemes=("s3",)).uri_problem("s3://a-bucket/key") is None  # a bucket, not a host
 
 
 def test_the_files_section_is_read_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
