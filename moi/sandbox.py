@@ -54,6 +54,7 @@ import pwd
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import connections, engine
+from . import connections, engine, values
 from .commands import function_source
-from .errors import CodeFailed, CodeRefused, CommandFailed
+from .errors import CodeFailed, CodeRefused, CommandFailed, InvalidValue
 from .store import Store, reaching
 
 log = logging.getLogger("moi.sandbox")
@@ -75,6 +76,9 @@ GRANT_NEEDED = (
 )
 KILL_AFTER = 3.0  # seconds the code's processes get between SIGTERM and SIGKILL
 POLL = 0.5  # seconds between looks at a cancel while the engine waits on the child
+DRAIN = 0.5  # seconds the output is still read after the child ended (a process it left may hold the pipes)
+MAX_OUTPUT = 4 << 20  # bytes of a shell command's stdout and stderr together; past them it is stopped
+MAX_MESSAGE = 1 << 20  # bytes of one line the Python child writes back (a status text, its result)
 SANDBOX_FIELD = "sandbox"  # of a code job's info: {"uid", "network"}, written by the server
 PATH = "/usr/local/bin:/usr/bin:/bin"
 TOOLS_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"  # where setpriv and unshare (util-linux) are looked for
@@ -154,8 +158,25 @@ def placement(store: Store, user: str) -> Place:
             f"running code over the web needs engines that run as root (to switch to a code uid); "
             f"this server, and so the embedded runtime's engines, run as uid {os.geteuid()}"
         )
+    _check_config_closed()
     python = settings.code_python or sys.executable
     return Place(uid_of(store, user, uids), python, settings.code_network, max(0, settings.code_max_processes))
+
+
+def _check_config_closed() -> None:
+    """CodeRefused when other users may read the configuration file (its Redis password, cookie secret and
+    SMTP password): a code uid is such another user. Its group may read it: a code uid has no group."""
+    path = os.environ.get("MOI_CONFIG_FP")
+    if not path:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the settings were read from it at start: gone since, it holds nothing to read
+    if mode & stat.S_IROTH:
+        raise CodeRefused(
+            f"code over the web needs the config file {path} closed to other users: chmod o-rwx {path}"
+        )
 
 
 def submit_code(
@@ -309,7 +330,10 @@ def _own_directory(uid: int) -> Iterator[str]:
         os.chown(path, uid, uid)
         yield path
     finally:
-        files.remove_directory(path)
+        try:
+            files.remove_directory(path)
+        except OSError as error:  # a process left behind may still write there: the job's outcome stands
+            log.warning("code directory %s not removed: %s", path, error)
 
 
 def _start(argv: list[str], uid: int, workdir: str, python: str | None = None) -> subprocess.Popen[bytes]:
@@ -345,10 +369,37 @@ def _system(cmd: str, uid: int, switch: list[str], workdir: str) -> list[Any]:
 
 
 def _communicate(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """The shell's stdout and stderr, once it ended: a process it left running (``sleep 9 &``) may hold the
+    pipes open, so they are read for DRAIN seconds more, not to their end. CodeFailed past MAX_OUTPUT bytes."""
+    assert proc.stdout is not None and proc.stderr is not None
+    out, err = proc.stdout.fileno(), proc.stderr.fileno()
+    read = {out: bytearray(), err: bytearray()}
+    unread = [out, err]
+    stop = None  # when reading stops: set once the shell ended
+    while unread:
+        if stop is None and proc.poll() is not None:
+            stop = time.monotonic() + DRAIN
+        wait = POLL if stop is None else stop - time.monotonic()  # short waits: a cancel is seen between them
+        if wait <= 0:
+            break
+        ready, _, _ = select.select(unread, [], [], wait)
+        for fd in ready:
+            chunk = os.read(fd, 1 << 16)
+            read[fd] += chunk
+            if not chunk:
+                unread.remove(fd)
+        if len(read[out]) + len(read[err]) > MAX_OUTPUT:
+            raise CodeFailed(f"the command wrote more than {MAX_OUTPUT} bytes of output: stopped there", "text")
+    _wait(proc)
+    return bytes(read[out]), bytes(read[err])
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> None:
     # In short waits, so a cancel raised in this thread (not only by a signal) is seen between them.
     while True:
         try:
-            return proc.communicate(timeout=POLL)
+            proc.wait(POLL)
+            return
         except subprocess.TimeoutExpired:
             continue
 
@@ -365,12 +416,34 @@ def _python(
         with engine.shielded():
             _end(proc, uid)
     if "result" in outcome:
-        return outcome["result"]
+        return _storable(outcome["result"])
     if "repr" in outcome:
-        return Repr(str(outcome["repr"]))
+        return Repr(_text(outcome["repr"]))
     if "error" in outcome:
-        raise CodeFailed(str(outcome["error"]), "traceback")
+        raise CodeFailed(_text(outcome["error"]), "traceback")
     raise CodeFailed(_no_outcome(proc, python[-1]), "text")
+
+
+def _storable(result: Any) -> Any:
+    """The child's result, or its repr when Redis's Lua could not read it back (1e999, a lone surrogate,
+    an integer past 2**53: the code may write any JSON line, not only what RUNNER sends)."""
+    try:
+        values.check(result, "the code's result")
+    except InvalidValue:
+        return Repr(_shown(result))
+    return result
+
+
+def _text(value: Any) -> str:
+    """A text from the child, as moi may store it: lone surrogates mended; not a text, its repr."""
+    return values.mended(value) if isinstance(value, str) else _shown(value)
+
+
+def _shown(value: Any) -> str:
+    try:
+        return repr(value)  # of what JSON gave: escapes lone surrogates, says inf
+    except RecursionError:
+        return "<a value nested too deep to show>"
 
 
 def _send_job(proc: subprocess.Popen[bytes], job: dict[str, Any]) -> None:
@@ -385,7 +458,7 @@ def _relay(proc: subprocess.Popen[bytes], status_update: Callable[[str], None]) 
     assert proc.stdout is not None
     for message in _messages(proc, proc.stdout.fileno()):
         if "status" in message:
-            status_update(str(message["status"]))
+            status_update(_text(message["status"]))
         else:
             return message
     return {}
@@ -405,19 +478,26 @@ def _messages(proc: subprocess.Popen[bytes], fd: int) -> Iterator[dict[str, Any]
             return
         pending += chunk
         if b"\n" not in chunk:
+            _bound(len(pending))
             continue  # a long line still coming: not searched again for each piece
         *lines, last = bytes(pending).split(b"\n")
         pending = bytearray(last)
+        _bound(max(len(pending), *map(len, lines)))
         for line in lines:
             message = _message(line)
             if message is not None:
                 yield message
 
 
+def _bound(line: int) -> None:
+    if line > MAX_MESSAGE:  # the child is stopped (by _python's _end): the engine keeps no more of it
+        raise CodeFailed(f"the code wrote a line of more than {MAX_MESSAGE} bytes to moi: stopped there", "text")
+
+
 def _message(line: bytes) -> dict[str, Any] | None:
     try:
-        message = json.loads(line)
-    except ValueError:
+        message = values.loads(line)
+    except (ValueError, RecursionError, InvalidValue):  # not JSON, nested past the parser, NaN or Infinity
         return None
     return message if isinstance(message, dict) and len(message) == 1 else None
 
@@ -468,12 +548,23 @@ def _members(leader: int, uid: int) -> list[int]:
         if not name.isdigit():
             continue
         try:
-            owner = os.stat(f"/proc/{name}").st_uid
-            with open(f"/proc/{name}/stat", "rb") as stat:
-                fields = stat.read().rpartition(b")")[2].split()
+            if real_uid(int(name)) != uid:
+                continue
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
         except OSError:  # gone meanwhile
             continue
         state, group, session = fields[0], int(fields[2]), int(fields[3])
-        if owner == uid and state != b"Z" and leader in (group, session):
+        if state != b"Z" and leader in (group, session):
             found.append(int(name))
     return found
+
+
+def real_uid(pid: int) -> int:
+    """The real uid of process ``pid``, from /proc/PID/status: the owner of /proc/PID is root for a process
+    that made itself non-dumpable (prctl PR_SET_DUMPABLE 0), so it cannot tell. OSError when it is gone."""
+    with open(f"/proc/{pid}/status", "rb") as status:
+        for line in status:
+            if line.startswith(b"Uid:"):
+                return int(line.split()[1])
+    raise ProcessLookupError(pid)

@@ -17,12 +17,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from moi import connections, tokens
+from moi import connections, sandbox, tokens
 from moi import job as jobs
 from moi.config import build_settings
-from moi.errors import ConfigError
+from moi.errors import CodeFailed, ConfigError
 from moi.info import Status
-from moi.sandbox import GRANT_NEEDED
+from moi.sandbox import GRANT_NEEDED, MAX_MESSAGE, real_uid
 from tests.conftest import CODE_UIDS, REDIS_PASSWORD, finished, run_moi, until
 from tests.test_api import call, payload
 from tests.test_relay_security import connect, frames_until, server
@@ -35,11 +35,12 @@ def token(user: str, **flags: Any) -> str:
 
 
 def live_processes_of(uid: int) -> list[int]:
-    """Running processes of ``uid`` (a zombie runs nothing: a container's init may leave them unreaped)."""
+    """Running processes of ``uid`` (a zombie runs nothing: a container's init may leave them unreaped).
+    Its real uid, from /proc/PID/status: /proc/PID of a non-dumpable process is root's."""
     found = []
     for name in filter(str.isdigit, os.listdir("/proc")):
         try:
-            owner = os.stat(f"/proc/{name}").st_uid
+            owner = real_uid(int(name))
             state = Path(f"/proc/{name}/stat").read_bytes().rpartition(b")")[2].split()[0]
         except OSError:
             continue
@@ -282,3 +283,78 @@ def test_security_settings_are_read_and_checked_at_load(tmp_path: Path, monkeypa
         ini.write_text(f"[security]\n{bad}\n")
         with pytest.raises(ConfigError, match=re.escape(said)):
             build_settings()
+
+
+# What granted code may write back, beside what RUNNER sends: each ends the job alone, with one line or a repr.
+CHANNEL = "import os, time\nos.write(3, {line})\ntime.sleep(60)"  # fd 3: the runner's channel to the engine
+UNRULY = [
+    # Not JSON, nested past the parser, NaN: skipped; then a line past MAX_MESSAGE: the job stops there.
+    (CHANNEL.format(line=f"b'not json\\n' + b'[' * 200_000 + b'\\n{{\"result\": NaN}}\\n' + b'[' * {MAX_MESSAGE + 1}"),
+     Status.FAILED, f"the code wrote a line of more than {MAX_MESSAGE} bytes to moi: stopped there"),
+    (CHANNEL.format(line=repr(b'{"result": 1e999}\n')), Status.SUCCESS, "inf"),
+    (CHANNEL.format(line=repr(b'{"result": ["\\ud800", 18014398509481985]}\n')), Status.SUCCESS,
+     "['\\ud800', 18014398509481985]"),
+    (CHANNEL.format(line=repr(b'{"error": "bad \\udfff"}\n')), Status.FAILED, "bad \ufffd"),
+    ("return float('inf')", Status.SUCCESS, "inf"),
+    ("return '\\ud800'", Status.SUCCESS, "'\\ud800'"),
+    ("return 1", Status.SUCCESS, 1),  # and the next job runs
+]
+# A process the code left that made itself non-dumpable (/proc/PID is root's then) and ignores SIGTERM:
+# killed at the end all the same.
+HIDDEN = """
+import subprocess, sys
+hidden = subprocess.Popen([sys.executable, "-c", "import ctypes, signal, time; ctypes.CDLL(None).prctl(4, 0); "
+                           "signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True); time.sleep(1000)"],
+                          stdout=subprocess.PIPE)
+hidden.stdout.readline()
+return hidden.pid
+"""
+
+
+def test_code_that_leaves_processes_or_writes_anything_back_ends_alone(
+    r, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    granted = token("gus", code=True)
+    config = tmp_path / "moi.ini"
+    config.write_text("")
+    config.chmod(0o644)
+    monkeypatch.setenv("MOI_CONFIG_FP", str(config))
+    connections.reset()
+
+    async def scenario() -> list[str]:
+        async with server() as port:
+            # The config file (Redis password, cookie secret) must not be readable by a code uid.
+            refused = await call(port, "POST", JOBS, granted, {"cmd": "return 1"})
+            assert (refused.code, payload(refused)["error"]) == (
+                403,
+                f"code over the web needs the config file {config} closed to other users: chmod o-rwx {config}",
+            )
+            config.chmod(0o640)  # its group may read it: a code uid has no group
+            made = []
+            for kind, cmd in [("system", "sleep 1000 & echo done"), ("python", HIDDEN)] + [
+                ("python", code) for code, _, _ in UNRULY
+            ]:
+                answer = await call(port, "POST", JOBS, granted, {"cmd": cmd, "cmd_type": kind})
+                assert answer.code == 201, answer.body
+                made.append(payload(answer)["id"])
+            return made
+
+    try:
+        made = asyncio.run(scenario())
+    finally:
+        monkeypatch.undo()
+        connections.reset()
+    left, hidden, *unruly = (finished(job_id) for job_id in made)
+    assert (left["status"], left["result"]) == (Status.SUCCESS, ["done\n", "", 0])  # not held by its sleep
+    assert hidden["status"] == Status.SUCCESS
+    until(lambda: not live_processes_of(left["sandbox"]["uid"]), "what the code left, killed at its end")
+    for info, (_, status, result) in zip(unruly, UNRULY, strict=True):
+        assert (info["status"], info["result"]) == (status, result)
+
+    # Its directory not removed (a process left may still write there): one log line, the job's outcome stands.
+    with pytest.raises(CodeFailed, match="the real outcome"), sandbox._own_directory(CODE_UIDS[0]) as workdir:
+        os.rmdir(workdir)
+        Path(workdir).write_text("")  # not a directory now: removing it fails
+        raise CodeFailed("the real outcome")
+    assert f"code directory {workdir} not removed" in caplog.text
+    os.unlink(workdir)
