@@ -38,6 +38,7 @@ from . import job as jobs
 from .errors import (
     CodeRefused,
     EngineCountRefused,
+    FilesNotRemoved,
     InputRefused,
     InvalidCode,
     InvalidId,
@@ -88,6 +89,7 @@ _STATUS: list[tuple[type[MoiError], int, str]] = [
     (UnknownContext, 422, "invalid"),
     (ServiceError, 422, "invalid"),
     (InputRefused, 422, "invalid"),
+    (FilesNotRemoved, 409, "conflict"),
     (NotInGroup, 404, "not_found"),
     (UnknownId, 404, "not_found"),
     (InvalidId, 404, "not_found"),

@@ -276,6 +276,14 @@ class NoSuchFile(JobFilesError):
         self.path = path
 
 
+class FilesNotRemoved(JobFilesError):
+    """A job's directory that could not all be removed (a file in it that the OS refuses to remove)."""
+
+    def __init__(self, job_id: str, error: OSError) -> None:
+        why = printable(error.strerror or error) + (f" ({printable(error.filename)})" if error.filename else "")
+        super().__init__(f"The files of job {printable(job_id)} could not all be removed: {why}")
+
+
 class InputRefused(JobFilesError):
     """An input given at submit that cannot be copied in; nothing was stored."""
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from . import connections, fetch, input_policy, loops, values
-from .errors import InputRefused, InvalidId, MoiError, NoSuchFile, PathRefused, UnknownId
+from .errors import FilesNotRemoved, InputRefused, InvalidId, MoiError, NoSuchFile, PathRefused, UnknownId
 from .handle import JobHandle
 from .info import is_finished, is_uuid
 from .redact import printable
@@ -266,7 +266,10 @@ def delete(job_id: str) -> None:
     if not is_finished(info):
         cancel(job_id, store)
         JobHandle(job_id, store).wait(CANCEL_WAIT)
-    remove_directory(directory)
+    try:
+        remove_directory(directory)
+    except OSError as error:  # a file the OS refuses to remove (immutable, a mount): one line, not a traceback
+        raise FilesNotRemoved(job_id, error) from None
     store.update(job_id, set_fields(files="deleted"))
 
 

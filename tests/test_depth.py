@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import redis
 
 from moi import connections, files, services
@@ -79,6 +81,26 @@ def test_a_1200_deep_tree_is_listed_deleted_and_swept(r) -> None:
     swept = run_moi("watchdog", "--once")
     assert swept.returncode == 0 and f"removed the files of gone job {listed}" in swept.stdout, swept
     assert not os.path.exists(directory)
+
+
+def test_moi_delete_says_in_one_line_a_file_it_cannot_remove(r) -> None:
+    """An immutable file (chattr +i: even root may not unlink it) in a job's tree: `moi delete` says so
+    in one line, not a traceback, and deletes the files once the file may go."""
+    job_id = deep_job("alice", 3)
+    stuck = Path(files.directory_of(job_id), "output/d/d/d/bottom.txt")
+    if subprocess.run(["chattr", "+i", str(stuck)], capture_output=True).returncode != 0:
+        pytest.skip("this filesystem has no immutable files (chattr +i)")
+    try:
+        refused = run_moi("delete", "--job-id", job_id)
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr, refused
+    assert refused.stderr.strip() == (
+        f"The files of job {job_id} could not all be removed: Operation not permitted (bottom.txt)"
+    ), refused.stderr
+    assert run_moi("delete", "--job-id", job_id).returncode == 0
+    assert not os.path.exists(files.directory_of(job_id))
+    r.delete(connections.store().keys.info(job_id))
 
 
 # for the liveness half, in tests/test_faults.py --------------------------------------------
