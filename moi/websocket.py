@@ -87,8 +87,9 @@ HUB_SETTING = "moi_hub"
 # Output a client has not read yet (bytes of frames still being written) before its socket is closed.
 UNSENT_SETTING = "moi_max_unsent_bytes"
 MAX_UNSENT = 4 * 1024 * 1024
-CLOSE_UNREAD = 1008  # policy violation: the client sends requests but does not read the answers
-CLOSE_TOKEN_GONE = 1008  # policy violation: the socket's token was revoked or has expired
+# Policy violation: the client sends requests but does not read the answers, or its token was revoked or expired
+# (the close reason tells which).
+CLOSE_POLICY = 1008
 # How long a request waits for its client to read the answers to the last ones.
 UNSENT_TIMEOUT_SETTING = "moi_unsent_timeout"
 UNSENT_TIMEOUT = 20.0
@@ -341,7 +342,7 @@ class MOIMessageHandler(WebSocketHandler):
             return
         log.info("closing a socket of %s: its token %s was revoked or has expired", self._who(), self.token_id)
         self.refuse("your token was revoked or has expired; this socket closes")
-        self.close(CLOSE_TOKEN_GONE, "token revoked or expired")
+        self.close(CLOSE_POLICY, "token revoked or expired")
         self._release()
         self._stop_following()
 
@@ -484,7 +485,7 @@ class MOIMessageHandler(WebSocketHandler):
             how,
             self.waiting_mark if how != "at once" else self.max_unsent,
         )
-        self.close(CLOSE_UNREAD, "too much unread output")
+        self.close(CLOSE_POLICY, "too much unread output")
         self._release()
         self._stop_following()
 
@@ -512,6 +513,9 @@ class TokenWatch:
             raise RedisUnavailable(self.socket.hub.url, error) from None
         if self._stopped:  # the socket closed while the subscription was on its way: take it back
             await self.stop()
+            return
+        # A revocation published between the socket's token lookup and this subscription reached no one: ask once.
+        await self._check()
 
     async def stop(self) -> None:
         self._stopped = True

@@ -25,7 +25,7 @@ from moi.info import dumps, new_id, new_info
 from moi.server import make_app
 from moi.store import Store
 from moi.websocket import (
-    CLOSE_UNREAD,
+    CLOSE_POLICY,
     SOCKETS_SETTING,
     UNSENT_SETTING,
     UNSENT_TIMEOUT_SETTING,
@@ -243,7 +243,7 @@ def test_a_client_that_never_reads_is_closed_and_others_are_still_served(
             while not (given_up("reads-late") and given_up("never-reads")):
                 await asyncio.sleep(0.05)  # the server gives up on both (bounded by the test's timeout)
             # One reads at last: what it was sent, then the close frame, with the code.
-            assert await asyncio.wait_for(late.close_code(), WAIT) == CLOSE_UNREAD
+            assert await asyncio.wait_for(late.close_code(), WAIT) == CLOSE_POLICY
             never.close()  # the other goes away with the server's writes to it still pending
             assert sorted([await asyncio.wait_for(Recording.closed.get(), WAIT) for _ in "ab"]) == [
                 "never-reads",

@@ -19,7 +19,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from moi import connections, tokens
 from moi.errors import InvalidExpiry
 from moi.info import Status
-from moi.websocket import CLOSE_TOKEN_GONE
+from moi.websocket import CLOSE_POLICY
 from tests.conftest import run_moi
 from tests.test_relay_security import WAIT, add_job, cookie, frames_until, is_get_of, server
 
@@ -37,7 +37,7 @@ async def closed_after_saying_why(socket: WebSocketClientConnection) -> None:
     while (raw := await asyncio.wait_for(socket.read_message(), WAIT)) is not None:
         frames.append(json.loads(raw))
     assert frames and frames[-1] == {"error": GONE}, frames[-3:]
-    assert socket.close_code == CLOSE_TOKEN_GONE
+    assert socket.close_code == CLOSE_POLICY
 
 
 async def api_status(port: int, token: str) -> int:
