@@ -174,11 +174,15 @@ class Policy:
             raise InputRefused(name, outside_roots(WEB, "server path"))
         return real
 
-    def readable_in_roots(self, name: str, path: str) -> str:
-        """``path`` resolved, once it is known to be a regular file inside an input root (InputRefused
-        otherwise): what a service's validators may read before the copy opens it again."""
-        os.close(self.open_in_roots(name, path))
-        return os.path.realpath(path)
+    def read_in_roots(self, name: str, path: str, limit: int) -> bytes:
+        """The bytes of the regular file ``path`` names inside an input root, read once from the
+        descriptor that was checked, at most ``limit`` of them (InputRefused otherwise): what a
+        service's validators check is what is copied, whatever is swapped in at ``path`` meanwhile."""
+        with open(self.open_in_roots(name, path), "rb") as granted:
+            content = granted.read(limit + 1)
+        if len(content) > limit:
+            raise InputRefused(name, f"it is over {limit} bytes ([moi] max_upload)")
+        return content
 
     def open_in_roots(self, name: str, path: str) -> int:
         """A file descriptor of the regular file ``path`` resolves to inside an input root.

@@ -137,3 +137,22 @@ class Reads(Service):
 
     def run(self) -> dict[str, str]:
         return {path.name: path.read_text(errors="replace") for path in sorted(Path(os.environ["INPUT"]).iterdir())}
+
+
+SWAP_AFTER_CHECK: list[str] = []  # files ``checks_then_swaps`` rewrites once it has checked an input
+
+
+def checks_then_swaps(source: bytes | str) -> bool:
+    """Accepts only b"checked", then rewrites the files in SWAP_AFTER_CHECK: a user racing the copy."""
+    content = source if isinstance(source, bytes) else Path(source).read_bytes()
+    for path in SWAP_AFTER_CHECK:
+        Path(f"{path}.new").write_bytes(b"swapped")
+        os.replace(f"{path}.new", path)
+    return content == b"checked"
+
+
+class ReadsChecked(Reads):
+    """``reads``, with a validator that swaps its input's file once it has checked it."""
+
+    name = "reads-checked"
+    validators = [checks_then_swaps]

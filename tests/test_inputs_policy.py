@@ -330,6 +330,31 @@ def test_every_scheme_names_a_host_that_is_checked_with_one_answer_for_missing_a
         assert input_policy.Policy(schemes=("s3",)).uri_problem("s3://a-bucket/key") is None  # a bucket, not a host
 
 
+def test_a_web_users_server_path_is_read_once_so_the_checked_bytes_are_the_copied_bytes(
+    r, places: dict[str, Any]
+) -> None:
+    """The validator swaps the file once it has checked it: the job still gets the checked bytes; a
+    server path over [moi] max_upload is refused as an upload would be."""
+    root = places["root"]
+    checked, big = root / "sub" / "swap.txt", root / "sub" / "big.txt"
+    checked.write_bytes(b"checked")
+    big.write_bytes(b"b" * 101)
+    services.register(service_defs.ReadsChecked)
+    service_defs.SWAP_AFTER_CHECK[:] = [str(checked)]
+    try:
+        with settings(MOI_INPUT_ROOTS=str(root), MOI_MAX_UPLOAD="100"):
+            job_id, _, _ = services.submit("reads-checked", "alice", files=[str(checked)], origin=input_policy.WEB)
+            assert checked.read_bytes() == b"swapped"  # the swap was done, after the check
+            assert finished(job_id, timeout=WAIT)["result"] == {"swap.txt": "checked"}
+            service_defs.SWAP_AFTER_CHECK.clear()
+            with pytest.raises(InputRefused) as refused:
+                services.submit("reads-checked", "alice", files=[str(big)], origin=input_policy.WEB)
+            assert refused.value.why == "it is over 100 bytes ([moi] max_upload)"
+    finally:
+        service_defs.SWAP_AFTER_CHECK.clear()
+        services.unregister("reads-checked")
+
+
 def test_the_files_section_is_read_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from moi.config import build_settings
 

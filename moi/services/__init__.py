@@ -130,17 +130,21 @@ def _name_of(path: str | os.PathLike[str]) -> str:
 
 
 def _granted(inputs: dict[str, Any], origin: str) -> dict[str, Any]:
-    """Server paths as the policy grants them to ``origin``: resolved inside an input root for a web user
-    (so the validators read what was checked), as given for this process's own user."""
+    """Server paths as the policy grants them to ``origin``: for a web user, the bytes of a file inside
+    an input root, read once from the descriptor that was checked, so the validators check the bytes
+    that are copied (together at most [moi] max_upload, as an upload); as given for this process's user."""
     if origin == LOCAL:
         return inputs
-    policy = input_policy.of_settings(connections.settings())
-    return {
-        name: policy.readable_in_roots(name, os.fspath(source))
-        if isinstance(source, (str, os.PathLike)) and not is_uri(os.fspath(source))
-        else source
-        for name, source in inputs.items()
-    }
+    settings = connections.settings()
+    policy = input_policy.of_settings(settings)
+    left = settings.max_upload
+    granted = {}
+    for name, source in inputs.items():
+        if isinstance(source, (str, os.PathLike)) and not is_uri(os.fspath(source)):
+            source = policy.read_in_roots(name, os.fspath(source), left)
+            left -= len(source)
+        granted[name] = source
+    return granted
 
 
 def _remote(source: str | bytes | IO[bytes]) -> bool:
