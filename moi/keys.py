@@ -14,8 +14,9 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     P<id>:value           string  a job's return value or exception, when JSON cannot hold it
     Pmoi:queue:<ctx>      zset    ids of the jobs waiting for a context, by priority then order
     Pmoi:seq              string  the order of submission, shared by every context's queue
-    Pmoi:fair:clock:<ctx> string  the turn of the job last taken from that queue (fair share: see moi.lua ENQUEUE)
-    Pmoi:fair:last:<owner>:<ctx> string  the turn of that user's (group id's) last job queued there
+    Pmoi:fair:clock:<ctx>:<priority> string  the latest turn taken at that priority of that queue (fair share:
+                          see moi.lua ENQUEUE); one per priority, so a take at one does not move another's
+    Pmoi:fair:last:<owner>:<ctx>:<priority> string  the turn of that user's (group id's) last job queued there
     Pmoi:wake:<ctx>       channel announces new jobs in that queue (to dispatchers)
     Pmoi:wakeup:<ctx>     list    tokens that wake engines waiting for work in that queue
     Pmoi:dispatcher:<ctx> string  which process dispatches for that context (a lease)
@@ -86,11 +87,13 @@ class Keys:
     def seq(self) -> str:
         return f"{self.prefix}moi:seq"
 
-    def fair_clock(self, context: str) -> str:
-        return f"{self.prefix}moi:fair:clock:{context}"
+    def fair_clock(self, context: str, priority: int | None = None) -> str:
+        """The clock of one priority; without one, what the Lua scripts add a priority to."""
+        return f"{self.prefix}moi:fair:clock:{context}:{'' if priority is None else priority}"
 
-    def fair_last(self, context: str, owner: str) -> str:
-        return f"{self.prefix}moi:fair:last:{owner}:{context}"
+    def fair_last(self, context: str, owner: str, priority: int | None = None) -> str:
+        """An owner's last turn at one priority; without one, what the Lua scripts add a priority to."""
+        return f"{self.prefix}moi:fair:last:{owner}:{context}:{'' if priority is None else priority}"
 
     def wake(self, context: str) -> str:
         return f"{self.prefix}moi:wake:{context}"

@@ -150,7 +150,8 @@ MAX_PRIORITY = 1000
 # jobs; past hard_limit, nothing is written.
 # A job in a paused scope (any of the scope tokens is in the paused set) is stored Paused, in the held set.
 # KEYS: group info, group children, queue, sequence, wakeup list, the context's online key, owner's active set,
-#       paused set, held set, owner's index, everyone's index, the queue's fair clock, the owner's last turn.
+#       paused set, held set, owner's index, everyone's index, then, each to be followed by a priority (keys
+#       of their own, one per priority): the queue's fair clock and the owner's last turn.
 # ARGV: ttl, group channel, add message, key prefix, wake channel, the note for a cluster not seen online,
 # hog_size, hard_limit (0: none), how many jobs to count against it (0: this call's; a batch counts all of
 # its jobs with its first call), the number of scope tokens, the tokens, then per job: id, document, call,
@@ -159,10 +160,12 @@ MAX_PRIORITY = 1000
 # {-1, unfinished jobs the owner has} when the hard limit refuses them. When the cluster was not seen
 # online each job's info says so in its "waiting" field (TAKE clears it).
 # A job's score is its priority (highest first), then its turn: (TOP - priority) * 2^32 + turn. Turns share
-# the queue between users at one priority (start-time fair queuing): a job's turn is the later of the queue's
-# clock (the turn of the job TAKE took last) and its owner's last turn + 1. So a user's jobs keep their order,
-# and a user with nothing waiting goes next, before the rest of another user's backlog: users alternate.
-# Before the first take the clock is the submission sequence, at or past every turn given so far.
+# the queue between users at one priority (start-time fair queuing): a job's turn is the later of that
+# priority's clock (the latest turn TAKE took at that priority) and its owner's last turn there + 1. So a
+# user's jobs keep their order, and a user with nothing waiting goes next, before the rest of another user's
+# backlog: users alternate. Each priority has its own clock and last turns: a job taken at a higher priority
+# (whose turn comes after its owner's backlog) does not move the clock of the normal jobs past that backlog.
+# Before the first take at a priority its clock is the submission sequence, at or past every turn given so far.
 ENQUEUE = (
     _EXTEND
     + """
@@ -192,8 +195,15 @@ for i = 11, first - 1 do
   if redis.call('SISMEMBER', KEYS[8], ARGV[i]) == 1 then paused = true end
 end
 local seq = redis.call('INCRBY', KEYS[4], count) - count
-local clock = tonumber(redis.call('GET', KEYS[12]) or seq)
-local turn = math.max(clock, tonumber(redis.call('GET', KEYS[13]) or -1) + 1)
+local turns = {}  -- per priority: the turn the next job there gets
+local function turn_at(priority)
+  if not turns[priority] then
+    local clock = tonumber(redis.call('GET', KEYS[12] .. priority) or seq)
+    turns[priority] = math.max(clock, tonumber(redis.call('GET', KEYS[13] .. priority) or -1) + 1)
+  end
+  turns[priority] = turns[priority] + 1
+  return turns[priority] - 1
+end
 local tokens, ids, places, indexed = {}, {}, {}, {}
 for i = first, #ARGV, 4 do
   local id, doc, priority = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
@@ -213,8 +223,7 @@ for i = first, #ARGV, 4 do
   have = have + 1
   seq = seq + 1
   ids[#ids + 1] = id
-  places[#places + 1], places[#places + 2] = (PRIORITY_TOP - priority) * 4294967296 + turn, id
-  turn = turn + 1
+  places[#places + 1], places[#places + 2] = (PRIORITY_TOP - priority) * 4294967296 + turn_at(priority), id
   indexed[#indexed + 1], indexed[#indexed + 2] = seq, id
   if #tokens < 64 and not paused then tokens[#tokens + 1] = '1' end
 end
@@ -223,7 +232,7 @@ redis.call('SADD', KEYS[7], unpack(ids))
 redis.call('ZADD', paused and KEYS[9] or KEYS[3], unpack(places))
 redis.call('ZADD', KEYS[10], unpack(indexed))  -- the owner's jobs, and everyone's, newest last (the API lists them)
 redis.call('ZADD', KEYS[11], unpack(indexed))
-redis.call('SET', KEYS[13], turn - 1, 'EX', ttl)
+for priority, turn in pairs(turns) do redis.call('SET', KEYS[13] .. priority, turn - 1, 'EX', ttl) end
 extend(KEYS[10], ttl)
 extend(KEYS[2], ttl)
 extend(KEYS[1], ttl)
@@ -251,7 +260,10 @@ return {1, online}
 # type of key) or write back (a number cjson has no JSON for, such as 1e999, read as inf) fails alone, its
 # result one line, and its entry goes: it never stalls the take of every engine (moi.values keeps such values
 # out; this is for what got into Redis anyway).
-# KEYS: queue, running set, retiring set, tally, fair clock.  ARGV: key prefix, ttl, engine label, heartbeat ttl,
+# The fair clock of the first job's priority is raised to its turn (never lowered: a job given back by RELEASE
+# keeps its old, earlier turn), and no other priority's (see ENQUEUE).
+# KEYS: queue, running set, retiring set, tally, fair clock (to be followed by a priority).
+# ARGV: key prefix, ttl, engine label, heartbeat ttl,
 # date_start, most, batch, the owners' active sets' key without the owner.  Returns document, call, score for each
 # job taken, false when the queue holds no job to run, or {'retiring'}.
 TAKE = """
@@ -336,9 +348,11 @@ while #out == 0 do  -- entries of jobs no longer Queued (removed) are dropped: l
   redis.call('ZREM', KEYS[1], unpack(popped))
 end
 redis.call('SADD', KEYS[2], unpack(taken))
-redis.call('SET', KEYS[5], tonumber(out[3]) % 4294967296)  -- the fair clock: the turn of the job taken (ENQUEUE)
+local score = tonumber(out[3])
+local clock = KEYS[5] .. (PRIORITY_TOP - math.floor(score / 4294967296))  -- the clock of the taken job's priority
+if score % 4294967296 > tonumber(redis.call('GET', clock) or -1) then redis.call('SET', clock, score % 4294967296) end
 return out
-"""
+""".replace("PRIORITY_TOP", str(MAX_PRIORITY))
 
 # An engine gives back the items of a block it took but has not started (the one it runs takes long):
 # each goes back to its old place in the queue, unless a cancel was asked for meanwhile, which then ends

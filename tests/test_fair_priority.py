@@ -87,3 +87,32 @@ def test_one_users_high_jobs_do_not_starve_another_users_normal_ones(r, configur
     assert started[:3] == ["hog-1", "hog-2", "hog-3"]
     assert sorted(started[3:5]) == ["late-1", "meek-1"]  # one turn each: the later user goes before meek's second
     assert started[5:] == ["meek-2", "hog-4", "hog-5"]  # the hog's jobs past hog_size after every normal one
+
+
+def test_a_job_at_a_higher_priority_does_not_move_the_normal_jobs_turns_past_its_owners_backlog(
+    r, tmp_path: Path
+) -> None:
+    """A user with three normal jobs waiting sends one at priority 5: it is taken first (and its turn is
+    after their backlog). Another user's normal job sent then still goes next but one, not behind the
+    whole backlog: each priority keeps its own clock. Order is that of one engine taking the queue."""
+    first, second, third = tmp_path / "release-1", tmp_path / "release-2", tmp_path / "release-3"
+    holders = [submit("default", "holder", "hold", None, queue_jobs.hold, str(path))[0] for path in (first, second)]
+    for job_id in holders:
+        wait_status(job_id, Status.RUNNING)
+    log = tmp_path / "order"
+    backlog = [
+        submit("default", "pusher", label, None, queue_jobs.record, str(log), label)[0]
+        for label in ("pusher-1", "pusher-2", "pusher-3")
+    ]
+    high = submit("default", "pusher", "high", None, queue_jobs.hold, str(third), priority=5)[0]
+    first.touch()
+    wait_status(high, Status.RUNNING)  # taken before the backlog, its turn after it
+    newcomer = submit("default", "newcomer", "newcomer-1", None, queue_jobs.record, str(log), "newcomer-1")[0]
+    second.touch()  # the other engine takes the normal jobs one at a time
+    for job_id in [*backlog, newcomer]:
+        finished(job_id)
+    third.touch()
+    finished(high)
+    started = lines(log)
+    assert "newcomer-1" in started[:2], started  # it used to start last, after the whole backlog
+    assert [label for label in started if label.startswith("pusher")] == ["pusher-1", "pusher-2", "pusher-3"]

@@ -22,15 +22,17 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
         raise WrongState(job_id, "resubmitted", "it is not a service job; `moi relaunch` runs a job again")
     if info.get("status") != Status.FAILED:
         raise WrongState(job_id, "resubmitted", f"it is {info.get('status')}, and only a Failed job goes back")
-    context = str(info.get("context"))
+    context, priority, owner = str(info.get("context")), int(info.get("priority") or 0), str(info.get("owner") or "")
+    last = store.keys.fair_last(context, owner, priority)
     with reaching(store.url):
         seq = int(store.redis.incr(store.keys.seq))
-        clock = store.redis.get(store.keys.fair_clock(context))
+        clock, owners_last = store.redis.mget(store.keys.fair_clock(context, priority), last)
         steps = sorted(store.children(job_id))
     if steps:
         _remove_steps(store, job_id, steps)
-    turn = int(clock) if clock is not None else seq  # with the jobs being taken now (fair share: moi.lua ENQUEUE)
-    score = (MAX_PRIORITY - int(info.get("priority") or 0)) * 2**32 + turn
+    # As ENQUEUE gives it (fair share: moi.lua): with the jobs being taken now at its priority, after its owner's.
+    turn = max(int(clock) if clock is not None else seq, int(owners_last) + 1 if owners_last is not None else 0)
+    score = (MAX_PRIORITY - priority) * 2**32 + turn
 
     def change(current: Info) -> Info | None:
         if current.get("status") != Status.FAILED:
@@ -44,8 +46,9 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
         ["ZADD", store.keys.queue(context), score, job_id],
         ["ZREM", store.keys.due("expire"), job_id],
     ]
-    if info.get("owner"):
-        also.append(["SADD", store.keys.active(str(info["owner"])), job_id])
+    if owner:
+        also.append(["SADD", store.keys.active(owner), job_id])
+        also.append(["SET", last, turn, "EX", store.ttl])
     new = store.update(job_id, change, info, also=also)
     if new.get("status") == Status.QUEUED:
         wake(store, context, 1)
