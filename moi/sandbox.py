@@ -35,8 +35,11 @@ CommandFailed.
 
 When the job ends, or the engine's liveness interrupts it (a cancel), every
 process of that uid in the child's process group or session gets SIGTERM, then
-SIGKILL. A process that leaves its session (``setsid``) can outlive the job; it
-still runs as the user's uid, with nothing of moi's. The library and the CLI,
+SIGKILL. Where the engine may make one, the code also runs in a pid namespace of its
+own (``unshare --pid --fork --kill-child``): when its first process ends or is killed,
+the kernel kills every process left in it, those that left the session too. Without
+one, a process that leaves its session (``setsid``) can outlive the job; it still
+runs as the user's uid, with nothing of moi's. The library and the CLI,
 run as the machine's own user, run code in-process as before: this is for the web.
 """
 
@@ -83,6 +86,9 @@ SANDBOX_FIELD = "sandbox"  # of a code job's info: {"uid", "network"}, written b
 PATH = "/usr/local/bin:/usr/bin:/bin"
 TOOLS_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"  # where setpriv and unshare (util-linux) are looked for
 SHELL = "/bin/sh"
+# unshare's options for a pid namespace: the code's first process is its init, and unshare (the engine's
+# child) kills it when it is killed itself; when that init ends, the kernel kills every process left in it.
+PID_NAMESPACE = ["--pid", "--fork", "--kill-child"]
 
 # The child's whole program: stdlib only (the child cannot import moi), and plain enough for any Python 3.
 RUNNER = r"""
@@ -287,12 +293,13 @@ def run_code(
 
 
 def _switch(uid: int, network: str, processes: int) -> list[str]:
-    """The commands that put what follows them in a network namespace of its own (for network "none"),
-    limit its uid's processes (RLIMIT_NPROC: a fork bomb stops there), then run it as ``uid`` and its
-    group alone, never to gain privileges again (a setuid program included)."""
-    tools = ["setpriv"] + (["unshare"] if network == "none" else []) + (["prlimit"] if processes else [])
+    """The commands that put what follows them in a network namespace of its own (for network "none") and
+    a pid namespace of its own (where the engine may), limit its uid's processes (RLIMIT_NPROC: a fork bomb
+    stops there), then run it as ``uid`` and its group alone, never to gain privileges again (a setuid
+    program included)."""
+    tools = ["setpriv", "unshare"] + (["prlimit"] if processes else [])
     found = {name: shutil.which(name, path=TOOLS_PATH) for name in tools}
-    missing = [name for name, path in found.items() if path is None]
+    missing = [name for name, path in found.items() if path is None and (name != "unshare" or network == "none")]
     if missing:
         raise CodeFailed(
             f"engine {engine.engine_label()} has no {missing[0]} (util-linux), which sandboxed code needs", "text"
@@ -300,23 +307,28 @@ def _switch(uid: int, network: str, processes: int) -> list[str]:
     drop = [str(found["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
     if processes:
         drop = [str(found["prlimit"]), f"--nproc={processes}:{processes}", "--", *drop]
-    if network != "none":
+    unshare = found["unshare"]
+    if unshare is None:
         return drop
-    isolate = [str(found["unshare"]), "--net", "--"]
-    if not _isolates(tuple(isolate)):
-        raise CodeFailed(
-            f"engine {engine.engine_label()} cannot give code a network namespace of its own (unshare --net): "
-            "give it CAP_SYS_ADMIN, or set [security] code_network = host",
-            "text",
-        )
-    return isolate + drop
+    namespaces = []
+    if network == "none":
+        if not _isolates(unshare, "--net"):
+            raise CodeFailed(
+                f"engine {engine.engine_label()} cannot give code a network namespace of its own (unshare --net): "
+                "give it CAP_SYS_ADMIN, or set [security] code_network = host",
+                "text",
+            )
+        namespaces.append("--net")
+    if _isolates(unshare, *PID_NAMESPACE):  # when the code's first process ends, the kernel kills the rest
+        namespaces += PID_NAMESPACE
+    return [unshare, *namespaces, "--", *drop] if namespaces else drop
 
 
 @functools.cache
-def _isolates(isolate: tuple[str, ...]) -> bool:
-    """Whether this engine may make network namespaces (a container without CAP_SYS_ADMIN may not); asked once."""
+def _isolates(*isolate: str) -> bool:
+    """Whether this engine may make these namespaces (a container without CAP_SYS_ADMIN may not); asked once."""
     try:
-        return subprocess.run([*isolate, "true"], capture_output=True, timeout=30).returncode == 0
+        return subprocess.run([*isolate, "--", "true"], capture_output=True, timeout=30).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
 

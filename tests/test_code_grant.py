@@ -156,6 +156,14 @@ def password_anywhere():
             except OSError:
                 pass
     return found
+def engine_pid():
+    # The parent (as /proc numbers it: os.getppid() is 0 in a pid namespace of its own), or unshare's.
+    def parent(pid):
+        name, _, rest = read("/proc/%s/stat" % pid).rpartition(b")")
+        return name.endswith(b"(unshare"), int(rest.split()[1])
+    _, pid = parent("self")
+    under_unshare, above = parent(pid)
+    return above if under_unshare else pid
 def fork_many():
     import subprocess
     started = []
@@ -171,8 +179,8 @@ return {{
     "state_dir": tried(lambda: os.listdir({state_dir!r})),
     "connection_file": tried(lambda: read({cluster_file!r})),
     "session_dir": tried(lambda: os.listdir({session_dir!r})),
-    "engine_environ": tried(lambda: read("/proc/%d/environ" % os.getppid())),
-    "engine_memory": tried(lambda: read("/proc/%d/mem" % os.getppid())),
+    "engine_environ": tried(lambda: read("/proc/%d/environ" % engine_pid())),
+    "engine_memory": tried(lambda: read("/proc/%d/mem" % engine_pid())),
     "victim_job_dir": tried(lambda: os.listdir({victim_job_dir!r})),
     "victim_code_dir": tried(lambda: os.listdir({victim_code_dir!r})),
     "victim_signalled": tried(lambda: os.kill({victim_pid}, signal.SIGTERM)),
@@ -186,10 +194,11 @@ return {{
 """
 
 
-# The victim's code: says where it runs (its directory and pid) in a status text, then sleeps.
+# The victim's code: says where it runs (its directory and pid, as the machine numbers it) in a status text,
+# then sleeps. /proc/self: os.getpid() is its number in its own pid namespace, where the engine makes one.
 SLEEPER = """
 import os, time
-kwargs["status_update"]("in %s %d" % (os.getcwd(), os.getpid()))
+kwargs["status_update"]("in %s %s" % (os.getcwd(), os.readlink("/proc/self")))
 time.sleep(120)
 """
 
@@ -237,8 +246,10 @@ def test_granted_code_runs_as_its_users_uid_and_reaches_nothing_of_mois(
             assert seen["ids"] == [uid, uid, uid, []]  # its own uid and gid, no other group: not root's
             for probe_name in ("state_dir", "connection_file", "session_dir", "engine_environ", "engine_memory"):
                 assert seen[probe_name][0] == "PermissionError", (probe_name, seen[probe_name])
-            for probe_name in ("victim_job_dir", "victim_code_dir", "victim_signalled"):
+            for probe_name in ("victim_job_dir", "victim_code_dir"):
                 assert seen[probe_name][0] == "PermissionError", (probe_name, seen[probe_name])
+            # Another uid's process (or, from a pid namespace of its own, no process it can name at all).
+            assert seen["victim_signalled"][0] in ("PermissionError", "ProcessLookupError"), seen["victim_signalled"]
             assert seen["redis_get"] == ["done", repr("-NOAUTH Authentication required.\r\n")]
             assert seen["redis_auth"][0] == "done" and "WRONGPASS" in seen["redis_auth"][1]
             assert seen["password_seen"] == []
