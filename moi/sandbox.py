@@ -92,7 +92,9 @@ PID_NAMESPACE = ["--pid", "--fork", "--kill-child"]
 
 # The child's whole program: stdlib only (the child cannot import moi), and plain enough for any Python 3.
 RUNNER = r"""
-import json, os, sys, traceback
+import json, os, signal, sys, traceback
+# SIGTERM ends it, as by default: the first process of a pid namespace would ignore it otherwise.
+signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
 job = json.loads(sys.stdin.read())
 channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
 nowhere = os.open(os.devnull, os.O_RDWR)
