@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 import moi
-from moi import connections, tokens
+from moi import connections, services, tokens
 from moi.config import build_settings
 from moi.errors import ConfigError
 from moi.info import Status
 from moi.job import get_info, submit
-from tests import queue_jobs
+from moi.services.actions import resubmit
+from tests import queue_jobs, service_defs
 from tests.conftest import finished
 from tests.test_api import call, payload
 from tests.test_queue import lines, wait_status
@@ -116,3 +117,29 @@ def test_a_job_at_a_higher_priority_does_not_move_the_normal_jobs_turns_past_its
     started = lines(log)
     assert "newcomer-1" in started[:2], started  # it used to start last, after the whole backlog
     assert [label for label in started if label.startswith("pusher")] == ["pusher-1", "pusher-2", "pusher-3"]
+
+
+def test_a_resubmitted_job_takes_its_owners_turn(r, tmp_path: Path) -> None:
+    """As a new one would: after the job its owner has waiting, and before the end of another user's backlog
+    (not at the clock, before its owner's job, nor after everything queued)."""
+    services.register(service_defs.Recording)
+    failed = services.submit("recording", "resender", {"fail_in": "run"})[0]
+    assert finished(failed)["status"] == Status.FAILED
+    releases = [tmp_path / "release-1", tmp_path / "release-2"]
+    holders = [submit("default", "holder", "hold", None, queue_jobs.hold, str(path))[0] for path in releases]
+    waiting: list[str] = []
+    try:
+        for job_id in holders:
+            wait_status(job_id, Status.RUNNING)
+        for user in ("crowd", "crowd", "crowd", "resender"):
+            waiting.append(submit("default", user, "w", None, queue_jobs.record, str(tmp_path / "log"), "w")[0])
+        resubmit(failed)
+        queue = connections.store().keys.queue("default")
+        crowd_last, resenders, resubmitted = (r.zscore(queue, job_id) for job_id in [waiting[2], waiting[3], failed])
+        assert resenders < resubmitted < crowd_last, (resenders, resubmitted, crowd_last)
+    finally:
+        for path in releases:
+            path.touch()
+        for job_id in [*holders, *waiting, failed]:
+            finished(job_id)
+        services.unregister("recording")
