@@ -13,7 +13,8 @@ user who reads it: origin LOCAL), or when it resolves inside an input root (any 
 HTTP, origin WEB, the only way). ``file:`` reaches only inside the input roots. A network fetch
 resolves the name once, refuses loopback, private, link-local, unspecified, multicast and
 reserved addresses, and moi's own Redis and cluster, unless ``fetch_allow`` lists them, and
-connects to the address it checked (see ``moi.fetch``). The submitting side writes the policy
+connects to the address it checked (see ``moi.fetch``); the host of a URI of any other scheme
+(fsspec's: ftp, sftp, ...) is checked the same way before fsspec connects. The submitting side writes the policy
 into the job's transfers (``carried``); the engine, which reads no settings, applies that.
 
 A refusal is one line, the same whether or not its target exists, and says nothing of its content.
