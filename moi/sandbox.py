@@ -39,7 +39,8 @@ SIGKILL. Where the engine may make one, the code also runs in a pid namespace of
 own (``unshare --pid --fork --kill-child``): when its first process ends or is killed,
 the kernel kills every process left in it, those that left the session too. Without
 one, a process that leaves its session (``setsid``) can outlive the job; it still
-runs as the user's uid, with nothing of moi's. The library and the CLI,
+runs as the user's uid, with nothing of moi's. Code whose engine dies is killed by the
+kernel (a parent-death signal). The library and the CLI,
 run as the machine's own user, run code in-process as before: this is for the web.
 """
 
@@ -84,6 +85,9 @@ MAX_OUTPUT = 4 << 20  # bytes of a shell command's stdout and stderr together; p
 MAX_MESSAGE = 1 << 20  # bytes of one line the Python child writes back (a status text, its result)
 SANDBOX_FIELD = "sandbox"  # of a code job's info: {"uid", "network"}, written by the server
 PATH = "/usr/local/bin:/usr/bin:/bin"
+# A killed engine (SIGKILL, OOM) takes the code it started with it: the kernel sends SIGKILL to a child
+# whose parent dies (PR_SET_PDEATHSIG, set by setpriv just before it runs what follows).
+DIE_WITH_PARENT = ("--pdeathsig", "KILL")
 TOOLS_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"  # where setpriv and unshare (util-linux) are looked for
 SHELL = "/bin/sh"
 # unshare's options for a pid namespace: the code's first process is its init, and unshare (the engine's
@@ -306,7 +310,9 @@ def _switch(uid: int, network: str, processes: int) -> list[str]:
         raise CodeFailed(
             f"engine {engine.engine_label()} has no {missing[0]} (util-linux), which sandboxed code needs", "text"
         )
-    drop = [str(found["setpriv"]), f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", "--"]
+    # --pdeathsig after the uid change (a change of uid clears an earlier one): the code dies with its parent.
+    setpriv = str(found["setpriv"])
+    drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", *DIE_WITH_PARENT, "--"]
     if processes:
         drop = [str(found["prlimit"]), f"--nproc={processes}:{processes}", "--", *drop]
     unshare = found["unshare"]
@@ -323,7 +329,8 @@ def _switch(uid: int, network: str, processes: int) -> list[str]:
         namespaces.append("--net")
     if _isolates(unshare, *PID_NAMESPACE):  # when the code's first process ends, the kernel kills the rest
         namespaces += PID_NAMESPACE
-    return [unshare, *namespaces, "--", *drop] if namespaces else drop
+    # unshare itself dies with the engine too, and so its namespaces and everything in them.
+    return [setpriv, *DIE_WITH_PARENT, "--", unshare, *namespaces, "--", *drop] if namespaces else drop
 
 
 @functools.cache

@@ -11,6 +11,7 @@ import errno
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -369,3 +370,37 @@ def test_code_that_leaves_processes_or_writes_anything_back_ends_alone(
         raise CodeFailed("the real outcome")
     assert f"code directory {workdir} not removed" in caplog.text
     os.unlink(workdir)
+
+
+# An "engine" that starts code through the sandbox's own command chain, says the pid, then waits.
+ENGINE = """
+import subprocess, sys, time
+from moi import sandbox
+command = sandbox._switch({uid}, {network!r}, 20) + ["/bin/sh", "-c", "setsid sleep 1000 & sleep 1000"]
+print(subprocess.Popen(command, start_new_session=True).pid, flush=True)
+time.sleep(1000)
+"""
+
+
+@pytest.mark.parametrize("network", ["none", "host"])
+def test_code_whose_engine_is_killed_dies_with_it(network: str) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    uid = CODE_UIDS[1] - 1  # a uid of the range no other test gives out
+    if network == "none" and os.environ.get("MOI_CODE_NETWORK") != "none":
+        pytest.skip("this machine gives no network namespace")
+    unshare = shutil.which("unshare", path=sandbox.TOOLS_PATH)
+    if unshare is None or not sandbox._isolates(unshare, *sandbox.PID_NAMESPACE):
+        pytest.skip("this machine gives no pid namespace: what the code leaves may outlive its engine")
+    engine = subprocess.Popen(
+        [sys.executable, "-c", ENGINE.format(uid=uid, network=network)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert engine.stdout is not None and engine.stdout.readline().strip().isdigit()
+        until(lambda: len(live_processes_of(uid)) >= 2, "the code and what it left in its own session")
+    finally:
+        engine.send_signal(signal.SIGKILL)  # the engine dies as an OOM kill would end it
+        engine.wait()
+    until(lambda: not live_processes_of(uid), "the code killed with its engine, setsid ones too")
