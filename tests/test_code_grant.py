@@ -18,12 +18,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from moi import connections, sandbox, tokens
+from moi import connections, tokens
 from moi import job as jobs
 from moi.config import build_settings
 from moi.errors import CodeFailed, ConfigError
 from moi.info import Status
-from moi.sandbox import GRANT_NEEDED, MAX_MESSAGE, real_uid
+from moi.sandbox import GRANT_NEEDED, MAX_MESSAGE, child, real_uid
 from tests.conftest import CODE_UIDS, REDIS_PASSWORD, finished, run_moi, until
 from tests.test_api import call, payload
 from tests.test_relay_security import connect, frames_until, server
@@ -364,7 +364,7 @@ def test_code_that_leaves_processes_or_writes_anything_back_ends_alone(
         assert (info["status"], info["result"]) == (status, result)
 
     # Its directory not removed (a process left may still write there): one log line, the job's outcome stands.
-    with pytest.raises(CodeFailed, match="the real outcome"), sandbox._own_directory(CODE_UIDS[0]) as workdir:
+    with pytest.raises(CodeFailed, match="the real outcome"), child._own_directory(CODE_UIDS[0]) as workdir:
         os.rmdir(workdir)
         Path(workdir).write_text("")  # not a directory now: removing it fails
         raise CodeFailed("the real outcome")
@@ -375,8 +375,8 @@ def test_code_that_leaves_processes_or_writes_anything_back_ends_alone(
 # An "engine" that starts code through the sandbox's own command chain, says the pid, then waits.
 ENGINE = """
 import subprocess, sys, time
-from moi import sandbox
-command = sandbox._switch({uid}, {network!r}, 20) + ["/bin/sh", "-c", "setsid sleep 1000 & sleep 1000"]
+from moi.sandbox import child
+command = child._switch({uid}, {network!r}, 20) + ["/bin/sh", "-c", "setsid sleep 1000 & sleep 1000"]
 print(subprocess.Popen(command, start_new_session=True).pid, flush=True)
 time.sleep(1000)
 """
@@ -391,8 +391,8 @@ def test_code_whose_engine_is_killed_dies_with_it(network: str) -> None:
     uid = CODE_UIDS[1] - 1  # a uid of the range no other test gives out
     if network == "none" and os.environ.get("MOI_CODE_NETWORK") != "none":
         pytest.skip("this machine gives no network namespace")
-    unshare = shutil.which("unshare", path=sandbox.TOOLS_PATH)
-    if unshare is None or not sandbox._isolates(unshare, *sandbox.PID_NAMESPACE):
+    unshare = shutil.which("unshare", path=child.TOOLS_PATH)
+    if unshare is None or not child._isolates(unshare, *child.PID_NAMESPACE):
         pytest.skip("this machine gives no pid namespace: what the code leaves may outlive its engine")
     engine = subprocess.Popen(
         [sys.executable, "-c", ENGINE.format(uid=uid, network=network)], stdout=subprocess.PIPE, text=True

@@ -1,14 +1,4 @@
-"""Code that a web user runs (a ``cmd`` job over the API): a fresh interpreter, as an unprivileged uid.
-
-Running Python or shell over the web is a grant (``moi.api`` checks it: an admin,
-a user of ``[security] code_users``, or a token made with ``--code``). The server
-then decides where the code runs and writes it into the job's call, which only moi
-writes (``run_code(kind, cmd, uid, python, network, processes)``), and into its info
-(``sandbox``: uid and network; relaunch keeps it, and asks for the grant again). Each
-moi user has their own uid from the operator's range ``[security] code_uids``, given
-out once and kept in Redis (``Keys.code_uids``), so one user's code cannot signal
-another's processes or read their files. No passwd entry is needed: a uid is a number.
-It is never one a local account has.
+"""Running a web user's code as its uid: the engine's side of the sandbox (``run_code``).
 
 On the engine (which must run as root to switch uid), ``run_code`` never runs the
 code in the engine's own process, nor in a fork of it (its memory holds the Redis
@@ -26,9 +16,9 @@ password). It starts a fresh interpreter, ``[security] code_python``:
   HOME, LANG, TMPDIR) and, as its working directory, a fresh directory owned by the
   uid (0700), removed afterwards.
 
-The child does not import moi: ``RUNNER`` (below) is passed with ``-I -c``, reads the
-job from stdin and writes JSON lines back on its stdout: status texts, then the result
-(or its repr) or the traceback. The engine relays them, so the job's info reads as
+The child does not import moi: ``RUNNER`` (``moi.sandbox.runner``) is passed with ``-I -c``,
+reads the job from stdin and writes JSON lines back on its stdout: status texts, then the
+result (or its repr) or the traceback. The engine relays them, so the job's info reads as
 ``python_exec``'s and ``system_call``'s would (``moi.commands``). A shell command is
 ``/bin/sh -c`` as that uid, with ``[stdout, stderr, returncode]`` as its result, or
 CommandFailed.
@@ -40,50 +30,37 @@ own (``unshare --pid --fork --kill-child``): when its first process ends or is k
 the kernel kills every process left in it, those that left the session too. Without
 one, a process that leaves its session (``setsid``) can outlive the job; it still
 runs as the user's uid, with nothing of moi's. Code whose engine dies is killed by the
-kernel (a parent-death signal). The library and the CLI,
-run as the machine's own user, run code in-process as before: this is for the web.
+kernel (a parent-death signal).
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import json
 import logging
 import os
-import pickle
-import pickletools
-import pwd
 import select
 import shutil
 import signal
-import stat
 import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import connections, engine, values
-from .commands import function_source
-from .errors import CodeFailed, CodeRefused, CommandFailed, InvalidValue
-from .store import Store, reaching
+from .. import engine, values
+from ..commands import function_source
+from ..errors import CodeFailed, CommandFailed, InvalidValue
+from .runner import RUNNER
 
 log = logging.getLogger("moi.sandbox")
 
-GRANT_NEEDED = (
-    "running code needs a grant: an admin, a user listed in [security] code_users, "
-    "or a token made with `moi token create --code`"
-)
 KILL_AFTER = 3.0  # seconds the code's processes get between SIGTERM and SIGKILL
 POLL = 0.5  # seconds between looks at a cancel while the engine waits on the child
 DRAIN = 0.5  # seconds the output is still read after the child ended (a process it left may hold the pipes)
 MAX_OUTPUT = 4 << 20  # bytes of a shell command's stdout and stderr together; past them it is stopped
 MAX_MESSAGE = 1 << 20  # bytes of one line the Python child writes back (a status text, its result)
-SANDBOX_FIELD = "sandbox"  # of a code job's info: {"uid", "network"}, written by the server
 PATH = "/usr/local/bin:/usr/bin:/bin"
 # A killed engine (SIGKILL, OOM) takes the code it started with it: the kernel sends SIGKILL to a child
 # whose parent dies (PR_SET_PDEATHSIG, set by setpriv just before it runs what follows).
@@ -93,172 +70,6 @@ SHELL = "/bin/sh"
 # unshare's options for a pid namespace: the code's first process is its init, and unshare (the engine's
 # child) kills it when it is killed itself; when that init ends, the kernel kills every process left in it.
 PID_NAMESPACE = ["--pid", "--fork", "--kill-child"]
-
-# The child's whole program: stdlib only (the child cannot import moi), and plain enough for any Python 3.
-RUNNER = r"""
-import json, os, signal, sys, traceback
-# SIGTERM ends it, as by default: the first process of a pid namespace would ignore it otherwise.
-signal.signal(signal.SIGTERM, lambda signum, frame: os._exit(128 + signum))
-job = json.loads(sys.stdin.read())
-channel = os.fdopen(os.dup(1), "w", encoding="utf-8")
-nowhere = os.open(os.devnull, os.O_RDWR)
-for fd in (0, 1, 2):
-    os.dup2(nowhere, fd)
-
-def send(message):
-    channel.write(message + "\n")
-    channel.flush()
-
-def status_update(text):
-    send(json.dumps({"status": str(text)}))
-
-def outcome():
-    namespace = {}
-    try:
-        exec(compile(job["source"], "<moi-cmd>", "exec"), namespace)
-        value = namespace["moi_cmd"](status_update=status_update, moi_update_status=status_update,
-                                     moi_context=job["context"], moi_parent_id=job["parent"])
-    except BaseException as error:
-        tb = error.__traceback__
-        while tb is not None and tb.tb_frame.f_code.co_filename == "<string>":
-            tb = tb.tb_next
-        return json.dumps({"error": "".join(traceback.format_exception(type(error), error, tb))})
-    try:
-        return json.dumps({"result": value}, allow_nan=False)
-    except (TypeError, ValueError, RecursionError):
-        try:
-            text = repr(value)
-        except Exception as error:
-            text = "<unrepresentable %s: %r>" % (type(value).__name__, error)
-        return json.dumps({"repr": text})
-
-send(outcome())
-os._exit(0)
-"""
-
-
-# on the server ----------------------------------------------------------------------
-
-
-def granted(user: str, admin: bool, token_code: bool) -> bool:
-    """Whether ``user`` may run code over the web: an admin, a user of ``code_users``, or a ``--code`` token."""
-    return admin or token_code or user in connections.settings().code_user_names
-
-
-@dataclass(frozen=True)
-class Place:
-    """Where a user's code runs: as which uid, in which interpreter, with which network (none or host),
-    with how many processes at most (0: no limit)."""
-
-    uid: int
-    python: str
-    network: str
-    processes: int = 0
-
-
-def placement(store: Store, user: str) -> Place:
-    """Where ``user``'s code runs; CodeRefused when this moi cannot sandbox code."""
-    settings = connections.settings()
-    uids = settings.code_uid_range
-    if uids is None:
-        raise CodeRefused(
-            "running code over the web needs [security] code_uids (MOI_CODE_UIDS): "
-            "a range of uids no account uses, such as 200000-265535"
-        )
-    if settings.uses_embedded_cluster and os.geteuid() != 0:  # the embedded runtime's engines run as this server
-        raise CodeRefused(
-            f"running code over the web needs engines that run as root (to switch to a code uid); "
-            f"this server, and so the embedded runtime's engines, run as uid {os.geteuid()}"
-        )
-    _check_config_closed()
-    python = settings.code_python or sys.executable
-    return Place(uid_of(store, user, uids), python, settings.code_network, max(0, settings.code_max_processes))
-
-
-def _check_config_closed() -> None:
-    """CodeRefused when other users may read the configuration file (its Redis password, cookie secret and
-    SMTP password): a code uid is such another user. Its group may read it: a code uid has no group."""
-    path = os.environ.get("MOI_CONFIG_FP")
-    if not path:
-        return
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return  # the settings were read from it at start: gone since, it holds nothing to read
-    if mode & stat.S_IROTH:
-        raise CodeRefused(
-            f"code over the web needs the config file {path} closed to other users: chmod o-rwx {path}"
-        )
-
-
-def submit_code(
-    group: str, name: str, url: str | None, kind: str, cmd: str, place: Place, level: int
-) -> tuple[str, str]:
-    """Queue ``cmd`` to run at ``place``: the call says so, and the job's info too (``sandbox``: uid and
-    network), which relaunch keeps and the API and websocket read to ask for the grant again."""
-    from . import job
-
-    args = (kind, cmd, place.uid, place.python, place.network, place.processes)
-    spec = job.context_for(None, name, group, args, {})
-    fields = {SANDBOX_FIELD: {"uid": place.uid, "network": place.network}}
-    job_id, group_id, _ = job.queue_job(spec, group, name, url, run_code, args, {}, level, job.Placed(), fields)
-    return job_id, group_id
-
-
-def is_code(info: Mapping[str, Any]) -> bool:
-    """Whether a job is code a web user ran (so running it again needs the grant)."""
-    return SANDBOX_FIELD in info
-
-
-def check_relaunch(info: Mapping[str, Any], call: str, web_grant: bool | None) -> None:
-    """Whether a job may run again, for a web user who holds the grant to run code or not (``web_grant``;
-    None: a local caller, who may relaunch anything). CodeRefused for a web user's code without the
-    grant, and for code that ran inside an engine (the CLI's, or a web job from before the sandbox)."""
-    if web_grant is None:
-        return
-    if is_code(info):
-        if not web_grant:
-            raise CodeRefused(GRANT_NEEDED)
-    elif _runs_code_in_process(call):
-        raise CodeRefused("this job ran its code inside the engine, not in the sandbox: relaunch it from the CLI")
-
-
-def _runs_code_in_process(call: str) -> bool:
-    """Whether a packed call is moi.commands' python_exec or system_call: read from its pickle's strings,
-    never by loading it (that would import whatever module it names)."""
-    try:
-        buffers, _ = pickle.loads(base64.b64decode(call))  # moi's own wrapping: bytes and tuples
-        strings = {str(arg) for _, arg, _ in pickletools.genops(bytes(buffers[0])) if isinstance(arg, str)}
-    except Exception:  # not a call moi packed: none of its commands either
-        return False
-    return "moi.commands" in strings and not strings.isdisjoint({"python_exec", "system_call"})
-
-
-def uid_of(store: Store, user: str, uids: tuple[int, int]) -> int:
-    """``user``'s own uid from the range, given out on first use and kept; never one a local account has."""
-    low, high = uids
-    with reaching(store.url):
-        while True:
-            kept = store.redis.hget(store.keys.code_uids, user)
-            if kept is not None:
-                return int(kept)
-            candidate = low + int(store.redis.incr(store.keys.code_uids_next)) - 1
-            if candidate > high:
-                raise CodeRefused(f"every uid of [security] code_uids ({low}-{high}) is taken: widen the range")
-            if _has_account(candidate):
-                continue  # a real account's uid: its files are not for a web user's code
-            store.redis.hsetnx(store.keys.code_uids, user, candidate)  # a racing server may have given one first
-
-
-def _has_account(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
-
-
-# on the engine ------------------------------------------------------------------------
 
 
 class Repr:
@@ -344,7 +155,7 @@ def _isolates(*isolate: str) -> bool:
 
 @contextlib.contextmanager
 def _own_directory(uid: int) -> Iterator[str]:
-    from . import files  # the job-files layer: its remover never follows a link out of the tree
+    from .. import files  # the job-files layer: its remover never follows a link out of the tree
 
     path = tempfile.mkdtemp(prefix="moi-code-")  # 0700
     try:

@@ -1,0 +1,34 @@
+"""Code that a web user runs (a ``cmd`` job over the API): a fresh interpreter, as an unprivileged uid.
+
+Running Python or shell over the web is a grant: an admin, a user of ``[security] code_users``,
+or a token made with ``--code``. Two sides:
+
+- ``grant``, on the server: who may run code, and where it runs (``placement``): each moi
+  user's own uid from ``[security] code_uids``, written into the job's call and its info
+  (``sandbox``), which relaunch keeps, asking for the grant again (``check_relaunch``);
+- ``child``, on the engine (as root): ``run_code`` runs the code in a fresh interpreter as
+  that uid, never in the engine's process nor in a fork of it, with no way to gain privileges,
+  at most so many processes, no network by default, in a fresh directory; what it started is
+  killed at its end. The child does not import moi: its program (``runner.RUNNER``) is passed
+  as source text.
+
+The library and the CLI, run as the machine's own user, run code in-process as before: this is for the web.
+"""
+
+from __future__ import annotations
+
+from .child import MAX_MESSAGE, Repr, real_uid, run_code
+from .grant import GRANT_NEEDED, check_relaunch, granted, placement, submit_code
+
+# run_code and Repr by this name too: calls and results pickled before the split name them here.
+__all__ = [
+    "GRANT_NEEDED",
+    "MAX_MESSAGE",
+    "Repr",
+    "check_relaunch",
+    "granted",
+    "placement",
+    "real_uid",
+    "run_code",
+    "submit_code",
+]
