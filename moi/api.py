@@ -26,7 +26,6 @@ import asyncio
 import functools
 import json
 import logging
-import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -72,9 +71,6 @@ MAX_BODY_SETTING = "moi_api_max_body"
 MAX_BODY = 1 << 20  # bytes of a JSON body
 MAX_UPLOAD_SETTING = "moi_api_max_upload"  # bytes of a multipart body (input files); default [moi] max_upload
 RETRY_AFTER = 10  # seconds a client refused by the hard limit is told to wait
-# A whole number as a query or form field gives it: ASCII digits only (str.isdigit passes '²', which int() refuses),
-# and few enough of them that int() never meets its limit on long inputs.
-_WHOLE = re.compile(r"-?[0-9]{1,18}")
 T = TypeVar("T")
 
 # moi's errors -> (HTTP status, code); the first match wins, so subclasses come first
@@ -208,7 +204,7 @@ class APIHandler(RequestHandler):
                 given["params"] = values.loads(given["params"])
             except (ValueError, RecursionError):
                 raise Problem(422, "invalid", '"params" is a JSON object') from None
-        if "priority" in given and _WHOLE.fullmatch(given["priority"]):
+        if "priority" in given and values.is_whole(given["priority"], signed=True):
             given["priority"] = int(given["priority"])
         uploads = [upload for parts in self.request.files.values() for upload in parts]
         names = [upload.filename for upload in uploads]
@@ -299,7 +295,7 @@ class JobsHandler(APIHandler):
         text = self.get_query_argument(name, None)
         if text is None:
             return default
-        if not _WHOLE.fullmatch(text) or not low <= int(text) <= high:
+        if not values.is_whole(text, signed=True) or not low <= int(text) <= high:
             raise Problem(400, "bad_request", f"{name} is a whole number from {low} to {high}")
         return int(text)
 

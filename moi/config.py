@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-from . import input_policy
+from . import input_policy, values
 from .errors import ConfigError
 from .lua import MAX_PRIORITY
 
@@ -184,9 +184,9 @@ def _from_ini(path: str) -> dict[str, Any]:
     if parser.has_section("mail"):
         values.update(_mail_section(parser["mail"]))
     if parser.has_section("files"):
-        values.update(_files_section(parser["files"]))
+        values.update(_named_options(parser["files"], _FILES_OPTIONS))
     if parser.has_section("security"):
-        values.update(_security_section(parser["security"]))
+        values.update(_named_options(parser["security"], _SECURITY_OPTIONS))
     return values
 
 
@@ -208,26 +208,20 @@ def _mail_section(section: configparser.SectionProxy) -> dict[str, str]:
 _FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes", "fetch_timeout")
 
 
-def _files_section(section: configparser.SectionProxy) -> dict[str, str]:
-    unknown = [name for name in section if name not in _FILES_OPTIONS and name not in section.parser.defaults()]
-    if unknown:
-        raise ConfigError(f"[files] has no option {unknown[0]!r}; the options are {', '.join(_FILES_OPTIONS)}")
-    return {name: section[name] for name in _FILES_OPTIONS if name in section}
-
-
 _SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network", "code_max_processes")
 
 
-def _security_section(section: configparser.SectionProxy) -> dict[str, str]:
-    unknown = [name for name in section if name not in _SECURITY_OPTIONS and name not in section.parser.defaults()]
+def _named_options(section: configparser.SectionProxy, options: tuple[str, ...]) -> dict[str, str]:
+    """A section whose options are settings of the same names; ConfigError for any other option."""
+    unknown = [name for name in section if name not in options and name not in section.parser.defaults()]
     if unknown:
-        raise ConfigError(f"[security] has no option {unknown[0]!r}; the options are {', '.join(_SECURITY_OPTIONS)}")
-    return {name: section[name] for name in _SECURITY_OPTIONS if name in section}
+        raise ConfigError(f"[{section.name}] has no option {unknown[0]!r}; the options are {', '.join(options)}")
+    return {name: section[name] for name in options if name in section}
 
 
 def _uid_range(text: str) -> tuple[int, int]:
     low, dash, high = (part.strip() for part in text.partition("-"))
-    if not (dash and low.isascii() and low.isdigit() and high.isascii() and high.isdigit()):
+    if not (dash and values.is_whole(low, 10) and values.is_whole(high, 10)):
         raise ConfigError(f"[security] code_uids is a range of uids LOW-HIGH such as 200000-265535, not {text!r}")
     if not 0 < int(low) <= int(high) < 2**32 - 1:
         raise ConfigError(f"[security] code_uids {text!r} must go up from LOW to HIGH, above 0 (root), below 2**32-1")
@@ -331,7 +325,7 @@ SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
 def scheduler_args(scheduler: str) -> list[str]:
     """ipcontroller arguments for ``NAME`` or ``NAME+hwm=N`` (N: tasks an engine may hold; 0 no limit)."""
     name, plus, hwm = scheduler.partition("+hwm=")
-    if name not in SCHEDULERS or (plus and not (hwm.isascii() and hwm.isdigit())):
+    if name not in SCHEDULERS or (plus and not values.is_whole(hwm)):
         raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, optionally +hwm=N; not {scheduler!r}")
     args = [f"--TaskScheduler.scheme_name={name}"]
     return args + [f"--TaskScheduler.hwm={hwm}"] if plus else args

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from . import connections, fetch, input_policy, loops, values
+from .confined import DIRECTORY, FILE, tree
 from .errors import FilesNotRemoved, InputRefused, InvalidId, MoiError, NoSuchFile, PathRefused, UnknownId
 from .handle import JobHandle
 from .info import is_finished, is_uuid
@@ -42,8 +43,6 @@ log = logging.getLogger("moi.files")
 INPUT, OUTPUT, TEMP, RESOURCE = "input", "output", "tmp", "resource"
 COPY_CHUNK = 1 << 20
 NAME_MAX = 255  # bytes of one file name on Linux's file systems
-_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang the open
 
 Source = str | os.PathLike[str] | bytes | IO[bytes]
 Inputs = Sequence[str | os.PathLike[str]] | Mapping[str, Source]
@@ -223,17 +222,17 @@ def _copy_stream(name: str, source: IO[bytes], target: IO[bytes]) -> None:
 
 
 def remove_directory(directory: str) -> None:
-    """Remove a job's directory, however deep (see ``_tree``); never follows a link out of it.
+    """Remove a job's directory, however deep (see ``moi.confined.tree``); never follows a link out of it.
 
     OSError when something in it cannot be removed (or was moved while it was); a directory
     already gone is no error.
     """
     try:
-        top = os.open(directory, _DIRECTORY)
+        top = os.open(directory, DIRECTORY)
     except FileNotFoundError:
         return
     try:
-        for fd, _, entries in _tree(top, remove=True):
+        for fd, _, entries in tree(top, remove=True):
             for entry in entries:
                 if not entry.is_dir(follow_symlinks=False):  # a link is removed, never followed
                     with contextlib.suppress(FileNotFoundError):
@@ -341,7 +340,7 @@ def open(job_id: str, path: str) -> BinaryIO:  # noqa: A001
         raise PathRefused(job_id, path, "it names the job directory itself, not a file in it")
     parent = _open_directory(job_id, names[:-1])
     try:
-        fd = os.open(names[-1], _FILE, dir_fd=parent)
+        fd = os.open(names[-1], FILE, dir_fd=parent)
     except OSError as error:
         raise _refusal(job_id, path, error) from None
     finally:
@@ -356,9 +355,9 @@ def open(job_id: str, path: str) -> BinaryIO:  # noqa: A001
 def summary(directory: str) -> dict[str, int]:
     """How many regular files the directory holds, and their total size (links not followed)."""
     count = size = 0
-    top = os.open(directory, _DIRECTORY)
+    top = os.open(directory, DIRECTORY)
     try:
-        for _, _, entries in _tree(top):
+        for _, _, entries in tree(top):
             for entry in entries:
                 with contextlib.suppress(OSError):  # gone meanwhile: not counted
                     if entry.is_file(follow_symlinks=False):
@@ -395,12 +394,12 @@ def _names(job_id: str, path: str) -> builtins.list[str]:
 def _open_directory(job_id: str, names: builtins.list[str]) -> int:
     """A file descriptor of the directory ``names`` lead to, each opened without following links."""
     try:
-        fd = os.open(current_directory(job_id), _DIRECTORY)
+        fd = os.open(current_directory(job_id), DIRECTORY)
     except OSError:
         raise NoSuchFile(job_id, "") from None
     for index, name in enumerate(names):
         try:
-            inner = os.open(name, _DIRECTORY, dir_fd=fd)
+            inner = os.open(name, DIRECTORY, dir_fd=fd)
         except OSError as error:
             os.close(fd)
             raise _refusal(job_id, "/".join(names[: index + 1]), error) from None
@@ -424,7 +423,7 @@ def _listed(job_id: str, fd: int, prefix: str, recursive: bool) -> Iterator[Entr
         with os.scandir(fd) as scanned:
             yield from _entries(job_id, prefix, builtins.list(scanned))
         return
-    for _, names, entries in _tree(fd):
+    for _, names, entries in tree(fd):
         yield from _entries(job_id, "/".join(filter(None, [prefix, *names])), entries)
 
 
@@ -440,83 +439,6 @@ def _entries(job_id: str, prefix: str, found: builtins.list[os.DirEntry[str]]) -
             yield Entry(path, True, 0)
         elif entry.is_file(follow_symlinks=False):
             yield Entry(path, False, entry.stat(follow_symlinks=False).st_size)
-
-
-# walking a tree: iteratively, one directory open at a time -------------------------------
-
-
-@dataclass
-class _Level:
-    """A directory of the walk's current chain: its name, who it is, the subdirectories still to enter."""
-
-    name: str
-    identity: tuple[int, int]
-    pending: builtins.list[str]
-
-
-def _tree(top: int, remove: bool = False) -> Iterator[tuple[int, builtins.list[str], builtins.list[os.DirEntry[str]]]]:
-    """Every directory under the one open at ``top``, itself first, depth first: ``(fd, names, entries)``.
-
-    ``names`` lead from ``top`` to it; all three are valid until the next step. There is no
-    recursion, whatever the depth, and one descriptor is open besides ``top``: the walk goes down
-    by name without following links, and back up through ``..``, checked to be the very directory
-    it came from (device and inode), so a directory moved meanwhile stops the walk (OSError) rather
-    than leading it out of the tree. ``remove``: each directory is removed once left; the caller
-    has emptied it of everything but directories.
-    """
-    fd = os.open(".", _DIRECTORY, dir_fd=top)
-    chain: builtins.list[_Level] = []  # from ``top`` down to the directory open at ``fd``
-    names: builtins.list[str] = []
-    try:
-        while True:
-            with os.scandir(fd) as found:
-                entries = builtins.list(found)
-            subdirectories = [entry.name for entry in reversed(entries) if entry.is_dir(follow_symlinks=False)]
-            chain.append(_Level(names[-1] if names else "", _identity(fd), subdirectories))
-            yield fd, names, entries
-            while (inner := _enter_next(fd, chain[-1])) is None:  # up until a directory has one left to enter
-                left = chain.pop()
-                if not chain:
-                    return
-                names.pop()
-                below, fd = fd, -1
-                fd = _up(below, chain[-1].identity)
-                if remove:
-                    os.rmdir(left.name, dir_fd=fd)
-            os.close(fd)
-            fd, name = inner
-            names.append(name)
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _identity(fd: int) -> tuple[int, int]:
-    held = os.fstat(fd)
-    return held.st_dev, held.st_ino
-
-
-def _enter_next(fd: int, level: _Level) -> tuple[int, str] | None:
-    """The next subdirectory of ``level`` (open at ``fd``) opened, and its name; None when none is left."""
-    while level.pending:
-        name = level.pending.pop()
-        try:
-            return os.open(name, _DIRECTORY, dir_fd=fd), name
-        except OSError:  # swapped for a link, or gone, meanwhile: not entered
-            continue
-    return None
-
-
-def _up(fd: int, expected: tuple[int, int]) -> int:
-    """The parent of the directory open at ``fd`` (closed), if it is still the one the walk came from."""
-    try:
-        parent = os.open("..", _DIRECTORY, dir_fd=fd)
-    finally:
-        os.close(fd)
-    if _identity(parent) != expected:
-        os.close(parent)
-        raise OSError(errno.ESTALE, "a directory was moved while it was walked; the walk stopped there")
-    return parent
 
 
 # on the engine -------------------------------------------------------------------------

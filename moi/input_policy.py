@@ -33,6 +33,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from . import values
+from .confined import DIRECTORY, FILE
 from .errors import ConfigError, InputRefused
 from .redact import printable
 
@@ -42,8 +44,6 @@ if TYPE_CHECKING:
 LOCAL, WEB = "local", "web"  # where a submission comes from: the library or CLI, or the HTTP API
 FETCHED = ("http", "https")  # schemes moi fetches itself; "file" is the input roots'; any other goes to fsspec
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-_DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK  # NONBLOCK: a FIFO must not hang the open
 # One answer for a name that does not resolve and one that resolves to an internal address, so
 # that a refusal does not tell a user which internal names exist.
 INTERNAL = "it names a host this server does not fetch from (one that does not resolve, or is internal)"
@@ -197,9 +197,9 @@ class Policy:
         names = [part for part in os.path.relpath(real, root).split(os.sep) if part not in ("", ".")]
         fd = -1
         try:
-            fd = os.open(root, _DIRECTORY)
+            fd = os.open(root, DIRECTORY)
             for index, part in enumerate(names):
-                inner = os.open(part, _FILE if index == len(names) - 1 else _DIRECTORY, dir_fd=fd)
+                inner = os.open(part, FILE if index == len(names) - 1 else DIRECTORY, dir_fd=fd)
                 os.close(fd)
                 fd = inner
             if not names or not _is_regular(fd):
@@ -310,15 +310,11 @@ def _host_port(entry: str) -> tuple[str, int | None]:
     entry = entry.strip()
     if entry.startswith("["):  # [v6]:port
         host, _, rest = entry[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and _is_port(rest[1:]) else None
+        return host, int(rest[1:]) if rest.startswith(":") and values.is_whole(rest[1:], 5) else None
     host, sep, port = entry.rpartition(":")
-    if sep and _is_port(port) and ":" not in host:
+    if sep and values.is_whole(port, 5) and ":" not in host:
         return host, int(port)
     return entry, None
-
-
-def _is_port(text: str) -> bool:
-    return text.isascii() and text.isdigit() and len(text) <= 5  # isdigit alone passes '²', which int() refuses
 
 
 def _address(text: str) -> Address:

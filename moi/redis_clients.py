@@ -27,6 +27,7 @@ from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.sentinel import Sentinel
 
 from .errors import ConfigError
+from .values import is_whole
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme: whether it speaks TLS
@@ -57,7 +58,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     sentinels = [_sentinel_address(entry) for entry in hosts.split(",") if entry.strip()]
     path = [piece for piece in parts.path.split("/") if piece]
-    if not sentinels or not path or len(path) > 2 or (len(path) == 2 and not (path[1].isascii() and path[1].isdigit())):
+    if not sentinels or not path or len(path) > 2 or (len(path) == 2 and not is_whole(path[1], 5)):
         raise ConfigError(
             "a sentinel URL names its sentinels and service: redis+sentinel://[:password@]host:port[,host:port]/service[/db]"
         )
@@ -85,7 +86,7 @@ def _sentinel_address(entry: str) -> tuple[str, int]:
     host, _, port = entry.strip().rpartition(":")
     if not host:
         return entry.strip(), DEFAULT_SENTINEL_PORT
-    if not (port.isascii() and port.isdigit()):  # isdigit alone passes '²', which int() refuses
+    if not is_whole(port, 5):
         raise ConfigError(f"a sentinel's port is a number: {entry.strip()!r}")
     return host.strip("[]"), int(port)
 

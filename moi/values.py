@@ -35,6 +35,13 @@ _TEXT_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LINE_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def is_whole(text: str, most: int = 18, signed: bool = False) -> bool:
+    """Whether ``text`` is a whole number of at most ``most`` ASCII digits (a ``-`` first if ``signed``):
+    ``str.isdigit`` passes ``'²'``, which ``int`` refuses, and ``int`` refuses over 4,300 digits."""
+    sign = "-?" if signed else ""
+    return re.fullmatch(rf"{sign}[0-9]{{1,{most}}}", text) is not None
+
+
 def loads(text: str | bytes) -> Any:
     """JSON as ``json.loads`` reads it, but ``NaN``, ``Infinity`` and ``-Infinity``: InvalidValue.
     ValueError (not JSON) and RecursionError (nested past the parser) as ``json.loads`` raises them."""
