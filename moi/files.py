@@ -125,29 +125,47 @@ def prepare(
     try:
         for name in (INPUT, OUTPUT, TEMP):
             os.mkdir(os.path.join(directory, name), 0o700)
-        seen: set[str] = set()
-        for name, source in named:
-            _check_name(name, seen)
-            if isinstance(source, str) and fetch.is_uri(source):
-                policy.check_uri(name, source, origin)  # refused now; checked again where it is fetched
-                transfers["inputs"].append([name, source])  # fetched on the engine, where it runs
-            elif origin != input_policy.LOCAL and isinstance(source, (str, os.PathLike)):
-                with builtins.open(policy.open_in_roots(name, os.fspath(source)), "rb") as granted:
-                    _copy_in(os.path.join(directory, INPUT), name, granted)
-            else:
-                _copy_in(os.path.join(directory, INPUT), name, source)
+        transfers["inputs"] = _place_inputs(os.path.join(directory, INPUT), named, policy, origin)
         if resources:
             os.mkdir(os.path.join(directory, RESOURCE), 0o700)
-            for name, uri in resources.items():
-                _check_name(name, set())
-                if not isinstance(uri, str) or not fetch.is_uri(uri):
-                    raise InputRefused(name, "a resource is given by URI (file://, http(s)://, ...)")
-                policy.check_uri(name, uri, origin)
-                transfers["resources"].append([name, uri])
+            transfers["resources"] = _resources(resources, policy, origin)
     except BaseException:
         remove_directory(directory)
         raise
     return directory, transfers
+
+
+def _place_inputs(
+    input_dir: str, named: Sequence[tuple[str, Source]], policy: input_policy.Policy, origin: str
+) -> builtins.list[builtins.list[str]]:
+    """Copy the local inputs into ``input_dir``; the ``[name, uri]`` of those the engine fetches."""
+    fetched = []
+    seen: set[str] = set()
+    for name, source in named:
+        _check_name(name, seen)
+        if isinstance(source, str) and fetch.is_uri(source):
+            policy.check_uri(name, source, origin)  # refused now; checked again where it is fetched
+            fetched.append([name, source])  # fetched on the engine, where it runs
+        elif origin != input_policy.LOCAL and isinstance(source, (str, os.PathLike)):
+            with builtins.open(policy.open_in_roots(name, os.fspath(source)), "rb") as granted:
+                _copy_in(input_dir, name, granted)
+        else:
+            _copy_in(input_dir, name, source)
+    return fetched
+
+
+def _resources(
+    resources: Mapping[str, str], policy: input_policy.Policy, origin: str
+) -> builtins.list[builtins.list[str]]:
+    """The ``[name, uri]`` of each resource, checked as the policy says (fetched on the engine)."""
+    checked = []
+    for name, uri in resources.items():
+        _check_name(name, set())
+        if not isinstance(uri, str) or not fetch.is_uri(uri):
+            raise InputRefused(name, "a resource is given by URI (file://, http(s)://, ...)")
+        policy.check_uri(name, uri, origin)
+        checked.append([name, uri])
+    return checked
 
 
 def submit_policy(fetches: bool) -> input_policy.Policy:

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from .. import connections, input_policy, queue
 from .. import job as jobs
+from ..config import Settings
 from ..errors import InputRefused, ValidationFailed
 from ..fetch import is_uri, name_of
 from ..handle import JobHandle
@@ -75,8 +76,21 @@ def submit(
     validators.check_inputs(cls.validators, {n: s for n, s in inputs.items() if not _remote(s)})
     if email is not None and not _is_address(email):
         raise ValidationFailed("Email address", f"{printable(repr(email))} is not an address like someone@example.org")
-    fields: dict[str, Any] = {"service": cls.name, "params": checked, "starts_as": first_state(cls)}
     settings = connections.settings()
+    fields = _fields(cls, checked, email, settings)
+    spec = connections.context_spec(context or settings.default_context)
+    incoming = fields["directories"]["incoming"] if cls.directories else None
+    placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
+    level = queue.priority_of(priority)
+    return jobs.queue_job(
+        spec, group or user, job_name or cls.name, url, run_service, (carried(cls), checked), {}, level, placed, fields
+    )
+
+
+def _fields(cls: type[Service], checked: dict[str, Any], email: str | None, settings: Settings) -> dict[str, Any]:
+    """What a service job's info holds besides moi's own fields: its service, parameters, first state,
+    retention, email, steps, and the directories of its states."""
+    fields: dict[str, Any] = {"service": cls.name, "params": checked, "starts_as": first_state(cls)}
     archive_after = parse_duration(cls.archive_after, "archive_after")
     expire_after = parse_duration(cls.expire_after, "expire_after")
     fields.update(retention_fields(archive_after, expire_after, settings.keep_expired, settings.ttl))
@@ -84,16 +98,9 @@ def submit(
         fields["email"] = email
     if cls.step_names():
         fields["steps"] = cls.step_names()
-    roots = places.resolved(cls.directories, settings.jobs_root)
     if cls.directories:  # the engine follows these; without any, the directory stays in the jobs root
-        fields["directories"] = roots
-    spec = connections.context_spec(context or settings.default_context)
-    incoming = roots["incoming"] if cls.directories else None
-    placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
-    level = queue.priority_of(priority)
-    return jobs.queue_job(
-        spec, group or user, job_name or cls.name, url, run_service, (carried(cls), checked), {}, level, placed, fields
-    )
+        fields["directories"] = places.resolved(cls.directories, settings.jobs_root)
+    return fields
 
 
 def _is_address(email: Any) -> bool:
