@@ -198,8 +198,8 @@ local seq = redis.call('INCRBY', KEYS[4], count) - count
 local turns = {}  -- per priority: the turn the next job there gets
 local function turn_at(priority)
   if not turns[priority] then
-    local clock = tonumber(redis.call('GET', KEYS[12] .. priority) or seq)
-    turns[priority] = math.max(clock, tonumber(redis.call('GET', KEYS[13] .. priority) or -1) + 1)
+    local clock = tonumber(redis.call('GET', KEYS[12] .. priority) or '') or seq  -- not a number: as if unset
+    turns[priority] = math.max(clock, (tonumber(redis.call('GET', KEYS[13] .. priority) or '') or -1) + 1)
   end
   turns[priority] = turns[priority] + 1
   return turns[priority] - 1
@@ -350,7 +350,8 @@ end
 redis.call('SADD', KEYS[2], unpack(taken))
 local score = tonumber(out[3])
 local clock = KEYS[5] .. (PRIORITY_TOP - math.floor(score / 4294967296))  -- the clock of the taken job's priority
-if score % 4294967296 > tonumber(redis.call('GET', clock) or -1) then redis.call('SET', clock, score % 4294967296) end
+local turn = score % 4294967296
+if turn > (tonumber(redis.call('GET', clock) or '') or -1) then redis.call('SET', clock, turn) end
 return out
 """.replace("PRIORITY_TOP", str(MAX_PRIORITY))
 

@@ -143,3 +143,21 @@ def test_a_resubmitted_job_takes_its_owners_turn(r, tmp_path: Path) -> None:
         for job_id in [*holders, *waiting, failed]:
             finished(job_id)
         services.unregister("recording")
+
+
+def test_fair_share_turns_that_are_not_numbers_stop_no_submit_and_no_take(r, store) -> None:
+    """Turns written behind moi's back (not numbers) count as unset: jobs are still queued and taken."""
+    from moi.errors import CodeRefused
+    from moi.sandbox import placement
+    from tests.jobs import add
+
+    job_id, group_id, _ = submit(None, "turns", "first", None, add, 1, 2)
+    finished(job_id)
+    r.set(store.keys.fair_clock("default", 0), "not a turn")
+    r.set(store.keys.fair_last("default", group_id, 0), "1e999")
+    job_id, _, _ = submit(None, "turns", "after the bad turns", None, add, 40, 2)
+    assert (finished(job_id)["status"], finished(job_id)["result"]) == (Status.SUCCESS, 42)
+    # The same for a code uid kept in Redis: one line, not a traceback.
+    r.hset(store.keys.code_uids, "turns", "not a uid")
+    with pytest.raises(CodeRefused, match="is not a number"):
+        placement(store, "turns")

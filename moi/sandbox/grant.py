@@ -26,7 +26,9 @@ from typing import Any
 
 from .. import connections
 from ..errors import CodeRefused
+from ..redact import printable
 from ..store import Store, reaching
+from ..values import is_whole
 from .child import run_code
 
 GRANT_NEEDED = (
@@ -137,6 +139,8 @@ def uid_of(store: Store, user: str, uids: tuple[int, int]) -> int:
         while True:
             kept = store.redis.hget(store.keys.code_uids, user)
             if kept is not None:
+                if not is_whole(kept):
+                    raise CodeRefused(f"the uid moi keeps for {printable(user)} in Redis is not a number: remove it")
                 return int(kept)
             candidate = low + int(store.redis.incr(store.keys.code_uids_next)) - 1
             if candidate > high:

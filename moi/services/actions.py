@@ -8,6 +8,7 @@ from ..info import Info, Status
 from ..lua import MAX_PRIORITY
 from ..pause import wake
 from ..store import Store, message, reaching
+from ..values import is_whole
 
 
 def resubmit(job_id: str, store: Store | None = None) -> Info:
@@ -31,7 +32,7 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
     if steps:
         _remove_steps(store, job_id, steps)
     # As ENQUEUE gives it (fair share: moi.lua): with the jobs being taken now at its priority, after its owner's.
-    turn = max(int(clock) if clock is not None else seq, int(owners_last) + 1 if owners_last is not None else 0)
+    turn = max(_turn(clock, seq), _turn(owners_last, -1) + 1)
     score = (MAX_PRIORITY - priority) * 2**32 + turn
 
     def change(current: Info) -> Info | None:
@@ -64,3 +65,8 @@ def _remove_steps(store: Store, job_id: str, steps: list[str]) -> None:
     pipe.publish(store.keys.channel(job_id), message("remove", steps))
     with reaching(store.url):
         pipe.execute()
+
+
+def _turn(kept: str | None, absent: int) -> int:
+    """A fair-share turn kept in Redis; one that is missing, or not a number, counts as ``absent``."""
+    return int(kept) if kept is not None and is_whole(kept) else absent
