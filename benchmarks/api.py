@@ -41,7 +41,8 @@ TIMEOUT = 600.0
 
 
 def measure(plan: Any, services: Services) -> tuple[str, list[Figure]]:
-    from moi import connections, tokens
+    from moi.jobs import connections
+    from moi.storage import tokens
 
     port = start_moi_server(services)
     token = tokens.create(connections.store(), "bench-api", code=True)  # it posts cmd jobs
@@ -62,11 +63,11 @@ def start_moi_server(services: Services, env: dict[str, str] | None = None, name
         "MOI_CONTEXTS": f"bench={services.url_file}",
         "MOI_DEFAULT_CONTEXT": "bench",
         "MOI_STATE_DIR": str(services.directory / "state"),
-        # cmd jobs over the API run sandboxed (moi.sandbox): as these uids, in a Python every uid may run
+        # cmd jobs over the API run sandboxed (moi.compute.sandbox): as these uids, in a Python every uid may run
         "MOI_CODE_UIDS": "200000-265535",
         "MOI_CODE_PYTHON": "/usr/bin/python3",
     }
-    proc = services.start_process(name, [sys.executable, "-m", "moi.cli", "server", "--port", str(port)], env)
+    proc = services.start_process(name, [sys.executable, "-m", "moi", "server", "--port", str(port)], env)
     wait_until(lambda: _answers(port) or proc.poll() is not None, 60, name)
     if proc.poll() is not None:
         raise RuntimeError(f"{name} exited; see {services.directory}/{name}.log")
@@ -82,7 +83,7 @@ def _answers(port: int) -> bool:
 
 def fill(user: str, count: int) -> None:
     """``count`` finished jobs in ``user``'s tree, run by the cluster."""
-    from moi.batch import submit_many
+    from moi.jobs.batch import submit_many
 
     for start in range(0, count, ROUND):
         size = min(ROUND, count - start)

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import moi
-    from moi import connections, job
+    from moi import job
+    from moi.jobs import connections
 
     with Services(args.engines) as services:
         redis_url = services.start_redis()

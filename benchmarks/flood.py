@@ -175,10 +175,10 @@ def start_server(port: int, log_file: Path) -> subprocess.Popen[str]:
 
 def fill_redis(jobs: int) -> None:
     """``jobs`` info objects in the flooder's group, written through moi's Store; the other user's group."""
-    import moi.connections
-    from moi.info import new_id, new_info
+    import moi.jobs.connections
+    from moi.core.info import new_id, new_info
 
-    store = moi.connections.store()
+    store = moi.jobs.connections.store()
     # The other user's group has no jobs: each of its gets is answered by one frame, so a round trip is one.
     for user, count in ((FLOODER, jobs), (OTHER, 0)):
         group = store.ensure_group(user)
@@ -303,7 +303,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--jobs", type=int, default=200, help="jobs in the flooder's group")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds the flooder then reads nothing")
     options = parser.parse_args(argv)
-    from moi import runtime
+    from moi.storage import runtime
 
     with tempfile.TemporaryDirectory(prefix="moi-flood-") as directory:
         redis_proc, url = runtime.start_redis(Path(directory) / "redis")

@@ -23,8 +23,8 @@ from benchmarks.api import CHROMIUM
 from benchmarks.live import TIMEOUT, Stamps, following
 from benchmarks.stats import percentile
 from benchmarks.tasks import stamp
-from moi import connections
 from moi.job import submit
+from moi.jobs import connections
 
 USER = "latency-user"
 

@@ -12,7 +12,7 @@ import sys
 from collections import Counter
 
 from benchmarks.throughput import moi_submit, moi_submit_many, warm_up
-from moi import connections
+from moi.jobs import connections
 
 
 def main(context: str, jobs: int, batch: int) -> None:
@@ -25,7 +25,7 @@ def main(context: str, jobs: int, batch: int) -> None:
 
 def _jobs_per_host() -> dict[str, int]:
     """How many of the jobs stored ran on each host (every page of the index)."""
-    from moi.listing import Filters, page
+    from moi.queue.listing import Filters, page
 
     store, counts, cursor = connections.store(), Counter[str](), None
     while True:

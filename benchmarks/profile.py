@@ -1,7 +1,7 @@
 """Where the time goes per job: ``python -m benchmarks.profile [--jobs N]``.
 
 Profiles (pyinstrument) the submitting side of ``submit`` and of
-``submit_many``, and the engine side (``moi.worker.work`` taking, running and
+``submit_many``, and the engine side (``moi.compute.worker.work`` taking, running and
 recording queued jobs, called in this process against the same Redis, so the
 profiler sees it), on its own Redis and cluster; prints microseconds per job
 for each part, then the profiles.
@@ -54,9 +54,12 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(services: Services, jobs: int) -> list[str]:
     import moi
-    from moi import connections, job, queue, worker
-    from moi.context import by_name
-    from moi.info import new_id, new_info
+    from moi import job
+    from moi.compute import worker
+    from moi.compute.context import by_name
+    from moi.core.info import new_id, new_info
+    from moi.jobs import connections
+    from moi.queue import jobqueue as queue
 
     redis_url = services.start_redis()
     url_file = services.start_cluster()

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def default_scheme() -> str:
     """The scheduler moi's own runtime starts its cluster with."""
-    from moi.config import Settings
+    from moi.core.config import Settings
 
     return Settings().scheduler
 
@@ -98,7 +98,7 @@ def measure(plan: Plan, services: Services) -> list[tuple[str, list[Figure]]]:
         services.start_celery()
         services.start_rq()
     moi.configure(redis_url=redis_url, contexts=f"{CONTEXT}={url_file}", default_context=CONTEXT)
-    from moi import connections
+    from moi.jobs import connections
 
     ctx = connections.get_context(CONTEXT)
     sections = []

@@ -25,7 +25,7 @@ log = logging.getLogger("benchmarks.schedulers")
 
 def measure(scheme: str, engines: int, runs: int, jobs: int, batch_jobs: int) -> list[Figure]:
     import moi
-    from moi import connections
+    from moi.jobs import connections
 
     with Services(engines, scheme) as services:
         redis_url = services.start_redis()

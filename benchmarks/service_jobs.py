@@ -66,7 +66,7 @@ def measure(plan: Any, services: Services) -> tuple[str, list[Figure]]:
 
 
 def _store() -> Any:
-    from moi import connections
+    from moi.jobs import connections
 
     return connections.store()
 
@@ -78,7 +78,7 @@ def _plain() -> Any:
 
 
 def _rate(submit_one: Any) -> float:
-    from moi.handle import JobHandle
+    from moi.queue.handle import JobHandle
 
     start = time.perf_counter()
     handles: list[JobHandle] = [submit_one()[2] for _ in range(JOBS)]
@@ -90,7 +90,7 @@ def _rate(submit_one: Any) -> float:
 
 def _store_finished(count: int) -> None:
     """``count`` Success service jobs under one user, each due for archiving in a year."""
-    from moi.info import dumps, new_id, new_info, now
+    from moi.core.info import dumps, new_id, new_info, now
 
     store = _store()
     group = store.ensure_group(USER + "-kept")

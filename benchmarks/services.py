@@ -21,8 +21,8 @@ from typing import Any
 
 import redis
 
-from moi import runtime
-from moi.config import scheduler_args
+from moi.core.config import scheduler_args
+from moi.storage import runtime
 
 log = logging.getLogger("benchmarks.services")
 

@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from moi import connections
-from moi.context import Context
-from moi.info import Status
-from moi.job import submit, submit_many
-from moi.worker import LINGER
+from moi.stats import Figure
+from moi.tasks import trivial
 
-from .stats import Figure
-from .tasks import trivial
+from moi.compute.context import Context
+from moi.compute.worker import LINGER
+from moi.core.info import Status
+from moi.job import submit, submit_many
+from moi.jobs import connections
 
 log = logging.getLogger("benchmarks.throughput")
 
@@ -96,7 +96,7 @@ def raw_ipyparallel(ctx: Context) -> Runner:
 
 
 def celery_one_by_one() -> Runner:
-    from .peers import trivial as celery_trivial
+    from moi.peers import trivial as celery_trivial
 
     def run(n: int) -> float:
         start = time.perf_counter()

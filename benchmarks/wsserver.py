@@ -55,8 +55,8 @@ async def _broadcast_forever(redis_url: str) -> None:
 
 
 def application(kind: str, secret: str) -> Application:
-    if kind == "files":  # a job's files over HTTP (moi.file_routes)
-        from moi.file_routes import FILES_ROUTE
+    if kind == "files":  # a job's files over HTTP (moi.web.file_routes)
+        from moi.web.file_routes import FILES_ROUTE
 
         return Application([FILES_ROUTE], cookie_secret=secret)
     if kind == "moi":

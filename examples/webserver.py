@@ -9,7 +9,7 @@ the finished job links to /hello_result/<id>, which shows its result.
 What an existing application adds to use moi is marked "moi:" below. One of
 those is the login-name rule: a name that could alias another user's group (a
 job or group id, ``no-user``, a ``moi:`` name) is refused at login, and a page
-refuses a cookie that holds one (``moi.keys.user_name_problem``).
+refuses a cookie that holds one (``moi.core.keys.user_name_problem``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from typing import Any
 from tornado.template import DictLoader
 from tornado.web import Application, HTTPError, RequestHandler, StaticFileHandler, authenticated
 
-from moi import connections, ctx_default
+from moi import ctx_default
+from moi.core.keys import user_name_problem
 from moi.errors import UnknownId
 from moi.job import get_info, submit
-from moi.keys import user_name_problem
+from moi.jobs import connections
 from moi.server import STATIC_PATH, cookie_secret
 from moi.websocket import MOIMessageHandler
 

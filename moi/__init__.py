@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .compat import ctxs
-from .connections import configure
-from .errors import MoiError
-from .info import Status
+from moi.core.errors import MoiError
+from moi.core.info import Status
+from moi.jobs import connections
+from moi.jobs.compat import ctxs
+from moi.jobs.connections import configure
 
 __all__ = [
     "configure",
@@ -34,9 +35,7 @@ class _LazyRedis:
     """The application's Redis client, made on first use (moi's own settings)."""
 
     def __getattr__(self, name: str) -> Any:
-        from .connections import get_redis
-
-        return getattr(get_redis(), name)
+        return getattr(connections.get_redis(), name)
 
     def __repr__(self) -> str:
         return "<moi.r_client (connects on first use)>"
@@ -45,7 +44,7 @@ class _LazyRedis:
 r_client: Any = _LazyRedis()
 
 
-_STATIC = Path(__file__).resolve().parent / "static"
+_STATIC = Path(__file__).resolve().parent / "web" / "static"
 
 
 def moi_js() -> str:
@@ -59,10 +58,8 @@ def moi_list_js() -> str:
 
 
 def __getattr__(name: str) -> Any:
-    from .connections import settings
-
     if name == "ctx_default":
-        return settings().default_context
+        return connections.settings().default_context
     if name == "REDIS_KEY_TIMEOUT":
-        return settings().ttl
+        return connections.settings().ttl
     raise AttributeError(f"module 'moi' has no attribute {name!r}")

@@ -28,8 +28,8 @@ import httpx
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from .errors import MoiError
-from .info import is_finished
+from moi.core.errors import MoiError
+from moi.core.info import is_finished
 
 RETRIED = (502, 503, 504)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from moi.runtime import free_port
+from moi.storage.redis_server import free_port
 from tests.conftest import ROOT, run_moi
 
 CHROMIUM = "/usr/bin/chromium"
@@ -61,7 +61,7 @@ class Server:
     """``moi server --port N`` (or another command) in a subprocess, as a user starts it."""
 
     def __init__(
-        self, port: int, command: tuple[str, ...] = ("-m", "moi.cli", "server"), env: dict[str, str] | None = None
+        self, port: int, command: tuple[str, ...] = ("-m", "moi", "server"), env: dict[str, str] | None = None
     ) -> None:
         self.port = port
         self.command = command

@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from moi.redis_server import SYSTEM_BIN, TlsFiles
+from moi.storage.redis_server import SYSTEM_BIN, TlsFiles
 
 DAYS = "2"  # long enough for any run; nothing outlives the run's temporary directory anyway
 KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]

@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 import redis
 
-import moi.connections
-from moi import runtime
+import moi.jobs.connections
 from moi.cli import wait_for
-from moi.info import Info
+from moi.core.info import Info
+from moi.storage import redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINES = 2
@@ -40,7 +40,7 @@ def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url(session_dir: Path) -> Iterator[str]:
-    proc, url = runtime.start_redis(session_dir / "redis", password=REDIS_PASSWORD)
+    proc, url = redis_server.start_redis(session_dir / "redis", password=REDIS_PASSWORD)
     yield url
     proc.terminate()
     proc.wait(10)
@@ -84,9 +84,9 @@ def moi_environment(redis_url: str, cluster_file: str, session_dir: Path) -> Ite
         MOI_CODE_NETWORK=code_network(),
     )
     os.environ.pop("MOI_CONFIG_FP", None)
-    moi.connections.reset()
+    moi.jobs.connections.reset()
     yield
-    moi.connections.reset()
+    moi.jobs.connections.reset()
     os.environ.clear()
     os.environ.update(saved)
 
@@ -102,13 +102,13 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def store(r: redis.Redis) -> Any:
-    return moi.connections.store()
+    return moi.jobs.connections.store()
 
 
 def run_moi(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the moi command as a user would, in a subprocess."""
     return subprocess.run(
-        [sys.executable, "-m", "moi.cli", *args],
+        [sys.executable, "-m", "moi", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -174,16 +174,16 @@ def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
 
     Yields (url, port, servers); a test that restarts it appends the new process.
     """
-    port = runtime.free_port()
-    proc, url = runtime.start_redis(tmp_path / "redis", port)
+    port = redis_server.free_port()
+    proc, url = redis_server.start_redis(tmp_path / "redis", port)
     monkeypatch.setenv("MOI_REDIS_URL", url)
-    moi.connections.reset()
+    moi.jobs.connections.reset()
     servers: list[Any] = [proc]
     yield url, port, servers
     for proc in servers:
         proc.terminate()
         proc.wait(10)
-    moi.connections.reset()
+    moi.jobs.connections.reset()
 
 
 # The browser tests' fixtures (imported last: tests.browser uses this module).

@@ -29,7 +29,7 @@ from contextlib import ExitStack, suppress
 from pathlib import Path
 from typing import Any
 
-from moi.redis_server import start_redis
+from moi.storage.redis_server import start_redis
 from tests.certs import make_tls_files, reason_no_tls_redis
 from tests.processes import stop
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import sys
 
-from moi.batch import submit_many
 from moi.job import submit
+from moi.jobs.batch import submit_many
 from tests import jobs
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from moi.redis_server import free_port, quoted_value, redis_server_binary
+from moi.storage.redis_server import free_port, quoted_value, redis_server_binary
 
 SERVICE = "mymaster"
 

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from moi import engine
+from moi.compute import engine
 from moi.services import Parameter, Service
 
 

@@ -18,7 +18,7 @@ import time
 from contextlib import suppress
 from pathlib import Path
 
-from moi.runtime import free_port
+from moi.storage.redis_server import free_port
 from tests.processes import stop
 
 DAEMONS = ("slurmctld", "slurmd")

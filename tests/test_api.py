@@ -10,8 +10,10 @@ from urllib.parse import quote
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from examples.hetatm_service import Hetatm
-from moi import connections, services, tokens
-from moi.info import Status
+from moi import services
+from moi.core.info import Status
+from moi.jobs import connections
+from moi.storage import tokens
 from tests.conftest import finished
 from tests.test_relay_security import cookie, server
 
@@ -208,8 +210,8 @@ def test_the_list_is_newest_first_filtered_and_paged_from_the_index(r) -> None:
 
 
 def test_index_entries_of_jobs_gone_from_redis_are_pruned_by_the_sweeper(r) -> None:
-    from moi import listing
     from moi.job import submit
+    from moi.queue import listing
     from tests import jobs
 
     store = connections.store()

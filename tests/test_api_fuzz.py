@@ -30,8 +30,9 @@ from hypothesis.errors import HypothesisException
 from schemathesis import GenerationMode
 
 from examples.hetatm_service import Hetatm
-from moi import connections, files, services
+from moi import files, services
 from moi import job as jobs
+from moi.jobs import connections
 from tests.service_defs import Recording
 from tests.test_api import multipart, token_for
 from tests.test_file_routes import a_job_with_files

@@ -19,12 +19,13 @@ import pytest
 from tornado.httpclient import HTTPResponse
 
 from examples.hetatm_service import SAMPLE, Hetatm
-from moi import files, redis_clients, services
-from moi.config import build_settings
+from moi import files, services
+from moi.core.config import build_settings
+from moi.core.info import Status
 from moi.errors import ConfigError, ServiceDefinitionError
-from moi.info import Status
 from moi.services.documents import StepService
 from moi.services.steps import Step
+from moi.storage import redis_clients
 from tests.conftest import finished, run_moi
 from tests.test_api import call, multipart, token_for
 from tests.test_examples_and_runtime import processes_mentioning
@@ -138,7 +139,7 @@ def test_status_never_starts_the_embedded_runtime(tmp_path: Path) -> None:
     env.update(MOI_STATE_DIR=str(state))
 
     def moi(command: str) -> subprocess.CompletedProcess[str]:  # not run_moi: it keeps the session's MOI_REDIS_URL
-        return subprocess.run([sys.executable, "-m", "moi.cli", command], env=env, capture_output=True, text=True)
+        return subprocess.run([sys.executable, "-m", "moi", command], env=env, capture_output=True, text=True)
 
     try:
         for command in ("status", "down", "status"):

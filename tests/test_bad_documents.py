@@ -12,9 +12,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from moi.core.info import Stored, new_info
 from moi.errors import BadDocument, RedisRefused
-from moi.info import Stored, new_info
-from moi.store import reaching
+from moi.storage.store import reaching
 from tests.conftest import kept, run_moi
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from moi.batch import submit_many
-from moi.info import new_info
-from moi.store import set_fields
+from moi.core.info import new_info
+from moi.jobs.batch import submit_many
+from moi.storage.store import set_fields
 from tests import batch_jobs
 from tests.conftest import finished, run_moi
 
@@ -79,9 +79,9 @@ def test_items_are_announced_and_show_their_progress_live(r, store, tmp_path) ->
 
 
 def test_what_an_item_went_through_within_one_interval_is_written_once(r, store) -> None:
-    from moi.block import Recorder
-    from moi.info import Status
-    from moi.queue import Queue
+    from moi.compute.block import Recorder
+    from moi.core.info import Status
+    from moi.queue.jobqueue import Queue
 
     infos = [new_info(name, name, "job", f"{name}:pubsub") for name in ("quick", "slow")]
     Queue(store).enqueue("recorder", "nowhere", [(info, "", 0) for info in infos])

@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from moi.job import submit
-from moi.runtime import free_port
+from moi.storage.redis_server import free_port
 from tests import jobs
 from tests.browser import Server, log_in, row, submit_cli
 from tests.conftest import ROOT, run_moi

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from moi.info import new_id, new_info
-from moi.store import Store
+from moi.core.info import new_id, new_info
+from moi.storage.store import Store
 from tests.browser import Server, log_in, row
 
 OFF_SITE = [

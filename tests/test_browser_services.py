@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from examples.hetatm_service import SAMPLE, Hetatm
-from moi import connections, services
+from moi import services
+from moi.jobs import connections
 from moi.services import sweeper
 from tests import service_defs
 from tests.browser import Server, log_in, row

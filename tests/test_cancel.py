@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from moi.core.info import Status
 from moi.errors import JobCancelled
-from moi.info import Status
 from moi.job import cancel, submit
 from tests import jobs
 from tests.conftest import finished, run_moi

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from moi.runtime import free_port
+from moi.storage.redis_server import free_port
 from tests.conftest import nothing_stored, run_moi
 
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"

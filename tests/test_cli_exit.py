@@ -36,7 +36,7 @@ def test_no_block_on_a_failing_job_exits_0(r) -> None:
 
 def test_block_on_a_cancelled_job_exits_3(r) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "moi.cli", "submit", "--cmd", "import time; time.sleep(300)", "--block"],
+        [sys.executable, "-m", "moi", "submit", "--cmd", "import time; time.sleep(300)", "--block"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from moi import connections, tokens
 from moi.client import Client, ClientError
-from moi.runtime import free_port
+from moi.jobs import connections
+from moi.storage import tokens
+from moi.storage.redis_server import free_port
 from tests.browser import Server
 
 

@@ -1,7 +1,7 @@
 """Running code over the web is a grant, and granted code runs as its user's own uid, without moi's secrets.
 
 Real parts only: the session's Redis (with its password), its two engines (root),
-a real server, and a real second uid for each user's code (see moi.sandbox).
+a real server, and a real second uid for each user's code (see moi.compute.sandbox).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from moi import connections, tokens
 from moi import job as jobs
-from moi.config import build_settings
+from moi.compute.sandbox import MAX_MESSAGE, child, real_uid
+from moi.core.config import build_settings
+from moi.core.info import Status
 from moi.errors import CodeFailed, ConfigError
-from moi.info import Status
-from moi.sandbox import GRANT_NEEDED, MAX_MESSAGE, child, real_uid
+from moi.jobs import connections
+from moi.jobs.grant import GRANT_NEEDED
+from moi.storage import tokens
 from tests.conftest import CODE_UIDS, REDIS_PASSWORD, finished, run_moi, until
 from tests.test_api import call, payload
 from tests.test_relay_security import connect, frames_until, server
@@ -375,7 +377,7 @@ def test_code_that_leaves_processes_or_writes_anything_back_ends_alone(
 # An "engine" that starts code through the sandbox's own command chain, says the pid, then waits.
 ENGINE = """
 import subprocess, sys, time
-from moi.sandbox import child
+from moi.compute.sandbox import child
 command = child._switch({uid}, {network!r}, 20) + ["/bin/sh", "-c", "setsid sleep 1000 & sleep 1000"]
 print(subprocess.Popen(command, start_new_session=True).pid, flush=True)
 time.sleep(1000)

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from moi import redis_clients
-from moi.config import ContextSpec, build_settings
+from moi.core.config import ContextSpec, build_settings
+from moi.core.redact import masked_url
 from moi.errors import ConfigError
-from moi.redact import masked_url
-from moi.redis_clients import parse_sentinel_url
+from moi.storage import redis_clients
+from moi.storage.redis_clients import parse_sentinel_url
 
 
 @pytest.fixture
@@ -123,5 +123,5 @@ def test_a_down_context_breaks_neither_import_nor_other_contexts(r, tmp_path, cl
         assert finished(job_id)["result"] == 2
         assert get_info(waiting)["status"] == "Queued" and "'down'" in get_info(waiting)["waiting"]
     finally:
-        moi.connections._overrides.clear()
-        moi.connections.reset()
+        moi.storage.process._overrides.clear()
+        moi.jobs.connections.reset()

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from examples.hetatm_service import SAMPLE
-from moi import connections, services
-from moi.runtime import free_port
+from moi import services
+from moi.jobs import connections
+from moi.storage.redis_server import free_port
 from tests.browser import Server, log_in, row, submit_cli
 from tests.conftest import finished
 from tests.test_browser_services import EXAMPLE_YAML
@@ -176,7 +177,7 @@ def test_operations_show_queues_workers_and_everyone_to_an_admin_only(page: Any,
 def test_five_thousand_jobs_stay_usable_drawn_as_they_scroll_into_view(page: Any, server: Server) -> None:
     from playwright.sync_api import expect
 
-    from moi.batch import submit_many
+    from moi.jobs.batch import submit_many
     from tests import jobs
 
     ids, _, batch = submit_many("default", "hana", "bulk", None, jobs.add, [(index, 1) for index in range(5000)])

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from moi import connections, files, services
-from moi.info import Status, new_id, new_info
+from moi import files, services
+from moi.core.info import Status, new_id, new_info
 from moi.job import submit
-from moi.store import Store
+from moi.jobs import connections
+from moi.storage.store import Store
 from tests import files_jobs
 from tests.conftest import finished, run_moi, until
 from tests.test_api import call, payload, token_for

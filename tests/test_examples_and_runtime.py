@@ -48,14 +48,14 @@ def test_embedded_runtime_starts_once_reports_and_stops(tmp_path) -> None:
     state = tmp_path / "state"
     env = {key: value for key, value in os.environ.items() if key not in ("MOI_REDIS_URL", "MOI_CONTEXTS")}
     env.update(MOI_STATE_DIR=str(state), MOI_ENGINES="1")
-    command = [sys.executable, "-m", "moi.cli", "submit", "--cmd", "return 6 * 7", "--block"]
+    command = [sys.executable, "-m", "moi", "submit", "--cmd", "return 6 * 7", "--block"]
     # Two commands at the same moment, on a machine where nothing runs yet.
     both = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
     try:
         outputs = [proc.communicate(timeout=240) for proc in both]
         assert [proc.returncode for proc in both] == [0, 0], outputs
         assert all(out.splitlines()[-1] == "result\t\t: 42" for out, _ in outputs)
-        supervisors = processes_mentioning(f"moi.runtime {state}")
+        supervisors = processes_mentioning(f"moi.storage.runtime {state}")
         assert len(supervisors) == 1
 
         status = run_moi("status", env=env)

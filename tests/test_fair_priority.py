@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 
 import moi
-from moi import connections, services, tokens
-from moi.config import build_settings
+from moi import services
+from moi.core.config import build_settings
+from moi.core.info import Status
 from moi.errors import ConfigError
-from moi.info import Status
 from moi.job import get_info, submit
+from moi.jobs import connections
 from moi.services.actions import resubmit
+from moi.storage import tokens
 from tests import queue_jobs, service_defs
 from tests.conftest import finished
 from tests.test_api import call, payload
@@ -29,8 +31,8 @@ from tests.test_relay_security import server
 @pytest.fixture
 def configured() -> Any:
     yield moi.configure
-    moi.connections._overrides.clear()
-    moi.connections.reset()
+    moi.storage.process._overrides.clear()
+    moi.jobs.connections.reset()
 
 
 def test_a_users_priority_has_a_ceiling_over_the_api_and_an_admin_has_none(r, configured) -> None:
@@ -148,7 +150,7 @@ def test_a_resubmitted_job_takes_its_owners_turn(r, tmp_path: Path) -> None:
 def test_fair_share_turns_that_are_not_numbers_stop_no_submit_and_no_take(r, store) -> None:
     """Turns written behind moi's back (not numbers) count as unset: jobs are still queued and taken."""
     from moi.errors import CodeRefused
-    from moi.sandbox import placement
+    from moi.jobs.grant import placement
     from tests.jobs import add
 
     job_id, group_id, _ = submit(None, "turns", "first", None, add, 1, 2)

@@ -19,11 +19,13 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import moi.connections
-from moi import runtime
-from moi.info import Info, Status, is_finished, new_info
-from moi.job import _cancel_if_queued, _starter, _Tracker, submit
-from moi.watchdog import ENGINE_LOST_WITHIN, Watchdog
+import moi.jobs.connections
+from moi.compute.running import _starter, _Tracker
+from moi.compute.watchdog import ENGINE_LOST_WITHIN, Watchdog
+from moi.core.info import Info, Status, is_finished, new_info
+from moi.job import submit
+from moi.jobs.cancel import _cancel_if_queued
+from moi.storage import redis_server, runtime
 from tests import fault_jobs, jobs
 from tests import test_depth as depth
 from tests.conftest import finished, run_moi, until
@@ -93,7 +95,7 @@ def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_wait_for_th
 
     # The whole cluster is gone, and its supervisor with it: `moi watchdog`, as a user runs it, fails the
     # running job; the queued one never left moi's queue, so it waits for the cluster to come back.
-    watching = subprocess.Popen([sys.executable, "-m", "moi.cli", "watchdog"], stdout=subprocess.PIPE, text=True)
+    watching = subprocess.Popen([sys.executable, "-m", "moi", "watchdog"], stdout=subprocess.PIPE, text=True)
     try:
         assert watching.stdout is not None and watching.stdout.readline().startswith("watching jobs in redis://")
         poll(store, busy, is_finished, ENGINE_LOST_WITHIN + SLACK)
@@ -114,7 +116,7 @@ def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_wait_for_th
 
 def test_redis_restart_mid_job_loses_nothing_and_cli_names_redis(own_redis, tmp_path) -> None:
     url, port, servers = own_redis
-    store = moi.connections.store()
+    store = moi.jobs.connections.store()
     mark = tmp_path / "finished"
     job_id, _, _ = submit("default", "outage", "survives", None, fault_jobs.sleep_then_touch, 1.5, str(mark))
     assert poll(store, job_id, running, 60)["status"] == Status.RUNNING
@@ -131,7 +133,7 @@ def test_redis_restart_mid_job_loses_nothing_and_cli_names_redis(own_redis, tmp_
         time.sleep(0.1)
     assert mark.exists()  # the job ended while Redis was down: its final write is retrying
     time.sleep(1)
-    servers.append(runtime.start_redis(tmp_path / "redis", port)[0])
+    servers.append(redis_server.start_redis(tmp_path / "redis", port)[0])
 
     info = finished(job_id, timeout=90)
     assert info["status"] == Status.SUCCESS and info["result"] == 1.5, info
@@ -190,11 +192,11 @@ def test_task_the_engine_cannot_load_does_not_stay_queued(store, tmp_path, monke
 
 
 def test_an_id_with_a_newline_cannot_forge_a_watchdog_log_line(store, r, caplog) -> None:
-    forged = "job\n2026-12-01 moi.watchdog WARNING all jobs deleted"
+    forged = "job\n2026-12-01 moi.compute.watchdog WARNING all jobs deleted"
     info = new_info(forged, "j", "job", store.keys.channel(forged))
     r.set(store.keys.info(forged), json.dumps(info))
     r.sadd(store.keys.running, forged)  # taken by an engine that never beat
-    with caplog.at_level(logging.WARNING, logger="moi.watchdog"):
+    with caplog.at_level(logging.WARNING, logger="moi.compute.watchdog"):
         assert Watchdog(store, grace=0).check() == [forged]
     lines = [record.getMessage() for record in caplog.records]
     assert lines and all("\n" not in line for line in lines), lines

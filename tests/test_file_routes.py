@@ -13,7 +13,7 @@ from typing import Any
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 
 from moi import files
-from moi.info import new_id
+from moi.core.info import new_id
 from moi.job import submit
 from tests import files_jobs
 from tests.test_relay_security import cookie, server

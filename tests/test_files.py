@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from moi import files
+from moi.core.info import Status, new_id
 from moi.errors import InputRefused, InvalidId, NoSuchFile, PathRefused
-from moi.info import Status, new_id
 from moi.job import get_info, pause, resume, submit
 from tests import files_jobs, jobs, queue_jobs
 from tests.conftest import finished, nothing_stored, run_moi
@@ -235,7 +235,7 @@ def test_a_removed_job_loses_its_directory_and_the_sweeper_removes_those_of_gone
     import asyncio
 
     from moi.group import remove_nodes
-    from moi.hub import Hub
+    from moi.relay.hub import Hub
 
     removed, _, handle = submit("default", "filer", "removed", None, files_jobs.where, workdir=True)
     handle.get(timeout=WAIT)
@@ -265,7 +265,7 @@ def test_a_removed_job_loses_its_directory_and_the_sweeper_removes_those_of_gone
 
 
 def test_every_batch_item_gets_its_own_directory_with_the_inputs(r, tmp_path: Path) -> None:
-    from moi.batch import submit_many
+    from moi.jobs.batch import submit_many
 
     shared = {"a.txt": b"shared ", "b.txt": io.BytesIO(b"by all")}  # a file object is read once, for every item
     out = (tmp_path / "out").as_uri()

@@ -1,6 +1,6 @@
 """Job files by URI: inputs fetched on the engine (file://, http://, and fsspec), resources fetched once per
 host, outputs sent out after a success. A real HTTP server on 127.0.0.1 counts what is fetched; the
-configuration grants it, the test's directory as an input root, and two fsspec schemes (moi.input_policy)."""
+configuration grants it, the test's directory as an input root, and two fsspec schemes (moi.jobfiles.input_policy)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from moi import connections
-from moi.info import Status, new_id
+from moi.core.info import Status, new_id
 from moi.job import get_info, submit
+from moi.jobs import connections
 from tests import files_jobs
 from tests.conftest import finished
 

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import redis
 
+from moi.core.info import Info, Status, new_id, new_info
 from moi.errors import NotInGroup, RootRemoval
 from moi.group import Group
-from moi.hub import Hub
-from moi.info import Info, Status, new_id, new_info
-from moi.store import Store, set_fields
+from moi.relay.hub import Hub
+from moi.storage.store import Store, set_fields
 
 WAIT = 10  # seconds before a missing frame fails the test (never an assertion on time)
 

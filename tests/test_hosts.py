@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from moi.runtime import free_port
+from moi.storage.redis_server import free_port
 from tests.browser import Server
 from tests.conftest import ROOT, require, until
 from tests.hosts import Hosts, reason_unavailable
@@ -92,7 +92,7 @@ def test_outputs_written_on_the_second_host_are_downloaded_through_the_main_host
     assert {info["status"] for info in ran} == {"Success"}, [info["result"] for info in ran]
     on_second = next(info["id"] for info in ran if host_of(info) == "moi-host2")
     made = subprocess.run(
-        [sys.executable, "-m", "moi.cli", "token", "create", "--user", "hana"],
+        [sys.executable, "-m", "moi", "token", "create", "--user", "hana"],
         env=hosts.env(), capture_output=True, text=True, check=True,
     )  # fmt: skip
     headers = {"Authorization": f"Bearer {made.stdout.strip()}"}

@@ -1,4 +1,4 @@
-"""Server paths and URIs are the operator's grant (moi.input_policy): the attacks of issue 29, point 1, for real.
+"""Server paths and URIs are the operator's grant: the attacks of issue 29, point 1, for real.
 
 A real moi server (tests/web.py) and two users' tokens; the session's Redis (its port is the SSRF
 target), its password file, the cookie secret's path; a real HTTP server on 127.0.0.1 that the
@@ -24,10 +24,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from moi import connections, input_policy, services
+from moi import services
+from moi.core.info import Status
 from moi.errors import ConfigError, InputRefused
-from moi.info import Status
 from moi.job import submit
+from moi.jobfiles import input_policy
+from moi.jobs import connections
 from tests import files_jobs, service_defs
 from tests.conftest import REDIS_PASSWORD, finished
 from tests.test_api import call, multipart, payload, token_for
@@ -356,7 +358,7 @@ def test_a_web_users_server_path_is_read_once_so_the_checked_bytes_are_the_copie
 
 
 def test_the_files_section_is_read_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from moi.config import build_settings
+    from moi.core.config import build_settings
 
     config = tmp_path / "moi.ini"
     config.write_text(

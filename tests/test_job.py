@@ -7,9 +7,9 @@ import json
 import pytest
 
 import moi
+from moi.core.keys import Keys
 from moi.errors import CommandFailed, UnknownContext
 from moi.job import submit, submit_nouser, system_call
-from moi.keys import Keys
 from tests import jobs
 from tests.conftest import finished, next_message
 
@@ -99,7 +99,7 @@ def test_status_update_stores_and_publishes_text(r, store) -> None:
 
 
 def test_context_object_is_accepted(store) -> None:
-    context = moi.connections.get_context("default")
+    context = moi.jobs.connections.get_context("default")
     job_id, _, _ = submit(context, "dave", "ctx", None, jobs.add, 2, 3)
     assert finished(job_id)["result"] == 5
 

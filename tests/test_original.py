@@ -19,8 +19,8 @@ from tornado.httpclient import HTTPRequest
 from tornado.web import create_signed_value
 from tornado.websocket import websocket_connect
 
+from moi.core.info import SEED_FIELDS
 from moi.errors import IdTaken, InvalidId, InvalidUserName, NotAGroup, UnknownContext, UnknownKey
-from moi.info import SEED_FIELDS
 from tests import original_jobs
 from tests.conftest import ROOT, finished, next_message, nothing_stored
 from tests.original_app import COOKIE_SECRET, make_app
@@ -240,7 +240,7 @@ def test_a_json_encoded_cookie_names_the_same_user_as_a_plain_one(r, store) -> N
 
 
 def test_a_login_name_that_starts_with_a_quote_is_refused() -> None:
-    from moi.keys import user_name_problem
+    from moi.core.keys import user_name_problem
 
     assert user_name_problem('"alice"') is not None
     assert user_name_problem('"alice') is not None

@@ -17,7 +17,7 @@ import pytest
 import moi
 from moi.group import create_info, get_id_from_user
 from moi.job import submit
-from moi.runtime import free_port
+from moi.storage.redis_server import free_port
 from tests import jobs, original_jobs
 from tests.browser import Server
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 import moi
+from moi.core.info import Status
 from moi.errors import InvalidPriority, JobCancelled
-from moi.info import Status
 from moi.job import cancel, get_info, submit
 from tests import jobs, queue_jobs
 from tests.conftest import finished, nothing_stored, run_moi
@@ -179,8 +179,8 @@ def own_cluster(tmp_path: Path) -> Iterator[OwnCluster]:
     try:
         yield cluster
     finally:
-        moi.connections._overrides.clear()
-        moi.connections.reset()
+        moi.storage.process._overrides.clear()
+        moi.jobs.connections.reset()
         cluster.stop()
 
 
@@ -218,7 +218,7 @@ def test_a_controller_killed_with_jobs_queued_loses_none_and_runs_none_twice(
 
 
 def test_a_running_batch_item_is_cancelled_like_any_job(r, tmp_path: Path) -> None:
-    from moi.batch import submit_many
+    from moi.jobs.batch import submit_many
 
     release = tmp_path / "never"
     job_ids, _, batch = submit_many("default", "sweeper", "sweep", None, queue_jobs.hold, [str(release)] * 2)
@@ -237,8 +237,8 @@ def test_a_running_batch_item_is_cancelled_like_any_job(r, tmp_path: Path) -> No
 
 def test_a_block_holds_one_batchs_items_and_gives_back_those_not_started(r, store) -> None:
     # No engine works for this context: the test takes and gives back as an engine would.
-    from moi.info import new_id, new_info
-    from moi.queue import Queue, item_call
+    from moi.core.info import new_id, new_info
+    from moi.queue.jobqueue import Queue, item_call
 
     queue, batch_id, label = Queue(store), new_id(), "elsewhere:1"
 
@@ -277,7 +277,7 @@ def test_a_block_holds_one_batchs_items_and_gives_back_those_not_started(r, stor
 
 
 def test_a_long_batch_item_holds_no_short_ones_behind_it(r, tmp_path: Path) -> None:
-    from moi.batch import submit_many
+    from moi.jobs.batch import submit_many
 
     release, log = tmp_path / "release", tmp_path / "ran"
     items = [(str(log), f"quick-{index}") for index in range(3)] + [(str(release),)]
@@ -294,8 +294,8 @@ def test_a_long_batch_item_holds_no_short_ones_behind_it(r, tmp_path: Path) -> N
 
 
 def test_a_batch_item_is_relaunched_with_its_own_arguments(r) -> None:
-    from moi.batch import submit_many
     from moi.job import relaunch
+    from moi.jobs.batch import submit_many
 
     job_ids, _, batch = submit_many("default", "sweeper", "ratios", None, queue_jobs.divide, [(6, 3), (1, 0)])
     assert batch.get(timeout=WAIT) == [2.0, None]

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import moi
+from moi.core.info import Status
 from moi.errors import ConfigError, QuotaExceeded, UnknownContext, WrongState
-from moi.info import Status
 from moi.job import get_info, relaunch, submit
 from tests import jobs, queue_jobs
 from tests.conftest import finished, run_moi
@@ -29,8 +29,8 @@ def limited() -> Any:
         moi.configure(**limits)
 
     yield configure
-    moi.connections._overrides.clear()
-    moi.connections.reset()
+    moi.storage.process._overrides.clear()
+    moi.jobs.connections.reset()
 
 
 def hold(user: str, release: Path, **options: Any) -> str:
@@ -157,7 +157,7 @@ def test_a_chooser_picks_each_jobs_context(r, limited) -> None:
 
 def test_moi_status_shows_each_context_online_or_offline_with_its_queue(r, tmp_path: Path) -> None:
     submit("default", "status", "x", None, jobs.add, 1, 2)[2].get(timeout=WAIT)  # a dispatcher saw it online
-    contexts = f"{moi.connections.settings().contexts['default'].url_file}"
+    contexts = f"{moi.jobs.connections.settings().contexts['default'].url_file}"
     env = {"MOI_CONTEXTS": f"default={contexts},offline={tmp_path / 'none.json'}"}
     submit_offline = run_moi("submit", "--cmd", "return 1", "--context", "offline", env=env)
     assert submit_offline.returncode == 0, submit_offline.stderr
@@ -172,7 +172,7 @@ def test_moi_status_shows_each_context_online_or_offline_with_its_queue(r, tmp_p
 def test_a_batch_counts_against_the_limits_and_past_the_hard_one_is_refused_whole(
     r, store, limited, tmp_path: Path
 ) -> None:
-    from moi.batch import submit_many
+    from moi.jobs.batch import submit_many
 
     limited(hard_limit=3)
     release = tmp_path / "release"

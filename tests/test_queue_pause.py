@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from moi.core.info import Status
 from moi.errors import JobCancelled
-from moi.info import Status
 from moi.job import cancel, get_info, pause, resume, submit
 from moi.server import make_app
 from tests import jobs, queue_jobs
@@ -112,7 +112,7 @@ def test_the_websocket_pauses_and_resumes_only_the_users_own_jobs(r, store, tmp_
 
 
 def test_a_paused_users_batch_waits_and_runs_once_resumed(r, store, tmp_path: Path) -> None:
-    from moi.batch import submit_many
+    from moi.jobs.batch import submit_many
 
     log = tmp_path / "ran"
     store.ensure_group("sweeper")

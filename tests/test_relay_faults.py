@@ -19,11 +19,11 @@ from tornado.httpclient import HTTPRequest
 from tornado.web import Application, create_signed_value
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
-import moi.connections
-from moi import runtime
-from moi.info import Info, Status, new_id, new_info
+import moi.jobs.connections
+from moi.core.info import Info, Status, new_id, new_info
 from moi.job import submit
-from moi.store import Store, set_fields
+from moi.storage import redis_server
+from moi.storage.store import Store, set_fields
 from moi.websocket import MOIMessageHandler
 from tests import fault_jobs, jobs
 from tests.web import serving
@@ -148,7 +148,7 @@ def test_pages_resync_after_a_redis_restart(own_redis, tmp_path: Path) -> None:
             servers[0].wait(10)
             while not mark.exists():  # the job ends while Redis is down
                 await asyncio.sleep(0.1)
-            servers.append(runtime.start_redis(tmp_path / "redis", port)[0])
+            servers.append(redis_server.start_redis(tmp_path / "redis", port)[0])
 
             for page in pages:  # every open page: reconnected relay, re-read state
                 await page.until(lambda p: p.status(job_id) == Status.SUCCESS)

@@ -21,16 +21,10 @@ from tornado.web import Application, create_signed_value
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 from benchmarks.flood import RawSocket
-from moi.info import dumps, new_id, new_info
+from moi.core.info import dumps, new_id, new_info
 from moi.server import make_app
-from moi.store import Store
-from moi.websocket import (
-    CLOSE_POLICY,
-    SOCKETS_SETTING,
-    UNSENT_SETTING,
-    UNSENT_TIMEOUT_SETTING,
-    MOIMessageHandler,
-)
+from moi.storage.store import Store
+from moi.websocket import CLOSE_POLICY, SOCKETS_SETTING, UNSENT_SETTING, UNSENT_TIMEOUT_SETTING, MOIMessageHandler
 from tests.web import serving
 
 SECRET = "relay-security-tests"

@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from moi.redis_server import TlsFiles, start_redis
-from moi.runtime import free_port
+from moi.storage.redis_server import TlsFiles, free_port, start_redis
 from tests.browser import Server, log_in, row
 from tests.certs import make_tls_files, reason_no_tls_redis
 from tests.conftest import require, run_moi

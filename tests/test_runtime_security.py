@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from moi import private
+from moi.storage import private
 from tests.conftest import run_moi
 
 NOBODY = pwd.getpwnam("nobody")
@@ -250,7 +250,7 @@ def test_the_runtime_ignores_the_first_commands_directory_and_jobs_run_in_their_
     env = {**os.environ, "MOI_REDIS_URL": "", "MOI_CONTEXTS": "", "MOI_STATE_DIR": str(state), "MOI_ENGINES": "1"}
     code = "import helper_mod, os; return [helper_mod.word(), os.getcwd()]"
     # -P, as the moi command itself runs: the directory it is started in is not on its own sys.path.
-    command = [sys.executable, "-P", "-m", "moi.cli", "submit", "--cmd", code, "--block"]
+    command = [sys.executable, "-P", "-m", "moi", "submit", "--cmd", code, "--block"]
     try:
         results = []
         for directory in (first, second, first):
@@ -263,4 +263,4 @@ def test_the_runtime_ignores_the_first_commands_directory_and_jobs_run_in_their_
             f"result\t\t: ['one', '{first}']",
         ]
     finally:
-        subprocess.run([sys.executable, "-m", "moi.cli", "down"], env=env, capture_output=True, timeout=120)
+        subprocess.run([sys.executable, "-m", "moi", "down"], env=env, capture_output=True, timeout=120)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from moi.runtime import free_port
+from moi.storage.redis_server import free_port
 from tests.browser import Server
 from tests.conftest import until
 
@@ -24,7 +24,7 @@ def embedded_env(state: Path) -> dict[str, str]:
 def moi(env: dict[str, str], *args: str) -> str:
     """A moi command with exactly this environment (the embedded runtime's, not the test session's)."""
     done = subprocess.run(
-        [sys.executable, "-m", "moi.cli", *args], env=env, capture_output=True, text=True, timeout=240
+        [sys.executable, "-m", "moi", *args], env=env, capture_output=True, text=True, timeout=240
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moi.config import Settings, build_settings, scheduler_args
+from moi.core.config import Settings, build_settings, scheduler_args
 from moi.errors import ConfigError
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-import moi.connections
-from moi import runtime
-from moi.info import new_id
+import moi.jobs.connections
+from moi.core.info import new_id
 from moi.server import make_app
+from moi.storage import redis_server
 from tests.conftest import run_moi
 from tests.test_relay_security import SECRET, connect, frames_until, is_get_of
 from tests.web import serving
@@ -27,18 +27,18 @@ PASSWORD = "S3cret-never-shown"
 @pytest.fixture
 def locked_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A Redis of the test's own that asks for PASSWORD; moi pointed at it."""
-    proc, url = runtime.start_redis(tmp_path / "redis", password=PASSWORD)
+    proc, url = redis_server.start_redis(tmp_path / "redis", password=PASSWORD)
     monkeypatch.setenv("MOI_REDIS_URL", url)
-    moi.connections.reset()
+    moi.jobs.connections.reset()
     yield proc, url
     if proc.poll() is None:
         proc.terminate()
         proc.wait(10)
-    moi.connections.reset()
+    moi.jobs.connections.reset()
 
 
 def test_the_cli_names_an_unreachable_redis_without_its_password() -> None:
-    url = f"redis://:{PASSWORD}@127.0.0.1:{runtime.free_port()}/0"
+    url = f"redis://:{PASSWORD}@127.0.0.1:{redis_server.free_port()}/0"
     done = run_moi("job", "--job-id", new_id(), env={"MOI_REDIS_URL": url})
     assert done.returncode == 1
     assert "Redis is unreachable at redis://:***@127.0.0.1:" in done.stderr, done.stderr
@@ -46,8 +46,8 @@ def test_the_cli_names_an_unreachable_redis_without_its_password() -> None:
 
 
 def test_the_watchdog_logs_an_unreachable_redis_without_its_password() -> None:
-    url = f"redis://:{PASSWORD}@127.0.0.1:{runtime.free_port()}/0"
-    command = [sys.executable, "-m", "moi.cli", "watchdog", "--interval", "0.2"]
+    url = f"redis://:{PASSWORD}@127.0.0.1:{redis_server.free_port()}/0"
+    command = [sys.executable, "-m", "moi", "watchdog", "--interval", "0.2"]
     env = {**os.environ, "MOI_REDIS_URL": url}
     watching = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -66,7 +66,7 @@ def test_the_watchdog_logs_an_unreachable_redis_without_its_password() -> None:
 
 def test_websocket_frames_and_server_logs_never_show_the_password(locked_redis, caplog) -> None:
     proc, url = locked_redis
-    store = moi.connections.store()
+    store = moi.jobs.connections.store()
     group = store.ensure_group("alice")
 
     async def test() -> list[dict[str, object]]:

@@ -23,11 +23,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HT
 from tornado.web import Application, create_signed_value
 from tornado.websocket import websocket_connect
 
-import moi.connections
-from moi.info import new_id, new_info
-from moi.runtime import free_port
+import moi.jobs.connections
+from moi.core.info import new_id, new_info
 from moi.server import make_app
-from moi.store import Store
+from moi.storage.redis_server import free_port
+from moi.storage.store import Store
 from tests.browser import Server
 from tests.conftest import ROOT
 from tests.web import serving as serving_on_port
@@ -152,7 +152,7 @@ def test_the_login_redirect_never_leaves_the_site(r: Any) -> None:
 
 def test_moi_server_says_the_login_is_open_and_refuses_other_addresses(r: Any) -> None:
     refused = subprocess.run(
-        [sys.executable, "-m", "moi.cli", "server", "--address", "0.0.0.0", "--port", str(free_port())],
+        [sys.executable, "-m", "moi", "server", "--address", "0.0.0.0", "--port", str(free_port())],
         capture_output=True,
         text=True,
         timeout=60,
@@ -206,4 +206,4 @@ def test_the_example_refuses_such_logins_and_cookies(example: ModuleType, store:
     asyncio.run(test())
     assert store.children(bob) == {bobs_job}  # no submit reached bob's group
     assert not re.search("[0-9a-f]{8}-", " ".join(store.users()))  # and no group id became a user name
-    moi.connections.reset()
+    moi.jobs.connections.reset()

@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 
 from moi import files, services
-from moi.info import Status
+from moi.core.info import Status
 from tests import service_defs
 from tests.conftest import finished
 from tests.test_queue import wait_status

@@ -17,8 +17,9 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from examples.hetatm_service import SAMPLE, Hetatm
-from moi import connections, files, services
-from moi.info import Status
+from moi import files, services
+from moi.core.info import Status
+from moi.jobs import connections
 from moi.services import mail, sweeper
 from tests import service_defs
 from tests.conftest import finished, run_moi

@@ -14,8 +14,8 @@ import pytest
 
 from examples.hetatm_service import SAMPLE, Hetatm
 from moi import files, services
+from moi.core.info import Status
 from moi.errors import ServiceDefinitionError, UnknownService, ValidationFailed, WrongState
-from moi.info import Status
 from moi.job import get_info
 from moi.services import validators
 from moi.services.actions import resubmit
@@ -335,8 +335,8 @@ def test_a_parameter_default_of_the_wrong_type_is_refused_at_definition() -> Non
 
 
 def test_a_service_job_whose_engine_is_lost_fails_with_its_unfinished_steps(r) -> None:
-    from moi import watchdog
-    from moi.info import new_id, new_info
+    from moi.compute import watchdog
+    from moi.core.info import new_id, new_info
 
     store = connections_store()
     group = store.ensure_group("lost")

@@ -20,8 +20,7 @@ from typing import Any
 import pytest
 import redis
 
-from moi.redis_server import start_redis
-from moi.runtime import free_port
+from moi.storage.redis_server import free_port, start_redis
 from tests.browser import Server, log_in, row
 from tests.conftest import ROOT, require, until
 from tests.processes import stop
@@ -99,7 +98,7 @@ def ipcluster(env: dict[str, str], *argv: str) -> None:
 
 def moi(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "moi.cli", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT
+        [sys.executable, "-m", "moi", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT
     )
 
 

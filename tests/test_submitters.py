@@ -10,8 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
-from moi.info import Status, is_finished
-from moi.runtime import free_port
+from moi.core.info import Status, is_finished
+from moi.storage.redis_server import free_port
 from tests.conftest import ROOT, finished
 
 RUNS = 20
@@ -80,7 +80,7 @@ def test_a_function_from_a_module_beside_the_script_runs_in_the_scripts_director
 def start_in_background(*args: str) -> subprocess.Popen[str]:
     """As a shell script's ``moi ... &`` would: SIGINT arrives ignored."""
     return subprocess.Popen(
-        [sys.executable, "-m", "moi.cli", *args],
+        [sys.executable, "-m", "moi", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

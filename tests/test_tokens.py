@@ -10,7 +10,8 @@ import pytest
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from moi import connections, tokens
+from moi.jobs import connections
+from moi.storage import tokens
 from tests.conftest import run_moi
 from tests.test_file_routes import a_job_with_files, fetch
 from tests.test_relay_security import frames_until, is_get_of, server

@@ -1,7 +1,7 @@
 """Sessions end when their credential does: a revoked or expired token's sockets close, and logout is a POST.
 
 Two real Tornado servers (moi server's application, each with its own hub) on the session's
-real Redis, real websocket clients, a real revoke through moi.tokens and the CLI. Nothing here
+real Redis, real websocket clients, a real revoke through moi.storage.tokens and the CLI. Nothing here
 asserts how long anything takes: each wait is a bound on a hang.
 """
 
@@ -16,9 +16,10 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-from moi import connections, tokens
+from moi.core.info import Status
 from moi.errors import InvalidExpiry
-from moi.info import Status
+from moi.jobs import connections
+from moi.storage import tokens
 from moi.websocket import CLOSE_POLICY
 from tests.conftest import run_moi
 from tests.test_relay_security import WAIT, add_job, cookie, frames_until, is_get_of, server

@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from moi import connections, tokens
-from moi.info import Status
-from moi.runtime import free_port
+from moi.core.info import Status
+from moi.jobs import connections
+from moi.storage import tokens
+from moi.storage.redis_server import free_port
 from tests.browser import Server, log_in, row, submit_cli
 from tests.conftest import finished
 

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
+from moi.core.info import new_info
 from moi.errors import InvalidId, NotAGroup
-from moi.info import new_info
 from moi.job import create_group, submit
 from tests import jobs
 from tests.conftest import finished, next_message, run_moi

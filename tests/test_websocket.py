@@ -13,10 +13,10 @@ from tornado.testing import AsyncHTTPTestCase, gen_test
 from tornado.web import Application, create_signed_value
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
-import moi.connections
-from moi.hub import PUBSUB_CLIENT_NAME, READ_CLIENT_NAME
-from moi.info import new_id, new_info
+import moi.jobs.connections
+from moi.core.info import new_id, new_info
 from moi.job import submit
+from moi.relay.hub import PUBSUB_CLIENT_NAME, READ_CLIENT_NAME
 from moi.server import make_app
 from moi.websocket import HUB_SETTING, MAX_FRAME
 from tests import jobs
@@ -26,7 +26,7 @@ WAIT = 20  # seconds before a missing frame fails the test
 
 
 def add_job(group_id: str, name: str = "job") -> str:
-    store = moi.connections.store()
+    store = moi.jobs.connections.store()
     job_id = new_id()
     store.add_nodes(group_id, [new_info(job_id, name, "job", store.keys.channel(job_id), parent=group_id)])
     return job_id
@@ -85,7 +85,7 @@ class HandlerTest(AsyncHTTPTestCase):
                     await websocket_connect(HTTPRequest(url, headers={"Cookie": f"user={user}"}))
             assert refused.value.code == 403
         # A user name that is someone else's group id does not open that group.
-        bob = moi.connections.store().ensure_group("bob")
+        bob = moi.jobs.connections.store().ensure_group("bob")
         add_job(bob, "bob's")
         with pytest.raises(HTTPClientError) as refused:
             await self.connect(bob)
@@ -113,7 +113,7 @@ class HandlerTest(AsyncHTTPTestCase):
 
     @gen_test(timeout=60)
     async def test_remove_own_job_and_refuse_others(self) -> None:
-        store = moi.connections.store()
+        store = moi.jobs.connections.store()
         alice_ws, bob_ws = await self.connect("alice"), await self.connect("bob")
         await self.own_tree(alice_ws)  # answered once the socket follows the tree
         await self.own_tree(bob_ws)
@@ -171,7 +171,7 @@ class HandlerTest(AsyncHTTPTestCase):
 
     @gen_test(timeout=60)
     async def test_sockets_share_a_fixed_number_of_redis_connections(self) -> None:
-        client = redis.Redis.from_url(moi.connections.redis_url(), decode_responses=True)
+        client = redis.Redis.from_url(moi.jobs.connections.redis_url(), decode_responses=True)
 
         def hub_connections() -> int:
             names = (PUBSUB_CLIENT_NAME, READ_CLIENT_NAME)

@@ -1,4 +1,4 @@
-"""``moi files`` and ``moi download``: a job's files from a terminal (see ``moi.files``)."""
+"""``moi files`` and ``moi download``: a job's files from a terminal (see ``moi.jobfiles.directory``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import BinaryIO
 
 import click
 
-from . import files as job_files
+from moi.jobfiles import directory as job_files
+from moi.jobs.cancel import delete
 
 CHUNK = 1 << 20
 
@@ -46,5 +47,5 @@ def _copy(source: BinaryIO, target: BinaryIO) -> None:
 @click.option("--job-id", required=True, help="The job whose files to delete.")
 def delete_command(job_id: str) -> None:
     """Delete a job's files (cancelling it first if it has not finished); its info object stays."""
-    job_files.delete(job_id)
+    delete(job_id)
     click.echo(f"Deleted the files of job {job_id}")

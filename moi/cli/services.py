@@ -6,8 +6,11 @@ import sys
 
 import click
 
-from . import connections, services
-from .errors import ConfigError
+from moi import services
+from moi.cli.output import exit_if_failed, format_info, wait_for
+from moi.core.errors import ConfigError
+from moi.jobs import connections
+from moi.services.actions import resubmit
 
 
 def _pairs(given: tuple[str, ...]) -> dict[str, str]:
@@ -40,8 +43,6 @@ def run_command(
     block: bool,
 ) -> None:
     """Submit a job of service NAME (`moi services` lists them)."""
-    from .cli import _exit_if_failed, format_info, wait_for
-
     job_id, _, _ = services.submit(
         name, user, _pairs(params), files=list(inputs) or None, email=email, context=context, priority=priority
     )
@@ -49,7 +50,7 @@ def run_command(
     if block:
         info = wait_for(job_id)
         click.echo(format_info(info))
-        _exit_if_failed([info])
+        exit_if_failed([info])
 
 
 @click.group("services", invoke_without_command=True)
@@ -99,7 +100,5 @@ def load_command(path: str) -> None:
 @click.option("--job-id", required=True, help="A Failed service job.")
 def resubmit_command(job_id: str) -> None:
     """Send a Failed service job back to the start, with its inputs."""
-    from .services.actions import resubmit
-
     resubmit(job_id)
     click.echo(f"Resubmitted job id: {job_id}")

@@ -1,4 +1,4 @@
-"""``moi token create|list|revoke``: API tokens from a terminal (see ``moi.tokens``)."""
+"""``moi token create|list|revoke``: API tokens from a terminal (see ``moi.storage.tokens``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from datetime import datetime
 
 import click
 
-from . import connections, tokens
-from .errors import InvalidExpiry, ServiceDefinitionError
-from .retention import parse_duration
+from moi.core.errors import InvalidExpiry, ServiceDefinitionError
+from moi.jobs import connections
+from moi.storage import tokens
+from moi.storage.retention import parse_duration
 
 
 @click.group("token")

@@ -15,7 +15,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from .context import ByName
+from moi.compute.context import ByName
 
 MOI_NAMES = ("status_update", "moi_update_status", "moi_context", "moi_parent_id", "workdir")
 

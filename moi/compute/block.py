@@ -29,13 +29,13 @@ from typing import Any
 
 import redis
 
-from . import arguments, engine
-from . import files as job_files
-from .errors import FetchFailed, MoiError
-from .info import Info, Status, encode_result, is_finished, now
-from .job import pickled
-from .queue import Queue, Taken, batch_of, item_arguments, unpack_call
-from .store import Change, Store
+from moi.compute import arguments, engine
+from moi.compute.running import pickled
+from moi.core.errors import FetchFailed, MoiError
+from moi.core.info import Info, Status, encode_result, is_finished, now
+from moi.jobfiles import directory as job_files
+from moi.queue.jobqueue import Queue, Taken, batch_of, item_arguments, unpack_call
+from moi.storage.store import Change, Store
 
 log = logging.getLogger("moi.block")
 

@@ -15,8 +15,8 @@ import subprocess
 import textwrap
 from typing import Any
 
-from . import engine
-from .errors import CommandFailed, InvalidCode
+from moi.compute import engine
+from moi.core.errors import CommandFailed, InvalidCode
 
 log = logging.getLogger("moi.commands")
 

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .config import ContextSpec
-from .errors import ClusterUnavailable
+from moi.core.config import ContextSpec
+from moi.core.errors import ClusterUnavailable
 
 if TYPE_CHECKING:
     import ipyparallel

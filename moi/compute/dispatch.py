@@ -29,16 +29,16 @@ from typing import Any
 
 import redis
 
-from . import loops
-from .config import ContextSpec
-from .context import ByName, Context
-from .errors import ClusterUnavailable, MoiError
-from .queue import Queue
-from .redact import printable
-from .store import Store
-from .watchdog import controller_alive
-from .worker import WorkSpec, work
-from .workers import Roll
+from moi.compute.context import ByName, Context
+from moi.compute.watchdog import controller_alive
+from moi.compute.worker import WorkSpec, work
+from moi.compute.workers import Roll
+from moi.core.config import ContextSpec
+from moi.core.errors import ClusterUnavailable, MoiError
+from moi.core.redact import printable
+from moi.queue.jobqueue import Queue
+from moi.storage import loops
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.dispatch")
 

@@ -29,8 +29,8 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
-from .errors import JobCancelled, RedisUnavailable
-from .store import Store
+from moi.core.errors import JobCancelled, RedisUnavailable
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.engine")
 

@@ -1,7 +1,7 @@
 """The watchdog: no job stays Running after its engine died.
 
 It works from Redis alone, whatever the cluster. An engine running a job
-keeps the job's heartbeat key alive (see ``moi.engine``); a job in the
+keeps the job's heartbeat key alive (see ``moi.compute.engine``); a job in the
 running set whose heartbeat has been gone for ``GRACE`` seconds (as seen by
 this watchdog, so a Redis restart that dropped the keys is not mistaken for a
 death) is marked Failed, "engine lost". Queued jobs need no watching: they
@@ -13,25 +13,21 @@ a blocking ``moi submit --block`` and ``moi watchdog`` each run one.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import os
 import socket
-import threading
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import files as job_files
-from . import listing, loops
-from .context import key_digest
-from .engine import HEARTBEAT_TTL
-from .errors import MoiError, RedisUnavailable
-from .info import Info, Status, is_finished, now
-from .redact import printable
-from .store import Store, reaching
+from moi.compute.context import key_digest
+from moi.compute.engine import HEARTBEAT_TTL
+from moi.core.errors import MoiError
+from moi.core.info import Info, Status, is_finished, now
+from moi.core.redact import printable
+from moi.storage import loops
+from moi.storage.store import Store, reaching
 
 log = logging.getLogger("moi.watchdog")
 
@@ -40,7 +36,6 @@ GRACE = 3.0  # a heartbeat must stay missing this long before the job is failed
 PROBE_TIMEOUT = 1.0
 # From an engine's death to its job marked Failed, when a watchdog runs.
 ENGINE_LOST_WITHIN = HEARTBEAT_TTL + GRACE + 2 * INTERVAL
-SWEEP_EVERY = 30  # passes between two sweeps of the job directories (one a minute)
 
 
 class Watchdog:
@@ -173,86 +168,3 @@ def _same_controller(entry: dict[str, Any]) -> bool:
     except (OSError, ValueError, AttributeError):
         return True
     return key_digest(key) == entry.get("identity")
-
-
-# running it ----------------------------------------------------------------------
-
-
-def run_forever(store: Store, stop: threading.Event, interval: float = INTERVAL) -> None:
-    """Check every ``interval`` seconds until ``stop`` is set; Redis outages are logged, not fatal."""
-    watchdog = Watchdog(store)
-    while not stop.is_set():
-        check_logging(watchdog)
-        stop.wait(interval)
-
-
-async def watch(store: Store, stop: asyncio.Event, interval: float = INTERVAL) -> None:
-    """``run_forever`` for an asyncio program (the runtime supervisor, ``moi server``)."""
-    watchdog = Watchdog(store)
-    while not stop.is_set():
-        try:
-            await asyncio.to_thread(check_logging, watchdog)
-        except Exception as error:  # check_logging catches everything: the pass could not even start
-            loops.failed(store, "watchdog", "a pass (not started)", error, log)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
-
-
-def check_logging(watchdog: Watchdog) -> list[str]:
-    """One pass of everything a watchdog runs; never raises (short of a BaseException): its loop must go on."""
-    store, failed = watchdog.store, []
-    try:
-        failed = watchdog.check()
-        watchdog.passes += 1
-        if watchdog.passes % SWEEP_EVERY == 1:
-            sweep_logging(store)
-            with loops.item(store, "sweeper", "pruning the listing indexes", log):
-                listing.prune(store)
-        retention_logging(store)
-        _revive_threads(store)
-    except RedisUnavailable as error:
-        log.warning("watchdog pass skipped: %s", error)
-    except Exception as error:  # what no item's guard caught: counted, and the next pass comes as usual
-        loops.failed(store, "watchdog", "a pass", error, log)
-    return failed
-
-
-def _revive_threads(store: Store) -> None:
-    """This process's dispatcher threads that died, started again (the mail sender is, by ``retention_logging``)."""
-    from . import dispatch  # the dispatcher sits above the watchdog
-
-    dispatch.revive_all()
-
-
-def retention_logging(store: Store) -> list[str]:
-    """Service jobs due for archiving or expiring moved on (one round trip when none is due);
-    the process's mail sender started when mail is configured. Never raises for a service's mistake."""
-    from .services import mail, sweeper  # services sit above this layer: asked for only when a pass runs
-
-    mail.start_sender(store)
-    try:
-        moved = sweeper.sweep(store)
-    except RedisUnavailable as error:
-        log.warning("retention pass skipped: %s", error)
-        return []
-    except Exception as error:  # each job's move is guarded: this is the pass's own failure
-        loops.failed(store, "sweeper", "a retention pass", error, log)
-        return []
-    for job_id in moved:
-        log.info("retention moved service job %s", job_id)
-    return moved
-
-
-def sweep_logging(store: Store) -> list[str]:
-    """Remove the directories of jobs that are gone (expired); logs each, never raises for a disk error."""
-    try:
-        swept = job_files.sweep(store)  # each directory's failure is counted there
-    except RedisUnavailable as error:
-        log.warning("job directories not swept: %s", error)
-        return []
-    except Exception as error:  # the jobs root itself cannot be read, say
-        loops.failed(store, "sweeper", "sweeping the job directories", error, log)
-        return []
-    for job_id in swept:
-        log.info("removed the files of job %s: the job is gone (expired or removed)", job_id)
-    return swept

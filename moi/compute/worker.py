@@ -1,12 +1,12 @@
 """The engine side of moi's queue: take a job, run it, take the next, until the queue is empty.
 
-A dispatcher (``moi.dispatch``) sends ``work(spec)`` to an idle engine through
+A dispatcher (``moi.compute.dispatch``) sends ``work(spec)`` to an idle engine through
 the cluster's controller; that small task is all the controller carries. The
 engine then takes jobs from the context's queue in Redis one at a time, each
 marked Running in the same atomic step that takes it (``Queue.take``), so a
 long job never holds short ones behind it: each engine takes its next job only
 when it is free. A batch's items come in blocks, sized by their pace (see
-``moi.block``). When the queue is empty the engine waits up to ``LINGER``
+``moi.compute.block``). When the queue is empty the engine waits up to ``LINGER``
 seconds for a new job (woken by a token the submit pushed), then returns, so
 the engine is free for other work on the cluster.
 """
@@ -19,12 +19,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import block, engine, job
-from .errors import EngineRetiring, MoiError
-from .queue import Queue, batch_of, unpack_call
-from .redact import printable
-from .store import Store, store_for
-from .workers import DoneCounter
+from moi.compute import block, engine
+from moi.compute import running as job
+from moi.compute.workers import DoneCounter
+from moi.core.errors import EngineRetiring, MoiError
+from moi.core.redact import printable
+from moi.queue.jobqueue import Queue, batch_of, unpack_call
+from moi.storage.store import Store, store_for
 
 log = logging.getLogger("moi.worker")
 

@@ -1,6 +1,6 @@
 """Engines as workers: which engine of a context is which process, what it runs, and how much it ran.
 
-The leading dispatcher of a context (``moi.dispatch``) asks each engine it has
+The leading dispatcher of a context (``moi.compute.dispatch``) asks each engine it has
 not met who it is (``host:pid``, one small task) and records it in
 ``moi:workers:<ctx>``; an engine its cluster no longer lists is marked lost
 there, and forgotten an hour later. Each engine's ``work`` adds the jobs it
@@ -19,11 +19,11 @@ from typing import Any
 
 import redis
 
-from .context import ByName
-from .engine import engine_label
-from .errors import MoiError
-from .info import Status
-from .store import Store, reaching
+from moi.compute.context import ByName
+from moi.compute.engine import engine_label
+from moi.core.errors import MoiError
+from moi.core.info import Status
+from moi.storage.store import Store, reaching
 
 log = logging.getLogger("moi.workers")
 

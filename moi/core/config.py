@@ -27,9 +27,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
-from . import input_policy, values
-from .errors import ConfigError
-from .lua import MAX_PRIORITY
+from moi.core import values
+from moi.core.errors import ConfigError
+from moi.core.files_settings import parse_allow, split_list, under
+from moi.core.lua import MAX_PRIORITY
 
 TWO_WEEKS = 14 * 24 * 3600
 
@@ -104,13 +105,13 @@ class Settings:
     # comma-separated names. They see every user's jobs in the API and the operations page.
     admins: str = ""
     max_upload: int = 64 << 20  # bytes of a multipart POST /api/v1/jobs (a service job's input files)
-    # Code over the web ([security] section, see moi.sandbox): who may run it, and as which uids.
+    # Code over the web ([security] section, see moi.compute.sandbox): who may run it, and as which uids.
     code_users: str = ""  # users who may submit Python or shell jobs over the API (admins and --code tokens may too)
     code_uids: str = ""  # "LOW-HIGH": the uids that web users' code runs as, one per user; empty: no code over the web
     code_python: str = ""  # the interpreter of that code, which every uid must be able to run; empty: sys.executable
     code_network: str = "none"  # none: that code has no network at all (not even loopback); host: the engine's
     code_max_processes: int = 256  # processes one user's code may have at once (its uid's RLIMIT_NPROC); 0: no limit
-    # Inputs ([files] section, see moi.input_policy): the operator's grant of server paths and addresses.
+    # Inputs ([files] section, see moi.jobfiles.input_policy): the operator's grant of server paths and addresses.
     input_roots: str = ""  # directories whose files (and file:// URIs) any submitter may name; comma-separated
     uri_schemes: str = "https, http"  # schemes an input or resource URI may use (fsspec ones, s3, when listed)
     fetch_allow: str = ""  # internal addresses a fetch may reach: networks (10.1.2.0/24) or address:port
@@ -341,7 +342,7 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     values.update(overrides or {})
     settings = replace(Settings(), **_coerce(values))
     scheduler_args(settings.scheduler)  # a mistake shows now, not when the runtime starts
-    input_policy.check_settings(settings)
+    _check_files(settings)
     if settings.code_uids.strip():
         _uid_range(settings.code_uids)  # likewise a bad [security] code_uids
     if settings.code_network not in ("none", "host"):
@@ -373,3 +374,22 @@ def imported(path: str) -> Any:
     for part in attribute.split("."):
         found = getattr(found, part)
     return found
+
+
+def _check_files(settings: Settings) -> None:
+    """ConfigError for a [files] setting moi cannot use, said when the settings are read."""
+    parse_allow(split_list(settings.fetch_allow))
+    own = [os.path.realpath(place) for place in (settings.state_dir, settings.jobs_root) if place]
+    for root in split_list(settings.input_roots):
+        if not os.path.isabs(root):
+            raise ConfigError(f"[files] input_roots lists {root!r}; an input root is an absolute path")
+        if any(under(place, os.path.realpath(root)) for place in own):
+            raise ConfigError(
+                f"[files] input_roots lists {root!r}, which holds moi's state directory or jobs root: "
+                "every user could read moi's secrets and each other's files; list only data directories"
+            )
+    for scheme in split_list(settings.uri_schemes):
+        if not scheme.replace("+", "").replace("-", "").isalnum():
+            raise ConfigError(f"[files] uri_schemes lists {scheme!r}, which is not a URI scheme")
+    if settings.fetch_max_bytes <= 0 or not 0 < settings.fetch_timeout < float("inf"):
+        raise ConfigError("[files] fetch_max_bytes and fetch_timeout are positive numbers")

@@ -47,7 +47,7 @@
 Every message is one line a user can act on; the CLI prints it as it is.
 """
 
-from .redact import masked_url, printable
+from moi.core.redact import masked_url, printable
 
 
 class MoiError(Exception):
@@ -178,7 +178,7 @@ class PriorityAboveCeiling(InvalidPriority):
 
 
 class InvalidValue(MoiError):
-    """A value that Redis's Lua and JSON cannot hold as it is (see ``moi.values``); nothing was stored."""
+    """A value that Redis's Lua and JSON cannot hold as it is (see ``moi.core.values``); nothing was stored."""
 
     def __init__(self, where: str, why: str) -> None:
         super().__init__(f"{printable(where, 80)} is refused: {why}")
@@ -210,7 +210,7 @@ class CommandFailed(MoiError):
 
 
 class CodeRefused(MoiError):
-    """Code over the web that may not, or cannot, run: no grant, or no sandbox configured (see moi.sandbox)."""
+    """Code over the web that may not, or cannot, run: no grant, or no sandbox configured (see moi.compute.sandbox)."""
 
 
 class CodeFailed(MoiError):

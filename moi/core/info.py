@@ -8,8 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from .errors import BadDocument
-from .redact import printable
+from moi.core.errors import BadDocument
+from moi.core.redact import printable
 
 Info = dict[str, Any]
 

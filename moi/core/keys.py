@@ -15,7 +15,7 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:queue:<ctx>      zset    ids of the jobs waiting for a context, by priority then order
     Pmoi:seq              string  the order of submission, shared by every context's queue
     Pmoi:fair:clock:<ctx>:<priority> string  the latest turn taken at that priority of that queue (fair share:
-                          see moi.lua ENQUEUE); one per priority, so a take at one does not move another's
+                          see moi.core.lua ENQUEUE); one per priority, so a take at one does not move another's
     Pmoi:fair:last:<owner>:<ctx>:<priority> string  the turn of that user's (group id's) last job queued there
     Pmoi:wake:<ctx>       channel announces new jobs in that queue (to dispatchers)
     Pmoi:wakeup:<ctx>     list    tokens that wake engines waiting for work in that queue
@@ -29,12 +29,12 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:tokens           hash    token id -> JSON: user, admin and code flags, name, expiry, its secret's SHA-256
     Pmoi:tokens:used      hash    API token id -> when it was last used (epoch seconds; written at most once a minute)
     Pmoi:tokens:revoked   channel ids of tokens just revoked: every server closes their open sockets
-    Pmoi:code:uids        hash    user -> the uid their code runs as over the web (see moi.sandbox)
+    Pmoi:code:uids        hash    user -> the uid their code runs as over the web (see moi.compute.sandbox)
     Pmoi:code:uids:next   string  how many uids of [security] code_uids have been given out
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
     Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
     Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
-    Pmoi:loops            hash    loop -> items it failed on; <loop>:restarts; <loop>:last (JSON line, time); moi.loops
+    Pmoi:loops            hash    per loop (moi.storage.loops): items it failed on; <loop>:restarts; <loop>:last
     Pmoi:tally            hash    "<status>|<service>" -> jobs that ended so (kept by the ending writes, for /metrics)
     Pmoi:tally:<span>     hash    a histogram of job durations (span: wait, run) -> count per bucket, and "sum"
     Pmoi:tally:minute:<m> hash    status -> jobs that ended in that minute (m: minutes since the epoch); kept 2 hours

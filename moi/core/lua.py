@@ -1,11 +1,11 @@
 """The Lua scripts through which moi changes the tree in Redis: each one atomic step, one round trip.
 
-``moi.store`` is their one caller; the comments say what each takes and returns.
+``moi.storage.store`` is their one caller; the comments say what each takes and returns.
 """
 
 # A stored document's revision; nil for anything that is not an info object, which then
-# goes back to Python as "changed meanwhile", where moi.info.parse says what is wrong with it.
-# moi.info.dumps writes it first, where it is read without decoding the document (5 us of 6).
+# goes back to Python as "changed meanwhile", where moi.core.info.parse says what is wrong with it.
+# moi.core.info.dumps writes it first, where it is read without decoding the document (5 us of 6).
 _REVISION_OF = """
 local function revision_of(text)
   local leading = string.match(text, '^{"revision":(%d+)[,}]')
@@ -140,7 +140,7 @@ redis.call('EXPIRE', KEYS[1], ttl)
 return {'ok', ARGV[3]}
 """
 
-# Priorities run from -MAX_PRIORITY to MAX_PRIORITY; moi.queue checks them before they get here.
+# Priorities run from -MAX_PRIORITY to MAX_PRIORITY; moi.queue.jobqueue checks them before they get here.
 MAX_PRIORITY = 1000
 
 # Queued jobs stored under a group, each with its call and its place in a context's queue; announced to
@@ -254,11 +254,11 @@ return {1, online}
 # A batch's items come as a block: when the first job taken is an item of the batch named by ARGV[7]
 # ("@<batch id>:"), the items of that batch that follow it in the queue are taken with it, ARGV[6] at most.
 # Items are only registered here (heartbeat, running set), still Queued: their engine marks each Running
-# as it starts it (moi.block), and a cancel of one is asked of that engine.
+# as it starts it (moi.compute.block), and a cancel of one is asked of that engine.
 # An engine being retired (its label in the retiring set) takes nothing, and is told so.
 # A queued job whose document this script cannot read (cjson refuses it: not JSON, a lone surrogate, another
 # type of key) or write back (a number cjson has no JSON for, such as 1e999, read as inf) fails alone, its
-# result one line, and its entry goes: it never stalls the take of every engine (moi.values keeps such values
+# result one line, and its entry goes: it never stalls the take of every engine (moi.core.values keeps such values
 # out; this is for what got into Redis anyway).
 # The fair clock of the first job's priority is raised to its turn (never lowered: a job given back by RELEASE
 # keeps its old, earlier turn), and no other priority's (see ENQUEUE).
@@ -295,7 +295,7 @@ local function fail(id, doc, info, why)
   redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
   if type(kept['owner']) == 'string' then redis.call('SREM', ARGV[8] .. kept['owner'], id) end
   local service = type(kept['service']) == 'string' and kept['service'] or ''
-  redis.call('HINCRBY', KEYS[4], 'Failed|' .. service, 1)  -- moi.tally's count
+  redis.call('HINCRBY', KEYS[4], 'Failed|' .. service, 1)  -- moi.storage.tally's count
   return nil
 end
 -- A queued job's document and what cjson reads of it; nothing when it is gone, or failed here.
@@ -374,7 +374,7 @@ for i = 7, #ARGV, 2 do
       redis.call('SET', prefix .. id, cjson.encode(info), 'EX', ARGV[2])
       redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
       if info['owner'] then redis.call('SREM', ARGV[6] .. info['owner'], id) end
-      redis.call('HINCRBY', KEYS[4], 'Cancelled|' .. (info['service'] or ''), 1)  -- moi.tally's count
+      redis.call('HINCRBY', KEYS[4], 'Cancelled|' .. (info['service'] or ''), 1)  -- moi.storage.tally's count
     else
       redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
       back = back + 1

@@ -21,8 +21,8 @@ import math
 import re
 from typing import Any
 
-from .errors import InvalidValue
-from .redact import printable
+from moi.core.errors import InvalidValue
+from moi.core.redact import printable
 
 MAX_INTEGER = 2**53
 MAX_DEPTH = 64  # far below cjson's 1,000, far above any parameter set or request

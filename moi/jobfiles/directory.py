@@ -30,13 +30,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
-from . import connections, fetch, input_policy, loops, values
-from .confined import DIRECTORY, FILE, tree
-from .errors import FilesNotRemoved, InputRefused, InvalidId, MoiError, NoSuchFile, PathRefused, UnknownId
-from .handle import JobHandle
-from .info import is_finished, is_uuid
-from .redact import printable
-from .store import Store, set_fields
+from moi.core import values
+from moi.core.errors import InputRefused, InvalidId, MoiError, NoSuchFile, PathRefused, UnknownId
+from moi.core.info import is_uuid
+from moi.core.redact import printable
+from moi.jobfiles import fetch, input_policy
+from moi.jobfiles.confined import DIRECTORY, FILE, tree
+from moi.storage import loops, process
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.files")
 
@@ -68,7 +69,7 @@ def directory_of(job_id: str, info: Mapping[str, Any] | None = None) -> str:
     moved = info.get("directory") if info is not None else None
     if isinstance(moved, str) and moved:
         return _checked_move(job_id, moved)
-    return os.path.join(connections.settings().jobs_root, job_id)
+    return os.path.join(process.settings().jobs_root, job_id)
 
 
 def current_directory(job_id: str) -> str:
@@ -76,7 +77,7 @@ def current_directory(job_id: str) -> str:
     if not is_uuid(job_id):
         raise InvalidId(job_id)
     try:
-        info = connections.store().get(job_id)
+        info = process.store().get(job_id)
     except UnknownId:  # gone: it has no files either, which the open that follows says
         return directory_of(job_id)
     return directory_of(job_id, info)
@@ -112,7 +113,7 @@ def prepare(
     Returns its path and what the engine moves: inputs and resources given by URI
     (fetched there before the call, as the policy it carries allows) and where ``output/``
     goes after a success. ``origin``: LOCAL (the library or CLI, whose user reads any path
-    they name) or WEB (a path only inside the input roots; see ``moi.input_policy``).
+    they name) or WEB (a path only inside the input roots; see ``moi.jobfiles.input_policy``).
     Nothing is left behind when an input is refused (InputRefused).
     """
     named = builtins.list(_named(inputs))
@@ -170,14 +171,14 @@ def _resources(
 
 def submit_policy(fetches: bool) -> input_policy.Policy:
     """The grant of the settings; with moi's own Redis and cluster addresses when a URI is to be fetched."""
-    settings = connections.settings()
+    settings = process.settings()
     if not fetches:
         return input_policy.of_settings(settings)
     files = []
-    for name in connections.context_specs():
+    for name in process.context_specs():
         with contextlib.suppress(MoiError, OSError, ImportError):  # a context that cannot be read adds no ports
-            files.append(connections.context_spec(name).connection_file())
-    return input_policy.of_settings(settings, input_policy.own_endpoints(connections.store().url, files))
+            files.append(process.context_spec(name).connection_file())
+    return input_policy.of_settings(settings, input_policy.own_endpoints(process.store().url, files))
 
 
 def _named(inputs: Inputs | None) -> Iterator[tuple[str, Source]]:
@@ -240,7 +241,7 @@ def _copy_stream(name: str, source: IO[bytes], target: IO[bytes]) -> None:
 
 
 def remove_directory(directory: str) -> None:
-    """Remove a job's directory, however deep (see ``moi.confined.tree``); never follows a link out of it.
+    """Remove a job's directory, however deep (see ``moi.jobfiles.confined.tree``); never follows a link out of it.
 
     OSError when something in it cannot be removed (or was moved while it was); a directory
     already gone is no error.
@@ -264,32 +265,6 @@ def remove_directory(directory: str) -> None:
 # deleting ------------------------------------------------------------------------------
 
 SWEEP_GRACE = 600.0  # seconds a directory without a job is left alone: its submit may still be storing it
-CANCEL_WAIT = 30.0  # seconds ``delete`` waits for a cancelled job to end before removing its directory
-
-
-def delete(job_id: str) -> None:
-    """Remove a job's directory; its info object stays, marked ``files: "deleted"``.
-
-    A job that has not finished is cancelled first (and waited for, at most
-    CANCEL_WAIT seconds), so it does not write into a directory being removed.
-    """
-    from .job import cancel  # the job layer sits above this one
-
-    store = connections.store()
-    info = store.get(job_id)
-    directory = directory_of(job_id, info)
-    if not os.path.isdir(directory) and info.get("files") != "deleted":
-        raise NoSuchFile(job_id, "")
-    if not is_finished(info):
-        cancel(job_id, store)
-        JobHandle(job_id, store).wait(CANCEL_WAIT)
-    try:
-        remove_directory(directory)
-    except OSError as error:  # a file the OS refuses to remove (immutable, a mount): one line, not a traceback
-        raise FilesNotRemoved(job_id, error) from None
-    store.update(job_id, set_fields(files="deleted"))
-
-
 def remove_directories(job_ids: Iterable[str], infos: Mapping[str, Mapping[str, Any]] | None = None) -> None:
     """Remove the directories of jobs that are gone (removed from the tree); ``infos``: what they were.
 
@@ -310,7 +285,7 @@ def sweep(store: Store, grace: float = SWEEP_GRACE) -> builtins.list[str]:
 
     A directory younger than ``grace`` seconds is kept: its job may be being submitted.
     """
-    root = connections.settings().jobs_root
+    root = process.settings().jobs_root
     try:
         names = [name for name in os.listdir(root) if is_uuid(name)]
     except FileNotFoundError:

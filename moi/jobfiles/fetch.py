@@ -1,6 +1,6 @@
 """Moving files by URI, for job files: inputs and resources in, outputs out.
 
-What may be fetched is the operator's grant (``moi.input_policy``): ``http(s)://`` by
+What may be fetched is the operator's grant (``moi.jobfiles.input_policy``): ``http(s)://`` by
 default, ``file://`` inside the input roots, any other listed scheme through fsspec
 when it is installed (``pip install moi[fsspec]``: s3, gcs, sftp, ...). moi fetches
 http(s) itself: it resolves the host once, checks every address, connects to the one
@@ -33,9 +33,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from .errors import FetchFailed, InputRefused, MoiError
-from .input_policy import FETCHED, Address, Policy
-from .redact import printable
+from moi.core.errors import FetchFailed, InputRefused, MoiError
+from moi.core.redact import printable
+from moi.jobfiles.input_policy import FETCHED, Address, Policy
 
 GUNZIP = "|gunzip"
 CHUNK = 1 << 20

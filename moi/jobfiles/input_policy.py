@@ -13,7 +13,7 @@ user who reads it: origin LOCAL), or when it resolves inside an input root (any 
 HTTP, origin WEB, the only way). ``file:`` reaches only inside the input roots. A network fetch
 resolves the name once, refuses loopback, private, link-local, unspecified, multicast and
 reserved addresses, and moi's own Redis and cluster, unless ``fetch_allow`` lists them, and
-connects to the address it checked (see ``moi.fetch``); the host of a URI of any other scheme
+connects to the address it checked (see ``moi.jobfiles.fetch``); the host of a URI of any other scheme
 (fsspec's: ftp, sftp, ...) is checked the same way before fsspec connects. The submitting side writes the policy
 into the job's transfers (``carried``); the engine, which reads no settings, applies that.
 
@@ -33,13 +33,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import values
-from .confined import DIRECTORY, FILE
-from .errors import ConfigError, InputRefused
-from .redact import printable
+from moi.core.errors import InputRefused
+from moi.core.files_settings import host_port, parse_allow, split_list, under
+from moi.core.redact import printable
+from moi.jobfiles.confined import DIRECTORY, FILE
 
 if TYPE_CHECKING:
-    from .config import Settings
+    from moi.core.config import Settings
 
 LOCAL, WEB = "local", "web"  # where a submission comes from: the library or CLI, or the HTTP API
 FETCHED = ("http", "https")  # schemes moi fetches itself; "file" is the input roots'; any other goes to fsspec
@@ -165,7 +165,7 @@ class Policy:
         if not self.roots or not os.path.isabs(path) or "\x00" in path:
             return None
         real = os.path.realpath(path)
-        return real if any(_under(real, root) for root in self.roots) else None
+        return real if any(under(real, root) for root in self.roots) else None
 
     def checked_path(self, name: str, path: str) -> str:
         """``path`` resolved, when that is inside an input root; else InputRefused, the same whether or
@@ -193,7 +193,7 @@ class Policy:
         (The library's own paths never come here: its user opens them as themselves.)
         """
         real = self.checked_path(name, path)
-        root = next(root for root in self.roots if _under(real, root))
+        root = next(root for root in self.roots if under(real, root))
         names = [part for part in os.path.relpath(real, root).split(os.sep) if part not in ("", ".")]
         fd = -1
         try:
@@ -236,49 +236,15 @@ def of_settings(settings: Settings, internal: Iterable[str] = ()) -> Policy:
     )
 
 
-def check_settings(settings: Settings) -> None:
-    """ConfigError for a [files] setting moi cannot use, said when the settings are read."""
-    parse_allow(split_list(settings.fetch_allow))
-    own = [os.path.realpath(place) for place in (settings.state_dir, settings.jobs_root) if place]
-    for root in split_list(settings.input_roots):
-        if not os.path.isabs(root):
-            raise ConfigError(f"[files] input_roots lists {root!r}; an input root is an absolute path")
-        if any(_under(place, os.path.realpath(root)) for place in own):
-            raise ConfigError(
-                f"[files] input_roots lists {root!r}, which holds moi's state directory or jobs root: "
-                "every user could read moi's secrets and each other's files; list only data directories"
-            )
-    for scheme in split_list(settings.uri_schemes):
-        if not scheme.replace("+", "").replace("-", "").isalnum():
-            raise ConfigError(f"[files] uri_schemes lists {scheme!r}, which is not a URI scheme")
-    if settings.fetch_max_bytes <= 0 or not 0 < settings.fetch_timeout < float("inf"):
-        raise ConfigError("[files] fetch_max_bytes and fetch_timeout are positive numbers")
 
-
-def split_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def parse_allow(entries: Iterable[str]) -> list[tuple[Any, int | None]]:
-    """fetch_allow entries as (network, port or None): ``10.1.2.0/24``, ``10.0.0.5``, ``127.0.0.1:80``, ``[::1]:80``."""
-    rules = []
-    for entry in entries:
-        host, port = _host_port(entry)
-        try:
-            rules.append((ipaddress.ip_network(host, strict=False), port))
-        except ValueError:
-            raise ConfigError(
-                f"[files] fetch_allow lists {entry!r}; write a network (10.1.2.0/24), an address, or address:port"
-            ) from None
-    return rules
 
 
 def own_endpoints(redis_url: str, connection_files: Iterable[str | None]) -> list[str]:
     """moi's own Redis and cluster as ``address:port``: a fetch never reaches them by accident."""
     found: list[tuple[str, int]] = []
     netloc = urllib.parse.urlsplit(redis_url).netloc.rpartition("@")[2]
-    for host_port in netloc.split(","):  # a sentinel URL names several
-        host, port = _host_port(host_port)
+    for endpoint in netloc.split(","):  # a sentinel URL names several
+        host, port = host_port(endpoint)
         found.append((host, port or 6379))
     for path in connection_files:
         found.extend(_cluster_ports(path))
@@ -305,16 +271,6 @@ def _cluster_ports(path: str | None) -> list[tuple[str, int]]:
     ports += [port for value in lists for port in value if isinstance(port, int)]
     return [(host, port) for port in ports]
 
-
-def _host_port(entry: str) -> tuple[str, int | None]:
-    entry = entry.strip()
-    if entry.startswith("["):  # [v6]:port
-        host, _, rest = entry[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and values.is_whole(rest[1:], 5) else None
-    host, sep, port = entry.rpartition(":")
-    if sep and values.is_whole(port, 5) and ":" not in host:
-        return host, int(port)
-    return entry, None
 
 
 def _address(text: str) -> Address:
@@ -351,9 +307,6 @@ def _public(address: Address) -> bool:
 def _text(address: Address) -> str:
     return f"[{address}]" if address.version == 6 else str(address)
 
-
-def _under(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _close(fd: int) -> None:

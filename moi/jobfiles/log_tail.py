@@ -4,7 +4,7 @@
 server answers ``{"log": {"id", "lines", "offset"}}`` frames, and one with ``"end": true``
 once the job has finished and its log was read to the end. The first frame holds at
 most the last ``START`` bytes, each later one at most ``CHUNK``; a socket follows at
-most ``MAX_PER_SOCKET`` logs at once. The file is read through ``moi.files``, so the
+most ``MAX_PER_SOCKET`` logs at once. The file is read through ``moi.jobfiles.directory``, so the
 rules of the job's directory (confined, no links) hold here too.
 """
 
@@ -16,10 +16,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from . import files as job_files
-from .errors import JobFilesError, MoiError
-from .info import is_finished
-from .store import Store
+from moi.core.errors import JobFilesError, MoiError
+from moi.core.info import is_finished
+from moi.jobfiles import directory as job_files
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.log_tail")
 

@@ -15,13 +15,16 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import connections, engine, queue, values
-from . import files as job_files
-from .context import Context, by_name
-from .errors import InputRefused
-from .handle import JobHandle, kept_values
-from .info import Info, Status, is_finished, new_id, new_info
-from .store import Store
+from moi.compute import engine
+from moi.compute.context import Context, by_name
+from moi.core import values
+from moi.core.errors import InputRefused
+from moi.core.info import Info, Status, is_finished, new_id, new_info
+from moi.jobfiles import directory as job_files
+from moi.jobs import connections
+from moi.queue import jobqueue as queue
+from moi.queue.handle import JobHandle, kept_values
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.batch")
 
@@ -96,7 +99,7 @@ def submit_many(
     default = connections.settings().default_context
     spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx or default)
     level = queue.priority_of(priority)
-    values.check_line(name, "the batch's name")  # see moi.values: once, for every item's
+    values.check_line(name, "the batch's name")  # see moi.core.values: once, for every item's
     values.check_line(url, "the batch's url")
     store = connections.store()
     jobs = queue.Queue(store)
@@ -140,7 +143,7 @@ def _directories(
     resources: Mapping[str, str] | None,
     outputs: str | None,
 ) -> dict[str, Any]:
-    """A directory per item, each with the inputs; what every item's engine moves (see moi.block)."""
+    """A directory per item, each with the inputs; what every item's engine moves (see moi.compute.block)."""
     if isinstance(files, Mapping):  # a file object is read once, its bytes copied into every item's directory
         files = {name: _read_once(name, source) for name, source in files.items()}
     elif files is not None:

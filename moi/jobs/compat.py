@@ -1,7 +1,7 @@
 """The names applications written for the original moi import, on moi's own store.
 
-``moi.group`` re-exports ``get_id_from_user``, ``get_user_from_id`` and
-``create_info`` (where the original kept them); ``moi`` and ``moi.job``
+``moi.relay.group`` re-exports ``get_id_from_user``, ``get_user_from_id`` and
+``create_info`` (where the original kept them); ``moi`` and ``moi.jobs.submit``
 re-export ``ctxs``. Everything connects on first use, as the rest of moi does.
 """
 
@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from . import connections, values
-from .context import Context
-from .errors import IdTaken, InvalidId, InvalidUserName, NotAGroup, UnknownKey
-from .info import Info, is_uuid, new_id, new_info
-from .keys import _looks_like_id
+from moi.compute.context import Context
+from moi.core import values
+from moi.core.errors import IdTaken, InvalidId, InvalidUserName, NotAGroup, UnknownKey
+from moi.core.info import Info, is_uuid, new_id, new_info
+from moi.core.keys import _looks_like_id
+from moi.jobs import connections
 
 KINDS = ("group", "job")
 
@@ -81,7 +82,7 @@ def create_info(
         node_id, str(name), info_type, moi_store.keys.channel(node_id), parent=parent, url=url, context=context
     )
     if store:
-        values.check_line(info["name"], "the name")  # stored, it is read by Redis's Lua (see moi.values)
+        values.check_line(info["name"], "the name")  # stored, it is read by Redis's Lua (see moi.core.values)
         values.check_line(url, "the url")
         _store(info)
     return info

@@ -1,6 +1,6 @@
 """Who may run code over the web, and where it runs: the server's side of the sandbox.
 
-Running Python or shell over the web is a grant (``moi.api`` checks it: an admin,
+Running Python or shell over the web is a grant (``moi.web.api`` checks it: an admin,
 a user of ``[security] code_users``, or a token made with ``--code``). The server
 then decides where the code runs and writes it into the job's call, which only moi
 writes (``run_code(kind, cmd, uid, python, network, processes)``), and into its info
@@ -24,12 +24,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .. import connections
-from ..errors import CodeRefused
-from ..redact import printable
-from ..store import Store, reaching
-from ..values import is_whole
-from .child import run_code
+from moi.core.errors import CodeRefused
+from moi.core.redact import printable
+from moi.core.values import is_whole
+from moi.jobs import connections
+from moi.storage.store import Store, reaching
 
 GRANT_NEEDED = (
     "running code needs a grant: an admin, a user listed in [security] code_users, "
@@ -89,18 +88,6 @@ def _check_config_closed() -> None:
         )
 
 
-def submit_code(
-    group: str, name: str, url: str | None, kind: str, cmd: str, place: Place, level: int
-) -> tuple[str, str]:
-    """Queue ``cmd`` to run at ``place``: the call says so, and the job's info too (``sandbox``: uid and
-    network), which relaunch keeps and the API and websocket read to ask for the grant again."""
-    from .. import job
-
-    args = (kind, cmd, place.uid, place.python, place.network, place.processes)
-    spec = job.context_for(None, name, group, args, {})
-    fields = {SANDBOX_FIELD: {"uid": place.uid, "network": place.network}}
-    job_id, group_id, _ = job.queue_job(spec, group, name, url, run_code, args, {}, level, job.Placed(), fields)
-    return job_id, group_id
 
 
 def is_code(info: Mapping[str, Any]) -> bool:
@@ -122,14 +109,14 @@ def check_relaunch(info: Mapping[str, Any], call: str, web_grant: bool | None) -
 
 
 def _runs_code_in_process(call: str) -> bool:
-    """Whether a packed call is moi.commands' python_exec or system_call: read from its pickle's strings,
+    """Whether a packed call is moi.compute.commands' python_exec or system_call: read from its pickle's strings,
     never by loading it (that would import whatever module it names)."""
     try:
         buffers, _ = pickle.loads(base64.b64decode(call))  # moi's own wrapping: bytes and tuples
         strings = {str(arg) for _, arg, _ in pickletools.genops(bytes(buffers[0])) if isinstance(arg, str)}
     except Exception:  # not a call moi packed: none of its commands either
         return False
-    return "moi.commands" in strings and not strings.isdisjoint({"python_exec", "system_call"})
+    return "moi.compute.commands" in strings and not strings.isdisjoint({"python_exec", "system_call"})
 
 
 def uid_of(store: Store, user: str, uids: tuple[int, int]) -> int:

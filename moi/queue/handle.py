@@ -7,9 +7,9 @@ import pickle
 import time
 from typing import Any
 
-from .errors import JobCancelled, JobFailed
-from .info import Info, Status, is_finished
-from .store import Store, reaching
+from moi.core.errors import JobCancelled, JobFailed
+from moi.core.info import Info, Status, is_finished
+from moi.storage.store import Store, reaching
 
 
 class JobHandle:

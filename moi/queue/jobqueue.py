@@ -4,8 +4,8 @@
 serialised as ipyparallel serialises them) and its entry in its context's
 queue, a sorted set by priority then order of submission, in one Lua call,
 which also announces the job. Engines working for moi take the first entry
-and mark it Running in one atomic step (see ``moi.worker``); a dispatcher
-starts that work on idle engines (see ``moi.dispatch``). The cluster's
+and mark it Running in one atomic step (see ``moi.compute.worker``); a dispatcher
+starts that work on idle engines (see ``moi.compute.dispatch``). The cluster's
 controller only ever carries "work on context X" tasks, never a job.
 """
 
@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EngineRetiring, InvalidPriority, PriorityAboveCeiling, QuotaExceeded, UnknownKey
-from .info import Info, dumps, is_uuid, now
-from .lua import ENQUEUE, MAX_PRIORITY, RELEASE, TAKE
-from .pause import scope_tokens
-from .store import Store, message, reaching
+from moi.core.errors import EngineRetiring, InvalidPriority, PriorityAboveCeiling, QuotaExceeded, UnknownKey
+from moi.core.info import Info, dumps, is_uuid, now
+from moi.core.lua import ENQUEUE, MAX_PRIORITY, RELEASE, TAKE
+from moi.queue.pause import scope_tokens
+from moi.storage.store import Store, message, reaching
 
 # Named priorities; any integer from -MAX_PRIORITY to MAX_PRIORITY works too.
 PRIORITIES = {"low": -1, "normal": 0, "high": 1}
@@ -31,7 +31,7 @@ PRIORITIES = {"low": -1, "normal": 0, "high": 1}
 
 @dataclass(frozen=True)
 class Limits:
-    """Per-user limits on unfinished jobs (0: none); see ``moi.config.Settings``."""
+    """Per-user limits on unfinished jobs (0: none); see ``moi.core.config.Settings``."""
 
     hog_size: int = 0
     hard_limit: int = 0

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BadDocument
-from .info import Info, is_uuid, parse
-from .store import Store, reaching
+from moi.core.errors import BadDocument
+from moi.core.info import Info, is_uuid, parse
+from moi.storage.store import Store, reaching
 
 SCAN_PAGES = 10
 MAX_LIMIT = 1000

@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from .errors import UnknownId, UnknownKey
-from .info import Info, Status
-from .store import Store, reaching
+from moi.core.errors import UnknownId, UnknownKey
+from moi.core.info import Info, Status
+from moi.storage.store import Store, reaching
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from typing import Any
 
 import redis
 
-from .errors import EngineCountRefused, MoiError
-from .store import Store, reaching
+from moi.core.errors import EngineCountRefused, MoiError
+from moi.storage.store import Store, reaching
 
 log = logging.getLogger("moi.scaling")
 

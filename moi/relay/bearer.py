@@ -1,4 +1,4 @@
-"""``Authorization: Bearer <token>`` on moi's routes: the websocket and a job's files (see ``moi.tokens``).
+"""``Authorization: Bearer <token>`` on moi's routes: the websocket and a job's files (see ``moi.storage.tokens``).
 
 A request that carries the header is that token's user, whatever its cookie
 says; a malformed, unknown, revoked or expired token is refused with 401 and never
@@ -11,9 +11,10 @@ import logging
 
 from tornado.web import HTTPError, RequestHandler
 
-from . import tokens
-from .hub import Hub
-from .redact import printable
+from moi.core.redact import printable
+from moi.jobs import connections
+from moi.relay.hub import Hub
+from moi.storage import tokens
 
 log = logging.getLogger("moi.bearer")
 
@@ -45,6 +46,4 @@ async def token_of(handler: RequestHandler, hub: Hub) -> tokens.Token | None:
 
 def is_admin_login(user: object) -> bool:
     """Whether a user logged in by the page's login (cookie) is one of ``[moi] admins``."""
-    from . import connections
-
     return bool(user) and str(user) in connections.settings().admin_names

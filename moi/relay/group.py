@@ -35,16 +35,13 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from . import files as job_files
-from .compat import create_info as create_info  # the original's helpers, where it kept them
-from .compat import get_id_from_user as get_id_from_user
-from .compat import get_user_from_id as get_user_from_id
-from .errors import BadDocument, MoiError, NotInGroup, RedisRefused, RedisUnavailable, RootRemoval
-from .hub import Hub
-from .info import Info, Stored, has_children, parse
-from .keys import Keys
-from .redact import printable
-from .store import message
+from moi.core.errors import BadDocument, MoiError, NotInGroup, RedisRefused, RedisUnavailable, RootRemoval
+from moi.core.info import Info, Stored, has_children, parse
+from moi.core.keys import Keys
+from moi.core.redact import printable
+from moi.jobfiles import directory as job_files
+from moi.relay.hub import Hub
+from moi.storage.store import message
 
 log = logging.getLogger("moi.group")
 

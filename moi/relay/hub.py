@@ -33,9 +33,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from . import loops, redis_clients
-from .keys import Keys
-from .redact import printable
+from moi.core.keys import Keys
+from moi.core.redact import printable
+from moi.storage import loops, redis_clients
 
 log = logging.getLogger("moi.hub")
 
@@ -170,7 +170,7 @@ class Hub:
             self._failed("a read's reply", error)
 
     def _failed(self, what: str, error: BaseException) -> None:
-        """One line for an item the relay failed on, counted in Redis (``moi.loops``) without waiting for it."""
+        """One line for an item the relay failed on, counted in Redis (``moi.storage.loops``) without waiting for it."""
         line = f"{what}: {loops.one_line(error)}"
         loops.say(log, f"relay: {what} failed, going on: {loops.one_line(error)}")
         counting = asyncio.get_running_loop().create_task(self._count(line))

@@ -6,7 +6,7 @@ Mount it in any Tornado application::
 
 The user is ``get_current_user()`` (by default the signed cookie ``user``;
 override it to use your application's login), mapped to a group through
-``user-id-map`` only. Without a user, or with a name ``moi.keys.user_name_problem``
+``user-id-map`` only. Without a user, or with a name ``moi.core.keys.user_name_problem``
 refuses (a node id, ``no-user``, a ``moi:`` name), the upgrade is refused with 403:
 a login name never reaches another user's tree. Your login should refuse those
 names too, with the same function.
@@ -14,7 +14,7 @@ names too, with the same function.
 Server -> browser, one JSON object per frame: ``{"add"|"update"|"remove"|"get": info}``,
 or ``{"error": "what was wrong"}`` for a request the server refuses.
 Browser -> server: ``{"get": [ids]}`` (an empty list: the user's own group),
-``{"log": id}`` (follow a job's log, see ``moi.log_tail``), ``{"remove": [ids]}``,
+``{"log": id}`` (follow a job's log, see ``moi.jobfiles.log_tail``), ``{"remove": [ids]}``,
 ``{"cancel": [ids]}`` (a group: all its unfinished jobs; the outcome arrives as updates),
 ``{"relaunch": [ids]}`` (finished jobs, again: the new jobs arrive as adds),
 ``{"pause": [ids]}`` and ``{"resume": [ids]}`` (queued jobs, or all of a group's),
@@ -53,9 +53,8 @@ import redis
 from tornado.web import Application, HTTPError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
-from . import bearer, connections, log_tail, sandbox, tokens, values
-from . import pause as pausing
-from .errors import (
+from moi.core import values
+from moi.core.errors import (
     BadRequest,
     CodeRefused,
     InvalidUserName,
@@ -66,14 +65,20 @@ from .errors import (
     RedisUnavailable,
     WrongState,
 )
-from .group import Group
-from .hub import Hub
-from .info import Info, Stored
-from .job import cancel, relaunch
-from .keys import Keys, user_name_problem
-from .pause import Scope
-from .redact import printable
-from .store import Store, store_for
+from moi.core.info import Info, Stored
+from moi.core.keys import Keys, user_name_problem
+from moi.core.redact import printable
+from moi.jobfiles import log_tail
+from moi.jobs import connections, grant
+from moi.jobs.cancel import cancel
+from moi.jobs.submit import relaunch
+from moi.queue import pause as pausing
+from moi.queue.pause import Scope
+from moi.relay import bearer
+from moi.relay.group import Group
+from moi.relay.hub import Hub
+from moi.storage import tokens
+from moi.storage.store import Store, store_for
 
 log = logging.getLogger("moi.websocket")
 
@@ -163,7 +168,7 @@ def parse_request(frame: str | bytes) -> tuple[str, Any]:
         raise BadRequest(f"request too large ({len(frame)} characters; at most {MAX_FRAME})")
     try:
         request = values.loads(frame)
-        values.check(request, "")  # what Redis's Lua and JSON cannot hold goes no further (moi.values)
+        values.check(request, "")  # what Redis's Lua and JSON cannot hold goes no further (moi.core.values)
     except InvalidValue as error:
         raise BadRequest(str(error)) from None
     except ValueError:
@@ -376,7 +381,7 @@ class MOIMessageHandler(WebSocketHandler):
         loop = asyncio.get_running_loop()
         token = self.token
         admin = token.admin if token is not None else bearer.is_admin_login(self.current_user)
-        code = sandbox.granted(str(self.current_user), admin, token is not None and token.code)  # see check_relaunch
+        code = grant.granted(str(self.current_user), admin, token is not None and token.code)  # see check_relaunch
         for node_id in ids:
             try:
                 await loop.run_in_executor(None, relaunch, node_id, store, code)
@@ -410,7 +415,7 @@ class MOIMessageHandler(WebSocketHandler):
         return store_for(self.hub.url, self.hub.keys.prefix, self.hub.ttl)
 
     async def do_log(self, argument: Any) -> None:
-        """Follow (or stop following) a job's ``framework.log``; see ``moi.log_tail``."""
+        """Follow (or stop following) a job's ``framework.log``; see ``moi.jobfiles.log_tail``."""
         job_id, stop = (
             (argument.get("id"), bool(argument.get("stop"))) if isinstance(argument, dict) else (argument, False)
         )

@@ -15,21 +15,23 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import IO, Any
 
-from .. import connections, input_policy, queue
-from .. import job as jobs
-from ..config import Settings
-from ..errors import InputRefused, ValidationFailed
-from ..fetch import is_uri, name_of
-from ..handle import JobHandle
-from ..input_policy import LOCAL
-from ..redact import printable
-from ..retention import parse_duration, retention_fields
-from ..values import text_problem
-from . import places, validators
-from .definition import Parameter, Service
-from .documents import StepService
-from .lifecycle import carried, first_state, run_service
-from .registry import dump, get, known, load_into, register, unregister
+from moi.core.config import Settings
+from moi.core.errors import InputRefused, ValidationFailed
+from moi.core.redact import printable
+from moi.core.values import text_problem
+from moi.jobfiles import input_policy
+from moi.jobfiles.fetch import is_uri, name_of
+from moi.jobfiles.input_policy import LOCAL
+from moi.jobs import connections
+from moi.jobs import submit as jobs
+from moi.queue import jobqueue as queue
+from moi.queue.handle import JobHandle
+from moi.services import places, validators
+from moi.services.definition import Parameter, Service
+from moi.services.documents import StepService
+from moi.services.lifecycle import carried, first_state, run_service
+from moi.services.registry import dump, get, known, load_into, register, unregister
+from moi.storage.retention import parse_duration, retention_fields
 
 __all__ = [
     "Parameter",
@@ -68,7 +70,7 @@ def submit(
     mapped to paths or bytes) passes the service's validators first. ValidationFailed, and
     nothing stored, otherwise. Returns ``(job_id, group_id, handle)``. ``origin``: who names
     the inputs, LOCAL (this process's user, who may name any file they can read) or WEB (a
-    web user: server paths only inside the operator's input roots; see ``moi.input_policy``).
+    web user: server paths only inside the operator's input roots; see ``moi.jobfiles.input_policy``).
     """
     cls = get(name)
     checked = cls.checked_params(params or {})

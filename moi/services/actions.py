@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from .. import connections
-from ..errors import WrongState
-from ..info import Info, Status
-from ..lua import MAX_PRIORITY
-from ..pause import wake
-from ..store import Store, message, reaching
-from ..values import is_whole
+from moi.core.errors import WrongState
+from moi.core.info import Info, Status
+from moi.core.lua import MAX_PRIORITY
+from moi.core.values import is_whole
+from moi.jobs import connections
+from moi.queue.pause import wake
+from moi.storage.store import Store, message, reaching
 
 
 def resubmit(job_id: str, store: Store | None = None) -> Info:
@@ -31,7 +31,7 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
         steps = sorted(store.children(job_id))
     if steps:
         _remove_steps(store, job_id, steps)
-    # As ENQUEUE gives it (fair share: moi.lua): with the jobs being taken now at its priority, after its owner's.
+    # As ENQUEUE gives it (fair share: moi.core.lua): with the jobs being taken now at its priority, after its owner's.
     turn = max(_turn(clock, seq), _turn(owners_last, -1) + 1)
     score = (MAX_PRIORITY - priority) * 2**32 + turn
 

@@ -23,9 +23,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from .. import values
-from ..errors import ServiceDefinitionError, ValidationFailed
-from ..retention import parse_duration
+from moi.core import values
+from moi.core.errors import ServiceDefinitionError, ValidationFailed
+from moi.storage.retention import parse_duration
 
 TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 LOG_NAME = "framework.log"
@@ -58,7 +58,7 @@ class Parameter:
 
     def checked(self, value: Any) -> Any:
         """``value`` as this parameter's type; a string (from a form or the CLI) is converted. Refused too:
-        what JSON and Redis's Lua cannot hold (nan, inf, 10**309, a lone surrogate; see ``moi.values``)."""
+        what JSON and Redis's Lua cannot hold (nan, inf, 10**309, a lone surrogate; see ``moi.core.values``)."""
         problem = values.scalar_problem(value)  # first: float(10**309) would raise OverflowError
         if problem is None:
             value = self._typed(value)

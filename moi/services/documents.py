@@ -25,9 +25,9 @@ from typing import Any, ClassVar, cast
 
 import yaml
 
-from ..errors import ServiceDefinitionError
-from .definition import Parameter, Service
-from .steps import Chain, Step, check_chain, step_document, step_from
+from moi.core.errors import ServiceDefinitionError
+from moi.services.definition import Parameter, Service
+from moi.services.steps import Chain, Step, check_chain, step_document, step_from
 
 _KEYS = {"name", "parameters", "validators", "steps", "archive_after", "expire_after", "reschedule_limit"}
 

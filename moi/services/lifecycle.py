@@ -18,11 +18,12 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any, cast
 
-from .. import engine
-from ..errors import ServiceError, StepFailed
-from ..info import Status
-from . import places, steps
-from .definition import Service
+from moi.compute import engine
+from moi.core.errors import ServiceError, StepFailed
+from moi.core.info import Status
+from moi.services import places, steps
+from moi.services.definition import Service
+from moi.services.documents import service_from
 
 
 def first_state(service: type[Service]) -> str:
@@ -110,8 +111,6 @@ def carried(cls: type[Service]) -> Any:
 
 def _resolved(service: Any) -> type[Service]:
     if isinstance(service, Mapping):  # a YAML service travels as its definition
-        from .documents import service_from
-
         return service_from(service)
     if isinstance(service, tuple):
         kind, where, qualname = service

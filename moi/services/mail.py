@@ -1,7 +1,7 @@
 """Mail of service jobs: to the submitter when a job ends, to the admin with a failure's traceback.
 
 The write that finishes a job queues its mails in Redis (``moi:mail``, see
-``moi.retention``), so a job never waits on a mail server. A sender thread in
+``moi.storage.retention``), so a job never waits on a mail server. A sender thread in
 the runtime, ``moi server`` and ``moi watchdog`` sends them with the ``[mail]``
 settings, retrying with backoff; a mail still refused after ``ATTEMPTS`` tries
 is logged and counted in ``moi:mail:failed``, which ``moi status`` shows.
@@ -19,12 +19,13 @@ import time
 from email.message import EmailMessage
 from typing import Any
 
-from .. import connections, loops
-from ..config import Settings
-from ..errors import MoiError, RedisUnavailable, UnknownId
-from ..info import Info, Status
-from ..redact import masked_url, printable
-from ..store import Store, reaching
+from moi.core.config import Settings
+from moi.core.errors import MoiError, RedisUnavailable, UnknownId
+from moi.core.info import Info, Status
+from moi.core.redact import masked_url, printable
+from moi.jobs import connections
+from moi.storage import loops
+from moi.storage.store import Store, reaching
 
 log = logging.getLogger("moi.services.mail")
 
@@ -60,7 +61,7 @@ def compose(info: Info, to: str, settings: Settings) -> EmailMessage | None:
 
 def _one_line(value: Any) -> str:
     """A job's field as header text: a CR or LF there would end the header (and a lone surrogate cannot be
-    sent), so every control or unprintable character is a space. moi.values refuses them at submit; this is
+    sent), so every control or unprintable character is a space. moi.core.values refuses them at submit; this is
     for what was stored before."""
     return "".join(char if char.isprintable() else " " for char in str(value))[:200]
 

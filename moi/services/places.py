@@ -19,11 +19,11 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import MoveFailed
-from ..files import remove_directory
-from ..info import Info, Status
-from ..store import Store, set_fields
-from .definition import STATES
+from moi.core.errors import MoveFailed
+from moi.core.info import Info, Status
+from moi.jobfiles.directory import remove_directory
+from moi.services.definition import STATES
+from moi.storage.store import Store, set_fields
 
 # a status -> the state whose root its directory lives under
 ROOT_OF: dict[str, str] = {

@@ -14,12 +14,12 @@ import logging
 import threading
 from typing import Any
 
-from .. import connections
-from ..config import imported
-from ..errors import BadDocument, ServiceDefinitionError, UnknownService
-from ..store import Store, reaching
-from . import documents
-from .definition import Service
+from moi.core.config import imported
+from moi.core.errors import BadDocument, ServiceDefinitionError, UnknownService
+from moi.jobs import connections
+from moi.services import documents
+from moi.services.definition import Service
+from moi.storage.store import Store, reaching
 
 log = logging.getLogger("moi.services")
 _lock = threading.Lock()

@@ -24,10 +24,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import engine
-from ..commands import end_process_group
-from ..errors import JobCancelled, ServiceDefinitionError, StepFailed
-from ..info import Info, Status, is_finished, new_id, new_info, now
+from moi.compute import engine
+from moi.compute.commands import end_process_group
+from moi.core.errors import JobCancelled, ServiceDefinitionError, StepFailed
+from moi.core.info import Info, Status, is_finished, new_id, new_info, now
 
 SUCCESS, FAILED, DONE = "success", "failed", "done"
 MISSING_ACTIONS = ("fail", "terminate", "continue")

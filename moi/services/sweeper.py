@@ -1,7 +1,7 @@
 """Retention: finished service jobs archived after ``archive_after``, expired after ``expire_after``.
 
 The due indexes (``moi:due:archive``, ``moi:due:expire``, sorted by due time; see
-``moi.retention``) say what is due, so a pass with nothing due is one round trip
+``moi.storage.retention``) say what is due, so a pass with nothing due is one round trip
 however many jobs are kept. Any number of sweepers may run (the runtime,
 ``moi server``, ``moi watchdog``): each move is a compare-and-set, and only the
 sweeper whose write landed calls the hook.
@@ -17,14 +17,14 @@ import logging
 import time
 from collections.abc import Callable
 
-from .. import files as job_files
-from .. import loops
-from ..errors import MoiError, MoveFailed, RedisUnavailable, ServiceError
-from ..info import Info, Status, now
-from ..redact import printable
-from ..store import Store, reaching, set_fields
-from . import places, registry
-from .definition import Service
+from moi.core.errors import MoiError, MoveFailed, RedisUnavailable, ServiceError
+from moi.core.info import Info, Status, now
+from moi.core.redact import printable
+from moi.jobfiles import directory as job_files
+from moi.services import places, registry
+from moi.services.definition import Service
+from moi.storage import loops
+from moi.storage.store import Store, reaching, set_fields
 
 log = logging.getLogger("moi.services.sweeper")
 

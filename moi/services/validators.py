@@ -15,8 +15,8 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ..config import imported
-from ..errors import ServiceDefinitionError, ValidationFailed
+from moi.core.config import imported
+from moi.core.errors import ServiceDefinitionError, ValidationFailed
 
 Validator = Callable[[Any], bool]
 HEAD = 1 << 16  # what the magic-byte and format checks read of a large file

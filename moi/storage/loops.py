@@ -26,10 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import MoiError, RedisUnavailable
-from .keys import Keys
-from .redact import printable
-from .store import Store, reaching
+from moi.core.errors import MoiError, RedisUnavailable
+from moi.core.keys import Keys
+from moi.core.redact import printable
+from moi.storage.store import Store, reaching
 
 LOOPS = ("watchdog", "sweeper", "mail", "dispatcher", "relay", "supervisor")  # supervisor: the runtime's engines
 QUIET = 600.0  # seconds before the same failure line is logged again (it is counted every time)

@@ -11,7 +11,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from .errors import UnsafeStateDir
+from moi.core.errors import UnsafeStateDir
 
 
 def make_private_dir(path: Path) -> None:

@@ -26,8 +26,8 @@ from redis.asyncio.sentinel import SentinelConnectionPool as AsyncSentinelPool
 from redis.connection import URL_QUERY_ARGUMENT_PARSERS
 from redis.sentinel import Sentinel
 
-from .errors import ConfigError
-from .values import is_whole
+from moi.core.errors import ConfigError
+from moi.core.values import is_whole
 
 PLAIN_SCHEMES = ("redis", "rediss", "unix")
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme: whether it speaks TLS

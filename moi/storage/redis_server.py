@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import RuntimeStartError
-from .private import check_private, private_file
+import redis
+
+from moi.core.errors import RuntimeStartError
+from moi.storage import redis_clients
+from moi.storage.private import check_private, private_file
 
 log = logging.getLogger("moi.runtime")
 
@@ -115,10 +118,6 @@ def server_url(address: str, port: int, password: str | None, tls: TlsFiles | No
 
 def _answers(proc: subprocess.Popen[bytes], url: str, timeout: float = 20) -> bool:
     """Whether the server answers a PING within ``timeout`` s (False at once if it exits)."""
-    import redis
-
-    from . import redis_clients
-
     client = redis_clients.sync_client(url)
     deadline = time.monotonic() + timeout
     try:

@@ -16,9 +16,9 @@ import re
 import time
 from typing import Any
 
-from .errors import ServiceDefinitionError
-from .info import Info, Status, is_finished
-from .keys import Keys
+from moi.core.errors import ServiceDefinitionError
+from moi.core.info import Info, Status, is_finished
+from moi.core.keys import Keys
 
 NEVER = "never"
 KEPT_FOR_NEVER = 10 * 365 * 86400  # "never" in Redis terms: ten years

@@ -1,12 +1,12 @@
 """The embedded local runtime: one Redis server and one ipyparallel cluster per user.
 
 The first moi process that needs them starts a supervisor in the background
-(``python -m moi.runtime``), which runs an embedded redis-server and a local
+(``python -m moi.upkeep.supervisor``), which runs an embedded redis-server and a local
 cluster, writes where they are to ``runtime.json`` in the state directory,
 and stops both when it gets SIGTERM (``moi down``). A file lock makes sure
 that two moi commands started at once start one runtime. While it runs, the
 supervisor replaces any engine that dies (so the cluster keeps its size) and
-runs the job watchdog (``moi.watchdog``) over the Redis jobs are kept in.
+runs the job watchdog (``moi.compute.watchdog``) over the Redis jobs are kept in.
 
 Only its owner may reach it. The state directory is 0700 and every file in it
 0600; the Redis server asks for a password generated on first start (kept in
@@ -24,8 +24,6 @@ what a job can import does not depend on where the runtime was first started.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import fcntl
 import json
 import logging
@@ -36,26 +34,20 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .errors import ConfigError, RuntimeStartError, UnsafeStateDir
-from .private import check_private, make_private_dir, private_file
-from .redact import masked_url
-from .redis_server import KeptRedis, free_port, start_redis  # noqa: F401  (moi.runtime.start_redis, free_port)
+from moi.core.errors import RuntimeStartError, UnsafeStateDir
+from moi.storage.private import check_private, make_private_dir, private_file
 
 if TYPE_CHECKING:
-    from .config import Settings
-    from .store import Store
+    from moi.core.config import Settings
 
 log = logging.getLogger("moi.runtime")
 
 STATE_FILE = "runtime.json"
-REDIS_DIR = "redis"
-CLUSTER_ID = "moi"
 START_TIMEOUT = 120.0
-SUPERVISE_INTERVAL = 1.0  # seconds between looks at the engines
 
 
 @dataclass(frozen=True)
@@ -126,7 +118,7 @@ def _start(state_dir: Path, engines: int, scheduler: str) -> RuntimeInfo:
     with private_file(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             # -P: the directory it runs in is not on sys.path (see the module docstring).
-            [sys.executable, "-P", "-m", "moi.runtime", str(state_dir), str(engines), scheduler],
+            [sys.executable, "-P", "-m", "moi.upkeep.supervisor", str(state_dir), str(engines), scheduler],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
@@ -186,128 +178,3 @@ def stop(state_dir: Path, timeout: float = 30.0) -> RuntimeInfo | None:
         if _alive(info.pid):
             os.killpg(info.pid, signal.SIGKILL)
         return info
-
-
-# the supervisor ---------------------------------------------------------------
-
-
-async def _serve(state_dir: Path, engines: int, scheduler: str) -> None:
-    import ipyparallel
-    from traitlets.config import Config
-
-    from .config import scheduler_args
-
-    os.umask(0o077)  # everything the runtime, its Redis and its cluster write is its owner's alone
-    redis_server = KeptRedis(state_dir / REDIS_DIR)
-    config = Config()
-    config.LocalEngineSetLauncher.engine_cmd = [sys.executable, "-P", "-m", "ipyparallel.engine"]
-    cluster = ipyparallel.Cluster(
-        n=engines,
-        profile_dir=str(state_dir / "ipython"),
-        cluster_id=CLUSTER_ID,
-        log_level=logging.WARNING,
-        controller_args=scheduler_args(scheduler),
-        config=config,
-    )
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
-    try:
-        await cluster.start_cluster()
-        client = await cluster.connect_client()
-        client.wait_for_engines(engines, timeout=START_TIMEOUT)
-        client.close()
-        url_file = os.path.join(cluster.profile_dir, "security", f"ipcontroller-{CLUSTER_ID}-client.json")
-        info = RuntimeInfo(
-            os.getpid(), redis_server.url, redis_server.pid, url_file, engines, time.strftime("%Y-%m-%d %H:%M:%S")
-        )
-        _write_state(state_dir, info)
-        log.warning("moi runtime ready: redis %s, %d engines", masked_url(redis_server.url), engines)
-        watching = asyncio.create_task(_watch_jobs(redis_server.url, url_file, stopping))
-        await _keep_running(cluster, engines, redis_server, state_dir, info, stopping)
-        await watching
-    finally:
-        (state_dir / STATE_FILE).unlink(missing_ok=True)
-        try:
-            await cluster.stop_cluster()
-        finally:
-            redis_server.stop()
-
-
-async def _keep_running(
-    cluster: Any, engines: int, redis_server: KeptRedis, state_dir: Path, info: RuntimeInfo, stopping: asyncio.Event
-) -> None:
-    """Replace engines that died and a Redis that died, and add or remove engines as asked, until the runtime stops."""
-    from . import scaling
-
-    store = _job_store(redis_server.url)
-    while not stopping.is_set():
-        if redis_server.restarted():
-            info = replace(info, redis_pid=redis_server.pid)
-            _write_state(state_dir, info)
-        try:
-            await scaling.settle(cluster, store, engines)
-        except Exception as error:  # an engine that would not start, say: the next look tries again
-            _look_failed(store, error)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), SUPERVISE_INTERVAL)
-
-
-def _look_failed(store: Store | None, error: Exception) -> None:
-    from . import loops
-
-    if store is None:
-        log.warning("supervisor: replacing engines failed; going on: %s", loops.one_line(error))
-    else:
-        loops.failed(store, "supervisor", "replacing engines", error, log)
-
-
-def _job_store(own_redis_url: str) -> Store | None:
-    """The Redis moi processes of this user keep jobs in (the configured one, else the runtime's own)."""
-    from .config import build_settings
-    from .store import store_for
-
-    try:
-        settings = build_settings({})
-    except ConfigError as error:  # a broken configuration must not take the cluster down
-        log.error("no job watchdog: %s", error)
-        return None
-    return store_for(settings.redis_url or own_redis_url, settings.key_prefix, settings.ttl)
-
-
-async def _watch_jobs(own_redis_url: str, url_file: str, stopping: asyncio.Event) -> None:
-    """The watchdog over the Redis moi processes of this user keep jobs in, and the dispatcher
-    of this cluster's queue: jobs queued while it was down run once it is up, submitter or not."""
-    from . import dispatch
-    from .config import ContextSpec, build_settings
-    from .watchdog import watch
-
-    store = _job_store(own_redis_url)
-    if store is None:
-        return
-    settings = build_settings({})
-    # ensure(): the process's registry, whose dead threads each watchdog pass starts again
-    dispatch.ensure(store, ContextSpec(settings.default_context, url_file=url_file))
-    try:
-        await watch(store, stopping)
-    finally:
-        await asyncio.get_running_loop().run_in_executor(None, dispatch.stop_all)
-
-
-def _write_state(state_dir: Path, info: RuntimeInfo) -> None:
-    tmp = state_dir / (STATE_FILE + ".tmp")
-    with private_file(tmp) as handle:  # it holds the Redis password
-        handle.write(json.dumps(asdict(info)))
-    tmp.replace(state_dir / STATE_FILE)  # readers never see half a file
-
-
-def main(argv: list[str]) -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    state_dir, engines = Path(argv[0]), int(argv[1])
-    scheduler = argv[2] if len(argv) > 2 else "leastload"
-    asyncio.run(_serve(state_dir, engines, scheduler))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])

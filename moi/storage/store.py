@@ -20,11 +20,11 @@ from typing import Any, NamedTuple
 
 import redis
 
-from . import redis_clients, retention, tally
-from .errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId
-from .info import Info, dumps, is_finished, new_id, new_info, parse
-from .keys import Keys, _looks_like_id
-from .lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, COMPARE_AND_SET_UNLESS, ENSURE_GROUP
+from moi.core.errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId
+from moi.core.info import Info, dumps, is_finished, new_id, new_info, parse
+from moi.core.keys import Keys, _looks_like_id
+from moi.core.lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, COMPARE_AND_SET_UNLESS, ENSURE_GROUP
+from moi.storage import redis_clients, retention, tally
 
 log = logging.getLogger("moi.store")
 
@@ -82,7 +82,7 @@ def _is_group_id(key: str) -> bool:
 def _report(error: BadDocument, bad: list[BadDocument] | None) -> None:
     """A bad document skipped in a listing: to the caller's list, or to the log when it keeps none."""
     if bad is None:
-        log.warning("skipped: %s", error)  # the message escapes the key (moi.redact.printable)
+        log.warning("skipped: %s", error)  # the message escapes the key (moi.core.redact.printable)
     else:
         bad.append(error)
 
@@ -288,7 +288,7 @@ class Store:
     def add_under(self, group_id: str, infos: list[Info], ttl: int | None = None) -> bool:
         """Store new nodes under a group that must still exist, and announce them: one round trip.
 
-        False (nothing written) if the group no longer exists. Jobs go through ``moi.queue``.
+        False (nothing written) if the group no longer exists. Jobs go through ``moi.queue.jobqueue``.
         ``ttl``: how long they are kept (a service job's steps live as long as it does).
         """
         args: list[Any] = [ttl or self.ttl, self.keys.channel(group_id), message("add", [info["id"] for info in infos])]
@@ -397,7 +397,7 @@ class Store:
         """One compare-and-set call for changed documents (``revision`` already bumped), each published.
 
         Per document: 1 (written), -1 (no such node) or the current document (changed meanwhile).
-        ``old_statuses``: each document's status before, so a job's end is counted (``moi.tally``).
+        ``old_statuses``: each document's status before, so a job's end is counted (``moi.storage.tally``).
         ``update_many`` is the usual way in; this is its single round trip.
         """
         args: list[Any] = [self.ttl]
@@ -414,8 +414,8 @@ class Store:
         self, node_id: str, new: Info, old: Info | None = None, old_status: Any = None
     ) -> list[list[str | int]]:
         """What goes with a write: at a job's final one, it no longer counts against its owner's limits
-        and is counted for /metrics (``moi.tally``); a service job's due indexes and mails (see
-        ``moi.retention``; ``old``: the state it changes)."""
+        and is counted for /metrics (``moi.storage.tally``); a service job's due indexes and mails (see
+        ``moi.storage.retention``; ``old``: the state it changes)."""
         commands = retention.state_commands(self.keys, node_id, new, old)
         commands += tally.ending_commands(self.keys, new, old.get("status") if old is not None else old_status)
         owner = new.get("owner")

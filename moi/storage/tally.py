@@ -4,7 +4,7 @@ The write that moves a job to a final status also, in the same atomic step,
 counts it by status and service (``moi:tally``) and, the first time it ends,
 adds its durations to two histograms: ``wait`` (submitted to started) and
 ``run`` (started to ended). A histogram is kept as a count per bucket, not
-cumulative, so an observation is one HINCRBY, plus its "sum"; ``moi.metrics``
+cumulative, so an observation is one HINCRBY, plus its "sum"; ``moi.web.metrics``
 adds the buckets up as Prometheus wants them. Each minute's ends are counted too,
 for the operations page's chart of the last hour (``last_hour``).
 """
@@ -16,8 +16,8 @@ import time
 from datetime import datetime
 from typing import Any
 
-from .info import TERMINAL, Info
-from .keys import Keys
+from moi.core.info import TERMINAL, Info
+from moi.core.keys import Keys
 
 Command = list[str | int]
 

@@ -26,10 +26,10 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
-from .errors import InvalidExpiry, InvalidUserName, RedisRefused, RedisUnavailable, UnknownToken
-from .info import now
-from .keys import Keys, user_name_problem
-from .store import Store, reaching
+from moi.core.errors import InvalidExpiry, InvalidUserName, RedisRefused, RedisUnavailable, UnknownToken
+from moi.core.info import now
+from moi.core.keys import Keys, user_name_problem
+from moi.storage.store import Store, reaching
 
 _TOKEN = re.compile(r"^moi_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 # Seconds between two writes of one token's last use by one process.
@@ -48,7 +48,7 @@ class Token:
     created: str
     expires: float | None = None  # epoch seconds; None: never
     last_used: float | None = None  # epoch seconds, as ``listed`` reads it; None: never used
-    code: bool = False  # its user may run code over the web (``moi token create --code``; see moi.sandbox)
+    code: bool = False  # its user may run code over the web (``moi token create --code``; see moi.compute.sandbox)
 
     def expired(self) -> bool:
         return self.expires is not None and time.time() >= self.expires
@@ -62,7 +62,7 @@ def create(
     store: Store, user: str, admin: bool = False, name: str = "", expires_in: float | None = None, code: bool = False
 ) -> str:
     """A new token for ``user``, valid for ``expires_in`` seconds (None: until revoked); the only time its
-    secret is seen. ``code``: it may run code over the web (see ``moi.sandbox``)."""
+    secret is seen. ``code``: it may run code over the web (see ``moi.compute.sandbox``)."""
     problem = user_name_problem(user)
     if problem is not None:
         raise InvalidUserName(user, problem)

@@ -1,15 +1,15 @@
 """The HTTP API, ``/api/v1/``, JSON: submit, read and act on jobs, as the websocket does.
 
 Every route is authorised per user: ``Authorization: Bearer <token>`` (see
-``moi.tokens``) or the login cookie, which then needs Tornado's XSRF token like
+``moi.storage.tokens``) or the login cookie, which then needs Tornado's XSRF token like
 any form. A user reaches only their own tree; an admin token, every user's.
 Errors are ``{"error": "...", "code": "..."}`` with their status: 400 (a body
 that is not a JSON object), 401 (no or a bad token), 403 (code from a user without
-the grant; see ``moi.sandbox``), 404 (no such job, or not
+the grant; see ``moi.compute.sandbox``), 404 (no such job, or not
 yours: the same answer, so nothing leaks), 409 (the action does not fit the
 job's state), 413 (a JSON body, or one field of a form, over ``moi_api_max_body``, or an upload
 over ``[moi] max_upload``), 422 (a bad parameter or input, or a value JSON and Redis's Lua cannot
-hold: NaN, 1e999, 10**309, a lone surrogate, a control character; see ``moi.values``), 429 (the user's hard limit,
+hold: NaN, 1e999, 10**309, a lone surrogate, a control character; see ``moi.core.values``), 429 (the user's hard limit,
 with ``Retry-After``), 503 (Redis unreachable).
 
     POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group;
@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 
 from tornado.web import HTTPError, RequestHandler
 
-from . import bearer, connections, listing, queue, sandbox, values
-from . import files as job_files
-from . import job as jobs
-from .errors import (
+from moi import services
+from moi.compute.commands import check_code
+from moi.core import values
+from moi.core.errors import (
     CodeRefused,
     EngineCountRefused,
     FilesNotRemoved,
@@ -56,13 +56,21 @@ from .errors import (
     ValidationFailed,
     WrongState,
 )
-from .group import remove_nodes
-from .info import Info, is_finished, is_uuid
-from .input_policy import WEB
-from .keys import user_name_problem
-from .redact import printable
-from .store import Store, store_for
-from .websocket import cookie_user, hub_for, user_group
+from moi.core.info import Info, is_finished, is_uuid
+from moi.core.keys import user_name_problem
+from moi.core.redact import printable
+from moi.jobfiles import directory as job_files
+from moi.jobfiles.input_policy import WEB
+from moi.jobs import connections, grant
+from moi.jobs import submit as jobs
+from moi.jobs.cancel import cancel
+from moi.jobs.submit import submit_code
+from moi.queue import jobqueue as queue
+from moi.queue import listing
+from moi.relay import bearer
+from moi.relay.group import remove_nodes
+from moi.relay.websocket import cookie_user, hub_for, user_group
+from moi.storage.store import Store, store_for
 
 log = logging.getLogger("moi.api")
 
@@ -169,7 +177,7 @@ class APIHandler(RequestHandler):
 
     def body(self) -> dict[str, Any]:
         """The JSON object sent (or the multipart form, as one). A value that JSON and Redis's Lua cannot hold
-        as it is (NaN, 1e999, 10**309, a lone surrogate, a control character; see ``moi.values``): 422."""
+        as it is (NaN, 1e999, 10**309, a lone surrogate, a control character; see ``moi.core.values``): 422."""
         try:
             if self.request.headers.get("Content-Type", "").startswith("multipart/form-data"):
                 value = self._form()
@@ -235,7 +243,7 @@ class APIHandler(RequestHandler):
 
     async def may_run_code(self) -> bool:
         """An admin, a user of [security] code_users, or a token made with --code (looked up again: it is rare)."""
-        if sandbox.granted(str(self.current_user), self.admin, token_code=False):
+        if grant.granted(str(self.current_user), self.admin, token_code=False):
             return True
         try:
             found = await bearer.token_of(self, hub_for(self.application))
@@ -351,8 +359,6 @@ class JobsHandler(APIHandler):
         return given
 
     async def _service_job(self, given: dict[str, Any], group: str) -> tuple[str, str]:
-        from . import services
-
         params = given.get("params") or {}
         uploaded = self.request.headers.get("Content-Type", "").startswith("multipart/form-data")
         files = given.get("files") if uploaded else _json_files(given.get("files"))
@@ -374,18 +380,18 @@ class JobsHandler(APIHandler):
         return job_id, group_id
 
     async def _command_job(self, given: dict[str, Any], group: str) -> tuple[str, str]:
-        """Python or shell code: for a granted user only, run as their own uid in a child (see moi.sandbox)."""
+        """Python or shell code: for a granted user only, run as their own uid in a child (see moi.compute.sandbox)."""
         if not await self.may_run_code():
-            raise Problem(403, "forbidden", sandbox.GRANT_NEEDED)
+            raise Problem(403, "forbidden", grant.GRANT_NEEDED)
         cmd, kind = given["cmd"], given.get("cmd_type", "python")
         if not isinstance(cmd, str) or kind not in ("python", "system"):
             raise Problem(422, "invalid", '"cmd" is text and "cmd_type" python or system')
         if kind == "python":
-            await self.run(jobs.check_code, cmd)
-        place = await self.run(sandbox.placement, self.store, str(self.current_user))
+            await self.run(check_code, cmd)
+        place = await self.run(grant.placement, self.store, str(self.current_user))
         name = _text(given, "name") or "api job"
         level = self.asked_priority(given)
-        return await self.run(sandbox.submit_code, group, name, _text(given, "url"), kind, cmd, place, level)
+        return await self.run(submit_code, group, name, _text(given, "url"), kind, cmd, place, level)
 
 
 class JobHandler(APIHandler):
@@ -395,7 +401,7 @@ class JobHandler(APIHandler):
     async def delete(self, job_id: str) -> None:
         info = await self.owned(job_id)
         if not is_finished(info):
-            await self.run(jobs.cancel, job_id, self.store)
+            await self.run(cancel, job_id, self.store)
         hub = hub_for(self.application)
         try:
             await remove_nodes(hub.redis, hub.keys, [job_id])
@@ -417,11 +423,11 @@ class JobActionHandler(APIHandler):
         """
         info = await self.owned(job_id)
         if action == "cancel":
-            report = await self.run(jobs.cancel, job_id, self.store)
+            report = await self.run(cancel, job_id, self.store)
             if not (report.cancelled or report.requested):
                 raise Problem(409, "conflict", report.summary(job_id))
         elif action == "relaunch":
-            granted = await self.may_run_code()  # code is run again only with the grant (see moi.sandbox)
+            granted = await self.may_run_code()  # code is run again only with the grant (see moi.compute.sandbox)
             new_id, group_id, _ = await self.run(jobs.relaunch, job_id, self.store, granted)
             self.set_header("Location", f"{PREFIX}/jobs/{new_id}")
             self.answer({"id": new_id, "group": group_id}, 201)

@@ -21,23 +21,25 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from . import connections, runtime, scaling, tally, workers
-from .api import PREFIX, APIHandler, Problem
-from .errors import MoiError
-from .file_routes import MOIFilesHandler
-from .info import Info, has_children, is_uuid
-from .log_tail import LOG_NAME
-from .lua import MAX_PRIORITY
-from .store import Store, reaching, store_for
-from .websocket import hub_for
+from moi import services
+from moi.compute import workers
+from moi.core.errors import MoiError
+from moi.core.info import Info, has_children, is_uuid
+from moi.core.lua import MAX_PRIORITY
+from moi.jobfiles.log_tail import LOG_NAME
+from moi.jobs import connections
+from moi.queue import scaling
+from moi.relay.websocket import hub_for
+from moi.storage import runtime, tally
+from moi.storage.store import Store, reaching, store_for
+from moi.web.api import PREFIX, APIHandler, Problem
+from moi.web.file_routes import MOIFilesHandler
 
-_BAND = 2**32  # a queue score is (MAX_PRIORITY - priority) * 2^32 + order (see moi.lua ENQUEUE)
+_BAND = 2**32  # a queue score is (MAX_PRIORITY - priority) * 2^32 + order (see moi.core.lua ENQUEUE)
 
 
 class ServicesHandler(APIHandler):
     async def get(self) -> None:
-        from . import services
-
         known = await self.run(services.known, self.store)
         self.answer({"services": [cls.describe() for cls in known.values()]})
 

@@ -2,7 +2,7 @@
 
 Each page is a small server-rendered shell (Tornado templates escape every value)
 that ``static/dashboard.js`` fills: live over the websocket where the jobs are
-the user's own, from the HTTP API (``moi.api``) otherwise. There is no build step.
+the user's own, from the HTTP API (``moi.web.api``) otherwise. There is no build step.
 
     /                the user's jobs: a live, filtered, sortable table
     /jobs/<id>       one job: its fields, result or traceback, log, files, steps, actions
@@ -20,12 +20,12 @@ from typing import Any
 
 from tornado.web import HTTPError, RequestHandler, authenticated
 
-from . import bearer
-from .errors import MoiError
-from .info import is_uuid
-from .keys import user_name_problem
-from .store import Store, store_for
-from .websocket import cookie_user, hub_for, user_group
+from moi.core.errors import MoiError
+from moi.core.info import is_uuid
+from moi.core.keys import user_name_problem
+from moi.relay import bearer
+from moi.relay.websocket import cookie_user, hub_for, user_group
+from moi.storage.store import Store, store_for
 
 
 class PageHandler(RequestHandler):

@@ -3,7 +3,7 @@
 Only the job's owner (the user whose tree holds it, by the same login the
 websocket uses) may list or download; anyone else gets 404, the same as for a
 job that does not exist, so nothing leaks. A path is confined as
-``moi.files`` confines it (Tornado has decoded any percent-encoding first).
+``moi.jobfiles.directory`` confines it (Tornado has decoded any percent-encoding first).
 Downloads come in chunks, with ``Range`` (one range), ``HEAD``, the content
 type from the name, ``?download=1`` for ``Content-Disposition: attachment``, and
 a sandboxing ``Content-Security-Policy``, so an HTML output cannot run scripts
@@ -23,14 +23,14 @@ from urllib.parse import quote
 
 from tornado.web import HTTPError, RequestHandler
 
-from . import bearer
-from . import files as job_files
-from .errors import JobFilesError, MoiError, UnknownId
-from .info import Status, is_uuid
-from .keys import user_name_problem
-from .redact import printable
-from .store import Store, store_for
-from .websocket import cookie_user, hub_for, user_group
+from moi.core.errors import JobFilesError, MoiError, UnknownId
+from moi.core.info import Status, is_uuid
+from moi.core.keys import user_name_problem
+from moi.core.redact import printable
+from moi.jobfiles import directory as job_files
+from moi.relay import bearer
+from moi.relay.websocket import cookie_user, hub_for, user_group
+from moi.storage.store import Store, store_for
 
 CHUNK = 256 * 1024  # bytes read and written at a time: what a download holds in memory
 # ASCII digits, and at most 18 of them: int() refuses more than 4,300 digits, and no file has 10^18 bytes

@@ -1,10 +1,10 @@
 """``GET /metrics``: moi's figures in the Prometheus text format, from ``prometheus_client``.
 
 Everything is read from a few keys, never by scanning jobs: the counts and
-histograms the ending writes keep (``moi.tally``), the queues' depths by
-priority band (ZCOUNT), the running set's size, the workers (``moi.workers``),
+histograms the ending writes keep (``moi.storage.tally``), the queues' depths by
+priority band (ZCOUNT), the running set's size, the workers (``moi.compute.workers``),
 the contexts' online notes, the mail counters and
-the long-lived loops' failures (``moi.loops``). Sockets and relay frames are
+the long-lived loops' failures (``moi.storage.loops``). Sockets and relay frames are
 this server process's own. A registry is built per scrape, so importing this
 module registers nothing anywhere.
 
@@ -23,12 +23,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import connections, loops, workers
-from .api import APIHandler, Problem
-from .api_ops import contexts, queues
-from .store import Store, reaching
-from .tally import BUCKETS, SEPARATOR, SPANS
-from .websocket import hub_for, open_sockets
+from moi.compute import workers
+from moi.jobs import connections
+from moi.relay.websocket import hub_for, open_sockets
+from moi.storage import loops
+from moi.storage.store import Store, reaching
+from moi.storage.tally import BUCKETS, SEPARATOR, SPANS
+from moi.web.api import APIHandler, Problem
+from moi.web.api_ops import contexts, queues
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

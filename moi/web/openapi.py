@@ -1,6 +1,6 @@
 """The API's OpenAPI 3 document, generated from its handlers, and an interactive page for it.
 
-Each route of ``moi.api`` and ``moi.api_ops`` gives its paths (a regex group becomes the
+Each route of ``moi.web.api`` and ``moi.web.api_ops`` gives its paths (a regex group becomes the
 parameter its method names: ``get(self, job_id)`` -> ``{job_id}``; an alternation of words,
 one path per word); each handler method gives an operation: its docstring's first line is
 the summary, a YAML part after ``---`` (apispec's convention) adds to it. So the document
@@ -22,6 +22,8 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from tornado.web import RequestHandler, StaticFileHandler
 
+from moi.web import api, api_ops, metrics
+
 METHODS = ("get", "head", "post", "delete")
 _GROUP = re.compile(r"\((?!\?:)([^()]*)\)")  # a capturing group with no group inside
 _OPTIONAL = re.compile(r"\(\?:(/\([^()]*\))\)\?")  # (?:/(...))?: a path part that may be left out
@@ -30,7 +32,7 @@ ERROR = {
     "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
     "required": ["error", "code"],
 }
-NEW_JOB = {  # POST /api/v1/jobs as JSON (moi.api JobsHandler.post)
+NEW_JOB = {  # POST /api/v1/jobs as JSON (moi.web.api JobsHandler.post)
     "type": "object",
     "properties": {
         "service": {"type": "string"},
@@ -123,8 +125,6 @@ class OpenAPIHandler(RequestHandler):
     """The API's OpenAPI document (no login: it says nothing private)."""
 
     def get(self) -> None:
-        from . import api, api_ops, metrics
-
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(document([*api.ROUTES, *api_ops.ROUTES, *metrics.ROUTES])))
 

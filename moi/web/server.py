@@ -2,11 +2,11 @@
 
 Routes: ``/login`` (a development login: any name, kept in the signed cookie
 ``user``; an application replaces it with its own authentication; names that
-could alias another user's group, see ``moi.keys.user_name_problem``, are refused),
+could alias another user's group, see ``moi.core.keys.user_name_problem``, are refused),
 ``/logout`` (a POST), the dashboard's pages (``/``, ``/jobs/<id>``, ``/submit``, ``/ops``
-and ``/list``, see ``moi.dashboard``), ``/metrics`` (``moi.metrics``),
+and ``/list``, see ``moi.web.dashboard``), ``/metrics`` (``moi.web.metrics``),
 ``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
-see ``moi.file_routes``), ``/api/v1/...`` (the HTTP API, see ``moi.api``),
+see ``moi.web.file_routes``), ``/api/v1/...`` (the HTTP API, see ``moi.web.api``),
 ``/static/moi.js`` and ``/static/moi_list.js`` (the original moi's list widget).
 
 The cookie secret is the configured one (``MOI_COOKIE_SECRET``) or one
@@ -31,15 +31,17 @@ from typing import Any
 
 from tornado.web import Application, RequestHandler
 
-from . import api, api_ops, connections, dashboard, metrics, openapi, queue
-from .errors import InvalidUserName, NotLoopback
-from .file_routes import FILES_ROUTE
-from .hub import Hub
-from .keys import Keys, user_name_problem
-from .redact import masked_url
-from .store import store_for
-from .watchdog import watch
-from .websocket import HUB_SETTING, MOIMessageHandler, cookie_user
+from moi.core.errors import InvalidUserName, NotLoopback
+from moi.core.keys import Keys, user_name_problem
+from moi.core.redact import masked_url
+from moi.jobs import connections
+from moi.queue import jobqueue as queue
+from moi.relay.hub import Hub
+from moi.relay.websocket import HUB_SETTING, MOIMessageHandler, cookie_user
+from moi.storage.store import store_for
+from moi.upkeep.passes import watch
+from moi.web import api, api_ops, dashboard, metrics, openapi
+from moi.web.file_routes import FILES_ROUTE
 
 log = logging.getLogger("moi.server")
 

@@ -3,7 +3,7 @@
 Running Python or shell over the web is a grant: an admin, a user of ``[security] code_users``,
 or a token made with ``--code``. Two sides:
 
-- ``grant``, on the server: who may run code, and where it runs (``placement``): each moi
+- ``moi.jobs.grant``, on the server: who may run code, and where it runs (``placement``): each moi
   user's own uid from ``[security] code_uids``, written into the job's call and its info
   (``sandbox``), which relaunch keeps, asking for the grant again (``check_relaunch``);
 - ``child``, on the engine (as root): ``run_code`` runs the code in a fresh interpreter as
@@ -17,18 +17,11 @@ The library and the CLI, run as the machine's own user, run code in-process as b
 
 from __future__ import annotations
 
-from .child import MAX_MESSAGE, Repr, real_uid, run_code
-from .grant import GRANT_NEEDED, check_relaunch, granted, placement, submit_code
+from moi.compute.sandbox.child import MAX_MESSAGE, Repr, real_uid, run_code
 
-# run_code and Repr by this name too: calls and results pickled before the split name them here.
 __all__ = [
-    "GRANT_NEEDED",
     "MAX_MESSAGE",
     "Repr",
-    "check_relaunch",
-    "granted",
-    "placement",
     "real_uid",
     "run_code",
-    "submit_code",
 ]

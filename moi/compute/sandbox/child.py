@@ -16,10 +16,10 @@ password). It starts a fresh interpreter, ``[security] code_python``:
   HOME, LANG, TMPDIR) and, as its working directory, a fresh directory owned by the
   uid (0700), removed afterwards.
 
-The child does not import moi: ``RUNNER`` (``moi.sandbox.runner``) is passed with ``-I -c``,
+The child does not import moi: ``RUNNER`` (``moi.compute.sandbox.runner``) is passed with ``-I -c``,
 reads the job from stdin and writes JSON lines back on its stdout: status texts, then the
 result (or its repr) or the traceback. The engine relays them, so the job's info reads as
-``python_exec``'s and ``system_call``'s would (``moi.commands``). A shell command is
+``python_exec``'s and ``system_call``'s would (``moi.compute.commands``). A shell command is
 ``/bin/sh -c`` as that uid, with ``[stdout, stderr, returncode]`` as its result, or
 CommandFailed.
 
@@ -49,10 +49,12 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .. import engine, values
-from ..commands import function_source
-from ..errors import CodeFailed, CommandFailed, InvalidValue
-from .runner import RUNNER
+from moi.compute import engine
+from moi.compute.commands import function_source
+from moi.compute.sandbox.runner import RUNNER
+from moi.core import values
+from moi.core.errors import CodeFailed, CommandFailed, InvalidValue
+from moi.jobfiles import directory as files
 
 log = logging.getLogger("moi.sandbox")
 
@@ -155,8 +157,6 @@ def _isolates(*isolate: str) -> bool:
 
 @contextlib.contextmanager
 def _own_directory(uid: int) -> Iterator[str]:
-    from .. import files  # the job-files layer: its remover never follows a link out of the tree
-
     path = tempfile.mkdtemp(prefix="moi-code-")  # 0700
     try:
         os.chown(path, uid, uid)

@@ -1,6 +1,6 @@
 """The program of a sandboxed Python child, as source text: the child cannot import moi.
 
-``moi.sandbox.child`` passes ``RUNNER`` with ``-I -c``: it reads the job (source, context,
+``moi.compute.sandbox.child`` passes ``RUNNER`` with ``-I -c``: it reads the job (source, context,
 parent) from stdin and writes JSON lines on its stdout: status texts, then the result
 (or its repr) or the traceback.
 """

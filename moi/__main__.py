@@ -1,0 +1,6 @@
+"""``python -m moi``: the ``moi`` command."""
+
+from moi.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Compute: contexts, engines, the worker loop, blocks, shell commands, the sandbox, the dispatcher, the watchdog."""

@@ -1,0 +1,180 @@
+"""A job on its engine: marked Running, its function called with what moi gives it, its end recorded.
+
+``run_started`` calls a job that the worker loop (``moi.compute.worker``) or a block
+(``moi.compute.block``) has taken and marked Running; ``_Tracker`` keeps the engine's copy of the
+info object, so each status text is usually one round trip, and the final write lands even across
+a Redis outage. The engine needs no moi configuration: the job's spec says which Redis to write to.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import pickle
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from moi.compute import arguments, engine
+from moi.core import values
+from moi.core.errors import (
+    CodeFailed,
+    FetchFailed,
+    JobCancelled,
+    MoveFailed,
+    RedisUnavailable,
+    StepFailed,
+)
+from moi.core.info import Info, Status, encode_result, is_finished, now
+from moi.jobfiles import directory as job_files
+from moi.storage.store import Store
+
+log = logging.getLogger("moi.job")
+
+
+def run_started(
+    store: Store,
+    liveness: engine.Liveness,
+    info: Info,
+    origin: tuple[str, str] | None,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """Call a job already marked Running (its heartbeat registered), and record how it ended."""
+    workdir = engine.workdir_of(origin)
+    tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering(), workdir=workdir)
+    tracker.transfers = origin[3] if origin and len(origin) > 3 else {}
+    if workdir and not os.path.isdir(workdir):  # a jobs root this host does not share
+        tracker.finish(Status.FAILED, job_files.unseen(workdir, liveness.label), "text")
+        return None
+    liveness.start()
+    try:
+        with engine.in_directory(origin), job_files.job_environment(workdir), engine.running(store, info):
+            return _call(tracker, liveness, func, args, kwargs)
+    finally:
+        liveness.stop(unregistered=tracker.ended)
+
+
+def _call(
+    tracker: _Tracker,
+    liveness: engine.Liveness,
+    func: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    try:
+        with liveness.interruptible():
+            if tracker.workdir:  # inputs and resources by URI come first: the function needs them
+                job_files.bring_in(tracker.workdir, tracker.transfers)
+            takes = arguments.accepted(func)
+            moi_names = arguments.moi_kwargs(takes, tracker.status_update, tracker.info, tracker.workdir)
+            result = func(*args, **{**kwargs, **moi_names})
+            if tracker.workdir:
+                _send_out(tracker)
+    except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
+        if liveness.cancel_requested:
+            tracker.finish(Status.CANCELLED, "Cancelled while running", "text")
+            raise JobCancelled(f"Job {tracker.job_id} was cancelled") from None
+        if isinstance(error, FetchFailed | StepFailed | MoveFailed):  # its reason says it all: no moi traceback
+            tracker.finish(Status.FAILED, str(error), "text")
+            raise
+        if isinstance(error, CodeFailed):  # the sandboxed child's own traceback, or why it gave none
+            tracker.finish(Status.FAILED, str(error), error.result_format)
+            raise
+        tracker.finish(Status.FAILED, traceback.format_exc(), "traceback", pickled(error))
+        raise
+    value, result_format = encode_result(result)
+    # A value JSON cannot hold is kept pickled too, so a handle's get() returns the object itself.
+    tracker.finish(Status.SUCCESS, value, result_format, pickled(result) if result_format == "repr" else None)
+    return result
+
+
+def _send_out(tracker: _Tracker) -> None:
+    try:
+        job_files.send_out(tracker.workdir, tracker.transfers)
+    except FetchFailed as error:
+        raise FetchFailed(error.uri, f"the job ran, but its outputs were not sent there: {error}") from None
+
+
+def pickled(value: Any) -> str | None:
+    """``value`` pickled as text for Redis, or None when it cannot be pickled."""
+    try:
+        return base64.b64encode(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)).decode()
+    except Exception:  # an unpicklable value (a lock, a generator) is kept only as its repr
+        return None
+
+
+def fail_unloadable(store: Store, liveness: engine.Liveness, info: Info, error: BaseException) -> None:
+    """A job taken from the queue whose call this engine cannot load: Failed, saying why."""
+    tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering())
+    reason = f"Never started: engine {liveness.label} could not load the job's function: {error!r}"
+    tracker.finish(Status.FAILED, reason, "text")
+
+
+def _starter(label: str) -> Callable[[Info], Info | None]:
+    def start(info: Info) -> Info | None:
+        if info["status"] != Status.QUEUED:
+            return None
+        info.update(status=Status.RUNNING, date_start=now(), engine=label)
+        return info
+
+    return start
+
+
+class _Tracker:
+    """Keeps the engine's latest copy, so each change is usually one round trip."""
+
+    def __init__(
+        self,
+        store: Store,
+        job_id: str,
+        info: Info,
+        also_at_end: list[list[str | int]] | None = None,
+        workdir: str = "",
+    ) -> None:
+        self.store = store
+        self.job_id = job_id
+        self.info = info
+        self.also_at_end = also_at_end or []  # commands that go with the final write
+        self.workdir = workdir  # the job's directory: its final write says what it holds
+        self.transfers: Mapping[str, Any] = {}  # what the engine fetches into it, and where output/ goes
+        self.ended = False  # the final write was ours, and carried also_at_end
+
+    def status_update(self, text: str) -> None:
+        def change(info: Info) -> Info | None:
+            if is_finished(info):
+                return None  # a late status text never reopens a finished job
+            info["status"] = values.mended(str(text))  # a lone surrogate would make it unreadable to Redis's Lua
+            return info
+
+        try:
+            self.info = self.store.update(self.job_id, change, self.info)
+        except RedisUnavailable as error:
+            # A status text is a progress note: losing one must not fail the job.
+            log.warning("job %s: status %r not recorded: %s", self.job_id, text, error)
+
+    def finish(self, status: Status, result: Any, result_format: str, value: str | None = None) -> None:
+        """The final state; ``value``: the pickled return value or exception, kept beside the info."""
+        wrote: list[bool] = []
+        also = list(self.also_at_end)
+        if value is not None:
+            also.append(["SET", self.store.keys.value(self.job_id), value, "EX", self.store.ttl])
+        held = job_files.held(self.workdir)  # never raises: nothing may keep the final write from landing
+
+        def change(info: Info) -> Info | None:
+            wrote[:] = [not is_finished(info)]  # the last attempt is the one that counted
+            if is_finished(info):
+                return None
+            info.update(status=status, result=result, result_format=result_format, date_end=now())
+            if held is not None:
+                info["files"] = held
+            return info
+
+        # The final state must land even across a Redis outage (bounded: then it is logged).
+        self.info = engine.retrying(
+            lambda: self.store.update(self.job_id, change, self.info, also=also),
+            f"recording job {self.job_id} {status}",
+        )
+        self.ended = wrote == [True]

@@ -1,0 +1,1 @@
+"""The queue: where a job waits (``jobqueue``), pausing, scaling, job handles and listing."""

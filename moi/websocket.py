@@ -1,0 +1,53 @@
+"""Public: the websocket relay (``moi.relay.websocket``); mount ``MOIMessageHandler`` in a Tornado application."""
+
+from __future__ import annotations
+
+from moi.relay.websocket import (
+    CLOSE_POLICY,
+    HARD_FRAME_LIMIT,
+    HUB_SETTING,
+    MAX_FRAME,
+    MAX_ID_LENGTH,
+    MAX_IDS,
+    MAX_SOCKETS,
+    MAX_TIMER,
+    MAX_UNSENT,
+    PING_INTERVAL,
+    SOCKETS_SETTING,
+    UNSENT_SETTING,
+    UNSENT_TIMEOUT,
+    UNSENT_TIMEOUT_SETTING,
+    MOIMessageHandler,
+    TokenWatch,
+    cookie_user,
+    hub_for,
+    id_list,
+    open_sockets,
+    parse_request,
+    user_group,
+)
+
+__all__ = [
+    "CLOSE_POLICY",
+    "HARD_FRAME_LIMIT",
+    "HUB_SETTING",
+    "MAX_FRAME",
+    "MAX_IDS",
+    "MAX_ID_LENGTH",
+    "MAX_SOCKETS",
+    "MAX_TIMER",
+    "MAX_UNSENT",
+    "MOIMessageHandler",
+    "PING_INTERVAL",
+    "SOCKETS_SETTING",
+    "TokenWatch",
+    "UNSENT_SETTING",
+    "UNSENT_TIMEOUT",
+    "UNSENT_TIMEOUT_SETTING",
+    "cookie_user",
+    "hub_for",
+    "id_list",
+    "open_sockets",
+    "parse_request",
+    "user_group",
+]
