@@ -31,6 +31,8 @@ from tornado.websocket import websocket_connect
 from moi.core.errors import MoiError
 from moi.core.info import is_finished
 
+__all__ = ["Client", "ClientError"]
+
 RETRIED = (502, 503, 504)
 
 
