@@ -303,17 +303,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--jobs", type=int, default=200, help="jobs in the flooder's group")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds the flooder then reads nothing")
     options = parser.parse_args(argv)
-    from moi.storage import runtime
+    from moi.storage import redis_server
 
     with tempfile.TemporaryDirectory(prefix="moi-flood-") as directory:
-        redis_proc, url = runtime.start_redis(Path(directory) / "redis")
+        redis_proc, url = redis_server.start_redis(Path(directory) / "redis")
         os.environ["MOI_REDIS_URL"] = url
         os.environ["MOI_STATE_DIR"] = str(Path(directory) / "state")
         log_file = Path(directory) / "server.log"
         server = None
         try:
             fill_redis(options.jobs)
-            port = runtime.free_port()
+            port = redis_server.free_port()
             server = start_server(port, log_file)
             figures = asyncio.run(measure(port, server.pid, options.frames, options.hold))
             server.send_signal(signal.SIGTERM)

@@ -30,17 +30,17 @@ from typing import Any
 
 import psutil
 import redis.asyncio as aioredis
-from moi.stats import Figure, percentile
-from moi.tasks import publish_stamp, stamp
-from moi.wsserver import BROADCAST_CHANNEL
 from tornado.httpclient import HTTPRequest
 from tornado.web import create_signed_value
 from tornado.websocket import WebSocketClientConnection, websocket_connect
 
+from benchmarks.services import Services, wait_until
+from benchmarks.stats import Figure, percentile
+from benchmarks.tasks import publish_stamp, stamp
+from benchmarks.wsserver import BROADCAST_CHANNEL
 from moi.core.info import Info, new_id, new_info
 from moi.job import submit
 from moi.jobs import connections
-from moi.services import Services, wait_until
 from moi.storage.store import store_for
 
 log = logging.getLogger("benchmarks.live")

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from typing import Any
 
 import redis
-from moi.stats import Figure
-from moi.throughput import moi_submit, moi_submit_many
 
+from benchmarks.stats import Figure
+from benchmarks.throughput import moi_submit, moi_submit_many
 from moi.compute.context import Context
 
 IDLE_SAMPLE = 1.0  # seconds of idle traffic measured, to subtract
@@ -71,7 +71,7 @@ def measure(plan: Any, ctx: Context, redis_url: str) -> tuple[str, list[Figure]]
 
 
 def _latest_job_ids(client: redis.Redis[str]) -> list[str]:
-    from moi.throughput import GROUP
+    from benchmarks.throughput import GROUP
 
     group_id = client.hget("user-id-map", GROUP)
     return list(client.srandmember(f"{group_id}:jobs", 200) or []) if group_id else []

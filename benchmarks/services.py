@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from moi.core.config import scheduler_args
-from moi.storage import runtime
+from moi.storage import redis_server
 
 log = logging.getLogger("benchmarks.services")
 
@@ -50,7 +50,7 @@ class Services(contextlib.ExitStack):
 
     def start_redis(self) -> str:
         # No snapshots: a background save forks Redis and competes for the same 2 cores mid-figure.
-        proc, self.redis_url = runtime.start_redis(self.directory / "redis")
+        proc, self.redis_url = redis_server.start_redis(self.directory / "redis")
         self.callback(_stop, proc)
         os.environ.update(bench_env(self.redis_url))
         return self.redis_url
@@ -136,7 +136,7 @@ class Services(contextlib.ExitStack):
 
     @staticmethod
     def free_port() -> int:
-        return runtime.free_port()
+        return redis_server.free_port()
 
     def redis(self) -> redis.Redis[str]:
         client: redis.Redis[str] = redis.Redis.from_url(self.redis_url, decode_responses=True)

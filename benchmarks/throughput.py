@@ -12,9 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from moi.stats import Figure
-from moi.tasks import trivial
-
+from benchmarks.stats import Figure
+from benchmarks.tasks import trivial
 from moi.compute.context import Context
 from moi.compute.worker import LINGER
 from moi.core.info import Status
@@ -96,7 +95,7 @@ def raw_ipyparallel(ctx: Context) -> Runner:
 
 
 def celery_one_by_one() -> Runner:
-    from moi.peers import trivial as celery_trivial
+    from benchmarks.peers import trivial as celery_trivial
 
     def run(n: int) -> float:
         start = time.perf_counter()
