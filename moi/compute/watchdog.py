@@ -8,7 +8,8 @@ death) is marked Failed, "engine lost". Queued jobs need no watching: they
 wait in moi's queue in Redis, whatever happens to the cluster. Every write
 is a compare-and-set that leaves finished jobs alone, so any number of
 watchdogs may run at once: the embedded runtime's supervisor, ``moi server``,
-a blocking ``moi submit --block`` and ``moi watchdog`` each run one.
+a blocking ``moi submit --block`` and ``moi watchdog`` each run one (its pass,
+with the upkeep that rides on it, is ``moi.upkeep.passes``).
 """
 
 from __future__ import annotations

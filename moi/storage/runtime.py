@@ -1,25 +1,17 @@
-"""The embedded local runtime: one Redis server and one ipyparallel cluster per user.
+"""The embedded local runtime, as its users find it: started, read and stopped.
 
-The first moi process that needs them starts a supervisor in the background
-(``python -m moi.upkeep.supervisor``), which runs an embedded redis-server and a local
-cluster, writes where they are to ``runtime.json`` in the state directory,
-and stops both when it gets SIGTERM (``moi down``). A file lock makes sure
-that two moi commands started at once start one runtime. While it runs, the
-supervisor replaces any engine that dies (so the cluster keeps its size) and
-runs the job watchdog (``moi.compute.watchdog``) over the Redis jobs are kept in.
+The embedded runtime is one Redis server and one ipyparallel cluster per user. The first moi
+process that needs them starts its supervisor in the background (``python -m moi.upkeep.supervisor``,
+see there), waits for it to write where they are to ``runtime.json`` in the state directory, and
+reads that file from then on; ``stop`` (``moi down``) sends the supervisor SIGTERM. A file lock makes
+sure that two moi commands started at once start one runtime.
 
-Only its owner may reach it. The state directory is 0700 and every file in it
-0600; the Redis server asks for a password generated on first start (kept in
-``redis/redis.conf`` and in ``runtime.json``, never on a command line), and
-its commands that could run code or write files (``CONFIG``, ``MODULE``,
-``DEBUG`` ...) are renamed away. A state directory or ``runtime.json`` that
-another user owns or can write is refused, never trusted. The Redis keeps an
-append-only file (fsync every second), so jobs survive ``moi down``, a crash
-and a reboot; the supervisor restarts a redis-server that dies.
-
-The supervisor and its engines run in the state directory with no
-``PYTHONPATH`` and without the current directory on ``sys.path`` (``-P``):
-what a job can import does not depend on where the runtime was first started.
+Only its owner may reach it. The state directory is 0700 and every file in it 0600; the Redis
+server asks for a password generated on first start (kept in ``redis/redis.conf`` and in
+``runtime.json``, never on a command line). A state directory or ``runtime.json`` that another user
+owns or can write is refused, never trusted. The supervisor runs in the state directory with no
+``PYTHONPATH`` and without the current directory on ``sys.path`` (``-P``): what a job can import does
+not depend on where the runtime was first started.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ Started in the background by ``moi.storage.runtime.ensure``, it runs an embedded
 local cluster, writes where they are to ``runtime.json`` (0600: it holds the Redis password), replaces
 an engine or a Redis that dies, adds or removes engines as asked (``moi.queue.scaling``), runs the
 watchdog's pass and a dispatcher over the Redis jobs are kept in, and stops both on SIGTERM.
+
+Its Redis (``moi.storage.redis_server``) keeps an append-only file (fsync every second), so jobs
+survive ``moi down``, a crash and a reboot, and has the commands through which a client could run
+code or write files (``CONFIG``, ``MODULE``, ``DEBUG`` ...) renamed away. Everything the runtime
+writes is its owner's alone (umask 077).
 """
 
 from __future__ import annotations
