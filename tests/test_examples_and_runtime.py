@@ -55,7 +55,7 @@ def test_embedded_runtime_starts_once_reports_and_stops(tmp_path) -> None:
         outputs = [proc.communicate(timeout=240) for proc in both]
         assert [proc.returncode for proc in both] == [0, 0], outputs
         assert all(out.splitlines()[-1] == "result\t\t: 42" for out, _ in outputs)
-        supervisors = processes_mentioning(f"moi.storage.runtime {state}")
+        supervisors = processes_mentioning(f"moi.upkeep.supervisor {state}")
         assert len(supervisors) == 1
 
         status = run_moi("status", env=env)

@@ -54,8 +54,8 @@ print(moi_list_js(), os.path.isfile(moi_list_js()))
     assert done.returncode == 0, done.stderr
     names, js, js_list = done.stdout.splitlines()
     assert names == "default default 3600 ['analysis', 'default'] True default None"
-    assert js.endswith("moi/static/moi.js True True")
-    assert js_list.endswith("moi/static/moi_list.js True")
+    assert js.endswith("moi/web/static/moi.js True True")
+    assert js_list.endswith("moi/web/static/moi_list.js True")
 
 
 def test_an_unknown_context_in_ctxs_is_an_error() -> None:
