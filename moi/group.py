@@ -13,8 +13,8 @@ from moi.relay.group import (
     Callback,
     Group,
     Problem,
-    remove_nodes,
 )
+from moi.relay.removal import remove_nodes
 
 __all__ = [
     "Callback",

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
+from moi.relay.frames import MAX_FRAME, MAX_ID_LENGTH, MAX_IDS, id_list, parse_request
+from moi.relay.output import CLOSE_POLICY, MAX_UNSENT, UNSENT_SETTING, UNSENT_TIMEOUT, UNSENT_TIMEOUT_SETTING
+from moi.relay.token_watch import MAX_TIMER, TokenWatch
 from moi.relay.websocket import (
-    CLOSE_POLICY,
     HARD_FRAME_LIMIT,
     HUB_SETTING,
-    MAX_FRAME,
-    MAX_ID_LENGTH,
-    MAX_IDS,
     MAX_SOCKETS,
-    MAX_TIMER,
-    MAX_UNSENT,
     PING_INTERVAL,
     SOCKETS_SETTING,
-    UNSENT_SETTING,
-    UNSENT_TIMEOUT,
-    UNSENT_TIMEOUT_SETTING,
     MOIMessageHandler,
-    TokenWatch,
     cookie_user,
     hub_for,
-    id_list,
     open_sockets,
-    parse_request,
     user_group,
 )
 

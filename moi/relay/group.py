@@ -20,7 +20,9 @@ is skipped, never followed, and reported to ``on_problem`` (the socket sends
 it as an error frame), so one bad key cannot close a user's socket on every
 reconnect.
 
-``remove_nodes`` is the one place that removes nodes from Redis (async).
+Its parts: ``moi.relay.worker`` (the one task), ``moi.relay.reading`` (reading the
+tree, bad documents reported), ``moi.relay.removal`` (``remove_nodes``, the one place
+that removes nodes from Redis).
 """
 
 from __future__ import annotations
@@ -29,19 +31,18 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import redis
-import redis.asyncio as aioredis
 
-from moi.core.errors import BadDocument, MoiError, NotInGroup, RedisRefused, RedisUnavailable, RootRemoval
-from moi.core.info import Info, Stored, has_children, parse
-from moi.core.keys import Keys
+from moi.core.errors import MoiError, NotInGroup, RootRemoval
+from moi.core.info import Info, has_children
 from moi.core.redact import printable
-from moi.jobfiles import directory as job_files
 from moi.relay.hub import Hub
-from moi.storage.store import message
+from moi.relay.reading import NodeReader
+from moi.relay.removal import remove_nodes
+from moi.relay.worker import GroupWorker
 
 log = logging.getLogger("moi.group")
 
@@ -49,7 +50,6 @@ Callback = Callable[[str, Info], None]
 # Frames forwarded in a row before the event loop gets a turn: writes finish, other sockets are served.
 FORWARD_BURST = 64
 Problem = Callable[[MoiError], None]
-_Work = Callable[[], Awaitable[None]]
 
 
 class Group:
@@ -61,9 +61,8 @@ class Group:
         self.on_problem = on_problem
         self._known: dict[str, Info] = {}  # last info forwarded (or read) per followed node
         self._children: dict[str, set[str]] = {}  # followed group -> its children
-        self._queue: asyncio.Queue[tuple[_Work, asyncio.Future[None] | None]] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
-        self._closed = False
+        self._worker = GroupWorker(hub.url, group_id)  # runs messages and requests one at a time, in order
+        self._reader = NodeReader(hub, self._report)
 
     # public ------------------------------------------------------------------
 
@@ -81,23 +80,19 @@ class Group:
 
     async def start(self) -> None:
         """Follow the subtree: subscribe, then read. Forwards nothing by itself."""
-        self._worker = asyncio.get_running_loop().create_task(self._work(), name=f"moi-group-{self.group_id}")
-        await self._call(self._start)
+        self._worker.start()
+        await self._worker.call(self._start)
 
     async def get(self, ids: Iterable[str]) -> None:
         """Forward ``get`` for each id; a group brings its whole subtree along."""
-        await self._call(lambda: self._get(list(ids)))
+        await self._worker.call(lambda: self._get(list(ids)))
 
     async def remove(self, ids: Iterable[str]) -> None:
         """Delete nodes (and their descendants) from Redis; the relay then forwards ``remove``."""
-        await self._call(lambda: self._remove(list(ids)))
+        await self._worker.call(lambda: self._remove(list(ids)))
 
     async def close(self) -> None:
-        self._closed = True
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await self._worker.close()
         channels = [self.keys.channel(node_id) for node_id in self._known]
         self._known.clear()
         self._children.clear()
@@ -111,57 +106,14 @@ class Group:
         for action, ids in payload.items():
             if not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
                 continue
-            if action == "update" and not self._closed and all(i in self._known for i in ids):
+            if action == "update" and not self._worker.closed and all(i in self._known for i in ids):
                 # The common case, kept off the worker queue: no task switch per update.
                 self.hub.read_soon([self.keys.info(i) for i in ids], functools.partial(self._updated, node_id, ids))
             else:
-                self._post(functools.partial(self._on_message, node_id, action, ids))
+                self._worker.post(functools.partial(self._on_message, node_id, action, ids))
 
     def resync(self) -> None:
-        self._post(self._resync)
-
-    # the worker ----------------------------------------------------------------
-
-    def _post(self, work: _Work) -> None:
-        if not self._closed:
-            self._queue.put_nowait((work, None))
-
-    async def _call(self, work: _Work) -> None:
-        if self._worker is None or self._closed:
-            raise RuntimeError("the group is not started")
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((work, future))
-        await future
-
-    async def _work(self) -> None:
-        while True:
-            work, future = await self._queue.get()
-            try:
-                await work()
-            except redis.ResponseError as error:
-                # Redis answered (WRONGTYPE, NOAUTH, ...): not an outage, and no re-sync will fix it.
-                self._fail(future, RedisRefused(self.hub.url, error), "redis refused a command while following %s: %s")
-            except (TimeoutError, redis.RedisError, OSError) as error:
-                # The hub re-syncs us once Redis is back.
-                failure: Exception = RedisUnavailable(self.hub.url, error)
-                self._fail(future, failure, "redis unavailable while following %s: %s")
-            except Exception as error:
-                self._fail(future, error, "while following %s: %s")
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if self._closed or (task is not None and task.cancelling()):
-                    raise
-                # A cancelled wait inside a step; the worker itself carries on.
-                self._fail(future, RedisUnavailable(self.hub.url, "cancelled"), "%s: %s")
-            else:
-                if future is not None and not future.done():
-                    future.set_result(None)
-
-    def _fail(self, future: asyncio.Future[None] | None, error: Exception, text: str) -> None:
-        if future is None:
-            log.warning(text, self.group_id, printable(error))
-        elif not future.done():
-            future.set_exception(error)
+        self._worker.post(self._resync)
 
     # reading the tree ------------------------------------------------------
 
@@ -175,7 +127,7 @@ class Group:
         level = [node_id for node_id in dict.fromkeys(ids) if node_id not in self._known]
         while level:
             await self.hub.subscribe([self.keys.channel(node_id) for node_id in level], self)
-            infos = await self._read(level)
+            infos = await self._reader.read(level)
             groups = []
             for node_id in level:
                 info = infos.get(node_id)
@@ -194,48 +146,10 @@ class Group:
         if not groups:
             return []
         new: list[str] = []
-        for group_id, kids in (await self._members(groups)).items():
+        for group_id, kids in (await self._reader.members(groups)).items():
             self._children[group_id] = kids
             new.extend(kid for kid in sorted(kids) if kid not in self._known)
         return list(dict.fromkeys(new))
-
-    async def _members(self, groups: list[str]) -> dict[str, set[str]]:
-        """The children of each group; a ``:jobs`` key that is not a set is reported, and has none."""
-        pipe = self.hub.redis.pipeline(transaction=False)
-        for group_id in groups:
-            pipe.smembers(self.keys.children(group_id))
-        found: dict[str, set[str]] = {}
-        for group_id, kids in zip(groups, await pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(kids, redis.ResponseError):
-                if "WRONGTYPE" not in str(kids):
-                    raise kids
-                self._report(BadDocument(self.keys.children(group_id), "it is not a Redis set"))
-                kids = set()
-            found[group_id] = set(kids)
-        return found
-
-    async def _read(self, ids: list[str], bad: set[str] | None = None) -> dict[str, Info]:
-        """Current infos of ids that exist, oldest first. A bad document is reported and
-        left out (its id added to ``bad``)."""
-        if not ids:
-            return {}
-        raws = await self.hub.mget([self.keys.info(node_id) for node_id in ids])
-        infos = []
-        for node_id, raw in zip(ids, raws, strict=True):
-            info = self._parse(node_id, raw) if raw is not None else None
-            if info is not None:
-                infos.append(info)
-            elif raw is not None and bad is not None:
-                bad.add(node_id)
-        infos.sort(key=lambda info: info["date_created"])  # a string: parse checked it
-        return {info["id"]: info for info in infos}
-
-    def _parse(self, node_id: str, raw: str) -> Stored | None:
-        try:
-            return Stored.checked(self.keys.info(node_id), raw, node_id)
-        except BadDocument as error:
-            self._report(error)
-            return None
 
     def _report(self, error: MoiError) -> None:
         log.warning("skipping a node of group %s: %s", self.group_id, printable(error))
@@ -280,18 +194,18 @@ class Group:
         Safe beside the worker: it only forwards known nodes, newer than what was forwarded.
         Anything else (a node gone, a failed read) takes the queued way, in order.
         """
-        if self._closed:
+        if self._worker.closed:
             return
         if isinstance(raws, BaseException):
-            self._post(functools.partial(self._on_message, node_id, "update", ids))
+            self._worker.post(functools.partial(self._on_message, node_id, "update", ids))
             return
         for child, raw in zip(ids, raws, strict=True):
             if child not in self._known:
                 continue  # dropped meanwhile
             if raw is None:
-                self._post(functools.partial(self._on_message, node_id, "update", [child]))
+                self._worker.post(functools.partial(self._on_message, node_id, "update", [child]))
             else:
-                info = self._parse(child, raw)
+                info = self._reader.parse(child, raw)
                 if info is not None:  # a bad one is reported; the page keeps the last good state
                     self._take("update", info)
 
@@ -300,7 +214,7 @@ class Group:
 
         A node that now holds a bad document is reported and kept as it was last seen."""
         bad: set[str] = set()
-        infos = await self._read(ids, bad)
+        infos = await self._reader.read(ids, bad)
         for count, node_id in enumerate(ids, 1):
             info = infos.get(node_id)
             if node_id in bad:
@@ -335,7 +249,7 @@ class Group:
         if self.group_id not in self._known:
             return
         await self._refresh(list(self._known), "update")
-        members = await self._members([g for g in list(self._children) if g in self._known])
+        members = await self._reader.members([g for g in list(self._children) if g in self._known])
         for group_id, kids in members.items():
             if group_id not in self._known:
                 continue  # dropped by an earlier step of this loop
@@ -380,41 +294,3 @@ class Group:
 
 def _revision(info: Info | None) -> int:
     return int(info.get("revision", 0)) if info else -1
-
-
-async def remove_nodes(client: aioredis.Redis[str], keys: Keys, ids: list[str]) -> list[str]:
-    """Delete nodes and their descendants from Redis, take them out of their
-    parents' sets, and announce ``remove`` on each parent's channel (and an
-    ``update`` on each removed node's own channel, for anyone following it
-    directly). Returns every id removed."""
-    raws = await client.mget([keys.info(node_id) for node_id in ids])
-    # A bad document is refused (BadDocument, an error frame), not half removed.
-    tops = [parse(keys.info(node_id), raw, node_id) for node_id, raw in zip(ids, raws, strict=True) if raw]
-    removed, pending = [], [info["id"] for info in tops]
-    while pending:
-        current = pending.pop()
-        if current not in removed:
-            removed.append(current)
-            pending.extend(await client.smembers(keys.children(current)))
-    by_parent: dict[str, list[str]] = {}
-    for info in tops:
-        if info.get("parent"):
-            by_parent.setdefault(info["parent"], []).append(info["id"])
-    pipe = client.pipeline(transaction=True)
-    pipe.delete(*[keys.info(node_id) for node_id in removed], *[keys.children(node_id) for node_id in removed])
-    for parent, children in by_parent.items():
-        pipe.srem(keys.children(parent), *children)
-        pipe.publish(keys.channel(parent), message("remove", children))
-    for node_id in removed:
-        pipe.publish(keys.channel(node_id), message("update", [node_id]))
-    pipe.zrem(keys.index_all, *removed)  # the API's listings (jobs met there later are dropped as they are read)
-    for info in tops:
-        if isinstance(info.get("owner"), str):
-            pipe.zrem(keys.index(info["owner"]), info["id"])
-    if removed:
-        await pipe.execute()
-        # Their files go with them (the sweeper would, later; now the owner sees them gone).
-        moved = {info["id"]: info for info in tops}  # a service job's directory may have moved
-        await asyncio.get_running_loop().run_in_executor(None, job_files.remove_directories, removed, moved)
-    log.info("removed %d nodes", len(removed))
-    return removed

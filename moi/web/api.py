@@ -68,7 +68,7 @@ from moi.jobs.submit import submit_code
 from moi.queue import jobqueue as queue
 from moi.queue import listing
 from moi.relay import bearer
-from moi.relay.group import remove_nodes
+from moi.relay.removal import remove_nodes
 from moi.relay.websocket import cookie_user, hub_for, user_group
 from moi.storage.store import Store, store_for
 
