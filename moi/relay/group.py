@@ -20,7 +20,7 @@ is skipped, never followed, and reported to ``on_problem`` (the socket sends
 it as an error frame), so one bad key cannot close a user's socket on every
 reconnect.
 
-Its parts: ``moi.relay.worker`` (the one task), ``moi.relay.reading`` (reading the
+Its parts: ``moi.relay.group_queue`` (the one task), ``moi.relay.reading`` (reading the
 tree, bad documents reported), ``moi.relay.removal`` (``remove_nodes``, the one place
 that removes nodes from Redis).
 """
@@ -39,10 +39,10 @@ import redis
 from moi.core.errors import MoiError, NotInGroup, RootRemoval
 from moi.core.info import Info, has_children
 from moi.core.redact import printable
+from moi.relay.group_queue import GroupWorker
 from moi.relay.hub import Hub
 from moi.relay.reading import NodeReader
 from moi.relay.removal import remove_nodes
-from moi.relay.worker import GroupWorker
 
 log = logging.getLogger("moi.group")
 
