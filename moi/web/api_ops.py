@@ -32,7 +32,7 @@ from moi.queue import scaling
 from moi.relay.websocket import hub_for
 from moi.storage import runtime, tally
 from moi.storage.store import Store, reaching, store_for
-from moi.web.api import PREFIX, APIHandler, Problem
+from moi.web.api_handler import PREFIX, APIHandler, Problem
 from moi.web.file_routes import MOIFilesHandler
 
 _BAND = 2**32  # a queue score is (MAX_PRIORITY - priority) * 2^32 + order (see moi.core.lua ENQUEUE)

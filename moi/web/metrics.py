@@ -29,7 +29,7 @@ from moi.relay.websocket import hub_for, open_sockets
 from moi.storage import loops
 from moi.storage.store import Store, reaching
 from moi.storage.tally import BUCKETS, SEPARATOR, SPANS
-from moi.web.api import APIHandler, Problem
+from moi.web.api_handler import APIHandler, Problem
 from moi.web.api_ops import contexts, queues
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"

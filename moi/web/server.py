@@ -40,7 +40,7 @@ from moi.relay.hub import Hub
 from moi.relay.websocket import HUB_SETTING, MOIMessageHandler, cookie_user
 from moi.storage.store import store_for
 from moi.upkeep.passes import watch
-from moi.web import api, api_ops, dashboard, metrics, openapi
+from moi.web import api, api_handler, api_ops, dashboard, metrics, openapi
 from moi.web.file_routes import FILES_ROUTE
 
 log = logging.getLogger("moi.server")
@@ -177,7 +177,7 @@ async def serve(
     hub = default_hub()
     app = make_app(hub, cookie_secret=cookie_secret(current.state_dir))
     # Tornado reads a body whole before a handler sees it: bound it by the largest one moi takes.
-    server = app.listen(port, address=address, max_body_size=max(current.max_upload, api.MAX_BODY) + (1 << 16))
+    server = app.listen(port, address=address, max_body_size=max(current.max_upload, api_handler.MAX_BODY) + (1 << 16))
     log.warning(DEV_LOGIN_WARNING)
     log.info("moi server on http://%s:%d/ (redis %s)", address, port, masked_url(hub.url))
     if ready is not None:
