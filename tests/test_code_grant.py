@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from moi import job as jobs
-from moi.compute.sandbox import MAX_MESSAGE, child, real_uid
+from moi.compute.sandbox import MAX_MESSAGE, child, confinement, real_uid
 from moi.core.config import build_settings
 from moi.core.info import Status
 from moi.errors import CodeFailed, ConfigError
@@ -377,8 +377,8 @@ def test_code_that_leaves_processes_or_writes_anything_back_ends_alone(
 # An "engine" that starts code through the sandbox's own command chain, says the pid, then waits.
 ENGINE = """
 import subprocess, sys, time
-from moi.compute.sandbox import child
-command = child._switch({uid}, {network!r}, 20) + ["/bin/sh", "-c", "setsid sleep 1000 & sleep 1000"]
+from moi.compute.sandbox import confinement
+command = confinement.switch({uid}, {network!r}, 20) + ["/bin/sh", "-c", "setsid sleep 1000 & sleep 1000"]
 print(subprocess.Popen(command, start_new_session=True).pid, flush=True)
 time.sleep(1000)
 """
@@ -393,8 +393,8 @@ def test_code_whose_engine_is_killed_dies_with_it(network: str) -> None:
     uid = CODE_UIDS[1] - 1  # a uid of the range no other test gives out
     if network == "none" and os.environ.get("MOI_CODE_NETWORK") != "none":
         pytest.skip("this machine gives no network namespace")
-    unshare = shutil.which("unshare", path=child.TOOLS_PATH)
-    if unshare is None or not child._isolates(unshare, *child.PID_NAMESPACE):
+    unshare = shutil.which("unshare", path=confinement.TOOLS_PATH)
+    if unshare is None or not confinement.isolates(unshare, *confinement.PID_NAMESPACE):
         pytest.skip("this machine gives no pid namespace: what the code leaves may outlive its engine")
     engine = subprocess.Popen(
         [sys.executable, "-c", ENGINE.format(uid=uid, network=network)], stdout=subprocess.PIPE, text=True

@@ -4,8 +4,8 @@ An engine takes a batch's items from the queue in blocks (``Queue.take`` with
 ``most``), sized to hold about ``BLOCK_SECONDS`` of work by the pace of the
 batch's items run so far: the first block is one item. Taking registers the
 items (heartbeat, running set); each is marked Running as it starts, and a
-``Recorder`` writes those changes and the outcomes together every
-``FLUSH_INTERVAL``, so an item quicker than that costs one write. The batch's
+``Recorder`` (``moi.compute.recorder``) writes those changes and the outcomes
+together every ``FLUSH_INTERVAL``, so an item quicker than that costs one write. The batch's
 function is loaded once per engine. Each item is still a job like any other: its
 heartbeat beats until it ends, a cancel interrupts it (or ends it before it
 starts), and once an item has run for ``RELEASE_AFTER`` seconds the items of its
@@ -16,9 +16,9 @@ holds no short ones.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
-import threading
 import time
 import traceback
 from collections import deque
@@ -30,19 +30,19 @@ from typing import Any
 import redis
 
 from moi.compute import arguments, engine
+from moi.compute.recorder import Recorder
 from moi.compute.running import pickled
 from moi.core.errors import FetchFailed, MoiError
-from moi.core.info import Info, Status, encode_result, is_finished, now
+from moi.core.info import Status, encode_result
 from moi.jobfiles import directory as job_files
 from moi.queue.jobqueue import Queue, Taken, batch_of, item_arguments, unpack_call
-from moi.storage.store import Change, Store
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.block")
 
 BLOCK_SECONDS = 0.01  # the work a block holds, by its batch's pace so far
 MAX_BLOCK = 500  # items in a block at most
 RELEASE_AFTER = 1.0  # seconds an item runs before the rest of its block goes back to the queue
-FLUSH_INTERVAL = 0.01  # seconds an outcome may wait to share a round trip with others
 BATCHES_KEPT = 64  # batch functions an engine keeps loaded
 
 
@@ -123,44 +123,20 @@ def run(store: Store, queue: Queue, context: str, taken: list[Taken], batches: B
 
 def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, job: Taken) -> None:
     job_id = job.info["id"]
-    if job.info["status"] != Status.QUEUED:  # changed before it was taken (an old queue entry): not ours to run
-        watch.done(job_id)
-        recorder.forget(job_id)
+    args = _startable(recorder, watch, loaded, job)
+    if args is None:
         return
-    try:
-        args = item_arguments(job.call)
-    except Exception as error:
-        watch.done(job_id)
-        reason = f"Never started: engine {watch.label} could not load the job's arguments: {error!r}"
-        recorder.finish(job_id, Status.FAILED, reason, "text")
-        return
-
     directory = loaded.directory_of(job_id)
-    if directory and not os.path.isdir(directory):  # a jobs root this host does not share
-        watch.done(job_id)
-        recorder.finish(job_id, Status.FAILED, job_files.unseen(directory, watch.label), "text")
-        return
-
-    def status_update(text: str) -> None:
-        recorder.record(job_id, _status(str(text)))
-
     ran = False
     try:
         with watch.interruptible():
             ran = True
-            recorder.record(job_id, _start(watch.label))
+            recorder.start(job_id, watch.label)
             with _in_directory(directory), job_files.job_environment(directory):
-                result = _call_item(loaded, job, args, status_update, directory)
+                result = _call_item(loaded, job, args, functools.partial(recorder.status, job_id), directory)
     except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
         watch.done(job_id)
-        held = _held(directory)
-        if watch.cancel_requested:
-            reason = "Cancelled while running" if ran else "Cancelled before it started"
-            recorder.finish(job_id, Status.CANCELLED, reason, "text", held=held)
-        elif isinstance(error, FetchFailed):  # its reason says it all
-            recorder.finish(job_id, Status.FAILED, str(error), "text", held=held)
-        else:
-            recorder.finish(job_id, Status.FAILED, traceback.format_exc(), "traceback", pickled(error), held)
+        _record_failure(recorder, watch, job_id, error, ran, _held(directory))
         if not isinstance(error, Exception):
             watch.give_back_the_rest()
             raise
@@ -169,6 +145,41 @@ def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, j
     value, result_format = encode_result(result)
     kept = pickled(result) if result_format == "repr" else None
     recorder.finish(job_id, Status.SUCCESS, value, result_format, kept, _held(directory))
+
+
+def _startable(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, job: Taken) -> tuple[Any, ...] | None:
+    """The item's arguments, when it may start here; None when it ended (or is not ours) before it started."""
+    job_id = job.info["id"]
+    if job.info["status"] != Status.QUEUED:  # changed before it was taken (an old queue entry): not ours to run
+        watch.done(job_id)
+        recorder.forget(job_id)
+        return None
+    try:
+        args = item_arguments(job.call)
+    except Exception as error:
+        watch.done(job_id)
+        reason = f"Never started: engine {watch.label} could not load the job's arguments: {error!r}"
+        recorder.finish(job_id, Status.FAILED, reason, "text")
+        return None
+    directory = loaded.directory_of(job_id)
+    if directory and not os.path.isdir(directory):  # a jobs root this host does not share
+        watch.done(job_id)
+        recorder.finish(job_id, Status.FAILED, job_files.unseen(directory, watch.label), "text")
+        return None
+    return args
+
+
+def _record_failure(
+    recorder: Recorder, watch: BlockLiveness, job_id: str, error: BaseException, ran: bool, held: dict[str, int] | None
+) -> None:
+    """How the item ended, from within its ``except``: cancelled, its inputs not fetched, or failed."""
+    if watch.cancel_requested:
+        reason = "Cancelled while running" if ran else "Cancelled before it started"
+        recorder.finish(job_id, Status.CANCELLED, reason, "text", held=held)
+    elif isinstance(error, FetchFailed):  # its reason says it all
+        recorder.finish(job_id, Status.FAILED, str(error), "text", held=held)
+    else:
+        recorder.finish(job_id, Status.FAILED, traceback.format_exc(), "traceback", pickled(error), held)
 
 
 def _call_item(
@@ -190,44 +201,6 @@ def _in_directory(directory: str) -> contextlib.AbstractContextManager[Any]:
 
 def _held(directory: str) -> dict[str, int] | None:
     return job_files.held(directory)  # never raises: nothing may keep the final write from landing
-
-
-def _status(text: str) -> Change:
-    def change(info: Info) -> Info | None:
-        if is_finished(info):
-            return None  # a late status text never reopens a finished job
-        info["status"] = text
-        return info
-
-    return change
-
-
-def _start(label: str) -> Change:
-    # Dates are taken when things happen, not when the change is written.
-    date_start = now()
-
-    def change(info: Info) -> Info | None:
-        if info["status"] != Status.QUEUED:
-            return None
-        info.update(status=Status.RUNNING, date_start=date_start, engine=label)
-        info.pop("waiting", None)
-        return info
-
-    return change
-
-
-def _finish(status: Status, result: Any, result_format: str, held: dict[str, int] | None = None) -> Change:
-    date_end = now()
-
-    def change(info: Info) -> Info | None:
-        if is_finished(info):
-            return None
-        info.update(status=status, result=result, result_format=result_format, date_end=date_end)
-        if held is not None:
-            info["files"] = held
-        return info
-
-    return change
 
 
 class BlockLiveness(engine.Liveness):
@@ -326,125 +299,3 @@ class BlockLiveness(engine.Liveness):
             if self._current is None or self._current not in self._flagged:
                 return  # the flagged item ended meanwhile: never interrupt its successor
         super()._interrupt()
-
-
-class Recorder:
-    """Gathers a block's changes and writes them together, from a flusher thread and at the end.
-
-    Every change reaches Redis (and its channel) within ``interval`` seconds
-    of being recorded, in the order recorded; the flush at the end writes the rest.
-    What one item went through within one interval (Running, status texts, its
-    outcome) is written and announced as one change: a quick item costs one write.
-    """
-
-    def __init__(self, store: Store, infos: list[Info], interval: float = FLUSH_INTERVAL) -> None:
-        self.store = store
-        self.interval = interval
-        self.latest = {info["id"]: info for info in infos}  # as last written or read
-        self._pending: list[tuple[str, Change]] = []
-        self._also: list[list[str | int]] = []  # commands that go with the pending changes
-        self._ended: list[str] = []  # items whose liveness keys go with the pending changes
-        self._lock = threading.Lock()  # guards _pending, _also and latest
-        self._flushing = threading.Lock()  # one write at a time, in order
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._flush_every_interval, name="moi-batch-recorder", daemon=True)
-
-    def __enter__(self) -> Recorder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        engine.retrying(self.flush, "recording a batch block's outcomes")
-
-    def record(self, job_id: str, change: Change, also: list[list[str | int]] | None = None) -> None:
-        with self._lock:
-            if job_id in self.latest:
-                self._pending.append((job_id, change))
-                self._also += also or []
-
-    def finish(
-        self,
-        job_id: str,
-        status: Status,
-        result: Any,
-        result_format: str,
-        value: str | None = None,
-        held: dict[str, int] | None = None,
-    ) -> None:
-        """An item's final state, with its liveness keys dropped, its pickled ``value`` kept, and
-        ``held``: what its directory holds."""
-        with self._lock:
-            self._ended.append(job_id)
-            if value is not None:
-                self._also.append(["SET", self.store.keys.value(job_id), value, "EX", self.store.ttl])
-        self.record(job_id, _finish(status, result, result_format, held))
-
-    def forget(self, job_id: str) -> None:
-        """An item this engine will not run: only its liveness keys go."""
-        with self._lock:
-            self._ended.append(job_id)
-            self.latest.pop(job_id, None)
-
-    def flush(self) -> None:
-        with self._flushing:
-            with self._lock:
-                pending, self._pending = self._pending, []
-                also, self._also = self._also, []
-                ended, self._ended = self._ended, []
-                chained = _one_per_item(pending)
-                changes = [(job_id, change, self.latest[job_id]) for job_id, change in chained if job_id in self.latest]
-            if not changes and not ended:
-                return
-            try:
-                outcome = self._write(changes, also, ended)
-            except MoiError:
-                with self._lock:  # keep them, in order, for the next try
-                    self._pending[:0] = pending
-                    self._also[:0] = also
-                    self._ended[:0] = ended
-                raise
-            with self._lock:
-                for job_id, _, _ in changes:
-                    if job_id in outcome:
-                        self.latest[job_id] = outcome[job_id]
-                    else:
-                        self.latest.pop(job_id, None)  # removed while the batch ran
-
-    def _write(
-        self, changes: list[tuple[str, Change, Info]], also: list[list[str | int]], ended: list[str]
-    ) -> dict[str, Info]:
-        keys = self.store.keys
-        if ended:  # one command each for every item that ended, not one per item
-            also = [*also, ["DEL", *(key for job_id in ended for key in (keys.heartbeat(job_id), keys.cancel(job_id)))]]
-            also.append(["SREM", keys.running, *ended])
-        if not changes:
-            self.store.write_many([], also)  # only liveness keys to drop
-            return {}
-        return self.store.update_many(changes, also)
-
-    def _flush_every_interval(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.flush()
-            except MoiError as error:  # Redis away: the final flush at the end tries again
-                log.warning("could not record batch changes yet: %s", error)
-
-
-def _one_per_item(pending: list[tuple[str, Change]]) -> list[tuple[str, Change]]:
-    """The pending changes of each item chained into one, in the order the items first came."""
-    chains: dict[str, list[Change]] = {}
-    for job_id, change in pending:
-        chains.setdefault(job_id, []).append(change)
-    return [(job_id, changes[0] if len(changes) == 1 else _chained(changes)) for job_id, changes in chains.items()]
-
-
-def _chained(changes: list[Change]) -> Change:
-    def change(info: Info) -> Info | None:
-        changed = None
-        for step in changes:
-            changed = step(dict(changed or info)) or changed  # a step that changes nothing keeps what came before
-        return changed
-
-    return change

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from moi.compute import engine
@@ -103,27 +104,55 @@ def submit_many(
     values.check_line(url, "the batch's url")
     store = connections.store()
     jobs = queue.Queue(store)
-    arguments = [item if isinstance(item, tuple) else (item,) for item in items]
     batch_id = new_id()
-    pending = [
-        (_new_job(store, f"{name} [{index}]", url, spec.name, level), queue.item_call(batch_id, args), level)
-        for index, args in enumerate(arguments)
-    ]
-    origin: tuple[Any, ...] = engine.submitted_from()
-    made: list[str] = []
-    try:
-        if files is not None or workdir or resources or outputs:
-            origin += ("", _directories(pending, made, files, resources, outputs))
+    pending = _pending_items(store, batch_id, items, name, url, spec.name, level)
+    with _removed_if_refused() as made:
+        origin = _origin(pending, made, files, workdir, resources, outputs)
         jobs.keep_call(batch_id, queue.pack_call(by_name(func), (), {}, origin))
         group_id = _enqueue(jobs, group, spec.name, pending)
-    except BaseException:
-        for directory in made:  # nothing of a refused batch stays behind
-            job_files.remove_directory(directory)
-        raise
     connections.dispatcher(spec)
     log.debug("queued a batch of %d jobs for %s", len(pending), spec.name)
     job_ids = [info["id"] for info, _, _ in pending]
     return job_ids, group_id, Batch(job_ids, store)
+
+
+def _pending_items(
+    store: Store, batch_id: str, items: Iterable[Any], name: str, url: str | None, context: str, level: int
+) -> list[tuple[Info, str, int]]:
+    """Each item's new info (``"<name> [i]"``), its call (its arguments and the batch's id) and its priority.
+    An item is a tuple of positional arguments; anything else is the single argument."""
+    arguments = [item if isinstance(item, tuple) else (item,) for item in items]
+    return [
+        (_new_job(store, f"{name} [{index}]", url, context, level), queue.item_call(batch_id, args), level)
+        for index, args in enumerate(arguments)
+    ]
+
+
+@contextmanager
+def _removed_if_refused() -> Iterator[list[str]]:
+    """The directories made for a batch's items: removed if the batch is refused, so nothing of it stays behind."""
+    made: list[str] = []
+    try:
+        yield made
+    except BaseException:
+        for directory in made:
+            job_files.remove_directory(directory)
+        raise
+
+
+def _origin(
+    pending: list[tuple[Info, str, int]],
+    made: list[str],
+    files: job_files.Inputs | None,
+    workdir: bool,
+    resources: Mapping[str, str] | None,
+    outputs: str | None,
+) -> tuple[Any, ...]:
+    """Where the batch was submitted from and, when its items have directories (``made`` here), what moves."""
+    origin: tuple[Any, ...] = engine.submitted_from()
+    if files is not None or workdir or resources or outputs:
+        origin += ("", _directories(pending, made, files, resources, outputs))
+    return origin
 
 
 def _enqueue(jobs: queue.Queue, group: str, context: str, pending: list[tuple[Info, str, int]]) -> str:

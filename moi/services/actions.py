@@ -19,10 +19,7 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
     """
     store = store or connections.store()
     info = store.get(job_id)
-    if not info.get("service"):
-        raise WrongState(job_id, "resubmitted", "it is not a service job; `moi relaunch` runs a job again")
-    if info.get("status") != Status.FAILED:
-        raise WrongState(job_id, "resubmitted", f"it is {info.get('status')}, and only a Failed job goes back")
+    _check_resubmittable(job_id, info)
     context, priority, owner = str(info.get("context")), int(info.get("priority") or 0), str(info.get("owner") or "")
     last = store.keys.fair_last(context, owner, priority)
     with reaching(store.url):
@@ -35,14 +32,6 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
     turn = max(_turn(clock, seq), _turn(owners_last, -1) + 1)
     score = (MAX_PRIORITY - priority) * 2**32 + turn
 
-    def change(current: Info) -> Info | None:
-        if current.get("status") != Status.FAILED:
-            return None  # resubmitted meanwhile
-        for field in ("result", "result_format", "date_start", "date_end", "engine"):
-            current[field] = None
-        current.update(status=Status.QUEUED, resubmitted=int(current.get("resubmitted") or 0) + 1)
-        return current
-
     also: list[list[str | int]] = [
         ["ZADD", store.keys.queue(context), score, job_id],
         ["ZREM", store.keys.due("expire"), job_id],
@@ -50,11 +39,29 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
     if owner:
         also.append(["SADD", store.keys.active(owner), job_id])
         also.append(["SET", last, turn, "EX", store.ttl])
-    new = store.update(job_id, change, info, also=also)
+    new = store.update(job_id, _queued_again, info, also=also)
     if new.get("status") == Status.QUEUED:
         wake(store, context, 1)
         connections.dispatcher(connections.context_spec(context))
     return new
+
+
+def _check_resubmittable(job_id: str, info: Info) -> None:
+    """WrongState unless the job is a Failed service job."""
+    if not info.get("service"):
+        raise WrongState(job_id, "resubmitted", "it is not a service job; `moi relaunch` runs a job again")
+    if info.get("status") != Status.FAILED:
+        raise WrongState(job_id, "resubmitted", f"it is {info.get('status')}, and only a Failed job goes back")
+
+
+def _queued_again(current: Info) -> Info | None:
+    """The change that queues a Failed job again, its last run's outcome cleared; None if it is not Failed now."""
+    if current.get("status") != Status.FAILED:
+        return None  # resubmitted meanwhile
+    for field in ("result", "result_format", "date_start", "date_end", "engine"):
+        current[field] = None
+    current.update(status=Status.QUEUED, resubmitted=int(current.get("resubmitted") or 0) + 1)
+    return current
 
 
 def _remove_steps(store: Store, job_id: str, steps: list[str]) -> None:

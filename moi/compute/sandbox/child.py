@@ -2,7 +2,8 @@
 
 On the engine (which must run as root to switch uid), ``run_code`` never runs the
 code in the engine's own process, nor in a fork of it (its memory holds the Redis
-password). It starts a fresh interpreter, ``[security] code_python``:
+password). It starts a fresh interpreter, ``[security] code_python``, behind the commands of
+``moi.compute.sandbox.confinement``:
 
 - as that uid and gid, with no supplementary groups and no way to gain privileges
   again (util-linux's ``setpriv --no-new-privs``: a setuid program gives nothing);
@@ -36,12 +37,10 @@ kernel (a parent-death signal).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
 import select
-import shutil
 import signal
 import subprocess
 import tempfile
@@ -51,6 +50,7 @@ from typing import Any
 
 from moi.compute import engine
 from moi.compute.commands import function_source
+from moi.compute.sandbox import confinement
 from moi.compute.sandbox.runner import RUNNER
 from moi.core import values
 from moi.core.errors import CodeFailed, CommandFailed, InvalidValue
@@ -64,14 +64,7 @@ DRAIN = 0.5  # seconds the output is still read after the child ended (a process
 MAX_OUTPUT = 4 << 20  # bytes of a shell command's stdout and stderr together; past them it is stopped
 MAX_MESSAGE = 1 << 20  # bytes of one line the Python child writes back (a status text, its result)
 PATH = "/usr/local/bin:/usr/bin:/bin"
-# A killed engine (SIGKILL, OOM) takes the code it started with it: the kernel sends SIGKILL to a child
-# whose parent dies (PR_SET_PDEATHSIG, set by setpriv just before it runs what follows).
-DIE_WITH_PARENT = ("--pdeathsig", "KILL")
-TOOLS_PATH = "/usr/bin:/bin:/usr/sbin:/sbin"  # where setpriv and unshare (util-linux) are looked for
 SHELL = "/bin/sh"
-# unshare's options for a pid namespace: the code's first process is its init, and unshare (the engine's
-# child) kills it when it is killed itself; when that init ends, the kernel kills every process left in it.
-PID_NAMESPACE = ["--pid", "--fork", "--kill-child"]
 
 
 class Repr:
@@ -103,56 +96,12 @@ def run_code(
             f"engine {engine.engine_label()} runs as uid {os.geteuid()}, not root: it cannot run code as uid {uid}",
             "text",
         )
-    switch = _switch(uid, network, processes)
+    switch = confinement.switch(uid, network, processes)
     with _own_directory(uid) as workdir:
         if kind == "system":
             return _system(cmd, uid, switch, workdir)
         job = {"source": function_source(cmd), "context": moi_context, "parent": moi_parent_id}
         return _python(job, uid, switch + [python], workdir, status_update or (lambda text: None))
-
-
-def _switch(uid: int, network: str, processes: int) -> list[str]:
-    """The commands that put what follows them in a network namespace of its own (for network "none") and
-    a pid namespace of its own (where the engine may), limit its uid's processes (RLIMIT_NPROC: a fork bomb
-    stops there), then run it as ``uid`` and its group alone, never to gain privileges again (a setuid
-    program included)."""
-    tools = ["setpriv", "unshare"] + (["prlimit"] if processes else [])
-    found = {name: shutil.which(name, path=TOOLS_PATH) for name in tools}
-    missing = [name for name, path in found.items() if path is None and (name != "unshare" or network == "none")]
-    if missing:
-        raise CodeFailed(
-            f"engine {engine.engine_label()} has no {missing[0]} (util-linux), which sandboxed code needs", "text"
-        )
-    # --pdeathsig after the uid change (a change of uid clears an earlier one): the code dies with its parent.
-    setpriv = str(found["setpriv"])
-    drop = [setpriv, f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs", *DIE_WITH_PARENT, "--"]
-    if processes:
-        drop = [str(found["prlimit"]), f"--nproc={processes}:{processes}", "--", *drop]
-    unshare = found["unshare"]
-    if unshare is None:
-        return drop
-    namespaces = []
-    if network == "none":
-        if not _isolates(unshare, "--net"):
-            raise CodeFailed(
-                f"engine {engine.engine_label()} cannot give code a network namespace of its own (unshare --net): "
-                "give it CAP_SYS_ADMIN, or set [security] code_network = host",
-                "text",
-            )
-        namespaces.append("--net")
-    if _isolates(unshare, *PID_NAMESPACE):  # when the code's first process ends, the kernel kills the rest
-        namespaces += PID_NAMESPACE
-    # unshare itself dies with the engine too, and so its namespaces and everything in them.
-    return [setpriv, *DIE_WITH_PARENT, "--", unshare, *namespaces, "--", *drop] if namespaces else drop
-
-
-@functools.cache
-def _isolates(*isolate: str) -> bool:
-    """Whether this engine may make these namespaces (a container without CAP_SYS_ADMIN may not); asked once."""
-    try:
-        return subprocess.run([*isolate, "--", "true"], capture_output=True, timeout=30).returncode == 0
-    except (OSError, subprocess.SubprocessError):
-        return False
 
 
 @contextlib.contextmanager
@@ -169,8 +118,8 @@ def _own_directory(uid: int) -> Iterator[str]:
 
 
 def _start(argv: list[str], uid: int, workdir: str, python: str | None = None) -> subprocess.Popen[bytes]:
-    """The child: ``argv`` (which begins with ``_switch``'s commands, run as root until they drop to ``uid``),
-    alone in its session, with nothing of the engine's but what it is given."""
+    """The child: ``argv`` (which begins with ``confinement.switch``'s commands, run as root until they drop
+    to ``uid``), alone in its session, with nothing of the engine's but what it is given."""
     try:
         return subprocess.Popen(
             argv,
