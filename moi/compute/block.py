@@ -33,7 +33,7 @@ from moi.compute import arguments, engine
 from moi.compute.running import pickled
 from moi.core.errors import FetchFailed, MoiError
 from moi.core.info import Info, Status, encode_result, is_finished, now
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import on_engine as job_files
 from moi.queue.jobqueue import Queue, Taken, batch_of, item_arguments, unpack_call
 from moi.storage.store import Change, Store
 

@@ -39,7 +39,7 @@ from moi.core.errors import BadDocument, MoiError, NotInGroup, RedisRefused, Red
 from moi.core.info import Info, Stored, has_children, parse
 from moi.core.keys import Keys
 from moi.core.redact import printable
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import removal as job_files
 from moi.relay.hub import Hub
 from moi.storage.store import message
 

@@ -8,7 +8,8 @@ from moi.core.lua import MAX_PRIORITY
 from moi.core.values import is_whole
 from moi.jobs import connections
 from moi.queue.pause import wake
-from moi.storage.store import Store, message, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store, message
 
 
 def resubmit(job_id: str, store: Store | None = None) -> Info:
@@ -35,14 +36,6 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
     turn = max(_turn(clock, seq), _turn(owners_last, -1) + 1)
     score = (MAX_PRIORITY - priority) * 2**32 + turn
 
-    def change(current: Info) -> Info | None:
-        if current.get("status") != Status.FAILED:
-            return None  # resubmitted meanwhile
-        for field in ("result", "result_format", "date_start", "date_end", "engine"):
-            current[field] = None
-        current.update(status=Status.QUEUED, resubmitted=int(current.get("resubmitted") or 0) + 1)
-        return current
-
     also: list[list[str | int]] = [
         ["ZADD", store.keys.queue(context), score, job_id],
         ["ZREM", store.keys.due("expire"), job_id],
@@ -50,11 +43,21 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
     if owner:
         also.append(["SADD", store.keys.active(owner), job_id])
         also.append(["SET", last, turn, "EX", store.ttl])
-    new = store.update(job_id, change, info, also=also)
+    new = store.update(job_id, _queued_again, info, also=also)
     if new.get("status") == Status.QUEUED:
         wake(store, context, 1)
         connections.dispatcher(connections.context_spec(context))
     return new
+
+
+def _queued_again(current: Info) -> Info | None:
+    """A Failed job's info as it goes back to the queue; None if it was resubmitted meanwhile."""
+    if current.get("status") != Status.FAILED:
+        return None  # resubmitted meanwhile
+    for field in ("result", "result_format", "date_start", "date_end", "engine"):
+        current[field] = None
+    current.update(status=Status.QUEUED, resubmitted=int(current.get("resubmitted") or 0) + 1)
+    return current
 
 
 def _remove_steps(store: Store, job_id: str, steps: list[str]) -> None:

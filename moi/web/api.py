@@ -59,7 +59,7 @@ from moi.core.errors import (
 from moi.core.info import Info, is_finished, is_uuid
 from moi.core.keys import user_name_problem
 from moi.core.redact import printable
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import removal as job_files
 from moi.jobfiles.input_policy import WEB
 from moi.jobs import connections, grant
 from moi.jobs import submit as jobs
