@@ -14,7 +14,7 @@ import pytest
 
 from moi.core.info import Stored, new_info
 from moi.errors import BadDocument, RedisRefused
-from moi.storage.store import reaching
+from moi.storage.redis_errors import reaching
 from tests.conftest import kept, run_moi
 
 

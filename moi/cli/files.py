@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import click
 
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import reading as job_files
 from moi.jobs.cancel import delete
 
 CHUNK = 1 << 20

@@ -17,7 +17,8 @@ from moi.core.redact import masked_url, printable
 from moi.jobs import connections
 from moi.services import mail
 from moi.storage import loops, runtime
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 from moi.upkeep import passes
 
 

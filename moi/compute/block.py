@@ -34,7 +34,7 @@ from moi.compute.recorder import Recorder
 from moi.compute.running import pickled
 from moi.core.errors import FetchFailed, MoiError
 from moi.core.info import Status, encode_result
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import on_engine as job_files
 from moi.queue.jobqueue import Queue, Taken, batch_of, item_arguments, unpack_call
 from moi.storage.store import Store
 

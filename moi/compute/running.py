@@ -27,7 +27,7 @@ from moi.core.errors import (
     StepFailed,
 )
 from moi.core.info import Info, Status, encode_result, is_finished, now
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import on_engine as job_files
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.job")

@@ -28,7 +28,8 @@ from moi.core.errors import MoiError
 from moi.core.info import Info, Status, is_finished, now
 from moi.core.redact import printable
 from moi.storage import loops
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.watchdog")
 

@@ -23,7 +23,8 @@ from moi.compute.context import ByName
 from moi.compute.engine import engine_label
 from moi.core.errors import MoiError
 from moi.core.info import Status
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.workers")
 

@@ -1,6 +1,7 @@
 """The Lua scripts through which moi changes the tree in Redis: each one atomic step, one round trip.
 
-``moi.storage.store`` is their one caller; the comments say what each takes and returns.
+``moi.storage.store`` is their one caller (``ENSURE_GROUP`` is called by ``moi.storage.groups``, a part of
+its Store); the comments say what each takes and returns.
 """
 
 # A stored document's revision; nil for anything that is not an info object, which then

@@ -4,7 +4,7 @@
 server answers ``{"log": {"id", "lines", "offset"}}`` frames, and one with ``"end": true``
 once the job has finished and its log was read to the end. The first frame holds at
 most the last ``START`` bytes, each later one at most ``CHUNK``; a socket follows at
-most ``MAX_PER_SOCKET`` logs at once. The file is read through ``moi.jobfiles.directory``, so the
+most ``MAX_PER_SOCKET`` logs at once. The file is read through ``moi.jobfiles.reading``, so the
 rules of the job's directory (confined, no links) hold here too.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from moi.core.errors import JobFilesError, MoiError
 from moi.core.info import is_finished
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import reading as job_files
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.log_tail")

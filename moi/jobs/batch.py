@@ -19,9 +19,12 @@ from typing import Any
 from moi.compute import engine
 from moi.compute.context import Context, by_name
 from moi.core import values
+from moi.core.config import ContextSpec
 from moi.core.errors import InputRefused
 from moi.core.info import Info, Status, is_finished, new_id, new_info
-from moi.jobfiles import directory as job_files
+from moi.jobfiles.inputs import Inputs, Source, prepare
+from moi.jobfiles.reading import summary
+from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
 from moi.queue import jobqueue as queue
 from moi.queue.handle import JobHandle, kept_values
@@ -83,25 +86,20 @@ def submit_many(
     items: Iterable[Any],
     *,
     priority: str | int | None = None,
-    files: job_files.Inputs | None = None,
+    files: Inputs | None = None,
     workdir: bool = False,
     resources: Mapping[str, str] | None = None,
     outputs: str | None = None,
 ) -> tuple[list[str], str, Batch]:
     """Queue ``func(*item)`` for every item, each as its own job under ``group``.
 
-    An item is a tuple of positional arguments; anything else is the single
-    argument. Job ``i`` is named ``"<name> [i]"``. Returns ``(job_ids,
-    group_id, batch)`` once every job is stored as Queued and announced.
+    An item is a tuple of positional arguments; anything else is the single argument. Job ``i`` is named
+    ``"<name> [i]"``. Returns ``(job_ids, group_id, batch)`` once every job is stored as Queued and announced.
     Past the hard limit the whole batch is refused (QuotaExceeded) before any item is stored.
     ``files``, ``workdir``, ``resources``, ``outputs``: as for ``submit``, for every item:
     each gets its own directory with the same inputs; ``outputs`` gets one folder per item id.
     """
-    default = connections.settings().default_context
-    spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx or default)
-    level = queue.priority_of(priority)
-    values.check_line(name, "the batch's name")  # see moi.core.values: once, for every item's
-    values.check_line(url, "the batch's url")
+    spec, level = _checked(ctx, priority, name, url)
     store = connections.store()
     jobs = queue.Queue(store)
     batch_id = new_id()
@@ -114,6 +112,18 @@ def submit_many(
     log.debug("queued a batch of %d jobs for %s", len(pending), spec.name)
     job_ids = [info["id"] for info, _, _ in pending]
     return job_ids, group_id, Batch(job_ids, store)
+
+
+def _checked(
+    ctx: str | Context | None, priority: str | int | None, name: str, url: str | None
+) -> tuple[ContextSpec, int]:
+    """The batch's context spec and priority level; its name and url checked once, for every item's."""
+    default = connections.settings().default_context
+    spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx or default)
+    level = queue.priority_of(priority)
+    values.check_line(name, "the batch's name")  # see moi.core.values
+    values.check_line(url, "the batch's url")
+    return spec, level
 
 
 def _pending_items(
@@ -136,14 +146,14 @@ def _removed_if_refused() -> Iterator[list[str]]:
         yield made
     except BaseException:
         for directory in made:
-            job_files.remove_directory(directory)
+            remove_directory(directory)
         raise
 
 
 def _origin(
     pending: list[tuple[Info, str, int]],
     made: list[str],
-    files: job_files.Inputs | None,
+    files: Inputs | None,
     workdir: bool,
     resources: Mapping[str, str] | None,
     outputs: str | None,
@@ -168,7 +178,7 @@ def _enqueue(jobs: queue.Queue, group: str, context: str, pending: list[tuple[In
 def _directories(
     pending: list[tuple[Info, str, int]],
     made: list[str],
-    files: job_files.Inputs | None,
+    files: Inputs | None,
     resources: Mapping[str, str] | None,
     outputs: str | None,
 ) -> dict[str, Any]:
@@ -179,13 +189,13 @@ def _directories(
         files = list(files)
     transfers: dict[str, Any] = {}
     for info, _, _ in pending:
-        directory, transfers = job_files.prepare(info["id"], files, resources, outputs)
+        directory, transfers = prepare(info["id"], files, resources, outputs)
         made.append(directory)
-        info["files"] = job_files.summary(directory)
+        info["files"] = summary(directory)
     return {**transfers, "jobs_root": connections.settings().jobs_root}
 
 
-def _read_once(name: str, source: job_files.Source) -> job_files.Source:
+def _read_once(name: str, source: Source) -> Source:
     if not hasattr(source, "read"):
         return source
     data = source.read()

@@ -17,10 +17,12 @@ from moi.core.errors import (
     UnknownId,
 )
 from moi.core.info import Info, Status, is_finished, now
-from moi.jobfiles.directory import directory_of, remove_directory
+from moi.jobfiles.directory import directory_of
+from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
 from moi.queue.handle import JobHandle
-from moi.storage.store import Store, reaching, set_fields
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store, set_fields
 
 log = logging.getLogger("moi.job")
 

@@ -28,7 +28,8 @@ from moi.core.errors import CodeRefused
 from moi.core.redact import printable
 from moi.core.values import is_whole
 from moi.jobs import connections
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 GRANT_NEEDED = (
     "running code needs a grant: an admin, a user listed in [security] code_users, "

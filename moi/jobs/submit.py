@@ -23,7 +23,9 @@ from moi.core.errors import (
     WrongState,
 )
 from moi.core.info import Info, is_finished, new_id, new_info
-from moi.jobfiles import directory as job_files
+from moi.jobfiles.inputs import Inputs, prepare
+from moi.jobfiles.reading import summary
+from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
 from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch
 from moi.queue import jobqueue as queue
@@ -51,7 +53,7 @@ def submit(
     func: Callable[..., Any],
     *args: Any,
     priority: str | int | None = None,
-    files: job_files.Inputs | None = None,
+    files: Inputs | None = None,
     workdir: bool = False,
     resources: Mapping[str, str] | None = None,
     outputs: str | None = None,
@@ -67,7 +69,7 @@ def submit(
     the job's own directory (paths, or names mapped to paths, bytes or binary files);
     ``workdir=True`` gives it a directory without inputs; an input given as a URI is
     fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per
-    host and shared; ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.directory``).
+    host and shared; ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``).
     Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
     with its call, in moi's queue and announced before this returns; the cluster need not be up.
     """
@@ -80,7 +82,7 @@ def submit(
 class Placed:
     """What a job's directory gets: inputs, resources by URI, where output/ goes (see ``submit``)."""
 
-    files: job_files.Inputs | None = None
+    files: Inputs | None = None
     workdir: bool = False
     resources: Mapping[str, str] | None = None
     outputs: str | None = None
@@ -114,11 +116,11 @@ def queue_job(
     origin: tuple[Any, ...] = engine.submitted_from()
     directory = ""
     if placed.wanted:
-        directory, transfers = job_files.prepare(
+        directory, transfers = prepare(
             job_id, placed.files, placed.resources, placed.outputs, placed.root, placed.origin
         )
         origin += (directory, transfers)
-        info["files"] = job_files.summary(directory)
+        info["files"] = summary(directory)
         if placed.root:
             info["directory"] = directory  # not under the jobs root: its info says where
     call = queue.pack_call(by_name(func), args, kwargs, origin)
@@ -126,7 +128,7 @@ def queue_job(
         group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], connections.limits())
     except BaseException:
         if directory:  # nothing of a refused job stays behind
-            job_files.remove_directory(directory)
+            remove_directory(directory)
         raise
     connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
     log.debug("queued %s for %s", job_id, spec.name)

@@ -9,7 +9,8 @@ from typing import Any
 
 from moi.core.errors import JobCancelled, JobFailed
 from moi.core.info import Info, Status, is_finished
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 
 class JobHandle:

@@ -23,7 +23,8 @@ from moi.core.errors import EngineRetiring, InvalidPriority, PriorityAboveCeilin
 from moi.core.info import Info, dumps, is_uuid, now
 from moi.core.lua import ENQUEUE, MAX_PRIORITY, RELEASE, TAKE
 from moi.queue.pause import scope_tokens
-from moi.storage.store import Store, message, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store, message
 
 # Named priorities; any integer from -MAX_PRIORITY to MAX_PRIORITY works too.
 PRIORITIES = {"low": -1, "normal": 0, "high": 1}

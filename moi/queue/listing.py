@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from moi.core.errors import BadDocument
 from moi.core.info import Info, is_uuid, parse
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 SCAN_PAGES = 10
 MAX_LIMIT = 1000

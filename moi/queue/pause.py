@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from moi.core.errors import UnknownId, UnknownKey
 from moi.core.info import Info, Status
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from typing import Any
 import redis
 
 from moi.core.errors import EngineCountRefused, MoiError
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.scaling")
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from moi.core.info import parse
 from moi.core.keys import Keys
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import removal as job_files
 from moi.storage.store import message
 
 log = logging.getLogger("moi.group")

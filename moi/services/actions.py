@@ -8,7 +8,8 @@ from moi.core.lua import MAX_PRIORITY
 from moi.core.values import is_whole
 from moi.jobs import connections
 from moi.queue.pause import wake
-from moi.storage.store import Store, message, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store, message
 
 
 def resubmit(job_id: str, store: Store | None = None) -> Info:

@@ -25,7 +25,8 @@ from moi.core.info import Info, Status
 from moi.core.redact import masked_url, printable
 from moi.jobs import connections
 from moi.storage import loops
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.services.mail")
 

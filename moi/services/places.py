@@ -21,7 +21,7 @@ from typing import Any
 
 from moi.core.errors import MoveFailed
 from moi.core.info import Info, Status
-from moi.jobfiles.directory import remove_directory
+from moi.jobfiles.removal import remove_directory
 from moi.services.definition import STATES
 from moi.storage.store import Store, set_fields
 

@@ -19,7 +19,8 @@ from moi.core.errors import BadDocument, ServiceDefinitionError, UnknownService
 from moi.jobs import connections
 from moi.services import documents
 from moi.services.definition import Service
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 log = logging.getLogger("moi.services")
 _lock = threading.Lock()

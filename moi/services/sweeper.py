@@ -21,10 +21,12 @@ from moi.core.errors import MoiError, MoveFailed, RedisUnavailable, ServiceError
 from moi.core.info import Info, Status, now
 from moi.core.redact import printable
 from moi.jobfiles import directory as job_files
+from moi.jobfiles.removal import remove_directory
 from moi.services import places, registry
 from moi.services.definition import Service
 from moi.storage import loops
-from moi.storage.store import Store, reaching, set_fields
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store, set_fields
 
 log = logging.getLogger("moi.services.sweeper")
 
@@ -123,7 +125,7 @@ def _expire(store: Store, info: Info, cls: type[Service]) -> bool:
     if new is None:
         return False
     _hook(cls, new, "expire")
-    job_files.remove_directory(job_files.directory_of(new["id"], new))
+    remove_directory(job_files.directory_of(new["id"], new))
     return True
 
 

@@ -29,7 +29,8 @@ from typing import Any
 from moi.core.errors import MoiError, RedisUnavailable
 from moi.core.keys import Keys
 from moi.core.redact import printable
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 LOOPS = ("watchdog", "sweeper", "mail", "dispatcher", "relay", "supervisor")  # supervisor: the runtime's engines
 QUIET = 600.0  # seconds before the same failure line is logged again (it is counted every time)

@@ -1,35 +1,32 @@
-"""Reading and changing the group/job tree in Redis.
+"""Changing the group/job tree in Redis: new nodes, and every change to a node.
 
 Every change to a job goes through ``Store.update``: a compare-and-set on the
 info object's ``revision`` done by one Lua script, which also publishes the
 announcement. Writers never overwrite each other's change (status_update
 racing the final state, a cancel racing the engine), and every change bumps
 the revision so clients can drop stale updates.
+
+``Store`` is the one object the rest of moi holds: it reads the tree as ``moi.storage.tree.Tree``
+does and finds users' groups as ``moi.storage.groups.Groups`` does, and adds the writes.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import logging
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 import redis
 
-from moi.core.errors import BadDocument, InvalidId, NotAGroup, RedisRefused, RedisUnavailable, UnknownId
+from moi.core.errors import BadDocument, UnknownId
 from moi.core.info import Info, dumps, is_finished, new_id, new_info, parse
-from moi.core.keys import Keys, _looks_like_id
-from moi.core.lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, COMPARE_AND_SET_UNLESS, ENSURE_GROUP
+from moi.core.keys import Keys
+from moi.core.lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, COMPARE_AND_SET_UNLESS
 from moi.storage import redis_clients, retention, tally
-
-log = logging.getLogger("moi.store")
-
-# How long a process trusts its user -> group id lookup (the group's TTL is weeks).
-GROUP_CACHE_SECONDS = 5.0
+from moi.storage.groups import Groups
+from moi.storage.redis_errors import reaching
+from moi.storage.tree import report_bad
 
 # A change to an info object: the new info, or None for no change.
 Change = Callable[[Info], "Info | None"]
@@ -44,246 +41,20 @@ class _Write(NamedTuple):
     old_status: Any
 
 
-# What each Redis type moi uses holds, for a message about a key holding something else.
-_HOLDS = {"string": "a JSON info object", "set": "a set of ids", "hash": "a hash"}
-
-# The name of a group created by id (submit to a uuid nobody used yet), as the original moi named it.
-UNNAMED_GROUP = "unnamed"
-
-
-@contextmanager
-def reaching(url: str) -> Iterator[None]:
-    """Turn a lost Redis connection into a one-line RedisUnavailable, a refused command into RedisRefused.
-
-    A refusal (WRONGTYPE, a script error, a read-only replica) is Redis answering: calling it
-    unreachable would send the user looking for an outage that is not there.
-    """
-    try:
-        yield
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise RedisUnavailable(url, _first_line(error)) from error
-    except redis.ResponseError as error:
-        raise RedisRefused(url, _first_line(error)) from error
-
-
-def _is_group_id(key: str) -> bool:
-    """Whether ``key`` is a group id (uuid-shaped) rather than a user name; InvalidId for a uuid spelled oddly.
-
-    Only moi's own spelling (lowercase, hyphens) can be an id: ``{...}`` or upper case would be a
-    second name for the same uuid, and cannot be a user name either.
-    """
-    if not _looks_like_id(key):
-        return False
-    if str(uuid.UUID(key)) != key:
-        raise InvalidId(key)
-    return True
-
-
-def _report(error: BadDocument, bad: list[BadDocument] | None) -> None:
-    """A bad document skipped in a listing: to the caller's list, or to the log when it keeps none."""
-    if bad is None:
-        log.warning("skipped: %s", error)  # the message escapes the key (moi.core.redact.printable)
-    else:
-        bad.append(error)
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).splitlines()[0] if str(error) else type(error).__name__
-
-
 def message(action: str, ids: Iterable[str]) -> str:
     """The one pub/sub payload shape: ``{action: [ids]}``."""
     return json.dumps({action: list(ids)})
 
 
-class Store:
+class Store(Groups):
+    """The tree, read and written: the one writer of job state (``update`` and ``update_many``)."""
+
     def __init__(self, client: redis.Redis[str], keys: Keys, ttl: int, url: str = "") -> None:
-        self.redis = client
-        self.keys = keys
-        self.ttl = ttl
-        self.url = url
+        super().__init__(client, keys, ttl, url)
         self._cas = client.register_script(COMPARE_AND_SET)
         self._cas_unless = client.register_script(COMPARE_AND_SET_UNLESS)
-        self._ensure_group = client.register_script(ENSURE_GROUP)
         self._cas_many = client.register_script(COMPARE_AND_SET_MANY)
         self._add_under = client.register_script(ADD_UNDER)
-        self._groups: dict[str, tuple[str, float]] = {}  # key -> (group id, good until)
-        self._chains: dict[str, tuple[list[str], float]] = {}  # group id -> (it and its ancestors, good until)
-
-    # reading -------------------------------------------------------------
-
-    def get(self, node_id: str) -> Info:
-        info = self.find(node_id)
-        if info is None:
-            raise UnknownId(node_id)
-        return info
-
-    def find(self, node_id: str) -> Info | None:
-        """The info object of a node, None if there is none; BadDocument if the key holds something else."""
-        key = self.keys.info(node_id)
-        with reaching(self.url), self.holding((key, "string")):
-            raw = self.redis.get(key)
-        return parse(key, raw, node_id) if raw is not None else None
-
-    def get_many(self, node_ids: Iterable[str], bad: list[BadDocument] | None = None) -> list[Info]:
-        """The info objects that still exist, in the order asked.
-
-        One bad document must not hide the others (a listing, the watchdog's pass): it is
-        left out and added to ``bad``, or logged as a warning when the caller collects none.
-        """
-        ids = list(node_ids)
-        if not ids:
-            return []
-        keys = [self.keys.info(node_id) for node_id in ids]
-        with reaching(self.url):
-            raws = self.redis.mget(keys)
-        infos = []
-        for node_id, key, raw in zip(ids, keys, raws, strict=True):
-            if raw is None:
-                continue
-            try:
-                infos.append(parse(key, raw, node_id))
-            except BadDocument as error:
-                _report(error, bad)
-        return infos
-
-    def children(self, group_id: str) -> set[str]:
-        key = self.keys.children(group_id)
-        with reaching(self.url), self.holding((key, "set")):
-            return set(self.redis.smembers(key))
-
-    def group_of_user(self, key: str) -> str | None:
-        """The group ``key`` names by the rule of ``ensure_group``, or None when there is none (yet).
-
-        Raises NotAGroup for the id of a job, BadDocument for a key holding something else.
-        """
-        if _is_group_id(key):
-            info = self.find(key)
-            if info is not None and info["type"] != "group":
-                raise NotAGroup(key, "a job")
-            return key if info is not None else None
-        group_id = self._mapped(key)
-        info = self.find(group_id) if group_id else None
-        return group_id if info is not None and info["type"] == "group" else None
-
-    def held(self, key: str) -> str | None:
-        """What a key given by a user holds in Redis, for a message (``a Redis hash``); None if nothing."""
-        kind = self._type_of(self.keys.info(key))
-        return None if kind == "none" else f"a Redis {kind}"
-
-    def _type_of(self, key: str) -> str:
-        with reaching(self.url):
-            return str(self.redis.execute_command("TYPE", key))
-
-    def _mapped(self, user: str) -> str | None:
-        with reaching(self.url), self.holding((self.keys.user_map, "hash")):
-            return self.redis.hget(self.keys.user_map, user)
-
-    @contextmanager
-    def holding(self, *expected: tuple[str, str]) -> Iterator[None]:
-        """Redis refusing a command for a key's type (WRONGTYPE) as a BadDocument naming that key.
-
-        ``expected``: the keys the commands inside work on, each with the Redis type it must
-        have. Someone wrote something else there; the user needs its name, not Redis's complaint.
-        """
-        try:
-            yield
-        except redis.ResponseError as error:
-            if "WRONGTYPE" in str(error):
-                for key, wanted in expected:
-                    held = self._type_of(key)
-                    if held not in (wanted, "none"):
-                        raise BadDocument(key, f"it holds a Redis {held}, not {_HOLDS[wanted]}") from None
-            raise
-
-    def users(self) -> dict[str, str]:
-        """user name -> group id, for users whose group still exists."""
-        with reaching(self.url), self.holding((self.keys.user_map, "hash")):
-            mapping = self.redis.hgetall(self.keys.user_map)
-        # The map also holds group id -> user name; by the rule of ensure_group no user name looks like an id.
-        names = {user: gid for user, gid in mapping.items() if not _looks_like_id(user)}
-        alive = {info["id"] for info in self.get_many(sorted(set(names.values()))) if info["type"] == "group"}
-        return {user: gid for user, gid in names.items() if gid in alive}
-
-    def descendant_jobs(self, group_id: str, bad: list[BadDocument] | None = None) -> list[Info]:
-        """Every job under a group, nested groups included, oldest first.
-
-        Bad documents (and ``:jobs`` keys of the wrong type) are skipped and reported as ``get_many`` does.
-        """
-        jobs: list[Info] = []
-        pending, seen = [group_id], {group_id}
-        while pending:
-            child_ids = sorted(self._children_reporting(pending.pop(), bad) - seen)
-            seen.update(child_ids)
-            for info in self.get_many(child_ids, bad):
-                if info["type"] == "group":
-                    pending.append(info["id"])
-                else:
-                    jobs.append(info)
-        return sorted(jobs, key=lambda info: info["date_created"])
-
-    def _children_reporting(self, group_id: str, bad: list[BadDocument] | None) -> set[str]:
-        try:
-            return self.children(group_id)
-        except BadDocument as error:
-            _report(error, bad)
-            return set()
-
-    # writing -------------------------------------------------------------
-
-    def ensure_group(self, key: str) -> str:
-        """The id of the group ``key`` names, created if needed.
-
-        A key shaped like a uuid is a group id (that group, or a new top-level group with exactly
-        that id when no node has it yet, never a job) and any other string is a user name, which
-        goes only through ``user-id-map`` (its group made on first use), so no user name can
-        reach a node by that node's id.
-        """
-        by_id = _is_group_id(key)
-        group_id = key if by_id else new_id()
-        info = new_info(group_id, UNNAMED_GROUP if by_id else key, "group", self.keys.channel(group_id))
-        args = [key, "1" if by_id else "", group_id, dumps(info), self.ttl, self.keys.prefix]
-        with reaching(self.url), self.holding((self.keys.user_map, "hash")):
-            answer, value = self._ensure_group(keys=[self.keys.user_map], args=args)
-        if answer == "ok":
-            return str(value)
-        if answer == "type":
-            raise NotAGroup(key, f"a Redis {value}")
-        parse(self.keys.info(key), value, key)  # a bad document says what is wrong with it
-        raise NotAGroup(key, "a job")
-
-    def group_id(self, key: str) -> str:
-        """``ensure_group``, remembered for GROUP_CACHE_SECONDS: submitting saves a round trip.
-
-        Safe because the queue's ``enqueue`` refuses a group that is gone, and looks again.
-        """
-        hit = self._groups.get(key)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        group_id = self.ensure_group(key)
-        self._groups[key] = (group_id, time.monotonic() + GROUP_CACHE_SECONDS)
-        return group_id
-
-    def owner_of(self, group_id: str) -> str:
-        """The top group of the tree ``group_id`` is in: its user's group."""
-        return self.chain_of(group_id)[-1]
-
-    def chain_of(self, group_id: str) -> list[str]:
-        """``group_id`` and the groups above it, up to its tree's top; remembered like ``group_id``."""
-        hit = self._chains.get(group_id)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-        chain = [group_id]
-        info = self.find(group_id)
-        while info is not None and isinstance(info.get("parent"), str) and info["parent"] not in chain:
-            chain.append(info["parent"])
-            info = self.find(chain[-1])
-        self._chains[group_id] = (chain, time.monotonic() + GROUP_CACHE_SECONDS)
-        return chain
-
-    def forget_group(self, key: str) -> None:
-        """Drop the remembered group id of ``key`` (its group was removed)."""
-        self._groups.pop(key, None)
 
     def add_under(self, group_id: str, infos: list[Info], ttl: int | None = None) -> bool:
         """Store new nodes under a group that must still exist, and announce them: one round trip.
@@ -467,7 +238,7 @@ class Store:
         try:
             return parse(self.keys.info(node_id), text, node_id)
         except BadDocument as error:  # as good as gone: the other nodes of the call go on
-            _report(error, None)
+            report_bad(error, None)
             return None
 
     def publish(self, node_id: str, action: str, ids: Iterable[str]) -> None:

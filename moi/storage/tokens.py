@@ -29,7 +29,8 @@ import redis.asyncio as aioredis
 from moi.core.errors import InvalidExpiry, InvalidUserName, RedisRefused, RedisUnavailable, UnknownToken
 from moi.core.info import now
 from moi.core.keys import Keys, user_name_problem
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 
 _TOKEN = re.compile(r"^moi_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 # Seconds between two writes of one token's last use by one process.

@@ -17,7 +17,7 @@ import threading
 from moi.compute import dispatch
 from moi.compute.watchdog import INTERVAL, Watchdog
 from moi.core.errors import RedisUnavailable
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import removal as job_files
 from moi.queue import listing
 from moi.services import mail, sweeper
 from moi.storage import loops

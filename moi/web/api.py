@@ -21,7 +21,7 @@ from moi.compute.commands import check_code
 from moi.core import values
 from moi.core.errors import MoiError
 from moi.core.info import is_finished, is_uuid
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import removal as job_files
 from moi.jobfiles.input_policy import WEB
 from moi.jobs import grant
 from moi.jobs import submit as jobs

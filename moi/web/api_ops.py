@@ -31,7 +31,8 @@ from moi.jobs import connections
 from moi.queue import scaling
 from moi.relay.websocket import hub_for
 from moi.storage import runtime, tally
-from moi.storage.store import Store, reaching, store_for
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store, store_for
 from moi.web.api_handler import PREFIX, APIHandler, Problem
 from moi.web.file_routes import MOIFilesHandler
 

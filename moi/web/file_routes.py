@@ -3,7 +3,7 @@
 Only the job's owner (the user whose tree holds it, by the same login the
 websocket uses) may list or download; anyone else gets 404, the same as for a
 job that does not exist, so nothing leaks. A path is confined as
-``moi.jobfiles.directory`` confines it (Tornado has decoded any percent-encoding first).
+``moi.jobfiles.reading`` confines it (Tornado has decoded any percent-encoding first).
 Downloads come in chunks, with ``Range`` (one range), ``HEAD``, the content
 type from the name, ``?download=1`` for ``Content-Disposition: attachment``, and
 a sandboxing ``Content-Security-Policy``, so an HTML output cannot run scripts
@@ -27,7 +27,7 @@ from moi.core.errors import JobFilesError, MoiError, UnknownId
 from moi.core.info import Status, is_uuid
 from moi.core.keys import user_name_problem
 from moi.core.redact import printable
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import reading as job_files
 from moi.relay import bearer
 from moi.relay.websocket import cookie_user, hub_for, user_group
 from moi.storage.store import Store, store_for

@@ -27,7 +27,8 @@ from moi.compute import workers
 from moi.jobs import connections
 from moi.relay.websocket import hub_for, open_sockets
 from moi.storage import loops
-from moi.storage.store import Store, reaching
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
 from moi.storage.tally import BUCKETS, SEPARATOR, SPANS
 from moi.web.api_handler import APIHandler, Problem
 from moi.web.api_ops import contexts, queues

@@ -54,7 +54,7 @@ from moi.compute.sandbox import confinement
 from moi.compute.sandbox.runner import RUNNER
 from moi.core import values
 from moi.core.errors import CodeFailed, CommandFailed, InvalidValue
-from moi.jobfiles import directory as files
+from moi.jobfiles import removal as files
 
 log = logging.getLogger("moi.sandbox")
 
