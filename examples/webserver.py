@@ -9,7 +9,7 @@ the finished job links to /hello_result/<id>, which shows its result.
 What an existing application adds to use moi is marked "moi:" below. One of
 those is the login-name rule: a name that could alias another user's group (a
 job or group id, ``no-user``, a ``moi:`` name) is refused at login, and a page
-refuses a cookie that holds one (``moi.core.keys.user_name_problem``).
+refuses a cookie that holds one (``moi.websocket.user_name_problem``).
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from typing import Any
 from tornado.template import DictLoader
 from tornado.web import Application, HTTPError, RequestHandler, StaticFileHandler, authenticated
 
-from moi import ctx_default
-from moi.core.keys import user_name_problem
+from moi import ctx_default, settings
 from moi.errors import UnknownId
+from moi.group import get_id_from_user
 from moi.job import get_info, submit
-from moi.jobs import connections
 from moi.server import STATIC_PATH, cookie_secret
-from moi.websocket import MOIMessageHandler
+from moi.websocket import MOIMessageHandler, user_name_problem
 
 
 def hello(**kwargs: Any) -> str:
@@ -136,15 +135,17 @@ class ResultHandler(UserPage):
 
 def owned_by(info: dict[str, Any], user: str) -> bool:
     """A job is the user's when their group is among its ancestors."""
-    store = connections.store()
-    group_id = store.group_of_user(user)
+    group_id = get_id_from_user(user)
     parent = info.get("parent")
     for _ in range(32):  # nesting is shallow; a bound keeps a bad tree from looping
-        if parent is None or group_id is None:
+        if parent is None:
             return False
         if parent == group_id:
             return True
-        parent = (store.find(parent) or {}).get("parent")
+        try:
+            parent = get_info(parent).get("parent")
+        except UnknownId:
+            return False
     return False
 
 
@@ -159,7 +160,7 @@ def make_app() -> Application:
             (r"/moi/(.*)", StaticFileHandler, {"path": str(STATIC_PATH)}),  # moi: moi.js and moi.css
         ],
         template_loader=DictLoader(TEMPLATES),
-        cookie_secret=cookie_secret(connections.settings().state_dir),
+        cookie_secret=cookie_secret(settings().state_dir),
         login_url="/login",
         xsrf_cookies=True,
     )

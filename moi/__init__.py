@@ -15,10 +15,11 @@ from moi.core.errors import MoiError
 from moi.core.info import Status
 from moi.jobs import connections
 from moi.jobs.compat import ctxs
-from moi.jobs.connections import configure
+from moi.jobs.connections import configure, settings
 
 __all__ = [
     "configure",
+    "settings",
     "ctx_default",
     "ctxs",
     "r_client",

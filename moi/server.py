@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from moi.web.file_routes import FILES_ROUTE
 from moi.web.server import (
     DEV_LOGIN_WARNING,
     PACKAGE,
@@ -19,6 +20,7 @@ from moi.web.server import (
 )
 
 __all__ = [
+    "FILES_ROUTE",
     "DEV_LOGIN_WARNING",
     "LoginHandler",
     "LogoutHandler",

@@ -240,7 +240,7 @@ def test_a_json_encoded_cookie_names_the_same_user_as_a_plain_one(r, store) -> N
 
 
 def test_a_login_name_that_starts_with_a_quote_is_refused() -> None:
-    from moi.core.keys import user_name_problem
+    from moi.websocket import user_name_problem
 
     assert user_name_problem('"alice"') is not None
     assert user_name_problem('"alice') is not None

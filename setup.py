@@ -1,5 +1,0 @@
-"""Kept for tools that still call setup.py; the metadata is in pyproject.toml."""
-
-from setuptools import setup
-
-setup()
