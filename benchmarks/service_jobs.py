@@ -78,7 +78,7 @@ def _plain() -> Any:
 
 
 def _rate(submit_one: Any) -> float:
-    from moi.queue.handle import JobHandle
+    from moi.queue.job_handle import JobHandle
 
     start = time.perf_counter()
     handles: list[JobHandle] = [submit_one()[2] for _ in range(JOBS)]

@@ -14,7 +14,7 @@ from moi.relay.group import (
     Group,
     Problem,
 )
-from moi.relay.removal import remove_nodes
+from moi.relay.node_removal import remove_nodes
 
 __all__ = [
     "Callback",

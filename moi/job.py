@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from moi.compute.commands import check_code, function_source, python_exec, system_call
+from moi.compute.text_jobs import check_code, function_source, python_exec, system_call
 from moi.jobs import connections
 from moi.jobs.batch import Batch, submit_many
 from moi.jobs.cancel import CancelReport, cancel
@@ -24,7 +24,7 @@ from moi.jobs.submit import (
     submit,
     submit_nouser,
 )
-from moi.queue.handle import JobHandle
+from moi.queue.job_handle import JobHandle
 
 __all__ = [
     "Batch",

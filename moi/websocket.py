@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from moi.core.keys import user_name_problem
 from moi.relay.frames import MAX_FRAME, MAX_ID_LENGTH, MAX_IDS, id_list, parse_request
-from moi.relay.output import CLOSE_POLICY, MAX_UNSENT, UNSENT_SETTING, UNSENT_TIMEOUT, UNSENT_TIMEOUT_SETTING
+from moi.relay.outbound import CLOSE_POLICY, MAX_UNSENT, UNSENT_SETTING, UNSENT_TIMEOUT, UNSENT_TIMEOUT_SETTING
 from moi.relay.token_watch import MAX_TIMER, TokenWatch
 from moi.relay.websocket import (
     HARD_FRAME_LIMIT,

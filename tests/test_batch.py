@@ -79,7 +79,7 @@ def test_items_are_announced_and_show_their_progress_live(r, store, tmp_path) ->
 
 
 def test_what_an_item_went_through_within_one_interval_is_written_once(r, store) -> None:
-    from moi.compute.recorder import Recorder
+    from moi.compute.block_recorder import Recorder
     from moi.core.info import Status
     from moi.queue.jobqueue import Queue
 

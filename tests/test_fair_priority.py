@@ -19,7 +19,7 @@ from moi.core.info import Status
 from moi.errors import ConfigError
 from moi.job import get_info, submit
 from moi.jobs import connections
-from moi.services.actions import resubmit
+from moi.services.resubmission import resubmit
 from moi.storage import tokens
 from tests import queue_jobs, service_defs
 from tests.conftest import finished

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from moi.storage import private
+from moi.storage import owner_only
 from tests.conftest import run_moi
 
 NOBODY = pwd.getpwnam("nobody")
@@ -186,7 +186,7 @@ def test_a_state_directory_others_can_write_is_refused_and_an_old_open_one_is_ti
     old = tmp_path / "old"
     old.mkdir()
     old.chmod(0o755)  # what an older moi left under the default umask
-    private.make_private_dir(old)
+    owner_only.make_private_dir(old)
     assert (old.stat().st_mode & 0o777) == 0o700
 
 

@@ -18,7 +18,7 @@ from moi.core.info import Status
 from moi.errors import ServiceDefinitionError, UnknownService, ValidationFailed, WrongState
 from moi.job import get_info
 from moi.services import validators
-from moi.services.actions import resubmit
+from moi.services.resubmission import resubmit
 from tests import service_defs, service_validators
 from tests.conftest import finished, nothing_stored, run_moi
 

@@ -18,7 +18,7 @@ MAX_FUNCTION_LINES = 40
 
 # Public paths, each with names its users import (the original moi's among them).
 PUBLIC = {
-    "moi": ["configure", "settings", "ctx_default", "ctxs", "r_client", "REDIS_KEY_TIMEOUT", "moi_js", "MoiError", "Status"],
+    "moi": ["configure", "settings", "ctx_default", "ctxs", "r_client", "REDIS_KEY_TIMEOUT", "moi_js", "Status"],
     "moi.job": ["submit", "submit_many", "cancel", "get_info", "relaunch", "system_call", "ctxs", "ctx_default"],
     "moi.group": ["get_id_from_user", "get_user_from_id", "create_info", "Group"],
     "moi.websocket": ["MOIMessageHandler", "user_name_problem"],

@@ -8,7 +8,7 @@ from typing import BinaryIO
 
 import click
 
-from moi.jobfiles import reading as job_files
+from moi.jobfiles import reading
 from moi.jobs.cancel import delete
 
 CHUNK = 1 << 20
@@ -20,7 +20,7 @@ CHUNK = 1 << 20
 @click.argument("path", required=False, default="")
 def files_command(job_id: str, recursive: bool, path: str) -> None:
     """List a job's files as `size  path` lines (directories end with /)."""
-    for entry in job_files.list(job_id, path, recursive=recursive):
+    for entry in reading.list(job_id, path, recursive=recursive):
         click.echo(f"{entry.size:>12}  {entry.path}/" if entry.is_dir else f"{entry.size:>12}  {entry.path}")
 
 
@@ -30,7 +30,7 @@ def files_command(job_id: str, recursive: bool, path: str) -> None:
 @click.argument("path")
 def download_command(job_id: str, output: str, path: str) -> None:
     """Copy one of a job's files out, to stdout or a file."""
-    with job_files.open(job_id, path) as source:
+    with reading.open(job_id, path) as source:
         if output == "-":
             _copy(source, sys.stdout.buffer)
             return

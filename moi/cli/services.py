@@ -10,7 +10,7 @@ from moi import services
 from moi.cli.output import exit_if_failed, format_info, wait_for
 from moi.core.errors import ConfigError
 from moi.jobs import connections
-from moi.services.actions import resubmit
+from moi.services.resubmission import resubmit
 
 
 def _pairs(given: tuple[str, ...]) -> dict[str, str]:

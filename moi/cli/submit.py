@@ -8,7 +8,7 @@ import click
 
 from moi.cli.output import exit_if_failed, format_info, wait_for
 from moi.compute import watchdog
-from moi.compute.commands import check_code, python_exec, system_call
+from moi.compute.text_jobs import check_code, python_exec, system_call
 from moi.core.redact import printable
 from moi.jobs import connections
 from moi.jobs.batch import submit_many

@@ -4,7 +4,7 @@ An engine takes a batch's items from the queue in blocks (``Queue.take`` with
 ``most``), sized to hold about ``BLOCK_SECONDS`` of work by the pace of the
 batch's items run so far: the first block is one item. Taking registers the
 items (heartbeat, running set); each is marked Running as it starts, and a
-``Recorder`` (``moi.compute.recorder``) writes those changes and the outcomes
+``Recorder`` (``moi.compute.block_recorder``) writes those changes and the outcomes
 together every ``FLUSH_INTERVAL``, so an item quicker than that costs one write. The batch's
 function is loaded once per engine. Each item is still a job like any other: its
 heartbeat beats until it ends, a cancel interrupts it (or ends it before it
@@ -30,11 +30,11 @@ from typing import Any
 import redis
 
 from moi.compute import arguments, engine
-from moi.compute.recorder import Recorder
+from moi.compute.block_recorder import Recorder
 from moi.compute.running import pickled
 from moi.core.errors import FetchFailed, MoiError
 from moi.core.info import Status, encode_result
-from moi.jobfiles import on_engine as job_files
+from moi.jobfiles import on_engine
 from moi.queue.jobqueue import Queue, Taken, batch_of, item_arguments, unpack_call
 from moi.storage.store import Store
 
@@ -132,7 +132,7 @@ def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, j
         with watch.interruptible():
             ran = True
             recorder.start(job_id, watch.label)
-            with _in_directory(directory), job_files.job_environment(directory):
+            with _in_directory(directory), on_engine.job_environment(directory):
                 result = _call_item(loaded, job, args, functools.partial(recorder.status, job_id), directory)
     except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
         watch.done(job_id)
@@ -164,7 +164,7 @@ def _startable(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, 
     directory = loaded.directory_of(job_id)
     if directory and not os.path.isdir(directory):  # a jobs root this host does not share
         watch.done(job_id)
-        recorder.finish(job_id, Status.FAILED, job_files.unseen(directory, watch.label), "text")
+        recorder.finish(job_id, Status.FAILED, on_engine.unseen(directory, watch.label), "text")
         return None
     return args
 
@@ -188,10 +188,10 @@ def _call_item(
     """The item's function, with its inputs fetched first and its outputs sent after, when it has a directory."""
     transfers = loaded.transfers_of(job.info["id"]) if directory else {}
     if directory:
-        job_files.bring_in(directory, transfers)
+        on_engine.bring_in(directory, transfers)
     result = loaded.func(*args, **arguments.moi_kwargs(loaded.takes, status_update, job.info, directory))
     if directory:
-        job_files.send_out(directory, transfers)
+        on_engine.send_out(directory, transfers)
     return result
 
 
@@ -200,7 +200,7 @@ def _in_directory(directory: str) -> contextlib.AbstractContextManager[Any]:
 
 
 def _held(directory: str) -> dict[str, int] | None:
-    return job_files.held(directory)  # never raises: nothing may keep the final write from landing
+    return on_engine.held(directory)  # never raises: nothing may keep the final write from landing
 
 
 class BlockLiveness(engine.Liveness):

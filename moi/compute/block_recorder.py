@@ -1,4 +1,4 @@
-"""The outcomes of a batch block's items, gathered and written together (``moi.compute.block`` runs them).
+"""The outcomes of a batch block's items, gathered and written together (``moi.compute.batch_blocks`` runs them).
 
 A ``Recorder`` keeps each item's changes (Running, status texts, its outcome) and
 writes them every ``FLUSH_INTERVAL`` from a flusher thread, and the rest at the

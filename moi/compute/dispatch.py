@@ -30,9 +30,9 @@ from typing import Any
 import redis
 
 from moi.compute.context import ByName, Context
+from moi.compute.engine_roster import Roll
 from moi.compute.watchdog import controller_alive
 from moi.compute.worker import WorkSpec, work
-from moi.compute.workers import Roll
 from moi.core.config import ContextSpec
 from moi.core.errors import ClusterUnavailable, MoiError
 from moi.core.redact import printable

@@ -1,7 +1,7 @@
 """A job on its engine: marked Running, its function called with what moi gives it, its end recorded.
 
 ``run_started`` calls a job that the worker loop (``moi.compute.worker``) or a block
-(``moi.compute.block``) has taken and marked Running; ``_Tracker`` keeps the engine's copy of the
+(``moi.compute.batch_blocks``) has taken and marked Running; ``_Tracker`` keeps the engine's copy of the
 info object, so each status text is usually one round trip, and the final write lands even across
 a Redis outage. The engine needs no moi configuration: the job's spec says which Redis to write to.
 """
@@ -27,7 +27,7 @@ from moi.core.errors import (
     StepFailed,
 )
 from moi.core.info import Info, Status, encode_result, is_finished, now
-from moi.jobfiles import on_engine as job_files
+from moi.jobfiles import on_engine
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.job")
@@ -47,11 +47,11 @@ def run_started(
     tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering(), workdir=workdir)
     tracker.transfers = origin[3] if origin and len(origin) > 3 else {}
     if workdir and not os.path.isdir(workdir):  # a jobs root this host does not share
-        tracker.finish(Status.FAILED, job_files.unseen(workdir, liveness.label), "text")
+        tracker.finish(Status.FAILED, on_engine.unseen(workdir, liveness.label), "text")
         return None
     liveness.start()
     try:
-        with engine.in_directory(origin), job_files.job_environment(workdir), engine.running(store, info):
+        with engine.in_directory(origin), on_engine.job_environment(workdir), engine.running(store, info):
             return _call(tracker, liveness, func, args, kwargs)
     finally:
         liveness.stop(unregistered=tracker.ended)
@@ -67,7 +67,7 @@ def _call(
     try:
         with liveness.interruptible():
             if tracker.workdir:  # inputs and resources by URI come first: the function needs them
-                job_files.bring_in(tracker.workdir, tracker.transfers)
+                on_engine.bring_in(tracker.workdir, tracker.transfers)
             takes = arguments.accepted(func)
             moi_names = arguments.moi_kwargs(takes, tracker.status_update, tracker.info, tracker.workdir)
             result = func(*args, **{**kwargs, **moi_names})
@@ -93,7 +93,7 @@ def _call(
 
 def _send_out(tracker: _Tracker) -> None:
     try:
-        job_files.send_out(tracker.workdir, tracker.transfers)
+        on_engine.send_out(tracker.workdir, tracker.transfers)
     except FetchFailed as error:
         raise FetchFailed(error.uri, f"the job ran, but its outputs were not sent there: {error}") from None
 
@@ -161,7 +161,7 @@ class _Tracker:
         also = list(self.also_at_end)
         if value is not None:
             also.append(["SET", self.store.keys.value(self.job_id), value, "EX", self.store.ttl])
-        held = job_files.held(self.workdir)  # never raises: nothing may keep the final write from landing
+        held = on_engine.held(self.workdir)  # never raises: nothing may keep the final write from landing
 
         def change(info: Info) -> Info | None:
             wrote[:] = [not is_finished(info)]  # the last attempt is the one that counted

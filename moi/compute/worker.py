@@ -6,7 +6,7 @@ engine then takes jobs from the context's queue in Redis one at a time, each
 marked Running in the same atomic step that takes it (``Queue.take``), so a
 long job never holds short ones behind it: each engine takes its next job only
 when it is free. A batch's items come in blocks, sized by their pace (see
-``moi.compute.block``). When the queue is empty the engine waits up to ``LINGER``
+``moi.compute.batch_blocks``). When the queue is empty the engine waits up to ``LINGER``
 seconds for a new job (woken by a token the submit pushed), then returns, so
 the engine is free for other work on the cluster.
 """
@@ -19,9 +19,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from moi.compute import block, engine
-from moi.compute import running as job
-from moi.compute.workers import DoneCounter
+from moi.compute import batch_blocks, engine, running
+from moi.compute.engine_roster import DoneCounter
 from moi.core.errors import EngineRetiring, MoiError
 from moi.core.redact import printable
 from moi.queue.jobqueue import Queue, batch_of, unpack_call
@@ -51,7 +50,7 @@ def work(spec: WorkSpec) -> int:
     """Run jobs from the context's queue until it stays empty for ``linger`` seconds; how many ran."""
     store = spec.store()
     queue = Queue(store)
-    batches = block.Batches(queue)
+    batches = batch_blocks.Batches(queue)
     label = engine.engine_label()
     counter = DoneCounter(store, spec.context, label)
     done = 0
@@ -71,7 +70,7 @@ def work(spec: WorkSpec) -> int:
             if batch_of(taken[0].call) is None:
                 _run(store, taken[0].info, taken[0].call)
             else:
-                block.run(store, queue, spec.context, taken, batches)
+                batch_blocks.run(store, queue, spec.context, taken, batches)
             done += len(taken)
             counter.add(len(taken))
             idle_until = time.monotonic() + spec.linger
@@ -103,7 +102,7 @@ def _run(store: Store, info: dict[str, Any], call: str) -> None:
     try:
         func, args, kwargs, origin = unpack_call(call)
     except Exception as error:  # a call this engine cannot load (a module it lacks) fails that job alone
-        job.fail_unloadable(store, liveness, info, error)
+        running.fail_unloadable(store, liveness, info, error)
         return
     with contextlib.suppress(Exception):  # recorded by run_started: Failed with its traceback, or Cancelled
-        job.run_started(store, liveness, info, origin, func, args, kwargs)
+        running.run_started(store, liveness, info, origin, func, args, kwargs)

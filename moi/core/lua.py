@@ -255,7 +255,7 @@ return {1, online}
 # A batch's items come as a block: when the first job taken is an item of the batch named by ARGV[7]
 # ("@<batch id>:"), the items of that batch that follow it in the queue are taken with it, ARGV[6] at most.
 # Items are only registered here (heartbeat, running set), still Queued: their engine marks each Running
-# as it starts it (moi.compute.block), and a cancel of one is asked of that engine.
+# as it starts it (moi.compute.batch_blocks), and a cancel of one is asked of that engine.
 # An engine being retired (its label in the retiring set) takes nothing, and is told so.
 # A queued job whose document this script cannot read (cjson refuses it: not JSON, a lone surrogate, another
 # type of key) or write back (a number cjson has no JSON for, such as 1e999, read as inf) fails alone, its
@@ -296,7 +296,7 @@ local function fail(id, doc, info, why)
   redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
   if type(kept['owner']) == 'string' then redis.call('SREM', ARGV[8] .. kept['owner'], id) end
   local service = type(kept['service']) == 'string' and kept['service'] or ''
-  redis.call('HINCRBY', KEYS[4], 'Failed|' .. service, 1)  -- moi.storage.tally's count
+  redis.call('HINCRBY', KEYS[4], 'Failed|' .. service, 1)  -- moi.storage.finished_counts's count
   return nil
 end
 -- A queued job's document and what cjson reads of it; nothing when it is gone, or failed here.
@@ -375,7 +375,7 @@ for i = 7, #ARGV, 2 do
       redis.call('SET', prefix .. id, cjson.encode(info), 'EX', ARGV[2])
       redis.call('PUBLISH', prefix .. id .. ':pubsub', cjson.encode({update = {id}}))
       if info['owner'] then redis.call('SREM', ARGV[6] .. info['owner'], id) end
-      redis.call('HINCRBY', KEYS[4], 'Cancelled|' .. (info['service'] or ''), 1)  -- moi.storage.tally's count
+      redis.call('HINCRBY', KEYS[4], 'Cancelled|' .. (info['service'] or ''), 1)  -- moi.storage.finished_counts's count
     else
       redis.call('ZADD', KEYS[1], ARGV[i + 1], id)
       back = back + 1

@@ -30,7 +30,7 @@ INPUT, OUTPUT, TEMP, RESOURCE = "input", "output", "tmp", "resource"
 
 def directory_of(job_id: str, info: Mapping[str, Any] | None = None) -> str:
     """Where a job's directory is, whether or not it exists: ``<jobs root>/<id>``, or where
-    ``info`` says it moved to (a service's per-state roots, see ``moi.services.places``)."""
+    ``info`` says it moved to (a service's per-state roots, see ``moi.services.state_directories``)."""
     if not is_uuid(job_id):
         raise InvalidId(job_id)
     moved = info.get("directory") if info is not None else None

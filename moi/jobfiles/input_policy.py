@@ -13,7 +13,7 @@ user who reads it: origin LOCAL), or when it resolves inside an input root (any 
 HTTP, origin WEB, the only way). ``file:`` reaches only inside the input roots. A network fetch
 resolves the name once, refuses loopback, private, link-local, unspecified, multicast and
 reserved addresses, and moi's own Redis and cluster, unless ``fetch_allow`` lists them, and
-connects to the address it checked (see ``moi.jobfiles.fetch``); the host of a URI of any other scheme
+connects to the address it checked (see ``moi.jobfiles.uri_transfers``); the host of a URI of any other scheme
 (fsspec's: ftp, sftp, ...) is checked the same way before fsspec connects. The submitting side writes the policy
 into the job's transfers (``carried``); the engine, which reads no settings, applies that.
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from moi.core.errors import InputRefused
 from moi.core.files_settings import host_port, parse_allow, split_list, under
 from moi.core.redact import printable
-from moi.jobfiles.confined import DIRECTORY, FILE
+from moi.jobfiles.by_descriptor import DIRECTORY, FILE
 
 if TYPE_CHECKING:
     from moi.core.config import Settings

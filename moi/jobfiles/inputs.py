@@ -16,7 +16,7 @@ from typing import IO, Any
 
 from moi.core import values
 from moi.core.errors import InputRefused, MoiError
-from moi.jobfiles import fetch, input_policy
+from moi.jobfiles import input_policy, uri_transfers
 from moi.jobfiles.directory import INPUT, OUTPUT, RESOURCE, TEMP, directory_of
 from moi.jobfiles.removal import remove_directory
 from moi.storage import process
@@ -46,7 +46,7 @@ def prepare(
     Nothing is left behind when an input is refused (InputRefused).
     """
     named = list(_named(inputs))
-    fetches = bool(resources) or any(isinstance(source, str) and fetch.is_uri(source) for _, source in named)
+    fetches = bool(resources) or any(isinstance(source, str) and uri_transfers.is_uri(source) for _, source in named)
     policy = submit_policy(fetches)
     directory = os.path.join(root, job_id) if root else directory_of(job_id)
     os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
@@ -73,7 +73,7 @@ def _place_inputs(
     seen: set[str] = set()
     for name, source in named:
         _check_name(name, seen)
-        if isinstance(source, str) and fetch.is_uri(source):
+        if isinstance(source, str) and uri_transfers.is_uri(source):
             policy.check_uri(name, source, origin)  # refused now; checked again where it is fetched
             fetched.append([name, source])  # fetched on the engine, where it runs
         elif origin != input_policy.LOCAL and isinstance(source, (str, os.PathLike)):
@@ -89,7 +89,7 @@ def _resources(resources: Mapping[str, str], policy: input_policy.Policy, origin
     checked = []
     for name, uri in resources.items():
         _check_name(name, set())
-        if not isinstance(uri, str) or not fetch.is_uri(uri):
+        if not isinstance(uri, str) or not uri_transfers.is_uri(uri):
             raise InputRefused(name, "a resource is given by URI (file://, http(s)://, ...)")
         policy.check_uri(name, uri, origin)
         checked.append([name, uri])
@@ -118,7 +118,7 @@ def _named(inputs: Inputs | None) -> Iterator[tuple[str, Source]]:
         raise InputRefused(str(inputs), "give a list of paths, or a mapping of names to paths, bytes or files")
     for path in inputs:
         text = os.fspath(path)
-        yield (fetch.name_of(text) if fetch.is_uri(text) else os.path.basename(text)), path
+        yield (uri_transfers.name_of(text) if uri_transfers.is_uri(text) else os.path.basename(text)), path
 
 
 def _check_name(name: str, seen: set[str]) -> None:

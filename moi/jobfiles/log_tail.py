@@ -18,7 +18,7 @@ from typing import Any
 
 from moi.core.errors import JobFilesError, MoiError
 from moi.core.info import is_finished
-from moi.jobfiles import reading as job_files
+from moi.jobfiles import reading
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.log_tail")
@@ -34,7 +34,7 @@ def read_from(job_id: str, offset: int | None, whole: bool) -> tuple[list[str], 
     """Complete lines of the log from ``offset`` (None: its last START bytes), CHUNK bytes at most;
     the offset after them. ``whole``: the job has ended, so a last line without a newline counts."""
     try:
-        handle = job_files.open(job_id, LOG_NAME)
+        handle = reading.open(job_id, LOG_NAME)
     except JobFilesError:
         return [], offset or 0  # not written yet (it is made on the first line), or gone
     with handle:

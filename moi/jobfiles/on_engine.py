@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from moi.core.redact import printable
-from moi.jobfiles import fetch, input_policy
+from moi.jobfiles import input_policy, uri_transfers
 from moi.jobfiles.directory import INPUT, OUTPUT, RESOURCE, TEMP
 from moi.jobfiles.reading import summary
 from moi.storage import loops
@@ -37,19 +37,19 @@ def bring_in(directory: str, transfers: Mapping[str, Any]) -> None:
     as the policy the submitting side wrote allows (the strict default when it wrote none)."""
     policy = input_policy.Policy.from_carried(transfers.get("policy"))
     for name, uri in transfers.get("inputs", ()):
-        fetch.fetch(uri, os.path.join(directory, INPUT, name), policy)
-    cache = fetch.default_cache()
+        uri_transfers.fetch(uri, os.path.join(directory, INPUT, name), policy)
+    cache = uri_transfers.default_cache()
     for name, uri in transfers.get("resources", ()):
         link = os.path.join(directory, RESOURCE, name)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(link)  # a relaunch, or a second try
-        os.symlink(fetch.resource(uri, cache, policy), link)
+        os.symlink(uri_transfers.resource(uri, cache, policy), link)
 
 
 def send_out(directory: str, transfers: Mapping[str, Any]) -> None:
     """On the engine, after a success: ``output/`` to the URI asked for, if any."""
     if transfers.get("outputs"):
-        fetch.upload(os.path.join(directory, OUTPUT), transfers["outputs"])
+        uri_transfers.upload(os.path.join(directory, OUTPUT), transfers["outputs"])
 
 
 def held(directory: str) -> dict[str, int] | None:

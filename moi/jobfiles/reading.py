@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from moi.core.errors import NoSuchFile, PathRefused
-from moi.jobfiles.confined import DIRECTORY, FILE, tree
+from moi.jobfiles.by_descriptor import DIRECTORY, FILE, tree
 from moi.jobfiles.directory import current_directory
 
 LIST_PATH_MAX = 4096  # characters of the longest path a listing shows (Linux's PATH_MAX): bounds its memory

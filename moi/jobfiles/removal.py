@@ -1,6 +1,6 @@
 """Removing job directories: one at once, those of removed jobs, and sweeping those whose job is gone.
 
-Removal never follows a link out of the directory (``moi.jobfiles.confined.tree``).
+Removal never follows a link out of the directory (``moi.jobfiles.by_descriptor.tree``).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from moi.core.errors import PathRefused
 from moi.core.info import is_uuid
-from moi.jobfiles.confined import DIRECTORY, tree
+from moi.jobfiles.by_descriptor import DIRECTORY, tree
 from moi.jobfiles.directory import directory_of
 from moi.storage import loops, process
 from moi.storage.store import Store
@@ -25,7 +25,7 @@ SWEEP_GRACE = 600.0  # seconds a directory without a job is left alone: its subm
 
 
 def remove_directory(directory: str) -> None:
-    """Remove a job's directory, however deep (see ``moi.jobfiles.confined.tree``); never follows a link out of it.
+    """Remove a job's directory, however deep (see ``moi.jobfiles.by_descriptor.tree``); never follows a link out of it.
 
     OSError when something in it cannot be removed (or was moved while it was); a directory
     already gone is no error.

@@ -27,7 +27,7 @@ from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
 from moi.queue import jobqueue as queue
-from moi.queue.handle import JobHandle, kept_values
+from moi.queue.job_handle import JobHandle, kept_values
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.batch")
@@ -182,7 +182,7 @@ def _directories(
     resources: Mapping[str, str] | None,
     outputs: str | None,
 ) -> dict[str, Any]:
-    """A directory per item, each with the inputs; what every item's engine moves (see moi.compute.block)."""
+    """A directory per item, each with the inputs; what every item's engine moves (see moi.compute.batch_blocks)."""
     if isinstance(files, Mapping):  # a file object is read once, its bytes copied into every item's directory
         files = {name: _read_once(name, source) for name, source in files.items()}
     elif files is not None:

@@ -20,7 +20,7 @@ from moi.core.info import Info, Status, is_finished, now
 from moi.jobfiles.directory import directory_of
 from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
-from moi.queue.handle import JobHandle
+from moi.queue.job_handle import JobHandle
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store, set_fields
 

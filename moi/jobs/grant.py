@@ -110,14 +110,14 @@ def check_relaunch(info: Mapping[str, Any], call: str, web_grant: bool | None) -
 
 
 def _runs_code_in_process(call: str) -> bool:
-    """Whether a packed call is moi.compute.commands' python_exec or system_call: read from its pickle's strings,
+    """Whether a packed call is moi.compute.text_jobs' python_exec or system_call: read from its pickle's strings,
     never by loading it (that would import whatever module it names)."""
     try:
         buffers, _ = pickle.loads(base64.b64decode(call))  # moi's own wrapping: bytes and tuples
         strings = {str(arg) for _, arg, _ in pickletools.genops(bytes(buffers[0])) if isinstance(arg, str)}
     except Exception:  # not a call moi packed: none of its commands either
         return False
-    return "moi.compute.commands" in strings and not strings.isdisjoint({"python_exec", "system_call"})
+    return "moi.compute.text_jobs" in strings and not strings.isdisjoint({"python_exec", "system_call"})
 
 
 def uid_of(store: Store, user: str, uids: tuple[int, int]) -> int:

@@ -30,7 +30,7 @@ from moi.jobs import connections
 from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch
 from moi.queue import jobqueue as queue
 from moi.queue import pause as pausing
-from moi.queue.handle import JobHandle
+from moi.queue.job_handle import JobHandle
 from moi.queue.pause import Scope
 from moi.storage.store import Store
 

@@ -20,8 +20,8 @@ is skipped, never followed, and reported to ``on_problem`` (the socket sends
 it as an error frame), so one bad key cannot close a user's socket on every
 reconnect.
 
-Its parts: ``moi.relay.group_queue`` (the one task), ``moi.relay.reading`` (reading the
-tree, bad documents reported), ``moi.relay.removal`` (``remove_nodes``, the one place
+Its parts: ``moi.relay.group_queue`` (the one task), ``moi.relay.node_reader`` (reading the
+tree, bad documents reported), ``moi.relay.node_removal`` (``remove_nodes``, the one place
 that removes nodes from Redis).
 """
 
@@ -41,8 +41,8 @@ from moi.core.info import Info, has_children
 from moi.core.redact import printable
 from moi.relay.group_queue import GroupWorker
 from moi.relay.hub import Hub
-from moi.relay.reading import NodeReader
-from moi.relay.removal import remove_nodes
+from moi.relay.node_reader import NodeReader
+from moi.relay.node_removal import remove_nodes
 
 log = logging.getLogger("moi.group")
 

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 
 from moi.core.info import parse
 from moi.core.keys import Keys
-from moi.jobfiles import removal as job_files
+from moi.jobfiles import removal
 from moi.storage.store import message
 
 log = logging.getLogger("moi.group")
@@ -52,6 +52,6 @@ async def remove_nodes(client: aioredis.Redis[str], keys: Keys, ids: list[str]) 
         await pipe.execute()
         # Their files go with them (the sweeper would, later; now the owner sees them gone).
         moved = {info["id"]: info for info in tops}  # a service job's directory may have moved
-        await asyncio.get_running_loop().run_in_executor(None, job_files.remove_directories, removed, moved)
+        await asyncio.get_running_loop().run_in_executor(None, removal.remove_directories, removed, moved)
     log.info("removed %d nodes", len(removed))
     return removed

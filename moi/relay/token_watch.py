@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import redis
 
 from moi.core.errors import MoiError, RedisUnavailable
-from moi.relay.background import in_background
+from moi.relay.closing_tasks import in_background
 from moi.relay.hub import Hub
 from moi.storage import tokens
 

@@ -26,7 +26,7 @@ from moi.queue.pause import Scope
 from moi.relay import bearer
 from moi.relay.frames import id_list
 from moi.relay.group import Group
-from moi.relay.output import SocketOutput
+from moi.relay.outbound import SocketOutput
 from moi.storage import tokens
 from moi.storage.store import Store, store_for
 

@@ -39,7 +39,7 @@ it sends is checked against the token first, so a verb sent meanwhile is refused
 
 Here: the socket's life (its user, its place, its group, its end). Its parts:
 ``moi.relay.frames`` (a frame read as a request), ``moi.relay.verbs`` (what each verb
-does), ``moi.relay.output`` (frames out, and the bound on unread output),
+does), ``moi.relay.outbound`` (frames out, and the bound on unread output),
 ``moi.relay.token_watch`` (a token's end ends its socket).
 """
 
@@ -58,11 +58,11 @@ from moi.core.keys import Keys, user_name_problem
 from moi.core.redact import printable
 from moi.jobs import connections
 from moi.relay import bearer
-from moi.relay.background import in_background
+from moi.relay.closing_tasks import in_background
 from moi.relay.frames import parse_request
 from moi.relay.group import Group
 from moi.relay.hub import Hub
-from moi.relay.output import CLOSE_POLICY
+from moi.relay.outbound import CLOSE_POLICY
 from moi.relay.token_watch import TokenWatch
 from moi.relay.verbs import SocketVerbs
 from moi.storage import tokens

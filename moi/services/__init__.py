@@ -20,13 +20,13 @@ from moi.core.errors import InputRefused, ValidationFailed
 from moi.core.redact import printable
 from moi.core.values import text_problem
 from moi.jobfiles import input_policy
-from moi.jobfiles.fetch import is_uri, name_of
 from moi.jobfiles.input_policy import LOCAL
+from moi.jobfiles.uri_transfers import is_uri, name_of
 from moi.jobs import connections
 from moi.jobs import submit as jobs
 from moi.queue import jobqueue as queue
-from moi.queue.handle import JobHandle
-from moi.services import places, validators
+from moi.queue.job_handle import JobHandle
+from moi.services import state_directories, validators
 from moi.services.definition import Parameter, Service
 from moi.services.documents import StepService
 from moi.services.lifecycle import carried, first_state, run_service
@@ -101,7 +101,7 @@ def _fields(cls: type[Service], checked: dict[str, Any], email: str | None, sett
     if cls.step_names():
         fields["steps"] = cls.step_names()
     if cls.directories:  # the engine follows these; without any, the directory stays in the jobs root
-        fields["directories"] = places.resolved(cls.directories, settings.jobs_root)
+        fields["directories"] = state_directories.resolved(cls.directories, settings.jobs_root)
     return fields
 
 

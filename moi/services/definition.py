@@ -120,7 +120,7 @@ class Service:
     archive_after: ClassVar[str | float] = "never"
     expire_after: ClassVar[str | float] = "never"
     reschedule_limit: ClassVar[int] = 5  # how often postprocess may call reschedule_run() for one job
-    directories: ClassVar[Mapping[str, str]] = {}  # state -> directory root (see moi.services.places)
+    directories: ClassVar[Mapping[str, str]] = {}  # state -> directory root (see moi.services.state_directories)
 
     def __init__(self, job_id: str, directory: str, params: Mapping[str, Any]) -> None:
         self.job_id = job_id

@@ -21,7 +21,7 @@ from typing import Any, cast
 from moi.compute import engine
 from moi.core.errors import ServiceError, StepFailed
 from moi.core.info import Status
-from moi.services import places, steps
+from moi.services import state_directories, steps
 from moi.services.definition import Service
 from moi.services.documents import service_from
 
@@ -41,10 +41,10 @@ def run_service(service: Any, params: Mapping[str, Any], **moi: Any) -> Any:
     state = {"now": first_state(cls)}
 
     def move(status: str) -> None:
-        moved = places.move_for(store, info, status, job.directory)
+        moved = state_directories.move_for(store, info, status, job.directory)
         if moved != job.directory:
             job.directory = moved
-            places.follow(moved)
+            state_directories.follow(moved)
 
     def enter(status: str) -> None:
         if state["now"] != status:

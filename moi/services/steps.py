@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from moi.compute import engine
-from moi.compute.commands import end_process_group
+from moi.compute.text_jobs import end_process_group
 from moi.core.errors import JobCancelled, ServiceDefinitionError, StepFailed
 from moi.core.info import Info, Status, is_finished, new_id, new_info, now
 

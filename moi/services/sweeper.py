@@ -20,9 +20,9 @@ from collections.abc import Callable
 from moi.core.errors import MoiError, MoveFailed, RedisUnavailable, ServiceError
 from moi.core.info import Info, Status, now
 from moi.core.redact import printable
-from moi.jobfiles import directory as job_files
+from moi.jobfiles import directory
 from moi.jobfiles.removal import remove_directory
-from moi.services import places, registry
+from moi.services import registry, state_directories
 from moi.services.definition import Service
 from moi.storage import loops
 from moi.storage.redis_errors import reaching
@@ -108,7 +108,7 @@ def _archive(store: Store, info: Info, cls: type[Service]) -> bool:
     if new is None:
         return False
     try:  # to the archived root, when the service names one (slower storage, say)
-        here = places.move_for(store, new, Status.ARCHIVED, job_files.directory_of(new["id"], new))
+        here = state_directories.move_for(store, new, Status.ARCHIVED, directory.directory_of(new["id"], new))
     except MoveFailed as error:
         store.update(
             new["id"], set_fields(status=Status.FAILED, result=f"Archiving failed: {error}", result_format="text")
@@ -125,13 +125,13 @@ def _expire(store: Store, info: Info, cls: type[Service]) -> bool:
     if new is None:
         return False
     _hook(cls, new, "expire")
-    remove_directory(job_files.directory_of(new["id"], new))
+    remove_directory(directory.directory_of(new["id"], new))
     return True
 
 
 def _hook(cls: type[Service], info: Info, hook: str) -> None:
     """A retention hook, in the sweeper's process; its failure is logged, the move stands."""
-    service = cls(info["id"], job_files.directory_of(info["id"], info), info.get("params") or {})
+    service = cls(info["id"], directory.directory_of(info["id"], info), info.get("params") or {})
     try:
         getattr(service, hook)()
     except Exception as error:

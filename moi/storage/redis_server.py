@@ -24,7 +24,7 @@ import redis
 
 from moi.core.errors import RuntimeStartError
 from moi.storage import redis_clients
-from moi.storage.private import check_private, private_file
+from moi.storage.owner_only import check_private, private_file
 
 log = logging.getLogger("moi.runtime")
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from moi.core.errors import RuntimeStartError, UnsafeStateDir
-from moi.storage.private import check_private, make_private_dir, private_file
+from moi.storage.owner_only import check_private, make_private_dir, private_file
 
 if TYPE_CHECKING:
     from moi.core.config import Settings

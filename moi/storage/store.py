@@ -23,7 +23,7 @@ from moi.core.errors import BadDocument, UnknownId
 from moi.core.info import Info, dumps, is_finished, new_id, new_info, parse
 from moi.core.keys import Keys
 from moi.core.lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, COMPARE_AND_SET_UNLESS
-from moi.storage import redis_clients, retention, tally
+from moi.storage import finished_counts, redis_clients, retention
 from moi.storage.groups import Groups
 from moi.storage.redis_errors import reaching
 from moi.storage.tree import report_bad
@@ -168,7 +168,7 @@ class Store(Groups):
         """One compare-and-set call for changed documents (``revision`` already bumped), each published.
 
         Per document: 1 (written), -1 (no such node) or the current document (changed meanwhile).
-        ``old_statuses``: each document's status before, so a job's end is counted (``moi.storage.tally``).
+        ``old_statuses``: each document's status before, so a job's end is counted (``moi.storage.finished_counts``).
         ``update_many`` is the usual way in; this is its single round trip.
         """
         args: list[Any] = [self.ttl]
@@ -185,10 +185,11 @@ class Store(Groups):
         self, node_id: str, new: Info, old: Info | None = None, old_status: Any = None
     ) -> list[list[str | int]]:
         """What goes with a write: at a job's final one, it no longer counts against its owner's limits
-        and is counted for /metrics (``moi.storage.tally``); a service job's due indexes and mails (see
+        and is counted for /metrics (``moi.storage.finished_counts``); a service job's due indexes and mails (see
         ``moi.storage.retention``; ``old``: the state it changes)."""
         commands = retention.state_commands(self.keys, node_id, new, old)
-        commands += tally.ending_commands(self.keys, new, old.get("status") if old is not None else old_status)
+        ended_from = old.get("status") if old is not None else old_status
+        commands += finished_counts.ending_commands(self.keys, new, ended_from)
         owner = new.get("owner")
         if owner and is_finished(new):
             commands.append(["SREM", self.keys.active(str(owner)), node_id])

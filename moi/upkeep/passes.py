@@ -17,7 +17,7 @@ import threading
 from moi.compute import dispatch
 from moi.compute.watchdog import INTERVAL, Watchdog
 from moi.core.errors import RedisUnavailable
-from moi.jobfiles import removal as job_files
+from moi.jobfiles import removal
 from moi.queue import listing
 from moi.services import mail, sweeper
 from moi.storage import loops
@@ -92,7 +92,7 @@ def retention_logging(store: Store) -> list[str]:
 def sweep_logging(store: Store) -> list[str]:
     """Remove the directories of jobs that are gone (expired); logs each, never raises for a disk error."""
     try:
-        swept = job_files.sweep(store)  # each directory's failure is counted there
+        swept = removal.sweep(store)  # each directory's failure is counted there
     except RedisUnavailable as error:
         log.warning("job directories not swept: %s", error)
         return []

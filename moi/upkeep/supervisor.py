@@ -2,7 +2,7 @@
 
 Started in the background by ``moi.storage.runtime.ensure``, it runs an embedded redis-server and a
 local cluster, writes where they are to ``runtime.json`` (0600: it holds the Redis password), replaces
-an engine or a Redis that dies, adds or removes engines as asked (``moi.queue.scaling``), runs the
+an engine or a Redis that dies, adds or removes engines as asked (``moi.compute.scaling``), runs the
 watchdog's pass and a dispatcher over the Redis jobs are kept in, and stops both on SIGTERM.
 
 Its Redis (``moi.storage.redis_server``) keeps an append-only file (fsync every second), so jobs
@@ -28,13 +28,12 @@ from typing import Any
 import ipyparallel
 from traitlets.config import Config
 
-from moi.compute import dispatch
+from moi.compute import dispatch, scaling
 from moi.core.config import ContextSpec, build_settings, scheduler_args
 from moi.core.errors import ConfigError
 from moi.core.redact import masked_url
-from moi.queue import scaling
 from moi.storage import loops
-from moi.storage.private import private_file
+from moi.storage.owner_only import private_file
 from moi.storage.redis_server import KeptRedis
 from moi.storage.runtime import START_TIMEOUT, STATE_FILE, RuntimeInfo
 from moi.storage.store import Store, store_for

@@ -17,18 +17,18 @@ import logging
 from typing import Any
 
 from moi import services
-from moi.compute.commands import check_code
+from moi.compute.text_jobs import check_code
 from moi.core import values
 from moi.core.errors import MoiError
 from moi.core.info import is_finished, is_uuid
-from moi.jobfiles import removal as job_files
+from moi.jobfiles import removal
 from moi.jobfiles.input_policy import WEB
 from moi.jobs import grant
 from moi.jobs import submit as jobs
 from moi.jobs.cancel import cancel
 from moi.jobs.submit import submit_code
 from moi.queue import listing
-from moi.relay.removal import remove_nodes
+from moi.relay.node_removal import remove_nodes
 from moi.relay.websocket import hub_for
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
 from moi.web.api_submission import json_files, submitted, text_field
@@ -173,7 +173,7 @@ class JobHandler(APIHandler):
             await remove_nodes(hub.redis, hub.keys, [job_id])
         except MoiError as error:
             raise problem_of(error) from None
-        await self.run(job_files.remove_directories, [job_id], {job_id: info})
+        await self.run(removal.remove_directories, [job_id], {job_id: info})
         self.set_status(204)
         self.finish()
 

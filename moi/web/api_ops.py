@@ -22,15 +22,14 @@ from typing import Any
 from tornado.web import RequestHandler
 
 from moi import services
-from moi.compute import workers
+from moi.compute import engine_roster, scaling
 from moi.core.errors import MoiError
 from moi.core.info import Info, has_children, is_uuid
 from moi.core.lua import MAX_PRIORITY
 from moi.jobfiles.log_tail import LOG_NAME
 from moi.jobs import connections
-from moi.queue import scaling
 from moi.relay.websocket import hub_for
-from moi.storage import runtime, tally
+from moi.storage import finished_counts, runtime
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store, store_for
 from moi.web.api_handler import PREFIX, APIHandler, Problem
@@ -150,7 +149,7 @@ class ThroughputHandler(APIHandler):
 
 def _last_hour(store: Store) -> list[dict[str, Any]]:
     with reaching(store.url):
-        return tally.last_hour(store)
+        return finished_counts.last_hour(store)
 
 
 class WorkersHandler(APIHandler):
@@ -158,7 +157,7 @@ class WorkersHandler(APIHandler):
         """Engines per context: host, pid, state (idle, busy, lost), the job it runs (yours), jobs done."""
         visible = None if self.admin else {await self.my_group()}
         names = sorted(connections.context_specs())
-        self.answer({"workers": await self.run(workers.listing, self.store, names, visible)})
+        self.answer({"workers": await self.run(engine_roster.listing, self.store, names, visible)})
 
 
 class HealthHandler(RequestHandler):

@@ -27,7 +27,7 @@ from moi.core.errors import JobFilesError, MoiError, UnknownId
 from moi.core.info import Status, is_uuid
 from moi.core.keys import user_name_problem
 from moi.core.redact import printable
-from moi.jobfiles import reading as job_files
+from moi.jobfiles import reading
 from moi.relay import bearer
 from moi.relay.websocket import cookie_user, hub_for, user_group
 from moi.storage.store import Store, store_for
@@ -61,10 +61,10 @@ class MOIFilesHandler(RequestHandler):
         try:
             if path == "" or path.endswith("/"):
                 recursive = self.get_query_argument("recursive", "1") != "0"
-                entries = await loop.run_in_executor(None, job_files.list, job_id, path, recursive)
+                entries = await loop.run_in_executor(None, reading.list, job_id, path, recursive)
                 self._listing(job_id, path, entries, body)
                 return
-            handle = await loop.run_in_executor(None, job_files.open, job_id, path)
+            handle = await loop.run_in_executor(None, reading.open, job_id, path)
         except JobFilesError as error:
             self._not_found(str(error))
             return
@@ -91,7 +91,7 @@ class MOIFilesHandler(RequestHandler):
             raise HTTPError(503, "job store unavailable") from error
         return str(status) if owner == mine or self._admin else None
 
-    def _listing(self, job_id: str, path: str, entries: list[job_files.Entry], body: bool) -> None:
+    def _listing(self, job_id: str, path: str, entries: list[reading.Entry], body: bool) -> None:
         listed = [{"path": entry.path, "is_dir": entry.is_dir, "size": entry.size} for entry in entries]
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"job": job_id, "path": path, "entries": listed}) if body else None)

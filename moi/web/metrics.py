@@ -1,8 +1,8 @@
 """``GET /metrics``: moi's figures in the Prometheus text format, from ``prometheus_client``.
 
 Everything is read from a few keys, never by scanning jobs: the counts and
-histograms the ending writes keep (``moi.storage.tally``), the queues' depths by
-priority band (ZCOUNT), the running set's size, the workers (``moi.compute.workers``),
+histograms the ending writes keep (``moi.storage.finished_counts``), the queues' depths by
+priority band (ZCOUNT), the running set's size, the workers (``moi.compute.engine_roster``),
 the contexts' online notes, the mail counters and
 the long-lived loops' failures (``moi.storage.loops``). Sockets and relay frames are
 this server process's own. A registry is built per scrape, so importing this
@@ -23,13 +23,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from moi.compute import workers
+from moi.compute import engine_roster
 from moi.jobs import connections
 from moi.relay.websocket import hub_for, open_sockets
 from moi.storage import loops
+from moi.storage.finished_counts import BUCKETS, SEPARATOR, SPANS
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
-from moi.storage.tally import BUCKETS, SEPARATOR, SPANS
 from moi.web.api_handler import APIHandler, Problem
 from moi.web.api_ops import contexts, queues
 
@@ -70,7 +70,7 @@ def read(store: Store) -> Figures:
         running=int(running),
         queues=queues(store),
         contexts=contexts(store),
-        workers=workers.listing(store, names, None),
+        workers=engine_roster.listing(store, names, None),
         mail_waiting=int(waiting),
         mail_failed=int(failed or 0),
         loop_records=loops.parse(loop_records),

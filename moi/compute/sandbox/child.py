@@ -20,7 +20,7 @@ password). It starts a fresh interpreter, ``[security] code_python``, behind the
 The child does not import moi: ``RUNNER`` (``moi.compute.sandbox.runner``) is passed with ``-I -c``,
 reads the job from stdin and writes JSON lines back on its stdout: status texts, then the
 result (or its repr) or the traceback. The engine relays them, so the job's info reads as
-``python_exec``'s and ``system_call``'s would (``moi.compute.commands``). A shell command is
+``python_exec``'s and ``system_call``'s would (``moi.compute.text_jobs``). A shell command is
 ``/bin/sh -c`` as that uid, with ``[stdout, stderr, returncode]`` as its result, or
 CommandFailed.
 
@@ -49,12 +49,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from moi.compute import engine
-from moi.compute.commands import function_source
 from moi.compute.sandbox import confinement
 from moi.compute.sandbox.runner import RUNNER
+from moi.compute.text_jobs import function_source
 from moi.core import values
 from moi.core.errors import CodeFailed, CommandFailed, InvalidValue
-from moi.jobfiles import removal as files
+from moi.jobfiles import removal
 
 log = logging.getLogger("moi.sandbox")
 
@@ -112,7 +112,7 @@ def _own_directory(uid: int) -> Iterator[str]:
         yield path
     finally:
         try:
-            files.remove_directory(path)
+            removal.remove_directory(path)
         except OSError as error:  # a process left behind may still write there: the job's outcome stands
             log.warning("code directory %s not removed: %s", path, error)
 
