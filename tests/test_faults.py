@@ -196,7 +196,7 @@ def test_an_id_with_a_newline_cannot_forge_a_watchdog_log_line(store, r, caplog)
     info = new_info(forged, "j", "job", store.keys.channel(forged))
     r.set(store.keys.info(forged), json.dumps(info))
     r.sadd(store.keys.running, forged)  # taken by an engine that never beat
-    with caplog.at_level(logging.WARNING, logger="moi.compute.watchdog"):
+    with caplog.at_level(logging.WARNING, logger="moi.watchdog"):
         assert Watchdog(store, grace=0).check() == [forged]
     lines = [record.getMessage() for record in caplog.records]
     assert lines and all("\n" not in line for line in lines), lines

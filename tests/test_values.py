@@ -226,7 +226,7 @@ def test_an_engine_whose_take_fails_says_so_once_and_backs_off(
     r.set(f"{prefix}moi:engines:retiring", "not a set")
     monkeypatch.setattr(worker, "TAKE_BACKOFF", 0.1)  # the pause, shortened; not what is checked
     spec = worker.WorkSpec("default", redis_url, prefix, 60, linger=0.1)
-    with caplog.at_level(logging.WARNING, logger="moi.compute.worker"):
+    with caplog.at_level(logging.WARNING, logger="moi.worker"):
         assert [worker.work(spec) for _ in range(3)] == [0, 0, 0]  # each returns, none raises
     (line,) = [record.getMessage() for record in caplog.records if "cannot take jobs" in record.getMessage()]
     assert "WRONGTYPE" in line and "\n" not in line

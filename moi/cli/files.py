@@ -1,4 +1,4 @@
-"""``moi files`` and ``moi download``: a job's files from a terminal (see ``moi.jobfiles.directory``)."""
+"""``moi files`` and ``moi download``: a job's files from a terminal (see ``moi.jobfiles.reading``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The names applications written for the original moi import, on moi's own store.
 
-``moi.relay.group`` re-exports ``get_id_from_user``, ``get_user_from_id`` and
-``create_info`` (where the original kept them); ``moi`` and ``moi.jobs.submit``
+``moi.group`` re-exports ``get_id_from_user``, ``get_user_from_id`` and
+``create_info`` (where the original kept them); ``moi`` and ``moi.job``
 re-export ``ctxs``. Everything connects on first use, as the rest of moi does.
 """
 

@@ -1,10 +1,9 @@
-"""Submitting jobs, and running them on an engine with their state in Redis.
+"""Submitting jobs from Python: ``submit``, and what acts on queued jobs (relaunch, pause, resume).
 
-On the submitting side, ``submit`` stores the job as ``Queued`` and hands it
-to the cluster. On the engine, ``run_job`` marks it ``Running``, calls the
-function with a ``status_update`` callable, and records ``Success`` with the
-return value or ``Failed`` with the traceback. The engine needs no moi
-configuration: the ``JobSpec`` it receives says which Redis to write to.
+``submit`` stores the job as ``Queued``, with its call, in its context's queue (one atomic step,
+``moi.queue.jobqueue``) and makes sure a dispatcher runs for the context (``moi.jobs.connections``);
+an engine then takes it (``moi.compute.worker``) and runs it (``moi.compute.running``), writing its
+state to the Redis its work spec names. Cancelling is ``moi.jobs.cancel``; batches ``moi.jobs.batch``.
 """
 
 from __future__ import annotations

@@ -110,6 +110,8 @@ def _start(state_dir: Path, engines: int, scheduler: str) -> RuntimeInfo:
     with private_file(log_path, "ab") as log_file:
         proc = subprocess.Popen(
             # -P: the directory it runs in is not on sys.path (see the module docstring).
+            # A program started by name, not an import: the supervisor (the top of a process's wiring)
+            # runs in its own process, so this layer never imports it.
             [sys.executable, "-P", "-m", "moi.upkeep.supervisor", str(state_dir), str(engines), scheduler],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
