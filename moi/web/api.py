@@ -1,4 +1,6 @@
-"""The HTTP API's job routes, ``/api/v1/jobs``, JSON: submit, read and act on jobs, as the websocket does.
+"""The HTTP API's routes for a user's own work, JSON: submit, read and act on jobs, as the websocket does;
+a job's files and log, a group's subtree, the services one may submit to. (The operations page's routes
+are ``moi.web.api_ops``.)
 
 Who may ask and how errors are answered (the statuses and their codes): ``moi.web.api_handler``; how a
 submission's body is read (JSON, or a multipart form with input files): ``moi.web.api_submission``.
@@ -9,6 +11,10 @@ submission's body is read (JSON, or a multipart form with input files): ``moi.we
     GET    /api/v1/jobs/{id}
     DELETE /api/v1/jobs/{id}            the job (cancelled first) and its files
     POST   /api/v1/jobs/{id}/cancel     also relaunch, pause, resume
+    GET    /api/v1/jobs/{id}/files[/{path}]  as /moi-files/ (listing, downloads, Range, the owner rule)
+    GET    /api/v1/jobs/{id}/log        the job's framework.log
+    GET    /api/v1/groups/{id}          a group of yours and every node under it
+    GET    /api/v1/services             each service with its parameter schema and steps
 """
 
 from __future__ import annotations
@@ -20,9 +26,10 @@ from moi import services
 from moi.compute.text_jobs import check_code
 from moi.core import values
 from moi.core.errors import MoiError
-from moi.core.info import is_finished, is_uuid
+from moi.core.info import Info, has_children, is_finished, is_uuid
 from moi.jobfiles import removal
 from moi.jobfiles.input_policy import WEB
+from moi.jobfiles.log_tail import LOG_NAME
 from moi.jobs import grant
 from moi.jobs import submit as jobs
 from moi.jobs.cancel import cancel
@@ -30,8 +37,10 @@ from moi.jobs.submit import submit_code
 from moi.queue import listing
 from moi.relay.node_removal import remove_nodes
 from moi.relay.websocket import hub_for
+from moi.storage.store import Store
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
 from moi.web.api_submission import json_files, submitted, text_field
+from moi.web.file_routes import MOIFilesHandler
 
 log = logging.getLogger("moi.api")
 
@@ -205,8 +214,74 @@ class JobActionHandler(APIHandler):
         self.answer(dict(await self.run(self.store.get, job_id)))
 
 
+class ServicesHandler(APIHandler):
+    async def get(self) -> None:
+        known = await self.run(services.known, self.store)
+        self.answer({"services": [cls.describe() for cls in known.values()]})
+
+
+class GroupHandler(APIHandler):
+    async def get(self, group_id: str) -> None:
+        mine = await self.my_group()
+        if not is_uuid(group_id) or (not self.admin and mine not in await self.run(self.store.chain_of, group_id)):
+            raise Problem(404, "not_found", f"Unknown group id: {group_id[:80]}")
+        nodes = await self.run(_subtree, self.store, group_id)
+        if not nodes or nodes[0].get("type") != "group":
+            raise Problem(404, "not_found", f"Unknown group id: {group_id}")
+        self.answer({"group": nodes[0], "nodes": nodes[1:]})
+
+
+def _subtree(store: Store, group_id: str) -> list[Info]:
+    """The group, then every node under it, parents before children (a job with steps has children too)."""
+    found = store.get_many([group_id])
+    pending = list(found)
+    while pending:
+        current = pending.pop(0)
+        if has_children(current):
+            children = store.get_many(sorted(store.children(current["id"])))
+            found += children
+            pending += children
+    return found
+
+
+class JobFilesHandler(MOIFilesHandler):
+    """``/api/v1/jobs/{id}/files[/{path}]``: the job-files routes under the API's prefix."""
+
+    async def get(self, job_id: str, path: str | None = None, body: bool = True) -> None:
+        """A listing of the job's files (a path ending in /, or none), or one file, whole or one Range.
+        ---
+        parameters:
+          - {name: Range, in: header, schema: {type: string}, description: "one range: bytes=START-END"}
+          - {name: recursive, in: query, schema: {type: string, enum: ["0", "1"]}}
+          - {name: download, in: query, schema: {type: string, enum: ["1"]}}
+        responses:
+          206: {description: the range asked for}
+          410: {description: the job's files were removed by retention}
+          416: {description: a Range that is not one range within the file}
+        """
+        await super().get(job_id, path or "", body)
+
+
+class JobLogHandler(MOIFilesHandler):
+    async def head(self, job_id: str) -> None:  # type: ignore[override]  # the route names no path: the log's is fixed
+        """The log's size and type, as GET answers them, without its body."""
+        await self.get(job_id, body=False)
+
+    async def get(self, job_id: str, body: bool = True) -> None:  # type: ignore[override]
+        """The job's framework.log, whole or one Range.
+        ---
+        parameters:
+          - {name: Range, in: header, schema: {type: string}, description: "one range: bytes=START-END"}
+        """
+        await super().get(job_id, LOG_NAME, body)
+
+
 ROUTES = [
+    (rf"{PREFIX}/services", ServicesHandler),
+    (rf"{PREFIX}/groups/([^/]+)", GroupHandler),
     (rf"{PREFIX}/jobs", JobsHandler),
     (rf"{PREFIX}/jobs/([^/]+)", JobHandler),
+    (rf"{PREFIX}/jobs/([^/]+)/files(?:/(.*))?", JobFilesHandler),
+    (rf"{PREFIX}/jobs/([^/]+)/log", JobLogHandler),
     (rf"{PREFIX}/jobs/([^/]+)/(cancel|relaunch|pause|resume)", JobActionHandler),
 ]

@@ -1,14 +1,12 @@
-"""More of the HTTP API: services, a group's subtree, queues, contexts, health, and a job's files and log.
+"""The operations routes of the HTTP API (the operations page reads them): queues, contexts, engines,
+workers, throughput and health. A user's own routes (jobs, their files and log, groups, services) are
+``moi.web.api``.
 
-GET /api/v1/services                    each service with its parameter schema and steps
-GET /api/v1/groups/{id}                 a group of yours and every node under it
 GET /api/v1/queues                      per context: depth by priority (high, normal, low), paused
 GET /api/v1/contexts                    per context: online or offline, engines, queued
 GET /api/v1/throughput                  jobs ended per minute over the last hour, by status (admins)
 GET /api/v1/workers                     engines per context: host, pid, idle/busy/lost, the job it runs, jobs done
 POST /api/v1/contexts/{name}/engines/add (or /remove)   one engine more or fewer, embedded cluster only (admins)
-GET /api/v1/jobs/{id}/files[/{path}]    as /moi-files/ (listing, downloads, Range, the owner rule)
-GET /api/v1/jobs/{id}/log               the job's framework.log
 GET /healthz                            Redis, and each context (no login needed: nothing private)
 """
 
@@ -21,51 +19,17 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from moi import services
 from moi.compute import engine_roster, scaling
 from moi.core.errors import MoiError
-from moi.core.info import Info, has_children, is_uuid
 from moi.core.lua import MAX_PRIORITY
-from moi.jobfiles.log_tail import LOG_NAME
 from moi.jobs import connections
 from moi.relay.websocket import hub_for
 from moi.storage import finished_counts, runtime
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store, store_for
 from moi.web.api_handler import PREFIX, APIHandler, Problem
-from moi.web.file_routes import MOIFilesHandler
 
 _BAND = 2**32  # a queue score is (MAX_PRIORITY - priority) * 2^32 + order (see moi.core.lua ENQUEUE)
-
-
-class ServicesHandler(APIHandler):
-    async def get(self) -> None:
-        known = await self.run(services.known, self.store)
-        self.answer({"services": [cls.describe() for cls in known.values()]})
-
-
-class GroupHandler(APIHandler):
-    async def get(self, group_id: str) -> None:
-        mine = await self.my_group()
-        if not is_uuid(group_id) or (not self.admin and mine not in await self.run(self.store.chain_of, group_id)):
-            raise Problem(404, "not_found", f"Unknown group id: {group_id[:80]}")
-        nodes = await self.run(_subtree, self.store, group_id)
-        if not nodes or nodes[0].get("type") != "group":
-            raise Problem(404, "not_found", f"Unknown group id: {group_id}")
-        self.answer({"group": nodes[0], "nodes": nodes[1:]})
-
-
-def _subtree(store: Store, group_id: str) -> list[Info]:
-    """The group, then every node under it, parents before children (a job with steps has children too)."""
-    found = store.get_many([group_id])
-    pending = list(found)
-    while pending:
-        current = pending.pop(0)
-        if has_children(current):
-            children = store.get_many(sorted(store.children(current["id"])))
-            found += children
-            pending += children
-    return found
 
 
 class QueuesHandler(APIHandler):
@@ -176,47 +140,11 @@ class HealthHandler(RequestHandler):
         self.finish({"redis": "ok", "contexts": states})
 
 
-class JobFilesHandler(MOIFilesHandler):
-    """``/api/v1/jobs/{id}/files[/{path}]``: the job-files routes under the API's prefix."""
-
-    async def get(self, job_id: str, path: str | None = None, body: bool = True) -> None:
-        """A listing of the job's files (a path ending in /, or none), or one file, whole or one Range.
-        ---
-        parameters:
-          - {name: Range, in: header, schema: {type: string}, description: "one range: bytes=START-END"}
-          - {name: recursive, in: query, schema: {type: string, enum: ["0", "1"]}}
-          - {name: download, in: query, schema: {type: string, enum: ["1"]}}
-        responses:
-          206: {description: the range asked for}
-          410: {description: the job's files were removed by retention}
-          416: {description: a Range that is not one range within the file}
-        """
-        await super().get(job_id, path or "", body)
-
-
-class JobLogHandler(MOIFilesHandler):
-    async def head(self, job_id: str) -> None:  # type: ignore[override]  # the route names no path: the log's is fixed
-        """The log's size and type, as GET answers them, without its body."""
-        await self.get(job_id, body=False)
-
-    async def get(self, job_id: str, body: bool = True) -> None:  # type: ignore[override]
-        """The job's framework.log, whole or one Range.
-        ---
-        parameters:
-          - {name: Range, in: header, schema: {type: string}, description: "one range: bytes=START-END"}
-        """
-        await super().get(job_id, LOG_NAME, body)
-
-
 ROUTES = [
-    (rf"{PREFIX}/services", ServicesHandler),
-    (rf"{PREFIX}/groups/([^/]+)", GroupHandler),
     (rf"{PREFIX}/queues", QueuesHandler),
     (rf"{PREFIX}/contexts", ContextsHandler),
     (rf"{PREFIX}/workers", WorkersHandler),
     (rf"{PREFIX}/throughput", ThroughputHandler),
     (rf"{PREFIX}/contexts/([^/]+)/engines/(add|remove)", EnginesHandler),
-    (rf"{PREFIX}/jobs/([^/]+)/files(?:/(.*))?", JobFilesHandler),
-    (rf"{PREFIX}/jobs/([^/]+)/log", JobLogHandler),
     (r"/healthz", HealthHandler),
 ]

@@ -128,7 +128,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         (r"/logout", LogoutHandler),
         (r"/moi-ws/", MOIMessageHandler),
         FILES_ROUTE,
-        *api_ops.ROUTES,  # before api's: /jobs/{id}/files and /log are more particular than /jobs/{id}/...
+        *api_ops.ROUTES,
         *api.ROUTES,
         *metrics.ROUTES,
         *openapi.routes(),
