@@ -1,0 +1,142 @@
+"""Submitting a service job: parameters checked, inputs validated, the job queued.
+
+``submit`` is ``moi.services.submit``; the service's own checks (``moi.services.definition``,
+``moi.services.validators``) and the input policy (``moi.jobfiles.input_policy``) run before anything
+is stored, so a refused job leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import IO, Any
+
+from moi.core.config import Settings
+from moi.core.errors import InputRefused, ValidationFailed
+from moi.core.redact import printable
+from moi.core.values import text_problem
+from moi.jobfiles import input_policy
+from moi.jobfiles.input_policy import LOCAL
+from moi.jobfiles.uri_transfers import is_uri, name_of
+from moi.jobs import connections
+from moi.jobs import submit as jobs
+from moi.queue import jobqueue as queue
+from moi.queue.job_handle import JobHandle
+from moi.services import state_directories, validators
+from moi.services.definition import Service
+from moi.services.lifecycle import carried, first_state, run_service
+from moi.services.registry import get
+from moi.storage.retention import parse_duration, retention_fields
+
+_EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
+
+
+def submit(
+    name: str,
+    user: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    files: Any = None,
+    email: str | None = None,
+    group: str | None = None,
+    url: str | None = None,
+    priority: str | int | None = None,
+    context: str | None = None,
+    job_name: str | None = None,
+    origin: str = LOCAL,
+) -> tuple[str, str, JobHandle]:
+    """Queue a job of service ``name`` for ``user`` (into ``group``, a group id of theirs, if given).
+
+    ``params`` are type-checked and defaulted; every input in ``files`` (paths, or names
+    mapped to paths or bytes) passes the service's validators first. ValidationFailed, and
+    nothing stored, otherwise. Returns ``(job_id, group_id, handle)``. ``origin``: who names
+    the inputs, LOCAL (this process's user, who may name any file they can read) or WEB (a
+    web user: server paths only inside the operator's input roots; see ``moi.jobfiles.input_policy``).
+    """
+    cls = get(name)
+    checked = cls.checked_params(params or {})
+    inputs = _granted(_inputs(files), origin)
+    validators.check_inputs(cls.validators, {n: s for n, s in inputs.items() if not _remote(s)})
+    if email is not None and not _is_address(email):
+        raise ValidationFailed("Email address", f"{printable(repr(email))} is not an address like someone@example.org")
+    settings = connections.settings()
+    fields = _fields(cls, checked, email, settings)
+    spec = connections.context_spec(context or settings.default_context)
+    incoming = fields["directories"]["incoming"] if cls.directories else None
+    placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
+    level = queue.priority_of(priority)
+    return jobs.queue_job(
+        spec, group or user, job_name or cls.name, url, run_service, (carried(cls), checked), {}, level, placed, fields
+    )
+
+
+def _fields(cls: type[Service], checked: dict[str, Any], email: str | None, settings: Settings) -> dict[str, Any]:
+    """What a service job's info holds besides moi's own fields: its service, parameters, first state,
+    retention, email, steps, and the directories of its states."""
+    fields: dict[str, Any] = {"service": cls.name, "params": checked, "starts_as": first_state(cls)}
+    archive_after = parse_duration(cls.archive_after, "archive_after")
+    expire_after = parse_duration(cls.expire_after, "expire_after")
+    fields.update(retention_fields(archive_after, expire_after, settings.keep_expired, settings.ttl))
+    if email:
+        fields["email"] = email
+    if cls.step_names():
+        fields["steps"] = cls.step_names()
+    if cls.directories:  # the engine follows these; without any, the directory stays in the jobs root
+        fields["directories"] = state_directories.resolved(cls.directories, settings.jobs_root)
+    return fields
+
+
+def _is_address(email: Any) -> bool:
+    """One address on one line: it becomes a mail's To header (CR/LF there would add headers)."""
+    return isinstance(email, str) and _EMAIL.fullmatch(email) is not None and text_problem(email, line=True) is None
+
+
+def _inputs(files: Any) -> dict[str, Any]:
+    """Inputs as name -> path or bytes; a stream is read, so the validators and the copy see the same bytes."""
+    if files is None:
+        return {}
+    if isinstance(files, Mapping):
+        named = {name: source.read() if hasattr(source, "read") else source for name, source in files.items()}
+    elif isinstance(files, Iterable) and not isinstance(files, (str, bytes)):
+        files = list(files)
+        if not all(isinstance(path, (str, os.PathLike)) for path in files):
+            raise InputRefused("files", "every input in a list is a path or a URI (text)")
+        named = {}
+        for path in files:
+            if _name_of(path) in named:
+                raise InputRefused(_name_of(path), "two inputs have that name")
+            named[_name_of(path)] = os.fspath(path)
+    else:
+        raise InputRefused("files", "give a list of paths or URIs, or a mapping of names to them")
+    for input_name, source in named.items():
+        if not isinstance(source, (str, os.PathLike, bytes)):
+            raise InputRefused(str(input_name), f"give a path, a URI or bytes, not {type(source).__name__}")
+    return named
+
+
+def _name_of(path: str | os.PathLike[str]) -> str:
+    text = os.fspath(path)
+    return name_of(text) if is_uri(text) else os.path.basename(text)
+
+
+def _granted(inputs: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Server paths as the policy grants them to ``origin``: for a web user, the bytes of a file inside
+    an input root, read once from the descriptor that was checked, so the validators check the bytes
+    that are copied (together at most [moi] max_upload, as an upload); as given for this process's user."""
+    if origin == LOCAL:
+        return inputs
+    settings = connections.settings()
+    policy = input_policy.of_settings(settings)
+    left = settings.max_upload
+    granted = {}
+    for name, source in inputs.items():
+        if isinstance(source, (str, os.PathLike)) and not is_uri(os.fspath(source)):
+            source = policy.read_in_roots(name, os.fspath(source), left)
+            left -= len(source)
+        granted[name] = source
+    return granted
+
+
+def _remote(source: str | bytes | IO[bytes]) -> bool:
+    return isinstance(source, str) and is_uri(source)
