@@ -4,6 +4,20 @@ Importing moi opens no connection and starts nothing: ``r_client`` and the
 contexts (``ctxs``) connect on first use. ``ctx_default`` (the default
 context's name) and ``REDIS_KEY_TIMEOUT`` (the lifetime of moi's keys, in
 seconds) are read from the settings when asked for.
+
+The public import paths, each with an explicit ``__all__`` (everything else in moi
+is private to its layer and may move; docs/architecture.md draws the layers):
+
+    ``moi``            settings (``configure``, ``settings``), contexts, the Redis client, ``MoiError``, ``Status``
+    ``moi.job``        submitting jobs and acting on them from Python, under the original moi's names
+    ``moi.group``      following a group's subtree live, and the original moi's user and info helpers
+    ``moi.websocket``  the websocket relay: ``MOIMessageHandler``, to mount in a Tornado application
+    ``moi.server``     ``moi server``'s Tornado application (``make_app``, ``serve``)
+    ``moi.client``     a Python client of moi's HTTP API, for scripts on other machines
+    ``moi.services``   services: defining, registering and submitting named job types
+    ``moi.files``      a job's files: its directory, inputs, outputs, and ``delete``
+    ``moi.errors``     moi's one exception hierarchy, for code that catches moi's errors
+    ``moi.cli``        the ``moi`` command (``main``), and how it formats and waits for a job
 """
 
 from __future__ import annotations

@@ -1,1 +1,17 @@
-"""``moi server``: the HTTP API, its OpenAPI document, metrics, file routes, the dashboard, static and templates."""
+"""``moi server``: the web layer, the Tornado application with its HTTP API, metrics, file routes and pages.
+
+It may import the layers below it (relay, upkeep, services, jobs, compute, jobfiles, queue, storage, core).
+Its modules:
+
+    ``server``          the Tornado application of ``moi server``: its routes and development login
+    ``api``             the HTTP API's job routes, ``/api/v1/jobs``: submit, read and act on jobs
+    ``api_handler``     the API's shared base: who is asking, and how they are answered (errors as problems)
+    ``api_submission``  a submission's body read as one dict: a JSON object, or a multipart form
+    ``api_ops``         more of the API: services, groups, queues, contexts, health, a job's files and log
+    ``openapi``         the API's OpenAPI 3 document, generated from its handlers, and a page for it
+    ``metrics``         ``GET /metrics``: moi's figures in the Prometheus text format
+    ``file_routes``     a job's files over HTTP: listed, and streamed one at a time, to its owner only
+    ``dashboard``       the dashboard's pages: my jobs, a job, the submit form and, for admins, operations
+
+``static/`` holds ``moi.js``, ``moi_list.js``, ``dashboard.js`` and the CSS; ``templates/`` the pages' shells.
+"""

@@ -13,6 +13,14 @@ or a token made with ``--code``. Two sides:
   as source text.
 
 The library and the CLI, run as the machine's own user, run code in-process as before: this is for the web.
+
+Part of the compute layer, it may import the rest of compute and the layers below it (jobfiles, queue,
+storage, core). Its modules:
+
+    ``child``        running a web user's code as its uid: the engine's side of the sandbox (``run_code``)
+    ``confinement``  the command line that confines a child before it runs the code (``unshare``, ``prlimit``,
+                     ``setpriv``)
+    ``runner``       the program of a sandboxed Python child, as source text (the child cannot import moi)
 """
 
 from __future__ import annotations
