@@ -4,10 +4,10 @@ It may import the layers below it (relay, upkeep, services, jobs, compute, jobfi
 Its modules:
 
     ``server``          the Tornado application of ``moi server``: its routes and development login
-    ``api``             the HTTP API's job routes, ``/api/v1/jobs``: submit, read and act on jobs
+    ``api``             the HTTP API's routes for a user's own work: jobs, a job's files and log, groups, services
     ``api_handler``     the API's shared base: who is asking, and how they are answered (errors as problems)
     ``api_submission``  a submission's body read as one dict: a JSON object, or a multipart form
-    ``api_ops``         more of the API: services, groups, queues, contexts, health, a job's files and log
+    ``api_ops``         the API's operations routes: queues, contexts, engines, workers, throughput, health
     ``openapi``         the API's OpenAPI 3 document, generated from its handlers, and a page for it
     ``metrics``         ``GET /metrics``: moi's figures in the Prometheus text format
     ``file_routes``     a job's files over HTTP: listed, and streamed one at a time, to its owner only
