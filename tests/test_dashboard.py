@@ -38,6 +38,7 @@ def admin_server(r: Any) -> Iterator[Server]:
     server.stop()
 
 
+@pytest.mark.slow
 def test_my_jobs_are_live_filtered_sorted_and_a_failed_job_shows_its_traceback(page: Any, server: Server) -> None:
     from playwright.sync_api import expect
 

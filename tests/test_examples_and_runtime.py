@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, run_moi
 
 
@@ -44,6 +46,7 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 def test_embedded_runtime_starts_once_reports_and_stops(tmp_path) -> None:
     state = tmp_path / "state"
     env = {key: value for key, value in os.environ.items() if key not in ("MOI_REDIS_URL", "MOI_CONTEXTS")}

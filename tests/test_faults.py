@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,6 +48,7 @@ def running(info: Info) -> bool:
     return info["status"] not in (Status.QUEUED, None)
 
 
+@pytest.mark.slow
 def test_killed_engine_fails_its_job_and_is_replaced_and_queued_jobs_wait_for_their_cluster(store, r, tmp_path) -> None:
     state = tmp_path / "state"
     # Its own context name: the session's cluster is "default", and a queue is named by its context.

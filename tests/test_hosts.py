@@ -24,7 +24,7 @@ from tests.conftest import ROOT, require, until
 from tests.hosts import Hosts, reason_unavailable
 
 # ipyparallel's SSH launcher polls each engine's host in a thread, which raises once that host is dead.
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")]
 
 WAIT = 180.0
 FINISHED = ("Success", "Failed", "Cancelled")  # seconds for what the cluster does; nothing here is timed

@@ -26,6 +26,7 @@ def test_public_names() -> None:
     assert r_client.ping()
     assert set(moi.__all__) == {
         "configure",
+        "settings",
         "ctx_default",
         "ctxs",
         "r_client",

@@ -195,6 +195,7 @@ def test_a_job_submitted_before_its_cluster_starts_runs_once_it_is_up(r, own_clu
     assert "waiting" not in get_info(job_id)
 
 
+@pytest.mark.slow
 def test_a_controller_killed_with_jobs_queued_loses_none_and_runs_none_twice(
     r, own_cluster: OwnCluster, tmp_path: Path
 ) -> None:

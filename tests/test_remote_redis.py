@@ -88,6 +88,7 @@ def test_a_redis_url_that_cannot_reach_the_tls_redis_is_one_line(
         assert password not in done.stderr
 
 
+@pytest.mark.slow
 def test_jobs_go_on_when_the_sentinels_master_is_killed(tmp_path: Path, browser: Any) -> None:
     from playwright.sync_api import expect
 

@@ -199,6 +199,7 @@ def jobs_of(user: str, env: dict[str, str]) -> str:
     return shown.stdout
 
 
+@pytest.mark.slow
 def test_jobs_survive_moi_down_and_a_new_start(embedded) -> None:
     state, env = embedded
     for code in ("return 6 * 7", "raise ValueError('kept')"):
@@ -240,6 +241,7 @@ def test_a_killed_redis_server_is_restarted_and_keeps_what_was_written_a_second_
 # where jobs run -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_runtime_ignores_the_first_commands_directory_and_jobs_run_in_their_submitters(tmp_path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     for directory, word in ((first, "one"), (second, "two")):

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from moi.storage.redis_server import free_port
 from tests.browser import Server
@@ -30,6 +31,7 @@ def moi(env: dict[str, str], *args: str) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.slow
 def test_an_admin_adds_an_engine_and_removes_an_idle_one_while_a_job_runs(tmp_path: Path) -> None:
     env = embedded_env(tmp_path / "state")
     assert moi(env, "submit", "--cmd", "return 1", "--block").endswith(": 1")  # the runtime, started

@@ -26,6 +26,8 @@ from tests.conftest import ROOT, require, until
 from tests.processes import stop
 from tests.slurm import Slurm, reason_unavailable
 
+pytestmark = pytest.mark.slow  # a Slurm controller and daemon started for the module
+
 WAIT = 180.0  # seconds for what Slurm and the cluster do; nothing here is timed
 ENGINES_JOB = "ipengine-c1"  # the Slurm job name ipyparallel's engine launcher gives the engines of cluster c1
 

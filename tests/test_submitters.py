@@ -10,6 +10,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from moi.core.info import Status, is_finished
 from moi.storage.redis_server import free_port
 from tests.conftest import ROOT, finished
@@ -35,6 +37,7 @@ def run_script(path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(path)], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_a_script_that_submits_and_exits_at_once_never_leaves_its_job_queued(r, store, tmp_path) -> None:
     path = script(tmp_path / "quitter.py", SUBMIT_AND_EXIT)
     job_ids = []

@@ -97,6 +97,7 @@ def test_two_servers_sweepers_run_each_hook_once(servers: tuple[Server, Server],
         assert called == sorted(made), hook  # once per job, though two sweepers raced for each
 
 
+@pytest.mark.slow
 def test_a_job_whose_engine_is_gone_is_failed_once_with_two_watchdogs(servers: tuple[Server, Server], r: Any) -> None:
     """Both watchdogs see the same orphaned Running jobs; one write ends each, and each end is counted once."""
     store, keys = connections.store(), connections.store().keys
