@@ -109,7 +109,7 @@ class Context:
         submitting drops what is still unsent, leaving its jobs Queued for
         ever. The controller answers for a task only once it holds it.
         """
-        import ipyparallel
+        import ipyparallel  # imported here: it is slow, and only submitters need it
 
         deadline = time.monotonic() + timeout
         while True:

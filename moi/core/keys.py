@@ -44,6 +44,7 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:engines:retiring set     labels of engines to stop once idle: they take no more jobs
 """
 
+import uuid
 from dataclasses import dataclass
 
 
@@ -226,8 +227,6 @@ _RESERVED_KEYS = frozenset({"user-id-map"})
 
 
 def _looks_like_id(text: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(text)
     except ValueError:

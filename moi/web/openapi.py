@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+import swagger_ui_bundle
 from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from tornado.web import RequestHandler, StaticFileHandler
@@ -159,8 +160,6 @@ class DocsStaticHandler(StaticFileHandler):
 
 
 def routes() -> list[tuple[str, type[RequestHandler], dict[str, Any]] | tuple[str, type[RequestHandler]]]:
-    import swagger_ui_bundle
-
     return [
         (r"/api/v1/openapi\.json", OpenAPIHandler),
         (r"/api/docs", DocsHandler),
