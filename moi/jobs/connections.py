@@ -52,21 +52,26 @@ def configure(**overrides: Any) -> Settings:
     with _lock:
         candidate = {**process.overrides(), **overrides}
         settings = build_settings(candidate)  # validate before changing anything
-        reset()
-        process.replace_overrides(candidate, settings)
+        _drop_wiring()
+        process.replace_overrides(candidate, settings)  # drops the store and settings, then takes these
         return settings
 
 
 def reset() -> None:
     """Drop the cached settings, Redis client and cluster connections."""
-    global _queue
     with _lock:
-        dispatch.stop_all()
-        for context in _contexts.values():
-            context.reset()
-        _contexts.clear()
-        _queue = None
+        _drop_wiring()
         process.drop()
+
+
+def _drop_wiring() -> None:
+    """Stop this process's dispatchers and forget its contexts and queue (made again on next use)."""
+    global _queue
+    dispatch.stop_all()
+    for context in _contexts.values():
+        context.reset()
+    _contexts.clear()
+    _queue = None
 
 
 def queue() -> Queue:
