@@ -23,6 +23,8 @@
     ├── CodeRefused
     ├── CodeFailed
     ├── JobCancelled
+    │   └── JobTimeLimit
+    ├── JobSoftTimeLimit
     ├── JobFailed
     ├── WrongState
     ├── JobFilesError
@@ -231,6 +233,15 @@ class EngineRetiring(MoiError):
 
 class JobCancelled(MoiError):
     """Raised inside a job whose cancellation was requested."""
+
+
+class JobTimeLimit(JobCancelled):
+    """Raised inside a job that ran past its time limit: it may catch it to clean up, briefly (see
+    ``moi.compute.engine``: after a grace period the engine ends it)."""
+
+
+class JobSoftTimeLimit(MoiError):
+    """Raised inside a job that ran past its soft time limit: a warning it may catch; its hard limit follows."""
 
 
 class JobFailed(MoiError):

@@ -22,6 +22,7 @@ from moi.core.errors import (
     WrongState,
 )
 from moi.core.info import Info, is_finished, new_id, new_info
+from moi.core.policy import DEFAULT_MAX_RETRIES, Policy
 from moi.jobfiles.inputs import Inputs, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
@@ -56,6 +57,12 @@ def submit(
     workdir: bool = False,
     resources: Mapping[str, str] | None = None,
     outputs: str | None = None,
+    time_limit: str | float | None = None,
+    soft_time_limit: str | float | None = None,
+    retries: int | None = None,
+    retry_on: Any = None,
+    backoff: Any = None,
+    idempotent: bool | None = None,
     **kwargs: Any,
 ) -> tuple[str, str, JobHandle]:
     """Queue ``func(*args, **kwargs)`` as a job under ``group``, to run on the context's cluster.
@@ -69,12 +76,25 @@ def submit(
     ``workdir=True`` gives it a directory without inputs; an input given as a URI is
     fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per
     host and shared; ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``).
+    ``time_limit`` (``90s``, ``15m``, ``2h`` or seconds; the context's by default) ends the job, Failed, when
+    it runs longer; ``soft_time_limit`` warns it first (``JobSoftTimeLimit``). ``retries``: how many more
+    attempts a failure gets, for the failures ``retry_on`` names (exception classes or names, shell exit
+    codes; all but a cancel by default), after ``backoff`` (``[first, largest]`` delay, doubling, with
+    jitter); ``idempotent=True``: a job whose engine was lost is queued again rather than failed
+    (see ``moi.core.policy``).
     Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
     with its call, in moi's queue and announced before this returns; the cluster need not be up.
     """
     spec = context_for(ctx, name, group, args, kwargs)
     placed = Placed(files, workdir, resources, outputs)
-    return queue_job(spec, group, name, url, func, args, kwargs, queue.priority_of(priority), placed)
+    fields = policy_fields(Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent), spec)
+    return queue_job(spec, group, name, url, func, args, kwargs, queue.priority_of(priority), placed, fields)
+
+
+def policy_fields(policy: Policy, spec: ContextSpec) -> dict[str, Any]:
+    """A job's time limit and retries as its info holds them, checked (InvalidValue), the context's
+    time limit its default."""
+    return policy.fields(DEFAULT_MAX_RETRIES, None)
 
 
 @dataclass(frozen=True)
