@@ -123,6 +123,42 @@
 
   function jobLink(id) { return "/jobs/" + encodeURIComponent(id); }
 
+  // A duration as moi's options write it: 900 -> "15m", 90 -> "90s" (moi.core.policy.shown).
+  function duration(value) {
+    var units = [["w", 604800], ["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
+    for (var i = 0; i < units.length; i++) {
+      if (value >= units[i][1] && value % units[i][1] === 0) { return (value / units[i][1]) + units[i][0]; }
+    }
+    return value + "s";
+  }
+
+  // What a job's time limit and retries say now: "time limit 15m · attempt 2 of 4 · next attempt at 12:00:03 (in 4 s)".
+  function policyLine(info, now) {
+    var parts = [];
+    if (typeof info.time_limit === "number") {
+      var soft = typeof info.soft_time_limit === "number" ? " (soft " + duration(info.soft_time_limit) + ")" : "";
+      parts.push("time limit " + duration(info.time_limit) + soft);
+    }
+    if (typeof info.max_attempts === "number") {
+      parts.push("attempt " + (info.attempt || 1) + " of " + info.max_attempts + (info.idempotent ? ", idempotent" : ""));
+    }
+    if (typeof info.retry_at === "number" && info.status === "Queued") {
+      var at = new Date(info.retry_at * 1000), left = Math.max(0, Math.round((at - now) / 1000));
+      parts.push("next attempt at " + at.toLocaleTimeString() + (left > 0 ? " (in " + formatSeconds(left) + ")" : " (due)"));
+    }
+    return parts.join(" · ");
+  }
+
+  // The earlier attempts, oldest first: how each ended, its traceback or reason.
+  function attemptItem(attempt) {
+    var item = el("li", "moi-attempt");
+    var ended = attempt.date_end ? " · ended " + shortDate(attempt.date_end) : "";
+    var where = attempt.engine ? " · on " + engineHost(attempt.engine) : "";
+    item.appendChild(el("span", "moi-attempt-head", "Attempt " + attempt.attempt + where + ended));
+    item.appendChild(el("pre", "moi-traceback", String(attempt.result === null || attempt.result === undefined ? "" : attempt.result)));
+    return item;
+  }
+
   // the jobs table ----------------------------------------------------------------
 
   var COLUMNS = [
@@ -439,6 +475,15 @@
       }
     }
 
+    function attempts() {
+      var line = policyLine(info, new Date());
+      var earlier = Array.isArray(info.attempts) ? info.attempts : [];
+      root.querySelector(".moi-attempts-box").hidden = !line && !earlier.length;
+      root.querySelector(".moi-policy").textContent = line;
+      root.querySelector(".moi-attempts").replaceChildren.apply(
+        root.querySelector(".moi-attempts"), earlier.map(attemptItem));
+    }
+
     function drawSteps() {
       var names = Object.keys(steps);
       root.querySelector(".moi-steps-box").hidden = names.length === 0;
@@ -490,6 +535,7 @@
       if (bar) { holder.appendChild(bar); }
       actions();
       fields();
+      attempts();
       result();
       if (FINISHED[info.status] && !wasFinished) { files(); }
       if (FINISHED[info.status] && polling) { global.clearInterval(polling); polling = null; }
@@ -515,6 +561,9 @@
 
     poll();
     files();
+    global.setInterval(function () {  // a retry's countdown ticks
+      if (info && typeof info.retry_at === "number") { root.querySelector(".moi-policy").textContent = policyLine(info, new Date()); }
+    }, 1000);
     client = moi.connect({
       autoGet: false,
       onAdd: onFrame, onUpdate: onFrame, onGet: onFrame,
