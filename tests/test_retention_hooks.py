@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from moi import files
+from moi import files, services
+from moi.core.errors import ServiceDefinitionError
 from moi.core.info import Info, Status, is_finished
 from moi.jobs import connections
-from moi.services import sweeper
+from moi.services import registry, sweeper, unloadable
 from tests.conftest import run_moi, until
 from tests.test_api import call, payload, token_for
 from tests.test_metrics import samples
@@ -190,3 +191,33 @@ def test_a_service_loadable_nowhere_still_moves_on_and_is_shown_with_its_import_
     }
     labels, value = gauges["mymodule:MyService"]
     assert value == 1 and labels["error"] == NOT_FOUND and labels["where"].startswith("engine ")
+
+
+def test_a_configured_service_that_cannot_be_imported_is_noted_until_it_loads(
+    r, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = connections.store()
+    monkeypatch.setenv("MOI_SERVICES", CONFIGURED["MOI_SERVICES"])
+    connections.reset()
+    try:
+        with pytest.raises(ServiceDefinitionError, match="cannot be imported"):
+            services.known(store)  # as `moi server` reads [moi] services where mymodule is not on the path
+        [noted] = unloadable.read(store)
+        assert (noted.entry, noted.by) == ("mymodule:MyService", unloadable.CONFIGURATION)
+        assert "No module named 'mymodule'" in noted.error and "reading [moi] services" in noted.where
+
+        (tmp_path / "mymodule.py").write_text(MYMODULE)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        assert "retain-mine" in services.known(store)  # it loads again: its note goes
+        assert unloadable.read(store) == []
+
+        # An engine's note stays: a process where the module happens to import says nothing about the engines.
+        unloadable.record(store, "mymodule:MyService", "retain-mine", NOT_FOUND, "engine h:1", unloadable.ENGINE)
+        monkeypatch.setattr(registry, "_configured", None)  # read the configuration again
+        assert "retain-mine" in services.known(store)
+        assert [noted.by for noted in unloadable.read(store)] == [unloadable.ENGINE]
+    finally:
+        sys.modules.pop("mymodule", None)
+        monkeypatch.undo()
+        registry._configured = None
+        connections.reset()

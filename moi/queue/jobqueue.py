@@ -186,15 +186,16 @@ class Queue:
             self.store.forget_group(group)  # removed meanwhile: look it up (or make it) again
         raise UnknownKey(group)
 
-    def enqueue_child(self, parent_id: str, context: str, info: Info, call: str, priority: int) -> bool:
+    def enqueue_child(self, parent: Info, context: str, info: Info, call: str, priority: int) -> bool:
         """Queue a job as a child of another job (a service job's retention hook, ``moi.services.retention_hooks``).
 
         In its owner's tree, under that job, as ``enqueue`` stores any job, but never refused nor held
         back by the owner's limits (it is moi's own upkeep), and left out of the listings (as a service's
         steps are). False, nothing written, when the parent job is gone.
         """
-        chain = self.store.chain_of(parent_id)
-        answer = self._enqueue_under(parent_id, chain, context, [(info, call, priority)], NO_LIMITS, 0)
+        group = parent.get("parent")  # its group's chain is remembered: one lookup per group, not per job
+        chain = [parent["id"], *self.store.chain_of(group)] if isinstance(group, str) else [parent["id"]]
+        answer = self._enqueue_under(parent["id"], chain, context, [(info, call, priority)], NO_LIMITS, 0)
         if answer[0] != 1:
             return False
         pipe = self.store.redis.pipeline(transaction=False)

@@ -10,7 +10,9 @@ the job's directory. There ``run_hook`` loads the service from the service job's
 the hook.
 
 - The hook job carries no retention of its own (it is never archived) and lives as long as its
-  service job (its ``ttl``); it is moi's upkeep, so no limit refuses it (see ``Queue.enqueue_child``).
+  service job (its ``ttl``); it is moi's upkeep, so no limit refuses it (see ``Queue.enqueue_child``),
+  though a pause of its owner or context holds it as any job. Only the sweeper whose move landed
+  queues it, so each hook runs once per move.
 - An expire hook removes the job's directory after the hook, whatever the hook did.
 - A hook that fails, or a service that cannot be loaded on the engine, fails the hook job with its
   traceback, and notes it on the service job (``hook_errors``: hook -> one line); a service that
@@ -71,7 +73,7 @@ def queue_hook(store: Store, info: Info, hook: str, directory: str) -> str | Non
     hook_job = new_info(hook_id, hook, "job", store.keys.channel(hook_id), context=info.get("context"))
     hook_job.update({HOOK_FIELD: hook, "priority": info.get("priority") or 0, "ttl": store.ttl_of(info)})
     packed = pack_call(by_name(run_hook), (info["id"], hook, directory), {}, (origin[0], origin[1], here, {}))
-    if not jobs.enqueue_child(info["id"], str(info.get("context")), hook_job, packed, int(hook_job["priority"])):
+    if not jobs.enqueue_child(info, str(info.get("context")), hook_job, packed, int(hook_job["priority"])):
         return None
     return hook_id
 
