@@ -99,7 +99,7 @@ def _store_finished(count: int) -> None:
     for index in range(count):
         info = new_info(new_id(), "kept", "job", "", parent=group, context="default")
         info.update(status="Success", service="bench-python", params={}, date_end=now())
-        info["retention"] = {"archive_after": 86400.0, "expire_after": 86400.0, "keep_expired": 86400}
+        info["retention"] = {"archive_after": 86400.0, "expire_after": 86400.0, "keep_expired": 86400, "hooks": []}
         pipe.set(store.keys.info(info["id"]), dumps(info), ex=3 * 86400)
         pipe.zadd(store.keys.due("archive"), {info["id"]: due})
         if index % 5000 == 4999:

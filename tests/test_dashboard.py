@@ -16,6 +16,7 @@ import pytest
 from examples.hetatm_service import SAMPLE
 from moi import services
 from moi.jobs import connections
+from moi.services import unloadable
 from moi.storage.redis_server import free_port
 from tests.browser import Server, log_in, row, submit_cli
 from tests.conftest import finished
@@ -161,6 +162,12 @@ def test_operations_show_queues_workers_and_everyone_to_an_admin_only(page: Any,
     screenshot(page, "dashboard-operations.png")
     page.get_by_role("button", name="Add engine").click()  # the test cluster is not moi's embedded one
     expect(page.locator(".moi-message")).to_contain_text("not moi's embedded cluster")
+    # A service no engine could load (tests/test_retention_hooks.py makes one for real): shown with its error.
+    expect(page.locator(".moi-unloadable-box")).to_be_hidden()
+    why = "ModuleNotFoundError: No module named 'mymodule'"
+    unloadable.record(connections.store(), "mymodule:MyService", "retain", why, "engine h:1", unloadable.ENGINE)
+    expect(page.locator(".moi-unloadable tbody tr td")).to_contain_text(["retain", "mymodule:MyService", "engine h:1"])
+    expect(page.locator(".moi-unloadable tbody tr")).to_contain_text(why)
 
     other = page.context.browser.new_context().new_page()
     log_in(other, server, "frank", "/")

@@ -25,6 +25,7 @@ from tests import service_defs
 from tests.conftest import finished, run_moi
 from tests.test_file_routes import fetch
 from tests.test_relay_security import server
+from tests.test_retention_hooks import hook_jobs
 
 SERVICES = (Hetatm, service_defs.Recording, service_defs.Kept)
 
@@ -89,19 +90,22 @@ def test_a_finished_job_is_archived_then_expired_in_seconds_with_its_hooks_calle
     for thread in racing:
         thread.join()
     assert {store.get(job_id)["status"] for job_id in ids} == {Status.ARCHIVED}
+    # Only the sweeper whose move landed queued the hook: one hook job each, run on an engine.
+    assert all(hook_jobs(job_id, 1)["archive"]["status"] == Status.SUCCESS for job_id in ids)
     archived = (tmp_path / "archive.log").read_text().splitlines()
     assert sorted(archived) == sorted(f"{job_id} True" for job_id in ids)  # once each, directory still there
     assert r.zcard("moi:due:archive") == 0 and r.zcard("moi:due:expire") == 12
 
     time.sleep(1.1)
-    # The sweeper in `moi watchdog` (and the runtime's, and `moi server`'s), knowing the service by configuration.
-    done = run_moi("watchdog", "--once", env={"MOI_SERVICES": "tests.service_defs:Kept"})
+    # The sweeper in `moi watchdog` (and the runtime's, and `moi server`'s): it needs no service to move them.
+    done = run_moi("watchdog", "--once")
     assert done.returncode == 0, done.stderr
     for job_id in ids:
+        assert hook_jobs(job_id, 2)["expire"]["status"] == Status.SUCCESS
         info = store.get(job_id)
         assert info["status"] == Status.EXPIRED
         assert info["service"] == "kept" and info["date_archived"] and info["date_expired"]  # metadata kept
-        assert not Path(files.directory_of(job_id)).exists()
+        assert not Path(files.directory_of(job_id)).exists()  # removed by its hook job, after the hook
         assert 0 < r.ttl(job_id) <= connections.settings().keep_expired
     assert sorted((tmp_path / "expire.log").read_text().splitlines()) == sorted(f"{i} True" for i in ids)
     assert r.zcard("moi:due:expire") == 0
@@ -115,6 +119,7 @@ def test_an_archived_jobs_files_are_no_longer_served_but_its_metadata_is(r, tmp_
     assert sweeper.sweep(store, moment=time.time() + 31 * 86400) == [job_id]  # 30 days on, as the sweeper sees it
     info = store.get(job_id)
     assert info["status"] == Status.ARCHIVED
+    assert hook_jobs(job_id, 1)["archive"]["status"] == Status.SUCCESS  # archive() gzipped the structures
     assert [e.path for e in files.list(job_id, "output")] == ["output/hetatm.pdb.gz", "output/summary.json"]
 
     async def over_the_web() -> None:

@@ -15,7 +15,7 @@ from moi.compute import watchdog
 from moi.core.errors import NotLoopback
 from moi.core.redact import masked_url, printable
 from moi.jobs import connections
-from moi.services import mail
+from moi.services import mail, unloadable
 from moi.storage import loops, runtime
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
@@ -54,6 +54,8 @@ def status_command() -> None:
         click.echo(f"mail: {waiting} waiting, {int(lost or 0)} not sent (see the log)")
     for line in _loop_lines(store):
         click.echo(line)
+    for service in unloadable.read(store):
+        click.echo(service.line())
 
 
 def _loop_lines(store: Store) -> list[str]:
@@ -97,8 +99,11 @@ def watchdog_command(once: bool, interval: float) -> None:
             click.echo(f"failed stranded job {job_id}")
         for job_id in passes.sweep_logging(store):
             click.echo(f"removed the files of gone job {job_id}")
-        for job_id in passes.retention_logging(store):
+        moved = passes.retention_logging(store)
+        for job_id in moved:
             click.echo(f"moved service job {job_id} on by its retention")
+        if moved:  # their hooks are jobs now: leave them with the controller at exit, as a submitter does
+            connections.dispatch_all()
         _send_mail_once(store)
         return
     stop = threading.Event()

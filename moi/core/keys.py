@@ -32,6 +32,8 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:code:uids        hash    user -> the uid their code runs as over the web (see moi.compute.sandbox)
     Pmoi:code:uids:next   string  how many uids of [security] code_uids have been given out
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
+    Pmoi:services:unloadable hash  a service's entry (module:Class, a script's path:Class, a YAML name) -> JSON:
+                          why it could not be loaded, where and when (see moi.services.unloadable)
     Pmoi:due:<step>       zset    service jobs due for a retention step (archive, expire), by due time
     Pmoi:mail             list    JSON mails waiting to be sent (job id, to whom); Pmoi:mail:failed counts losses
     Pmoi:loops            hash    per loop (moi.storage.loops): items it failed on; <loop>:restarts; <loop>:last
@@ -145,6 +147,10 @@ class Keys:
     @property
     def services(self) -> str:
         return f"{self.prefix}moi:services"
+
+    @property
+    def services_unloadable(self) -> str:
+        return f"{self.prefix}moi:services:unloadable"
 
     def due(self, step: str) -> str:
         return f"{self.prefix}moi:due:{step}"

@@ -118,6 +118,16 @@ def unpack_call(text: str) -> tuple[Callable[..., Any], tuple[Any, ...], dict[st
     return func, tuple(args), dict(kwargs), origin
 
 
+def origin_of(call: str) -> Any:
+    """Where a packed call says its job was submitted (``moi.compute.engine.submitted_from``, then the job
+    directory and its transfers), read without unpacking its function or arguments: nothing of the job's
+    own code is imported. None for a batch item's call (its batch's call holds it)."""
+    if call.startswith(ITEM_CALL):
+        return None
+    _, origin = pickle.loads(base64.b64decode(call))
+    return origin
+
+
 def item_call(batch_id: str, args: tuple[Any, ...]) -> str:
     """A batch item's call: the batch's id (its function is the batch's own call) and the item's arguments."""
     return f"{ITEM_CALL}{batch_id}:{base64.b64encode(pickle.dumps(args, protocol=pickle.HIGHEST_PROTOCOL)).decode()}"
@@ -175,6 +185,25 @@ class Queue:
                 raise QuotaExceeded(owner, int(answer[1]), limits.hard_limit, max(reserve, len(jobs)))
             self.store.forget_group(group)  # removed meanwhile: look it up (or make it) again
         raise UnknownKey(group)
+
+    def enqueue_child(self, parent: Info, context: str, info: Info, call: str, priority: int) -> bool:
+        """Queue a job as a child of another job (a service job's retention hook, ``moi.services.retention_hooks``).
+
+        In its owner's tree, under that job, as ``enqueue`` stores any job, but never refused nor held
+        back by the owner's limits (it is moi's own upkeep), and left out of the listings (as a service's
+        steps are). False, nothing written, when the parent job is gone.
+        """
+        group = parent.get("parent")  # its group's chain is remembered: one lookup per group, not per job
+        chain = [parent["id"], *self.store.chain_of(group)] if isinstance(group, str) else [parent["id"]]
+        answer = self._enqueue_under(parent["id"], chain, context, [(info, call, priority)], NO_LIMITS, 0)
+        if answer[0] != 1:
+            return False
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.zrem(self.keys.index(chain[-1]), info["id"])
+        pipe.zrem(self.keys.index_all, info["id"])
+        with reaching(self.store.url):
+            pipe.execute()
+        return True
 
     def _enqueue_under(
         self,

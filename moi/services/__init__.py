@@ -19,7 +19,9 @@ package is also a public path, so it only re-exports. Its modules:
     ``lifecycle``          a service job on its engine: its hooks in order, each state written as entered
     ``state_directories``  per-state directories: a job's directory kept under a root per state
     ``resubmission``       acting on a service job after it was submitted: a failed one sent back to the start
-    ``sweeper``            retention: finished service jobs archived, then expired
+    ``sweeper``            retention: finished service jobs archived, then expired, without loading their service
+    ``retention_hooks``    a job's archive() and expire() as hook jobs, on an engine, in its directory
+    ``unloadable``         services that could not be loaded: why, where and when, for status, page and metrics
     ``mail``               mail of service jobs: to the submitter when one ends, to the admin on a failure
 """
 

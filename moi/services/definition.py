@@ -111,7 +111,8 @@ class Service:
     Hooks run on an engine, in the job's directory (``self.directory``), in the order
     preprocess, run, postprocess, complete. ``run`` returns a shell command (a string, run
     by the shell, or an argv list) to be run there, or does the work itself and returns
-    its result. ``archive`` and ``expire`` run later, in the sweeper, when retention moves it.
+    its result. ``archive`` and ``expire`` run later, when retention moves the job on: each as a
+    small job of its own on an engine, in the job's directory (see ``moi.services.retention_hooks``).
     """
 
     name: ClassVar[str] = ""
@@ -147,10 +148,10 @@ class Service:
         """Last, once the job has succeeded."""
 
     def archive(self) -> None:
-        """When retention archives the job (``archive_after`` after its success)."""
+        """When retention archives the job (``archive_after`` after its success), in its archived directory."""
 
     def expire(self) -> None:
-        """When retention expires it (``expire_after`` after archiving), its directory already gone."""
+        """When retention expires it (``expire_after`` after archiving); moi removes its directory after this."""
 
     # what hooks may call ------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ def first_state(service: type[Service]) -> str:
 
 def run_service(service: Any, params: Mapping[str, Any], **moi: Any) -> Any:
     """The job function of every service job (moi gives it ``status_update`` and ``workdir``)."""
-    cls = _resolved(service)
+    cls = resolved(service)
     status_update: Callable[[str], None] = moi["status_update"]
     directory: str = moi["workdir"]
     store, info = engine.current_job()
@@ -109,7 +109,8 @@ def carried(cls: type[Service]) -> Any:
     return cls
 
 
-def _resolved(service: Any) -> type[Service]:
+def resolved(service: Any) -> type[Service]:
+    """The class a job's call names its service by (see ``carried``): imported here, as this process's path allows."""
     if isinstance(service, Mapping):  # a YAML service travels as its definition
         return service_from(service)
     if isinstance(service, tuple):

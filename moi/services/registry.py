@@ -17,7 +17,7 @@ from typing import Any
 from moi.core.config import imported
 from moi.core.errors import BadDocument, ServiceDefinitionError, UnknownService
 from moi.jobs import connections
-from moi.services import documents
+from moi.services import documents, unloadable
 from moi.services.definition import Service
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
@@ -45,8 +45,9 @@ def unregister(name: str) -> None:
 
 def known(store: Store | None = None) -> dict[str, type[Service]]:
     """Every service by name: YAML ones in Redis, then configured ones, then registered ones (which win)."""
-    found = stored(store or connections.store())
-    found.update(_from_settings())
+    store = store or connections.store()
+    found = stored(store)
+    found.update(_from_settings(store))
     with _lock:
         found.update(_registered)
     return dict(sorted(found.items()))
@@ -90,7 +91,7 @@ def dump(store: Store) -> str:
     return documents.dump(services)
 
 
-def _from_settings() -> dict[str, type[Service]]:
+def _from_settings(store: Store) -> dict[str, type[Service]]:
     global _configured
     setting = connections.settings().services
     with _lock:
@@ -101,7 +102,7 @@ def _from_settings() -> dict[str, type[Service]]:
         if entry.endswith((".yaml", ".yml")):
             found.update({cls.name: cls for cls in _read_yaml(entry)})
         elif entry:
-            cls = _imported(entry)
+            cls = _noted(store, entry)
             found[cls.name] = cls
     with _lock:
         _configured = (setting, found)
@@ -114,6 +115,17 @@ def _read_yaml(path: str) -> list[type[documents.StepService]]:
             return documents.load(handle.read(), path)
     except OSError as error:
         raise ServiceDefinitionError(f"services file {path} cannot be read: {error.strerror}") from None
+
+
+def _noted(store: Store, entry: str) -> type[Service]:
+    """``_imported``, its failure noted among the unloadable services (and its success clearing that note)."""
+    try:
+        cls = _imported(entry)
+    except ServiceDefinitionError as error:
+        unloadable.record(store, entry, "", str(error), unloadable.this_process(), unloadable.CONFIGURATION)
+        raise
+    unloadable.clear(store, entry, unloadable.CONFIGURATION)
+    return cls
 
 
 def _imported(entry: str) -> type[Service]:

@@ -27,6 +27,7 @@ from moi.services import state_directories, validators
 from moi.services.definition import Service
 from moi.services.lifecycle import carried, first_state, run_service
 from moi.services.registry import get
+from moi.services.retention_hooks import hooks_of
 from moi.storage.retention import parse_duration, retention_fields
 
 _EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
@@ -73,11 +74,12 @@ def submit(
 
 def _fields(cls: type[Service], checked: dict[str, Any], email: str | None, settings: Settings) -> dict[str, Any]:
     """What a service job's info holds besides moi's own fields: its service, parameters, first state,
-    retention, email, steps, and the directories of its states."""
+    retention (with the retention hooks its service defines), email, steps, and the directories of its states."""
     fields: dict[str, Any] = {"service": cls.name, "params": checked, "starts_as": first_state(cls)}
     archive_after = parse_duration(cls.archive_after, "archive_after")
     expire_after = parse_duration(cls.expire_after, "expire_after")
     fields.update(retention_fields(archive_after, expire_after, settings.keep_expired, settings.ttl))
+    fields["retention"]["hooks"] = hooks_of(cls)  # what retention runs on an engine: the sweeper never loads cls
     if email:
         fields["email"] = email
     if cls.step_names():

@@ -4,11 +4,23 @@ The due indexes (``moi:due:archive``, ``moi:due:expire``, sorted by due time; se
 ``moi.storage.retention``) say what is due, so a pass with nothing due is one round trip
 however many jobs are kept. Any number of sweepers may run (the runtime,
 ``moi server``, ``moi watchdog``): each move is a compare-and-set, and only the
-sweeper whose write landed calls the hook.
+sweeper whose write landed does what goes with it.
 
-- Success -> Archived calls ``archive()``; an archived job's files are no longer served.
-- Archived (or Failed, Cancelled) -> Expired calls ``expire()``, then removes the job's
-  directory; its info object is kept ``keep_expired`` seconds more.
+A move never loads the job's service: everything it needs is in the job's info (its durations,
+its per-state directories, and which retention hooks its service defines, recorded at submit).
+So a service this process cannot import (a user's own ``mymodule``, beside the script that
+submitted it) is archived and expired all the same. A hook runs where the job's other hooks
+ran: the sweeper queues it as a hook job, a child of the service job, on an engine of its context,
+in the job's directory (``moi.services.retention_hooks``).
+
+- Success -> Archived: the directory moves to the service's archived root, if it names one
+  (here), then ``archive()`` is queued; an archived job's files are no longer served.
+- Archived (or Failed, Cancelled) -> Expired: ``expire()`` is queued, and its hook job removes
+  the job's directory after it; without the hook the directory is removed here. The info
+  object is kept ``keep_expired`` seconds more.
+- A hook that fails, or a service that cannot be loaded on the engine, is noted on the job
+  (``hook_errors``) and, for the latter, among the unloadable services (``moi status``, the
+  operations page, ``/metrics``); the move stands, and nothing waits for it.
 """
 
 from __future__ import annotations
@@ -17,13 +29,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from moi.core.errors import MoiError, MoveFailed, RedisUnavailable, ServiceError
+from moi.core.errors import MoiError, MoveFailed, RedisUnavailable
 from moi.core.info import Info, Status, now
 from moi.core.redact import printable
 from moi.jobfiles import directory
 from moi.jobfiles.removal import remove_directory
-from moi.services import registry, state_directories
-from moi.services.definition import Service
+from moi.services import state_directories
+from moi.services.retention_hooks import has_hook, note, queue_hook
 from moi.storage import loops
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store, set_fields
@@ -31,7 +43,7 @@ from moi.storage.store import Store, set_fields
 log = logging.getLogger("moi.services.sweeper")
 
 BATCH = 200  # jobs moved per step and pass at most: a backlog is worked off over passes
-POSTPONE = 3600.0  # seconds a job of a service this process does not know waits before it is looked at again
+POSTPONE = 3600.0  # seconds a job this sweeper could not move (its document is not moi's) waits to be looked at again
 
 
 def sweep(store: Store, moment: float | None = None, batch: int = BATCH) -> list[str]:
@@ -47,7 +59,7 @@ def sweep(store: Store, moment: float | None = None, batch: int = BATCH) -> list
     return moved + _each(store, "expire", due_expire, _expire)
 
 
-def _each(store: Store, step: str, ids: list[str], move: Callable[[Store, Info, type[Service]], bool]) -> list[str]:
+def _each(store: Store, step: str, ids: list[str], move: Callable[[Store, Info], bool]) -> list[str]:
     if not ids:
         return []
     infos = {info["id"]: info for info in store.get_many(ids)}
@@ -55,13 +67,7 @@ def _each(store: Store, step: str, ids: list[str], move: Callable[[Store, Info, 
     moved = []
     for job_id, info in infos.items():
         try:
-            cls = registry.get(str(info.get("service")), store)
-        except ServiceError:  # another sweeper may know it: look again later
-            log.warning("job %s: service %r is not known here; retention waits", job_id, info.get("service"))
-            _postpone(store, step, job_id)
-            continue
-        try:
-            if move(store, info, cls):
+            if move(store, info):
                 moved.append(job_id)
         except RedisUnavailable:
             raise
@@ -103,7 +109,7 @@ def _moved(store: Store, info: Info, before: tuple[str, ...], after: Status, ttl
     return new
 
 
-def _archive(store: Store, info: Info, cls: type[Service]) -> bool:
+def _archive(store: Store, info: Info) -> bool:
     new = _moved(store, info, (Status.SUCCESS,), Status.ARCHIVED)
     if new is None:
         return False
@@ -114,27 +120,30 @@ def _archive(store: Store, info: Info, cls: type[Service]) -> bool:
             new["id"], set_fields(status=Status.FAILED, result=f"Archiving failed: {error}", result_format="text")
         )
         return False
-    _hook(cls, {**new, "directory": here}, "archive")
+    if has_hook(new, "archive"):
+        _hooked(store, new, "archive", here)
     return True
 
 
-def _expire(store: Store, info: Info, cls: type[Service]) -> bool:
+def _expire(store: Store, info: Info) -> bool:
     keep = int((info.get("retention") or {}).get("keep_expired") or store.ttl)
     finished = (Status.ARCHIVED, Status.FAILED, Status.CANCELLED)
     new = _moved(store, info, finished, Status.EXPIRED, ttl=max(1, keep))
     if new is None:
         return False
-    _hook(cls, new, "expire")
-    remove_directory(directory.directory_of(new["id"], new))
+    here = directory.directory_of(new["id"], new)
+    if not (has_hook(new, "expire") and _hooked(store, new, "expire", here)):
+        remove_directory(here)  # else its hook job removes it, once the hook has run
     return True
 
 
-def _hook(cls: type[Service], info: Info, hook: str) -> None:
-    """A retention hook, in the sweeper's process; its failure is logged, the move stands."""
-    service = cls(info["id"], directory.directory_of(info["id"], info), info.get("params") or {})
+def _hooked(store: Store, info: Info, hook: str, here: str) -> bool:
+    """Whether ``hook`` of a job this sweeper just moved is queued; why not is noted on the job."""
     try:
-        getattr(service, hook)()
-    except Exception as error:
-        log.warning("job %s: %s() of service %s raised %s", info["id"], hook, cls.name, printable(repr(error)))
-    finally:
-        service.close_log()
+        return queue_hook(store, info, hook, here) is not None
+    except RedisUnavailable:
+        raise
+    except Exception as error:  # its call cannot be read, say: the move stands, the hook is noted as not run
+        loops.failed(store, "sweeper", f"job {printable(info['id'])}: queueing {hook}()", error, log)
+        note(store, info["id"], hook, f"{hook}() not run: it could not be queued: {loops.one_line(error)}")
+        return False

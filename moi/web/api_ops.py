@@ -1,11 +1,12 @@
 """The operations routes of the HTTP API (the operations page reads them): queues, contexts, engines,
-workers, throughput and health. A user's own routes (jobs, their files and log, groups, services) are
-``moi.web.api``.
+workers, throughput, services that cannot be loaded, and health. A user's own routes (jobs, their files
+and log, groups, services) are ``moi.web.api``.
 
 GET /api/v1/queues                      per context: depth by priority (high, normal, low), paused
 GET /api/v1/contexts                    per context: online or offline, engines, queued
 GET /api/v1/throughput                  jobs ended per minute over the last hour, by status (admins)
 GET /api/v1/workers                     engines per context: host, pid, idle/busy/lost, the job it runs, jobs done
+GET /api/v1/services/unloadable         services that could not be loaded: why, where, when (admins)
 POST /api/v1/contexts/{name}/engines/add (or /remove)   one engine more or fewer, embedded cluster only (admins)
 GET /healthz                            Redis, and each context (no login needed: nothing private)
 """
@@ -24,6 +25,7 @@ from moi.core.errors import MoiError
 from moi.core.lua import MAX_PRIORITY
 from moi.jobs import connections
 from moi.relay.websocket import hub_for
+from moi.services import unloadable
 from moi.storage import finished_counts, runtime
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store, store_for
@@ -124,6 +126,20 @@ class WorkersHandler(APIHandler):
         self.answer({"workers": await self.run(engine_roster.listing, self.store, names, visible)})
 
 
+class UnloadableHandler(APIHandler):
+    async def get(self) -> None:
+        """Services that could not be loaded, with the error, where (an engine, a process reading
+        ``[moi] services``) and when (admins): their jobs move on, their hooks fail (see ``moi.services.unloadable``).
+        ---
+        responses:
+          403: {description: not an admin}
+        """
+        if not self.admin:
+            raise Problem(403, "forbidden", "the services that cannot be loaded are for admins")
+        found = await self.run(unloadable.read, self.store)
+        self.answer({"services": [service.document() for service in found]})
+
+
 class HealthHandler(RequestHandler):
     """Whether Redis answers, and each context's state: 200 when Redis does, 503 when it does not."""
 
@@ -145,6 +161,7 @@ ROUTES = [
     (rf"{PREFIX}/contexts", ContextsHandler),
     (rf"{PREFIX}/workers", WorkersHandler),
     (rf"{PREFIX}/throughput", ThroughputHandler),
+    (rf"{PREFIX}/services/unloadable", UnloadableHandler),
     (rf"{PREFIX}/contexts/([^/]+)/engines/(add|remove)", EnginesHandler),
     (r"/healthz", HealthHandler),
 ]

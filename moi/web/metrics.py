@@ -3,8 +3,9 @@
 Everything is read from a few keys, never by scanning jobs: the counts and
 histograms the ending writes keep (``moi.storage.finished_counts``), the queues' depths by
 priority band (ZCOUNT), the running set's size, the workers (``moi.compute.engine_roster``),
-the contexts' online notes, the mail counters and
-the long-lived loops' failures (``moi.storage.loops``). Sockets and relay frames are
+the contexts' online notes, the mail counters,
+the long-lived loops' failures (``moi.storage.loops``) and the services that could not be loaded
+(``moi.services.unloadable``, one gauge each, its error a label). Sockets and relay frames are
 this server process's own. A registry is built per scrape, so importing this
 module registers nothing anywhere.
 
@@ -26,6 +27,8 @@ from prometheus_client.registry import Collector
 from moi.compute import engine_roster
 from moi.jobs import connections
 from moi.relay.websocket import hub_for, open_sockets
+from moi.services import unloadable
+from moi.services.unloadable import Unloadable
 from moi.storage import loops
 from moi.storage.finished_counts import BUCKETS, SEPARATOR, SPANS
 from moi.storage.redis_errors import reaching
@@ -49,6 +52,7 @@ class Figures:
     mail_waiting: int
     mail_failed: int
     loop_records: dict[str, loops.Record]
+    unloadable: list[Unloadable]
 
 
 def read(store: Store) -> Figures:
@@ -61,8 +65,9 @@ def read(store: Store) -> Figures:
     pipe.llen(keys.mail)
     pipe.get(keys.mail_failed)
     pipe.hgetall(keys.loops)
+    pipe.hgetall(keys.services_unloadable)
     with reaching(store.url):
-        tally, *spans, running, waiting, failed, loop_records = pipe.execute()
+        tally, *spans, running, waiting, failed, loop_records, not_loaded = pipe.execute()
     names = sorted(connections.context_specs())
     return Figures(
         tally=tally,
@@ -74,6 +79,7 @@ def read(store: Store) -> Figures:
         mail_waiting=int(waiting),
         mail_failed=int(failed or 0),
         loop_records=loops.parse(loop_records),
+        unloadable=unloadable.from_hash(not_loaded),
     )
 
 
@@ -109,6 +115,7 @@ def families(figures: Figures, sockets: int, frames: int) -> Iterator[Metric]:
     lost.add_metric([], figures.mail_failed)
     yield lost
     yield from _loops(figures.loop_records)
+    yield _unloadable(figures.unloadable)
 
 
 def _loops(records: dict[str, loops.Record]) -> Iterator[Metric]:
@@ -118,6 +125,18 @@ def _loops(records: dict[str, loops.Record]) -> Iterator[Metric]:
         errors.add_metric([name], record.errors)
         restarts.add_metric([name], record.restarts)
     yield from (errors, restarts)
+
+
+def _unloadable(found: list[Unloadable]) -> GaugeMetricFamily:
+    """1 per service that could not be loaded, its error and where in its labels (an info-style gauge)."""
+    gauge = GaugeMetricFamily(
+        "moi_service_unloadable",
+        "1 for each service that could not be loaded (its jobs move on; its retention hooks fail)",
+        labels=["entry", "service", "where", "error"],
+    )
+    for service in found:
+        gauge.add_metric([service.entry, service.service, service.where, service.error], 1.0)
+    return gauge
 
 
 def _gauge(name: str, text: str, value: float) -> GaugeMetricFamily:

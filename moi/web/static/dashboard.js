@@ -748,12 +748,22 @@
       });
     }
 
+    function unloadable() {  // services no engine (or no process reading [moi] services) could import
+      return api("GET", "/services/unloadable").then(function (answer) {
+        root.querySelector(".moi-unloadable-box").hidden = answer.services.length === 0;
+        rows(".moi-unloadable", answer.services, function (service) {
+          var when = service.at ? new Date(service.at * 1000).toLocaleString() : "";
+          return [service.service, service.entry, service.where, when, service.error];
+        });
+      });
+    }
+
     function everyone() {
       return api("GET", "/jobs?limit=1000").then(function (answer) { table.replace(answer.jobs); });
     }
 
     function refresh() {
-      Promise.all([contexts(), workers(), chart(), everyone()]).then(function () {
+      Promise.all([contexts(), workers(), chart(), unloadable(), everyone()]).then(function () {
         root.dataset.loaded = "true";
       }, function (error) { say(error.message); });
     }
