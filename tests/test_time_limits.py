@@ -3,11 +3,8 @@ limit caught, and a job that will not stop, whose engine (one of the test's own)
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
-
-import pytest
 
 from moi.core.info import Status
 from moi.job import submit, system_call
@@ -47,8 +44,10 @@ def test_python_and_shell_jobs_past_their_limit_fail_and_free_their_engines(stor
 
     # Both engines are free again: each runs one of these (a job holds its engine half a second).
     engines = {python_job["engine"], shell_job["engine"]}
-    quick = [submit("default", "limits", f"after {n}", None, fault_jobs.sleep_then_touch, 0.5, str(tmp_path / f"m{n}"))
-             for n in range(6)]
+    quick = [
+        submit("default", "limits", f"after {n}", None, fault_jobs.sleep_then_touch, 0.5, str(tmp_path / f"m{n}"))
+        for n in range(6)
+    ]
     ran_on = {finished(job_id)["engine"] for job_id, _, _ in quick}
     assert engines <= ran_on, (engines, ran_on)
 
@@ -62,28 +61,6 @@ def test_a_soft_limit_warns_the_job_which_may_catch_it(store) -> None:
     assert finished(caught)["status"] == Status.SUCCESS
     info = finished(uncaught)
     assert (info["status"], info["result"]) == (Status.FAILED, "Soft time limit of 2s exceeded"), info
-
-
-@pytest.fixture
-def spare(store, monkeypatch, tmp_path):
-    """A context of the test's own, with no cluster: the test's engines (``retry_jobs.start_engine``) work for it."""
-    import moi.jobs.connections
-
-    monkeypatch.setenv("MOI_CONTEXTS", f"{os.environ['MOI_CONTEXTS']},spare={tmp_path}/no-cluster.json")
-    moi.jobs.connections.reset()
-    engines: list = []
-
-    def start(name: str):
-        engine = retry_jobs.start_engine("spare", store.url, store.ttl, tmp_path / f"{name}.log")
-        engines.append(engine)
-        return engine
-
-    yield start
-    for engine in engines:
-        if engine.poll() is None:
-            engine.kill()
-        engine.wait(30)
-    moi.jobs.connections.reset()
 
 
 def label_of(engine) -> str:
