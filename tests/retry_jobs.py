@@ -79,3 +79,12 @@ def start_engine(context: str, redis_url: str, ttl: int, log: Path, heartbeat_tt
     )
     with open(log, "wb") as out:
         return subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT)
+
+
+def fails_once(marks: str, n: int, **kwargs: Any) -> int:
+    """Fails (OSError) the first time it runs for ``n``, then returns ``n`` (a batch item has no current_job)."""
+    mark = Path(marks, f"failed-{n}")
+    if not mark.exists():
+        mark.touch()
+        raise OSError(f"item {n} fails once")
+    return n

@@ -146,3 +146,30 @@ def test_a_late_result_of_a_stopped_engine_never_overwrites_the_next_attempt(sto
     assert not store.redis.exists(store.keys.heartbeat(job_id)) and not store.redis.sismember(
         store.keys.running, job_id
     )
+
+
+def test_batch_items_retry_and_end_on_their_own_limits(store, monkeypatch, tmp_path) -> None:
+    import moi.jobs.batch
+    from moi.core.policy import Policy
+    from moi.job import submit_many
+
+    made = moi.jobs.batch._new_job
+
+    def with_policy(policy: Policy):  # each item carries the fields, as submit_many's own options will put them
+        monkeypatch.setattr(moi.jobs.batch, "_new_job", lambda *args: {**made(*args), **policy.fields()})
+
+    with_policy(Policy(retries=2, backoff=0.2))
+    flaky, _, batch = submit_many("default", "batch-retry", "flaky", None, retry_jobs.fails_once,
+                                  [(str(tmp_path), n) for n in range(3)])  # fmt: skip
+    with_policy(Policy(time_limit=2))
+    slow, _, _ = submit_many("default", "batch-retry", "slow", None, retry_jobs.sleep_long, [3600, 0.1])
+
+    assert batch.get(timeout=90) == [0, 1, 2]
+    for job_id in flaky:
+        info = store.get(job_id)
+        assert (info["status"], info["attempt"], len(info["attempts"])) == (Status.SUCCESS, 2, 1), info
+        assert "OSError: item" in info["attempts"][0]["result"]
+    over, within = finished(slow[0]), finished(slow[1])
+    assert (over["status"], over["result"]) == (Status.FAILED, "Time limit of 2s exceeded"), over
+    assert (within["status"], within["result"]) == (Status.SUCCESS, 0.1), within
+    assert not any(store.redis.smismember(store.keys.running, [*flaky, *slow]))
