@@ -10,7 +10,8 @@ function is loaded once per engine. Each item is still a job like any other: its
 heartbeat beats until it ends, a cancel interrupts it (or ends it before it
 starts), and once an item has run for ``RELEASE_AFTER`` seconds the items of its
 block not started yet go back to the queue, for other engines, so a long item
-holds no short ones.
+holds no short ones. An item's time limits count from its own start; an item that has attempts is
+written alone as it ends (its next attempt queued, when it failed and may retry: see ``Recorder.finish``).
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 A ``Recorder`` keeps each item's changes (Running, status texts, its outcome) and
 writes them every ``FLUSH_INTERVAL`` from a flusher thread, and the rest at the
 end of the block: what one item went through within one interval is written and
-announced as one change, so an item quicker than that costs one write.
+announced as one change, so an item quicker than that costs one write. An item that has attempts
+(it may retry, or is idempotent) ends with a write of its own, whose liveness keys go only if it lands,
+and every change of it is refused once a newer attempt owns it (``moi.compute.attempts``).
 """
 
 from __future__ import annotations

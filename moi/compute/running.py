@@ -4,6 +4,8 @@
 (``moi.compute.batch_blocks``) has taken and marked Running; ``_Tracker`` keeps the engine's copy of the
 info object, so each status text is usually one round trip, and the final write lands even across
 a Redis outage. The engine needs no moi configuration: the job's spec says which Redis to write to.
+A job past its time limit ends Failed with one line (``moi.compute.time_limits``); an attempt that fails
+and may retry is queued again instead (``moi.compute.attempts``), and every write is this attempt's only.
 """
 
 from __future__ import annotations
