@@ -186,5 +186,28 @@ def own_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple
     moi.jobs.connections.reset()
 
 
+@pytest.fixture
+def spare(store, monkeypatch, tmp_path):
+    """A context of the test's own, named ``spare``, with no cluster: ``spare(name)`` starts an engine of the
+    test's own for it (``tests.retry_jobs.start_engine``), which the test may kill or stop; all end with the test."""
+    from tests.retry_jobs import start_engine
+
+    monkeypatch.setenv("MOI_CONTEXTS", f"{os.environ['MOI_CONTEXTS']},spare={tmp_path}/no-cluster.json")
+    moi.jobs.connections.reset()
+    engines: list = []
+
+    def start(name: str):
+        engine = start_engine("spare", store.url, store.ttl, tmp_path / f"{name}.log")
+        engines.append(engine)
+        return engine
+
+    yield start
+    for engine in engines:
+        if engine.poll() is None:
+            engine.kill()
+        engine.wait(30)
+    moi.jobs.connections.reset()
+
+
 # The browser tests' fixtures (imported last: tests.browser uses this module).
 from tests.browser import browser, page, server  # noqa: E402, F401

@@ -10,7 +10,8 @@ function is loaded once per engine. Each item is still a job like any other: its
 heartbeat beats until it ends, a cancel interrupts it (or ends it before it
 starts), and once an item has run for ``RELEASE_AFTER`` seconds the items of its
 block not started yet go back to the queue, for other engines, so a long item
-holds no short ones.
+holds no short ones. An item's time limits count from its own start; an item that has attempts is
+written alone as it ends (its next attempt queued, when it failed and may retry: see ``Recorder.finish``).
 """
 
 from __future__ import annotations
@@ -27,12 +28,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
-from moi.compute import arguments, engine
+from moi.compute import arguments, engine, time_limits
 from moi.compute.block_recorder import Recorder
+from moi.compute.origin import in_directory
 from moi.compute.running import pickled
-from moi.core.errors import FetchFailed, MoiError
+from moi.core.errors import FetchFailed, JobSoftTimeLimit, JobTimeLimit, MoiError
 from moi.core.info import Status, encode_result
 from moi.jobfiles import on_engine
 from moi.queue.jobqueue import Queue, Taken, batch_of, item_arguments, unpack_call
@@ -102,7 +102,7 @@ class Batches:
 def run(store: Store, queue: Queue, context: str, taken: list[Taken], batches: Batches) -> None:
     """Run a block of one batch's items, taken by this engine, and record each start and outcome."""
     batch_id = batch_of(taken[0].call) or ""
-    recorder = Recorder(store, [job.info for job in taken])
+    recorder = Recorder(store, [job.info for job in taken], engine.engine_label())
     with recorder:
         try:
             loaded = batches.load(batch_id)
@@ -112,8 +112,9 @@ def run(store: Store, queue: Queue, context: str, taken: list[Taken], batches: B
                 recorder.finish(job.info["id"], Status.FAILED, reason, "text")
             return
         watch = BlockLiveness(store, queue, context, taken)
+        watch.on_abandon = functools.partial(_given_up, recorder, watch)
         began = time.monotonic()
-        with watch.beating(), engine.in_directory(loaded.origin):
+        with watch.beating(), in_directory(loaded.origin):
             ran = 0
             while (item := watch.next_item()) is not None:
                 _run_item(recorder, watch, loaded, item)
@@ -134,6 +135,8 @@ def _run_item(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, j
             recorder.start(job_id, watch.label)
             with _in_directory(directory), on_engine.job_environment(directory):
                 result = _call_item(loaded, job, args, functools.partial(recorder.status, job_id), directory)
+                if watch.timed_out:  # it caught JobTimeLimit and returned: past its limit all the same
+                    raise JobTimeLimit(f"Job {job_id} ran past its time limit")
     except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
         watch.done(job_id)
         _record_failure(recorder, watch, job_id, error, ran, _held(directory))
@@ -172,14 +175,32 @@ def _startable(recorder: Recorder, watch: BlockLiveness, loaded: BatchFunction, 
 def _record_failure(
     recorder: Recorder, watch: BlockLiveness, job_id: str, error: BaseException, ran: bool, held: dict[str, int] | None
 ) -> None:
-    """How the item ended, from within its ``except``: cancelled, its inputs not fetched, or failed."""
-    if watch.cancel_requested:
+    """How the item ended, from within its ``except``: past its time limit, cancelled, its inputs not
+    fetched, or failed."""
+    limits = watch.limits
+    if watch.timed_out and limits is not None:
+        reason = limits.reason()
+        recorder.finish(job_id, Status.FAILED, reason, "text", held=held, cause=JobTimeLimit(reason))
+    elif watch.cancel_requested:
         reason = "Cancelled while running" if ran else "Cancelled before it started"
         recorder.finish(job_id, Status.CANCELLED, reason, "text", held=held)
+    elif isinstance(error, JobSoftTimeLimit) and watch.soft_limited and limits is not None:
+        recorder.finish(job_id, Status.FAILED, limits.reason(soft=True), "text", held=held, cause=error)
     elif isinstance(error, FetchFailed):  # its reason says it all
-        recorder.finish(job_id, Status.FAILED, str(error), "text", held=held)
+        recorder.finish(job_id, Status.FAILED, str(error), "text", held=held, cause=error)
     else:
-        recorder.finish(job_id, Status.FAILED, traceback.format_exc(), "traceback", pickled(error), held)
+        text = traceback.format_exc()
+        recorder.finish(job_id, Status.FAILED, text, "traceback", pickled(error), held, cause=error)
+
+
+def _given_up(recorder: Recorder, watch: BlockLiveness, reason: str) -> None:
+    """The running item went on past its hard time limit and grace: recorded so, and the rest of the block
+    given back, from the beater thread, before the engine ends (``moi.compute.time_limits``)."""
+    job_id = watch.current
+    if job_id is not None:
+        recorder.finish(job_id, Status.FAILED, reason, "text", cause=JobTimeLimit(reason))
+    watch.give_back_the_rest()
+    engine.retrying(recorder.flush, "recording a batch block's outcomes")
 
 
 def _call_item(
@@ -214,7 +235,7 @@ class BlockLiveness(engine.Liveness):
     """
 
     def __init__(self, store: Store, queue: Queue, context: str, taken: list[Taken]) -> None:
-        super().__init__(store, taken[0].info["id"])
+        super().__init__(store, taken[0].info["id"])  # each item's attempt and limits: see next_item
         self.queue = queue
         self.context = context
         self._to_come: deque[Taken] = deque(taken)
@@ -241,7 +262,15 @@ class BlockLiveness(engine.Liveness):
             self._since = time.monotonic()
             self.cancel_requested = self.job_id in self._flagged
             self._last_interrupt = None
+            self.attempt = job.info.get("attempt")
+            self.limits = time_limits.Deadlines.of(job.info, self._since)  # from its own start
+            self.timed_out = self.soft_limited = False
             return job
+
+    @property
+    def current(self) -> str | None:
+        """The item running now, if any."""
+        return self._current
 
     def done(self, job_id: str) -> None:
         """The item ended here: no more heartbeats for it (its final write deletes the key)."""
@@ -266,20 +295,10 @@ class BlockLiveness(engine.Liveness):
 
     def _flags(self, ids: list[str]) -> set[str]:
         """Beat for ``ids``; those whose cancel is requested (none when Redis is away: the next beat looks)."""
-        keys = self.store.keys
-        pipe = self.store.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.set(keys.heartbeat(job_id), self.label, ex=engine.HEARTBEAT_TTL)
-            pipe.exists(keys.cancel(job_id))
-        try:
-            answers = pipe.execute() if ids else []
-        except redis.RedisError as error:
-            if not self._outage_logged:
-                log.warning("batch block: heartbeats cannot reach Redis (%s); still trying", error)
-                self._outage_logged = True
+        answers = self._beat_jobs(ids) if ids else None
+        if not answers:
             return set()
-        self._outage_logged = False
-        return {job_id for job_id, flagged in zip(ids, answers[1::2], strict=True) if flagged}
+        return {job_id for job_id, flagged in zip(ids, answers, strict=True) if flagged == 1}
 
     def _give_back(self) -> None:
         # Under the lock: next_item can no longer hand these out.

@@ -3,7 +3,9 @@
 A ``Recorder`` keeps each item's changes (Running, status texts, its outcome) and
 writes them every ``FLUSH_INTERVAL`` from a flusher thread, and the rest at the
 end of the block: what one item went through within one interval is written and
-announced as one change, so an item quicker than that costs one write.
+announced as one change, so an item quicker than that costs one write. An item that has attempts
+(it may retry, or is idempotent) ends with a write of its own, whose liveness keys go only if it lands,
+and every change of it is refused once a newer attempt owns it (``moi.compute.attempts``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ import logging
 import threading
 from typing import Any
 
-from moi.compute import engine
-from moi.core.errors import MoiError
+from moi.compute import attempts, engine
+from moi.core.errors import MoiError, UnknownId
 from moi.core.info import Info, Status, is_finished, now
 from moi.storage.store import Change, Store
 
@@ -32,10 +34,13 @@ class Recorder:
     outcome) is written and announced as one change: a quick item costs one write.
     """
 
-    def __init__(self, store: Store, infos: list[Info], interval: float = FLUSH_INTERVAL) -> None:
+    def __init__(self, store: Store, infos: list[Info], label: str = "", interval: float = FLUSH_INTERVAL) -> None:
         self.store = store
+        self.label = label or engine.engine_label()  # the engine's: liveness keys it lets go of are its own
         self.interval = interval
         self.latest = {info["id"]: info for info in infos}  # as last written or read
+        # The attempt taken of each item that has attempts: its writes are that attempt's only.
+        self.attempts = {info["id"]: info["attempt"] for info in infos if "attempt" in info}
         self._pending: list[tuple[str, Change]] = []
         self._also: list[list[str | int]] = []  # commands that go with the pending changes
         self._ended: list[str] = []  # items whose liveness keys go with the pending changes
@@ -54,6 +59,7 @@ class Recorder:
         engine.retrying(self.flush, "recording a batch block's outcomes")
 
     def record(self, job_id: str, change: Change, also: list[list[str | int]] | None = None) -> None:
+        change = attempts.guarded(change, job_id, self.attempts.get(job_id))
         with self._lock:
             if job_id in self.latest:
                 self._pending.append((job_id, change))
@@ -75,14 +81,65 @@ class Recorder:
         result_format: str,
         value: str | None = None,
         held: dict[str, int] | None = None,
+        cause: BaseException | None = None,
     ) -> None:
         """An item's final state, with its liveness keys dropped, its pickled ``value`` kept, and
-        ``held``: what its directory holds."""
+        ``held``: what its directory holds; ``cause``: what failed it (a retry may be for it)."""
+        if job_id in self.attempts:
+            ending = {"status": status, "result": result, "result_format": result_format, "files": held}
+            self._finish_alone(job_id, ending, value, cause)
+            return
         with self._lock:
             self._ended.append(job_id)
             if value is not None:
                 self._also.append(["SET", self.store.keys.value(job_id), value, "EX", self.store.ttl])
         self.record(job_id, _finish(status, result, result_format, held))
+
+    def _finish_alone(self, job_id: str, ending: Info, value: str | None, cause: BaseException | None) -> None:
+        """The final write of an item that has attempts: alone, after what came before it, its liveness keys
+        going with it only if it lands (a newer attempt's stay), or its next attempt queued instead.
+        ``ending``: its status, result, result_format and files."""
+        engine.retrying(self.flush, "recording a batch block's outcomes")  # its Running write first
+        with self._lock:
+            known = self.latest.get(job_id)
+        if known is None:
+            return  # removed while the batch ran
+        keys = self.store.keys
+        also: list[list[str | int]] = [["DEL", keys.heartbeat(job_id), keys.cancel(job_id)]]
+        also.append(["SREM", keys.running, job_id])
+        change = _finish(ending["status"], ending["result"], ending["result_format"], ending["files"])
+        if ending["status"] == Status.FAILED and attempts.retry_wanted(self.store, job_id, known, cause):
+            ended = {"result": ending["result"], "result_format": ending["result_format"], "date_end": now()}
+            change, retry = attempts.next_attempt_write(keys, job_id, known, ended)
+            also += retry
+        elif value is not None:
+            also.append(["SET", keys.value(job_id), value, "EX", self.store.ttl])
+        new = self._write_alone(job_id, attempts.guarded(change, job_id, self.attempts[job_id]), known, also)
+        with self._lock:
+            if new is None:
+                self.latest.pop(job_id, None)
+            else:
+                self.latest[job_id] = new
+
+    def _write_alone(self, job_id: str, change: Change, known: Info, also: list[list[str | int]]) -> Info | None:
+        """One item's write, with ``also`` if it lands; where it does not, the engine lets go of the
+        item's liveness keys that are still its own. The item as it now stands; None once it is gone."""
+        wrote: list[bool] = []
+
+        def counted(info: Info) -> Info | None:
+            new = change(info)
+            wrote[:] = [new is not None]
+            return new
+
+        try:
+            new: Info | None = engine.retrying(
+                lambda: self.store.update(job_id, counted, known, also=also), f"recording batch item {job_id}"
+            )
+        except UnknownId:
+            new = None
+        if wrote != [True]:
+            attempts.let_go(self.store, self.label, [job_id])
+        return new
 
     def forget(self, job_id: str) -> None:
         """An item this engine will not run: only its liveness keys go."""
@@ -172,6 +229,7 @@ def _start(label: str) -> Change:
             return None
         info.update(status=Status.RUNNING, date_start=date_start, engine=label)
         info.pop("waiting", None)
+        info.pop("retry_at", None)  # TAKE clears it for a job of its own; an item starts here
         return info
 
     return change

@@ -6,7 +6,8 @@ one of them leads at a time, through a lease in Redis, and the others stand by
 to take over within ``LEASE`` seconds if it goes. The leader wakes on the
 queue's announcements (a submit publishes on ``moi:wake:<ctx>``) and when one
 of its work tasks returns, not by polling the queue; every ``TICK`` seconds it
-also renews its lease, notes the cluster online, and checks that the
+also renews its lease, moves the context's jobs due for their next attempt into
+its queue (``moi.queue.retries``), notes the cluster online, and checks that the
 controller is still the one it is connected to (a restarted controller has a
 new key and has forgotten every task: it reconnects and starts again).
 
@@ -37,6 +38,7 @@ from moi.core.config import ContextSpec
 from moi.core.errors import ClusterUnavailable, MoiError
 from moi.core.redact import printable
 from moi.queue.jobqueue import Queue
+from moi.queue.retries import Retries
 from moi.storage import loops
 from moi.storage.store import Store
 
@@ -55,6 +57,7 @@ class Dispatcher:
         self.store = store
         self.name = spec.name
         self.queue = Queue(store)
+        self._retries = Retries(store)
         self.context = Context(spec, timeout)  # its own connection: nobody else resets it
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.work_spec = WorkSpec(spec.name, store.url, store.keys.prefix, store.ttl)
@@ -122,6 +125,8 @@ class Dispatcher:
                     if self._pubsub is None:
                         self._listen()
                     leading = self._lead()
+                    if leading:  # jobs due for their next attempt back in the queue: one call, due or not
+                        self._retries.promote([self.name])
                     client = self._connected() if leading else None
                 if client is not None:  # per wake: as little as can be, since it shares the submitter's CPU
                     self._dispatch(client)

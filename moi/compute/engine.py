@@ -1,26 +1,29 @@
-"""The engine side of liveness and cancellation.
+"""The engine side of liveness, cancellation and time limits.
 
 While a job runs, a daemon thread beats: it refreshes the job's heartbeat key
-(a short TTL, so it vanishes when the engine dies) and looks at the job's
-cancel flag. When the flag is set it interrupts the job function by raising
-``JobCancelled`` in the thread that runs it: through a signal when that is the
+(a short TTL, so it vanishes when the engine dies), looks at the job's
+cancel flag and at its time limits (``moi.compute.time_limits``). When the flag is set it interrupts
+the job function by raising ``JobCancelled`` in the thread that runs it: through a signal when that is the
 main thread (so a blocking ``time.sleep`` or ``subprocess`` wait is
 interrupted too), otherwise with ``PyThreadState_SetAsyncExc``. A function
 that swallows the exception is interrupted again every ``REINTERRUPT_AFTER``
-seconds. Writes of the job's state survive a Redis outage by retrying with
+seconds. A time limit interrupts the same way, with ``JobSoftTimeLimit`` or ``JobTimeLimit``.
+Writes of the job's state survive a Redis outage by retrying with
 backoff for at most ``WRITE_RETRY_FOR`` seconds.
+
+An engine refreshes and clears a job's heartbeat only while it holds the engine's own label (the
+``BEAT`` and ``LET_GO`` scripts): an engine that comes back after the watchdog gave its job to a new
+attempt elsewhere leaves that attempt's keys alone (and its writes are refused: ``moi.compute.attempts``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import ctypes
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,7 +32,8 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
-from moi.core.errors import JobCancelled, RedisUnavailable
+from moi.compute import attempts, time_limits
+from moi.core.errors import JobCancelled, JobSoftTimeLimit, JobTimeLimit, MoiError, RedisUnavailable
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.engine")
@@ -66,36 +70,6 @@ def submitted_from() -> tuple[str, str]:
 
 
 @contextmanager
-def in_directory(origin: tuple[Any, ...] | None) -> Iterator[None]:
-    """Run where the job was submitted from, first on ``sys.path`` as with ``python -c``, on its host;
-    in its job directory when it has one (``origin``'s third part), with the submitter's still on the path.
-
-    Elsewhere (another host, a directory that is gone) the job runs where the
-    engine is. Modules imported from the directory are forgotten afterwards,
-    so the next job, perhaps from another directory, imports its own.
-    """
-    host, path, workdir = (*(origin or ()), "", "", "")[:3]
-    if not path or host != socket.gethostname() or not os.path.isdir(path):
-        path = ""
-    if not path and not workdir:
-        yield
-        return
-    before, modules = os.getcwd(), set(sys.modules)
-    os.chdir(workdir or path)
-    if path:
-        sys.path.insert(0, path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-        if path:
-            with contextlib.suppress(ValueError):
-                sys.path.remove(path)
-            if len(sys.modules) > len(modules):  # only then can a module from there be cached
-                _forget_modules_from(path, set(sys.modules) - modules)
-
-
-@contextmanager
 def running(store: Store, info: dict[str, Any]) -> Iterator[None]:
     """While a job's function runs: ``current_job()`` answers with its store and info."""
     token = _current.set((store, info))
@@ -111,23 +85,6 @@ def current_job() -> tuple[Store, dict[str, Any]]:
     if found is None:
         raise RuntimeError("not inside a moi job on an engine")
     return found
-
-
-def workdir_of(origin: tuple[Any, ...] | None) -> str:
-    """The job directory a job's call names ('' for none)."""
-    return origin[2] if origin and len(origin) > 2 else ""
-
-
-def _forget_modules_from(path: str, names: set[str]) -> None:
-    """Forget the modules the job imported from ``path``, never moi's own (a checkout of
-    moi may be that directory: a second copy of its classes would break isinstance)."""
-    prefix = os.path.join(path, "")
-    for name in names:
-        module = sys.modules.get(name)
-        if name == "moi" or name.startswith("moi.") or module is None:
-            continue
-        if (getattr(module, "__file__", None) or "").startswith(prefix):
-            del sys.modules[name]
 
 
 def retrying(write: Callable[[], T], what: str, retry_for: float = WRITE_RETRY_FOR) -> T:
@@ -147,17 +104,23 @@ def retrying(write: Callable[[], T], what: str, retry_for: float = WRITE_RETRY_F
 
 
 class Liveness:
-    """The heartbeat and the cancel watch of one job on this engine."""
+    """The heartbeat, the cancel watch and the time limits of one job (one attempt of it) on this engine."""
 
-    def __init__(self, store: Store, job_id: str) -> None:
+    def __init__(self, store: Store, job_id: str, info: dict[str, Any] | None = None) -> None:
         self.store = store
         self.job_id = job_id
         self.label = engine_label()
+        self.attempt = (info or {}).get("attempt")  # the attempt taken: a newer one is not this engine's
+        self.limits = time_limits.Deadlines.of(info, time.monotonic())
         self.cancel_requested = False
+        self.timed_out = False  # its hard time limit interrupted it
+        self.soft_limited = False  # its soft time limit warned it
+        self.on_abandon: Callable[[str], None] | None = None  # records the job as its engine gives it up
         self._thread_id = threading.get_ident()
         self._on_main = threading.current_thread() is threading.main_thread()
         self._active = False  # the job function is running and may be interrupted
         self._shielded = 0  # cleanup that must not be interrupted is running
+        self._raising: type[MoiError] | None = None  # what the signal handler raises in the job
         self._last_interrupt: float | None = None
         self._lock = threading.Lock()
         self._outage_logged = False
@@ -178,33 +141,26 @@ class Liveness:
         return [["DEL", keys.heartbeat(self.job_id), keys.cancel(self.job_id)], ["SREM", keys.running, self.job_id]]
 
     def start(self) -> None:
-        """Beat in the background (registered by the Running write, which carried ``registering``)."""
+        """Beat in the background (registered by the Running write, which carried ``registering``);
+        its time limits count from now."""
+        if self.limits is not None:
+            self.limits.started = time.monotonic()
         _install_signal_handler()
         _jobs_by_thread[self._thread_id] = self
         _BEATER.add(self)
 
     def stop(self, unregistered: bool = False) -> None:
-        """Stop beating; forget the liveness keys unless the final write did (best effort: they expire)."""
+        """Stop beating; let go of the liveness keys unless the final write did (best effort: they expire)."""
         _BEATER.remove(self)
         _jobs_by_thread.pop(self._thread_id, None)
-        if unregistered:
-            return
-        keys = self.store.keys
-        pipe = self.store.redis.pipeline(transaction=True)
-        pipe.delete(keys.heartbeat(self.job_id), keys.cancel(self.job_id))
-        pipe.srem(keys.running, self.job_id)
-        try:
-            _execute(self.store, pipe)
-        except RedisUnavailable as error:
-            log.warning(
-                "job %s: could not clear its heartbeat (%s); it expires in %ds", self.job_id, error, HEARTBEAT_TTL
-            )
+        if not unregistered:
+            attempts.let_go(self.store, self.label, [self.job_id])
 
     # the job function ---------------------------------------------------------
 
     @contextmanager
     def interruptible(self) -> Iterator[None]:
-        """While the job function runs inside this block, a cancel interrupts it."""
+        """While the job function runs inside this block, a cancel or a time limit interrupts it."""
         global _main_job
         with self._lock:
             if self.cancel_requested:
@@ -217,6 +173,7 @@ class Liveness:
         finally:
             with self._lock:
                 self._active = False
+                self._raising = None
                 if self._on_main:
                     _main_job = None
                 else:
@@ -233,56 +190,116 @@ class Liveness:
             with self._lock:
                 self._shielded -= 1
 
-    def should_raise(self) -> bool:
-        # Read without the lock: this runs inside a signal handler on the job's thread.
-        return self._active and self.cancel_requested and not self._shielded
+    def pending(self) -> MoiError | None:
+        """The interrupt to raise in the job now, once (read without the lock: this runs inside a signal
+        handler on the job's thread)."""
+        raising = self._raising
+        if raising is None or not self._active or self._shielded:
+            return None
+        self._raising = None
+        return raising(_interrupt_message(raising, self.job_id))
 
     # the heartbeat ------------------------------------------------------------
 
     def _beat(self) -> bool:
         """Refresh the heartbeat; whether cancellation is requested."""
+        answers = self._beat_jobs([self.job_id])
+        return self.cancel_requested if answers is None else answers[0] == 1
+
+    def _beat_jobs(self, ids: list[str]) -> list[int] | None:
+        """Refresh the heartbeats of ``ids`` where they are this engine's; per job, 1 when its cancel is
+        requested, 0 when not, -1 when a newer attempt holds it. None when Redis cannot be reached."""
         keys = self.store.keys
-        pipe = self.store.redis.pipeline(transaction=False)
-        pipe.set(keys.heartbeat(self.job_id), self.label, ex=HEARTBEAT_TTL)
-        pipe.exists(keys.cancel(self.job_id))
         try:
-            _, cancelled = pipe.execute()
+            answers = attempts.scripts(self.store)[0](
+                keys=[key for job_id in ids for key in (keys.heartbeat(job_id), keys.cancel(job_id))],
+                args=[self.label, HEARTBEAT_TTL],
+            )
         except redis.RedisError as error:
             if not self._outage_logged:
                 log.warning("job %s: heartbeat cannot reach Redis (%s); still trying", self.job_id, error)
                 self._outage_logged = True
-            return self.cancel_requested
+            return None
         self._outage_logged = False
-        return bool(cancelled)
+        for job_id, answer in zip(ids, answers, strict=True):
+            if answer == -1:
+                attempts.superseded(job_id, self.attempt)
+        return [int(answer) for answer in answers]
 
     def _interrupt(self) -> None:
         with self._lock:
             if not self.cancel_requested:
                 log.info("job %s: cancellation requested", self.job_id)
             self.cancel_requested = True
-            if not self._active or self._shielded:
-                return
             now = time.monotonic()
             if self._last_interrupt is not None and now - self._last_interrupt < REINTERRUPT_AFTER:
                 return
-            self._last_interrupt = now
-            if self._on_main:
-                signal.pthread_kill(self._thread_id, CANCEL_SIGNAL)
+            if self._send(JobCancelled):
+                self._last_interrupt = now
+
+    def _send(self, error: type[MoiError]) -> bool:
+        """Raise ``error`` in the job's function, unless it is not running or is cleaning up; under the lock."""
+        if not self._active or self._shielded:
+            return False
+        if self._on_main:
+            self._raising = error
+            signal.pthread_kill(self._thread_id, CANCEL_SIGNAL)
+        else:
+            _raise_in_thread(self._thread_id, error)
+        return True
+
+    # time limits --------------------------------------------------------------
+
+    def _watch_limits(self) -> None:
+        """At each beat: the soft limit's warning, the hard limit's interrupt, then giving the job up."""
+        with self._lock:
+            limits = self.limits
+            due = limits.due(time.monotonic()) if limits is not None and self._active else None
+            if limits is None or due is None:
+                return
+            if due == time_limits.SOFT:
+                limits.warned = self.soft_limited = self._warn()
+            elif due == time_limits.HARD:
+                limits.interrupted = self.timed_out = self._send(JobTimeLimit)
+                if self.timed_out:
+                    log.info("job %s: %s; interrupting it", self.job_id, limits.reason())
             else:
-                _raise_in_thread(self._thread_id)
+                limits.abandoned = True
+        if due == time_limits.ABANDON:
+            self._abandon(limits.abandoned_reason(self.label))
+
+    def _warn(self) -> bool:
+        """The soft limit's warning: SIGTERM to the job's shell commands, else JobSoftTimeLimit; under the lock."""
+        groups = time_limits.groups_of(self._thread_id)
+        if groups and self._active and not self._shielded:
+            time_limits.terminate_groups(groups)
+            return True
+        return self._send(JobSoftTimeLimit)
+
+    def _abandon(self, reason: str) -> None:
+        """The job went on past its hard limit and grace: record it so, and end this engine's process."""
+        if self.on_abandon is not None:
+            try:
+                self.on_abandon(reason)
+            except Exception as error:  # the engine ends anyway: the watchdog then fails the job as engine-lost
+                log.error("job %s: could not record that it was given up: %s", self.job_id, error)
+        time_limits.stop_engine(self.job_id, reason)
 
 
-def _execute(store: Store, pipe: redis.client.Pipeline[str]) -> list[object]:
-    try:
-        return pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError) as error:
-        raise RedisUnavailable(store.url, str(error).splitlines()[0] if str(error) else "") from error
+def _interrupt_message(error: type[MoiError], job_id: str) -> str:
+    if issubclass(error, JobTimeLimit):
+        return f"Job {job_id} ran past its time limit"
+    if issubclass(error, JobSoftTimeLimit):
+        return f"Job {job_id} ran past its soft time limit"
+    return f"Job {job_id} was cancelled"
 
 
 class _Beating(Protocol):
     def _beat(self) -> bool: ...
 
     def _interrupt(self) -> None: ...
+
+    def _watch_limits(self) -> None: ...
 
 
 class _Beater:
@@ -319,6 +336,7 @@ class _Beater:
             for job in jobs:
                 if job._beat():
                     job._interrupt()
+                job._watch_limits()
 
 
 _BEATER = _Beater()
@@ -337,8 +355,9 @@ def shielded() -> Iterator[None]:
 
 def _on_cancel_signal(signum: int, frame: object) -> None:
     job = _main_job
-    if job is not None and job.should_raise():
-        raise JobCancelled(f"Job {job.job_id} was cancelled")
+    error = job.pending() if job is not None else None
+    if error is not None:
+        raise error
 
 
 def _install_signal_handler() -> None:
@@ -348,8 +367,8 @@ def _install_signal_handler() -> None:
         signal.signal(CANCEL_SIGNAL, _on_cancel_signal)
 
 
-def _raise_in_thread(thread_id: int) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(JobCancelled))
+def _raise_in_thread(thread_id: int, error: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(error))
 
 
 def _clear_async_exception(thread_id: int) -> None:

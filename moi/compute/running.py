@@ -4,11 +4,14 @@
 (``moi.compute.batch_blocks``) has taken and marked Running; ``_Tracker`` keeps the engine's copy of the
 info object, so each status text is usually one round trip, and the final write lands even across
 a Redis outage. The engine needs no moi configuration: the job's spec says which Redis to write to.
+A job past its time limit ends Failed with one line (``moi.compute.time_limits``); an attempt that fails
+and may retry is queued again instead (``moi.compute.attempts``), and every write is this attempt's only.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import os
 import pickle
@@ -16,19 +19,23 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from moi.compute import arguments, engine
+from moi.compute import arguments, attempts, engine
+from moi.compute import origin as origin_of
 from moi.core import values
 from moi.core.errors import (
     CodeFailed,
     FetchFailed,
     JobCancelled,
+    JobSoftTimeLimit,
+    JobTimeLimit,
     MoveFailed,
     RedisUnavailable,
     StepFailed,
 )
 from moi.core.info import Info, Status, encode_result, is_finished, now
+from moi.core.policy import time_limit_reason
 from moi.jobfiles import on_engine
-from moi.storage.store import Store
+from moi.storage.store import Change, Store
 
 log = logging.getLogger("moi.job")
 
@@ -43,15 +50,16 @@ def run_started(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call a job already marked Running (its heartbeat registered), and record how it ended."""
-    workdir = engine.workdir_of(origin)
+    workdir = origin_of.workdir_of(origin)
     tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering(), workdir=workdir)
     tracker.transfers = origin[3] if origin and len(origin) > 3 else {}
     if workdir and not os.path.isdir(workdir):  # a jobs root this host does not share
         tracker.finish(Status.FAILED, on_engine.unseen(workdir, liveness.label), "text")
         return None
+    liveness.on_abandon = functools.partial(_given_up, tracker)
     liveness.start()
     try:
-        with engine.in_directory(origin), on_engine.job_environment(workdir), engine.running(store, info):
+        with origin_of.in_directory(origin), on_engine.job_environment(workdir), engine.running(store, info):
             return _call(tracker, liveness, func, args, kwargs)
     finally:
         liveness.stop(unregistered=tracker.ended)
@@ -71,24 +79,42 @@ def _call(
             takes = arguments.accepted(func)
             moi_names = arguments.moi_kwargs(takes, tracker.status_update, tracker.info, tracker.workdir)
             result = func(*args, **{**kwargs, **moi_names})
+            if liveness.timed_out:  # it caught JobTimeLimit and returned: past its limit all the same
+                raise JobTimeLimit(time_limit_reason(tracker.info))
             if tracker.workdir:
                 _send_out(tracker)
     except BaseException as error:  # KeyboardInterrupt or SystemExit must not leave it Running either
-        if liveness.cancel_requested:
-            tracker.finish(Status.CANCELLED, "Cancelled while running", "text")
+        _record_failure(tracker, liveness, error)
+        if liveness.cancel_requested and not liveness.timed_out:
             raise JobCancelled(f"Job {tracker.job_id} was cancelled") from None
-        if isinstance(error, FetchFailed | StepFailed | MoveFailed):  # its reason says it all: no moi traceback
-            tracker.finish(Status.FAILED, str(error), "text")
-            raise
-        if isinstance(error, CodeFailed):  # the sandboxed child's own traceback, or why it gave none
-            tracker.finish(Status.FAILED, str(error), error.result_format)
-            raise
-        tracker.finish(Status.FAILED, traceback.format_exc(), "traceback", pickled(error))
         raise
     value, result_format = encode_result(result)
     # A value JSON cannot hold is kept pickled too, so a handle's get() returns the object itself.
     tracker.finish(Status.SUCCESS, value, result_format, pickled(result) if result_format == "repr" else None)
     return result
+
+
+def _record_failure(tracker: _Tracker, liveness: engine.Liveness, error: BaseException) -> None:
+    """How the job ended, from within its ``except``: past its time limit, cancelled, or failed (``error``)."""
+    if liveness.timed_out:  # what the function raised as it was interrupted is beside the point
+        reason = time_limit_reason(tracker.info)
+        tracker.finish(Status.FAILED, reason, "text", cause=JobTimeLimit(reason))
+    elif liveness.cancel_requested:
+        tracker.finish(Status.CANCELLED, "Cancelled while running", "text")
+    elif isinstance(error, JobSoftTimeLimit) and liveness.soft_limited:  # the warning, not caught
+        tracker.finish(Status.FAILED, time_limit_reason(tracker.info, soft=True), "text", cause=error)
+    elif isinstance(error, FetchFailed | StepFailed | MoveFailed):  # its reason says it all: no moi traceback
+        tracker.finish(Status.FAILED, str(error), "text", cause=error)
+    elif isinstance(error, CodeFailed):  # the sandboxed child's own traceback, or why it gave none
+        tracker.finish(Status.FAILED, str(error), error.result_format, cause=error)
+    else:
+        tracker.finish(Status.FAILED, traceback.format_exc(), "traceback", pickled(error), cause=error)
+
+
+def _given_up(tracker: _Tracker, reason: str) -> None:
+    """The job's function went on past its hard time limit and grace: recorded so, from the beater thread,
+    before the engine ends (``moi.compute.time_limits``)."""
+    tracker.finish(Status.FAILED, reason, "text", cause=JobTimeLimit(reason))
 
 
 def _send_out(tracker: _Tracker) -> None:
@@ -137,6 +163,7 @@ class _Tracker:
         self.store = store
         self.job_id = job_id
         self.info = info
+        self.attempt = info.get("attempt")  # the attempt taken: the writes of this tracker are its own only
         self.also_at_end = also_at_end or []  # commands that go with the final write
         self.workdir = workdir  # the job's directory: its final write says what it holds
         self.transfers: Mapping[str, Any] = {}  # what the engine fetches into it, and where output/ goes
@@ -150,31 +177,67 @@ class _Tracker:
             return info
 
         try:
-            self.info = self.store.update(self.job_id, change, self.info)
+            self.info = self.store.update(self.job_id, attempts.guarded(change, self.job_id, self.attempt), self.info)
         except RedisUnavailable as error:
             # A status text is a progress note: losing one must not fail the job.
             log.warning("job %s: status %r not recorded: %s", self.job_id, text, error)
 
-    def finish(self, status: Status, result: Any, result_format: str, value: str | None = None) -> None:
-        """The final state; ``value``: the pickled return value or exception, kept beside the info."""
-        wrote: list[bool] = []
+    def finish(
+        self,
+        status: Status,
+        result: Any,
+        result_format: str,
+        value: str | None = None,
+        cause: BaseException | None = None,
+    ) -> None:
+        """The final state of this attempt; ``value``: the pickled return value or exception, kept beside the info.
+
+        A failure (``cause``: what failed it) that a retry is for queues the job again instead, as its next
+        attempt (``moi.compute.attempts``): its value is kept only with its last attempt.
+        """
+        date_end = now()
+        if status == Status.FAILED and attempts.retry_wanted(self.store, self.job_id, self.info, cause):
+            self._retry({"result": result, "result_format": result_format, "date_end": date_end})
+            return
         also = list(self.also_at_end)
         if value is not None:
             also.append(["SET", self.store.keys.value(self.job_id), value, "EX", self.store.ttl])
         held = on_engine.held(self.workdir)  # never raises: nothing may keep the final write from landing
 
         def change(info: Info) -> Info | None:
-            wrote[:] = [not is_finished(info)]  # the last attempt is the one that counted
             if is_finished(info):
                 return None
-            info.update(status=status, result=result, result_format=result_format, date_end=now())
+            info.update(status=status, result=result, result_format=result_format, date_end=date_end)
             if held is not None:
                 info["files"] = held
             return info
 
+        self._write_final(change, also, f"recording job {self.job_id} {status}")
+
+    def _retry(self, ended: Info) -> None:
+        """This attempt failed, and another is due: the job Queued again, in its context's retry set."""
+        change, retry = attempts.next_attempt_write(self.store.keys, self.job_id, self.info, ended)
+        self._write_final(change, [*self.also_at_end, *retry], f"queueing job {self.job_id} again")
+        if self.ended:
+            due = self.info.get("retry_at")
+            log.info(
+                "job %s: attempt %s failed; attempt %s due at %s",
+                self.job_id,
+                self.attempt,
+                self.info.get("attempt"),
+                due,
+            )
+
+    def _write_final(self, change: Change, also: list[list[str | int]], what: str) -> None:
+        """The final write of this attempt, with ``also``; ``ended`` says whether it was ours."""
+        wrote: list[bool] = []
+        guarded = attempts.guarded(change, self.job_id, self.attempt)
+
+        def counted(info: Info) -> Info | None:
+            new = guarded(info)
+            wrote[:] = [new is not None]  # the last attempt is the one that counted
+            return new
+
         # The final state must land even across a Redis outage (bounded: then it is logged).
-        self.info = engine.retrying(
-            lambda: self.store.update(self.job_id, change, self.info, also=also),
-            f"recording job {self.job_id} {status}",
-        )
+        self.info = engine.retrying(lambda: self.store.update(self.job_id, counted, self.info, also=also), what)
         self.ended = wrote == [True]

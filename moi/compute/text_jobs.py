@@ -15,7 +15,7 @@ import subprocess
 import textwrap
 from typing import Any
 
-from moi.compute import engine
+from moi.compute import engine, time_limits
 from moi.core.errors import CommandFailed, InvalidCode
 
 log = logging.getLogger("moi.commands")
@@ -28,7 +28,8 @@ def system_call(cmd: str, **kwargs: Any) -> list[Any]:
     """Run a shell command; ``[stdout, stderr, returncode]``, or CommandFailed.
 
     The command runs in its own process group; if the call is interrupted
-    (the job is cancelled), the whole group gets SIGTERM, then SIGKILL.
+    (the job is cancelled, or ran past its time limit), the whole group gets SIGTERM, then SIGKILL.
+    At the job's soft time limit the group gets SIGTERM alone: the command may trap it and finish.
     """
     with subprocess.Popen(
         cmd,
@@ -40,7 +41,8 @@ def system_call(cmd: str, **kwargs: Any) -> list[Any]:
         start_new_session=True,
     ) as proc:
         try:
-            stdout, stderr = proc.communicate()
+            with time_limits.process_group(proc.pid):  # a soft time limit: SIGTERM, which the command may trap
+                stdout, stderr = proc.communicate()
         except BaseException:
             with engine.shielded():
                 end_process_group(proc)

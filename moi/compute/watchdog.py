@@ -4,7 +4,10 @@ It works from Redis alone, whatever the cluster. An engine running a job
 keeps the job's heartbeat key alive (see ``moi.compute.engine``); a job in the
 running set whose heartbeat has been gone for ``GRACE`` seconds (as seen by
 this watchdog, so a Redis restart that dropped the keys is not mistaken for a
-death) is marked Failed, "engine lost". Queued jobs need no watching: they
+death) is marked Failed, "engine lost"; one marked idempotent that has attempts left is queued again
+instead, as its next attempt (in its context's retry set, after its backoff: see ``moi.queue.retries``),
+the lost attempt's "Engine lost" line kept in its ``attempts``. Its old engine, should it come back,
+can no longer write it (``moi.compute.attempts``). Queued jobs need no watching: they
 wait in moi's queue in Redis, whatever happens to the cluster. Every write
 is a compare-and-set that leaves finished jobs alone, so any number of
 watchdogs may run at once: the embedded runtime's supervisor, ``moi server``,
@@ -22,14 +25,16 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from moi.compute import attempts
 from moi.compute.context import key_digest
 from moi.compute.engine import HEARTBEAT_TTL
 from moi.core.errors import MoiError
 from moi.core.info import Info, Status, is_finished, now
+from moi.core.policy import attempts_left
 from moi.core.redact import printable
 from moi.storage import loops
 from moi.storage.redis_errors import reaching
-from moi.storage.store import Store
+from moi.storage.store import Change, Store
 
 log = logging.getLogger("moi.watchdog")
 
@@ -84,28 +89,55 @@ class Watchdog:
     # -------------------------------------------------------------------------
 
     def _fail(self, info: Info, reason: str) -> bool:
-        """Mark an unfinished job Failed; whether this watchdog was the one that did."""
+        """Mark an unfinished job Failed, or queue it again as its next attempt when it is idempotent and has
+        attempts left (``reason`` kept with the lost attempt); whether this watchdog was the one that did."""
+        job_id, keys = info["id"], self.store.keys
+        again = _redelivered(self.store, info)
+        ended = {"result": reason, "result_format": "text", "date_end": now()}
+        if again:
+            change, also = attempts.next_attempt_write(keys, job_id, info, ended)
+            also += [["DEL", keys.heartbeat(job_id)], ["SREM", keys.running, job_id]]
+        else:
+            change, also = attempts.guarded(_failed(ended), job_id, info.get("attempt")), []
         wrote: list[bool] = []
 
-        def change(current: Info) -> Info | None:
-            wrote[:] = [not is_finished(current)]
-            if is_finished(current):
-                return None  # it finished meanwhile: that state is final
-            current.update(status=Status.FAILED, result=reason, result_format="text", date_end=now())
-            return current
+        def counted(current: Info) -> Info | None:
+            new = change(current)
+            wrote[:] = [new is not None]  # the last attempt is the one that counted
+            return new
 
         try:
-            self.store.update(info["id"], change, info)
+            new = self.store.update(job_id, counted, info, also=also)
         except MoiError as error:
-            log.warning("could not fail job %s: %s", printable(info["id"]), error)
+            log.warning("could not fail job %s: %s", printable(job_id), error)
             return False
-        if wrote == [True]:
-            log.warning("job %s failed: %s", printable(info["id"]), printable(reason, limit=400))
-            if info.get("steps"):  # a service job's steps ran on the same engine: they were lost with it
-                for step in self.store.descendant_jobs(info["id"]):
-                    if not is_finished(step):
-                        self._fail(step, reason)
-        return wrote == [True]
+        if wrote != [True]:
+            return False
+        if again:
+            log.warning("job %s queued again as attempt %s: %s", printable(job_id), new.get("attempt"), reason)
+        else:
+            log.warning("job %s failed: %s", printable(job_id), printable(reason, limit=400))
+        if info.get("steps"):  # a service job's steps ran on the same engine: they were lost with it
+            for step in self.store.descendant_jobs(job_id):
+                if not is_finished(step):
+                    self._fail(step, reason)
+        return not again
+
+
+def _failed(ended: Info) -> Change:
+    def change(current: Info) -> Info | None:
+        if is_finished(current):
+            return None  # it finished meanwhile: that state is final
+        current.update(status=Status.FAILED, date_end=now(), **{k: ended[k] for k in ("result", "result_format")})
+        return current
+
+    return change
+
+
+def _redelivered(store: Store, info: Info) -> bool:
+    """Whether a job whose engine was lost runs again: it is idempotent, has attempts left, and no cancel
+    of it was asked for."""
+    return bool(info.get("idempotent")) and attempts_left(info) and not attempts.cancel_asked(store, info["id"])
 
 
 def _overdue(suspects: dict[str, float], job_id: str, alive: bool, moment: float, grace: float) -> bool:

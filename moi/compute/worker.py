@@ -98,7 +98,7 @@ def _take_failed(context: str, error: Exception) -> None:
 
 def _run(store: Store, info: dict[str, Any], call: str) -> None:
     """One job, already Running: its function called, its outcome recorded. Never raises for the job's error."""
-    liveness = engine.Liveness(store, info["id"])
+    liveness = engine.Liveness(store, info["id"], info)  # its attempt and time limits come with it
     try:
         func, args, kwargs, origin = unpack_call(call)
     except Exception as error:  # a call this engine cannot load (a module it lacks) fails that job alone

@@ -24,6 +24,9 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:active:<owner>   set     ids of the unfinished jobs of a user (their group id), for limits
     Pmoi:paused           set     paused scopes: context:<name>, group:<id> (a user is their group)
     Pmoi:held:<ctx>       zset    paused jobs of a context, with the scores they had in its queue
+    Pmoi:retry:<ctx>      zset    jobs of a context waiting Queued for their next attempt, by when it is due
+                          (epoch seconds); moi.queue.retries moves the due ones into the queue
+    Pmoi:retrying         set     contexts whose retry zset may hold jobs (the watchdog's pass looks at these)
     Pmoi:index:<owner>    zset    ids of a user's jobs (their group id), by order of submission: the API's listing
     Pmoi:index            zset    ids of every user's jobs, the same way (an admin's listing)
     Pmoi:tokens           hash    token id -> JSON: user, admin and code flags, name, expiry, its secret's SHA-256
@@ -116,6 +119,13 @@ class Keys:
 
     def held(self, context: str) -> str:
         return f"{self.prefix}moi:held:{context}"
+
+    def retry(self, context: str) -> str:
+        return f"{self.prefix}moi:retry:{context}"
+
+    @property
+    def retrying(self) -> str:
+        return f"{self.prefix}moi:retrying"
 
     def index(self, owner: str) -> str:
         return f"{self.prefix}moi:index:{owner}"

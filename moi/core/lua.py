@@ -316,7 +316,7 @@ local function start(id)
   info['status'] = info['starts_as'] or 'Running'  -- a service job may start in its preprocess hook
   info['date_start'] = ARGV[5]
   info['engine'] = ARGV[3]
-  info['waiting'] = nil
+  info['waiting'], info['retry_at'] = nil, nil  -- not waiting any more: neither for a cluster nor a retry
   info['revision'] = info['revision'] + 1
   local encoded, new = pcall(cjson.encode, info)
   if not encoded then return fail(id, doc, info, new) end
@@ -358,15 +358,15 @@ return out
 
 # An engine gives back the items of a block it took but has not started (the one it runs takes long):
 # each goes back to its old place in the queue, unless a cancel was asked for meanwhile, which then ends
-# it Cancelled. Only items still Queued and taken by this engine (its heartbeat) are touched.
+# it Cancelled. Only items still Queued, of the attempt taken ('' for none), by this engine (its heartbeat) are touched.
 # KEYS: queue, running set, wakeup list, tally.  ARGV: key prefix, ttl, engine label, wake channel, date_end, the
-# owners' active sets' key without the owner, then id, score pairs.  Returns how many went back to the queue.
+# owners' active sets' key without the owner, then id, score, attempt triples.  Returns how many went back.
 RELEASE = """
 local prefix, back = ARGV[1], 0
-for i = 7, #ARGV, 2 do
+for i = 7, #ARGV, 3 do
   local id = ARGV[i]
   local ok, info = pcall(cjson.decode, redis.call('GET', prefix .. id) or '')
-  if ok and type(info) == 'table' and info['status'] == 'Queued'
+  if ok and type(info) == 'table' and info['status'] == 'Queued' and info['attempt'] == tonumber(ARGV[i + 2])
       and redis.call('GET', prefix .. id .. ':heartbeat') == ARGV[3] then
     if redis.call('EXISTS', prefix .. id .. ':cancel') == 1 then
       info['status'], info['result'], info['result_format'] = 'Cancelled', 'Cancelled before it started', 'text'

@@ -1,7 +1,8 @@
 """Cancelling jobs (one, or every unfinished job under a group), and deleting a job's files.
 
-A queued job is marked Cancelled in the same atomic write that takes it out of its queue, so no
-engine can start it; a running job's engine is asked, through its cancel flag, to interrupt it.
+A queued job is marked Cancelled in the same atomic write that takes it out of its queue (or its retry
+set, while it waits for its next attempt), so no engine can start it; a running job's engine is asked,
+through its cancel flag, to interrupt it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from moi.jobfiles.directory import directory_of
 from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
 from moi.queue.job_handle import JobHandle
+from moi.queue.retries import leave_retry
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store, set_fields
 
@@ -87,6 +89,7 @@ def _cancel_job(store: Store, info: Info, report: CancelReport) -> None:
         leave = [
             ["ZREM", store.keys.queue(context), job_id],
             ["ZREM", store.keys.held(context), job_id],
+            *leave_retry(store.keys, job_id, info),  # a job waiting for its next attempt
         ]
         info = store.update(job_id, change, info, also=leave, unless_in=store.keys.running)
     except UnknownId:

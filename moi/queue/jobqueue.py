@@ -274,8 +274,8 @@ class Queue:
         """Give jobs taken but not started back to the queue, at their old places; how many went back."""
         keys = self.keys
         args: list[Any] = [keys.prefix, self.store.ttl, label, keys.wake(context), now(), keys.active("")]
-        for job in jobs:
-            args += [job.info["id"], job.score]
+        for job in jobs:  # of the attempt taken: a newer one (the watchdog queued it again) is not this engine's
+            args += [job.info["id"], job.score, job.info.get("attempt", "")]
         with reaching(self.store.url):
             return int(
                 self._release(keys=[keys.queue(context), keys.running, keys.wakeup(context), keys.tally], args=args)

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from moi.compute import engine
+from moi.compute import engine, time_limits
 from moi.compute.text_jobs import end_process_group
 from moi.core.errors import JobCancelled, ServiceDefinitionError, StepFailed
 from moi.core.info import Info, Status, is_finished, new_id, new_info, now
@@ -187,6 +187,7 @@ class Chain:
             delay = 0.0005
             for name, proc in ended:
                 del self.running[name]
+                time_limits.command_ended(proc.pid)
                 meaning = self._finish(name, proc.returncode)
                 if meaning == FAILED:
                     raise StepFailed(f"step {name!r} failed: {self.nodes[name]['result']['reason']}")
@@ -219,6 +220,7 @@ class Chain:
                 stderr=stderr,
                 start_new_session=True,  # its own process group: a cancel ends all it started
             )
+        time_limits.command_started(self.running[name].pid)  # a soft time limit sends it SIGTERM
 
     def _finish(self, name: str, code: int) -> str:
         step = self.steps[name]
@@ -256,6 +258,7 @@ class Chain:
         for name, proc in list(self.running.items()):
             end_process_group(proc)
             del self.running[name]
+            time_limits.command_ended(proc.pid)
         for name in self.steps:
             if name in self.ended:
                 continue
@@ -296,7 +299,8 @@ def run_command(command: str | Sequence[str], directory: str) -> subprocess.Comp
             start_new_session=True,
         )
         try:
-            proc.wait()  # a cancel's signal (or asynchronous exception) interrupts it
+            with time_limits.process_group(proc.pid):  # a soft time limit sends it SIGTERM
+                proc.wait()  # a cancel's signal (or asynchronous exception) interrupts it
         except BaseException:
             with engine.shielded():
                 end_process_group(proc)

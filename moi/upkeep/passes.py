@@ -1,7 +1,8 @@
 """The watchdog's pass, as every long-lived moi process runs it (the runtime's supervisor, ``moi server``,
 ``moi watchdog``): engines lost (``moi.compute.watchdog``), then the upkeep that rides on it.
 
-Every pass: jobs whose engine died are failed, retention moves service jobs on (and the mail
+Every pass: jobs whose engine died are failed (or queued again, when idempotent), the jobs of every
+context due for their next attempt go back into their queue, retention moves service jobs on (and the mail
 sender is started when mail is configured), and this process's dead dispatcher threads start again.
 Every ``SWEEP_EVERY`` passes: gone jobs' directories are removed and the listing indexes pruned.
 No item's failure, nor a Redis outage, ends the loop: each is logged and counted (``moi.storage.loops``).
@@ -19,6 +20,7 @@ from moi.compute.watchdog import INTERVAL, Watchdog
 from moi.core.errors import RedisUnavailable
 from moi.jobfiles import removal
 from moi.queue import listing
+from moi.queue.retries import Retries
 from moi.services import mail, sweeper
 from moi.storage import loops
 from moi.storage.store import Store
@@ -58,6 +60,7 @@ def check_logging(watchdog: Watchdog) -> list[str]:
             sweep_logging(store)
             with loops.item(store, "sweeper", "pruning the listing indexes", log):
                 listing.prune(store)
+        retries_logging(store)
         retention_logging(store)
         _revive_threads(store)
     except RedisUnavailable as error:
@@ -70,6 +73,22 @@ def check_logging(watchdog: Watchdog) -> list[str]:
 def _revive_threads(store: Store) -> None:
     """This process's dispatcher threads that died, started again (the mail sender is, by ``retention_logging``)."""
     dispatch.revive_all()
+
+
+def retries_logging(store: Store) -> int:
+    """Jobs of every context due for their next attempt moved into their queue (one round trip when none
+    is due: the leading dispatcher of a context does the same each tick); how many went."""
+    try:
+        moved = Retries(store).promote()
+    except RedisUnavailable as error:
+        log.warning("due retries not queued: %s", error)
+        return 0
+    except Exception as error:  # a script Redis refused, say: counted, and the next pass tries again
+        loops.failed(store, "watchdog", "queueing due retries", error, log)
+        return 0
+    if moved:
+        log.info("%d job(s) due for their next attempt queued again", moved)
+    return moved
 
 
 def retention_logging(store: Store) -> list[str]:
