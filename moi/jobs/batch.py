@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from moi.compute import engine
@@ -22,10 +23,12 @@ from moi.core import values
 from moi.core.config import ContextSpec
 from moi.core.errors import InputRefused
 from moi.core.info import Info, Status, is_finished, new_id, new_info
+from moi.core.policy import Policy
 from moi.jobfiles.inputs import Inputs, Source, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
+from moi.jobs.job_policy import policy_fields
 from moi.queue import jobqueue as queue
 from moi.queue.job_handle import JobHandle, kept_values
 from moi.storage.store import Store
@@ -90,6 +93,12 @@ def submit_many(
     workdir: bool = False,
     resources: Mapping[str, str] | None = None,
     outputs: str | None = None,
+    time_limit: str | float | None = None,
+    soft_time_limit: str | float | None = None,
+    retries: int | None = None,
+    retry_on: Any = None,
+    backoff: Any = None,
+    idempotent: bool | None = None,
 ) -> tuple[list[str], str, Batch]:
     """Queue ``func(*item)`` for every item, each as its own job under ``group``.
 
@@ -98,12 +107,16 @@ def submit_many(
     Past the hard limit the whole batch is refused (QuotaExceeded) before any item is stored.
     ``files``, ``workdir``, ``resources``, ``outputs``: as for ``submit``, for every item:
     each gets its own directory with the same inputs; ``outputs`` gets one folder per item id.
+    ``time_limit``, ``soft_time_limit``, ``retries``, ``retry_on``, ``backoff``, ``idempotent``: as for
+    ``submit``, checked once, the same for every item (each item's attempts are its own).
     """
     spec, level = _checked(ctx, priority, name, url)
+    policy = Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent)
+    fields = policy_fields(policy, spec.name)
     store = connections.store()
     jobs = queue.Queue(store)
     batch_id = new_id()
-    pending = _pending_items(store, batch_id, items, name, url, spec.name, level)
+    pending = _pending_items(store, batch_id, items, Named(name, url, spec.name, level), fields)
     with _removed_if_refused() as made:
         origin = _origin(pending, made, files, workdir, resources, outputs)
         jobs.keep_call(batch_id, queue.pack_call(by_name(func), (), {}, origin))
@@ -126,14 +139,24 @@ def _checked(
     return spec, level
 
 
+@dataclass(frozen=True)
+class Named:
+    """What every item of a batch shares: its name (each item's is ``"<name> [i]"``), url, context, priority."""
+
+    name: str
+    url: str | None
+    context: str
+    level: int
+
+
 def _pending_items(
-    store: Store, batch_id: str, items: Iterable[Any], name: str, url: str | None, context: str, level: int
+    store: Store, batch_id: str, items: Iterable[Any], named: Named, fields: dict[str, Any]
 ) -> list[tuple[Info, str, int]]:
-    """Each item's new info (``"<name> [i]"``), its call (its arguments and the batch's id) and its priority.
-    An item is a tuple of positional arguments; anything else is the single argument."""
+    """Each item's new info (``"<name> [i]"``, with ``fields``), its call (its arguments and the batch's id)
+    and its priority. An item is a tuple of positional arguments; anything else is the single argument."""
     arguments = [item if isinstance(item, tuple) else (item,) for item in items]
     return [
-        (_new_job(store, f"{name} [{index}]", url, context, level), queue.item_call(batch_id, args), level)
+        (_new_job(store, f"{named.name} [{index}]", named, fields), queue.item_call(batch_id, args), named.level)
         for index, args in enumerate(arguments)
     ]
 
@@ -204,8 +227,9 @@ def _read_once(name: str, source: Source) -> Source:
     return data
 
 
-def _new_job(store: Store, name: str, url: str | None, context: str, level: int) -> Info:
+def _new_job(store: Store, name: str, named: Named, fields: dict[str, Any]) -> Info:
     job_id = new_id()
-    info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=context)
-    info["priority"] = level
+    info = new_info(job_id, name, "job", store.keys.channel(job_id), url=named.url, context=named.context)
+    info["priority"] = named.level
+    info.update(fields)  # shared lists (retry_on, backoff): each info is written as JSON, never changed here
     return info

@@ -22,11 +22,12 @@ from moi.core.errors import (
     WrongState,
 )
 from moi.core.info import Info, is_finished, new_id, new_info
-from moi.core.policy import DEFAULT_MAX_RETRIES, Policy
+from moi.core.policy import Policy
+from moi.jobfiles.input_policy import LOCAL, WEB
 from moi.jobfiles.inputs import Inputs, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
-from moi.jobs import connections
+from moi.jobs import connections, job_policy
 from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch
 from moi.queue import jobqueue as queue
 from moi.queue import pause as pausing
@@ -91,10 +92,10 @@ def submit(
     return queue_job(spec, group, name, url, func, args, kwargs, queue.priority_of(priority), placed, fields)
 
 
-def policy_fields(policy: Policy, spec: ContextSpec) -> dict[str, Any]:
-    """A job's time limit and retries as its info holds them, checked (InvalidValue), the context's
-    time limit its default."""
-    return policy.fields(DEFAULT_MAX_RETRIES, None)
+def policy_fields(policy: Policy, spec: ContextSpec, origin: str = LOCAL) -> dict[str, Any]:
+    """A job's time limit and retries as its info holds them, checked (InvalidValue): retries at most
+    ``[moi] max_retries``, the context's time limit its default (see ``moi.jobs.job_policy``)."""
+    return job_policy.policy_fields(policy, spec.name, origin)
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def relaunch(job_id: str, store: Store | None = None, web_grant: bool | None = N
     _check_fields(old["name"], old.get("url"))  # one stored before these were checked: refused, not stuck
     new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)
     new.update(pubsub=store.keys.channel(new["id"]), priority=old.get("priority", 0), relaunch_of=job_id)
+    new.update(job_policy.as_asked(old))  # its limits and retries, from its first attempt again
     if "sandbox" in old:  # code a web user ran (see moi.compute.sandbox): it runs again as it did
         new["sandbox"] = old["sandbox"]
     group_id, _ = jobs.enqueue(old["parent"], context, [(new, call, new["priority"])], connections.limits())
@@ -260,12 +262,14 @@ def get_info(job_id: str) -> Info:
 
 
 def submit_code(
-    group: str, name: str, url: str | None, kind: str, cmd: str, place: Place, level: int
+    group: str, name: str, url: str | None, kind: str, cmd: str, place: Place, level: int, policy: Policy | None = None
 ) -> tuple[str, str]:
     """Queue ``cmd`` to run at ``place``: the call says so, and the job's info too (``sandbox``: uid and
-    network), which relaunch keeps and the API and websocket read to ask for the grant again."""
+    network), which relaunch keeps and the API and websocket read to ask for the grant again.
+    ``policy``: its time limit and retries, as a web user asked (nothing they name is imported)."""
     args = (kind, cmd, place.uid, place.python, place.network, place.processes)
     spec = context_for(None, name, group, args, {})
-    fields = {SANDBOX_FIELD: {"uid": place.uid, "network": place.network}}
+    fields = policy_fields(policy or Policy(), spec, WEB)
+    fields[SANDBOX_FIELD] = {"uid": place.uid, "network": place.network}
     job_id, group_id, _ = queue_job(spec, group, name, url, run_code, args, {}, level, Placed(), fields)
     return job_id, group_id
