@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 from moi.compute import engine
 from moi.compute.context import Context, by_name
@@ -28,7 +28,7 @@ from moi.jobfiles.inputs import Inputs, Source, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
-from moi.jobs.job_policy import policy_fields
+from moi.jobs.job_policy import PolicyKeywords, policy_fields
 from moi.queue import jobqueue as queue
 from moi.queue.job_handle import JobHandle, kept_values
 from moi.storage.store import Store
@@ -93,26 +93,18 @@ def submit_many(
     workdir: bool = False,
     resources: Mapping[str, str] | None = None,
     outputs: str | None = None,
-    time_limit: str | float | None = None,
-    soft_time_limit: str | float | None = None,
-    retries: int | None = None,
-    retry_on: Any = None,
-    backoff: Any = None,
-    idempotent: bool | None = None,
+    **policy: Unpack[PolicyKeywords],
 ) -> tuple[list[str], str, Batch]:
     """Queue ``func(*item)`` for every item, each as its own job under ``group``.
 
     An item is a tuple of positional arguments; anything else is the single argument. Job ``i`` is named
     ``"<name> [i]"``. Returns ``(job_ids, group_id, batch)`` once every job is stored as Queued and announced.
-    Past the hard limit the whole batch is refused (QuotaExceeded) before any item is stored.
-    ``files``, ``workdir``, ``resources``, ``outputs``: as for ``submit``, for every item:
-    each gets its own directory with the same inputs; ``outputs`` gets one folder per item id.
-    ``time_limit``, ``soft_time_limit``, ``retries``, ``retry_on``, ``backoff``, ``idempotent``: as for
-    ``submit``, checked once, the same for every item (each item's attempts are its own).
+    Past the hard limit the whole batch is refused (QuotaExceeded) before any item is stored. The other
+    keywords are ``submit``'s (``time_limit``, ``retries``, ...), for every item: each gets its own directory
+    with the same inputs (``outputs`` one folder per item id), the same time limit and retries (checked once),
+    and attempts of its own.
     """
-    spec, level = _checked(ctx, priority, name, url)
-    policy = Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent)
-    fields = policy_fields(policy, spec.name)
+    spec, level, fields = _checked(ctx, priority, name, url, Policy(**policy))
     store = connections.store()
     jobs = queue.Queue(store)
     batch_id = new_id()
@@ -128,15 +120,16 @@ def submit_many(
 
 
 def _checked(
-    ctx: str | Context | None, priority: str | int | None, name: str, url: str | None
-) -> tuple[ContextSpec, int]:
-    """The batch's context spec and priority level; its name and url checked once, for every item's."""
+    ctx: str | Context | None, priority: str | int | None, name: str, url: str | None, policy: Policy
+) -> tuple[ContextSpec, int, dict[str, Any]]:
+    """The batch's context spec, priority level and policy fields; its name, url and policy checked once,
+    for every item's."""
     default = connections.settings().default_context
     spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx or default)
     level = queue.priority_of(priority)
     values.check_line(name, "the batch's name")  # see moi.core.values
     values.check_line(url, "the batch's url")
-    return spec, level
+    return spec, level, policy_fields(policy, spec.name)
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,24 @@ comes). A module that does not import here passes, as written: it may exist only
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, TypedDict
 
 from moi.core.errors import InvalidValue
 from moi.core.info import Info
 from moi.core.policy import Policy
 from moi.jobfiles.input_policy import LOCAL
 from moi.jobs import connections
+
+
+class PolicyKeywords(TypedDict, total=False):
+    """The keywords of a job's policy, as ``submit_many`` and ``moi.services.submit`` take them (``Policy``'s)."""
+
+    time_limit: str | float | None
+    soft_time_limit: str | float | None
+    retries: int | None
+    retry_on: Any
+    backoff: Any
+    idempotent: bool | None
 
 
 def policy_fields(policy: Policy, context: str, origin: str = LOCAL) -> dict[str, Any]:

@@ -71,25 +71,21 @@ def submit(
     ``ctx`` is a context name or Context; or a chooser, ``chooser(name, user, args, kwargs)``
     returning a context name; None uses the configured chooser (``[moi] chooser``), else the
     default context. ``group`` is a user name (its group is created on first use) or a group id.
-    ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a
-    higher one starts first when every engine is busy. ``files``: inputs copied into
-    the job's own directory (paths, or names mapped to paths, bytes or binary files);
-    ``workdir=True`` gives it a directory without inputs; an input given as a URI is
-    fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per
-    host and shared; ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``).
-    ``time_limit`` (``90s``, ``15m``, ``2h`` or seconds; the context's by default) ends the job, Failed, when
-    it runs longer; ``soft_time_limit`` warns it first (``JobSoftTimeLimit``). ``retries``: how many more
-    attempts a failure gets, for the failures ``retry_on`` names (exception classes or names, shell exit
-    codes; all but a cancel by default), after ``backoff`` (``[first, largest]`` delay, doubling, with
-    jitter); ``idempotent=True``: a job whose engine was lost is queued again rather than failed
-    (see ``moi.core.policy``).
-    Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
+    ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a higher one starts first when
+    every engine is busy. ``files``: inputs copied into the job's own directory (paths, or names mapped to
+    paths, bytes or binary files); ``workdir=True`` gives it a directory without inputs; an input given as a
+    URI is fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per host and shared;
+    ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``).
+    ``time_limit`` (``90s``, ``15m``, ``2h``; the context's by default) ends the job, Failed; ``soft_time_limit``
+    warns it first. ``retries``: more attempts for the failures ``retry_on`` names (exception classes or names,
+    exit codes; any but a cancel by default), after ``backoff``; ``idempotent=True``: queued again after a lost
+    engine (see ``moi.core.policy``). Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
     with its call, in moi's queue and announced before this returns; the cluster need not be up.
     """
     spec = context_for(ctx, name, group, args, kwargs)
-    placed = Placed(files, workdir, resources, outputs)
     fields = policy_fields(Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent), spec)
-    return queue_job(spec, group, name, url, func, args, kwargs, queue.priority_of(priority), placed, fields)
+    placed, level = Placed(files, workdir, resources, outputs), queue.priority_of(priority)
+    return queue_job(spec, group, name, url, func, args, kwargs, level, placed, fields)
 
 
 def policy_fields(policy: Policy, spec: ContextSpec, origin: str = LOCAL) -> dict[str, Any]:

@@ -61,6 +61,10 @@ def _queued_again(current: Info) -> Info | None:
         return None  # resubmitted meanwhile
     for field in ("result", "result_format", "date_start", "date_end", "engine"):
         current[field] = None
+    for field in ("retry_at", "attempts"):  # its retries start again from its first attempt
+        current.pop(field, None)
+    if "max_attempts" in current:
+        current["attempt"] = 1
     current.update(status=Status.QUEUED, resubmitted=int(current.get("resubmitted") or 0) + 1)
     return current
 
