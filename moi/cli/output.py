@@ -49,7 +49,8 @@ def _shown_field(info: Info, key: str) -> Any:
         return ", ".join(str(name) for name in value)
     if key == "retry_at" and isinstance(value, int | float):
         due = datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
-        return f"{due} (in {max(0, round(value - time.time()))}s)" if info.get("status") == Status.QUEUED else due
+        left = value - time.time()
+        return f"{due} (in {policy.shown(float(max(1, round(left))))})" if left > 0 and not is_finished(info) else due
     if key == "attempts" and isinstance(value, list):
         earlier = [f"\n  {_attempt_line(attempt)}" for attempt in value if isinstance(attempt, dict)]
         return f"{len(earlier)} earlier" + "".join(earlier)

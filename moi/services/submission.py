@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import IO, Any, Unpack
 
 from moi.core.config import Settings
@@ -75,7 +76,10 @@ def submit(
 def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) -> dict[str, Any]:
     """A service job's time limit and retries: what the submission asks for over what the service gives.
     A submission may ask for less time than the service's ``time_limit``, not more (InvalidValue)."""
-    fields = job_policy.policy_fields(asked.merged(cls.policy()), context, origin)
+    under = cls.policy()
+    if asked.retries in (0, "0"):  # no retries asked for: the service's retry_on and backoff are for none
+        under = replace(under, retry_on=None, backoff=None)
+    fields = job_policy.policy_fields(asked.merged(under), context, origin)
     if asked.time_limit is not None and cls.time_limit is not None:
         most = seconds_of(cls.time_limit, "time_limit")  # checked when the service was defined
         if fields["time_limit"] > most:
