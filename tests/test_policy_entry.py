@@ -23,10 +23,10 @@ from examples.hetatm_service import Hetatm
 from moi import services
 from moi.cli.output import EXIT_USAGE
 from moi.core.config import build_settings
-from moi.core.info import Status
+from moi.core.info import Status, new_id, new_info, now
 from moi.core.policy import DEFAULT_MAX_RETRIES
 from moi.errors import InvalidValue, ServiceDefinitionError
-from moi.job import pause, relaunch, submit, submit_many
+from moi.job import pause, relaunch, resume, submit, submit_many
 from moi.jobs import connections
 from moi.services import Service
 from moi.services.documents import load
@@ -379,6 +379,31 @@ def test_a_yaml_steps_retries_run_its_failed_command_again(r) -> None:
         assert (step["status"], step["attempt"], step["max_attempts"]) == (Status.SUCCESS, 2, 3)
         assert [earlier["attempt"] for earlier in step["attempts"]] == [1]
         assert "exit code 1 means failed; stderr ends: first" in step["attempts"][0]["result"]
+    finally:
+        for cls in load(STEPS):
+            services.unregister(cls.name)
+
+
+def test_a_service_jobs_next_attempt_shows_only_its_own_steps(held) -> None:
+    """What a retry of a service job finds: its earlier attempt's steps, which it removes from the tree."""
+    for cls in load(STEPS):
+        services.register(cls)
+    try:
+        job_id, _, _ = services.submit("step-retries", USER, retries=1)
+        store = connections.store()
+        old = new_info(new_id(), "flaky", "job", store.keys.channel(""), context="default")
+        old.update(step="flaky", status=Status.FAILED, date_start="2000-01-01 00:00:00.000000", date_end=now())
+        store.add_under(job_id, [old])
+
+        def second_attempt(info: dict[str, Any]) -> dict[str, Any]:
+            info.update(attempt=2, attempts=[{"attempt": 1, "result": "step 'flaky' failed"}])
+            return info
+
+        store.update(job_id, second_attempt, store.get(job_id))
+        resume(user=USER)
+        assert finished(job_id, timeout=90)["status"] == Status.SUCCESS
+        [step] = store.get_many(sorted(store.children(job_id)))
+        assert step["id"] != old["id"] and step["status"] == Status.SUCCESS
     finally:
         for cls in load(STEPS):
             services.unregister(cls.name)

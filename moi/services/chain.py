@@ -25,6 +25,8 @@ from moi.core.info import Info, Status, is_finished, new_id, new_info, now
 from moi.core.policy import time_limit_reason
 from moi.services import steps
 from moi.services.steps import DONE, FAILED, STEPS_DIR, SUCCESS, Step, check_chain, inside_directory
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store, message
 
 
 class Chain:
@@ -36,7 +38,8 @@ class Chain:
         self.params = params
         self.directory = directory
         self.store, info = engine.current_job()
-        self.job_id, self.context = info["id"], info.get("context")
+        self.job_id, self.context, self.attempt = info["id"], info.get("context"), info.get("attempt")
+        self.started = str(info.get("date_start") or "")  # when this attempt of the job started
         self.ttl = self.store.ttl_of(info)
         self.nodes: dict[str, Info] = {}  # step name -> its info as last written
         self.running: dict[str, subprocess.Popen[bytes]] = {}
@@ -47,6 +50,7 @@ class Chain:
     def run(self) -> dict[str, str]:
         """Every step, in order; what became of each. StepFailed when one failed."""
         os.makedirs(os.path.join(self.directory, STEPS_DIR), exist_ok=True)
+        self._forget_earlier_attempts()
         try:
             stopped = self._loop()
         except BaseException as error:
@@ -57,6 +61,15 @@ class Chain:
         if stopped:
             self._end_the_rest(stopped)
         return dict(self.ended)
+
+    def _forget_earlier_attempts(self) -> None:
+        """A retried job's steps of its earlier attempt, removed from the tree: the page shows this one's."""
+        if not isinstance(self.attempt, int) or self.attempt <= 1 or not self.started:
+            return
+        nodes = self.store.get_many(sorted(self.store.children(self.job_id)))
+        earlier = [node["id"] for node in nodes if str(node.get("date_start") or node.get("date_end")) < self.started]
+        if earlier:
+            remove_steps(self.store, self.job_id, earlier)
 
     def _loop(self) -> str:
         """Start what is ready, wait for one to end, until all did; the reason the chain stopped early."""
@@ -248,3 +261,14 @@ def run_command(command: str | Sequence[str], directory: str) -> subprocess.Comp
                 end_process_group(proc)
             raise
     return subprocess.CompletedProcess(command, proc.returncode)
+
+
+def remove_steps(store: Store, job_id: str, step_ids: list[str]) -> None:
+    """The steps of a run that failed, gone from the tree (and from the page) before it runs again
+    (a resubmit, or the job's next attempt)."""
+    pipe = store.redis.pipeline(transaction=True)
+    pipe.delete(*[store.keys.info(step) for step in step_ids])
+    pipe.srem(store.keys.children(job_id), *step_ids)
+    pipe.publish(store.keys.channel(job_id), message("remove", step_ids))
+    with reaching(store.url):
+        pipe.execute()
