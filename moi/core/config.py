@@ -13,15 +13,15 @@ INI file (named by ``MOI_CONFIG_FP``)::
     key_prefix = myapp:
     ttl = 1209600
     max_retries = 10
-    time_limit = 2h                    ; of a job that names none, in every context ...
+    time_limit = 2h
     [context big]
-    time_limit = 12h                   ; ... but this one
-
-Where each section's options come from and go: ``moi.core.config_sources``.
+    time_limit = 12h
 
 A context entry is ``NAME`` (an IPython profile of that name), or
 ``NAME=TARGET`` where TARGET is a profile, ``profile:cluster_id`` or the path
-of an ``ipcontroller-client.json`` connection file.
+of an ``ipcontroller-client.json`` connection file. ``[moi] time_limit`` is the time limit
+of a job that names none, in every context; a ``[context NAME]`` section's, in that context.
+Which option goes to which setting: ``moi.core.config_sources``.
 """
 
 from __future__ import annotations
