@@ -205,6 +205,18 @@ def test_the_cli_refuses_a_bad_policy_with_exit_2_and_shows_a_good_one(held, tmp
         assert line in shown, shown
 
 
+def test_moi_run_takes_the_same_options_over_the_services_own(held) -> None:
+    services.load_into(connections.store(), YAML_LIMITED, "limited.yaml")  # seen by the moi subprocess
+    before = kept(held)
+    done = run_moi("run", "yaml-limited", "--user", USER, "--time-limit", "0")
+    assert done.returncode == EXIT_USAGE and kept(held) == before, done.stderr
+    one_line(done.stderr, "Invalid value for '--time-limit'")
+    done = run_moi("run", "yaml-limited", "--user", USER, "--time-limit", "30m", "--retries", "3")
+    assert done.returncode == 0, done.stderr
+    info = connections.store().get(done.stdout.split("Submitted job id: ")[1].split()[0])
+    assert (info["time_limit"], info["max_attempts"]) == (1800.0, 4)
+
+
 def test_the_cli_shows_the_next_retry_and_the_earlier_attempts(held) -> None:
     job_id, _, _ = submit("default", USER, "waits", None, jobs.add, 1, 2, retries=2)
     store = connections.store()
