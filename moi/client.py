@@ -72,7 +72,8 @@ class Client:
         **fields: Any,
     ) -> str:
         """A new job: ``cmd`` (Python code, or a shell command with ``cmd_type="system"``) or a
-        ``service`` with ``params``; ``fields``: name, url, priority, email, group. Its id."""
+        ``service`` with ``params``; ``fields``: name, url, priority, email, group, and the job's time limit
+        and retries (time_limit, soft_time_limit, retries, retry_on, backoff, idempotent). Its id."""
         body: dict[str, Any] = {"service": service, "params": params or {}} if service else {"cmd": cmd}
         if not service:
             body["cmd_type"] = cmd_type

@@ -143,7 +143,7 @@ def pinned(document: dict[str, Any]) -> dict[str, Any]:
     """The document with the service named (so uploads reach the files code) and an odd Range header."""
     document = copy.deepcopy(document)
     document["components"]["schemas"]["NewJob"]["properties"]["service"] = {"type": "string", "enum": SERVICES}
-    form = document["paths"]["/api/v1/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    form = document["components"]["schemas"]["NewJobForm"]  # the multipart body's schema
     form["properties"]["service"] = {"type": "string", "enum": SERVICES}
     form["required"] = ["service", "input"]
     for item in document["paths"].values():

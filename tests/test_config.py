@@ -100,6 +100,53 @@ def test_bad_values_are_config_errors(clean_env) -> None:
         build_settings({"ttl": 0})
 
 
+def test_time_limits_and_max_retries_from_the_ini_the_environment_and_configure(clean_env, tmp_path) -> None:
+    for name in ("MOI_TIME_LIMIT", "MOI_CONTEXT_TIME_LIMITS", "MOI_MAX_RETRIES"):
+        clean_env.delenv(name, raising=False)
+    ini = tmp_path / "moi.ini"
+    ini.write_text(
+        "[ipython]\ncontext = default, big=slurm:c1\n[moi]\nmax_retries = 3\ntime_limit = 2h\n"
+        "[context big]\ntime_limit = 12h\n"
+    )
+    clean_env.setenv("MOI_CONFIG_FP", str(ini))
+    settings = build_settings()
+    assert (settings.max_retries, settings.time_limit, settings.context_time_limits) == (3, 7200.0, {"big": 43200.0})
+    assert (settings.time_limit_of("default"), settings.time_limit_of("big")) == (7200.0, 43200.0)
+    clean_env.setenv("MOI_CONTEXT_TIME_LIMITS", "default=30m")
+    clean_env.setenv("MOI_TIME_LIMIT", "")  # empty: not set here, so the file's holds
+    assert build_settings().context_time_limits == {"default": 1800.0}
+    assert build_settings({"time_limit": None}).time_limit_of("big") is None
+    assert build_settings().max_retries == 3 and build_settings({"max_retries": "0"}).max_retries == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ({"time_limit": "lots"}, "time_limit is refused: 'lots' is not a duration"),
+        ({"time_limit": 0}, "time_limit is refused: 0 is not a duration above zero"),
+        ({"time_limit": float("inf")}, "time_limit is refused: inf is not a duration above zero"),
+        ({"max_retries": -1}, "max_retries must be a whole number from 0 to 1000, not -1"),
+        ({"max_retries": "many"}, "max_retries must be a number, not 'many'"),
+        ({"context_time_limits": "big=-5"}, "[context big] time_limit is refused"),
+        ({"context_time_limits": "big"}, "context time limits are NAME=DURATION"),
+        ({"context_time_limits": {"nowhere": "1h"}}, "[context nowhere] names no configured context"),
+    ],
+)
+def test_a_bad_time_limit_or_max_retries_is_one_line(clean_env, given: dict[str, object], says: str) -> None:
+    clean_env.setenv("MOI_CONTEXTS", "default, big=slurm:c1")
+    with pytest.raises(ConfigError) as raised:
+        build_settings(given)
+    assert says in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_context_section_takes_only_a_time_limit(clean_env, tmp_path) -> None:
+    ini = tmp_path / "moi.ini"
+    ini.write_text("[context default]\ntime_limit = 1h\nengines = 4\n")
+    clean_env.setenv("MOI_CONFIG_FP", str(ini))
+    with pytest.raises(ConfigError, match=re.escape("[context default] has no option 'engines'")):
+        build_settings()
+
+
 def test_import_opens_no_connection_and_starts_nothing(tmp_path) -> None:
     # An unreachable Redis and an empty state dir: importing and naming things must still work.
     code = "import moi, moi.job, moi.cli\nfrom moi import ctx_default, r_client\nprint(ctx_default)\n"

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import datetime
 from typing import Any
 
 from moi.compute import watchdog
+from moi.core import policy
 from moi.core.info import SEED_FIELDS, Info, Status, is_finished
+from moi.core.redact import printable
 from moi.jobs import connections
 from moi.upkeep import passes
 
@@ -25,11 +28,41 @@ EXIT_JOB_FAILED = 3  # a job waited for (or any item of a batch) ended Failed or
 def format_info(info: Info) -> str:
     """The seed's block: a header, sorted ``key<tab>: value`` lines, result last."""
     lines = [f"********** {info['id']} **********"]
-    extra = sorted(set(info) - set(SEED_FIELDS))
+    extra = sorted(set(info) - set(SEED_FIELDS) - {"max_attempts"})  # shown with attempt: "2 of 4"
     for key in sorted(set(SEED_FIELDS) - {"result"}) + extra:
-        lines.append(f"{key}{_tabs(key)}: {info.get(key)}")
+        lines.append(f"{key}{_tabs(key)}: {_shown_field(info, key)}")
     lines.append(f"result{_tabs('result')}: {_show_result(info.get('result'))}")
     return "\n".join(lines)
+
+
+def _shown_field(info: Info, key: str) -> Any:
+    """A field as a reader wants it: a time limit as 15m, "attempt 2 of 4", when the next retry is due,
+    the earlier attempts' last lines; the others as they are."""
+    value = info.get(key)
+    if key in ("time_limit", "soft_time_limit") and isinstance(value, int | float):
+        return policy.shown(float(value))
+    if key == "attempt":
+        return f"{value} of {info.get('max_attempts')}"
+    if key == "backoff" and isinstance(value, list):
+        return ", ".join(policy.shown(float(delay)) for delay in value)
+    if key == "retry_on" and isinstance(value, list):
+        return ", ".join(str(name) for name in value)
+    if key == "retry_at" and isinstance(value, int | float):
+        due = datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
+        left = value - time.time()
+        return f"{due} (in {policy.shown(float(max(1, round(left))))})" if left > 0 and not is_finished(info) else due
+    if key == "attempts" and isinstance(value, list):
+        earlier = [f"\n  {_attempt_line(attempt)}" for attempt in value if isinstance(attempt, dict)]
+        return f"{len(earlier)} earlier" + "".join(earlier)
+    return value
+
+
+def _attempt_line(attempt: dict[str, Any]) -> str:
+    """An earlier attempt: its number, engine and end, and its result's last line (a traceback's says what failed)."""
+    result = attempt.get("result")
+    lines = [line for line in result.splitlines() if line.strip()] if isinstance(result, str) else [repr(result)]
+    last = printable(lines[-1] if lines else "", 200)
+    return f"attempt {attempt.get('attempt')} on {attempt.get('engine')}, ended {attempt.get('date_end')}: {last}"
 
 
 def _tabs(key: str) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
 from moi import services
 from moi.cli.output import exit_if_failed, format_info, wait_for
+from moi.cli.policy_options import checked, policy_of, policy_options
 from moi.core.errors import ConfigError
 from moi.jobs import connections
 from moi.services.resubmission import resubmit
@@ -32,6 +34,7 @@ def _pairs(given: tuple[str, ...]) -> dict[str, str]:
 @click.option("--context", default=None, help="The cluster context (default: the configured default).")
 @click.option("--priority", default=None, help="low, normal (the default), high, or an integer.")
 @click.option("--block", is_flag=True, help="Wait for the job to finish and print it.")
+@policy_options
 def run_command(
     name: str,
     params: tuple[str, ...],
@@ -41,10 +44,19 @@ def run_command(
     context: str | None,
     priority: str | None,
     block: bool,
+    **policy: Any,
 ) -> None:
     """Submit a job of service NAME (`moi services` lists them)."""
+    limits = checked(policy_of(**policy), context or connections.settings().default_context)
     job_id, _, _ = services.submit(
-        name, user, _pairs(params), files=list(inputs) or None, email=email, context=context, priority=priority
+        name,
+        user,
+        _pairs(params),
+        files=list(inputs) or None,
+        email=email,
+        context=context,
+        priority=priority,
+        **limits,
     )
     click.echo(f"Submitted job id: {job_id}")
     if block:

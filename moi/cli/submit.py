@@ -7,6 +7,7 @@ from typing import Any, TextIO
 import click
 
 from moi.cli.output import exit_if_failed, format_info, wait_for
+from moi.cli.policy_options import checked, policy_of, policy_options
 from moi.compute import watchdog
 from moi.compute.text_jobs import check_code, python_exec, system_call
 from moi.core.redact import printable
@@ -42,6 +43,7 @@ DEFAULT_NAME = "no-user-cmd-submit"
     multiple=True,
     help="A file (or URI) put in the job's directory as $INPUT/<its name>; with --each, in every job's (repeatable).",
 )
+@policy_options
 def submit_command(
     cmd: str | None,
     each: TextIO | None,
@@ -52,20 +54,22 @@ def submit_command(
     context: str | None,
     priority: str | None,
     inputs: tuple[str, ...],
+    **policy: Any,
 ) -> None:
     """Submit a job (--cmd), or one job per line of a file (--each)."""
     if cmd is not None and each is not None:
         raise click.UsageError("Give --cmd or --each, not both")
     ctx = context or connections.settings().default_context
+    limits = checked(policy_of(**policy), ctx)  # time limit and retries: a bad one is a usage mistake
     if each is not None:
-        _submit_each(each, cmd_type or "system", block, user or "no-user", name, ctx, list(inputs) or None)
+        _submit_each(each, cmd_type or "system", block, user or "no-user", name, ctx, list(inputs) or None, limits)
         return
     if cmd is None:
         raise click.UsageError("Give --cmd (one job) or --each (a file of commands)")
     func = _command_function(cmd_type or "python", [cmd])
     # Queued in Redis; if this process leads the dispatching, its exit leaves work for the job.
     files = list(inputs) if inputs else None
-    job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd, priority=priority, files=files)
+    job_id, _, _ = submit(ctx, user or "no-user", name, None, func, cmd, priority=priority, files=files, **limits)
     click.echo(f"Submitted job id: {job_id}")
     if get_info(job_id).get("waiting") and not watchdog.controller_listening(
         connections.context_spec(ctx).connection_file()
@@ -87,14 +91,22 @@ def _command_function(cmd_type: str, commands: list[str]) -> Any:
 
 
 def _submit_each(
-    lines: TextIO, cmd_type: str, block: bool, user: str, name: str, ctx: str, inputs: list[str] | None
+    lines: TextIO,
+    cmd_type: str,
+    block: bool,
+    user: str,
+    name: str,
+    ctx: str,
+    inputs: list[str] | None,
+    limits: dict[str, Any],
 ) -> None:
     commands = _read_commands(lines)
     if not commands:
         raise click.UsageError(f"{lines.name} holds no commands")
     func = _command_function(cmd_type, commands)
     # Queued in Redis; if this process leads the dispatching, its exit leaves work for the jobs.
-    job_ids, _, _ = submit_many(ctx, user, name, None, func, [(command,) for command in commands], files=inputs)
+    items = [(command,) for command in commands]
+    job_ids, _, _ = submit_many(ctx, user, name, None, func, items, files=inputs, **limits)
     for job_id in job_ids:
         click.echo(f"Submitted job id: {job_id}")
     if block:

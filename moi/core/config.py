@@ -12,27 +12,34 @@ INI file (named by ``MOI_CONFIG_FP``)::
     [moi]
     key_prefix = myapp:
     ttl = 1209600
+    max_retries = 10
+    time_limit = 2h
+    [context big]
+    time_limit = 12h
 
 A context entry is ``NAME`` (an IPython profile of that name), or
 ``NAME=TARGET`` where TARGET is a profile, ``profile:cluster_id`` or the path
-of an ``ipcontroller-client.json`` connection file.
+of an ``ipcontroller-client.json`` connection file. ``[moi] time_limit`` is the time limit
+of a job that names none, in every context; a ``[context NAME]`` section's, in that context.
+Which option goes to which setting: ``moi.core.config_sources``.
 """
 
 from __future__ import annotations
 
-import configparser
 import importlib
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
-from urllib.parse import quote
 
 from moi.core import values
-from moi.core.errors import ConfigError
+from moi.core.config_sources import from_environment, from_ini
+from moi.core.errors import ConfigError, InvalidValue
 from moi.core.files_settings import parse_allow, split_list, under
 from moi.core.lua import MAX_PRIORITY
+from moi.core.policy import DEFAULT_MAX_RETRIES, seconds_of
 
 TWO_WEEKS = 14 * 24 * 3600
+MOST_RETRIES = 1000  # [moi] max_retries at most: more is surely a mistake
 
 
 @dataclass(frozen=True)
@@ -117,6 +124,11 @@ class Settings:
     fetch_allow: str = ""  # internal addresses a fetch may reach: networks (10.1.2.0/24) or address:port
     fetch_max_bytes: int = 1 << 30  # bytes one fetched input or resource may hold
     fetch_timeout: float = 300.0  # seconds one fetch may take, redirects included
+    # Time limits and retries (see moi.core.policy): the most retries a job may ask for, and the time limit of
+    # a job that names none: [moi] time_limit in every context, [context NAME] time_limit in that one.
+    max_retries: int = DEFAULT_MAX_RETRIES
+    time_limit: float | None = None  # seconds; None: none
+    context_time_limits: dict[str, float] = field(default_factory=dict)  # context name -> seconds
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -143,152 +155,19 @@ class Settings:
     def jobs_root(self) -> str:
         return os.path.abspath(self.jobs_dir or os.path.join(self.state_dir, "jobs"))
 
+    def time_limit_of(self, context: str) -> float | None:
+        """The time limit of a job of ``context`` that names none: the context's own, else ``time_limit``."""
+        return self.context_time_limits.get(context, self.time_limit)
+
 
 def default_state_dir() -> str:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "moi")
 
 
-def _redis_url_from_section(section: configparser.SectionProxy) -> str:
-    if "url" in section:
-        return section["url"]
-    password = section.get("password", "")
-    auth = f":{quote(password, safe='')}@" if password else ""
-    db = section.get("db", "0")
-    if "sentinels" in section:  # a list of sentinels and the service they watch: a sentinel URL
-        sentinels = ",".join(entry.strip() for entry in section["sentinels"].split(",") if entry.strip())
-        return f"redis+sentinel://{auth}{sentinels}/{quote(section.get('service', 'mymaster'), safe='')}/{db}"
-    host = section.get("host", "127.0.0.1")
-    return f"redis://{auth}{host}:{section.get('port', '6379')}/{db}"
-
-
 def _parse_contexts(text: str) -> dict[str, ContextSpec]:
     specs = [ContextSpec.parse(entry) for entry in text.split(",") if entry.strip()]
     return {spec.name: spec for spec in specs}
-
-
-def _from_ini(path: str) -> dict[str, Any]:
-    parser = configparser.ConfigParser()
-    if not parser.read(path):
-        raise ConfigError(f"Cannot read the configuration file {path} named by MOI_CONFIG_FP")
-    values: dict[str, Any] = {}
-    if parser.has_section("redis"):
-        values["redis_url"] = _redis_url_from_section(parser["redis"])
-    if parser.has_section("ipython"):
-        section = parser["ipython"]
-        if "context" in section:
-            values["contexts"] = _parse_contexts(section["context"])
-        if "default" in section:
-            values["default_context"] = section["default"].strip()
-    if parser.has_section("moi"):
-        values.update({name: value for name, value in parser["moi"].items() if name in _MOI_OPTIONS})
-    if parser.has_section("mail"):
-        values.update(_mail_section(parser["mail"]))
-    if parser.has_section("files"):
-        values.update(_named_options(parser["files"], _FILES_OPTIONS))
-    if parser.has_section("security"):
-        values.update(_named_options(parser["security"], _SECURITY_OPTIONS))
-    return values
-
-
-_MOI_OPTIONS = frozenset(
-    ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir", "ttl")
-    + ("services", "keep_expired", "site_url", "max_upload", "admins", "max_user_priority")
-)
-
-
-def _mail_section(section: configparser.SectionProxy) -> dict[str, str]:
-    values = {}
-    for name, value in section.items():
-        if name not in _MAIL_OPTIONS:
-            raise ConfigError(f"[mail] has no option {name!r}; the options are {', '.join(_MAIL_OPTIONS)}")
-        values[_MAIL_OPTIONS[name]] = value
-    return values
-
-
-_FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes", "fetch_timeout")
-
-
-_SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network", "code_max_processes")
-
-
-def _named_options(section: configparser.SectionProxy, options: tuple[str, ...]) -> dict[str, str]:
-    """A section whose options are settings of the same names; ConfigError for any other option."""
-    unknown = [name for name in section if name not in options and name not in section.parser.defaults()]
-    if unknown:
-        raise ConfigError(f"[{section.name}] has no option {unknown[0]!r}; the options are {', '.join(options)}")
-    return {name: section[name] for name in options if name in section}
-
-
-def _uid_range(text: str) -> tuple[int, int]:
-    low, dash, high = (part.strip() for part in text.partition("-"))
-    if not (dash and values.is_whole(low, 10) and values.is_whole(high, 10)):
-        raise ConfigError(f"[security] code_uids is a range of uids LOW-HIGH such as 200000-265535, not {text!r}")
-    if not 0 < int(low) <= int(high) < 2**32 - 1:
-        raise ConfigError(f"[security] code_uids {text!r} must go up from LOW to HIGH, above 0 (root), below 2**32-1")
-    return int(low), int(high)
-
-
-# [mail] option -> setting
-_MAIL_OPTIONS = {
-    "host": "smtp_host",
-    "port": "smtp_port",
-    "tls": "smtp_tls",
-    "user": "smtp_user",
-    "password": "smtp_password",
-    "from": "mail_from",
-    "admin": "admin_email",
-}
-
-
-_ENVIRONMENT = {
-    "MOI_REDIS_URL": "redis_url",
-    "MOI_CONTEXTS": "contexts",
-    "MOI_DEFAULT_CONTEXT": "default_context",
-    "MOI_KEY_PREFIX": "key_prefix",
-    "MOI_TTL": "ttl",
-    "MOI_CLUSTER_TIMEOUT": "cluster_timeout",
-    "MOI_STATE_DIR": "state_dir",
-    "MOI_ENGINES": "engines",
-    "MOI_SCHEDULER": "scheduler",
-    "MOI_COOKIE_SECRET": "cookie_secret",
-    "MOI_HOG_SIZE": "hog_size",
-    "MOI_HARD_LIMIT": "hard_limit",
-    "MOI_MAX_USER_PRIORITY": "max_user_priority",
-    "MOI_CHOOSER": "chooser",
-    "MOI_JOBS_DIR": "jobs_dir",
-    "MOI_SERVICES": "services",
-    "MOI_KEEP_EXPIRED": "keep_expired",
-    "MOI_SITE_URL": "site_url",
-    "MOI_MAX_UPLOAD": "max_upload",
-    "MOI_ADMINS": "admins",
-    "MOI_CODE_USERS": "code_users",
-    "MOI_CODE_UIDS": "code_uids",
-    "MOI_CODE_PYTHON": "code_python",
-    "MOI_CODE_NETWORK": "code_network",
-    "MOI_CODE_MAX_PROCESSES": "code_max_processes",
-    "MOI_INPUT_ROOTS": "input_roots",
-    "MOI_URI_SCHEMES": "uri_schemes",
-    "MOI_FETCH_ALLOW": "fetch_allow",
-    "MOI_FETCH_MAX_BYTES": "fetch_max_bytes",
-    "MOI_FETCH_TIMEOUT": "fetch_timeout",
-    "MOI_SMTP_HOST": "smtp_host",
-    "MOI_SMTP_PORT": "smtp_port",
-    "MOI_SMTP_TLS": "smtp_tls",
-    "MOI_SMTP_USER": "smtp_user",
-    "MOI_SMTP_PASSWORD": "smtp_password",
-    "MOI_MAIL_FROM": "mail_from",
-    "MOI_ADMIN_EMAIL": "admin_email",
-}
-
-
-def _from_environment() -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for variable, name in _ENVIRONMENT.items():
-        text = os.environ.get(variable)
-        if text:
-            values[name] = _parse_contexts(text) if name == "contexts" else text
-    return values
 
 
 def _coerce(values: dict[str, Any]) -> dict[str, Any]:
@@ -305,6 +184,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "fetch_max_bytes": int,
         "fetch_timeout": float,
         "smtp_port": int,
+        "max_retries": int,
     }
     out = dict(values)
     for name, convert in converters.items():
@@ -317,7 +197,38 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         out["contexts"] = _parse_contexts(out["contexts"])
     if isinstance(out.get("contexts"), (list, tuple)):
         out["contexts"] = _parse_contexts(",".join(out["contexts"]))
+    if "time_limit" in out:
+        out["time_limit"] = _time_limit(out["time_limit"], "time_limit")
+    if "context_time_limits" in out:
+        out["context_time_limits"] = _context_time_limits(out["context_time_limits"])
     return out
+
+
+def _time_limit(value: Any, what: str) -> float | None:
+    """A time limit setting in seconds (``2h``, ``90s``, 600); empty: None. ConfigError, one line, otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return seconds_of(value, what)
+    except InvalidValue as error:
+        raise ConfigError(str(error)) from None
+
+
+def _context_time_limits(given: Any) -> dict[str, float]:
+    """Per-context time limits: a mapping of context names to durations, or the text ``big=12h, small=15m``."""
+    if isinstance(given, str):
+        pairs = [entry.partition("=") for entry in split_list(given)]
+        if any(not sep or not name.strip() for name, sep, _ in pairs):
+            raise ConfigError(f"context time limits are NAME=DURATION, comma-separated (big=12h), not {given!r}")
+        given = {name.strip(): limit for name, _, limit in pairs}
+    if not isinstance(given, dict):
+        raise ConfigError("context_time_limits maps context names to durations such as 12h")
+    limits = {}
+    for name, limit in given.items():
+        seconds = _time_limit(limit, f"[context {name}] time_limit")
+        if seconds is not None:
+            limits[str(name)] = seconds
+    return limits
 
 
 SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
@@ -337,18 +248,30 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     values: dict[str, Any] = {"state_dir": default_state_dir()}
     config_fp = os.environ.get("MOI_CONFIG_FP")
     if config_fp:
-        values.update(_from_ini(config_fp))
-    values.update(_from_environment())
+        values.update(from_ini(config_fp))
+    values.update(from_environment())
     values.update(overrides or {})
     settings = replace(Settings(), **_coerce(values))
     scheduler_args(settings.scheduler)  # a mistake shows now, not when the runtime starts
     _check_files(settings)
+    _check_choices(settings)
+    _check_numbers(settings)
+    if settings.contexts and "default_context" not in values:
+        settings = replace(settings, default_context=next(iter(settings.contexts)))
+    _check_context_names(settings)
+    return settings
+
+
+def _check_choices(settings: Settings) -> None:
     if settings.code_uids.strip():
         _uid_range(settings.code_uids)  # likewise a bad [security] code_uids
     if settings.code_network not in ("none", "host"):
         raise ConfigError(f"[security] code_network must be none or host, not {settings.code_network!r}")
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
+
+
+def _check_numbers(settings: Settings) -> None:
     if settings.ttl <= 0:
         raise ConfigError(f"ttl must be a positive number of seconds, not {settings.ttl}")
     for name in ("hog_size", "hard_limit"):
@@ -359,9 +282,25 @@ def build_settings(overrides: dict[str, Any] | None = None) -> Settings:
     if not -MAX_PRIORITY <= settings.max_user_priority <= MAX_PRIORITY:
         bounds = f"from {-MAX_PRIORITY} to {MAX_PRIORITY}"
         raise ConfigError(f"max_user_priority must be {bounds}, not {settings.max_user_priority}")
-    if settings.contexts and "default_context" not in values:
-        settings = replace(settings, default_context=next(iter(settings.contexts)))
-    return settings
+    if not 0 <= settings.max_retries <= MOST_RETRIES:
+        raise ConfigError(f"max_retries must be a whole number from 0 to {MOST_RETRIES}, not {settings.max_retries}")
+
+
+def _check_context_names(settings: Settings) -> None:
+    """ConfigError for a per-context setting of a context that is not configured (a typo would go unnoticed)."""
+    known = list(settings.contexts) or [settings.default_context]
+    for name in settings.context_time_limits:
+        if name not in known:
+            raise ConfigError(f"[context {name}] names no configured context; the contexts are {', '.join(known)}")
+
+
+def _uid_range(text: str) -> tuple[int, int]:
+    low, dash, high = (part.strip() for part in text.partition("-"))
+    if not (dash and values.is_whole(low, 10) and values.is_whole(high, 10)):
+        raise ConfigError(f"[security] code_uids is a range of uids LOW-HIGH such as 200000-265535, not {text!r}")
+    if not 0 < int(low) <= int(high) < 2**32 - 1:
+        raise ConfigError(f"[security] code_uids {text!r} must go up from LOW to HIGH, above 0 (root), below 2**32-1")
+    return int(low), int(high)
 
 
 def imported(path: str) -> Any:

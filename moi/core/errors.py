@@ -184,7 +184,7 @@ class InvalidValue(MoiError):
 
     def __init__(self, where: str, why: str) -> None:
         super().__init__(f"{printable(where, 80)} is refused: {why}")
-        self.where = where
+        self.where, self.why = where, why
 
 
 class QuotaExceeded(MoiError):

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from moi.core import errors, values
 from moi.core.errors import InvalidValue
 from moi.core.redact import printable
 
@@ -130,7 +131,7 @@ def _retries(retries: Any, retry_on: Any, backoff: Any, idempotent: Any, most: i
 def _retry_count(retries: Any, most: int) -> int:
     if retries is None:
         return 0
-    if isinstance(retries, str) and retries.strip().isdigit():
+    if isinstance(retries, str) and values.is_whole(retries.strip()):  # ASCII digits: int() refuses '²
         retries = int(retries.strip())
     if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= most:
         raise InvalidValue("retries", f"{printable(repr(retries), 40)} is not a whole number from 0 to {most}")
@@ -152,7 +153,7 @@ def retry_names(retry_on: Any) -> list[str | int]:
 def _retry_name(entry: Any) -> str | int:
     if isinstance(entry, type) and issubclass(entry, BaseException):
         return entry.__name__ if entry.__module__ == "builtins" else f"{entry.__module__}.{entry.__qualname__}"
-    if isinstance(entry, str) and entry.strip().lstrip("-").isdigit():
+    if isinstance(entry, str) and values.is_whole(entry.strip(), signed=True):
         entry = int(entry.strip())
     if isinstance(entry, int) and not isinstance(entry, bool):
         if not 1 <= entry <= 255:
@@ -161,9 +162,11 @@ def _retry_name(entry: Any) -> str | int:
     if not isinstance(entry, str) or not _DOTTED_NAME.match(entry.strip()) or len(entry) > 200:
         raise InvalidValue("retry_on", f"{printable(repr(entry), 60)} is not an exception name or an exit code")
     name = entry.strip()
-    if "." not in name and name != JOB_TIME_LIMIT and not _is_builtin_exception(name):
+    if "." not in name and name != JOB_TIME_LIMIT and not _is_builtin_exception(name) and not _is_moi_error(name):
         raise InvalidValue(
-            "retry_on", f"{name!r} is not a built-in exception; name others with their module, as mymodule.{name}"
+            "retry_on",
+            f"{name!r} is neither a built-in exception nor one of moi's; name others with their module, as "
+            f"mymodule.{name}",
         )
     return name
 
@@ -173,8 +176,17 @@ def _is_builtin_exception(name: str) -> bool:
     return isinstance(found, type) and issubclass(found, BaseException)
 
 
+def _is_moi_error(name: str) -> bool:
+    """One of moi's own errors (``JobTimeLimit``, ``StepFailed``, ...), which a failure names bare too."""
+    found = getattr(errors, name, None)
+    return isinstance(found, type) and issubclass(found, errors.MoiError)
+
+
 def backoff_of(backoff: Any) -> list[float]:
-    """``[first, largest]`` delays in seconds: one duration (the first; the largest stays the default) or two."""
+    """``[first, largest]`` delays in seconds: one duration (the first; the largest stays the default) or two
+    (a list, or text such as ``2s,5m``)."""
+    if isinstance(backoff, str) and "," in backoff:
+        backoff = [part.strip() for part in backoff.split(",")]
     if isinstance(backoff, list | tuple) and len(backoff) == 2:
         first, largest = seconds_of(backoff[0], "backoff"), seconds_of(backoff[1], "backoff")
     else:

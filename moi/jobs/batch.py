@@ -14,7 +14,8 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Unpack
 
 from moi.compute import engine
 from moi.compute.context import Context, by_name
@@ -22,10 +23,12 @@ from moi.core import values
 from moi.core.config import ContextSpec
 from moi.core.errors import InputRefused
 from moi.core.info import Info, Status, is_finished, new_id, new_info
+from moi.core.policy import Policy
 from moi.jobfiles.inputs import Inputs, Source, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections
+from moi.jobs.job_policy import PolicyKeywords, policy_fields
 from moi.queue import jobqueue as queue
 from moi.queue.job_handle import JobHandle, kept_values
 from moi.storage.store import Store
@@ -90,20 +93,22 @@ def submit_many(
     workdir: bool = False,
     resources: Mapping[str, str] | None = None,
     outputs: str | None = None,
+    **policy: Unpack[PolicyKeywords],
 ) -> tuple[list[str], str, Batch]:
     """Queue ``func(*item)`` for every item, each as its own job under ``group``.
 
     An item is a tuple of positional arguments; anything else is the single argument. Job ``i`` is named
     ``"<name> [i]"``. Returns ``(job_ids, group_id, batch)`` once every job is stored as Queued and announced.
-    Past the hard limit the whole batch is refused (QuotaExceeded) before any item is stored.
-    ``files``, ``workdir``, ``resources``, ``outputs``: as for ``submit``, for every item:
-    each gets its own directory with the same inputs; ``outputs`` gets one folder per item id.
+    Past the hard limit the whole batch is refused (QuotaExceeded) before any item is stored. The other
+    keywords are ``submit``'s (``time_limit``, ``retries``, ...), for every item: each gets its own directory
+    with the same inputs (``outputs`` one folder per item id), the same time limit and retries (checked once),
+    and attempts of its own.
     """
-    spec, level = _checked(ctx, priority, name, url)
+    spec, level, fields = _checked(ctx, priority, name, url, Policy(**policy))
     store = connections.store()
     jobs = queue.Queue(store)
     batch_id = new_id()
-    pending = _pending_items(store, batch_id, items, name, url, spec.name, level)
+    pending = _pending_items(store, batch_id, items, Named(name, url, spec.name, level), fields)
     with _removed_if_refused() as made:
         origin = _origin(pending, made, files, workdir, resources, outputs)
         jobs.keep_call(batch_id, queue.pack_call(by_name(func), (), {}, origin))
@@ -115,25 +120,36 @@ def submit_many(
 
 
 def _checked(
-    ctx: str | Context | None, priority: str | int | None, name: str, url: str | None
-) -> tuple[ContextSpec, int]:
-    """The batch's context spec and priority level; its name and url checked once, for every item's."""
+    ctx: str | Context | None, priority: str | int | None, name: str, url: str | None, policy: Policy
+) -> tuple[ContextSpec, int, dict[str, Any]]:
+    """The batch's context spec, priority level and policy fields; its name, url and policy checked once,
+    for every item's."""
     default = connections.settings().default_context
     spec = ctx.spec if isinstance(ctx, Context) else connections.context_spec(ctx or default)
     level = queue.priority_of(priority)
     values.check_line(name, "the batch's name")  # see moi.core.values
     values.check_line(url, "the batch's url")
-    return spec, level
+    return spec, level, policy_fields(policy, spec.name)
+
+
+@dataclass(frozen=True)
+class Named:
+    """What every item of a batch shares: its name (each item's is ``"<name> [i]"``), url, context, priority."""
+
+    name: str
+    url: str | None
+    context: str
+    level: int
 
 
 def _pending_items(
-    store: Store, batch_id: str, items: Iterable[Any], name: str, url: str | None, context: str, level: int
+    store: Store, batch_id: str, items: Iterable[Any], named: Named, fields: dict[str, Any]
 ) -> list[tuple[Info, str, int]]:
-    """Each item's new info (``"<name> [i]"``), its call (its arguments and the batch's id) and its priority.
-    An item is a tuple of positional arguments; anything else is the single argument."""
+    """Each item's new info (``"<name> [i]"``, with ``fields``), its call (its arguments and the batch's id)
+    and its priority. An item is a tuple of positional arguments; anything else is the single argument."""
     arguments = [item if isinstance(item, tuple) else (item,) for item in items]
     return [
-        (_new_job(store, f"{name} [{index}]", url, context, level), queue.item_call(batch_id, args), level)
+        (_new_job(store, f"{named.name} [{index}]", named, fields), queue.item_call(batch_id, args), named.level)
         for index, args in enumerate(arguments)
     ]
 
@@ -204,8 +220,9 @@ def _read_once(name: str, source: Source) -> Source:
     return data
 
 
-def _new_job(store: Store, name: str, url: str | None, context: str, level: int) -> Info:
+def _new_job(store: Store, name: str, named: Named, fields: dict[str, Any]) -> Info:
     job_id = new_id()
-    info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=context)
-    info["priority"] = level
+    info = new_info(job_id, name, "job", store.keys.channel(job_id), url=named.url, context=named.context)
+    info["priority"] = named.level
+    info.update(fields)  # shared lists (retry_on, backoff): each info is written as JSON, never changed here
     return info

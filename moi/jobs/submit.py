@@ -22,11 +22,12 @@ from moi.core.errors import (
     WrongState,
 )
 from moi.core.info import Info, is_finished, new_id, new_info
-from moi.core.policy import DEFAULT_MAX_RETRIES, Policy
+from moi.core.policy import Policy
+from moi.jobfiles.input_policy import LOCAL, WEB
 from moi.jobfiles.inputs import Inputs, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
-from moi.jobs import connections
+from moi.jobs import connections, job_policy
 from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch
 from moi.queue import jobqueue as queue
 from moi.queue import pause as pausing
@@ -70,31 +71,27 @@ def submit(
     ``ctx`` is a context name or Context; or a chooser, ``chooser(name, user, args, kwargs)``
     returning a context name; None uses the configured chooser (``[moi] chooser``), else the
     default context. ``group`` is a user name (its group is created on first use) or a group id.
-    ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a
-    higher one starts first when every engine is busy. ``files``: inputs copied into
-    the job's own directory (paths, or names mapped to paths, bytes or binary files);
-    ``workdir=True`` gives it a directory without inputs; an input given as a URI is
-    fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per
-    host and shared; ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``).
-    ``time_limit`` (``90s``, ``15m``, ``2h`` or seconds; the context's by default) ends the job, Failed, when
-    it runs longer; ``soft_time_limit`` warns it first (``JobSoftTimeLimit``). ``retries``: how many more
-    attempts a failure gets, for the failures ``retry_on`` names (exception classes or names, shell exit
-    codes; all but a cancel by default), after ``backoff`` (``[first, largest]`` delay, doubling, with
-    jitter); ``idempotent=True``: a job whose engine was lost is queued again rather than failed
-    (see ``moi.core.policy``).
-    Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
+    ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a higher one starts first when
+    every engine is busy. ``files``: inputs copied into the job's own directory (paths, or names mapped to
+    paths, bytes or binary files); ``workdir=True`` gives it a directory without inputs; an input given as a
+    URI is fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per host and shared;
+    ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``).
+    ``time_limit`` (``90s``, ``15m``, ``2h``; the context's by default) ends the job, Failed; ``soft_time_limit``
+    warns it first. ``retries``: more attempts for the failures ``retry_on`` names (exception classes or names,
+    exit codes; any but a cancel by default), after ``backoff``; ``idempotent=True``: queued again after a lost
+    engine (see ``moi.core.policy``). Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
     with its call, in moi's queue and announced before this returns; the cluster need not be up.
     """
     spec = context_for(ctx, name, group, args, kwargs)
-    placed = Placed(files, workdir, resources, outputs)
     fields = policy_fields(Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent), spec)
-    return queue_job(spec, group, name, url, func, args, kwargs, queue.priority_of(priority), placed, fields)
+    placed, level = Placed(files, workdir, resources, outputs), queue.priority_of(priority)
+    return queue_job(spec, group, name, url, func, args, kwargs, level, placed, fields)
 
 
-def policy_fields(policy: Policy, spec: ContextSpec) -> dict[str, Any]:
-    """A job's time limit and retries as its info holds them, checked (InvalidValue), the context's
-    time limit its default."""
-    return policy.fields(DEFAULT_MAX_RETRIES, None)
+def policy_fields(policy: Policy, spec: ContextSpec, origin: str = LOCAL) -> dict[str, Any]:
+    """A job's time limit and retries as its info holds them, checked (InvalidValue): retries at most
+    ``[moi] max_retries``, the context's time limit its default (see ``moi.jobs.job_policy``)."""
+    return job_policy.policy_fields(policy, spec.name, origin)
 
 
 @dataclass(frozen=True)
@@ -200,6 +197,7 @@ def relaunch(job_id: str, store: Store | None = None, web_grant: bool | None = N
     _check_fields(old["name"], old.get("url"))  # one stored before these were checked: refused, not stuck
     new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)
     new.update(pubsub=store.keys.channel(new["id"]), priority=old.get("priority", 0), relaunch_of=job_id)
+    new.update(job_policy.as_asked(old))  # its limits and retries, from its first attempt again
     if "sandbox" in old:  # code a web user ran (see moi.compute.sandbox): it runs again as it did
         new["sandbox"] = old["sandbox"]
     group_id, _ = jobs.enqueue(old["parent"], context, [(new, call, new["priority"])], connections.limits())
@@ -260,12 +258,14 @@ def get_info(job_id: str) -> Info:
 
 
 def submit_code(
-    group: str, name: str, url: str | None, kind: str, cmd: str, place: Place, level: int
+    group: str, name: str, url: str | None, kind: str, cmd: str, place: Place, level: int, policy: Policy | None = None
 ) -> tuple[str, str]:
     """Queue ``cmd`` to run at ``place``: the call says so, and the job's info too (``sandbox``: uid and
-    network), which relaunch keeps and the API and websocket read to ask for the grant again."""
+    network), which relaunch keeps and the API and websocket read to ask for the grant again.
+    ``policy``: its time limit and retries, as a web user asked (nothing they name is imported)."""
     args = (kind, cmd, place.uid, place.python, place.network, place.processes)
     spec = context_for(None, name, group, args, {})
-    fields = {SANDBOX_FIELD: {"uid": place.uid, "network": place.network}}
+    fields = policy_fields(policy or Policy(), spec, WEB)
+    fields[SANDBOX_FIELD] = {"uid": place.uid, "network": place.network}
     job_id, group_id, _ = queue_job(spec, group, name, url, run_code, args, {}, level, Placed(), fields)
     return job_id, group_id

@@ -14,6 +14,7 @@ package is also a public path, so it only re-exports. Its modules:
     ``validators``         plain functions that look at a submitted file and say whether it is fine
     ``documents``          services defined in YAML: the command-line kind, with no Python
     ``steps``              a chain of command-line steps: the ``run`` of a service defined in YAML
+    ``chain``              a chain of steps on its engine: each step a child job, with its time limit and retries
     ``registry``           which services this process knows: registered, configured, or loaded into Redis
     ``submission``         submitting a service job: parameters checked, inputs validated, the job queued
     ``lifecycle``          a service job on its engine: its hooks in order, each state written as entered

@@ -7,6 +7,7 @@ A service in Python is a subclass of ``Service``::
         parameters = [Parameter("chain", "str", default="A")]
         validators = [validators.pdb]
         archive_after, expire_after = "30d", "90d"
+        time_limit, retries, retry_on = "2h", 2, ["OSError"]  # each job's (see moi.core.policy)
 
         def run(self):
             return "grep ^HETATM $INPUT/*.pdb > $OUTPUT/hetatm.pdb"
@@ -24,13 +25,16 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from moi.core import values
-from moi.core.errors import ServiceDefinitionError, ValidationFailed
+from moi.core.config import MOST_RETRIES
+from moi.core.errors import InvalidValue, ServiceDefinitionError, ValidationFailed
+from moi.core.policy import Policy
 from moi.storage.retention import parse_duration
 
 TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 LOG_NAME = "framework.log"
 STATES = ("incoming", "preprocessing", "running", "postprocessing", "completed", "archived")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+POLICY = ("time_limit", "soft_time_limit", "retries", "retry_on", "backoff", "idempotent")  # see Service
 
 
 @dataclass(frozen=True)
@@ -113,6 +117,10 @@ class Service:
     by the shell, or an argv list) to be run there, or does the work itself and returns
     its result. ``archive`` and ``expire`` run later, when retention moves the job on: each as a
     small job of its own on an engine, in the job's directory (see ``moi.services.retention_hooks``).
+
+    ``time_limit``, ``soft_time_limit``, ``retries``, ``retry_on``, ``backoff``, ``idempotent``: each job's,
+    as ``moi.jobs.submit.submit`` takes them (see ``moi.core.policy``); a submission may ask for less time
+    or other retries. None: the context's time limit, no retries.
     """
 
     name: ClassVar[str] = ""
@@ -122,6 +130,12 @@ class Service:
     expire_after: ClassVar[str | float] = "never"
     reschedule_limit: ClassVar[int] = 5  # how often postprocess may call reschedule_run() for one job
     directories: ClassVar[Mapping[str, str]] = {}  # state -> directory root (see moi.services.state_directories)
+    time_limit: ClassVar[str | float | None] = None
+    soft_time_limit: ClassVar[str | float | None] = None
+    retries: ClassVar[int | None] = None
+    retry_on: ClassVar[Sequence[str | int | type[BaseException]] | None] = None
+    backoff: ClassVar[Any] = None
+    idempotent: ClassVar[bool | None] = None
 
     def __init__(self, job_id: str, directory: str, params: Mapping[str, Any]) -> None:
         self.job_id = job_id
@@ -202,6 +216,20 @@ class Service:
         unknown = set(cls.directories) - set(STATES)
         if unknown:
             raise ServiceDefinitionError(f"service {cls.name!r}: no state {sorted(unknown)}; states are {STATES}")
+        cls.checked_policy(MOST_RETRIES)
+
+    @classmethod
+    def policy(cls) -> Policy:
+        """Its jobs' time limit and retries as the class gives them (not yet checked)."""
+        return Policy(**{name: getattr(cls, name) for name in POLICY})
+
+    @classmethod
+    def checked_policy(cls, max_retries: int) -> dict[str, Any]:
+        """Its jobs' policy fields; ServiceDefinitionError (one line) for a value ``moi.core.policy`` refuses."""
+        try:
+            return cls.policy().fields(max_retries)
+        except InvalidValue as error:
+            raise ServiceDefinitionError(f"service {cls.name!r}: {error}") from None
 
     @classmethod
     def checked_params(cls, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -229,7 +257,17 @@ class Service:
             "steps": cls.step_names(),
             "archive_after": str(cls.archive_after),
             "expire_after": str(cls.expire_after),
+            "policy": cls.described_policy(),
         }
+
+    @classmethod
+    def described_policy(cls) -> dict[str, Any]:
+        """Its jobs' time limit and retries as asked (seconds, names, codes): only what it sets."""
+        fields = cls.checked_policy(MOST_RETRIES)
+        if "max_attempts" in fields:
+            fields["retries"] = fields.pop("max_attempts") - 1
+        fields.pop("attempt", None)
+        return fields
 
     @classmethod
     def step_names(cls) -> list[str]:

@@ -7,12 +7,16 @@
         validators: [non_empty, utf8_text]
         archive_after: 30d
         expire_after: 90d
+        time_limit: 1h                 # a job's, as moi.core.policy: time_limit, soft_time_limit,
+        retries: 2                     # retries, retry_on, backoff, idempotent
         steps:
           - name: words
             run: tr -s ' ' '\\n' < $INPUT/text.txt > $OUTPUT/words.txt
             outputs: [output/words.txt]
           - name: count
             run: awk 'length >= {min_length}' $OUTPUT/words.txt | wc -l > $OUTPUT/count.txt
+            time_limit: 5m             # a step's: time_limit and retries (see moi.services.steps)
+            retries: 1
 
 Read with PyYAML's ``safe_load`` (no Python objects can be built from a document)
 and written with ``safe_dump``; ``dump(load(text))`` gives the same definitions back.
@@ -26,10 +30,11 @@ from typing import Any, ClassVar, cast
 import yaml
 
 from moi.core.errors import ServiceDefinitionError
-from moi.services.definition import Parameter, Service
-from moi.services.steps import Chain, Step, check_chain, step_document, step_from
+from moi.services.chain import Chain
+from moi.services.definition import POLICY, Parameter, Service
+from moi.services.steps import Step, check_chain, step_document, step_from
 
-_KEYS = {"name", "parameters", "validators", "steps", "archive_after", "expire_after", "reschedule_limit"}
+_KEYS = {"name", "parameters", "validators", "steps", "archive_after", "expire_after", "reschedule_limit", *POLICY}
 
 
 class StepService(Service):
@@ -77,6 +82,7 @@ def service_from(document: Mapping[str, Any]) -> type[StepService]:
         "archive_after": document.get("archive_after", "never"),
         "expire_after": document.get("expire_after", "never"),
         "reschedule_limit": int(document.get("reschedule_limit", Service.reschedule_limit)),
+        **{key: document[key] for key in POLICY if document.get(key) is not None},
     }
     cls = cast(type[StepService], type(f"Service_{name}", (StepService,), attributes))
     cls.definition = definition_of(cls)
@@ -96,6 +102,7 @@ def definition_of(cls: type[StepService]) -> dict[str, Any]:
             document[key] = getattr(cls, key)
     if cls.reschedule_limit != Service.reschedule_limit:
         document["reschedule_limit"] = cls.reschedule_limit
+    document.update({key: getattr(cls, key) for key in POLICY if getattr(cls, key) is not None})
     document["steps"] = [step_document(step) for step in cls.steps]
     return document
 

@@ -21,7 +21,7 @@ from typing import Any, cast
 from moi.compute import engine
 from moi.core.errors import ServiceError, StepFailed
 from moi.core.info import Status
-from moi.services import state_directories, steps
+from moi.services import chain, state_directories, steps
 from moi.services.definition import Service
 from moi.services.documents import service_from
 
@@ -83,7 +83,7 @@ def _run(job: Service) -> Any:
     """``run``; a command it returns is run in the job directory and must exit 0."""
     result = job.run()
     if isinstance(result, str) or (isinstance(result, list) and result and all(isinstance(w, str) for w in result)):
-        done = steps.run_command(result, job.directory)
+        done = chain.run_command(result, job.directory)
         if done.returncode != 0:
             err = os.path.join(steps.STEPS_DIR, "run.stderr")
             raise StepFailed(f"run's command exited with code {done.returncode} (its stderr is in {err})")

@@ -19,6 +19,7 @@ from moi.core.errors import BadDocument, ServiceDefinitionError, UnknownService
 from moi.jobs import connections
 from moi.services import documents, unloadable
 from moi.services.definition import Service
+from moi.services.steps import step_retries
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
 
@@ -33,9 +34,22 @@ def register(cls: type[Service]) -> type[Service]:
     if not (isinstance(cls, type) and issubclass(cls, Service)):
         raise ServiceDefinitionError(f"{cls!r} is not a subclass of moi.services.Service")
     cls.check()
+    within_settings(cls)
     with _lock:
         _registered[cls.name] = cls
     return cls
+
+
+def within_settings(cls: type[Service]) -> None:
+    """ServiceDefinitionError for retries (the service's, or a step's) above this configuration's
+    ``[moi] max_retries``; ``check`` holds only what holds anywhere, as engines read no settings."""
+    most = connections.settings().max_retries
+    cls.checked_policy(most)
+    for step in getattr(cls, "steps", ()):
+        try:
+            step_retries(step.name, step.retries, most)
+        except ServiceDefinitionError as error:
+            raise ServiceDefinitionError(f"service {cls.name!r}: {error} ([moi] max_retries)") from None
 
 
 def unregister(name: str) -> None:
@@ -79,6 +93,8 @@ def stored(store: Store) -> dict[str, type[Service]]:
 def load_into(store: Store, text: str, source: str) -> list[str]:
     """Store the services a YAML text defines (checked first: all or none); their names."""
     services = documents.load(text, source)
+    for cls in services:
+        within_settings(cls)
     if services:
         with reaching(store.url):
             store.redis.hset(store.keys.services, mapping={c.name: json.dumps(c.definition) for c in services})
@@ -112,9 +128,12 @@ def _from_settings(store: Store) -> dict[str, type[Service]]:
 def _read_yaml(path: str) -> list[type[documents.StepService]]:
     try:
         with open(path, encoding="utf-8") as handle:
-            return documents.load(handle.read(), path)
+            services = documents.load(handle.read(), path)
     except OSError as error:
         raise ServiceDefinitionError(f"services file {path} cannot be read: {error.strerror}") from None
+    for cls in services:
+        within_settings(cls)
+    return services
 
 
 def _noted(store: Store, entry: str) -> type[Service]:
@@ -138,4 +157,5 @@ def _imported(entry: str) -> type[Service]:
     if not (isinstance(found, type) and issubclass(found, Service)):
         raise ServiceDefinitionError(f"service {entry!r} is not a subclass of moi.services.Service")
     found.check()
+    within_settings(found)
     return found

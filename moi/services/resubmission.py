@@ -8,8 +8,9 @@ from moi.core.lua import MAX_PRIORITY
 from moi.core.values import is_whole
 from moi.jobs import connections
 from moi.queue.pause import wake
+from moi.services.chain import remove_steps
 from moi.storage.redis_errors import reaching
-from moi.storage.store import Store, message
+from moi.storage.store import Store
 
 
 def resubmit(job_id: str, store: Store | None = None) -> Info:
@@ -28,7 +29,7 @@ def resubmit(job_id: str, store: Store | None = None) -> Info:
         clock, owners_last = store.redis.mget(store.keys.fair_clock(context, priority), last)
         steps = sorted(store.children(job_id))
     if steps:
-        _remove_steps(store, job_id, steps)
+        remove_steps(store, job_id, steps)
     # As ENQUEUE gives it (fair share: moi.core.lua): with the jobs being taken now at its priority, after its owner's.
     turn = max(_turn(clock, seq), _turn(owners_last, -1) + 1)
     score = (MAX_PRIORITY - priority) * 2**32 + turn
@@ -61,18 +62,12 @@ def _queued_again(current: Info) -> Info | None:
         return None  # resubmitted meanwhile
     for field in ("result", "result_format", "date_start", "date_end", "engine"):
         current[field] = None
+    for field in ("retry_at", "attempts"):  # its retries start again from its first attempt
+        current.pop(field, None)
+    if "max_attempts" in current:
+        current["attempt"] = 1
     current.update(status=Status.QUEUED, resubmitted=int(current.get("resubmitted") or 0) + 1)
     return current
-
-
-def _remove_steps(store: Store, job_id: str, steps: list[str]) -> None:
-    """The steps of a run that failed, gone from the tree (and from the page) before it runs again."""
-    pipe = store.redis.pipeline(transaction=True)
-    pipe.delete(*[store.keys.info(step) for step in steps])
-    pipe.srem(store.keys.children(job_id), *steps)
-    pipe.publish(store.keys.channel(job_id), message("remove", steps))
-    with reaching(store.url):
-        pipe.execute()
 
 
 def _turn(kept: str | None, absent: int) -> int:

@@ -1,4 +1,5 @@
-"""A chain of command-line steps: the ``run`` of a service defined in YAML.
+"""A chain of command-line steps, as defined: the ``run`` of a service defined in YAML (``moi.services.chain``
+runs it on the engine).
 
 Each step is a job of its own, a child of the service job in the tree, so the
 page shows the chain moving. A step starts when the steps it comes ``after``
@@ -9,25 +10,23 @@ its output in ``steps/<name>.stdout`` and ``.stderr``. Its exit code means
 ``success``, ``failed`` or ``done`` (stop the chain; the job succeeds) by its
 ``exit_codes`` rules; missing ``outputs`` mean ``fail``, ``terminate`` or ``continue``.
 When a step fails the job fails, and the steps not run end Cancelled, saying why.
+A step's ``retries`` runs its command again, up to that many times, while its exit code means ``failed``;
+its ``time_limit`` (``5m``) bounds the step, its retries included: its command's process group is then
+ended (SIGTERM, then SIGKILL) and the step fails, "Time limit of 5m exceeded".
 """
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
 import re
 import shlex
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from moi.compute import engine, time_limits
-from moi.compute.text_jobs import end_process_group
-from moi.core.errors import JobCancelled, ServiceDefinitionError, StepFailed
-from moi.core.info import Info, Status, is_finished, new_id, new_info, now
+from moi.core.config import MOST_RETRIES
+from moi.core.errors import InvalidValue, ServiceDefinitionError
+from moi.core.policy import seconds_of, shown
 
 SUCCESS, FAILED, DONE = "success", "failed", "done"
 MISSING_ACTIONS = ("fail", "terminate", "continue")
@@ -47,6 +46,8 @@ class Step:
     exit_codes: Mapping[str, str] = field(default_factory=lambda: {"0": SUCCESS, "other": FAILED})
     outputs: tuple[str, ...] = ()
     missing: str = "fail"
+    time_limit: float | None = None  # seconds the step may take, its retries included; None: no limit
+    retries: int = 0  # more runs of its command while its exit code means failed
 
     def meaning(self, code: int) -> str:
         return self.exit_codes.get(str(code), self.exit_codes.get("other", FAILED))
@@ -66,7 +67,7 @@ def step_from(document: Any, index: int) -> Step:
     if not isinstance(document, Mapping) or not isinstance(document.get("run"), str):
         raise ServiceDefinitionError(f"step {index + 1} needs a 'run' command line")
     name = str(document.get("name") or f"step{index + 1}")
-    unknown = set(document) - {"name", "run", "after", "exit_codes", "outputs", "missing"}
+    unknown = set(document) - {"name", "run", "after", "exit_codes", "outputs", "missing", "time_limit", "retries"}
     if unknown:
         raise ServiceDefinitionError(f"step {name!r} has unknown keys {sorted(unknown)}")
     codes = {str(code): str(meaning) for code, meaning in (document.get("exit_codes") or {0: SUCCESS}).items()}
@@ -85,7 +86,30 @@ def step_from(document: Any, index: int) -> Step:
         exit_codes=codes,
         outputs=_strings(document.get("outputs")),
         missing=missing,
+        time_limit=_step_time_limit(name, document.get("time_limit")),
+        retries=step_retries(name, document.get("retries", 0)),
     )
+
+
+def time_limit_of(step: Step) -> float | None:
+    """A step's time limit in seconds (a step made in Python may give it as text, ``5m``)."""
+    return _step_time_limit(step.name, step.time_limit)
+
+
+def _step_time_limit(name: str, given: Any) -> float | None:
+    if given is None:
+        return None
+    try:
+        return seconds_of(given, "time_limit")
+    except InvalidValue as error:
+        raise ServiceDefinitionError(f"step {name!r}: {error}") from None
+
+
+def step_retries(name: str, given: Any, most: int = MOST_RETRIES) -> int:
+    """A step's ``retries``: a whole number from 0 to ``most``; ServiceDefinitionError otherwise."""
+    if isinstance(given, bool) or not isinstance(given, int) or not 0 <= given <= most:
+        raise ServiceDefinitionError(f"step {name!r}: retries is {given!r}; give a whole number from 0 to {most}")
+    return given
 
 
 def _strings(value: Any) -> tuple[str, ...]:
@@ -107,6 +131,10 @@ def step_document(step: Step) -> dict[str, Any]:
         document["outputs"] = list(step.outputs)
     if step.missing != "fail":
         document["missing"] = step.missing
+    if step.time_limit is not None:
+        document["time_limit"] = shown(step.time_limit)
+    if step.retries:
+        document["retries"] = step.retries
     return document
 
 
@@ -116,6 +144,8 @@ def check_chain(steps: Sequence[Step]) -> dict[str, tuple[str, ...]]:
     needs: dict[str, tuple[str, ...]] = {}
     for index, step in enumerate(steps):
         _check_places(step)
+        time_limit_of(step)  # a step made in Python is checked here, as one read from YAML was
+        step_retries(step.name, step.retries)
         if step.name in needs:
             raise ServiceDefinitionError(f"two steps are named {step.name!r}")
         after = step.after if step.after is not None else ((steps[index - 1].name,) if index else ())
@@ -137,172 +167,3 @@ def _check_places(step: Step) -> None:
 def inside_directory(pattern: str) -> bool:
     """Whether a path or glob names something inside the job directory: relative, with no '..' part."""
     return bool(pattern) and not os.path.isabs(pattern) and "\x00" not in pattern and ".." not in pattern.split("/")
-
-
-# on the engine -----------------------------------------------------------------------------
-
-
-class Chain:
-    """Runs a service job's steps on its engine; each step a child job whose state is written as it moves."""
-
-    def __init__(self, steps: Sequence[Step], params: Mapping[str, Any], directory: str) -> None:
-        self.steps = {step.name: step for step in steps}
-        self.needs = check_chain(steps)
-        self.params = params
-        self.directory = directory
-        self.store, info = engine.current_job()
-        self.job_id, self.context = info["id"], info.get("context")
-        self.ttl = self.store.ttl_of(info)
-        self.nodes: dict[str, Info] = {}  # step name -> its info as last written
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-        self.ended: dict[str, str] = {}  # step name -> success, failed or done
-
-    def run(self) -> dict[str, str]:
-        """Every step, in order; what became of each. StepFailed when one failed."""
-        os.makedirs(os.path.join(self.directory, STEPS_DIR), exist_ok=True)
-        try:
-            stopped = self._loop()
-        except BaseException as error:
-            with engine.shielded():
-                why = "Cancelled with the service job" if isinstance(error, JobCancelled) else f"Cancelled: {error}"
-                self._end_the_rest(why)
-            raise
-        if stopped:
-            self._end_the_rest(stopped)
-        return dict(self.ended)
-
-    def _loop(self) -> str:
-        """Start what is ready, wait for one to end, until all did; the reason the chain stopped early."""
-        delay = 0.0005
-        while len(self.ended) < len(self.steps):
-            for name in self._ready():
-                self._start(name)
-            if len(self.running) == 1:  # one at a time: wait on it (a cancel's signal interrupts the wait)
-                next(iter(self.running.values())).wait()
-            ended = [(name, proc) for name, proc in self.running.items() if proc.poll() is not None]
-            if not ended:
-                time.sleep(delay)  # polled, not waited on: a cancel interrupts a sleep, a fan-out needs many
-                delay = min(delay * 2, 0.05)
-                continue
-            delay = 0.0005
-            for name, proc in ended:
-                del self.running[name]
-                time_limits.command_ended(proc.pid)
-                meaning = self._finish(name, proc.returncode)
-                if meaning == FAILED:
-                    raise StepFailed(f"step {name!r} failed: {self.nodes[name]['result']['reason']}")
-                if meaning == DONE:
-                    return f"Not run: step {name!r} ended the chain ({self.nodes[name]['result']['reason']})"
-        return ""
-
-    def _ready(self) -> list[str]:
-        return [
-            name
-            for name, needs in self.needs.items()
-            if name not in self.ended and name not in self.running and all(self.ended.get(n) == SUCCESS for n in needs)
-        ]
-
-    def _start(self, name: str) -> None:
-        step = self.steps[name]
-        info = new_info(new_id(), name, "job", "", context=self.context)
-        info.update(pubsub=self.store.keys.channel(info["id"]), status=Status.RUNNING, date_start=now())
-        info.update(engine=engine.engine_label(), step=name, ttl=self.ttl)
-        self.store.add_under(self.job_id, [info], ttl=self.ttl)
-        self.nodes[name] = info
-        out = os.path.join(self.directory, STEPS_DIR, name)
-        with open(out + ".stdout", "wb") as stdout, open(out + ".stderr", "wb") as stderr:
-            self.running[name] = subprocess.Popen(
-                step.command(self.params),
-                shell=True,
-                cwd=self.directory,
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                start_new_session=True,  # its own process group: a cancel ends all it started
-            )
-        time_limits.command_started(self.running[name].pid)  # a soft time limit sends it SIGTERM
-
-    def _finish(self, name: str, code: int) -> str:
-        step = self.steps[name]
-        meaning = step.meaning(code)
-        reason = f"exit code {code} means {meaning}"
-        if meaning != FAILED:
-            missing = [pattern for pattern in step.outputs if not self._found(pattern)]
-            if missing and step.missing != "continue":
-                meaning = FAILED if step.missing == "fail" else DONE
-                reason = f"its outputs {missing} are missing ({step.missing})"
-        if meaning == FAILED:
-            reason += self._stderr_tail(name)
-        result = {"exit_code": code, "outcome": meaning, "reason": reason}
-        status = Status.FAILED if meaning == FAILED else Status.SUCCESS
-        self._write(name, status, result)
-        self.ended[name] = meaning
-        return meaning
-
-    def _found(self, pattern: str) -> bool:
-        """Whether an output is there: a match inside the job directory (a link out of it does not count)."""
-        top = os.path.realpath(self.directory)
-        matches = glob.glob(os.path.join(self.directory, pattern)) if inside_directory(pattern) else []
-        return any(os.path.realpath(match).startswith(top + os.sep) for match in matches)
-
-    def _stderr_tail(self, name: str) -> str:
-        with contextlib.suppress(OSError), open(os.path.join(self.directory, STEPS_DIR, name + ".stderr"), "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - TAIL))
-            tail = f.read().decode("utf-8", "replace").strip()
-            return f"; stderr ends: {tail}" if tail else ""
-        return ""
-
-    def _end_the_rest(self, why: str) -> None:
-        """Stop the running steps; write every step not ended as Cancelled with ``why``."""
-        for name, proc in list(self.running.items()):
-            end_process_group(proc)
-            del self.running[name]
-            time_limits.command_ended(proc.pid)
-        for name in self.steps:
-            if name in self.ended:
-                continue
-            if name not in self.nodes:
-                info = new_info(new_id(), name, "job", "", context=self.context)
-                info.update(pubsub=self.store.keys.channel(info["id"]), step=name, ttl=self.ttl)
-                info.update(status=Status.CANCELLED, result=why, result_format="text", date_end=now())
-                self.store.add_under(self.job_id, [info], ttl=self.ttl)
-                self.nodes[name] = info
-            else:
-                self._write(name, Status.CANCELLED, why)
-            self.ended[name] = "cancelled"
-
-    def _write(self, name: str, status: Status, result: Any) -> None:
-        def change(info: Info) -> Info | None:
-            if is_finished(info):
-                return None
-            info.update(status=status, result=result, result_format="json", date_end=now())
-            return info
-
-        self.nodes[name] = engine.retrying(
-            lambda: self.store.update(self.nodes[name]["id"], change, self.nodes[name]), f"recording step {name}"
-        )
-
-
-def run_command(command: str | Sequence[str], directory: str) -> subprocess.CompletedProcess[bytes]:
-    """A Python service's ``run`` command, in the job directory, its output in ``steps/run.std*``."""
-    os.makedirs(os.path.join(directory, STEPS_DIR), exist_ok=True)
-    out = os.path.join(directory, STEPS_DIR, "run")
-    with open(out + ".stdout", "wb") as stdout, open(out + ".stderr", "wb") as stderr:
-        proc = subprocess.Popen(
-            command,
-            shell=isinstance(command, str),
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=stderr,
-            start_new_session=True,
-        )
-        try:
-            with time_limits.process_group(proc.pid):  # a soft time limit sends it SIGTERM
-                proc.wait()  # a cancel's signal (or asynchronous exception) interrupts it
-        except BaseException:
-            with engine.shielded():
-                end_process_group(proc)
-            raise
-    return subprocess.CompletedProcess(command, proc.returncode)

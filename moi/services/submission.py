@@ -10,17 +10,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping
-from typing import IO, Any
+from dataclasses import replace
+from typing import IO, Any, Unpack
 
 from moi.core.config import Settings
-from moi.core.errors import InputRefused, ValidationFailed
+from moi.core.errors import InputRefused, InvalidValue, ValidationFailed
+from moi.core.policy import Policy, seconds_of, shown
 from moi.core.redact import printable
 from moi.core.values import text_problem
 from moi.jobfiles import input_policy
 from moi.jobfiles.input_policy import LOCAL
 from moi.jobfiles.uri_transfers import is_uri, name_of
-from moi.jobs import connections
+from moi.jobs import connections, job_policy
 from moi.jobs import submit as jobs
+from moi.jobs.job_policy import PolicyKeywords
 from moi.queue import jobqueue as queue
 from moi.queue.job_handle import JobHandle
 from moi.services import state_directories, validators
@@ -46,14 +49,15 @@ def submit(
     context: str | None = None,
     job_name: str | None = None,
     origin: str = LOCAL,
+    **policy: Unpack[PolicyKeywords],
 ) -> tuple[str, str, JobHandle]:
     """Queue a job of service ``name`` for ``user`` (into ``group``, a group id of theirs, if given).
 
-    ``params`` are type-checked and defaulted; every input in ``files`` (paths, or names
-    mapped to paths or bytes) passes the service's validators first. ValidationFailed, and
-    nothing stored, otherwise. Returns ``(job_id, group_id, handle)``. ``origin``: who names
-    the inputs, LOCAL (this process's user, who may name any file they can read) or WEB (a
-    web user: server paths only inside the operator's input roots; see ``moi.jobfiles.input_policy``).
+    ``params`` are type-checked and defaulted; every input in ``files`` (paths, or names mapped to paths or
+    bytes) passes the service's validators first. ValidationFailed, and nothing stored, otherwise. Returns
+    ``(job_id, group_id, handle)``. ``origin``: who names the inputs, LOCAL (this process's user, who may name
+    any file they can read) or WEB (a web user: server paths only inside the operator's input roots; see
+    ``moi.jobfiles.input_policy``). ``time_limit``, ``retries``, ...: ``submit``'s, over the service's own.
     """
     cls = get(name)
     checked = cls.checked_params(params or {})
@@ -62,14 +66,26 @@ def submit(
     if email is not None and not _is_address(email):
         raise ValidationFailed("Email address", f"{printable(repr(email))} is not an address like someone@example.org")
     settings = connections.settings()
-    fields = _fields(cls, checked, email, settings)
     spec = connections.context_spec(context or settings.default_context)
+    fields = {**policy_fields(cls, Policy(**policy), spec.name, origin), **_fields(cls, checked, email, settings)}
     incoming = fields["directories"]["incoming"] if cls.directories else None
     placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
-    level = queue.priority_of(priority)
-    return jobs.queue_job(
-        spec, group or user, job_name or cls.name, url, run_service, (carried(cls), checked), {}, level, placed, fields
-    )
+    call, level = (carried(cls), checked), queue.priority_of(priority)
+    return jobs.queue_job(spec, group or user, job_name or cls.name, url, run_service, call, {}, level, placed, fields)
+
+
+def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) -> dict[str, Any]:
+    """A service job's time limit and retries: what the submission asks for over what the service gives.
+    A submission may ask for less time than the service's ``time_limit``, not more (InvalidValue)."""
+    under = cls.policy()
+    if asked.retries in (0, "0"):  # no retries asked for: the service's retry_on and backoff are for none
+        under = replace(under, retry_on=None, backoff=None)
+    fields = job_policy.policy_fields(asked.merged(under), context, origin)
+    if asked.time_limit is not None and cls.time_limit is not None:
+        most = seconds_of(cls.time_limit, "time_limit")  # checked when the service was defined
+        if fields["time_limit"] > most:
+            raise InvalidValue("time_limit", f"service {cls.name!r} allows at most {shown(most)}")
+    return fields
 
 
 def _fields(cls: type[Service], checked: dict[str, Any], email: str | None, settings: Settings) -> dict[str, Any]:

@@ -6,6 +6,7 @@ Who may ask and how errors are answered (the statuses and their codes): ``moi.we
 submission's body is read (JSON, or a multipart form with input files): ``moi.web.api_submission``.
 
     POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group;
+                                        time_limit, soft_time_limit, retries, retry_on, backoff, idempotent;
                                         or multipart/form-data: those as fields (params as JSON), input files as files
     GET    /api/v1/jobs                 ?status=&service=&group=&since=&until=&q=&limit=&cursor=
     GET    /api/v1/jobs/{id}
@@ -20,6 +21,7 @@ submission's body is read (JSON, or a multipart form with input files): ``moi.we
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from moi import services
@@ -30,7 +32,7 @@ from moi.core.info import Info, has_children, is_finished, is_uuid
 from moi.jobfiles import removal
 from moi.jobfiles.input_policy import WEB
 from moi.jobfiles.log_tail import LOG_NAME
-from moi.jobs import grant
+from moi.jobs import connections, grant, job_policy
 from moi.jobs import submit as jobs
 from moi.jobs.cancel import cancel
 from moi.jobs.submit import submit_code
@@ -39,7 +41,7 @@ from moi.relay.node_removal import remove_nodes
 from moi.relay.websocket import hub_for
 from moi.storage.store import Store
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
-from moi.web.api_submission import json_files, submitted, text_field
+from moi.web.api_submission import asked_policy, json_files, submitted, text_field
 from moi.web.file_routes import MOIFilesHandler
 
 log = logging.getLogger("moi.api")
@@ -91,17 +93,7 @@ class JobsHandler(APIHandler):
             application/json:
               schema: {$ref: "#/components/schemas/NewJob"}
             multipart/form-data:
-              schema:
-                type: object
-                properties:
-                  service: {type: string}
-                  params: {type: string, description: a JSON object}
-                  name: {type: string}
-                  url: {type: string}
-                  priority: {type: string}
-                  email: {type: string}
-                  group: {type: string}
-                  input: {type: array, items: {type: string, format: binary}, description: the input files}
+              schema: {$ref: "#/components/schemas/NewJobForm"}
         responses:
           201: {description: "the new job: {id, group}"}
           403: {description: code from a user without the grant}
@@ -151,6 +143,7 @@ class JobsHandler(APIHandler):
             priority=self.asked_priority(given),
             job_name=text_field(given, "name"),
             origin=WEB,  # a web user's inputs: uploads, URIs the policy allows, paths only inside input roots
+            **asdict(asked_policy(given, is_form(self.request))),  # nothing a web user names is imported
         )
         return job_id, group_id
 
@@ -163,10 +156,12 @@ class JobsHandler(APIHandler):
             raise Problem(422, "invalid", '"cmd" is text and "cmd_type" python or system')
         if kind == "python":
             await self.run(check_code, cmd)
+        policy = asked_policy(given, is_form(self.request))
+        await self.run(job_policy.policy_fields, policy, connections.settings().default_context, WEB)  # before a uid
         place = await self.run(grant.placement, self.store, str(self.current_user))
         name = text_field(given, "name") or "api job"
         level = self.asked_priority(given)
-        return await self.run(submit_code, group, name, text_field(given, "url"), kind, cmd, place, level)
+        return await self.run(submit_code, group, name, text_field(given, "url"), kind, cmd, place, level, policy)
 
 
 class JobHandler(APIHandler):

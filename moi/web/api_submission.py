@@ -2,7 +2,7 @@
 
 ``POST /api/v1/jobs`` (``moi.web.api``) takes either; a form's fields are text (``params`` as JSON
 text) and its input files come under ``files``. ``text_field`` and ``json_files`` check the fields
-that are the same in both.
+that are the same in both; ``asked_policy`` reads a job's time limit and retries from either.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from tornado.httputil import HTTPServerRequest
 
 from moi.core import values
 from moi.core.errors import MoiError
+from moi.core.policy import Policy
 from moi.core.redact import printable
 from moi.web.api_handler import Problem, is_form, problem_of
 
@@ -47,6 +48,8 @@ def _form(request: HTTPServerRequest, limit: int) -> dict[str, Any]:
     given: dict[str, Any] = {
         name: parts[-1].decode("utf-8", "replace") for name, parts in request.body_arguments.items()
     }
+    if "retry_on" in given:  # repeatable, as --retry-on is: every part, as one comma list
+        given["retry_on"] = ",".join(part.decode("utf-8", "replace") for part in request.body_arguments["retry_on"])
     if "params" in given:
         try:
             given["params"] = values.loads(given["params"])
@@ -74,3 +77,22 @@ def text_field(given: dict[str, Any], name: str) -> str | None:
     if value is not None and not isinstance(value, str):
         raise Problem(422, "invalid", f'"{name}" is text')
     return value
+
+
+POLICY = ("time_limit", "soft_time_limit", "retries", "retry_on", "backoff", "idempotent")
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+def asked_policy(given: dict[str, Any], form: bool) -> Policy:
+    """A job's time limit and retries as a submission asks, not yet checked (``moi.jobs.job_policy`` does).
+    A form's fields are text: an empty one is not asked, ``idempotent`` is true or false; in either body
+    ``retry_on`` may be one comma list (``OSError,75``) as well as a list."""
+    asked = {name: given.get(name) for name in POLICY}
+    if form:
+        asked = {name: None if isinstance(value, str) and not value.strip() else value for name, value in asked.items()}
+        idempotent = asked["idempotent"]
+        if isinstance(idempotent, str) and idempotent.strip().lower() in _TRUE + _FALSE:
+            asked["idempotent"] = idempotent.strip().lower() in _TRUE
+    if isinstance(asked["retry_on"], str):
+        asked["retry_on"] = [part.strip() for part in asked["retry_on"].split(",")]
+    return Policy(**asked)

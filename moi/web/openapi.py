@@ -33,6 +33,10 @@ ERROR = {
     "properties": {"error": {"type": "string"}, "code": {"type": "string"}},
     "required": ["error", "code"],
 }
+_DURATION = {  # a time limit or a delay (moi.core.policy.seconds_of)
+    "oneOf": [{"type": "number", "exclusiveMinimum": True, "minimum": 0}, {"type": "string", "example": "15m"}],
+    "description": "seconds, or text: 90s, 15m, 2h",
+}
 NEW_JOB = {  # POST /api/v1/jobs as JSON (moi.web.api JobsHandler.post)
     "type": "object",
     "properties": {
@@ -46,6 +50,32 @@ NEW_JOB = {  # POST /api/v1/jobs as JSON (moi.web.api JobsHandler.post)
         "priority": {"oneOf": [{"type": "integer"}, {"type": "string", "enum": ["low", "normal", "high"]}]},
         "email": {"type": "string"},
         "group": {"type": "string", "description": "the id of one of your groups"},
+        **{name: _DURATION for name in ("time_limit", "soft_time_limit")},
+        "retries": {"type": "integer", "minimum": 0, "description": "more attempts a failure gets ([moi] max_retries)"},
+        "retry_on": {
+            "type": "array",
+            "items": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 1, "maximum": 255}]},
+            "description": "the failures retried: exception names (OSError, JobTimeLimit, mymodule.Busy), exit codes",
+        },
+        "backoff": {
+            "oneOf": [_DURATION, {"type": "array", "items": _DURATION, "minItems": 2, "maxItems": 2}],
+            "description": "the delay before a retry, doubling, with jitter: first, or [first, largest]",
+        },
+        "idempotent": {"type": "boolean", "description": "after a lost engine, queued again as a new attempt"},
+    },
+}
+NEW_JOB_FORM = {  # POST /api/v1/jobs as multipart/form-data: NEW_JOB's fields as text, and the input files
+    "type": "object",
+    "properties": {
+        **{name: {"type": "string"} for name in ("service", "name", "url", "priority", "email", "group")},
+        "params": {"type": "string", "description": "a JSON object"},
+        "time_limit": {"type": "string", "description": "the job's time limit: 90s, 15m, 2h"},
+        "soft_time_limit": {"type": "string", "description": "a warning before it: shorter than time_limit"},
+        "retries": {"type": "string", "description": "more attempts a failure gets (0 to [moi] max_retries)"},
+        "retry_on": {"type": "string", "description": "the failures retried: exception names, exit codes (comma list)"},
+        "backoff": {"type": "string", "description": "the delay before a retry, doubling: 2s, or 2s,5m"},
+        "idempotent": {"type": "string", "enum": ["true", "false"], "description": "may run again after a lost engine"},
+        "input": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "the input files"},
     },
 }
 _ANSWERS = {"get": "200", "head": "200", "post": "200", "delete": "204"}
@@ -56,6 +86,7 @@ def document(routes: list[tuple[str, type[RequestHandler]]]) -> dict[str, Any]:
     spec = APISpec(title="moi", version=_version(), openapi_version="3.0.3")
     spec.components.schema("Error", ERROR)
     spec.components.schema("NewJob", NEW_JOB)
+    spec.components.schema("NewJobForm", NEW_JOB_FORM)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for pattern, handler in routes:
         for path, names in _paths(pattern, handler):
