@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from moi.job import cancel
-from tests.conftest import nothing_stored, run_moi
+from tests.conftest import finished, nothing_stored, run_moi
 
 
 def test_block_on_a_successful_job_exits_0(r) -> None:
@@ -120,3 +120,12 @@ def test_code_nested_past_the_parsers_limit_is_one_line(r) -> None:
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr == "Python code does not compile: it is nested too deeply for the parser\n"
     assert nothing_stored(r)
+
+
+def test_a_time_limit_holds_with_its_submitter_gone(r) -> None:
+    """`moi submit` exits at once; the engine alone ends the job at its limit, and says so in one line."""
+    done = run_moi("submit", "--cmd", "import time; time.sleep(3600)", "--time-limit", "3s")
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split("Submitted job id: ")[1].split()[0]
+    info = finished(job_id)
+    assert (info["status"], info["result"]) == ("Failed", "Time limit of 3s exceeded"), info
