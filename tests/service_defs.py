@@ -114,6 +114,43 @@ class Moving(Service):
         return "echo out > $OUTPUT/out.txt"
 
 
+class Flaky(Service):
+    """Kept under a root per state (the test sets ``directories``); the first run of each job fails (a
+    mark named after the job in ``marks`` says it did), the next succeeds; writes down where each hook ran."""
+
+    name = "flaky"
+    parameters = [Parameter("marks", "str", required=True)]
+    retries = 2
+    backoff = "0.2s"
+
+    def preprocess(self) -> None:
+        with open("where.txt", "a") as where:
+            where.write(f"preprocess {Path.cwd()}\n")
+
+    def run(self) -> str:
+        with open("where.txt", "a") as where:
+            where.write(f"run {Path.cwd()}\n")
+        failed = Path(self.params["marks"]) / self.job_id
+        if not failed.exists():
+            failed.touch()
+            raise OSError("the first run fails")
+        return "echo out > $OUTPUT/out.txt"
+
+
+class Hangs(Service):
+    """Kept for seconds; its expire() hangs, until its hook job's time limit ends it."""
+
+    name = "hangs"
+    archive_after = "1s"
+    expire_after = "1s"
+
+    def run(self) -> dict[str, bool]:
+        return {"ran": True}  # a result (a string would be a command to run)
+
+    def expire(self) -> None:
+        time.sleep(300)
+
+
 class Chatty(Service):
     """Logs three lines, waits for a ``go`` file in its directory, logs a last one."""
 

@@ -216,6 +216,26 @@ def test_moi_run_takes_the_same_options_over_the_services_own(held) -> None:
     info = connections.store().get(done.stdout.split("Submitted job id: ")[1].split()[0])
     assert (info["time_limit"], info["max_attempts"]) == (1800.0, 4)
 
+    # Checked over the service's own policy: its retries take --retry-on, its time limit bounds the others.
+    for given, option in ((["--soft-time-limit", "3h"], "--soft-time-limit"), (["--time-limit", "3h"], "--time-limit")):
+        done = run_moi("run", "yaml-limited", "--user", USER, *given)
+        assert done.returncode == EXIT_USAGE, (given, done.stderr)
+        one_line(done.stderr, f"Invalid value for '{option}'")
+    done = run_moi("run", "yaml-limited", "--user", USER, "--retry-on", "OSError", "--soft-time-limit", "1h")
+    assert done.returncode == 0, done.stderr
+    info = connections.store().get(done.stdout.split("Submitted job id: ")[1].split()[0])
+    assert (info["retry_on"], info["max_attempts"], info["soft_time_limit"]) == (["OSError"], 2, 3600.0)
+
+
+def test_a_service_job_asking_for_no_retries_in_any_spelling_drops_the_services_retry_on(held) -> None:
+    services.register(Limited)  # retries 2, retry_on OSError and JobTimeLimit
+    try:
+        for none in (0, "0", " 0", "00"):
+            info = dict(connections.store().get(services.submit("limited", USER, retries=none)[0]))
+            assert not {"attempt", "max_attempts", "retry_on", "backoff"} & set(info), (none, info)
+    finally:
+        services.unregister("limited")
+
 
 def test_the_cli_shows_the_next_retry_and_the_earlier_attempts(held) -> None:
     job_id, _, _ = submit("default", USER, "waits", None, jobs.add, 1, 2, retries=2)
@@ -404,7 +424,9 @@ def test_a_service_jobs_next_attempt_shows_only_its_own_steps(held) -> None:
         job_id, _, _ = services.submit("step-retries", USER, retries=1)
         store = connections.store()
         old = new_info(new_id(), "flaky", "job", store.keys.channel(""), context="default")
-        old.update(step="flaky", status=Status.FAILED, date_start="2000-01-01 00:00:00.000000", date_end=now())
+        # Its engine's clock ran ahead: only the attempt it ran in tells it from this attempt's steps.
+        old.update(step="flaky", status=Status.FAILED, date_start="2999-01-01 00:00:00.000000", date_end=now())
+        old.update(job_attempt=1)
         store.add_under(job_id, [old])
 
         def second_attempt(info: dict[str, Any]) -> dict[str, Any]:
@@ -415,7 +437,7 @@ def test_a_service_jobs_next_attempt_shows_only_its_own_steps(held) -> None:
         resume(user=USER)
         assert finished(job_id, timeout=90)["status"] == Status.SUCCESS
         [step] = store.get_many(sorted(store.children(job_id)))
-        assert step["id"] != old["id"] and step["status"] == Status.SUCCESS
+        assert step["id"] != old["id"] and (step["status"], step["job_attempt"]) == (Status.SUCCESS, 2)
     finally:
         for cls in load(STEPS):
             services.unregister(cls.name)

@@ -12,16 +12,21 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from moi import files, services
-from moi.core.errors import ServiceDefinitionError
+from moi.core.config import build_settings
+from moi.core.errors import QuotaExceeded, ServiceDefinitionError
 from moi.core.info import Info, Status, is_finished
+from moi.job import submit
 from moi.jobs import connections
-from moi.services import registry, sweeper, unloadable
-from tests.conftest import run_moi, until
+from moi.services import registry, retention_hooks, sweeper, unloadable
+from moi.storage import process
+from tests import jobs, service_defs
+from tests.conftest import finished, run_moi, until
 from tests.test_api import call, payload, token_for
 from tests.test_metrics import samples
 from tests.test_relay_security import server
@@ -221,3 +226,69 @@ def test_a_configured_service_that_cannot_be_imported_is_noted_until_it_loads(
         monkeypatch.undo()
         registry._configured = None
         connections.reset()
+
+
+def test_a_hook_that_hangs_ends_at_its_time_limit_and_an_expire_hook_still_removes_the_directory(
+    r, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(retention_hooks, "HOOK_TIME_LIMIT", 3.0)  # the session's contexts name no time limit
+    services.register(service_defs.Hangs)
+    try:
+        store = connections.store()
+        job_id = services.submit("hangs", "keeper")[0]
+        assert finished(job_id)["status"] == Status.SUCCESS
+        directory = Path(files.directory_of(job_id))
+        assert sweeper.sweep(store, moment=time.time() + 2) == [job_id]  # archived: it has no archive()
+        assert sweeper.sweep(store, moment=time.time() + 4) == [job_id]  # expired: its expire() hangs
+        expire = hook_jobs(job_id, 1)["expire"]
+        assert (expire["status"], expire["time_limit"]) == (Status.FAILED, 3.0)
+        assert expire["result"] == "Time limit of 3s exceeded"
+        assert not directory.exists()  # removed all the same, after the hook was ended
+        info = store.get(job_id)
+        assert info["status"] == Status.EXPIRED and "JobTimeLimit" in info["hook_errors"]["expire"]
+    finally:
+        services.unregister("hangs")
+
+    # A context with a time limit of its own gives it to its hook jobs.
+    settings = connections.settings()
+    monkeypatch.setattr(connections, "settings", lambda: replace(settings, context_time_limits={"default": 60.0}))
+    assert (retention_hooks.hook_time_limit("default"), retention_hooks.hook_time_limit("other")) == (60.0, 3.0)
+
+
+def test_hook_jobs_run_for_a_user_at_the_hard_limit_and_never_count_among_their_jobs(r, spare, tmp_path: Path) -> None:
+    saved = process.overrides()
+    services.register(service_defs.Kept)
+    try:
+        store = connections.store()
+        job_id = services.submit("kept", "quota-user", {"counts": str(tmp_path)})[0]
+        assert finished(job_id)["status"] == Status.SUCCESS
+        connections.configure(hard_limit=1)
+        connections.dispatch_all()  # configure stopped this process's dispatchers: the hook job needs one
+        waiting = submit("spare", "quota-user", "waits", None, jobs.add, 1, 2)[0]  # no engine there: it waits
+        active = store.keys.active(store.get(job_id)["owner"])
+        assert r.smembers(active) == {waiting}  # the user is at their hard limit
+
+        assert sweeper.sweep(store, moment=time.time() + 2) == [job_id]
+        assert r.smembers(active) == {waiting}  # the hook job queued is not among the user's jobs ...
+        assert hook_jobs(job_id, 1)["archive"]["status"] == Status.SUCCESS  # ... and runs all the same
+        assert (tmp_path / "archive.log").read_text().split() == [job_id, "True"]
+        with pytest.raises(QuotaExceeded):
+            submit("spare", "quota-user", "refused", None, jobs.add, 1, 2)  # the user's own limit stands
+        assert r.smembers(active) == {waiting}
+    finally:
+        services.unregister("kept")
+        process.replace_overrides(saved, build_settings(saved))
+        connections.reset()
+
+
+def test_moi_status_shows_an_unloadable_services_time_as_kept_when_it_is_not_one(r) -> None:
+    kept = {"huge": ("1e300", "1e+300"), "text": ('"yesterday"', "yesterday"), "long": (str(10**30), str(10**30))}
+    kept["nan"] = ("NaN", "NaN")
+    for entry, (at, _) in kept.items():  # written behind moi's back
+        r.hset("moi:services:unloadable", entry, f'{{"error": "E", "where": "engine h:1", "by": "engine", "at": {at}}}')
+    done = run_moi("status")
+    assert done.returncode == 0, done.stderr
+    shown = sorted(line for line in done.stdout.splitlines() if line.startswith("service "))
+    assert shown == sorted(
+        f"service {entry} cannot be loaded on engine h:1 (last at {at}): E" for entry, (_, at) in kept.items()
+    )

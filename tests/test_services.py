@@ -301,6 +301,43 @@ def test_a_job_moves_through_per_state_directories_on_two_roots_and_a_failed_mov
         shutil.rmtree(archived, ignore_errors=True)
 
 
+def test_a_retried_and_a_resubmitted_job_start_again_from_where_their_directory_moved(
+    r, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Attempt 1 moved the directory to the running root, then failed: attempt 2 (and a resubmit) starts
+    there, moves it back to where preprocess runs, and on as the service says."""
+    incoming, running, marks = tmp_path / "incoming", tmp_path / "running", tmp_path / "marks"
+    marks.mkdir()
+    monkeypatch.setattr(service_defs.Flaky, "directories", {"incoming": str(incoming), "running": str(running)})
+    services.register(service_defs.Flaky)
+    try:
+        job_id = services.submit("flaky", "mover", {"marks": str(marks)}, files={"in.txt": b"data"})[0]
+        resubmitted = services.submit("flaky", "mover", {"marks": str(marks)}, retries=0)[0]
+        info = finished(job_id)
+        assert (info["status"], info["attempt"]) == (Status.SUCCESS, 2), info["result"]
+        assert "OSError: the first run fails" in info["attempts"][0]["result"]
+        assert_moved_as_the_service_says(job_id, incoming, running)
+        with files.open(job_id, "input/in.txt") as kept:
+            assert kept.read() == b"data"
+
+        failed = finished(resubmitted)
+        assert failed["status"] == Status.FAILED and failed["directory"] == str(running / resubmitted)
+        resubmit(resubmitted)
+        assert finished(resubmitted)["status"] == Status.SUCCESS
+        assert_moved_as_the_service_says(resubmitted, incoming, running)
+    finally:
+        services.unregister("flaky")
+
+
+def assert_moved_as_the_service_says(job_id: str, incoming: Path, running: Path) -> None:
+    """Both runs of a Flaky job: preprocess in the incoming root, run in the running root, where it stays."""
+    info = get_info(job_id)
+    assert info["directory"] == str(running / job_id) and not (incoming / job_id).exists()
+    with files.open(job_id, "where.txt") as where:
+        assert where.read().decode().splitlines() == [f"preprocess {incoming / job_id}", f"run {running / job_id}"] * 2
+    assert [entry.path for entry in files.list(job_id, "output")] == ["output/out.txt"]
+
+
 YAML_SLOW = """
 services:
   - name: slowchain

@@ -1,8 +1,10 @@
 """The options of a job's time limit and retries, shared by ``moi submit`` and ``moi run``.
 
 They are checked before anything is stored, as ``moi.jobs.job_policy`` checks them (``[moi] max_retries``,
-the context's time limit, a ``module.Class`` in ``--retry-on`` imported here); a bad value is a usage
-mistake: one line naming the option, exit status 2 (``EXIT_USAGE``).
+the context's time limit, a ``module.Class`` in ``--retry-on`` imported here), and for ``moi run`` over the
+service's own policy, as ``moi.services.submit`` merges them (``--retry-on`` with the service's retries,
+``--soft-time-limit`` under its time limit); a bad value is a usage mistake: one line naming the option,
+exit status 2 (``EXIT_USAGE``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import click
 
 from moi.core.errors import InvalidValue
 from moi.core.policy import Policy
+from moi.jobfiles.input_policy import LOCAL
 from moi.jobs.job_policy import policy_fields
+from moi.services import registry, submission
 
 _OPTIONS = [
     click.option(
@@ -79,10 +83,14 @@ def policy_of(
     return Policy(time_limit, soft_time_limit, retries, names or None, backoff, idempotent or None)
 
 
-def checked(policy: Policy, context: str) -> dict[str, Any]:
-    """The policy as ``submit``'s keywords, checked for ``context``: click.BadParameter (exit status 2) otherwise."""
+def checked(policy: Policy, context: str, service: str | None = None) -> dict[str, Any]:
+    """The policy as ``submit``'s keywords, checked for ``context`` (over the policy of ``service``, a
+    service's name, for ``moi run``): click.BadParameter (exit status 2) otherwise."""
     try:
-        policy_fields(policy, context)
+        if service is None:
+            policy_fields(policy, context)
+        else:  # an unknown service is UnknownService, as the submit would say
+            submission.policy_fields(registry.get(service), policy, context, LOCAL)
     except InvalidValue as error:
         raise click.BadParameter(error.why, param_hint=f"'--{error.where.replace('_', '-')}'") from None
     return asdict(policy)

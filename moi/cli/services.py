@@ -47,7 +47,7 @@ def run_command(
     **policy: Any,
 ) -> None:
     """Submit a job of service NAME (`moi services` lists them)."""
-    limits = checked(policy_of(**policy), context or connections.settings().default_context)
+    limits = checked(policy_of(**policy), context or connections.settings().default_context, name)
     job_id, _, _ = services.submit(
         name,
         user,

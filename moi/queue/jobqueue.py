@@ -190,8 +190,10 @@ class Queue:
         """Queue a job as a child of another job (a service job's retention hook, ``moi.services.retention_hooks``).
 
         In its owner's tree, under that job, as ``enqueue`` stores any job, but never refused nor held
-        back by the owner's limits (it is moi's own upkeep), and left out of the listings (as a service's
-        steps are). False, nothing written, when the parent job is gone.
+        back by the owner's limits (it is moi's own upkeep), not counted among the owner's unfinished
+        jobs (the set the limits count: a sweep that queues many hooks must not refuse the owner's own
+        jobs), and left out of the listings (as a service's steps are). False, nothing written, when the
+        parent job is gone.
         """
         group = parent.get("parent")  # its group's chain is remembered: one lookup per group, not per job
         chain = [parent["id"], *self.store.chain_of(group)] if isinstance(group, str) else [parent["id"]]
@@ -201,6 +203,7 @@ class Queue:
         pipe = self.store.redis.pipeline(transaction=False)
         pipe.zrem(self.keys.index(chain[-1]), info["id"])
         pipe.zrem(self.keys.index_all, info["id"])
+        pipe.srem(self.keys.active(chain[-1]), info["id"])
         with reaching(self.store.url):
             pipe.execute()
         return True

@@ -6,6 +6,9 @@ its output in ``steps/<name>.stdout`` and ``.stderr``. A step with ``retries`` w
 ``failed`` runs again while it has tries left (its info shows ``attempt``, ``max_attempts`` and the
 earlier ``attempts``, as a job's does); a step past its ``time_limit`` (counted from its first try) is
 ended, SIGTERM then SIGKILL, and fails "Time limit of 5m exceeded", which fails the job.
+
+Each step's node carries the attempt of the service job it ran in (``job_attempt``; its own ``attempt`` is
+its own tries'): the next attempt of a retried job removes the nodes of the others, so its page shows its own.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from moi.services.steps import DONE, FAILED, STEPS_DIR, SUCCESS, Step, check_cha
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store, message
 
+JOB_ATTEMPT = "job_attempt"  # on a step's node: the attempt of its service job it ran in
+
 
 class Chain:
     """Runs a service job's steps on its engine; each step a child job whose state is written as it moves."""
@@ -39,7 +44,6 @@ class Chain:
         self.directory = directory
         self.store, info = engine.current_job()
         self.job_id, self.context, self.attempt = info["id"], info.get("context"), info.get("attempt")
-        self.started = str(info.get("date_start") or "")  # when this attempt of the job started
         self.ttl = self.store.ttl_of(info)
         self.nodes: dict[str, Info] = {}  # step name -> its info as last written
         self.running: dict[str, subprocess.Popen[bytes]] = {}
@@ -63,13 +67,22 @@ class Chain:
         return dict(self.ended)
 
     def _forget_earlier_attempts(self) -> None:
-        """A retried job's steps of its earlier attempt, removed from the tree: the page shows this one's."""
-        if not isinstance(self.attempt, int) or self.attempt <= 1 or not self.started:
+        """A retried job's steps of its earlier attempts, removed from the tree: the page shows this one's.
+        Told apart by the attempt each node carries, not by its times (its engines' clocks may differ)."""
+        if not isinstance(self.attempt, int) or self.attempt <= 1:
             return
         nodes = self.store.get_many(sorted(self.store.children(self.job_id)))
-        earlier = [node["id"] for node in nodes if str(node.get("date_start") or node.get("date_end")) < self.started]
+        earlier = [node["id"] for node in nodes if node.get("step") and node.get(JOB_ATTEMPT) != self.attempt]
         if earlier:
             remove_steps(self.store, self.job_id, earlier)
+
+    def _node(self, name: str) -> Info:
+        """A new node of step ``name`` in this attempt of the job, not yet stored."""
+        info = new_info(new_id(), name, "job", "", context=self.context)
+        info.update(pubsub=self.store.keys.channel(info["id"]), step=name, ttl=self.ttl)
+        if self.attempt is not None:
+            info[JOB_ATTEMPT] = self.attempt
+        return info
 
     def _loop(self) -> str:
         """Start what is ready, wait for one to end, until all did; the reason the chain stopped early."""
@@ -128,9 +141,8 @@ class Chain:
 
     def _start(self, name: str) -> None:
         """A step's first try: its node in the tree, Running, and its command started."""
-        info = new_info(new_id(), name, "job", "", context=self.context)
-        info.update(pubsub=self.store.keys.channel(info["id"]), status=Status.RUNNING, date_start=now())
-        info.update(engine=engine.engine_label(), step=name, ttl=self.ttl)
+        info = self._node(name)
+        info.update(status=Status.RUNNING, date_start=now(), engine=engine.engine_label())
         if self.steps[name].retries:
             info.update(attempt=1, max_attempts=self.steps[name].retries + 1)
         self.store.add_under(self.job_id, [info], ttl=self.ttl)
@@ -223,8 +235,7 @@ class Chain:
             if name in self.ended:
                 continue
             if name not in self.nodes:
-                info = new_info(new_id(), name, "job", "", context=self.context)
-                info.update(pubsub=self.store.keys.channel(info["id"]), step=name, ttl=self.ttl)
+                info = self._node(name)
                 info.update(status=Status.CANCELLED, result=why, result_format="text", date_end=now())
                 self.store.add_under(self.job_id, [info], ttl=self.ttl)
                 self.nodes[name] = info

@@ -10,10 +10,13 @@ the job's directory. There ``run_hook`` loads the service from the service job's
 the hook.
 
 - The hook job carries no retention of its own (it is never archived) and lives as long as its
-  service job (its ``ttl``); it is moi's upkeep, so no limit refuses it (see ``Queue.enqueue_child``),
-  though a pause of its owner or context holds it as any job. Only the sweeper whose move landed
-  queues it, so each hook runs once per move.
-- An expire hook removes the job's directory after the hook, whatever the hook did.
+  service job (its ``ttl``); it is moi's upkeep, so no limit refuses it and it does not count among
+  its owner's jobs (see ``Queue.enqueue_child``), though a pause of its owner or context holds it as
+  any job. Only the sweeper whose move landed queues it, so each hook runs once per move.
+- It has a time limit, so a hook that hangs never holds an engine for ever: its context's
+  (``[context NAME] time_limit``, else ``[moi] time_limit``), else ``HOOK_TIME_LIMIT``.
+- An expire hook removes the job's directory after the hook, whatever the hook did (past its time
+  limit too: the limit's ``JobTimeLimit`` ends the hook, then the removal runs, shielded).
 - A hook that fails, or a service that cannot be loaded on the engine, fails the hook job with its
   traceback, and notes it on the service job (``hook_errors``: hook -> one line); a service that
   cannot be loaded is also noted in ``moi.services.unloadable``. The service job's move stands.
@@ -29,7 +32,9 @@ from moi.compute import engine
 from moi.compute.context import by_name
 from moi.core.errors import MoiError, ServiceError
 from moi.core.info import Info, new_id, new_info
+from moi.core.policy import Policy
 from moi.jobfiles.removal import remove_directory
+from moi.jobs.job_policy import policy_fields
 from moi.queue.jobqueue import Queue, origin_of, pack_call, unpack_call
 from moi.services import unloadable
 from moi.services.definition import Service
@@ -42,6 +47,7 @@ log = logging.getLogger("moi.services.sweeper")
 HOOKS = ("archive", "expire")
 HOOK_FIELD = "retention_hook"  # on a hook job: which hook it runs
 ERRORS_FIELD = "hook_errors"  # on a service job: hook -> why it did not run, or how it failed
+HOOK_TIME_LIMIT = 3600.0  # seconds a hook job may run when its context names no time limit
 
 
 def hooks_of(cls: type[Service]) -> list[str]:
@@ -72,10 +78,17 @@ def queue_hook(store: Store, info: Info, hook: str, directory: str) -> str | Non
     hook_id = new_id()
     hook_job = new_info(hook_id, hook, "job", store.keys.channel(hook_id), context=info.get("context"))
     hook_job.update({HOOK_FIELD: hook, "priority": info.get("priority") or 0, "ttl": store.ttl_of(info)})
+    hook_job["time_limit"] = hook_time_limit(str(info.get("context")))
     packed = pack_call(by_name(run_hook), (info["id"], hook, directory), {}, (origin[0], origin[1], here, {}))
     if not jobs.enqueue_child(info, str(info.get("context")), hook_job, packed, int(hook_job["priority"])):
         return None
     return hook_id
+
+
+def hook_time_limit(context: str) -> float:
+    """Seconds a hook job of ``context`` may run: the context's time limit, else ``HOOK_TIME_LIMIT``."""
+    limit = policy_fields(Policy(), context).get("time_limit")
+    return float(limit) if limit is not None else HOOK_TIME_LIMIT
 
 
 def note(store: Store, job_id: str, hook: str, line: str) -> None:
@@ -108,7 +121,8 @@ def run_hook(job_id: str, hook: str, directory: str, **moi: Any) -> str:
         return f"{hook}() ran"
     finally:
         if hook == "expire":
-            remove_directory(directory)
+            with engine.shielded():  # a cancel, or a second interrupt, must not stop the removal halfway
+                remove_directory(directory)
 
 
 def _loaded(store: Store, info: Info, hook: str) -> type[Service]:

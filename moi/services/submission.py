@@ -78,7 +78,7 @@ def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) 
     """A service job's time limit and retries: what the submission asks for over what the service gives.
     A submission may ask for less time than the service's ``time_limit``, not more (InvalidValue)."""
     under = cls.policy()
-    if asked.retries in (0, "0"):  # no retries asked for: the service's retry_on and backoff are for none
+    if _no_retries(asked.retries):  # the service's retry_on and backoff are for retries the job does not have
         under = replace(under, retry_on=None, backoff=None)
     fields = job_policy.policy_fields(asked.merged(under), context, origin)
     if asked.time_limit is not None and cls.time_limit is not None:
@@ -86,6 +86,14 @@ def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) 
         if fields["time_limit"] > most:
             raise InvalidValue("time_limit", f"service {cls.name!r} allows at most {shown(most)}")
     return fields
+
+
+def _no_retries(retries: Any) -> bool:
+    """Whether a submission asks for no retries: 0 as the policy reads it (``0``, ``"0"``, ``" 00"``).
+    Unset is not: the service's own count stands. A count the policy refuses is refused with the rest."""
+    if retries is None:
+        return False
+    return "max_attempts" not in Policy(retries=retries).fields(connections.settings().max_retries)
 
 
 def _fields(cls: type[Service], checked: dict[str, Any], email: str | None, settings: Settings) -> dict[str, Any]:

@@ -44,12 +44,13 @@ class Unloadable:
     error: str
     where: str
     by: str
-    at: float
+    at: float  # epoch seconds; 0.0 when the record holds no time that can be shown as one
+    kept_at: str = ""  # the record's own ``at``, as written, when it is not such a time
 
     def line(self) -> str:
         """``service 'name' (entry) cannot be loaded on WHERE (last at TIME): ERROR``, for ``moi status``."""
         named = f"{self.service!r} ({self.entry})" if self.service and self.service != self.entry else self.entry
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.at)) if self.at else "?"
+        when = _shown_time(self.at) if self.at else printable(self.kept_at, 40) or "?"
         where, error = printable(self.where, 200), printable(self.error, 300)
         return f"service {printable(named, 200)} cannot be loaded on {where} (last at {when}): {error}"
 
@@ -129,14 +130,33 @@ def _parsed(entry: str, text: str) -> Unloadable:
         found = json.loads(text)
         if not isinstance(found, dict):
             raise ValueError("not a JSON object")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return Unloadable(entry, "", "its record in Redis is not moi's JSON", "?", "", 0.0)
-    at = found.get("at")
+    kept, at = found.get("at"), _time_of(found.get("at"))
+    as_written = kept if isinstance(kept, str) else json.dumps(kept)
     return Unloadable(
         entry=entry,
         service=str(found.get("service") or ""),
         error=str(found.get("error") or ""),
         where=str(found.get("where") or "?"),
         by=str(found.get("by") or ""),
-        at=float(at) if isinstance(at, int | float) and not isinstance(at, bool) else 0.0,
+        at=at or 0.0,
+        kept_at="" if at is not None or kept is None else as_written,
     )
+
+
+def _time_of(at: Any) -> float | None:
+    """A record's ``at`` as epoch seconds, when it is a number this host can show as a time; else None
+    (written behind moi's back: a text, a number past what ``localtime`` takes, such as 1e300)."""
+    if not isinstance(at, int | float) or isinstance(at, bool):
+        return None
+    try:
+        seconds = float(at)  # an integer of hundreds of digits: OverflowError
+        _shown_time(seconds)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return seconds
+
+
+def _shown_time(seconds: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))

@@ -12,44 +12,41 @@ only what is due) and, when it finishes, the mails it owes (``moi:mail``).
 from __future__ import annotations
 
 import json
-import re
+import math
 import time
 from typing import Any
 
+from moi.core import policy
 from moi.core.errors import ServiceDefinitionError
 from moi.core.info import Info, Status, is_finished
 from moi.core.keys import Keys
 
 NEVER = "never"
 KEPT_FOR_NEVER = 10 * 365 * 86400  # "never" in Redis terms: ten years
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
 Command = list[str | int]
 
 
 def parse_duration(text: str | int | float | None, what: str = "a duration") -> float | None:
-    """Seconds in ``"90d"``, ``"12h"``, ``"30s"``, ``"15m"``, ``"2w"`` or a number; None for ``"never"``."""
+    """Seconds in ``"90d"``, ``"12h"``, ``"30s"``, ``"15m"``, ``"2w"`` or a number; None for ``"never"``.
+
+    The syntax and units of a job's time limit (``moi.core.policy``), but 0 is allowed and a retention
+    may be longer than a year; ServiceDefinitionError otherwise."""
     if text is None or (isinstance(text, str) and text.strip().lower() == NEVER):
         return None
-    if isinstance(text, int | float) and not isinstance(text, bool) and text >= 0:
+    if isinstance(text, int | float) and not isinstance(text, bool) and math.isfinite(text) and text >= 0:
         return float(text)
-    match = _DURATION.match(text) if isinstance(text, str) else None
+    match = policy._DURATION.match(text) if isinstance(text, str) else None  # the policy's own syntax
     if match is None:
         raise ServiceDefinitionError(
             f"{what} is {text!r}: write a number with a unit (30s, 15m, 12h, 90d, 2w) or 'never'"
         )
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    return float(match.group(1)) * policy._UNITS[match.group(2) or "s"]
 
 
 def shown_duration(seconds: float | None) -> str:
-    """The inverse of ``parse_duration``, in the largest unit that divides it."""
-    if seconds is None:
-        return NEVER
-    for unit, size in sorted(_UNITS.items(), key=lambda item: -item[1]):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+    """The inverse of ``parse_duration``, in the largest unit that divides it (as ``moi.core.policy.shown``)."""
+    return NEVER if seconds is None else policy.shown(seconds)
 
 
 def retention_fields(archive_after: float | None, expire_after: float | None, keep_expired: float, ttl: int) -> Info:
