@@ -47,12 +47,14 @@ def value_error(**kwargs: Any) -> None:
 
 
 def attempt_then_wait(marks: str, **kwargs: Any) -> str:
-    """Notes its attempt and its engine's pid, then waits for ``release-<attempt>`` in ``marks``."""
+    """Notes its attempt and its engine's pid, then waits for ``release-<attempt>`` in ``marks``; notes
+    ``finished-<attempt>`` as it returns (an attempt interrupted never does)."""
     attempt = attempt_now()
     Path(marks, f"started-{attempt}").write_text(str(os.getpid()))
     deadline = time.monotonic() + 300
     while not Path(marks, f"release-{attempt}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
+    Path(marks, f"finished-{attempt}").touch()
     return f"attempt {attempt}"
 
 
@@ -88,3 +90,18 @@ def fails_once(marks: str, n: int, **kwargs: Any) -> int:
         mark.touch()
         raise OSError(f"item {n} fails once")
     return n
+
+
+def cancels_itself_then_fails(**kwargs: Any) -> None:
+    """Asks for its own cancel (as a user would, while it runs: only the flag is set), then fails at once,
+    before a heartbeat can see the flag: its retry's write meets the flag."""
+    from moi.jobs.cancel import cancel
+
+    store, info = current_job()
+    assert cancel(info["id"], store).requested == [info["id"]]
+    raise OSError("failed as its cancel was asked")
+
+
+def here(**kwargs: Any) -> str:
+    """The directory the job runs in."""
+    return os.getcwd()

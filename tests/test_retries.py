@@ -1,6 +1,7 @@
 """Retries and redelivery, for real: a job that fails twice then succeeds, a failure retry_on is not for, a
 retry cancelled while it waits, and idempotent jobs whose engine is SIGKILLed, or SIGSTOPped past its
-heartbeat and continued once another engine runs the job's next attempt (its late outcome is refused)."""
+heartbeat and continued once another engine runs the job's next attempt (its attempt is interrupted, and
+nothing of it recorded)."""
 
 from __future__ import annotations
 
@@ -125,19 +126,21 @@ def test_a_late_result_of_a_stopped_engine_never_overwrites_the_next_attempt(sto
         assert (info["status"], info["attempt"], info["engine"]) == (Status.RUNNING, 2, label_of(second)), info
         assert info["attempts"][0]["result"].startswith("Engine lost:")
         seen.append(info["revision"])
-        (tmp_path / "release-1").touch()
     finally:
         os.kill(first.pid, signal.SIGCONT)
 
-    # The first engine ends its attempt (its function returns), then takes this probe: it is free again.
+    # The first engine, at its next beat, finds the heartbeat another's: its attempt is interrupted (its function
+    # never gets to return: no release-1 comes), records nothing, and the engine takes this probe: it is free again.
     probe, _, _ = submit("spare", "retry-user", "probe", None, jobs.add, 1, 2)
     assert finished(probe)["engine"] == label_of(first)
+    assert not (tmp_path / "finished-1").exists()
     info = store.get(job_id)
     assert (info["status"], info["attempt"], info["revision"]) == (Status.RUNNING, 2, seen[-1]), info
     assert store.redis.get(store.keys.heartbeat(job_id)) == label_of(second)  # the running attempt's keys stay
     assert store.redis.sismember(store.keys.running, job_id)
     log = Path(tmp_path / "first.log").read_text()
     assert f"job {job_id}: a newer attempt owns it now" in log, log
+    assert f"job {job_id}: attempt 1 was superseded by a newer one; interrupting it" in log, log
 
     (tmp_path / "release-2").touch()
     info = finished(job_id)

@@ -87,7 +87,9 @@ def _context_line(name: str) -> str:
 
 @click.command("watchdog")
 @click.option(
-    "--once", is_flag=True, help="One pass that fails stranded jobs at once and sweeps gone jobs' files, then exit."
+    "--once",
+    is_flag=True,
+    help="One pass that fails stranded jobs at once, queues due retries and sweeps gone jobs' files, then exit.",
 )
 @click.option("--interval", type=float, default=watchdog.INTERVAL, show_default=True, help="Seconds between passes.")
 def watchdog_command(once: bool, interval: float) -> None:
@@ -99,10 +101,13 @@ def watchdog_command(once: bool, interval: float) -> None:
             click.echo(f"failed stranded job {job_id}")
         for job_id in passes.sweep_logging(store):
             click.echo(f"removed the files of gone job {job_id}")
+        due = passes.retries_logging(store)
+        if due:
+            click.echo(f"queued {due} job(s) due for their next attempt")
         moved = passes.retention_logging(store)
         for job_id in moved:
             click.echo(f"moved service job {job_id} on by its retention")
-        if moved:  # their hooks are jobs now: leave them with the controller at exit, as a submitter does
+        if moved or due:  # jobs queued now: leave work for them with the controller at exit, as a submitter does
             connections.dispatch_all()
         _send_mail_once(store)
         return

@@ -3,10 +3,11 @@ and exit statuses a script can tell apart."""
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from moi.compute import watchdog
 from moi.core import policy
@@ -43,18 +44,31 @@ def _shown_field(info: Info, key: str) -> Any:
         return policy.shown(float(value))
     if key == "attempt":
         return f"{value} of {info.get('max_attempts')}"
-    if key == "backoff" and isinstance(value, list):
+    if key == "backoff" and isinstance(value, list) and all(_finite(delay) for delay in value):
         return ", ".join(policy.shown(float(delay)) for delay in value)
     if key == "retry_on" and isinstance(value, list):
         return ", ".join(str(name) for name in value)
-    if key == "retry_at" and isinstance(value, int | float):
-        due = datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
-        left = value - time.time()
-        return f"{due} (in {policy.shown(float(max(1, round(left))))})" if left > 0 and not is_finished(info) else due
+    if key == "retry_at" and _finite(value):
+        return _due(value, info)
     if key == "attempts" and isinstance(value, list):
         earlier = [f"\n  {_attempt_line(attempt)}" for attempt in value if isinstance(attempt, dict)]
         return f"{len(earlier)} earlier" + "".join(earlier)
     return value
+
+
+def _finite(value: Any) -> TypeGuard[float]:
+    """A number moi can show as a duration or a date (not NaN, nor infinite); any other is shown as it is."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _due(value: float, info: Info) -> Any:
+    """When the next retry is due, and how long until then; the value as it is when it is no date."""
+    try:
+        due = datetime.fromtimestamp(value).isoformat(sep=" ", timespec="seconds")
+    except (OverflowError, OSError, ValueError):  # far past any date: written behind moi's back
+        return value
+    left = value - time.time()
+    return f"{due} (in {policy.shown(float(max(1, round(left))))})" if left > 0 and not is_finished(info) else due
 
 
 def _attempt_line(attempt: dict[str, Any]) -> str:

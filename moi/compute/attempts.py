@@ -4,9 +4,12 @@ A job that carries ``attempt`` (it may retry, or is idempotent: see ``moi.core.p
 at a time. As an attempt fails, ``retry_wanted`` decides (attempts left, ``retry_on`` matching, never a
 cancel) and ``next_attempt_write`` makes the write that queues it again: ``Queued``, ``attempt`` + 1,
 ``retry_at``, this attempt kept in ``attempts``, and, in the same atomic step, the job in its context's
-retry set (``moi.queue.retries``). Every write an engine makes of such a job goes through ``guarded``:
-once the job belongs to another attempt (the watchdog queued it again after its engine went silent),
-a late write of the old one changes nothing, and its engine says so once in its log.
+retry set (``moi.queue.retries``). That write is refused while the job's cancel flag is set (a cancel asked
+as the attempt failed is not lost with the flag the write deletes), and the job is recorded Cancelled instead;
+a retry that cannot be made of what the job's info holds (odd values written behind moi's back) is
+recorded Failed instead, so the job never stays Running. Every write an engine makes of such a job goes
+through ``guarded``: once the job belongs to another attempt (the watchdog queued it again after its engine
+went silent), a late write of the old one changes nothing, and its engine says so once in its log.
 """
 
 from __future__ import annotations
@@ -32,17 +35,16 @@ log = logging.getLogger("moi.engine")
 _told: set[tuple[str, Any]] = set()  # (job, attempt) whose engine already said a newer attempt owns it
 
 
-def retry_wanted(store: Store, job_id: str, info: Info, cause: BaseException | None) -> bool:
+def retry_wanted(info: Info, cause: BaseException | None) -> bool:
     """Whether an attempt that failed with ``cause`` gets another (None: a failure no retry is for,
-    such as a function the engine cannot load). A cancel never does, nor a job whose cancel was asked for."""
+    such as a function the engine cannot load). A cancel never does; nor does a job whose cancel was asked
+    for, which the retry's write itself checks (``next_attempt_write``)."""
     if cause is None or not attempts_left(info):
         return False
     if isinstance(cause, JobCancelled) and not isinstance(cause, JobTimeLimit):
         return False
     exit_code = cause.returncode if isinstance(cause, CommandFailed) else None
-    if not retry_matches(info, exception_names(cause), exit_code):
-        return False
-    return not cancel_asked(store, job_id)
+    return retry_matches(info, exception_names(cause), exit_code)
 
 
 def cancel_asked(store: Store, job_id: str) -> bool:
@@ -55,11 +57,31 @@ def cancel_asked(store: Store, job_id: str) -> bool:
         return False
 
 
-def next_attempt_write(keys: Keys, job_id: str, known: Info, ended: Info) -> tuple[Change, list[list[str | int]]]:
+def next_attempt_write(
+    keys: Keys, job_id: str, known: Info, ended: Info, ttl: int
+) -> tuple[Change, list[list[str | int]]] | None:
     """The change that queues the job again after the attempt ``known`` holds, and the commands that go
-    with it (its place in the retry set). ``ended``: how the attempt ended (result, result_format, date_end)."""
+    with it (its place in the retry set); write it with ``unless_key=keys.cancel(job_id)``. ``ended``: how
+    the attempt ended (result, result_format, date_end); ``ttl``: how long Redis keeps the job's info, which
+    its wait stays within. None (logged) when no retry can be made of what ``known`` holds."""
+    try:
+        return _next_attempt_write(keys, job_id, known, ended, longest_wait(ttl))
+    except Exception as error:  # odd values written behind moi's back: the attempt fails as it is
+        log.error("job %s: its next attempt cannot be queued (%s); it fails", job_id, error)
+        return None
+
+
+def longest_wait(ttl: int) -> float:
+    """Seconds a job may wait for its next attempt, within the ``ttl`` its info is kept (the retry's write sets
+    it anew), with a minute (or half of a short ttl) left for the promotion to come."""
+    return max(ttl - 60.0, ttl / 2)
+
+
+def _next_attempt_write(
+    keys: Keys, job_id: str, known: Info, ended: Info, longest: float
+) -> tuple[Change, list[list[str | int]]]:
     moment = time.time()
-    retry_at = round(moment + delay_before(known), 3)  # decided once: the retry set's score is the same
+    retry_at = round(moment + delay_before(known, longest=longest), 3)  # decided once: the retry set's score too
     mine = known.get("attempt")
 
     def change(info: Info) -> Info | None:

@@ -97,49 +97,65 @@ class Recorder:
 
     def _finish_alone(self, job_id: str, ending: Info, value: str | None, cause: BaseException | None) -> None:
         """The final write of an item that has attempts: alone, after what came before it, its liveness keys
-        going with it only if it lands (a newer attempt's stay), or its next attempt queued instead.
-        ``ending``: its status, result, result_format and files."""
+        going with it only if it lands (a newer attempt's stay), or its next attempt queued instead (Cancelled
+        when its cancel was asked as it failed). ``ending``: its status, result, result_format and files."""
         engine.retrying(self.flush, "recording a batch block's outcomes")  # its Running write first
         with self._lock:
             known = self.latest.get(job_id)
         if known is None:
             return  # removed while the batch ran
         keys = self.store.keys
-        also: list[list[str | int]] = [["DEL", keys.heartbeat(job_id), keys.cancel(job_id)]]
-        also.append(["SREM", keys.running, job_id])
+        unregistering: list[list[str | int]] = [["DEL", keys.heartbeat(job_id), keys.cancel(job_id)]]
+        unregistering.append(["SREM", keys.running, job_id])
+        also = list(unregistering)
         change = _finish(ending["status"], ending["result"], ending["result_format"], ending["files"])
-        if ending["status"] == Status.FAILED and attempts.retry_wanted(self.store, job_id, known, cause):
+        retry = None
+        if ending["status"] == Status.FAILED and attempts.retry_wanted(known, cause):
             ended = {"result": ending["result"], "result_format": ending["result_format"], "date_end": now()}
-            change, retry = attempts.next_attempt_write(keys, job_id, known, ended)
-            also += retry
+            retry = attempts.next_attempt_write(keys, job_id, known, ended, self.store.ttl_of(known))
+        if retry is not None:
+            change, commands = retry
+            also += commands
         elif value is not None:
             also.append(["SET", keys.value(job_id), value, "EX", self.store.ttl])
-        new = self._write_alone(job_id, attempts.guarded(change, job_id, self.attempts[job_id]), known, also)
+        unless = keys.cancel(job_id) if retry is not None else None
+        new, refused = self._write_alone(job_id, self._guarded(change, job_id), known, also, unless)
+        if refused and new is not None:  # its cancel was asked as it failed: never retried, nor lost
+            cancelled = _finish(Status.CANCELLED, "Cancelled while running", "text", ending["files"])
+            new, _ = self._write_alone(job_id, self._guarded(cancelled, job_id), new, unregistering)
         with self._lock:
             if new is None:
                 self.latest.pop(job_id, None)
             else:
                 self.latest[job_id] = new
 
-    def _write_alone(self, job_id: str, change: Change, known: Info, also: list[list[str | int]]) -> Info | None:
+    def _guarded(self, change: Change, job_id: str) -> Change:
+        return attempts.guarded(change, job_id, self.attempts[job_id])
+
+    def _write_alone(
+        self, job_id: str, change: Change, known: Info, also: list[list[str | int]], unless_key: str | None = None
+    ) -> tuple[Info | None, bool]:
         """One item's write, with ``also`` if it lands; where it does not, the engine lets go of the
-        item's liveness keys that are still its own. The item as it now stands; None once it is gone."""
-        wrote: list[bool] = []
+        item's liveness keys that are still its own. The item as it now stands (None once it is gone), and
+        whether the write was refused because ``unless_key`` existed (then nothing is let go of yet)."""
+        made: list[Info | None] = []
 
         def counted(info: Info) -> Info | None:
-            new = change(info)
-            wrote[:] = [new is not None]
-            return new
+            made[:] = [change(info)]
+            return made[0]
 
         try:
             new: Info | None = engine.retrying(
-                lambda: self.store.update(job_id, counted, known, also=also), f"recording batch item {job_id}"
+                lambda: self.store.update(job_id, counted, known, also=also, unless_key=unless_key),
+                f"recording batch item {job_id}",
             )
         except UnknownId:
             new = None
-        if wrote != [True]:
+        written = bool(made) and made[0] is not None and new is made[0]  # update returns the change's own dict
+        refused = bool(made) and made[0] is not None and new is not None and not written
+        if not written and not refused:
             attempts.let_go(self.store, self.label, [job_id])
-        return new
+        return new, refused
 
     def forget(self, job_id: str) -> None:
         """An item this engine will not run: only its liveness keys go."""

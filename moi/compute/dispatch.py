@@ -125,8 +125,8 @@ class Dispatcher:
                     if self._pubsub is None:
                         self._listen()
                     leading = self._lead()
-                    if leading:  # jobs due for their next attempt back in the queue: one call, due or not
-                        self._retries.promote([self.name])
+                    if leading:
+                        self._promote()
                     client = self._connected() if leading else None
                 if client is not None:  # per wake: as little as can be, since it shares the submitter's CPU
                     self._dispatch(client)
@@ -137,6 +137,12 @@ class Dispatcher:
                 loops.failed(self.store, "dispatcher", f"dispatching for {self.name}", error, log)
                 client, next_tick = None, 0.0
             self._wake.wait(TICK)
+
+    def _promote(self) -> None:
+        """Jobs due for their next attempt back in the queue: one call, due or not. Its failure (a script Redis
+        refused) is logged and counted, and the context's dispatching goes on; an outage is the tick's."""
+        with loops.item(self.store, "dispatcher", f"queueing due retries of {self.name}", log):
+            self._retries.promote([self.name])
 
     def _complain(self, error: Exception) -> None:
         """A warning for each new problem, not one every tick while it lasts (an outage, a cluster down)."""

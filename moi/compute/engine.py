@@ -14,6 +14,8 @@ backoff for at most ``WRITE_RETRY_FOR`` seconds.
 An engine refreshes and clears a job's heartbeat only while it holds the engine's own label (the
 ``BEAT`` and ``LET_GO`` scripts): an engine that comes back after the watchdog gave its job to a new
 attempt elsewhere leaves that attempt's keys alone (and its writes are refused: ``moi.compute.attempts``).
+Its own attempt is then superseded: the job function is interrupted with ``JobSuperseded`` (a
+``JobCancelled``, so its shell commands end as for a cancel), and nothing of it is recorded.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from typing import Any, Protocol, TypeVar
 import redis
 
 from moi.compute import attempts, time_limits
-from moi.core.errors import JobCancelled, JobSoftTimeLimit, JobTimeLimit, MoiError, RedisUnavailable
+from moi.core.errors import JobCancelled, JobSoftTimeLimit, JobSuperseded, JobTimeLimit, MoiError, RedisUnavailable
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.engine")
@@ -113,6 +115,7 @@ class Liveness:
         self.attempt = (info or {}).get("attempt")  # the attempt taken: a newer one is not this engine's
         self.limits = time_limits.Deadlines.of(info, time.monotonic())
         self.cancel_requested = False
+        self.superseded = False  # a newer attempt holds the job's heartbeat: this one stops, unrecorded
         self.timed_out = False  # its hard time limit interrupted it
         self.soft_limited = False  # its soft time limit warned it
         self.on_abandon: Callable[[str], None] | None = None  # records the job as its engine gives it up
@@ -202,9 +205,15 @@ class Liveness:
     # the heartbeat ------------------------------------------------------------
 
     def _beat(self) -> bool:
-        """Refresh the heartbeat; whether cancellation is requested."""
+        """Refresh the heartbeat; whether the job must be interrupted: its cancel is requested, or a newer
+        attempt holds its heartbeat (then ``superseded``, for good)."""
         answers = self._beat_jobs([self.job_id])
-        return self.cancel_requested if answers is None else answers[0] == 1
+        if answers is None:  # Redis away: as it was
+            return self.cancel_requested or self.superseded
+        if answers[0] == -1 and not self.superseded:
+            self.superseded = True
+            log.warning("job %s: attempt %s was superseded by a newer one; interrupting it", self.job_id, self.attempt)
+        return self.superseded or answers[0] == 1
 
     def _beat_jobs(self, ids: list[str]) -> list[int] | None:
         """Refresh the heartbeats of ``ids`` where they are this engine's; per job, 1 when its cancel is
@@ -227,14 +236,17 @@ class Liveness:
         return [int(answer) for answer in answers]
 
     def _interrupt(self) -> None:
+        """Interrupt the job function: ``JobSuperseded`` once a newer attempt owns the job, else ``JobCancelled``;
+        again every ``REINTERRUPT_AFTER`` seconds while it swallows it."""
         with self._lock:
-            if not self.cancel_requested:
-                log.info("job %s: cancellation requested", self.job_id)
-            self.cancel_requested = True
+            if not self.superseded:
+                if not self.cancel_requested:
+                    log.info("job %s: cancellation requested", self.job_id)
+                self.cancel_requested = True
             now = time.monotonic()
             if self._last_interrupt is not None and now - self._last_interrupt < REINTERRUPT_AFTER:
                 return
-            if self._send(JobCancelled):
+            if self._send(JobSuperseded if self.superseded else JobCancelled):
                 self._last_interrupt = now
 
     def _send(self, error: type[MoiError]) -> bool:
@@ -287,6 +299,8 @@ class Liveness:
 
 
 def _interrupt_message(error: type[MoiError], job_id: str) -> str:
+    if issubclass(error, JobSuperseded):
+        return f"Job {job_id} is run by a newer attempt: this one stops"
     if issubclass(error, JobTimeLimit):
         return f"Job {job_id} ran past its time limit"
     if issubclass(error, JobSoftTimeLimit):

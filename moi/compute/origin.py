@@ -10,7 +10,7 @@ import contextlib
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -48,6 +48,18 @@ def in_directory(origin: tuple[Any, ...] | None) -> Iterator[None]:
 def workdir_of(origin: tuple[Any, ...] | None) -> str:
     """The job directory a job's call names ('' for none)."""
     return origin[2] if origin and len(origin) > 2 else ""
+
+
+def moved(origin: tuple[Any, ...] | None, info: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """``origin`` with its job directory where ``info`` says it now is: a service's per-state roots move it
+    (``moi.services.state_directories`` sets ``directory``), and a retry or a redelivery runs it there.
+    Only a path as moi makes one counts (absolute, normal, ending in the job's id); else ``origin`` as it is."""
+    directory, job_id = info.get("directory"), str(info.get("id"))
+    if origin is None or not workdir_of(origin) or not isinstance(directory, str) or not os.path.isabs(directory):
+        return origin
+    if os.path.normpath(directory) != directory or os.path.basename(directory) != job_id:
+        return origin
+    return (*origin[:2], directory, *origin[3:])
 
 
 def _forget_modules_from(path: str, names: set[str]) -> None:

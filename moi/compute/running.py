@@ -31,6 +31,7 @@ from moi.core.errors import (
     MoveFailed,
     RedisUnavailable,
     StepFailed,
+    UnknownId,
 )
 from moi.core.info import Info, Status, encode_result, is_finished, now
 from moi.core.policy import time_limit_reason
@@ -50,6 +51,7 @@ def run_started(
     kwargs: dict[str, Any],
 ) -> Any:
     """Call a job already marked Running (its heartbeat registered), and record how it ended."""
+    origin = origin_of.moved(origin, info)  # a retry runs where its directory went meanwhile
     workdir = origin_of.workdir_of(origin)
     tracker = _Tracker(store, info["id"], info, also_at_end=liveness.unregistering(), workdir=workdir)
     tracker.transfers = origin[3] if origin and len(origin) > 3 else {}
@@ -95,8 +97,11 @@ def _call(
 
 
 def _record_failure(tracker: _Tracker, liveness: engine.Liveness, error: BaseException) -> None:
-    """How the job ended, from within its ``except``: past its time limit, cancelled, or failed (``error``)."""
-    if liveness.timed_out:  # what the function raised as it was interrupted is beside the point
+    """How the job ended, from within its ``except``: past its time limit, cancelled, or failed (``error``).
+    An attempt a newer one superseded records nothing: the job is not its own any more."""
+    if liveness.superseded:
+        log.info("job %s: attempt %s stopped, unrecorded", tracker.job_id, tracker.attempt)
+    elif liveness.timed_out:  # what the function raised as it was interrupted is beside the point
         reason = time_limit_reason(tracker.info)
         tracker.finish(Status.FAILED, reason, "text", cause=JobTimeLimit(reason))
     elif liveness.cancel_requested:
@@ -196,9 +201,12 @@ class _Tracker:
         attempt (``moi.compute.attempts``): its value is kept only with its last attempt.
         """
         date_end = now()
-        if status == Status.FAILED and attempts.retry_wanted(self.store, self.job_id, self.info, cause):
-            self._retry({"result": result, "result_format": result_format, "date_end": date_end})
-            return
+        if status == Status.FAILED and attempts.retry_wanted(self.info, cause):
+            instead = self._retry({"result": result, "result_format": result_format, "date_end": date_end})
+            if instead is None:
+                return
+            if instead == Status.CANCELLED:  # asked as it failed: a cancel is never retried, nor lost
+                status, result, result_format, value = Status.CANCELLED, "Cancelled while running", "text", None
         also = list(self.also_at_end)
         if value is not None:
             also.append(["SET", self.store.keys.value(self.job_id), value, "EX", self.store.ttl])
@@ -214,10 +222,26 @@ class _Tracker:
 
         self._write_final(change, also, f"recording job {self.job_id} {status}")
 
-    def _retry(self, ended: Info) -> None:
-        """This attempt failed, and another is due: the job Queued again, in its context's retry set."""
-        change, retry = attempts.next_attempt_write(self.store.keys, self.job_id, self.info, ended)
-        self._write_final(change, [*self.also_at_end, *retry], f"queueing job {self.job_id} again")
+    def _retry(self, ended: Info) -> Status | None:
+        """This attempt failed, and another is due: the job Queued again, in its context's retry set. None once
+        that is done (or was not this attempt's to do); else what to record instead: CANCELLED when the job's
+        cancel was asked meanwhile (its flag refuses the write), FAILED when no retry can be made of its info."""
+        keys = self.store.keys
+        retry = attempts.next_attempt_write(keys, self.job_id, self.info, ended, self.store.ttl_of(self.info))
+        if retry is None:
+            return Status.FAILED
+        change, commands = retry
+        try:
+            written = self._write_final(
+                change, [*self.also_at_end, *commands], f"queueing job {self.job_id} again", keys.cancel(self.job_id)
+            )
+        except (RedisUnavailable, UnknownId):
+            raise
+        except Exception as error:  # the retry's change could not be made: the attempt fails as it is
+            log.error("job %s: its next attempt cannot be queued (%s); it fails", self.job_id, error)
+            return Status.FAILED
+        if not written:
+            return Status.CANCELLED
         if self.ended:
             due = self.info.get("retry_at")
             log.info(
@@ -227,17 +251,24 @@ class _Tracker:
                 self.info.get("attempt"),
                 due,
             )
+        return None
 
-    def _write_final(self, change: Change, also: list[list[str | int]], what: str) -> None:
-        """The final write of this attempt, with ``also``; ``ended`` says whether it was ours."""
-        wrote: list[bool] = []
+    def _write_final(
+        self, change: Change, also: list[list[str | int]], what: str, unless_key: str | None = None
+    ) -> bool:
+        """The final write of this attempt, with ``also``; ``ended`` says whether it was ours. False when
+        ``unless_key`` existed, so that the change, made, was not written."""
+        made: list[Info | None] = []
         guarded = attempts.guarded(change, self.job_id, self.attempt)
 
         def counted(info: Info) -> Info | None:
-            new = guarded(info)
-            wrote[:] = [new is not None]  # the last attempt is the one that counted
-            return new
+            made[:] = [guarded(info)]  # the last attempt is the one that counted
+            return made[0]
 
         # The final state must land even across a Redis outage (bounded: then it is logged).
-        self.info = engine.retrying(lambda: self.store.update(self.job_id, counted, self.info, also=also), what)
-        self.ended = wrote == [True]
+        self.info = engine.retrying(
+            lambda: self.store.update(self.job_id, counted, self.info, also=also, unless_key=unless_key), what
+        )
+        new = made[0] if made else None
+        self.ended = new is not None and self.info is new  # update returns the change's own dict once written
+        return new is None or self.ended

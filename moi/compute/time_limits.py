@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -82,6 +83,7 @@ class Deadlines:
         return time_limit_reason({"time_limit": self.hard, "soft_time_limit": self.soft}, soft)
 
     def abandoned_reason(self, label: str) -> str:
+        """The line the job fails with when its engine ``label`` was stopped for it."""
         return (
             f"{self.reason()}; the job went on for {shown(GRACE)} after it was interrupted, "
             f"so its engine {label} was stopped"
@@ -89,7 +91,9 @@ class Deadlines:
 
 
 def _seconds(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+    """A limit as the info holds it, in seconds; None for none, or for a value that is no duration above zero
+    (one written behind moi's back: NaN, infinity, text), which is not enforced."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
         return float(value)
     return None
 
@@ -114,6 +118,7 @@ def command_started(pgid: int) -> None:
 
 
 def command_ended(pgid: int) -> None:
+    """The command in process group ``pgid`` of this thread's job has ended (see ``process_group``)."""
     groups = _groups_by_thread.get(threading.get_ident())
     if groups is not None:
         groups.discard(pgid)

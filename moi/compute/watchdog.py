@@ -43,6 +43,7 @@ GRACE = 3.0  # a heartbeat must stay missing this long before the job is failed
 PROBE_TIMEOUT = 1.0
 # From an engine's death to its job marked Failed, when a watchdog runs.
 ENGINE_LOST_WITHIN = HEARTBEAT_TTL + GRACE + 2 * INTERVAL
+_WRITTEN, _REFUSED, _SKIPPED = "written", "refused", "skipped"  # how a watchdog's write went
 
 
 class Watchdog:
@@ -90,38 +91,63 @@ class Watchdog:
 
     def _fail(self, info: Info, reason: str) -> bool:
         """Mark an unfinished job Failed, or queue it again as its next attempt when it is idempotent and has
-        attempts left (``reason`` kept with the lost attempt); whether this watchdog was the one that did."""
-        job_id, keys = info["id"], self.store.keys
-        again = _redelivered(self.store, info)
+        attempts left (``reason`` kept with the lost attempt); whether this watchdog failed it."""
+        job_id = info["id"]
         ended = {"result": reason, "result_format": "text", "date_end": now()}
-        if again:
-            change, also = attempts.next_attempt_write(keys, job_id, info, ended)
-            also += [["DEL", keys.heartbeat(job_id)], ["SREM", keys.running, job_id]]
-        else:
-            change, also = attempts.guarded(_failed(ended), job_id, info.get("attempt")), []
-        wrote: list[bool] = []
+        if _redelivered(self.store, info) and self._queue_again(info, ended) != _REFUSED:
+            return False  # queued again, or no longer this watchdog's to do
+        outcome, _ = self._write(info, attempts.guarded(_failed(ended), job_id, info.get("attempt")), [])
+        if outcome != _WRITTEN:
+            return False
+        log.warning("job %s failed: %s", printable(job_id), printable(reason, limit=400))
+        self._fail_steps(info, reason)
+        return True
+
+    def _queue_again(self, info: Info, ended: Info) -> str:
+        """The job queued again as its next attempt: _WRITTEN; _REFUSED when it must fail instead (its cancel
+        was asked meanwhile, or no retry can be made of its info); _SKIPPED when it is not this watchdog's."""
+        job_id, keys = info["id"], self.store.keys
+        retry = attempts.next_attempt_write(keys, job_id, info, ended, self.store.ttl_of(info))
+        if retry is None:
+            return _REFUSED
+        change, also = retry
+        also += [["DEL", keys.heartbeat(job_id)], ["SREM", keys.running, job_id]]
+        try:
+            outcome, new = self._write(info, change, also, keys.cancel(job_id))
+        except Exception as error:  # the retry's change could not be made of the info: it fails instead
+            log.error("job %s: its next attempt cannot be queued (%s); it fails", printable(job_id), error)
+            return _REFUSED
+        if outcome == _WRITTEN:
+            log.warning("job %s queued again as attempt %s: %s", printable(job_id), new.get("attempt"), ended["result"])
+            self._fail_steps(info, str(ended["result"]))
+        return outcome
+
+    def _write(
+        self, info: Info, change: Change, also: list[list[str | int]], unless_key: str | None = None
+    ) -> tuple[str, Info]:
+        """``change`` written, compare-and-set: _WRITTEN by this watchdog, _REFUSED (``unless_key`` exists),
+        or _SKIPPED (nothing to change, or Redis away); with the info as it now stands."""
+        made: list[Info | None] = []
 
         def counted(current: Info) -> Info | None:
-            new = change(current)
-            wrote[:] = [new is not None]  # the last attempt is the one that counted
-            return new
+            made[:] = [change(current)]  # the last attempt is the one that counted
+            return made[0]
 
         try:
-            new = self.store.update(job_id, counted, info, also=also)
+            new = self.store.update(info["id"], counted, info, also=also, unless_key=unless_key)
         except MoiError as error:
-            log.warning("could not fail job %s: %s", printable(job_id), error)
-            return False
-        if wrote != [True]:
-            return False
-        if again:
-            log.warning("job %s queued again as attempt %s: %s", printable(job_id), new.get("attempt"), reason)
-        else:
-            log.warning("job %s failed: %s", printable(job_id), printable(reason, limit=400))
-        if info.get("steps"):  # a service job's steps ran on the same engine: they were lost with it
-            for step in self.store.descendant_jobs(job_id):
+            log.warning("could not fail job %s: %s", printable(info["id"]), error)
+            return _SKIPPED, info
+        if not made or made[0] is None:
+            return _SKIPPED, new
+        return (_WRITTEN if new is made[0] else _REFUSED), new  # update returns the change's own dict once written
+
+    def _fail_steps(self, info: Info, reason: str) -> None:
+        """A service job's steps ran on the same engine: they were lost with it."""
+        if info.get("steps"):
+            for step in self.store.descendant_jobs(info["id"]):
                 if not is_finished(step):
                     self._fail(step, reason)
-        return not again
 
 
 def _failed(ended: Info) -> Change:

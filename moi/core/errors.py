@@ -23,7 +23,8 @@
     ├── CodeRefused
     ├── CodeFailed
     ├── JobCancelled
-    │   └── JobTimeLimit
+    │   ├── JobTimeLimit
+    │   └── JobSuperseded
     ├── JobSoftTimeLimit
     ├── JobFailed
     ├── WrongState
@@ -238,6 +239,11 @@ class JobCancelled(MoiError):
 class JobTimeLimit(JobCancelled):
     """Raised inside a job that ran past its time limit: it may catch it to clean up, briefly (see
     ``moi.compute.engine``: after a grace period the engine ends it)."""
+
+
+class JobSuperseded(JobCancelled):
+    """Raised inside an attempt that a newer attempt of its job replaced (its engine was taken for lost, and the
+    job given to another): what it does is no longer recorded, so it stops as a cancelled job does."""
 
 
 class JobSoftTimeLimit(MoiError):

@@ -4,10 +4,12 @@ A job that waits for its next attempt sits in its context's retry set (``Pmoi:re
 when it is due); ``RETRY_DUE`` moves the due ones into the queue. An engine refreshes and clears a job's
 heartbeat only while the heartbeat is its own (``BEAT``, ``LET_GO``): once the watchdog gave the job to a
 new attempt on another engine, the old engine, come back, leaves the new attempt's keys alone.
-``moi.queue.retries`` and ``moi.compute.engine`` call them; the comments say what each takes and returns.
+A retry's write is refused while the job's cancel flag is set (``COMPARE_AND_SET_UNLESS_KEY``).
+``moi.queue.retries``, ``moi.compute.engine`` and ``moi.storage.store`` call them; the comments say what each
+takes and returns.
 """
 
-from moi.core.lua import MAX_PRIORITY
+from moi.core.lua import COMPARE_AND_SET, MAX_PRIORITY
 
 # The key names a script builds from a context or an id: each given as the text before and after it.
 RETRY_TEMPLATES = ("info", "channel", "retry", "queue", "held", "fair_clock", "wakeup", "wake")
@@ -31,6 +33,13 @@ local function ttl_of(info)  -- a service job's own ttl, when it is one Redis ta
   if type(own) == 'number' and own >= 1 and own <= 1e12 and own == math.floor(own) then return own end
   return ttl
 end
+-- A key's text; '' for none, or for a key of another type (a hash written behind moi's back): that one
+-- entry is dropped, never the whole call (redis.pcall answers WRONGTYPE with an error reply, not an error).
+local function text_of(name)
+  local text = redis.pcall('GET', name)
+  if type(text) == 'string' then return text end
+  return ''
+end
 local function paused(ctx, info)
   if redis.call('SCARD', KEYS[2]) == 0 then return false end
   if redis.call('SISMEMBER', KEYS[2], ARGV[4] .. ctx) == 1 then return true end
@@ -38,7 +47,7 @@ local function paused(ctx, info)
   for _ = 1, 64 do  -- up the chain of groups, to the owner's
     if type(group) ~= 'string' then return false end
     if redis.call('SISMEMBER', KEYS[2], ARGV[5] .. group) == 1 then return true end
-    local ok, node = pcall(cjson.decode, redis.call('GET', key('info', group)) or '')
+    local ok, node = pcall(cjson.decode, text_of(key('info', group)))
     if not ok or type(node) ~= 'table' then return false end
     group = node['parent']
   end
@@ -54,7 +63,7 @@ local function held(ctx, id, info, score)  -- stored Paused in the held set; fal
   return true
 end
 local function back(ctx, id)  -- whether the job went back into its queue
-  local ok, info = pcall(cjson.decode, redis.call('GET', key('info', id)) or '')
+  local ok, info = pcall(cjson.decode, text_of(key('info', id)))
   if not ok or type(info) ~= 'table' or info['status'] ~= 'Queued' or type(info['revision']) ~= 'number' then
     return false
   end
@@ -91,6 +100,11 @@ return moved
 """.replace("PRIORITY_TOP", str(MAX_PRIORITY)).replace(
     "{NAMES}", "{" + ", ".join(f"'{name}'" for name in RETRY_TEMPLATES) + "}"
 )
+
+# COMPARE_AND_SET (moi.core.lua), refused (0, nothing written) while the key KEYS[2] exists. An attempt's
+# write that queues its job again uses it with the job's cancel flag: a cancel asked while the attempt failed
+# is not lost with the flag that write deletes (the engine then records the job Cancelled).
+COMPARE_AND_SET_UNLESS_KEY = "if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end\n" + COMPARE_AND_SET
 
 # An engine's heartbeat for its jobs, and a look at their cancel flags, in one call. A heartbeat that holds
 # another engine's label belongs to a newer attempt (the watchdog queued the job again, another engine took

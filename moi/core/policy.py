@@ -22,7 +22,7 @@ import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from moi.core import errors, values
 from moi.core.errors import InvalidValue
@@ -34,6 +34,9 @@ LONGEST = 366 * 86400.0  # a time limit or a delay of more than a year is surely
 KEPT_ATTEMPTS = 10  # earlier attempts kept in the info: the first, and the latest after it
 KEPT_RESULT = 4000  # characters of an earlier attempt's traceback kept
 JOB_TIME_LIMIT = "JobTimeLimit"  # the name a time limit's failure matches in retry_on
+MOST_RETRY_ON = 50  # names and exit codes a retry_on may hold
+# The fields of a policy as asked for (``Policy``'s), in every way a job comes in: submit, the HTTP API, a service.
+POLICY_NAMES = ("time_limit", "soft_time_limit", "retries", "retry_on", "backoff", "idempotent")
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -88,8 +91,7 @@ class Policy:
 
     def merged(self, under: Policy) -> Policy:
         """This policy, with what it leaves unset taken from ``under`` (a step's over its service's)."""
-        names = ("time_limit", "soft_time_limit", "retries", "retry_on", "backoff", "idempotent")
-        return Policy(**{name: _first_set(getattr(self, name), getattr(under, name)) for name in names})
+        return Policy(**{name: _first_set(getattr(self, name), getattr(under, name)) for name in POLICY_NAMES})
 
 
 def _first_set(value: Any, fallback: Any) -> Any:
@@ -113,9 +115,12 @@ def _retries(retries: Any, retry_on: Any, backoff: Any, idempotent: Any, most: i
     fields: dict[str, Any] = {}
     if idempotent is not None and not isinstance(idempotent, bool):
         raise InvalidValue("idempotent", f"{printable(repr(idempotent), 40)} is not true or false")
+    if idempotent and not count:
+        why = "idempotent needs retries of 1 or more: a job whose engine was lost runs again as one of its retries"
+        raise InvalidValue("idempotent", why)
     if idempotent:
         fields["idempotent"] = True
-    if count or idempotent:
+    if count:
         fields.update(attempt=1, max_attempts=count + 1)
     if retry_on is not None:
         names = retry_names(retry_on)
@@ -139,15 +144,15 @@ def _retry_count(retries: Any, most: int) -> int:
 
 
 def retry_names(retry_on: Any) -> list[str | int]:
-    """``retry_on`` as stored: exception classes and names as names (checked), exit codes as numbers."""
+    """``retry_on`` as stored: exception classes and names as names (checked), exit codes as numbers.
+    One name, class or code, or a list, tuple or set of them; at most ``MOST_RETRY_ON``."""
     if isinstance(retry_on, str | int | type):
         retry_on = [retry_on]
-    if isinstance(retry_on, str) or not isinstance(retry_on, Iterable):
+    if not isinstance(retry_on, list | tuple | set | frozenset):  # bytes or a dict would be taken apart quietly
         raise InvalidValue("retry_on", "give exception names or shell exit codes, as a list")
-    found: list[str | int] = []
-    for entry in list(retry_on)[:50]:
-        found.append(_retry_name(entry))
-    return found
+    if len(retry_on) > MOST_RETRY_ON:
+        raise InvalidValue("retry_on", f"it names {len(retry_on)} failures; give at most {MOST_RETRY_ON}")
+    return [_retry_name(entry) for entry in retry_on]
 
 
 def _retry_name(entry: Any) -> str | int:
@@ -219,45 +224,65 @@ def exception_names(error: BaseException) -> list[str]:
 
 
 def attempts_left(info: dict[str, Any]) -> bool:
+    """Whether the job may have another attempt: its ``attempt`` is below its ``max_attempts`` (both whole
+    numbers; a job without them, or with odd ones, has none)."""
     attempt, most = info.get("attempt"), info.get("max_attempts")
-    return isinstance(attempt, int) and isinstance(most, int) and attempt < most
+    return _whole(attempt) and _whole(most) and attempt < most
 
 
-def delay_before(info: dict[str, Any], rand: random.Random | None = None) -> float:
+def _whole(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def delay_before(info: dict[str, Any], rand: random.Random | None = None, longest: float = LONGEST) -> float:
     """Seconds before the next attempt: the first delay doubled per attempt so far, at most the largest,
-    with jitter (between half and all of it), so that jobs that failed together do not retry together."""
+    with jitter (between half and all of it), so that jobs that failed together do not retry together.
+    Never more than ``longest`` (nor a year); a stored backoff that is not two durations counts as the default."""
     first, largest = DEFAULT_BACKOFF
     backoff = info.get("backoff")
-    if isinstance(backoff, list) and len(backoff) == 2 and all(isinstance(x, int | float) for x in backoff):
+    if isinstance(backoff, list) and len(backoff) == 2 and all(_delay(x) for x in backoff):
         first, largest = float(backoff[0]), float(backoff[1])
     attempt = info.get("attempt")
-    doublings = min(max(attempt - 1, 0), 60) if isinstance(attempt, int) else 0
-    full = min(largest, first * 2.0**doublings)
-    return float(full * (0.5 + 0.5 * (rand or random).random()))
+    doublings = min(max(attempt - 1, 0), 60) if _whole(attempt) else 0
+    full = min(largest, first * 2.0**doublings, longest, LONGEST)
+    return float(max(0.0, full) * (0.5 + 0.5 * (rand or random).random()))
+
+
+def _delay(value: Any) -> bool:
+    """A stored delay moi can count with: a finite number of seconds, none below zero (NaN and inf are not)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 def next_attempt(
-    info: dict[str, Any], ended: dict[str, Any], moment: float, rand: random.Random | None = None
+    info: dict[str, Any],
+    ended: dict[str, Any],
+    moment: float,
+    rand: random.Random | None = None,
+    longest: float = LONGEST,
 ) -> dict[str, Any]:
     """``info`` changed to wait ``Queued`` for its next attempt; ``ended``: how this attempt ended
-    (``result``, ``result_format``, ``date_end``), kept, bounded, in ``attempts``."""
+    (``result``, ``result_format``, ``date_end``), kept, bounded, in ``attempts``. ``longest``: the most
+    seconds it may wait (its info's time to live in Redis: see ``delay_before``)."""
+    stored_attempt = info.get("attempt")
+    attempt = stored_attempt if _whole(stored_attempt) else 1
     kept = {
-        "attempt": info.get("attempt", 1),
+        "attempt": attempt,
         "engine": info.get("engine"),
         "date_start": info.get("date_start"),
         "date_end": ended.get("date_end"),
         "result": _bounded(ended.get("result")),
         "result_format": ended.get("result_format", "text"),
     }
-    earlier = [entry for entry in info.get("attempts") or [] if isinstance(entry, dict)]
+    stored = info.get("attempts")  # anything but a list (written behind moi's back) starts a new one
+    earlier = [entry for entry in stored if isinstance(entry, dict)] if isinstance(stored, list) else []
     earlier.append(kept)
     if len(earlier) > KEPT_ATTEMPTS:
         earlier = earlier[:1] + earlier[-(KEPT_ATTEMPTS - 1) :]
     info.update(
         status="Queued",
-        attempt=int(info.get("attempt", 1)) + 1,
+        attempt=attempt + 1,
         attempts=earlier,
-        retry_at=round(moment + delay_before(info, rand), 3),
+        retry_at=round(moment + delay_before(info, rand, longest), 3),
         result=None,
         date_start=None,
         engine=None,

@@ -20,7 +20,7 @@ from typing import Any, TypedDict
 
 from moi.core.errors import InvalidValue
 from moi.core.info import Info
-from moi.core.policy import Policy
+from moi.core.policy import POLICY_NAMES, Policy, shown
 from moi.jobfiles.input_policy import LOCAL
 from moi.jobs import connections
 
@@ -40,11 +40,23 @@ def policy_fields(policy: Policy, context: str, origin: str = LOCAL) -> dict[str
     """A job's policy as its info holds it: InvalidValue (one line naming the field) for what is refused."""
     settings = connections.settings()
     fields = policy.fields(settings.max_retries, settings.time_limit_of(context))
+    _check_backoff(fields.get("backoff"), settings.ttl)
     if origin == LOCAL:
         for name in fields.get("retry_on", ()):
             if isinstance(name, str) and "." in name:
                 check_exception_name(name)
     return fields
+
+
+def _check_backoff(backoff: list[float] | None, ttl: int) -> None:
+    """InvalidValue when a job could wait for its next attempt longer than Redis keeps its info (``ttl``):
+    it would be gone before it is due."""
+    if backoff is not None and backoff[1] > ttl:
+        raise InvalidValue(
+            "backoff",
+            f"its largest delay, {shown(backoff[1])}, is longer than the {shown(float(ttl))} moi keeps a job (ttl); "
+            "give a shorter one, as in 2s,5m",
+        )
 
 
 def check_exception_name(name: str) -> None:
@@ -67,7 +79,8 @@ def check_exception_name(name: str) -> None:
         return
 
 
-_AS_ASKED = ("time_limit", "soft_time_limit", "max_attempts", "retry_on", "backoff", "idempotent")
+# As the info holds them: retries as max_attempts.
+_AS_ASKED = tuple("max_attempts" if name == "retries" else name for name in POLICY_NAMES)
 
 
 def as_asked(old: Info) -> dict[str, Any]:

@@ -60,6 +60,11 @@ class Retries:
         with reaching(self.store.url):
             return int(self._due(keys=[keys.retrying, keys.paused, keys.seq], args=args))
 
+    def contexts(self) -> list[str]:
+        """The contexts that have jobs waiting for their next attempt."""
+        with reaching(self.store.url):
+            return sorted(self.store.redis.smembers(self.store.keys.retrying))
+
 
 def _around(name_of: Callable[[str], str]) -> list[str]:
     """A key name's text before and after the id or context it is made from."""

@@ -19,6 +19,7 @@ import shutil
 from collections.abc import Mapping
 from typing import Any
 
+from moi.compute import attempts
 from moi.core.errors import MoveFailed
 from moi.core.info import Info, Status
 from moi.jobfiles.removal import remove_directory
@@ -55,7 +56,7 @@ def move_for(store: Store, info: Info, status: str, current: str) -> str:
     if os.path.normpath(target) == os.path.normpath(current):
         return current
     _move(current, target)
-    store.update(info["id"], set_fields(directory=target))
+    store.update(info["id"], attempts.guarded(set_fields(directory=target), info["id"], info.get("attempt")))
     return target
 
 

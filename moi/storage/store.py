@@ -23,6 +23,7 @@ from moi.core.errors import BadDocument, UnknownId
 from moi.core.info import Info, dumps, is_finished, new_id, new_info, parse
 from moi.core.keys import Keys
 from moi.core.lua import ADD_UNDER, COMPARE_AND_SET, COMPARE_AND_SET_MANY, COMPARE_AND_SET_UNLESS
+from moi.core.lua_retry import COMPARE_AND_SET_UNLESS_KEY
 from moi.storage import finished_counts, redis_clients, retention
 from moi.storage.groups import Groups
 from moi.storage.redis_errors import reaching
@@ -53,6 +54,7 @@ class Store(Groups):
         super().__init__(client, keys, ttl, url)
         self._cas = client.register_script(COMPARE_AND_SET)
         self._cas_unless = client.register_script(COMPARE_AND_SET_UNLESS)
+        self._cas_unless_key = client.register_script(COMPARE_AND_SET_UNLESS_KEY)
         self._cas_many = client.register_script(COMPARE_AND_SET_MANY)
         self._add_under = client.register_script(ADD_UNDER)
 
@@ -105,13 +107,16 @@ class Store(Groups):
         known: Info | None = None,
         also: Sequence[Sequence[str | int]] = (),
         unless_in: str | None = None,
+        unless_key: str | None = None,
     ) -> Info:
         """Apply ``change`` atomically; it returns the new info, or None for no change.
 
         ``known`` is the caller's last copy; when it is current, this is one
         round trip. ``also``: Redis commands run in the same atomic step, if
         (and only if) the change is written. ``unless_in``: a set; while the
-        node is in it, nothing is written. Returns the info as it now stands.
+        node is in it, nothing is written. ``unless_key``: a key; while it
+        exists, nothing is written. Returns the info as it now stands (not the
+        change's own dict when it was refused so).
         """
         info = known if known is not None else self.get(node_id)
         while True:
@@ -122,18 +127,25 @@ class Store(Groups):
             extra = _command_words([*also, *self._ending(node_id, changed, info)])
             args = [info["revision"], dumps(changed), self.ttl_of(changed), self.keys.channel(node_id)]
             args += [message("update", [node_id]), *extra]
-            with reaching(self.url):
-                if unless_in is None:
-                    outcome = self._cas(keys=[self.keys.info(node_id)], args=args)
-                else:
-                    outcome = self._cas_unless(keys=[self.keys.info(node_id), unless_in], args=[node_id, *args])
+            outcome = self._compare_and_set(node_id, args, unless_in, unless_key)
             if outcome == 1:
                 return changed
             if outcome == 0:
-                return info  # refused: the node is in ``unless_in``
+                return info  # refused: the node is in ``unless_in``, or ``unless_key`` exists
             if outcome == -1:
                 raise UnknownId(node_id)
             info = parse(self.keys.info(node_id), outcome, node_id)  # someone else changed it: merge again
+
+    def _compare_and_set(self, node_id: str, args: list[Any], unless_in: str | None, unless_key: str | None) -> Any:
+        """One compare-and-set of ``update``'s, refused (0) while the node is in ``unless_in`` or ``unless_key``
+        exists."""
+        info_key = self.keys.info(node_id)
+        with reaching(self.url):
+            if unless_in is not None:
+                return self._cas_unless(keys=[info_key, unless_in], args=[node_id, *args])
+            if unless_key is not None:
+                return self._cas_unless_key(keys=[info_key, unless_key], args=args)
+            return self._cas(keys=[info_key], args=args)
 
     def update_many(
         self, changes: list[tuple[str, Change, Info]], also: Sequence[Sequence[str | int]] = ()

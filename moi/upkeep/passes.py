@@ -18,6 +18,7 @@ import threading
 from moi.compute import dispatch
 from moi.compute.watchdog import INTERVAL, Watchdog
 from moi.core.errors import RedisUnavailable
+from moi.core.redact import printable
 from moi.jobfiles import removal
 from moi.queue import listing
 from moi.queue.retries import Retries
@@ -77,17 +78,32 @@ def _revive_threads(store: Store) -> None:
 
 def retries_logging(store: Store) -> int:
     """Jobs of every context due for their next attempt moved into their queue (one round trip when none
-    is due: the leading dispatcher of a context does the same each tick); how many went."""
+    is due: the leading dispatcher of a context does the same each tick); how many went. Should that call
+    fail (a script Redis refused, say), each context is tried alone: one context's trouble stops no other."""
+    retries = Retries(store)
     try:
-        moved = Retries(store).promote()
+        moved = retries.promote()
     except RedisUnavailable as error:
         log.warning("due retries not queued: %s", error)
         return 0
-    except Exception as error:  # a script Redis refused, say: counted, and the next pass tries again
-        loops.failed(store, "watchdog", "queueing due retries", error, log)
-        return 0
+    except Exception:
+        moved = _promote_each(store, retries)
     if moved:
         log.info("%d job(s) due for their next attempt queued again", moved)
+    return moved
+
+
+def _promote_each(store: Store, retries: Retries) -> int:
+    """``promote`` for one context at a time, each failure counted (the next pass tries again); how many went."""
+    moved = 0
+    try:
+        contexts = retries.contexts()
+    except RedisUnavailable as error:
+        log.warning("due retries not queued: %s", error)
+        return 0
+    for context in contexts:
+        with loops.item(store, "watchdog", f"queueing due retries of {printable(context)}", log):
+            moved += retries.promote([context])
     return moved
 
 

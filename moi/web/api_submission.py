@@ -13,7 +13,7 @@ from tornado.httputil import HTTPServerRequest
 
 from moi.core import values
 from moi.core.errors import MoiError
-from moi.core.policy import Policy
+from moi.core.policy import POLICY_NAMES, Policy
 from moi.core.redact import printable
 from moi.web.api_handler import Problem, is_form, problem_of
 
@@ -79,7 +79,6 @@ def text_field(given: dict[str, Any], name: str) -> str | None:
     return value
 
 
-POLICY = ("time_limit", "soft_time_limit", "retries", "retry_on", "backoff", "idempotent")
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -87,7 +86,7 @@ def asked_policy(given: dict[str, Any], form: bool) -> Policy:
     """A job's time limit and retries as a submission asks, not yet checked (``moi.jobs.job_policy`` does).
     A form's fields are text: an empty one is not asked, ``idempotent`` is true or false; in either body
     ``retry_on`` may be one comma list (``OSError,75``) as well as a list."""
-    asked = {name: given.get(name) for name in POLICY}
+    asked = {name: given.get(name) for name in POLICY_NAMES}
     if form:
         asked = {name: None if isinstance(value, str) and not value.strip() else value for name, value in asked.items()}
         idempotent = asked["idempotent"]
