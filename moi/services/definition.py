@@ -27,14 +27,14 @@ from typing import Any, ClassVar
 from moi.core import values
 from moi.core.config import MOST_RETRIES
 from moi.core.errors import InvalidValue, ServiceDefinitionError, ValidationFailed
-from moi.core.policy import Policy
+from moi.core.policy import POLICY_NAMES, Policy
 from moi.storage.retention import parse_duration
 
 TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
 LOG_NAME = "framework.log"
 STATES = ("incoming", "preprocessing", "running", "postprocessing", "completed", "archived")
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-POLICY = ("time_limit", "soft_time_limit", "retries", "retry_on", "backoff", "idempotent")  # see Service
+POLICY = POLICY_NAMES  # see Service
 
 
 @dataclass(frozen=True)
