@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from benchmarks.stats import Figure
-from benchmarks.throughput import moi_submit, moi_submit_many
+from benchmarks.throughput import POLICY, moi_submit, moi_submit_many
 from moi.compute.context import Context
 
 IDLE_SAMPLE = 1.0  # seconds of idle traffic measured, to subtract
@@ -59,7 +59,12 @@ def measure(plan: Any, ctx: Context, redis_url: str) -> tuple[str, list[Figure]]
         time.sleep(IDLE_SAMPLE)
         idle_rate = {name: value / IDLE_SAMPLE for name, value in _diff(_counters(client), before).items()}
         figures: dict[str, Figure] = {}
-        for label, run in (("submit", moi_submit(ctx)), ("submit_many", moi_submit_many(ctx))):
+        runs = (
+            ("submit", moi_submit(ctx)),
+            ("submit, time_limit=15m retries=3", moi_submit(ctx, **POLICY)),  # what carrying them costs Redis
+            ("submit_many", moi_submit_many(ctx)),
+        )
+        for label, run in runs:
             for _ in range(plan.runs):
                 for name, value in _per_job(client, run, plan.jobs, idle_rate).items():
                     figures.setdefault(f"{label}: {name}", Figure(f"{label}: {name}", "per job")).add(value)
