@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from moi.compute.text_jobs import system_call
 from moi.job import submit
 from moi.storage.redis_server import free_port
 from tests import files_jobs
@@ -91,6 +92,12 @@ def test_a_shell_command_reads_as_output_and_a_relaunch_links_both_ways(page: An
         expect(page.locator(".moi-returncode")).to_have_text("0")
         expect(page.locator(".moi-result-text")).to_be_hidden()
         expect(page.locator(".moi-lineage")).to_be_hidden()  # no relaunch yet, and none of another
+
+    local, _, _ = submit("default", "dora", "from the CLI", None, system_call, SHELL)  # as `moi submit` sends one
+    assert finished(local)["status"] == "Success"
+    page.goto(f"{server.url}/jobs/{local}")
+    expect(page.locator(".moi-stdout")).to_have_text("out here\n")
+    page.goto(f"{server.url}/jobs/{original}")
 
     page.get_by_role("button", name="Relaunch").click()
     expect(page).not_to_have_url(re.compile(original))

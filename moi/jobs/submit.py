@@ -16,6 +16,7 @@ from typing import Any
 from moi.compute import engine
 from moi.compute.context import Context, by_name
 from moi.compute.sandbox import run_code
+from moi.compute.text_jobs import system_call
 from moi.core import values
 from moi.core.config import ContextSpec
 from moi.core.errors import UnknownId, WrongState
@@ -83,6 +84,8 @@ def submit(
     """
     spec = context_for(ctx, name, group, args, kwargs)
     fields = policy_fields(Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent), spec)
+    if func is system_call:  # `moi submit --cmd-type system`: its result reads as a command's output
+        fields[CMD_TYPE_FIELD] = "system"
     placed, level = Placed(files, workdir, resources, outputs), queue.priority_of(priority)
     return queue_job(spec, group, name, url, func, args, kwargs, level, placed, fields)
 
