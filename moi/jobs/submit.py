@@ -84,8 +84,6 @@ def submit(
     """
     spec = context_for(ctx, name, group, args, kwargs)
     fields = policy_fields(Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent), spec)
-    if func is system_call:  # `moi submit --cmd-type system`: its result reads as a command's output
-        fields[CMD_TYPE_FIELD] = "system"
     placed, level = Placed(files, workdir, resources, outputs), queue.priority_of(priority)
     return queue_job(spec, group, name, url, func, args, kwargs, level, placed, fields)
 
@@ -130,7 +128,7 @@ def queue_job(
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
     info["priority"] = level
-    info.update(fields or {})
+    info.update(_fields_of(func, fields))
     origin: tuple[Any, ...] = engine.submitted_from()
     directory = ""
     if placed.wanted:
@@ -151,6 +149,14 @@ def queue_job(
     connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
     log.debug("queued %s for %s", job_id, spec.name)
     return job_id, group_id, JobHandle(job_id, store)
+
+
+def _fields_of(func: Callable[..., Any], fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``fields``; and a shell command (``moi submit --cmd-type system``) says so: its page shows the
+    result, ``[stdout, stderr, return code]``, as a command's output."""
+    if func is system_call:
+        return {**(fields or {}), CMD_TYPE_FIELD: "system"}
+    return dict(fields or {})
 
 
 def _check_fields(name: str, url: str | None, fields: Mapping[str, Any] | None = None) -> None:
