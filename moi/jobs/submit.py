@@ -37,7 +37,7 @@ from moi.storage.store import Store
 log = logging.getLogger("moi.job")
 
 NO_USER_GROUP = "no-user"
-CMD_TYPE_FIELD = "cmd_type"  # a web user's code job: "python" or "system" (a shell command)
+CMD_TYPE_FIELD = "cmd_type"  # what ran: "python" or "system" (a shell command; from the web or system_call)
 
 
 # submitting --------------------------------------------------------------
