@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -133,3 +134,28 @@ def submit_cli(user: str, name: str, cmd: str) -> str:
 
 def row(page: Any, job_id: str) -> Any:
     return page.locator(f'.moi-row[data-id="{job_id}"]')
+
+
+@contextmanager
+def quiet(page: Any) -> Iterator[list[str]]:
+    """Fail unless ``page`` logs no console error and throws no uncaught error while the block runs (a
+    request answered 4xx or 5xx is a console error too). The block should end on a state the page reaches
+    once it has loaded what it asks for."""
+    errors: list[str] = []
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(f"{page.url}: console: {message.text} ({message.location.get('url', '')})")
+
+    def on_page_error(error: Any) -> None:
+        errors.append(f"{page.url}: uncaught: {error}")
+
+    page.on("console", on_console)
+    page.on("pageerror", on_page_error)
+    try:
+        yield errors
+        page.wait_for_load_state("networkidle")  # what the page still asks for has answered
+    finally:
+        page.remove_listener("console", on_console)
+        page.remove_listener("pageerror", on_page_error)
+    assert not errors, errors

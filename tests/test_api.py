@@ -327,6 +327,10 @@ def test_a_service_job_with_uploaded_inputs_and_the_uploads_refused(r) -> None:
                 assert refused.code == status and text in payload(refused)["error"], (files.keys(), refused.body)
             body, headers = multipart({"cmd": "return 1"}, {"x.pdb": SAMPLE.encode()})
             assert (await call(port, "POST", "/api/v1/jobs", alice, body, headers=headers)).code == 422
+            # A parameter sent as a field of its own is not dropped: refused, by its name.
+            body, headers = multipart({"service": "hetatm", "residue": "ZN"}, {"x.pdb": SAMPLE.encode()})
+            stray = await call(port, "POST", "/api/v1/jobs", alice, body, headers=headers)
+            assert stray.code == 422 and "unknown field 'residue'" in payload(stray)["error"], stray.body
 
     try:
         asyncio.run(scenario())

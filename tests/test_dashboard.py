@@ -86,7 +86,11 @@ def test_my_jobs_are_live_filtered_sorted_and_a_failed_job_shows_its_traceback(p
     page.get_by_role("button", name="Relaunch").click()
     expect(page.locator(".moi-message")).to_contain_text("relaunch it from the CLI")
     expect(page).to_have_url(re.compile(slow))
-    page.get_by_role("button", name="Delete").click()
+    delete = page.get_by_role("button", name="Delete")
+    delete.click()  # asks first: nothing is deleted yet
+    expect(delete).to_have_text("Delete? (click again to confirm)")
+    expect(page).to_have_url(re.compile(slow))
+    delete.click()
     expect(page).to_have_url(f"{server.url}/")
     expect(row(page, slow)).to_have_count(0)
     expect(row(page, quick)).to_have_count(1)
@@ -174,6 +178,7 @@ def test_operations_show_queues_workers_and_everyone_to_an_admin_only(page: Any,
     expect(other.get_by_role("link", name="Operations")).to_have_count(0)
     answer = other.goto(f"{server.url}/ops")
     assert answer is not None and answer.status == 403
+    expect(other.locator("#moi-not-admin")).to_contain_text("for admins only")  # a page that says why
     assert other.request.get(f"{server.url}/api/v1/throughput").status == 403
     other.goto(f"{server.url}/jobs/{theirs}")
     expect(other.locator("#moi-job h1 .moi-status")).to_have_text("Success")

@@ -16,11 +16,10 @@ from typing import Any
 from moi.compute import engine
 from moi.compute.context import Context, by_name
 from moi.compute.sandbox import run_code
+from moi.compute.text_jobs import system_call
 from moi.core import values
 from moi.core.config import ContextSpec
-from moi.core.errors import (
-    WrongState,
-)
+from moi.core.errors import UnknownId, WrongState
 from moi.core.info import Info, is_finished, new_id, new_info
 from moi.core.policy import Policy
 from moi.jobfiles.input_policy import LOCAL, WEB
@@ -38,6 +37,7 @@ from moi.storage.store import Store
 log = logging.getLogger("moi.job")
 
 NO_USER_GROUP = "no-user"
+CMD_TYPE_FIELD = "cmd_type"  # what ran: "python" or "system" (a shell command; from the web or system_call)
 
 
 # submitting --------------------------------------------------------------
@@ -128,7 +128,7 @@ def queue_job(
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
     info["priority"] = level
-    info.update(fields or {})
+    info.update(_fields_of(func, fields))
     origin: tuple[Any, ...] = engine.submitted_from()
     directory = ""
     if placed.wanted:
@@ -149,6 +149,14 @@ def queue_job(
     connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
     log.debug("queued %s for %s", job_id, spec.name)
     return job_id, group_id, JobHandle(job_id, store)
+
+
+def _fields_of(func: Callable[..., Any], fields: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``fields``; and a shell command (``moi submit --cmd-type system``) says so: its page shows the
+    result, ``[stdout, stderr, return code]``, as a command's output."""
+    if func is system_call:
+        return {**(fields or {}), CMD_TYPE_FIELD: "system"}
+    return dict(fields or {})
 
 
 def _check_fields(name: str, url: str | None, fields: Mapping[str, Any] | None = None) -> None:
@@ -198,11 +206,24 @@ def relaunch(job_id: str, store: Store | None = None, web_grant: bool | None = N
     new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)
     new.update(pubsub=store.keys.channel(new["id"]), priority=old.get("priority", 0), relaunch_of=job_id)
     new.update(job_policy.as_asked(old))  # its limits and retries, from its first attempt again
-    if "sandbox" in old:  # code a web user ran (see moi.compute.sandbox): it runs again as it did
-        new["sandbox"] = old["sandbox"]
+    new.update({field: old[field] for field in (SANDBOX_FIELD, CMD_TYPE_FIELD) if field in old})  # runs as it did
     group_id, _ = jobs.enqueue(old["parent"], context, [(new, call, new["priority"])], connections.limits())
+    _note_relaunch(store, old, new["id"])
     connections.dispatcher(connections.context_spec(context))
     return new["id"], group_id, JobHandle(new["id"], store)
+
+
+def _note_relaunch(store: Store, old: Info, relaunch_id: str) -> None:
+    """The original names its relaunches (``relaunched_as``), for the pages that link both ways; only a
+    relaunch writes it, so an ordinary job pays nothing. Gone meanwhile (removed, expired): nothing to note."""
+
+    def add(info: Info) -> Info:
+        return {**info, "relaunched_as": [*info.get("relaunched_as", []), relaunch_id]}
+
+    try:
+        store.update(old["id"], add, known=old)
+    except UnknownId:
+        log.info("job %s was relaunched as %s, and is gone", old["id"], relaunch_id)
 
 
 def pause(
@@ -267,5 +288,6 @@ def submit_code(
     spec = context_for(None, name, group, args, {})
     fields = policy_fields(policy or Policy(), spec, WEB)
     fields[SANDBOX_FIELD] = {"uid": place.uid, "network": place.network}
+    fields[CMD_TYPE_FIELD] = kind  # what ran: the dashboard shows a shell command's result as its output
     job_id, group_id, _ = queue_job(spec, group, name, url, run_code, args, {}, level, Placed(), fields)
     return job_id, group_id

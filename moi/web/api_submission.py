@@ -17,6 +17,11 @@ from moi.core.policy import POLICY_NAMES, Policy
 from moi.core.redact import printable
 from moi.web.api_handler import Problem, is_form, problem_of
 
+# A form's text fields, as a JSON body's keys (``_xsrf``: a page's form may send its token as a field).
+FORM_FIELDS = frozenset(
+    {"service", "params", "cmd", "cmd_type", "name", "url", "email", "group", "priority", "_xsrf", *POLICY_NAMES}
+)
+
 
 def submitted(request: HTTPServerRequest, field_limit: int) -> dict[str, Any]:
     """The JSON object sent (or the multipart form, as one). A value that JSON and Redis's Lua cannot hold
@@ -45,6 +50,10 @@ def _form(request: HTTPServerRequest, limit: int) -> dict[str, Any]:
     for name, parts in request.body_arguments.items():
         if sum(len(part) for part in parts) > limit:
             raise Problem(413, "too_large", f"the field {printable(name, 40)!r} is over {limit} bytes")
+    unknown = sorted(set(request.body_arguments) - FORM_FIELDS)
+    if unknown:  # a service's parameter sent as a field of its own would be dropped: say so instead
+        named = ", ".join(repr(printable(name, 40)) for name in unknown[:5])
+        raise Problem(422, "invalid", f"unknown field {named}: a service's parameters go in \"params\" (JSON)")
     given: dict[str, Any] = {
         name: parts[-1].decode("utf-8", "replace") for name, parts in request.body_arguments.items()
     }

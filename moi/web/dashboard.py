@@ -70,7 +70,9 @@ class OpsPageHandler(PageHandler):
     @authenticated
     def get(self) -> None:
         if not bearer.is_admin_login(self.current_user):
-            raise HTTPError(403, "the operations page is for admins ([moi] admins)")
+            self.set_status(403)  # a page that says what this is and who may see it, not a bare 403
+            self.page("not_admin.html")
+            return
         self.page("ops.html")
 
 

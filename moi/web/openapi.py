@@ -170,7 +170,7 @@ class DocsHandler(RequestHandler):
 
 
 _PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>moi API</title>
+<html><head><meta charset="utf-8"><title>moi API</title><link rel="icon" href="data:,">
 <link rel="stylesheet" href="/api/docs/static/swagger-ui.css"></head>
 <body><div id="swagger-ui"></div>
 <script src="/api/docs/static/swagger-ui-bundle.js"></script>
@@ -179,20 +179,19 @@ _PAGE = """<!doctype html>
 """
 
 
-class DocsStaticHandler(StaticFileHandler):
-    """swagger-ui-bundle's files, and the two lines that point it at moi's document."""
+class DocsStartHandler(RequestHandler):
+    """The two lines that point Swagger UI at moi's document: a handler of its own, since a
+    StaticFileHandler answering outside its files fails on what it never set (its ``absolute_path``)."""
 
-    async def get(self, path: str, include_body: bool = True) -> None:
-        if path == "moi-docs.js":
-            self.set_header("Content-Type", "application/javascript")
-            self.finish('SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#swagger-ui"});\n')
-            return
-        await super().get(path, include_body)
+    def get(self) -> None:
+        self.set_header("Content-Type", "application/javascript")
+        self.finish('SwaggerUIBundle({url: "/api/v1/openapi.json", dom_id: "#swagger-ui", validatorUrl: null});\n')
 
 
 def routes() -> list[tuple[str, type[RequestHandler], dict[str, Any]] | tuple[str, type[RequestHandler]]]:
     return [
         (r"/api/v1/openapi\.json", OpenAPIHandler),
         (r"/api/docs", DocsHandler),
-        (r"/api/docs/static/(.*)", DocsStaticHandler, {"path": swagger_ui_bundle.swagger_ui_path}),
+        (r"/api/docs/static/moi-docs\.js", DocsStartHandler),
+        (r"/api/docs/static/(.*)", StaticFileHandler, {"path": swagger_ui_bundle.swagger_ui_path}),
     ]

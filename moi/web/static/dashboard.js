@@ -34,6 +34,17 @@
     return node;
   }
 
+  // What cannot be undone asks once more on the button itself: a first click arms it, a second acts.
+  function confirmButton(text, className, onConfirm) {
+    var node = button(text, className, function () {
+      if (node.dataset.armed === "true") { onConfirm(); return; }
+      node.dataset.armed = "true";
+      node.textContent = text + "? (click again to confirm)";
+      global.setTimeout(function () { node.dataset.armed = "false"; node.textContent = text; }, 8000);
+    });
+    return node;
+  }
+
   function xsrf() {
     var found = /(?:^|;\s*)_xsrf=([^;]*)/.exec(doc.cookie);
     return found ? decodeURIComponent(found[1]) : "";
@@ -373,7 +384,7 @@
           found.push(files);
         }
         if (!FINISHED[info.status]) { found.push(button("Cancel", "moi-cancel", function () { client.cancel([info.id]); })); }
-        found.push(button("Remove", "moi-remove", function () { client.remove([info.id]); }));
+        found.push(confirmButton("Delete", "moi-delete", function () { client.remove([info.id]); }));
         return found;
       }
     });
@@ -417,6 +428,7 @@
     var steps = {};
     var polling = null;
     var logFollowed = false;
+    var filesAsked = false;
     var client;
 
     function say(text) { root.querySelector(".moi-message").textContent = text || ""; }
@@ -442,9 +454,32 @@
       if (state === "Queued") { box.appendChild(button("Pause", "moi-pause", act("pause"))); }
       if (state === "Paused") { box.appendChild(button("Resume", "moi-resume", act("resume"))); }
       if (FINISHED[info.status]) { box.appendChild(button("Relaunch", "moi-relaunch", act("relaunch"))); }
-      box.appendChild(button("Delete", "moi-delete", act("delete")));
+      box.appendChild(confirmButton("Delete", "moi-delete", act("delete")));
       var href = moi.jobLink(info);
       if (href) { var link = el("a", "moi-result", "result page"); link.href = href; box.appendChild(link); }
+    }
+
+    function jobAnchor(other, className) {
+      var link = el("a", className, other.slice(0, 8));
+      link.href = jobLink(other);
+      link.title = other;
+      return link;
+    }
+
+    function lineage() {  // a relaunch and its original link each other
+      var box = root.querySelector(".moi-lineage");
+      var later = Array.isArray(info.relaunched_as) ? info.relaunched_as : [];
+      box.replaceChildren();
+      if (typeof info.relaunch_of === "string") {
+        box.appendChild(doc.createTextNode("relaunch of "));
+        box.appendChild(jobAnchor(info.relaunch_of, "moi-relaunch-of"));
+      }
+      later.forEach(function (other, index) {
+        var lead = index ? ", " : (box.childNodes.length ? "; relaunched as " : "relaunched as ");
+        box.appendChild(doc.createTextNode(lead));
+        box.appendChild(jobAnchor(String(other), "moi-relaunched-as"));
+      });
+      box.hidden = !box.childNodes.length;
     }
 
     function fields() {
@@ -470,9 +505,22 @@
         if (typeof value === "string" && info.result_format === "json") {
           try { value = JSON.parse(value); } catch (error) { /* shown as it is */ }
         }
+        var output = commandOutput(value);
+        root.querySelector(".moi-result-text").hidden = !!output;
+        root.querySelector(".moi-command-output").hidden = !output;
+        if (output) {
+          root.querySelector(".moi-stdout").textContent = output.stdout;
+          root.querySelector(".moi-stderr").textContent = output.stderr;
+          root.querySelector(".moi-returncode").textContent = output.code;
+        }
         root.querySelector(".moi-result-text").textContent =
           typeof value === "string" ? value : JSON.stringify(value, null, 2);
       }
+    }
+
+    function commandOutput(value) {  // a shell command's [stdout, stderr, return code], as text
+      if (info.cmd_type !== "system" || !Array.isArray(value) || value.length !== 3) { return null; }
+      return { stdout: String(value[0]), stderr: String(value[1]), code: String(value[2]) };
     }
 
     function attempts() {
@@ -502,6 +550,7 @@
     }
 
     function files() {
+      filesAsked = true;
       api("GET", "/jobs/" + encodeURIComponent(id) + "/files").then(function (answer) {
         var list = root.querySelector(".moi-file-list");
         list.replaceChildren();
@@ -519,7 +568,7 @@
           item.appendChild(download);
           list.appendChild(item);
         });
-      }, function () { /* no files yet, or none kept */ });
+      }, function (error) { say(error.message); });
     }
 
     function show(next) {
@@ -534,10 +583,12 @@
       holder.replaceChildren();
       if (bar) { holder.appendChild(bar); }
       actions();
+      lineage();
       fields();
       attempts();
       result();
-      if (FINISHED[info.status] && !wasFinished) { files(); }
+      var hasFiles = !!(info.files && info.files.count);  // asked only when there are some: no 404 to log
+      if (hasFiles && (!filesAsked || (FINISHED[info.status] && !wasFinished))) { files(); }
       if (FINISHED[info.status] && polling) { global.clearInterval(polling); polling = null; }
     }
 
@@ -560,7 +611,6 @@
     }
 
     poll();
-    files();
     global.setInterval(function () {  // a retry's countdown ticks
       if (info && typeof info.retry_at === "number") { root.querySelector(".moi-policy").textContent = policyLine(info, new Date()); }
     }, 1000);
