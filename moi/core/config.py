@@ -85,6 +85,9 @@ class Settings:
     # Task scheduler of the embedded cluster: NAME or NAME+hwm=N (see README, Performance).
     scheduler: str = "leastload"
     cookie_secret: str = ""  # empty: `moi server` keeps a generated one in state_dir
+    # [server] logins: the login methods of `moi server`, comma-separated (LOGIN_METHODS); dev: any name, no password
+    logins: str = "dev"
+    session_hours: float = 12.0  # [server] session_hours: how long a login lasts (its cookie and its session)
     # Per-user limits on unfinished jobs (0: none). From hog_size on, a user's next jobs go no higher
     # than low (-1), below every other user's normal ones; at hard_limit their next submit is refused.
     hog_size: int = 0
@@ -143,6 +146,10 @@ class Settings:
         return frozenset(name.strip() for name in self.admins.split(",") if name.strip())
 
     @property
+    def login_methods(self) -> frozenset[str]:
+        return frozenset(split_list(self.logins))
+
+    @property
     def code_user_names(self) -> frozenset[str]:
         return frozenset(name.strip() for name in self.code_users.split(",") if name.strip())
 
@@ -185,6 +192,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "fetch_timeout": float,
         "smtp_port": int,
         "max_retries": int,
+        "session_hours": float,
     }
     out = dict(values)
     for name, convert in converters.items():
@@ -231,6 +239,9 @@ def _context_time_limits(given: Any) -> dict[str, float]:
     return limits
 
 
+# `moi server`'s login methods: dev (any name, no password: loopback only) and password (moi user add).
+LOGIN_METHODS = ("dev", "password")
+
 SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
 
 
@@ -267,6 +278,9 @@ def _check_choices(settings: Settings) -> None:
         _uid_range(settings.code_uids)  # likewise a bad [security] code_uids
     if settings.code_network not in ("none", "host"):
         raise ConfigError(f"[security] code_network must be none or host, not {settings.code_network!r}")
+    unknown = settings.login_methods - set(LOGIN_METHODS)
+    if unknown or not settings.login_methods:
+        raise ConfigError(f"[server] logins lists methods of {', '.join(LOGIN_METHODS)}, not {settings.logins!r}")
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
 
@@ -282,6 +296,8 @@ def _check_numbers(settings: Settings) -> None:
     if not -MAX_PRIORITY <= settings.max_user_priority <= MAX_PRIORITY:
         bounds = f"from {-MAX_PRIORITY} to {MAX_PRIORITY}"
         raise ConfigError(f"max_user_priority must be {bounds}, not {settings.max_user_priority}")
+    if not 0 < settings.session_hours <= 24 * 366:
+        raise ConfigError(f"[server] session_hours must be above 0 and at most a year, not {settings.session_hours}")
     if not 0 <= settings.max_retries <= MOST_RETRIES:
         raise ConfigError(f"max_retries must be a whole number from 0 to {MOST_RETRIES}, not {settings.max_retries}")
 

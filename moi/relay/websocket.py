@@ -63,6 +63,7 @@ from moi.relay.frames import parse_request
 from moi.relay.group import Group
 from moi.relay.hub import Hub
 from moi.relay.outbound import CLOSE_POLICY
+from moi.relay.session_check import confirmed
 from moi.relay.token_watch import TokenWatch
 from moi.relay.verbs import SocketVerbs
 from moi.storage import tokens
@@ -158,6 +159,10 @@ class MOIMessageHandler(SocketVerbs):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Checked before the upgrade: no user, no socket. A Bearer token, when given, is the user.
+        try:
+            self.current_user = await confirmed(self, hub_for(self.application), self.current_user)
+        except MoiError:
+            raise HTTPError(503, "job store unavailable") from None
         self.token = await bearer.token_of(self, hub_for(self.application))
         if self.token is not None:
             self.current_user = self.token.user
