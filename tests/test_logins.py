@@ -18,6 +18,8 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
 import moi.jobs.connections
+from moi.core.config import build_settings
+from moi.core.errors import ConfigError
 from moi.storage.redis_server import free_port
 from moi.web.server import bind_allowed
 from tests.browser import Server
@@ -100,8 +102,13 @@ def socket_status(server: Server, cookies: dict[str, str]) -> int:
         socket.close()
         return 101
 
-    with ThreadPoolExecutor(1) as pool:  # a thread of its own: playwright's loop runs in this one
-        return pool.submit(asyncio.run, connect()).result(timeout=60)
+    return run_async(connect())
+
+
+def run_async(coroutine: Any) -> Any:
+    """Run ``coroutine`` to its end in a thread of its own: the module's playwright loop runs in this one."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result(timeout=60)
 
 
 def test_a_wrong_password_and_an_unknown_user_get_the_same_answer(r: Any, password_server: Server) -> None:
@@ -184,6 +191,39 @@ def test_a_non_loopback_bind_needs_a_real_login_method(monkeypatch: pytest.Monke
         monkeypatch.setenv("MOI_LOGINS", "dev, password")
         moi.jobs.connections.reset()
         assert not bind_allowed("0.0.0.0")
+    finally:
+        monkeypatch.delenv("MOI_LOGINS")
+        moi.jobs.connections.reset()
+
+
+def test_the_header_login_trusts_only_the_listed_proxies(r: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``logins = header``: GET /login with the proxy's header logs in, from a trusted address only."""
+    from moi.server import make_app
+    from tests.web import serving
+
+    async def login_from_proxy(proxies: str) -> tuple[httpx.Response, int]:
+        monkeypatch.setenv("MOI_LOGINS", "header")
+        monkeypatch.setenv("MOI_TRUSTED_PROXIES", proxies)
+        moi.jobs.connections.reset()
+        async with serving(make_app(cookie_secret="header-tests", moi_sessions=True)) as port:  # noqa: SIM117
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                answer = await client.get("/login?next=/submit", headers={"X-Remote-User": "hana"})
+                jobs = (await client.get("/api/v1/jobs")).status_code
+                xsrf = "2|00000000|" + "a" * 32 + "|0"  # any well-formed token, the same in the cookie
+                client.cookies.set("_xsrf", xsrf)
+                form = await client.post("/login", data={"user": "hana", "_xsrf": xsrf})  # no dev nor password login
+                assert form.status_code == 403
+        return answer, jobs
+
+    try:
+        trusted, jobs = run_async(login_from_proxy("10.9.9.0/24, 127.0.0.1"))
+        assert trusted.status_code == 302 and trusted.headers["Location"] == "/submit" and jobs == 200
+        untrusted, jobs = run_async(login_from_proxy("10.9.9.9"))
+        assert untrusted.status_code == 401 and "moi_session" not in untrusted.cookies and jobs == 401
+        assert error_line(untrusted).endswith("login proxy.")
+        assert bind_allowed("0.0.0.0")
+        with pytest.raises(ConfigError, match="trusted_proxies"):
+            build_settings({"trusted_proxies": ""})
     finally:
         monkeypatch.delenv("MOI_LOGINS")
         moi.jobs.connections.reset()

@@ -27,6 +27,7 @@ Which option goes to which setting: ``moi.core.config_sources``.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -88,6 +89,9 @@ class Settings:
     # [server] logins: the login methods of `moi server`, comma-separated (LOGIN_METHODS); dev: any name, no password
     logins: str = "dev"
     session_hours: float = 12.0  # [server] session_hours: how long a login lasts (its cookie and its session)
+    # The header method: the user a trusted proxy names in this header, from these addresses or networks only.
+    login_header: str = "X-Remote-User"
+    trusted_proxies: str = ""
     # Per-user limits on unfinished jobs (0: none). From hog_size on, a user's next jobs go no higher
     # than low (-1), below every other user's normal ones; at hard_limit their next submit is refused.
     hog_size: int = 0
@@ -239,8 +243,9 @@ def _context_time_limits(given: Any) -> dict[str, float]:
     return limits
 
 
-# `moi server`'s login methods: dev (any name, no password: loopback only) and password (moi user add).
-LOGIN_METHODS = ("dev", "password")
+# `moi server`'s login methods: dev (any name, no password: loopback only), password (moi user add) and
+# header (a trusted proxy's user header).
+LOGIN_METHODS = ("dev", "password", "header")
 
 SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
 
@@ -281,6 +286,8 @@ def _check_choices(settings: Settings) -> None:
     unknown = settings.login_methods - set(LOGIN_METHODS)
     if unknown or not settings.login_methods:
         raise ConfigError(f"[server] logins lists methods of {', '.join(LOGIN_METHODS)}, not {settings.logins!r}")
+    if "header" in settings.login_methods:
+        _check_proxies(settings.trusted_proxies)
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
 
@@ -308,6 +315,16 @@ def _check_context_names(settings: Settings) -> None:
     for name in settings.context_time_limits:
         if name not in known:
             raise ConfigError(f"[context {name}] names no configured context; the contexts are {', '.join(known)}")
+
+
+def _check_proxies(text: str) -> None:
+    """The header login's proxies: at least one, each an address or a network."""
+    try:
+        networks = [ipaddress.ip_network(entry, strict=False) for entry in split_list(text)]
+    except ValueError:
+        networks = []
+    if not networks:
+        raise ConfigError(f"[server] trusted_proxies lists the proxies' addresses for logins = header, not {text!r}")
 
 
 def _uid_range(text: str) -> tuple[int, int]:

@@ -40,7 +40,7 @@ _FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes"
 
 _SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network", "code_max_processes")
 
-_SERVER_OPTIONS = ("logins", "session_hours")
+_SERVER_OPTIONS = ("logins", "session_hours", "login_header", "trusted_proxies")
 
 _CONTEXT_OPTIONS = ("time_limit",)
 CONTEXT_SECTION = "context"  # [context NAME]: one context's defaults
@@ -58,6 +58,8 @@ _ENVIRONMENT = {
     "MOI_COOKIE_SECRET": "cookie_secret",
     "MOI_LOGINS": "logins",
     "MOI_SESSION_HOURS": "session_hours",
+    "MOI_LOGIN_HEADER": "login_header",
+    "MOI_TRUSTED_PROXIES": "trusted_proxies",
     "MOI_HOG_SIZE": "hog_size",
     "MOI_HARD_LIMIT": "hard_limit",
     "MOI_MAX_USER_PRIORITY": "max_user_priority",

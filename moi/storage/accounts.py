@@ -103,6 +103,12 @@ async def exists(client: aioredis.Redis[str], keys: Keys, url: str, name: str) -
         return bool(await client.hexists(keys.accounts, name))
 
 
+async def is_admin_async(client: aioredis.Redis[str], keys: Keys, url: str, name: str) -> bool:
+    with reading(url):
+        text = await client.hget(keys.accounts, name)
+    return text is not None and _account(name, text).admin
+
+
 async def verify(client: aioredis.Redis[str], keys: Keys, url: str, name: str, password: str) -> Account | None:
     """The account when ``password`` is its password; None otherwise (no such account too, after the same work)."""
     with reading(url):

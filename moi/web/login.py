@@ -2,8 +2,11 @@
 
 ``dev``: any name, no password (anyone who reaches the server is anyone; loopback only,
 unless ``--insecure-dev-login-anywhere``). ``password``: an account of ``moi user add`` and
-its password (``moi.storage.accounts``). With both, a name that has an account needs its
-password and any other name logs in without one. Names ``moi.core.keys.user_name_problem``
+its password (``moi.storage.accounts``). ``header``: the user a trusted proxy names in
+``[server] login_header``, read on ``GET /login`` from a request whose socket comes from
+``[server] trusted_proxies`` only (the header from anywhere else is ignored). With ``dev``
+and ``password``, a name that has an account needs its password and any other name logs in
+without one. Names ``moi.core.keys.user_name_problem``
 refuses never log in. A wrong password and an unknown name get the same answer (401, the
 same line), after the same work; failures are throttled per account and per address
 (``moi.storage.login_throttle``: 429 and the wait, the password not even checked). A
@@ -13,12 +16,16 @@ its id in the signed cookie ``moi_session`` beside ``user``; logging out ends it
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from tornado.httputil import HTTPServerRequest
 from tornado.web import RequestHandler
 
 from moi.core.errors import InvalidUserName, MoiError
+from moi.core.files_settings import split_list
 from moi.core.keys import user_name_problem
 from moi.core.redact import printable
 from moi.jobs import connections
@@ -29,6 +36,25 @@ from moi.storage import accounts, login_throttle, sessions
 log = logging.getLogger("moi.server")
 
 WRONG = "Wrong user name or password."
+PROXY_ONLY = "Log in through this site's login proxy."
+
+
+def proxy_user(request: HTTPServerRequest) -> str | None:
+    """The user named by ``[server] login_header``, when the request comes straight from a trusted proxy
+    (its socket's address: moi reads no X-Forwarded-For); None otherwise."""
+    settings = connections.settings()
+    name = request.headers.get(settings.login_header)
+    if name is None:
+        return None
+    try:
+        address = ipaddress.ip_address(request.remote_ip or "")
+    except ValueError:
+        return None
+    trusted = any(address in ipaddress.ip_network(net, strict=False) for net in split_list(settings.trusted_proxies))
+    if not trusted:
+        log.warning("ignored a %s header from %s, not a trusted proxy", settings.login_header, printable(str(address)))
+        return None
+    return name.strip()
 
 
 class _UserHandler(RequestHandler):
@@ -37,11 +63,25 @@ class _UserHandler(RequestHandler):
 
 
 class LoginHandler(_UserHandler):
-    def get(self) -> None:
-        self._page(None)
+    async def get(self) -> None:
+        methods = connections.settings().login_methods
+        user = proxy_user(self.request) if "header" in methods else None
+        if user is not None:
+            await self._log_in(user, lambda: self._checked_proxy(user))
+        elif not methods & {"dev", "password"}:
+            self._page(PROXY_ONLY, 401)
+        else:
+            self._page(None)
 
     async def post(self) -> None:
+        if not connections.settings().login_methods & {"dev", "password"}:
+            self._page(PROXY_ONLY, 403)
+            return
         user = self.get_body_argument("user", "").strip()
+        await self._log_in(user, lambda: self._checked(user, self.get_body_argument("password", "", strip=False)))
+
+    async def _log_in(self, user: str, check: Callable[[], Awaitable[bool | None]]) -> None:
+        """Log ``user`` in when their name passes and ``check`` says whether they are an admin (None: refused)."""
         problem = user_name_problem(user)
         if problem is not None:
             # One line, no cookie: a name like another user's group id must not log in at all.
@@ -49,7 +89,7 @@ class LoginHandler(_UserHandler):
             self._page(f"That user name is refused: {problem}.", 400)
             return
         try:
-            admin = await self._checked(user, self.get_body_argument("password", "", strip=False))
+            admin = await check()
             if admin is not None:
                 await self._start(user, admin)
         except MoiError as error:
@@ -78,6 +118,12 @@ class LoginHandler(_UserHandler):
         log.info("failed login for %s from %s", printable(user), printable(address))
         self._page(WRONG, 401)
         return None
+
+    async def _checked_proxy(self, user: str) -> bool:
+        """A user the trusted proxy names: an admin when their account (if any) says so."""
+        hub = hub_for(self.application)
+        log.info("login for %s by the proxy at %s", printable(user), printable(self.request.remote_ip or "?"))
+        return await accounts.is_admin_async(hub.redis, hub.keys, hub.url, user)
 
     async def _start(self, user: str, admin: bool) -> None:
         """The login's cookies (and its session, where the application keeps them: ``moi server``)."""
