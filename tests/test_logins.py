@@ -40,15 +40,20 @@ def password_server(redis_url: str) -> Iterator[Server]:
     server.stop()
 
 
-def add_user(name: str, *extra: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "moi", "user", "add", name, "--password-stdin", *extra],
-        input=PASSWORD + "\n",
+def moi_stdin(*args: str, password: str = PASSWORD) -> subprocess.CompletedProcess[str]:
+    """``moi ARGS`` with ``password`` on its stdin, as a script gives it."""
+    return subprocess.run(
+        [sys.executable, "-m", "moi", *args],
+        input=password + "\n",
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=60,
     )
+
+
+def add_user(name: str, *extra: str) -> None:
+    done = moi_stdin("user", "add", name, "--password-stdin", *extra)
     assert done.returncode == 0, done.stderr
     assert PASSWORD not in done.stdout + done.stderr
 
@@ -165,18 +170,17 @@ def test_accounts_listed_without_hashes_admins_changed_and_removed(r: Any, passw
         assert post_login(user, password_server, "frank", PASSWORD).status_code == 302
         assert admin.get(password_server.url + "/ops").status_code == 200  # the account's flag makes an admin
         assert user.get(password_server.url + "/ops").status_code == 403
-        assert run_moi("user", "add", "frank", "--password-stdin").returncode != 0  # taken (and no password on stdin)
+        assert "exists already" in moi_stdin("user", "add", "frank", "--password-stdin").stderr
         assert run_moi("user", "remove", "frank").returncode == 0
         assert user.get(password_server.url + "/api/v1/jobs").status_code == 401  # removed: its login ends
     assert "No account 'frank'" in run_moi("user", "remove", "frank").stderr
-    short = subprocess.run(
-        [sys.executable, "-m", "moi", "user", "add", "gina", "--password-stdin"],
-        input="short\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert short.returncode != 0 and "fewer than 8 characters" in short.stderr and "short\n" not in short.stderr
+    short = moi_stdin("user", "add", "gina", "--password-stdin", password="short")
+    assert short.returncode != 0 and "fewer than 8 characters" in short.stderr and "short" not in short.stdout
+    changed = moi_stdin("user", "passwd", "erin", "--password-stdin", password=WRONG_PASSWORD)
+    assert changed.returncode == 0 and WRONG_PASSWORD not in changed.stdout + changed.stderr
+    with httpx.Client() as client:
+        assert post_login(client, password_server, "erin", PASSWORD).status_code == 401
+        assert post_login(client, password_server, "erin", WRONG_PASSWORD).status_code == 302
 
 
 def test_a_non_loopback_bind_needs_a_real_login_method(monkeypatch: pytest.MonkeyPatch) -> None:
