@@ -151,11 +151,30 @@ def test_user_logout_ends_a_live_session_and_the_users_tokens(r: Any, password_s
         assert post_login(client, password_server, "dave", PASSWORD).status_code == 302
         assert client.get(password_server.url + "/api/v1/jobs").status_code == 200
         assert httpx.get(password_server.url + "/api/v1/jobs", headers=bearer).status_code == 200
-        done = run_moi("user", "logout", "dave")
+        cookies = {cookie.name: str(cookie.value) for cookie in client.cookies.jar}
+        done, frames = run_async(logout_with_a_socket_open(password_server, cookies, "dave"))
         assert done.stdout.strip() == "ended 1 login(s) and revoked 1 token(s) of dave", done.stderr
+        assert any("your login has ended" in frame for frame in frames)  # the open socket told, then closed
         assert client.get(password_server.url + "/api/v1/jobs").status_code == 401
         assert client.get(password_server.url + "/").status_code == 302
     assert httpx.get(password_server.url + "/api/v1/jobs", headers=bearer).status_code == 401
+
+
+async def logout_with_a_socket_open(
+    server: Server, cookies: dict[str, str], user: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``moi user logout USER`` while a socket of theirs is open; the frames it got until it closed."""
+    header = "; ".join(f"{name}={value}" for name, value in cookies.items())
+    socket = await websocket_connect(
+        HTTPRequest(server.url.replace("http", "ws") + "/moi-ws/", headers={"Cookie": header})
+    )
+    await socket.write_message('{"get": []}')
+    assert await asyncio.wait_for(socket.read_message(), 30) is not None  # open and answering
+    done = await asyncio.to_thread(run_moi, "user", "logout", user)
+    frames = []
+    while (frame := await asyncio.wait_for(socket.read_message(), 30)) is not None:
+        frames.append(str(frame))
+    return done, frames
 
 
 def test_accounts_listed_without_hashes_admins_changed_and_removed(r: Any, password_server: Server) -> None:

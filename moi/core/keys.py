@@ -35,6 +35,7 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:accounts         hash    login name -> JSON: its password's argon2 hash, admin flag, when made (moi user add)
     Pmoi:session:<id>     string  JSON: a page login's user, admin flag, when made; expires with the login
     Pmoi:sessions:<user>  set     ids of a user's sessions (moi user logout ends them all)
+    Pmoi:sessions:ended   channel ids of sessions just ended: every server closes their open sockets
     Pmoi:login:failed:<scope> string  failed logins in a row of an account (user:NAME) or address (addr:IP)
     Pmoi:login:wait:<scope> string  set while that scope's logins are refused; expires when they may try again
     Pmoi:code:uids        hash    user -> the uid their code runs as over the web (see moi.compute.sandbox)
@@ -160,6 +161,10 @@ class Keys:
 
     def user_sessions(self, user: str) -> str:
         return f"{self.prefix}moi:sessions:{user}"
+
+    @property
+    def sessions_ended(self) -> str:
+        return f"{self.prefix}moi:sessions:ended"
 
     def login_failed(self, scope: str) -> str:
         return f"{self.prefix}moi:login:failed:{scope}"

@@ -4,7 +4,8 @@ A login makes a session: a random id, sent in the signed cookie ``moi_session``,
 record kept under the SHA-256 of that id (so a copy of Redis holds no live cookie) that
 expires with the login (``[server] session_hours``). Logging out deletes the record;
 ``moi user logout`` and ``moi user remove`` delete every session of a user (their ids are
-in ``moi:sessions:<user>``). A cookie whose record is gone is no login.
+in ``moi:sessions:<user>``). A cookie whose record is gone is no login. Each end is announced
+on ``moi:sessions:ended``: every server closes the websockets opened with those sessions.
 """
 
 from __future__ import annotations
@@ -35,14 +36,15 @@ class LoginUser(str):
         return user
 
 
-def _digest(session_id: str) -> str:
+def digest_of(session_id: str) -> str:
+    """The name a session's record is kept and announced under."""
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 async def start(client: aioredis.Redis[str], keys: Keys, url: str, user: str, admin: bool, seconds: int) -> str:
     """A new session of ``user`` lasting ``seconds``; its id, for the cookie."""
     session_id = secrets.token_urlsafe(32)
-    digest = _digest(session_id)
+    digest = digest_of(session_id)
     pipe = client.pipeline(transaction=True)
     pipe.set(keys.session(digest), json.dumps({"user": user, "admin": admin, "created": now()}), ex=seconds)
     pipe.sadd(keys.user_sessions(user), digest)
@@ -55,20 +57,27 @@ async def start(client: aioredis.Redis[str], keys: Keys, url: str, user: str, ad
 async def lookup(client: aioredis.Redis[str], keys: Keys, url: str, session_id: str) -> LoginUser | None:
     """The user of a live session; None for one ended, expired or never made."""
     with reading(url):
-        text = await client.get(keys.session(_digest(session_id)))
+        text = await client.get(keys.session(digest_of(session_id)))
     kept = _record(text)
     user = kept.get("user")
     return LoginUser.of(user, kept.get("admin") is True) if isinstance(user, str) else None
 
 
+async def alive(client: aioredis.Redis[str], keys: Keys, url: str, digest: str) -> bool:
+    """Whether the session kept under ``digest`` is still live."""
+    with reading(url):
+        return bool(await client.exists(keys.session(digest)))
+
+
 async def end(client: aioredis.Redis[str], keys: Keys, url: str, session_id: str) -> None:
     """End one session (a logout)."""
-    digest = _digest(session_id)
+    digest = digest_of(session_id)
     with reading(url):
         kept = _record(await client.get(keys.session(digest)))
         await client.delete(keys.session(digest))
         if isinstance(kept.get("user"), str):
             await client.srem(keys.user_sessions(kept["user"]), digest)
+        await client.publish(keys.sessions_ended, json.dumps({"ended": [digest]}))
 
 
 def end_all(store: Store, user: str) -> int:
@@ -79,8 +88,9 @@ def end_all(store: Store, user: str) -> int:
         for digest in digests:
             pipe.delete(store.keys.session(digest))
         pipe.delete(store.keys.user_sessions(user))
+        pipe.publish(store.keys.sessions_ended, json.dumps({"ended": sorted(digests)}))
         ended = pipe.execute()
-    return sum(int(count) for count in ended[:-1])
+    return sum(int(count) for count in ended[:-2])
 
 
 def _record(text: str | None) -> dict[str, Any]:
