@@ -19,6 +19,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.web import Application, create_signed_value
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
+import moi.errors
 import moi.jobs.connections
 from moi.core.info import Info, Status, new_id, new_info
 from moi.job import submit
