@@ -172,12 +172,3 @@ def test_a_down_context_breaks_neither_import_nor_other_contexts(r, tmp_path, cl
     finally:
         moi.storage.process._overrides.clear()
         moi.jobs.connections.reset()
-
-
-def test_an_ini_comment_after_a_value_is_not_part_of_it(clean_env, tmp_path) -> None:
-    ini = tmp_path / "moi.ini"
-    ini.write_text("[redis]\nhost = 127.0.0.1 ; the local one\npassword = pa#ss;word\n[moi]\nttl = 60 # a minute\n")
-    clean_env.setenv("MOI_CONFIG_FP", str(ini))
-    settings = build_settings()
-    assert settings.redis_url == "redis://:pa%23ss%3Bword@127.0.0.1:6379/0"  # the password kept whole
-    assert settings.ttl == 60

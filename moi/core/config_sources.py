@@ -89,9 +89,7 @@ _ENVIRONMENT = {
 
 def from_ini(path: str) -> dict[str, Any]:
     """The settings an INI file gives, as text (contexts as their one line); ConfigError for an unknown option."""
-    # "ttl = 60 ; one minute": a comment after a value starts with whitespace then ";" or "#", so a
-    # password such as "pa#ss;word" (no space before) stays whole.
-    parser = configparser.ConfigParser(inline_comment_prefixes=(";", "#"))
+    parser = configparser.ConfigParser()
     if not parser.read(path):
         raise ConfigError(f"Cannot read the configuration file {path} named by MOI_CONFIG_FP")
     values: dict[str, Any] = {}
