@@ -16,6 +16,7 @@ import moi
 from moi.core.info import Status
 from moi.errors import ConfigError, QuotaExceeded, UnknownContext, WrongState
 from moi.job import get_info, relaunch, submit
+from moi.jobs.submit import KEPT_RELAUNCHES
 from tests import jobs, queue_jobs
 from tests.conftest import finished, run_moi
 from tests.test_queue import wait_status
@@ -123,6 +124,16 @@ def test_a_relaunch_runs_the_same_call_again_beside_the_old_job(r, tmp_path: Pat
     done = run_moi("relaunch", "--job-id", old)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Relaunched job id: ") and done.stdout.strip().endswith(f"(relaunch of {old})")
+    relaunched = done.stdout.split()[3]
+    assert get_info(old)["relaunched_as"] == [new, relaunched] and get_info(old)["relaunch_count"] == 2
+
+    # Relaunched without end, the original keeps its newest links and a count: a document of bounded size.
+    store = moi.jobs.connections.store()
+    earlier = [f"earlier-{n}" for n in range(KEPT_RELAUNCHES)]
+    store.update(old, lambda info: {**info, "relaunched_as": earlier, "relaunch_count": 500})
+    newest, _, _ = relaunch(old)
+    info = get_info(old)
+    assert info["relaunched_as"] == [*earlier[1:], newest] and info["relaunch_count"] == 501
 
 
 def test_relaunch_refuses_what_has_not_finished_in_one_line(r, tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ from moi.storage.store import Store
 log = logging.getLogger("moi.job")
 
 NO_USER_GROUP = "no-user"
+KEPT_RELAUNCHES = 20  # a job's newest relaunches it links to; relaunch_count counts them all
 CMD_TYPE_FIELD = "cmd_type"  # what ran: "python" or "system" (a shell command; from the web or system_call)
 
 
@@ -214,11 +215,16 @@ def relaunch(job_id: str, store: Store | None = None, web_grant: bool | None = N
 
 
 def _note_relaunch(store: Store, old: Info, relaunch_id: str) -> None:
-    """The original names its relaunches (``relaunched_as``), for the pages that link both ways; only a
-    relaunch writes it, so an ordinary job pays nothing. Gone meanwhile (removed, expired): nothing to note."""
+    """The original names its relaunches (``relaunched_as``, the newest ``KEPT_RELAUNCHES``; ``relaunch_count``,
+    all of them), for the pages that link both ways. Only a relaunch writes it, so an ordinary job pays nothing,
+    and a job relaunched without end keeps a document of bounded size. Gone meanwhile: nothing to note."""
 
     def add(info: Info) -> Info:
-        return {**info, "relaunched_as": [*info.get("relaunched_as", []), relaunch_id]}
+        earlier = info.get("relaunched_as")
+        kept = [*(earlier if isinstance(earlier, list) else []), relaunch_id][-KEPT_RELAUNCHES:]
+        count = info.get("relaunch_count")
+        count = count if isinstance(count, int) and not isinstance(count, bool) else len(kept) - 1
+        return {**info, "relaunched_as": kept, "relaunch_count": count + 1}
 
     try:
         store.update(old["id"], add, known=old)

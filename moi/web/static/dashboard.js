@@ -479,6 +479,9 @@
         box.appendChild(doc.createTextNode(lead));
         box.appendChild(jobAnchor(String(other), "moi-relaunched-as"));
       });
+      if (typeof info.relaunch_count === "number" && info.relaunch_count > later.length) {
+        box.appendChild(doc.createTextNode(" (the newest " + later.length + " of " + info.relaunch_count + ")"));
+      }
       box.hidden = !box.childNodes.length;
     }
 
