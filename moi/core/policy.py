@@ -43,12 +43,19 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _DOTTED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 
 
+def text_seconds(text: str) -> float | None:
+    """Seconds in a duration written as text (``90s``, ``15m``, ``2h``, ``1d``, ``2w``, or a bare number of
+    seconds); None when the text is not one. The one syntax of moi's durations (retention's too)."""
+    match = _DURATION.match(text)
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"] if match else None
+
+
 def seconds_of(value: Any, what: str) -> float:
     """A positive duration in seconds: a number, or text such as ``90s``, ``15m``, ``2h``, ``1d``."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
-        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    elif isinstance(value, str) and (found := text_seconds(value)) is not None:
+        seconds = found
     else:
         raise InvalidValue(what, f"{printable(repr(value), 40)} is not a duration; write it as 90s, 15m or 2h")
     if not math.isfinite(seconds) or seconds <= 0:

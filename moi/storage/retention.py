@@ -36,12 +36,12 @@ def parse_duration(text: str | int | float | None, what: str = "a duration") -> 
         return None
     if isinstance(text, int | float) and not isinstance(text, bool) and math.isfinite(text) and text >= 0:
         return float(text)
-    match = policy._DURATION.match(text) if isinstance(text, str) else None  # the policy's own syntax
-    if match is None:
+    seconds = policy.text_seconds(text) if isinstance(text, str) else None  # the policy's own syntax
+    if seconds is None:
         raise ServiceDefinitionError(
             f"{what} is {text!r}: write a number with a unit (30s, 15m, 12h, 90d, 2w) or 'never'"
         )
-    return float(match.group(1)) * policy._UNITS[match.group(2) or "s"]
+    return seconds
 
 
 def shown_duration(seconds: float | None) -> str:
