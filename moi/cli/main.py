@@ -23,6 +23,7 @@ from moi.cli.output import EXIT_ERROR
 from moi.cli.services import resubmit_command, run_command, services_command
 from moi.cli.submit import submit_command
 from moi.cli.tokens import token_command
+from moi.cli.users import user_command
 from moi.core.errors import MoiError
 
 
@@ -73,6 +74,7 @@ for command in (
     services_command,
     resubmit_command,
     token_command,
+    user_command,
     status_command,
     watchdog_command,
     down_command,

@@ -147,13 +147,14 @@ def down_command() -> None:
 @click.option(
     "--insecure-dev-login-anywhere",
     is_flag=True,
-    help="Serve the development login (anyone logs in as anyone) on a non-loopback address too.",
+    help="Serve the development login (anyone logs in as anyone) on a non-loopback address too "
+    "(not needed with [server] logins = password).",
 )
 def server_command(port: int, address: str, insecure_dev_login_anywhere: bool) -> None:
     """Serve each user's live job list (development login at /login: anyone can log in as anyone)."""
-    from moi.web.server import is_loopback, serve  # here, not above: the CLI starts without Tornado and the API
+    from moi.web.server import bind_allowed, serve  # here, not above: the CLI starts without Tornado and the API
 
-    if not (insecure_dev_login_anywhere or is_loopback(address)):
+    if not bind_allowed(address, insecure_dev_login_anywhere):
         raise click.ClickException(str(NotLoopback(address)))  # before the runtime starts for nothing
     connections.redis_url()  # start (or find) the runtime first
 

@@ -27,6 +27,7 @@ Which option goes to which setting: ``moi.core.config_sources``.
 from __future__ import annotations
 
 import importlib
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -85,6 +86,12 @@ class Settings:
     # Task scheduler of the embedded cluster: NAME or NAME+hwm=N (see README, Performance).
     scheduler: str = "leastload"
     cookie_secret: str = ""  # empty: `moi server` keeps a generated one in state_dir
+    # [server] logins: the login methods of `moi server`, comma-separated (LOGIN_METHODS); dev: any name, no password
+    logins: str = "dev"
+    session_hours: float = 12.0  # [server] session_hours: how long a login lasts (its cookie and its session)
+    # The header method: the user a trusted proxy names in this header, from these addresses or networks only.
+    login_header: str = "X-Remote-User"
+    trusted_proxies: str = ""
     # Per-user limits on unfinished jobs (0: none). From hog_size on, a user's next jobs go no higher
     # than low (-1), below every other user's normal ones; at hard_limit their next submit is refused.
     hog_size: int = 0
@@ -143,6 +150,10 @@ class Settings:
         return frozenset(name.strip() for name in self.admins.split(",") if name.strip())
 
     @property
+    def login_methods(self) -> frozenset[str]:
+        return frozenset(split_list(self.logins))
+
+    @property
     def code_user_names(self) -> frozenset[str]:
         return frozenset(name.strip() for name in self.code_users.split(",") if name.strip())
 
@@ -185,6 +196,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "fetch_timeout": float,
         "smtp_port": int,
         "max_retries": int,
+        "session_hours": float,
     }
     out = dict(values)
     for name, convert in converters.items():
@@ -231,6 +243,10 @@ def _context_time_limits(given: Any) -> dict[str, float]:
     return limits
 
 
+# `moi server`'s login methods: dev (any name, no password: loopback only), password (moi user add) and
+# header (a trusted proxy's user header).
+LOGIN_METHODS = ("dev", "password", "header")
+
 SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
 
 
@@ -267,6 +283,11 @@ def _check_choices(settings: Settings) -> None:
         _uid_range(settings.code_uids)  # likewise a bad [security] code_uids
     if settings.code_network not in ("none", "host"):
         raise ConfigError(f"[security] code_network must be none or host, not {settings.code_network!r}")
+    unknown = settings.login_methods - set(LOGIN_METHODS)
+    if unknown or not settings.login_methods:
+        raise ConfigError(f"[server] logins lists methods of {', '.join(LOGIN_METHODS)}, not {settings.logins!r}")
+    if "header" in settings.login_methods:
+        _check_proxies(settings.trusted_proxies)
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
 
@@ -282,6 +303,8 @@ def _check_numbers(settings: Settings) -> None:
     if not -MAX_PRIORITY <= settings.max_user_priority <= MAX_PRIORITY:
         bounds = f"from {-MAX_PRIORITY} to {MAX_PRIORITY}"
         raise ConfigError(f"max_user_priority must be {bounds}, not {settings.max_user_priority}")
+    if not 0 < settings.session_hours <= 24 * 366:
+        raise ConfigError(f"[server] session_hours must be above 0 and at most a year, not {settings.session_hours}")
     if not 0 <= settings.max_retries <= MOST_RETRIES:
         raise ConfigError(f"max_retries must be a whole number from 0 to {MOST_RETRIES}, not {settings.max_retries}")
 
@@ -292,6 +315,16 @@ def _check_context_names(settings: Settings) -> None:
     for name in settings.context_time_limits:
         if name not in known:
             raise ConfigError(f"[context {name}] names no configured context; the contexts are {', '.join(known)}")
+
+
+def _check_proxies(text: str) -> None:
+    """The header login's proxies: at least one, each an address or a network."""
+    try:
+        networks = [ipaddress.ip_network(entry, strict=False) for entry in split_list(text)]
+    except ValueError:
+        networks = []
+    if not networks:
+        raise ConfigError(f"[server] trusted_proxies lists the proxies' addresses for logins = header, not {text!r}")
 
 
 def _uid_range(text: str) -> tuple[int, int]:

@@ -6,7 +6,7 @@ nothing here knows what a value means, only under which setting it goes. Each IN
 - ``[redis]``: ``url``, or ``host``/``port``/``password``/``db``, or ``sentinels`` with ``service``;
 - ``[ipython]``: ``context`` (the contexts) and ``default``;
 - ``[moi]``: the settings of ``_MOI_OPTIONS``, each under its own name;
-- ``[mail]``, ``[files]``, ``[security]``: their options (``_MAIL_OPTIONS``, ``_FILES_OPTIONS``, ...);
+- ``[mail]``, ``[files]``, ``[security]``, ``[server]``: their options (``_MAIL_OPTIONS``, ``_FILES_OPTIONS``, ...);
 - ``[context NAME]``: what one context's jobs get by default (``_CONTEXT_OPTIONS``: ``time_limit``).
 """
 
@@ -40,6 +40,8 @@ _FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes"
 
 _SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network", "code_max_processes")
 
+_SERVER_OPTIONS = ("logins", "session_hours", "login_header", "trusted_proxies")
+
 _CONTEXT_OPTIONS = ("time_limit",)
 CONTEXT_SECTION = "context"  # [context NAME]: one context's defaults
 
@@ -54,6 +56,10 @@ _ENVIRONMENT = {
     "MOI_ENGINES": "engines",
     "MOI_SCHEDULER": "scheduler",
     "MOI_COOKIE_SECRET": "cookie_secret",
+    "MOI_LOGINS": "logins",
+    "MOI_SESSION_HOURS": "session_hours",
+    "MOI_LOGIN_HEADER": "login_header",
+    "MOI_TRUSTED_PROXIES": "trusted_proxies",
     "MOI_HOG_SIZE": "hog_size",
     "MOI_HARD_LIMIT": "hard_limit",
     "MOI_MAX_USER_PRIORITY": "max_user_priority",
@@ -105,6 +111,8 @@ def from_ini(path: str) -> dict[str, Any]:
         values.update(_named_options(parser["files"], _FILES_OPTIONS))
     if parser.has_section("security"):
         values.update(_named_options(parser["security"], _SECURITY_OPTIONS))
+    if parser.has_section("server"):
+        values.update(_named_options(parser["server"], _SERVER_OPTIONS))
     limits = _context_time_limits(parser)
     if limits:
         values["context_time_limits"] = limits

@@ -39,6 +39,7 @@
     ├── RuntimeStartError
     ├── UnsafeStateDir
     ├── UnknownToken
+    ├── AccountError
     ├── InvalidExpiry
     └── ServiceError
         ├── UnknownService
@@ -336,7 +337,8 @@ class NotLoopback(MoiError):
     def __init__(self, address: str) -> None:
         super().__init__(
             f"refusing to serve the development login on {printable(address)}, which is not a loopback address; "
-            "use 127.0.0.1, or --insecure-dev-login-anywhere if anyone who reaches it may log in as anyone"
+            "set [server] logins = password (MOI_LOGINS) and add accounts with `moi user add`, use 127.0.0.1, "
+            "or --insecure-dev-login-anywhere if anyone who reaches it may log in as anyone"
         )
         self.address = address
 
@@ -385,6 +387,10 @@ class UnknownToken(MoiError):
     def __init__(self, token_id: str) -> None:
         super().__init__(f"No API token {printable(token_id[:40])!r}; `moi token list` shows them")
         self.token_id = token_id
+
+
+class AccountError(MoiError):
+    """An account of the password login missing, taken, or a new password refused (its text never shown)."""
 
 
 class InvalidExpiry(MoiError):

@@ -32,6 +32,12 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:tokens           hash    token id -> JSON: user, admin and code flags, name, expiry, its secret's SHA-256
     Pmoi:tokens:used      hash    API token id -> when it was last used (epoch seconds; written at most once a minute)
     Pmoi:tokens:revoked   channel ids of tokens just revoked: every server closes their open sockets
+    Pmoi:accounts         hash    login name -> JSON: its password's argon2 hash, admin flag, when made (moi user add)
+    Pmoi:session:<id>     string  JSON: a page login's user, admin flag, when made; expires with the login
+    Pmoi:sessions:<user>  set     ids of a user's sessions (moi user logout ends them all)
+    Pmoi:sessions:ended   channel ids of sessions just ended: every server closes their open sockets
+    Pmoi:login:failed:<scope> string  failed logins in a row of an account (user:NAME) or address (addr:IP)
+    Pmoi:login:wait:<scope> string  set while that scope's logins are refused; expires when they may try again
     Pmoi:code:uids        hash    user -> the uid their code runs as over the web (see moi.compute.sandbox)
     Pmoi:code:uids:next   string  how many uids of [security] code_uids have been given out
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
@@ -145,6 +151,26 @@ class Keys:
     @property
     def tokens_revoked(self) -> str:
         return f"{self.prefix}moi:tokens:revoked"
+
+    @property
+    def accounts(self) -> str:
+        return f"{self.prefix}moi:accounts"
+
+    def session(self, session_id: str) -> str:
+        return f"{self.prefix}moi:session:{session_id}"
+
+    def user_sessions(self, user: str) -> str:
+        return f"{self.prefix}moi:sessions:{user}"
+
+    @property
+    def sessions_ended(self) -> str:
+        return f"{self.prefix}moi:sessions:ended"
+
+    def login_failed(self, scope: str) -> str:
+        return f"{self.prefix}moi:login:failed:{scope}"
+
+    def login_wait(self, scope: str) -> str:
+        return f"{self.prefix}moi:login:wait:{scope}"
 
     @property
     def code_uids(self) -> str:

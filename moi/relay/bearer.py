@@ -45,5 +45,6 @@ async def token_of(handler: RequestHandler, hub: Hub) -> tokens.Token | None:
 
 
 def is_admin_login(user: object) -> bool:
-    """Whether a user logged in by the page's login (cookie) is one of ``[moi] admins``."""
-    return bool(user) and str(user) in connections.settings().admin_names
+    """Whether a user logged in by the page's login (cookie) is one of ``[moi] admins``, or has an
+    admin account (``moi user add --admin``: its session carries the flag)."""
+    return bool(user) and (getattr(user, "admin", False) is True or str(user) in connections.settings().admin_names)

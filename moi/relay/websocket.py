@@ -40,7 +40,7 @@ it sends is checked against the token first, so a verb sent meanwhile is refused
 Here: the socket's life (its user, its place, its group, its end). Its parts:
 ``moi.relay.frames`` (a frame read as a request), ``moi.relay.verbs`` (what each verb
 does), ``moi.relay.outbound`` (frames out, and the bound on unread output),
-``moi.relay.token_watch`` (a token's end ends its socket).
+``moi.relay.token_watch`` (a token's end ends its socket), ``moi.relay.session_check`` (a login's too).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ from moi.relay.frames import parse_request
 from moi.relay.group import Group
 from moi.relay.hub import Hub
 from moi.relay.outbound import CLOSE_POLICY
+from moi.relay.session_check import SESSION_COOKIE, SESSIONS_SETTING, SessionWatch, confirmed
 from moi.relay.token_watch import TokenWatch
 from moi.relay.verbs import SocketVerbs
 from moi.storage import tokens
@@ -139,6 +140,7 @@ class MOIMessageHandler(SocketVerbs):
     each frame read and answered (``moi.relay.verbs``), and what it holds freed when it ends."""
 
     _token_watch: TokenWatch | None = None
+    _session_watch: SessionWatch | None = None
     _user: str | None = None  # set while this handler holds one of its user's socket places
 
     @property
@@ -158,6 +160,10 @@ class MOIMessageHandler(SocketVerbs):
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Checked before the upgrade: no user, no socket. A Bearer token, when given, is the user.
+        try:
+            self.current_user = await confirmed(self, hub_for(self.application), self.current_user)
+        except MoiError:
+            raise HTTPError(503, "job store unavailable") from None
         self.token = await bearer.token_of(self, hub_for(self.application))
         if self.token is not None:
             self.current_user = self.token.user
@@ -207,8 +213,11 @@ class MOIMessageHandler(SocketVerbs):
             if self.token is not None:
                 self._token_watch = TokenWatch(self, self.token)
                 await self._token_watch.start()
+            elif self.settings.get(SESSIONS_SETTING):
+                self._session_watch = SessionWatch(self, (self.get_signed_cookie(SESSION_COOKIE) or b"").decode())
+                await self._session_watch.start()
             group = self.group
-            if group is None:  # the token ran out meanwhile: the socket is closed already
+            if group is None:  # the token or session ran out meanwhile: the socket is closed already
                 return
             await group.start()
         except MoiError as error:
@@ -239,9 +248,10 @@ class MOIMessageHandler(SocketVerbs):
     def on_close(self) -> None:
         self._release()
         self._stop_following()
-        if self._token_watch is not None:
-            watch, self._token_watch = self._token_watch, None
-            in_background(watch.stop())
+        for watch in (self._token_watch, self._session_watch):
+            if watch is not None:
+                in_background(watch.stop())
+        self._token_watch = self._session_watch = None
         self._stop_logs()
 
     def _stop_following(self) -> None:
@@ -256,6 +266,14 @@ class MOIMessageHandler(SocketVerbs):
         log.info("closing a socket of %s: its token %s was revoked or has expired", self._who(), self.token_id)
         self.refuse("your token was revoked or has expired; this socket closes")
         self.shut(CLOSE_POLICY, "token revoked or expired")
+
+    def session_gone(self) -> None:
+        """The login this socket was opened with has ended (a logout, ``moi user logout``): say so, and close."""
+        if self.ws_connection is None:
+            return
+        log.info("closing a socket of %s: its login ended", self._who())
+        self.refuse("your login has ended; this socket closes")
+        self.shut(CLOSE_POLICY, "login ended")
 
     def shut(self, code: int, reason: str) -> None:
         super().shut(code, reason)

@@ -114,7 +114,7 @@ async def lookup(client: aioredis.Redis[str], keys: Keys, url: str, token: str) 
     if match is None:
         return None
     token_id, secret = match.groups()
-    with _reading(url):
+    with reading(url):
         text = await client.hget(keys.tokens, token_id)
         found = _token(token_id, text) if text is not None else None
         if found is None or found.expired() or not hmac.compare_digest(_kept_digest(text), _digest(secret)):
@@ -129,12 +129,12 @@ async def still_valid(client: aioredis.Redis[str], keys: Keys, url: str, token: 
     """Whether a token looked up earlier is neither revoked nor expired now (one HEXISTS)."""
     if token.expired():
         return False
-    with _reading(url):
+    with reading(url):
         return bool(await client.hexists(keys.tokens, token.id))
 
 
 @contextlib.contextmanager
-def _reading(url: str) -> Iterator[None]:
+def reading(url: str) -> Iterator[None]:
     """Redis's errors as moi's, for the async reads (``reaching`` is the blocking client's)."""
     try:
         yield

@@ -54,6 +54,7 @@ from moi.core.keys import user_name_problem
 from moi.jobs import connections, grant
 from moi.queue import jobqueue as queue
 from moi.relay import bearer
+from moi.relay.session_check import confirmed
 from moi.relay.websocket import cookie_user, hub_for, user_group
 from moi.storage.store import Store, store_for
 
@@ -123,6 +124,7 @@ class APIHandler(RequestHandler):
 
     async def prepare(self) -> None:
         try:
+            self.current_user = await confirmed(self, hub_for(self.application), self.current_user)
             self.admin = await bearer.authenticate(self, hub_for(self.application))
         except MoiError as error:  # Redis away (a server stopping, say): 503, which clients retry
             raise problem_of(error) from None

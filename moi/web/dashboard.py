@@ -24,6 +24,7 @@ from moi.core.errors import MoiError
 from moi.core.info import is_uuid
 from moi.core.keys import user_name_problem
 from moi.relay import bearer
+from moi.relay.session_check import confirmed
 from moi.relay.websocket import cookie_user, hub_for, user_group
 from moi.storage.store import Store, store_for
 
@@ -34,7 +35,11 @@ class PageHandler(RequestHandler):
     def get_current_user(self) -> Any:
         return cookie_user(self.get_signed_cookie("user"))
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
+        try:  # a cookie whose session was ended is no login: @authenticated sends it to /login
+            self.current_user = await confirmed(self, hub_for(self.application), self.current_user)
+        except MoiError as error:
+            raise HTTPError(503, "job store unavailable") from error
         if self.current_user and user_name_problem(str(self.current_user)) is not None:
             raise HTTPError(403)  # a cookie signed for a refused name gets no page
         self.xsrf_token  # noqa: B018  (read: Tornado sets the _xsrf cookie)

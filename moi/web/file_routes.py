@@ -29,6 +29,7 @@ from moi.core.keys import user_name_problem
 from moi.core.redact import printable
 from moi.jobfiles import reading
 from moi.relay import bearer
+from moi.relay.session_check import confirmed
 from moi.relay.websocket import cookie_user, hub_for, user_group
 from moi.storage.store import Store, store_for
 
@@ -49,6 +50,11 @@ class MOIFilesHandler(RequestHandler):
         await self.get(job_id, path, body=False)
 
     async def get(self, job_id: str, path: str, body: bool = True) -> None:
+        try:
+            self.current_user = await confirmed(self, hub_for(self.application), self.current_user)
+        except MoiError:
+            self._answer(503, "the job store is unavailable; try again", "unavailable")
+            return
         self._admin = await bearer.authenticate(self, hub_for(self.application))
         status = await self._authorised(job_id)
         if status is None:

@@ -1,9 +1,8 @@
 """``moi server``: a small Tornado application showing each user's jobs live.
 
-Routes: ``/login`` (a development login: any name, kept in the signed cookie
-``user``; an application replaces it with its own authentication; names that
-could alias another user's group, see ``moi.core.keys.user_name_problem``, are refused),
-``/logout`` (a POST), the dashboard's pages (``/``, ``/jobs/<id>``, ``/submit``, ``/ops``
+Routes: ``/login`` (the login methods of ``[server] logins``, see ``moi.web.login``: the
+development login, any name, or accounts with passwords; a login is a server-side session),
+``/logout`` (a POST, ending the session), the dashboard's pages (``/``, ``/jobs/<id>``, ``/submit``, ``/ops``
 and ``/list``, see ``moi.web.dashboard``), ``/metrics`` (``moi.web.metrics``),
 ``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
 see ``moi.web.file_routes``), ``/api/v1/...`` (the HTTP API, see ``moi.web.api``),
@@ -13,7 +12,7 @@ The cookie secret is the configured one (``MOI_COOKIE_SECRET``) or one
 generated once and kept in the state directory, so logins survive restarts.
 
 Anyone who reaches the development login can log in as anyone: ``serve``
-says so when it starts, and refuses a non-loopback address unless told
+says so when it starts, and refuses a non-loopback address while it is on, unless told
 ``dev_login_anywhere`` (``moi server --insecure-dev-login-anywhere``).
 """
 
@@ -29,19 +28,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tornado.web import Application, RequestHandler
+from tornado.web import Application
 
-from moi.core.errors import InvalidUserName, NotLoopback
-from moi.core.keys import Keys, user_name_problem
+from moi.core.errors import NotLoopback
+from moi.core.keys import Keys
 from moi.core.redact import masked_url
 from moi.jobs import connections
 from moi.queue import jobqueue as queue
 from moi.relay.hub import Hub
-from moi.relay.websocket import HUB_SETTING, MOIMessageHandler, cookie_user
+from moi.relay.session_check import SESSIONS_SETTING
+from moi.relay.websocket import HUB_SETTING, MOIMessageHandler
 from moi.storage.store import store_for
 from moi.upkeep.passes import watch
 from moi.web import api, api_handler, api_ops, dashboard, metrics, openapi
 from moi.web.file_routes import FILES_ROUTE
+from moi.web.login import LoginHandler, LogoutHandler, safe_next
 
 log = logging.getLogger("moi.server")
 
@@ -50,55 +51,6 @@ STATIC_PATH = PACKAGE / "static"
 TEMPLATE_PATH = PACKAGE / "templates"
 SECRET_FILE = "cookie_secret"
 DEV_LOGIN_WARNING = "moi server: development login: anyone who can reach this server can log in as any user"
-
-
-class _UserHandler(RequestHandler):
-    def get_current_user(self) -> Any:
-        return cookie_user(self.get_signed_cookie("user"))
-
-
-class LoginHandler(_UserHandler):
-    def get(self) -> None:
-        self.render("login.html", error=None, next=self._next())
-
-    def post(self) -> None:
-        user = self.get_body_argument("user", "").strip()
-        problem = user_name_problem(user)
-        if problem is not None:
-            # One line, no cookie: a name like another user's group id must not log in at all.
-            log.info("refused a login: %s", InvalidUserName(user, problem))
-            self.set_status(400)
-            self.render("login.html", error=f"That user name is refused: {problem}.", next=self._next())
-            return
-        self.set_signed_cookie("user", user, httponly=True, samesite="Lax")
-        self.redirect(self._next())
-
-    def _next(self) -> str:
-        # strip=False: Tornado would trim the very whitespace that makes a target unsafe.
-        return safe_next(self.get_query_argument("next", "/", strip=False))
-
-
-def safe_next(target: str) -> str:
-    """``target`` when it is a path on this site, else ``/``.
-
-    Browsers drop tabs and newlines and read ``\\`` as ``/``, so ``/\\t/evil.example`` is
-    ``//evil.example``, another site: any control character, whitespace or backslash is
-    refused, and so is ``//``. (A CR or LF would also break the Location header: a 500.)
-    """
-    if not target.startswith("/") or "//" in target:
-        return "/"
-    if any(char.isspace() or not char.isprintable() or char == "\\" for char in target):
-        return "/"
-    return target
-
-
-class LogoutHandler(_UserHandler):
-    """Logout is a POST with the XSRF token (the page's button): a link, an image or another site's
-    page cannot log a user out. A GET is 405."""
-
-    def post(self) -> None:
-        self.clear_cookie("user")
-        self.redirect("/login")
 
 
 def cookie_secret(state_dir: str) -> str:
@@ -157,6 +109,12 @@ def is_loopback(address: str) -> bool:
         return address == "localhost"
 
 
+def bind_allowed(address: str, dev_login_anywhere: bool = False) -> bool:
+    """Whether ``moi server`` may listen on ``address``: a loopback one, or any once the development
+    login is off (``[server] logins`` without ``dev``) or ``--insecure-dev-login-anywhere`` is given."""
+    return dev_login_anywhere or is_loopback(address) or "dev" not in connections.settings().login_methods
+
+
 async def serve(
     port: int,
     address: str = "127.0.0.1",
@@ -165,9 +123,9 @@ async def serve(
 ) -> None:
     """Run until SIGINT or SIGTERM; ``ready(url)`` is called once it listens.
 
-    Raises NotLoopback for a non-loopback ``address`` unless ``dev_login_anywhere``.
+    Raises NotLoopback for a non-loopback ``address`` with the development login on, unless ``dev_login_anywhere``.
     """
-    if not (dev_login_anywhere or is_loopback(address)):
+    if not bind_allowed(address, dev_login_anywhere):
         raise NotLoopback(address)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -175,10 +133,11 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     current = connections.settings()
     hub = default_hub()
-    app = make_app(hub, cookie_secret=cookie_secret(current.state_dir))
+    app = make_app(hub, cookie_secret=cookie_secret(current.state_dir), **{SESSIONS_SETTING: True})
     # Tornado reads a body whole before a handler sees it: bound it by the largest one moi takes.
     server = app.listen(port, address=address, max_body_size=max(current.max_upload, api_handler.MAX_BODY) + (1 << 16))
-    log.warning(DEV_LOGIN_WARNING)
+    if "dev" in current.login_methods:
+        log.warning(DEV_LOGIN_WARNING)
     log.info("moi server on http://%s:%d/ (redis %s)", address, port, masked_url(hub.url))
     if ready is not None:
         ready(f"http://{address}:{port}/")
@@ -191,3 +150,6 @@ async def serve(
     server.stop()
     await watching
     await hub.close()
+
+
+__all__ = ["LoginHandler", "LogoutHandler", "bind_allowed", "make_app", "safe_next", "serve"]

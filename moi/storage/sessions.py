@@ -1,0 +1,101 @@
+"""Page logins of ``moi server``, revocable on the server's side.
+
+A login makes a session: a random id, sent in the signed cookie ``moi_session``, and a
+record kept under the SHA-256 of that id (so a copy of Redis holds no live cookie) that
+expires with the login (``[server] session_hours``). Logging out deletes the record;
+``moi user logout`` and ``moi user remove`` delete every session of a user (their ids are
+in ``moi:sessions:<user>``). A cookie whose record is gone is no login. Each end is announced
+on ``moi:sessions:ended``: every server closes the websockets opened with those sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from moi.core.info import now
+from moi.core.keys import Keys
+from moi.storage.redis_errors import reaching
+from moi.storage.store import Store
+from moi.storage.tokens import reading
+
+
+class LoginUser(str):
+    """A logged-in user's name, carrying whether their account makes them an admin."""
+
+    admin: bool = False
+
+    @classmethod
+    def of(cls, name: str, admin: bool) -> LoginUser:
+        user = cls(name)
+        user.admin = admin
+        return user
+
+
+def digest_of(session_id: str) -> str:
+    """The name a session's record is kept and announced under."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
+async def start(client: aioredis.Redis[str], keys: Keys, url: str, user: str, admin: bool, seconds: int) -> str:
+    """A new session of ``user`` lasting ``seconds``; its id, for the cookie."""
+    session_id = secrets.token_urlsafe(32)
+    digest = digest_of(session_id)
+    pipe = client.pipeline(transaction=True)
+    pipe.set(keys.session(digest), json.dumps({"user": user, "admin": admin, "created": now()}), ex=seconds)
+    pipe.sadd(keys.user_sessions(user), digest)
+    pipe.expire(keys.user_sessions(user), seconds)  # the newest session is the last to expire
+    with reading(url):
+        await pipe.execute()
+    return session_id
+
+
+async def lookup(client: aioredis.Redis[str], keys: Keys, url: str, session_id: str) -> LoginUser | None:
+    """The user of a live session; None for one ended, expired or never made."""
+    with reading(url):
+        text = await client.get(keys.session(digest_of(session_id)))
+    kept = _record(text)
+    user = kept.get("user")
+    return LoginUser.of(user, kept.get("admin") is True) if isinstance(user, str) else None
+
+
+async def alive(client: aioredis.Redis[str], keys: Keys, url: str, digest: str) -> bool:
+    """Whether the session kept under ``digest`` is still live."""
+    with reading(url):
+        return bool(await client.exists(keys.session(digest)))
+
+
+async def end(client: aioredis.Redis[str], keys: Keys, url: str, session_id: str) -> None:
+    """End one session (a logout)."""
+    digest = digest_of(session_id)
+    with reading(url):
+        kept = _record(await client.get(keys.session(digest)))
+        await client.delete(keys.session(digest))
+        if isinstance(kept.get("user"), str):
+            await client.srem(keys.user_sessions(kept["user"]), digest)
+        await client.publish(keys.sessions_ended, json.dumps({"ended": [digest]}))
+
+
+def end_all(store: Store, user: str) -> int:
+    """End every session of ``user``; how many were live."""
+    with reaching(store.url):
+        digests = store.redis.smembers(store.keys.user_sessions(user))
+        pipe = store.redis.pipeline(transaction=True)
+        for digest in digests:
+            pipe.delete(store.keys.session(digest))
+        pipe.delete(store.keys.user_sessions(user))
+        pipe.publish(store.keys.sessions_ended, json.dumps({"ended": sorted(digests)}))
+        ended = pipe.execute()
+    return sum(int(count) for count in ended[:-2])
+
+
+def _record(text: str | None) -> dict[str, Any]:
+    try:
+        kept = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    return kept if isinstance(kept, dict) else {}
