@@ -126,14 +126,7 @@ class LoginHandler(_UserHandler):
         return await accounts.is_admin_async(hub.redis, hub.keys, hub.url, user)
 
     async def _start(self, user: str, admin: bool) -> None:
-        """The login's cookies (and its session, where the application keeps them: ``moi server``)."""
-        hours = connections.settings().session_hours
-        cookies = [("user", user)]
-        if self.settings.get(SESSIONS_SETTING):
-            hub, seconds = hub_for(self.application), max(1, round(hours * 3600))
-            cookies.append((SESSION_COOKIE, await sessions.start(hub.redis, hub.keys, hub.url, user, admin, seconds)))
-        for name, value in cookies:
-            self.set_signed_cookie(name, value, expires_days=hours / 24, httponly=True, samesite="Lax")
+        await start_login(self, user, admin)
         self.redirect(self._next())
 
     def _page(self, error: str | None, status: int = 200) -> None:
@@ -144,6 +137,19 @@ class LoginHandler(_UserHandler):
     def _next(self) -> str:
         # strip=False: Tornado would trim the very whitespace that makes a target unsafe.
         return safe_next(self.get_query_argument("next", "/", strip=False))
+
+
+async def start_login(handler: RequestHandler, user: str, admin: bool) -> None:
+    """Set the login's cookies (and start its session, where the application keeps them: ``moi server``).
+
+    Every login method ends here, once it has checked ``user`` (a name ``user_name_problem`` passes)."""
+    hours = connections.settings().session_hours
+    cookies = [("user", user)]
+    if handler.settings.get(SESSIONS_SETTING):
+        hub, seconds = hub_for(handler.application), max(1, round(hours * 3600))
+        cookies.append((SESSION_COOKIE, await sessions.start(hub.redis, hub.keys, hub.url, user, admin, seconds)))
+    for name, value in cookies:
+        handler.set_signed_cookie(name, value, expires_days=hours / 24, httponly=True, samesite="Lax")
 
 
 def safe_next(target: str) -> str:
