@@ -27,7 +27,7 @@ from moi.storage import redis_server
 from moi.storage.store import Store, set_fields
 from moi.websocket import MOIMessageHandler
 from tests import fault_jobs, jobs
-from tests.web import serving
+from tests.web import run_to_end, serving
 
 SECRET = "relay-fault-tests"
 WAIT = 60  # seconds before a missing frame fails the test (a bound, never an assertion on time)
@@ -127,7 +127,7 @@ def test_cancel_verb_cancels_own_jobs_only_and_says_when_nothing_to_cancel(store
         assert store.get(bobs)["status"] == Status.QUEUED  # someone else's job is untouched
         assert store.get(done)["status"] == Status.SUCCESS
 
-    asyncio.run(test())
+    run_to_end(test())
 
 
 # a Redis restart ---------------------------------------------------------------------------
@@ -156,7 +156,7 @@ def test_pages_resync_after_a_redis_restart(own_redis, tmp_path: Path) -> None:
                 assert page.nodes[job_id]["result"] == 1.5
                 page.socket.close()
 
-    asyncio.run(test())
+    run_to_end(test())
 
 
 # random abuse --------------------------------------------------------------------------------
@@ -219,7 +219,7 @@ def test_random_frames_and_actions_leave_the_server_up_and_the_page_consistent(s
         bobs = store.find(tree["bobjob"])  # never removed nor cancelled through alice's page
         assert bobs is not None and bobs["status"] != Status.CANCELLED
 
-    asyncio.run(asyncio.wait_for(test(), 60))  # one example never hangs the run
+    run_to_end(asyncio.wait_for(test(), 60))  # one example never hangs the run
 
 
 async def _act(store: Store, tree: dict[str, str], page: Page, port: int, step: tuple[str, Any]) -> Page:
