@@ -63,6 +63,10 @@ class _OidcHandler(RequestHandler):
         if "oidc" not in connections.settings().login_methods:
             raise HTTPError(404)
 
+    def _request_summary(self) -> str:
+        # Tornado's access log line, without the query: the callback's carries the code and the state.
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
+
     def refuse(self, status: int, line: str) -> None:
         """The page of a login that cannot go on: its one line and a way back."""
         self.clear_cookie(STATE_COOKIE, path="/login/oidc")

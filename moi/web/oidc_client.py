@@ -119,15 +119,21 @@ class ProviderCache:
         if time.monotonic() < self._failed_until:
             raise OidcFailed(503, UNAVAILABLE)
         url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        fresh = self._provider is not None and time.monotonic() <= self._fresh_until
         try:
-            provider = Provider.of(await _get_json(url), self.issuer)
-            keys = KeySet.import_key_set(await _get_json(provider.jwks_uri)) if with_keys else self._keys  # type: ignore[arg-type]
+            provider = self._provider if fresh and self._provider else Provider.of(await _get_json(url), self.issuer)
+            keys = await _key_set(provider) if with_keys else self._keys if fresh else None  # new document, new keys
         except (httpx.HTTPError, ValueError, KeyError, TypeError, JoseError) as error:
             self._failed_until = time.monotonic() + FAILURE_SECONDS
             log.warning("OpenID provider %s unusable: %s", printable(url), printable(_reason(error)))
             raise OidcFailed(503, UNAVAILABLE) from None
+        if not fresh:
+            self._fresh_until = time.monotonic() + CACHE_SECONDS
         self._provider, self._keys = provider, keys
-        self._fresh_until = time.monotonic() + CACHE_SECONDS
+
+
+async def _key_set(provider: Provider) -> KeySet:
+    return KeySet.import_key_set(await _get_json(provider.jwks_uri))  # type: ignore[arg-type]
 
 
 def _reason(error: Exception) -> str:
