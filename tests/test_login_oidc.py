@@ -110,8 +110,9 @@ def test_each_refusal_is_a_clear_page_and_no_login(oidc_server: Server, provider
         state = parse_qs(urlsplit(str(at_provider(client, oidc_server).url)).query)["state"][0]
         no_code = client.get(f"{oidc_server.url}/login/oidc/callback?state={state}")
         assert no_code.status_code == 400 and "no code" in error_line(no_code)
-        forged = client.get(f"{oidc_server.url}/login/oidc/callback?state=forged&code=x")
-        assert forged.status_code == 400 and "expired or was already used" in error_line(forged)
+        for state in ("forged", "s" * 10_000):
+            forged = client.get(f"{oidc_server.url}/login/oidc/callback", params={"state": state, "code": "x"})
+            assert forged.status_code == 400 and "expired or was already used" in error_line(forged)
         refused_name = client.get(choose(client, at_provider(client, oidc_server), user="moiroot").headers["Location"])
         assert refused_name.status_code == 403 and "refused" in error_line(refused_name)
         tampered = client.get(choose(client, at_provider(client, oidc_server), user="mallory").headers["Location"])

@@ -191,7 +191,7 @@ async def verified_claims(cache: ProviderCache, client_id: str, tokens: dict[str
             params={"nonce": nonce, "client_id": client_id, "access_token": tokens.get("access_token")},
         )
         claims.validate(leeway=LEEWAY)
-    except (JoseError, ValueError, TypeError) as error:
+    except (JoseError, ValueError, TypeError, KeyError) as error:
         log.warning("refused an OpenID login: its ID token failed a check: %s", printable(type(error).__name__))
         raise OidcFailed(401, REFUSED) from None
     return dict(claims)
