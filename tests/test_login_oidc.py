@@ -127,11 +127,16 @@ def test_each_refusal_is_a_clear_page_and_no_login(oidc_server: Server, provider
 
 
 def test_settings_are_checked_and_an_unreachable_issuer_is_a_503(caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(ConfigError, match="oidc_issuer"):
-        build_settings({"logins": "oidc", "oidc_issuer": "http://login.example.org", "oidc_client_id": "moi"})
-    with pytest.raises(ConfigError, match="oidc_client_id"):
-        build_settings({"logins": "oidc", "oidc_issuer": "https://login.example.org"})
-    settings = build_settings({"logins": "oidc", "oidc_issuer": "https://login.example.org", "oidc_client_id": "m"})
+    usable = {"logins": "oidc", "oidc_issuer": "https://login.example.org", "oidc_client_id": "moi"}
+    for wrong, setting in (
+        ({"oidc_issuer": "http://login.example.org"}, "oidc_issuer"),
+        ({"oidc_client_id": ""}, "oidc_client_id"),
+        ({"oidc_scopes": "profile"}, "oidc_scopes"),
+        ({"oidc_admin_claim": "groups"}, "oidc_admin_group"),
+    ):
+        with pytest.raises(ConfigError, match=setting):
+            build_settings(usable | wrong)
+    settings = build_settings(usable)
     assert settings.oidc_username_claim == "preferred_username" and "s3cret" not in repr(settings)
     secret = build_settings({"oidc_client_secret": CLIENT_SECRET})
     assert CLIENT_SECRET not in repr(secret)

@@ -299,7 +299,8 @@ def _check_choices(settings: Settings) -> None:
     if "header" in settings.login_methods:
         _check_proxies(settings.trusted_proxies)
     if "oidc" in settings.login_methods:
-        check_oidc(settings.oidc_issuer, settings.oidc_client_id, settings.oidc_scopes)
+        claims = (settings.oidc_username_claim, settings.oidc_admin_claim, settings.oidc_admin_group)
+        check_oidc(settings.oidc_issuer, settings.oidc_client_id, settings.oidc_scopes, claims)
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
 

@@ -36,8 +36,9 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def check_oidc(issuer: str, client_id: str, scopes: str) -> None:
-    """ConfigError, one line naming the setting, for an oidc login moi cannot use."""
+def check_oidc(issuer: str, client_id: str, scopes: str, claims: tuple[str, str, str]) -> None:
+    """ConfigError, one line naming the setting, for an oidc login moi cannot use; ``claims``: the
+    username claim, the admin claim and the admin group."""
     problem = issuer_problem(issuer)
     if problem is not None:
         raise ConfigError(f"[server] oidc_issuer is the OpenID provider's issuer URL for logins = oidc: {problem}")
@@ -45,3 +46,8 @@ def check_oidc(issuer: str, client_id: str, scopes: str) -> None:
         raise ConfigError("[server] oidc_client_id is this server's client id at the OpenID provider (logins = oidc)")
     if "openid" not in scopes.split():
         raise ConfigError(f"[server] oidc_scopes must include openid, not {scopes!r}")
+    username, admin_claim, admin_group = (claim.strip() for claim in claims)
+    if not username:
+        raise ConfigError("[server] oidc_username_claim names the claim that names the login (preferred_username)")
+    if bool(admin_claim) != bool(admin_group):
+        raise ConfigError("[server] oidc_admin_claim and oidc_admin_group go together (groups, and the admins' group)")
