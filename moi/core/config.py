@@ -37,6 +37,7 @@ from moi.core.config_sources import from_environment, from_ini
 from moi.core.errors import ConfigError, InvalidValue
 from moi.core.files_settings import parse_allow, split_list, under
 from moi.core.lua import MAX_PRIORITY
+from moi.core.oidc_settings import check_oidc
 from moi.core.policy import DEFAULT_MAX_RETRIES, seconds_of
 
 TWO_WEEKS = 14 * 24 * 3600
@@ -92,6 +93,15 @@ class Settings:
     # The header method: the user a trusted proxy names in this header, from these addresses or networks only.
     login_header: str = "X-Remote-User"
     trusted_proxies: str = ""
+    # The oidc method (moi.web.login_oidc): an OpenID provider, this server's client there, and the claims read.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = field(default="", repr=False)
+    oidc_name: str = "OpenID Connect"  # the login page's button: "Log in with <oidc_name>"
+    oidc_scopes: str = "openid profile email"
+    oidc_username_claim: str = "preferred_username"  # the claim that names the login (or email, sub, ...)
+    oidc_admin_claim: str = ""  # a claim listing the user's groups (groups); with oidc_admin_group, makes admins
+    oidc_admin_group: str = ""
     # Per-user limits on unfinished jobs (0: none). From hog_size on, a user's next jobs go no higher
     # than low (-1), below every other user's normal ones; at hard_limit their next submit is refused.
     hog_size: int = 0
@@ -244,8 +254,8 @@ def _context_time_limits(given: Any) -> dict[str, float]:
 
 
 # `moi server`'s login methods: dev (any name, no password: loopback only), password (moi user add) and
-# header (a trusted proxy's user header).
-LOGIN_METHODS = ("dev", "password", "header")
+# header (a trusted proxy's user header) and oidc (an OpenID provider).
+LOGIN_METHODS = ("dev", "password", "header", "oidc")
 
 SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
 
@@ -288,6 +298,9 @@ def _check_choices(settings: Settings) -> None:
         raise ConfigError(f"[server] logins lists methods of {', '.join(LOGIN_METHODS)}, not {settings.logins!r}")
     if "header" in settings.login_methods:
         _check_proxies(settings.trusted_proxies)
+    if "oidc" in settings.login_methods:
+        claims = (settings.oidc_username_claim, settings.oidc_admin_claim, settings.oidc_admin_group)
+        check_oidc(settings.oidc_issuer, settings.oidc_client_id, settings.oidc_scopes, claims)
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
 

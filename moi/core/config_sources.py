@@ -40,7 +40,16 @@ _FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes"
 
 _SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network", "code_max_processes")
 
-_SERVER_OPTIONS = ("logins", "session_hours", "login_header", "trusted_proxies")
+_SERVER_OPTIONS = ("logins", "session_hours", "login_header", "trusted_proxies") + (
+    "oidc_issuer",
+    "oidc_client_id",
+    "oidc_client_secret",
+    "oidc_name",
+    "oidc_scopes",
+    "oidc_username_claim",
+    "oidc_admin_claim",
+    "oidc_admin_group",
+)
 
 _CONTEXT_OPTIONS = ("time_limit",)
 CONTEXT_SECTION = "context"  # [context NAME]: one context's defaults
@@ -60,6 +69,9 @@ _ENVIRONMENT = {
     "MOI_SESSION_HOURS": "session_hours",
     "MOI_LOGIN_HEADER": "login_header",
     "MOI_TRUSTED_PROXIES": "trusted_proxies",
+    "MOI_OIDC_ISSUER": "oidc_issuer",
+    "MOI_OIDC_CLIENT_ID": "oidc_client_id",
+    "MOI_OIDC_CLIENT_SECRET": "oidc_client_secret",
     "MOI_HOG_SIZE": "hog_size",
     "MOI_HARD_LIMIT": "hard_limit",
     "MOI_MAX_USER_PRIORITY": "max_user_priority",

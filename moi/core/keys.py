@@ -38,6 +38,9 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:sessions:ended   channel ids of sessions just ended: every server closes their open sockets
     Pmoi:login:failed:<scope> string  failed logins in a row of an account (user:NAME) or address (addr:IP)
     Pmoi:login:wait:<scope> string  set while that scope's logins are refused; expires when they may try again
+    Pmoi:oidc:state:<sha256> string JSON: an OpenID login under way (its nonce, PKCE verifier, redirect URI,
+                          next page), under the SHA-256 of its state; expires in minutes, taken once by its callback
+    Pmoi:oidc:started:<m> string  OpenID logins started in minute m (since the epoch): a cap on pending states
     Pmoi:code:uids        hash    user -> the uid their code runs as over the web (see moi.compute.sandbox)
     Pmoi:code:uids:next   string  how many uids of [security] code_uids have been given out
     Pmoi:services         hash    service name -> JSON definition of a service loaded from YAML
@@ -171,6 +174,12 @@ class Keys:
 
     def login_wait(self, scope: str) -> str:
         return f"{self.prefix}moi:login:wait:{scope}"
+
+    def oidc_state(self, digest: str) -> str:
+        return f"{self.prefix}moi:oidc:state:{digest}"
+
+    def oidc_started(self, minute: int) -> str:
+        return f"{self.prefix}moi:oidc:started:{minute}"
 
     @property
     def code_uids(self) -> str:

@@ -32,6 +32,7 @@ from moi.jobs import connections
 from moi.relay.session_check import SESSION_COOKIE, SESSIONS_SETTING
 from moi.relay.websocket import cookie_user, hub_for
 from moi.storage import accounts, login_throttle, sessions
+from moi.web.oidc_button import login_oidc_button
 
 log = logging.getLogger("moi.server")
 
@@ -68,7 +69,7 @@ class LoginHandler(_UserHandler):
         user = proxy_user(self.request) if "header" in methods else None
         if user is not None:
             await self._log_in(user, lambda: self._checked_proxy(user))
-        elif not methods & {"dev", "password"}:
+        elif not methods & {"dev", "password", "oidc"}:
             self._page(PROXY_ONLY, 401)
         else:
             self._page(None)
@@ -132,7 +133,14 @@ class LoginHandler(_UserHandler):
     def _page(self, error: str | None, status: int = 200) -> None:
         self.set_status(status)
         methods = connections.settings().login_methods
-        self.render("login.html", error=error, next=self._next(), password="password" in methods, dev="dev" in methods)
+        self.render(
+            "login.html",
+            error=error,
+            next=self._next(),
+            password="password" in methods,
+            dev="dev" in methods,
+            oidc=login_oidc_button(),
+        )
 
     def _next(self) -> str:
         # strip=False: Tornado would trim the very whitespace that makes a target unsafe.

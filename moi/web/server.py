@@ -40,7 +40,7 @@ from moi.relay.session_check import SESSIONS_SETTING
 from moi.relay.websocket import HUB_SETTING, MOIMessageHandler
 from moi.storage.store import store_for
 from moi.upkeep.passes import watch
-from moi.web import api, api_handler, api_ops, dashboard, metrics, openapi
+from moi.web import api, api_handler, api_ops, dashboard, login_oidc, metrics, openapi
 from moi.web.file_routes import FILES_ROUTE
 from moi.web.login import LoginHandler, LogoutHandler, safe_next
 
@@ -78,6 +78,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         *dashboard.ROUTES,
         (r"/login", LoginHandler),
         (r"/logout", LogoutHandler),
+        *login_oidc.ROUTES,
         (r"/moi-ws/", MOIMessageHandler),
         FILES_ROUTE,
         *api_ops.ROUTES,
