@@ -40,7 +40,15 @@ _FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes"
 
 _SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network", "code_max_processes")
 
-_SERVER_OPTIONS = ("logins", "session_hours", "login_header", "trusted_proxies")
+_SERVER_OPTIONS = (
+    "logins",
+    "session_hours",
+    "login_header",
+    "trusted_proxies",
+    "proxy_secret",
+    "secure_cookies",
+    "pam_service",
+)
 
 _CONTEXT_OPTIONS = ("time_limit",)
 CONTEXT_SECTION = "context"  # [context NAME]: one context's defaults
@@ -60,6 +68,9 @@ _ENVIRONMENT = {
     "MOI_SESSION_HOURS": "session_hours",
     "MOI_LOGIN_HEADER": "login_header",
     "MOI_TRUSTED_PROXIES": "trusted_proxies",
+    "MOI_PROXY_SECRET": "proxy_secret",
+    "MOI_SECURE_COOKIES": "secure_cookies",
+    "MOI_PAM_SERVICE": "pam_service",
     "MOI_HOG_SIZE": "hog_size",
     "MOI_HARD_LIMIT": "hard_limit",
     "MOI_MAX_USER_PRIORITY": "max_user_priority",
