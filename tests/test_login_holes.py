@@ -104,9 +104,7 @@ def test_the_dev_login_beside_a_real_one_never_takes_an_admin_name(r: Any, monke
     assert all("Secure" in line for line in newcomer.headers.get_list("set-cookie"))  # HTTPS only
 
 
-def test_the_proxy_header_once_with_its_secret_and_one_session(
-    r: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_proxy_header_once_with_its_secret_and_one_session(r: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     async def body(client: httpx.AsyncClient) -> dict[str, Any]:
         twice = await client.get("/login", headers=[("X-Remote-User", "hana"), ("X-Remote-User", "boss")])
         no_secret = await client.get("/login", headers={"X-Remote-User": "hana"})
@@ -115,7 +113,11 @@ def test_the_proxy_header_once_with_its_secret_and_one_session(
         again = await client.get("/login", headers=proxied)
         return {"twice": twice, "no_secret": no_secret, "first": first, "again": again}
 
-    env = {"MOI_LOGINS": "header", "MOI_TRUSTED_PROXIES": "10.9.9.9, 127.0.0.1", "MOI_PROXY_SECRET": "s3cret-of-the-proxy"}
+    env = {
+        "MOI_LOGINS": "header",
+        "MOI_TRUSTED_PROXIES": "10.9.9.9, 127.0.0.1",
+        "MOI_PROXY_SECRET": "s3cret-of-the-proxy",
+    }
     seen = in_process(monkeypatch, env, body)
     assert seen["twice"].status_code == 400 and "more than once" in error_line(seen["twice"])
     assert seen["no_secret"].status_code == 401 and "moi_session" not in seen["no_secret"].cookies
