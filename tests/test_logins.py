@@ -192,11 +192,13 @@ def test_accounts_listed_without_hashes_admins_changed_and_removed(r: Any, passw
         assert "exists already" in moi_stdin("user", "add", "frank", "--password-stdin").stderr
         assert run_moi("user", "remove", "frank").returncode == 0
         assert user.get(password_server.url + "/api/v1/jobs").status_code == 401  # removed: its login ends
+        changed = moi_stdin("user", "passwd", "erin", "--password-stdin", password=WRONG_PASSWORD)
+        assert changed.returncode == 0 and WRONG_PASSWORD not in changed.stdout + changed.stderr
+        assert changed.stdout.strip() == "changed the password of erin; ended 1 login(s)"
+        assert admin.get(password_server.url + "/api/v1/jobs").status_code == 401  # a new password: logins end
     assert "No account 'frank'" in run_moi("user", "remove", "frank").stderr
     short = moi_stdin("user", "add", "gina", "--password-stdin", password="short")
     assert short.returncode != 0 and "fewer than 8 characters" in short.stderr and "short" not in short.stdout
-    changed = moi_stdin("user", "passwd", "erin", "--password-stdin", password=WRONG_PASSWORD)
-    assert changed.returncode == 0 and WRONG_PASSWORD not in changed.stdout + changed.stderr
     with httpx.Client() as client:
         assert post_login(client, password_server, "erin", PASSWORD).status_code == 401
         assert post_login(client, password_server, "erin", WRONG_PASSWORD).status_code == 302

@@ -44,9 +44,10 @@ def add_command(name: str, admin: bool, password_stdin: bool) -> None:
 @click.argument("name")
 @_STDIN
 def passwd_command(name: str, password_stdin: bool) -> None:
-    """Change NAME's password (their open logins go on; `moi user logout` ends them)."""
-    accounts.set_password(connections.store(), name, _password(password_stdin))
-    click.echo(f"changed the password of {name}")
+    """Change NAME's password, and end their page logins (their API tokens go on; `moi user logout` ends both)."""
+    store = connections.store()
+    accounts.set_password(store, name, _password(password_stdin))
+    click.echo(f"changed the password of {name}; ended {sessions.end_all(store, name)} login(s)")
 
 
 @user_command.command("remove")

@@ -91,6 +91,7 @@ class Settings:
     logins: str = "dev"
     session_hours: float = 12.0  # [server] session_hours: how long a login lasts (its cookie and its session)
     # The header method: the user a trusted proxy names in this header, from these addresses or networks only.
+    # trusted_proxies also says whose X-Forwarded-For names the client (the throttle's address), with any method.
     login_header: str = "X-Remote-User"
     trusted_proxies: str = ""
     # The oidc method (moi.web.login_oidc): an OpenID provider, this server's client there, and the claims read.
@@ -102,6 +103,9 @@ class Settings:
     oidc_username_claim: str = "preferred_username"  # the claim that names the login (or email, sub, ...)
     oidc_admin_claim: str = ""  # a claim listing the user's groups (groups); with oidc_admin_group, makes admins
     oidc_admin_group: str = ""
+    proxy_secret: str = field(default="", repr=False)  # set: the proxy must also send it in X-Moi-Proxy-Secret
+    secure_cookies: str = "auto"  # on, off, auto: on unless `moi server` listens on loopback
+    pam_service: str = "login"  # the pam method's PAM service (/etc/pam.d/NAME)
     # Per-user limits on unfinished jobs (0: none). From hog_size on, a user's next jobs go no higher
     # than low (-1), below every other user's normal ones; at hard_limit their next submit is refused.
     hog_size: int = 0
@@ -253,9 +257,9 @@ def _context_time_limits(given: Any) -> dict[str, float]:
     return limits
 
 
-# `moi server`'s login methods: dev (any name, no password: loopback only), password (moi user add) and
-# header (a trusted proxy's user header) and oidc (an OpenID provider).
-LOGIN_METHODS = ("dev", "password", "header", "oidc")
+# `moi server`'s login methods: dev (any name, no password: loopback only), password (moi user add),
+# pam (the machine's Unix accounts), header (a trusted proxy's user header) and oidc (an OpenID provider).
+LOGIN_METHODS = ("dev", "password", "pam", "header", "oidc")
 
 SCHEDULERS = ("leastload", "lru", "twobin", "weighted", "plainrandom", "pure")
 
@@ -296,11 +300,13 @@ def _check_choices(settings: Settings) -> None:
     unknown = settings.login_methods - set(LOGIN_METHODS)
     if unknown or not settings.login_methods:
         raise ConfigError(f"[server] logins lists methods of {', '.join(LOGIN_METHODS)}, not {settings.logins!r}")
-    if "header" in settings.login_methods:
+    if "header" in settings.login_methods or settings.trusted_proxies.strip():
         _check_proxies(settings.trusted_proxies)
     if "oidc" in settings.login_methods:
         claims = (settings.oidc_username_claim, settings.oidc_admin_claim, settings.oidc_admin_group)
         check_oidc(settings.oidc_issuer, settings.oidc_client_id, settings.oidc_scopes, claims)
+    if settings.secure_cookies not in ("auto", "on", "off"):
+        raise ConfigError(f"[server] secure_cookies must be auto, on or off, not {settings.secure_cookies!r}")
     if settings.smtp_tls not in ("off", "starttls", "ssl"):
         raise ConfigError(f"[mail] tls must be off, starttls or ssl, not {settings.smtp_tls!r}")
 
@@ -338,6 +344,8 @@ def _check_proxies(text: str) -> None:
         networks = []
     if not networks:
         raise ConfigError(f"[server] trusted_proxies lists the proxies' addresses for logins = header, not {text!r}")
+    if any(network.prefixlen == 0 for network in networks):
+        raise ConfigError("[server] trusted_proxies must list the proxies, not every address (0.0.0.0/0, ::/0)")
 
 
 def _uid_range(text: str) -> tuple[int, int]:

@@ -40,7 +40,14 @@ _FILES_OPTIONS = ("input_roots", "uri_schemes", "fetch_allow", "fetch_max_bytes"
 
 _SECURITY_OPTIONS = ("code_users", "code_uids", "code_python", "code_network", "code_max_processes")
 
-_SERVER_OPTIONS = ("logins", "session_hours", "login_header", "trusted_proxies") + (
+_SERVER_OPTIONS = (
+    "logins",
+    "session_hours",
+    "login_header",
+    "trusted_proxies",
+    "proxy_secret",
+    "secure_cookies",
+    "pam_service",
     "oidc_issuer",
     "oidc_client_id",
     "oidc_client_secret",
@@ -72,6 +79,9 @@ _ENVIRONMENT = {
     "MOI_OIDC_ISSUER": "oidc_issuer",
     "MOI_OIDC_CLIENT_ID": "oidc_client_id",
     "MOI_OIDC_CLIENT_SECRET": "oidc_client_secret",
+    "MOI_PROXY_SECRET": "proxy_secret",
+    "MOI_SECURE_COOKIES": "secure_cookies",
+    "MOI_PAM_SERVICE": "pam_service",
     "MOI_HOG_SIZE": "hog_size",
     "MOI_HARD_LIMIT": "hard_limit",
     "MOI_MAX_USER_PRIORITY": "max_user_priority",

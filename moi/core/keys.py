@@ -34,9 +34,9 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:tokens:revoked   channel ids of tokens just revoked: every server closes their open sockets
     Pmoi:accounts         hash    login name -> JSON: its password's argon2 hash, admin flag, when made (moi user add)
     Pmoi:session:<id>     string  JSON: a page login's user, admin flag, when made; expires with the login
-    Pmoi:sessions:<user>  set     ids of a user's sessions (moi user logout ends them all)
+    Pmoi:sessions:<user>  zset    ids of a user's sessions by expiry (moi user logout ends them all)
     Pmoi:sessions:ended   channel ids of sessions just ended: every server closes their open sockets
-    Pmoi:login:failed:<scope> string  failed logins in a row of an account (user:NAME) or address (addr:IP)
+    Pmoi:login:failed:<scope> string  attempts in a row: an account from an address (pair:IP|NAME), an address (addr:IP)
     Pmoi:login:wait:<scope> string  set while that scope's logins are refused; expires when they may try again
     Pmoi:oidc:state:<sha256> string JSON: an OpenID login under way (its nonce, PKCE verifier, redirect URI,
                           next page), under the SHA-256 of its state; expires in minutes, taken once by its callback

@@ -4,11 +4,12 @@
 cookie ``user`` counts only with a ``moi_session`` cookie whose session is live and is
 that user's, so a logout, ``moi user logout`` or ``moi user remove`` ends the login at once.
 An application that mounts moi's handlers without that setting keeps the plain signed cookie.
-A websocket opened with a session lives no longer than it (``SessionWatch``).
+A websocket opened with a session lives no longer than it (``SessionWatch``): not past its end, nor its expiry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, Protocol
 
@@ -22,6 +23,7 @@ from moi.storage import sessions
 
 SESSIONS_SETTING = "moi_sessions"
 SESSION_COOKIE = "moi_session"
+NO_EXPIRY = -1  # PTTL of a key without one (sessions always have one; kept for a record written by hand)
 
 
 async def confirmed(handler: RequestHandler, hub: Hub, user: str | None) -> str | None:
@@ -46,12 +48,15 @@ class SessionHolder(Protocol):
 
 
 class SessionWatch:
-    """Ends a socket opened with a session cookie when the session ends (heard on ``moi:sessions:ended``,
-    from any server). When the hub lost messages, or once subscribed, it asks Redis again."""
+    """Ends a socket opened with a session cookie when the session ends: heard on ``moi:sessions:ended``
+    (from any server), or when it expires (a timer set to its TTL). When the hub lost messages, or
+    once subscribed, it asks Redis again. It ends its socket once, and never once stopped."""
 
     def __init__(self, socket: SessionHolder, session_id: str) -> None:
         self.socket, self.digest = socket, sessions.digest_of(session_id)
         self.channel = socket.hub.keys.sessions_ended
+        self._stopped = False
+        self._timer: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         try:
@@ -61,19 +66,38 @@ class SessionWatch:
         await self._check()  # an end published before this subscription reached no one
 
     async def stop(self) -> None:
+        self._stopped = True
+        self._cancel_timer()
         with contextlib.suppress(TimeoutError, redis.RedisError, OSError):
             await self.socket.hub.unsubscribe([self.channel], self)
 
     def message(self, channel: str, payload: dict[str, Any]) -> None:
         ended = payload.get("ended")
         if isinstance(ended, list) and self.digest in ended:
-            self.socket.session_gone()
+            self._gone()
 
     def resync(self) -> None:
         in_background(self._check())
 
     async def _check(self) -> None:
+        """Ends the socket when the session is gone; else sets the timer to the session's expiry."""
         hub = self.socket.hub
         with contextlib.suppress(MoiError):  # Redis away: the next resync checks
-            if not await sessions.alive(hub.redis, hub.keys, hub.url, self.digest):
-                self.socket.session_gone()
+            left = await sessions.ms_left(hub.redis, hub.keys, hub.url, self.digest)
+            if left <= 0 and left != NO_EXPIRY:
+                self._gone()
+            elif left > 0 and not self._stopped:
+                self._cancel_timer()
+                self._timer = asyncio.get_running_loop().call_later(left / 1000 + 0.05, self.resync)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _gone(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._cancel_timer()
+        self.socket.session_gone()

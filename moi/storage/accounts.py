@@ -9,7 +9,7 @@ gets the same answer as a wrong password; argon2's check compares in constant ti
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import functools
 import json
 from dataclasses import dataclass
@@ -18,7 +18,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import Argon2Error, InvalidHashError
+from redis.exceptions import WatchError
 
+from moi.core.bounded_pool import BoundedPool
 from moi.core.errors import AccountError, InvalidUserName
 from moi.core.info import now
 from moi.core.keys import Keys, user_name_problem
@@ -109,15 +111,36 @@ async def is_admin_async(client: aioredis.Redis[str], keys: Keys, url: str, name
     return text is not None and _account(name, text).admin
 
 
-async def verify(client: aioredis.Redis[str], keys: Keys, url: str, name: str, password: str) -> Account | None:
-    """The account when ``password`` is its password; None otherwise (no such account too, after the same work)."""
+async def verify(
+    client: aioredis.Redis[str], keys: Keys, url: str, name: str, password: str, pool: BoundedPool
+) -> Account | None:
+    """The account when ``password`` is its password; None otherwise (no such account too, after the same work).
+    The hash is checked in ``pool`` (the caller made sure it is not full); a hash made with other argon2
+    parameters than today's is made again, with today's, once the password matched."""
     with reading(url):
         text = await client.hget(keys.accounts, name)
     kept = _record(text) if text is not None else {}
     digest = str(kept.get("argon2") or _dummy())
-    checking = functools.partial(_matches, digest, password[: MAX_LENGTH + 1])
-    matched = await asyncio.get_running_loop().run_in_executor(None, checking)
-    return _account(name, text) if matched and text is not None else None
+    matched = await pool.run(functools.partial(_matches, digest, password[: MAX_LENGTH + 1]))
+    if not matched or text is None:
+        return None
+    if _hasher.check_needs_rehash(digest):
+        fresh = await pool.run(functools.partial(_hasher.hash, password))
+        await _replace_hash(client, keys, url, name, digest, fresh)
+    return _account(name, text)
+
+
+async def _replace_hash(client: aioredis.Redis[str], keys: Keys, url: str, name: str, old: str, new: str) -> None:
+    """Keep ``new`` as ``name``'s hash, unless the account changed meanwhile (a new password stays)."""
+    with reading(url), contextlib.suppress(WatchError):
+        async with client.pipeline(transaction=True) as pipe:
+            await pipe.watch(keys.accounts)
+            text = await pipe.hget(keys.accounts, name)
+            if text is None or _record(text).get("argon2") != old:
+                return
+            pipe.multi()
+            pipe.hset(keys.accounts, name, json.dumps({**_record(text), "argon2": new}))
+            await pipe.execute()
 
 
 def _matches(digest: str, password: str) -> bool:

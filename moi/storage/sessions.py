@@ -4,7 +4,7 @@ A login makes a session: a random id, sent in the signed cookie ``moi_session``,
 record kept under the SHA-256 of that id (so a copy of Redis holds no live cookie) that
 expires with the login (``[server] session_hours``). Logging out deletes the record;
 ``moi user logout`` and ``moi user remove`` delete every session of a user (their ids are
-in ``moi:sessions:<user>``). A cookie whose record is gone is no login. Each end is announced
+in ``moi:sessions:<user>``, at most ``MAX_PER_USER``). A cookie whose record is gone is no login. Each end is announced
 on ``moi:sessions:ended``: every server closes the websockets opened with those sessions.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -22,6 +23,31 @@ from moi.core.keys import Keys
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
 from moi.storage.tokens import reading
+
+MAX_PER_USER = 50  # live sessions of one user; a new one past this ends the oldest
+
+# KEYS: the new session, the user's sessions (a sorted set by expiry, in ms). ARGV: the record, its
+# seconds, its digest, now in ms, MAX_PER_USER, the sessions' key prefix. The set's own expiry only
+# grows (the newest session is the last to expire). Returns the digests of the sessions it ended.
+START = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local expires = tonumber(ARGV[4]) + tonumber(ARGV[2]) * 1000
+redis.call('ZADD', KEYS[2], expires, ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+local over = redis.call('ZCARD', KEYS[2]) - tonumber(ARGV[5])
+local dropped = {}
+if over > 0 then
+  dropped = redis.call('ZRANGE', KEYS[2], 0, over - 1)
+  for _, digest in ipairs(dropped) do
+    redis.call('DEL', ARGV[6] .. digest)
+    redis.call('ZREM', KEYS[2], digest)
+  end
+end
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) * 1000 then
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]) * 1000)
+end
+return dropped
+"""
 
 
 class LoginUser(str):
@@ -42,16 +68,30 @@ def digest_of(session_id: str) -> str:
 
 
 async def start(client: aioredis.Redis[str], keys: Keys, url: str, user: str, admin: bool, seconds: int) -> str:
-    """A new session of ``user`` lasting ``seconds``; its id, for the cookie."""
+    """A new session of ``user`` lasting ``seconds``; its id, for the cookie. Past ``MAX_PER_USER`` live
+    sessions the oldest end (their sockets told), so one user cannot pile up sessions without end."""
     session_id = secrets.token_urlsafe(32)
     digest = digest_of(session_id)
-    pipe = client.pipeline(transaction=True)
-    pipe.set(keys.session(digest), json.dumps({"user": user, "admin": admin, "created": now()}), ex=seconds)
-    pipe.sadd(keys.user_sessions(user), digest)
-    pipe.expire(keys.user_sessions(user), seconds)  # the newest session is the last to expire
+    record = json.dumps({"user": user, "admin": admin, "created": now()})
+    now_ms = int(time.time() * 1000)
     with reading(url):
-        await pipe.execute()
+        args = [record, seconds, digest, now_ms, MAX_PER_USER, keys.session("")]
+        dropped = await client.eval(START, 2, keys.session(digest), keys.user_sessions(user), *args)  # type: ignore[no-untyped-call]
+        if dropped:
+            await client.publish(keys.sessions_ended, json.dumps({"ended": list(dropped)}))
     return session_id
+
+
+async def reuse(client: aioredis.Redis[str], keys: Keys, url: str, session_id: str, user: str) -> bool:
+    """Whether ``session_id`` is a live session of ``user`` (a proxy's login keeps it instead of making one)."""
+    found = await lookup(client, keys, url, session_id)
+    return found is not None and found == user
+
+
+async def ms_left(client: aioredis.Redis[str], keys: Keys, url: str, digest: str) -> int:
+    """Milliseconds until the session kept under ``digest`` expires; 0 or less when it is gone."""
+    with reading(url):
+        return int(await client.pttl(keys.session(digest)))
 
 
 async def lookup(client: aioredis.Redis[str], keys: Keys, url: str, session_id: str) -> LoginUser | None:
@@ -76,14 +116,14 @@ async def end(client: aioredis.Redis[str], keys: Keys, url: str, session_id: str
         kept = _record(await client.get(keys.session(digest)))
         await client.delete(keys.session(digest))
         if isinstance(kept.get("user"), str):
-            await client.srem(keys.user_sessions(kept["user"]), digest)
+            await client.zrem(keys.user_sessions(kept["user"]), digest)
         await client.publish(keys.sessions_ended, json.dumps({"ended": [digest]}))
 
 
 def end_all(store: Store, user: str) -> int:
     """End every session of ``user``; how many were live."""
     with reaching(store.url):
-        digests = store.redis.smembers(store.keys.user_sessions(user))
+        digests = store.redis.zrange(store.keys.user_sessions(user), 0, -1)
         pipe = store.redis.pipeline(transaction=True)
         for digest in digests:
             pipe.delete(store.keys.session(digest))

@@ -1,7 +1,8 @@
 """``moi server``: a small Tornado application showing each user's jobs live.
 
 Routes: ``/login`` (the login methods of ``[server] logins``, see ``moi.web.login``: the
-development login, any name, or accounts with passwords; a login is a server-side session),
+development login, any name, accounts with passwords, the machine's accounts (PAM), a trusted
+proxy's header; a login is a server-side session),
 ``/logout`` (a POST, ending the session), the dashboard's pages (``/``, ``/jobs/<id>``, ``/submit``, ``/ops``
 and ``/list``, see ``moi.web.dashboard``), ``/metrics`` (``moi.web.metrics``),
 ``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
@@ -42,7 +43,8 @@ from moi.storage.store import store_for
 from moi.upkeep.passes import watch
 from moi.web import api, api_handler, api_ops, dashboard, login_oidc, metrics, openapi
 from moi.web.file_routes import FILES_ROUTE
-from moi.web.login import LoginHandler, LogoutHandler, safe_next
+from moi.web.login import SECURE_SETTING, LoginHandler, LogoutHandler, safe_next
+from moi.web.proxy import proxy_warnings
 
 log = logging.getLogger("moi.server")
 
@@ -116,6 +118,21 @@ def bind_allowed(address: str, dev_login_anywhere: bool = False) -> bool:
     return dev_login_anywhere or is_loopback(address) or "dev" not in connections.settings().login_methods
 
 
+def login_settings(address: str) -> dict[str, Any]:
+    """The application settings of ``moi server``'s logins: server-side sessions, and cookies sent over
+    HTTPS only (``[server] secure_cookies``; auto: unless listening on loopback, where HTTPS is rare)."""
+    wanted = connections.settings().secure_cookies
+    secure = wanted == "on" or (wanted == "auto" and not is_loopback(address))
+    kept: dict[str, Any] = {SESSIONS_SETTING: True, SECURE_SETTING: secure}
+    return {**kept, "xsrf_cookie_kwargs": {"secure": True}} if secure else kept
+
+
+def start_warnings(address: str) -> list[str]:
+    """What ``moi server`` warns about when it starts on ``address``."""
+    dev = [DEV_LOGIN_WARNING] if "dev" in connections.settings().login_methods else []
+    return dev + proxy_warnings(address)
+
+
 async def serve(
     port: int,
     address: str = "127.0.0.1",
@@ -134,11 +151,11 @@ async def serve(
         loop.add_signal_handler(signum, stop.set)
     current = connections.settings()
     hub = default_hub()
-    app = make_app(hub, cookie_secret=cookie_secret(current.state_dir), **{SESSIONS_SETTING: True})
+    app = make_app(hub, cookie_secret=cookie_secret(current.state_dir), **login_settings(address))
     # Tornado reads a body whole before a handler sees it: bound it by the largest one moi takes.
     server = app.listen(port, address=address, max_body_size=max(current.max_upload, api_handler.MAX_BODY) + (1 << 16))
-    if "dev" in current.login_methods:
-        log.warning(DEV_LOGIN_WARNING)
+    for warning in start_warnings(address):
+        log.warning(warning)
     log.info("moi server on http://%s:%d/ (redis %s)", address, port, masked_url(hub.url))
     if ready is not None:
         ready(f"http://{address}:{port}/")

@@ -1,0 +1,104 @@
+"""What a trusted reverse proxy tells ``moi server``: the client's address, and (``logins = header``) its user.
+
+A request counts as the proxy's only when its socket comes from ``[server] trusted_proxies``
+(moi never takes X-Forwarded-For from anyone else, and Tornado's ``xheaders`` stays off). From
+the proxy, the client is the last X-Forwarded-For hop: the one the proxy itself appended (any
+earlier hop is whatever the client sent). The user header counts only from the proxy, only once
+in a request, and, with ``[server] proxy_secret``, only with that secret in ``X-Moi-Proxy-Secret``
+(compared in constant time): then a local process that reaches moi's port directly names no one.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import ipaddress
+import logging
+from dataclasses import dataclass
+
+from tornado.httputil import HTTPServerRequest
+
+from moi.core.files_settings import split_list
+from moi.core.log_limit import LimitedLog
+from moi.core.redact import printable
+from moi.jobs import connections
+
+log = logging.getLogger("moi.server")
+limited = LimitedLog(log)
+
+SECRET_HEADER = "X-Moi-Proxy-Secret"
+PROXY_ONLY = "Log in through this site's login proxy."
+TWICE = "The login header came more than once: refused."
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(text: str) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in split_list(text))
+
+
+def _trusts(address: str) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(parsed in network for network in _networks(connections.settings().trusted_proxies))
+
+
+def client_address(request: HTTPServerRequest) -> str:
+    """The client's address: the socket's, or from a trusted proxy the last X-Forwarded-For hop."""
+    socket = request.remote_ip or "?"
+    if not _trusts(socket):
+        return socket
+    hops = ",".join(request.headers.get_list("X-Forwarded-For")).split(",")
+    try:
+        return str(ipaddress.ip_address(hops[-1].strip()))
+    except ValueError:
+        return socket
+
+
+@dataclass(frozen=True)
+class ProxyLogin:
+    """A proxy's user (None: no user header), or why its header is refused (then ``status``)."""
+
+    user: str | None = None
+    refusal: str = ""
+    status: int = 401
+
+
+def proxy_login(request: HTTPServerRequest) -> ProxyLogin:
+    """The user named by ``[server] login_header``, when the request comes straight from a trusted proxy."""
+    settings = connections.settings()
+    names = request.headers.get_list(settings.login_header)
+    if not names:
+        return ProxyLogin()
+    socket = request.remote_ip or "?"
+    if not _trusts(socket):
+        limited.warning("ignored a %s header from %s, not a trusted proxy", settings.login_header, printable(socket))
+        return ProxyLogin()
+    if len(names) > 1:
+        limited.warning("refused a login: %s came %d times from %s", settings.login_header, len(names), socket)
+        return ProxyLogin(refusal=TWICE, status=400)
+    if settings.proxy_secret and not _has_secret(request, settings.proxy_secret):
+        limited.warning("refused a login from %s: no or wrong %s", printable(socket), SECRET_HEADER)
+        return ProxyLogin(refusal=PROXY_ONLY)
+    return ProxyLogin(names[0].strip())
+
+
+def _has_secret(request: HTTPServerRequest, secret: str) -> bool:
+    given = request.headers.get_list(SECRET_HEADER)
+    return len(given) == 1 and hmac.compare_digest(given[0].encode(), secret.encode())
+
+
+def proxy_warnings(bind_address: str) -> list[str]:
+    """What ``moi server`` warns about at start: a trusted proxy address any local process also has."""
+    settings = connections.settings()
+    if "header" not in settings.login_methods or settings.proxy_secret:
+        return []
+    return [
+        f"[server] trusted_proxies holds {probe}: any process on this machine can log in as anyone with "
+        f"{settings.login_header}; list only the proxy's address, or set [server] proxy_secret"
+        for probe in sorted({"127.0.0.1", "::1", bind_address.strip("[]")})
+        if _trusts(probe)
+    ]
