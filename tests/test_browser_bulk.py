@@ -1,6 +1,6 @@
 """The operations page's "every user's jobs" in headless Chromium against a real ``moi server``: a user column; a
 search on the server that finds a user's job behind 1,200 newer ones; a bulk cancel that shows its count, and
-that more than 1,000 match, before it runs, then acts on exactly those."""
+that more than 1,000 match, before it runs, then acts on exactly those; a user's bulk delete on their own page."""
 
 from __future__ import annotations
 
@@ -65,3 +65,16 @@ def test_an_admin_finds_a_users_old_job_and_bulk_cancels_what_the_preview_counte
         expect(note).to_have_text("The filters changed: preview again.")
         expect(page.locator(".moi-bulk-confirm")).to_be_hidden()
     page.context.close()
+
+    mine = browser.new_context().new_page()  # carol, on her own page: her jobs only
+    with quiet(mine):
+        log_in(mine, ops_server, "carol", "/")
+        expect(row(mine, needle)).to_have_count(1)
+        mine.select_option("select[name=bulk]", "delete")
+        mine.click(".moi-bulk-preview")
+        expect(mine.locator(".moi-bulk-note")).to_contain_text("Delete 1 job? 1 of them can be deleted now")
+        mine.click(".moi-bulk-confirm")
+        expect(mine.locator(".moi-bulk-note")).to_have_text("Delete: 1 done, 0 skipped.")
+        expect(row(mine, needle)).to_have_count(0)
+    assert store.find(needle) is None and len(store.get_many(hay)) == MANY
+    mine.context.close()

@@ -61,6 +61,7 @@ class JobsHandler(APIHandler):
           - {name: since, in: query, schema: {type: string}, description: created at or after (a date prefix)}
           - {name: until, in: query, schema: {type: string}, description: created before}
           - {name: q, in: query, schema: {type: string}, description: "name, user, service, status, id start"}
+          - {name: name, in: query, schema: {type: string}, description: "a part of the job's name"}
           - {name: user, in: query, schema: {type: string}, description: "one user's jobs (admins)"}
           - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000, default: 50}}
           - {name: cursor, in: query, schema: {type: integer, minimum: 0}, description: the last page's "next"}

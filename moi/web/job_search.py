@@ -20,7 +20,7 @@ from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
 from moi.web.api_handler import APIHandler, Problem
 
-FIELDS = ("status", "service", "group", "since", "until", "q", "user")
+FIELDS = ("status", "service", "group", "since", "until", "name", "q", "user")
 TEXT_LIMIT = 200  # characters of one filter's value
 
 
@@ -40,6 +40,7 @@ async def search_of(handler: APIHandler, given: Callable[[str], Any]) -> Search:
         group=await _own_group(handler, group) if group is not None else None,
         since=values["since"],
         until=values["until"],
+        name=values["name"],
         text=values["q"],
     )
     return Search(await _index(handler, values["user"]), filters)

@@ -82,7 +82,7 @@ BULK_PREVIEW = {  # POST /api/v1/jobs/bulk/preview (moi.web.api_bulk): an action
     "type": "object",
     "properties": {
         "action": {"type": "string", "enum": ["cancel", "relaunch", "delete"]},
-        **{name: {"type": "string"} for name in ("status", "service", "group", "since", "until", "q", "user")},
+        **{name: {"type": "string"} for name in ("status", "service", "group", "since", "until", "name", "q", "user")},
     },
     "required": ["action"],
 }

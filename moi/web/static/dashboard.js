@@ -428,7 +428,17 @@
       onOpen: function () { viewport.dataset.connected = "true"; },
       onClose: function () { viewport.dataset.connected = "false"; }
     });
-    focusSearchOnSlash(root.querySelector(".moi-filters"));
+    var form = root.querySelector(".moi-filters"), bulk = root.querySelector(".moi-bulk");
+    if (group) {
+      bulk.hidden = true;  // the server filters by a direct group only; this page shows the groups under it too
+    } else {
+      bulkBar(bulk, form, function () {  // what the table shows: its filters as the API takes them (q: the name)
+        var body = { status: form.elements.status.value, service: form.elements.service.value, name: form.elements.q.value };
+        Object.keys(body).forEach(function (key) { if (!body[key]) { delete body[key]; } });
+        return body;
+      }, function () { /* the websocket brings the changes */ });
+    }
+    focusSearchOnSlash(form);
     return { table: table, client: client };
   }
 
@@ -734,7 +744,8 @@
       count: search.count,
       actions: function (info) { var link = el("a", "moi-open", "open"); link.href = jobLink(info.id); return [link]; }
     });
-    bulkBar(all.querySelector(".moi-bulk"), all.querySelector(".moi-filters"), function () { search.load(true); });
+    var form = all.querySelector(".moi-filters");
+    bulkBar(all.querySelector(".moi-bulk"), form, function () { return filtersOf(form); }, function () { search.load(true); });
 
     function say(text) { root.querySelector(".moi-message").textContent = text || ""; }
 
@@ -889,7 +900,7 @@
 
   // A bulk action on the jobs the filters match: Preview asks the server for the ids it would touch and shows
   // their count; Confirm acts on those ids only (never on the filter again), then says what was done.
-  function bulkBar(box, form, onDone) {
+  function bulkBar(box, form, filters, onDone) {
     var note = box.querySelector(".moi-bulk-note"), confirm = box.querySelector(".moi-bulk-confirm");
     var action = box.querySelector("select[name=bulk]"), chosen = null;
     var VERBS = { cancel: "Cancel", relaunch: "Relaunch", "delete": "Delete" };
@@ -913,7 +924,7 @@
 
     box.querySelector(".moi-bulk-preview").addEventListener("click", function () {
       reset();
-      var body = filtersOf(form);
+      var body = filters();
       body.action = action.value;
       note.textContent = "counting…";
       api("POST", "/jobs/bulk/preview", body).then(previewed, function (error) { note.textContent = error.message; });
