@@ -910,14 +910,16 @@
 
     function previewed(answer) {
       chosen = answer;
-      var lines = [answer.count === 0 ? "No job matches these filters."
-        : VERBS[answer.action] + " " + answer.count + " job" + (answer.count === 1 ? "" : "s") + "? " + answer.applicable +
-          " of them " + FITS[answer.action] + " now; the others will be skipped."];
+      var jobs = answer.count + " job" + (answer.count === 1 ? "" : "s"), skipped = answer.count - answer.applicable;
+      var lines = [answer.count === 0 ? "No job matches these filters." : VERBS[answer.action] + " " + jobs + "?"];
+      if (skipped) {
+        lines.push(answer.applicable + " of them " + FITS[answer.action] + " now; the other " + skipped + " will be skipped.");
+      }
       if (answer.more) {
         lines.push("More than " + answer.cap + " jobs match: this acts on the newest " + answer.cap + " only. Preview again for the rest.");
       }
       note.textContent = lines.join(" ");
-      confirm.textContent = VERBS[answer.action] + " " + answer.count + " job" + (answer.count === 1 ? "" : "s");
+      confirm.textContent = VERBS[answer.action] + " " + jobs;
       confirm.hidden = answer.count === 0;
       box.dataset.count = String(answer.count);
     }
