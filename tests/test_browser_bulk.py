@@ -52,8 +52,8 @@ def test_an_admin_finds_a_users_old_job_and_bulk_cancels_what_the_preview_counte
         expect(row(page, hay[-1])).to_have_count(1)
         page.click(".moi-bulk-preview")
         note = page.locator(".moi-bulk-note")
-        expect(note).to_contain_text("Cancel 1000 jobs? More than 1000 jobs match")
-        expect(note).to_contain_text("More than 1000 jobs match: this acts on the newest 1000 only")
+        expect(note).to_contain_text("Cancel 1000 jobs? More than 1000 jobs match: this acts on these 1000 only")
+        expect(page.locator(".moi-bulk-next")).to_be_visible()
         assert all(info["status"] == "Paused" for info in store.get_many(hay))  # nothing done before the confirm
         page.click(".moi-bulk-confirm")
         expect(note).to_have_text("Cancel: 1000 done, 0 skipped.")

@@ -87,16 +87,14 @@ def test_a_bulk_action_acts_on_exactly_the_jobs_its_preview_counted_and_only_on_
     async def scenario() -> None:
         async with server() as port:
             preview = await post(port, "preview", dave, {"action": "cancel", "status": "Paused"})
-            assert (preview["count"], preview["applicable"], preview["more"], preview["cap"]) == (
-                1000,
-                1000,
-                True,
-                1000,
-            )
+            counted = (preview["count"], preview["applicable"], preview["more"], preview["cap"])
+            assert counted == (1000, 1000, True, 1000) and preview["next"] is not None
             assert preview["ids"] == list(reversed(hay))[:1000]  # the newest first
-            later, _, _ = submit(
-                "default", "dave", "hay, later", None, jobs.add, 1, 1
-            )  # matches, but after the preview
+            older = await post(
+                port, "preview", dave, {"action": "cancel", "status": "Paused", "cursor": preview["next"]}
+            )
+            assert older["ids"] == list(reversed(hay))[1000:] and (older["more"], older["next"]) == (False, None)
+            later, _, _ = submit("default", "dave", "hay, later", None, jobs.add, 1, 1)  # matches, after the preview
 
             # carol sends dave's ids (and her own): only hers is touched
             theirs = await post(port, "cancel", carol, {"ids": [*preview["ids"][:5], needle]})
@@ -117,12 +115,14 @@ def test_a_bulk_action_acts_on_exactly_the_jobs_its_preview_counted_and_only_on_
             assert (relaunched["done"], relaunched["reasons"]) == (2, {"not finished": 1})  # held again, as dave's
 
             rest = await post(port, "preview", ops, {"action": "delete", "user": "dave", "status": "Paused"})
-            assert (rest["count"], rest["more"]) == (MANY - 1000 + 1 + 2, False)
+            assert (rest["count"], rest["more"], rest["next"]) == (MANY - 1000 + 1 + 2, False, None)
             deleted = await post(port, "delete", ops, {"ids": rest["ids"]})
             assert (deleted["done"], deleted["skipped"]) == (MANY - 1000 + 1 + 2, 0)
             assert store.get_many(rest["ids"]) == [] and store.find(needle) is not None
 
-            for bad in ({"action": "explode"}, {"action": "cancel", "q": 7}, {"action": "cancel", "group": "x"}):
+            bad_previews = [{"action": "explode"}, {"action": "cancel", "q": 7}, {"action": "cancel", "group": "x"}]
+            bad_previews += [{"action": "cancel", "cursor": cursor} for cursor in (-1, "1", 1.5, True, 2**63)]
+            for bad in bad_previews:
                 assert (await call(port, "POST", "/api/v1/jobs/bulk/preview", dave, bad)).code in (404, 422), bad
             for ids in ("x", ["not-an-id"], [needle] * 1001):
                 assert (await call(port, "POST", "/api/v1/jobs/bulk/cancel", dave, {"ids": ids})).code == 422

@@ -75,6 +75,7 @@ def page(store: Store, index: str, filters: Filters, limit: int, cursor: int | N
             entries = store.redis.zrevrangebyscore(index, top, "-inf", start=0, num=batch, withscores=True)
         if not entries:
             return found, None
+        exhausted = len(entries) < batch  # the index's oldest entry is in this batch: no page after this one
         scanned += len(entries)
         with reaching(store.url):
             raws = store.redis.mget([store.keys.info(job_id) for job_id, _ in entries])
@@ -91,7 +92,9 @@ def page(store: Store, index: str, filters: Filters, limit: int, cursor: int | N
         if gone:
             with reaching(store.url):
                 store.redis.zrem(index, *gone)
-    return found, int(top[1:]) if found or scanned else None
+        if exhausted:
+            return found, None
+    return found, int(top[1:])
 
 
 def named(store: Store, infos: list[Info | None]) -> list[Info | None]:

@@ -1,15 +1,17 @@
 """Bulk actions on jobs: cancel, relaunch or delete every job a search finds, in two steps.
 
-    POST /api/v1/jobs/bulk/preview   {"action", and the listing's filters: status, service, group, since,
-                                      until, q, user}: the ids the action will touch, newest first, at most
-                                      CAP; their count, how many the action fits now, and whether more match
+    POST /api/v1/jobs/bulk/preview   {"action", the listing's filters: status, service, group, since, until,
+                                      name, q, user; and a cursor}: the ids the action will touch, newest first,
+                                      at most CAP; their count, how many the action fits now, whether more
+                                      match, and the cursor of the next ones
     POST /api/v1/jobs/bulk/{action}  {"ids": [...]} (from the preview): acts on those ids and no others;
                                       how many were done, and how many skipped and why
 
 The preview is a snapshot: the action takes its ids, so it touches exactly the jobs counted, even when
 jobs matching the search came or went since (a search acted on as it stands at the click would count one
 set and act on another; Temporal's bulk-terminate bug #2602). More than CAP matching: the newest CAP, and
-``more`` says so; preview again for the rest.
+``more`` says so; ``next`` (the listing's cursor) previews the ones after them. A preview reads at most
+``listing.SCAN_PAGES`` x CAP index entries, so ``next`` may also be where it stopped looking (``more`` false).
 
 A user acts only on their own jobs, an admin on anyone's: each id is checked (its owner, by the groups above
 it) when acted on, and one that is not the user's is skipped as "not found", as the API answers it elsewhere.
@@ -60,22 +62,26 @@ class BulkPreviewHandler(APIHandler):
             application/json:
               schema: {$ref: "#/components/schemas/BulkPreview"}
         responses:
-          200: {description: "{action, ids, count, applicable, more, cap}"}
+          200: {description: "{action, ids, count, applicable, more, next, cap}"}
           403: {description: naming another user without being an admin}
           422: {description: a bad action or filter}
         """
         given = submitted(self.request, self.json_limit())
         action = _action_of(given)
+        cursor = given.get("cursor")
+        if cursor is not None and (type(cursor) is not int or not 0 <= cursor <= 2**62):
+            raise Problem(422, "invalid", '"cursor" is a whole number from 0 to 2**62 (a preview\'s "next")')
         search = await job_search.search_of(self, given.get)
-        found, after = await self.run(job_search.page, self.store, search, CAP + 1, None)
-        chosen = found[:CAP]
+        chosen, after = await self.run(job_search.page, self.store, search, CAP, cursor)
+        more, after = await self.run(_more_after, self.store, search, after)
         self.answer(
             {
                 "action": action,
                 "ids": [info["id"] for info in chosen],
                 "count": len(chosen),
                 "applicable": sum(fits(action, info) for info in chosen),
-                "more": len(found) > CAP or (after is not None and len(found) == len(chosen)),
+                "more": more,
+                "next": after,
                 "cap": CAP,
             }
         )
@@ -117,6 +123,15 @@ class BulkActionHandler(APIHandler):
         if len(ids) > len(removed & set(ids)):
             reasons[GONE] += len(ids) - len(removed & set(ids))
         return len(removed & set(ids))
+
+
+def _more_after(store: Store, search: job_search.Search, after: int | None) -> tuple[bool, int | None]:
+    """Whether a job older than ``after`` matches (a look at one batch of the index), and the cursor to go on
+    from: None when the index holds nothing older that was not looked at."""
+    if after is None:
+        return False, None
+    found, beyond = job_search.page(store, search, 1, after)
+    return bool(found), after if found or beyond is not None else None
 
 
 def _ids_of(given: dict[str, Any]) -> list[str]:

@@ -83,6 +83,7 @@ BULK_PREVIEW = {  # POST /api/v1/jobs/bulk/preview (moi.web.api_bulk): an action
     "properties": {
         "action": {"type": "string", "enum": ["cancel", "relaunch", "delete"]},
         **{name: {"type": "string"} for name in ("status", "service", "group", "since", "until", "name", "q", "user")},
+        "cursor": {"type": "integer", "minimum": 0, "description": "a preview's next: the jobs after its"},
     },
     "required": ["action"],
 }

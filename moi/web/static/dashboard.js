@@ -899,14 +899,18 @@
   }
 
   // A bulk action on the jobs the filters match: Preview asks the server for the ids it would touch and shows
-  // their count; Confirm acts on those ids only (never on the filter again), then says what was done.
+  // their count; Confirm acts on those ids only (never on the filter again), then says what was done. "Next"
+  // previews the matching jobs older than those (a preview takes at most 1,000, and looks at so many).
   function bulkBar(box, form, filters, onDone) {
     var note = box.querySelector(".moi-bulk-note"), confirm = box.querySelector(".moi-bulk-confirm");
+    var next = box.querySelector(".moi-bulk-next"), after = null;
     var action = box.querySelector("select[name=bulk]"), chosen = null;
     var VERBS = { cancel: "Cancel", relaunch: "Relaunch", "delete": "Delete" };
     var FITS = { cancel: "can be cancelled", relaunch: "have finished and can be relaunched", "delete": "can be deleted" };
 
     function reset() { chosen = null; confirm.hidden = true; }
+
+    function forget() { reset(); after = null; next.hidden = true; }
 
     function previewed(answer) {
       chosen = answer;
@@ -916,21 +920,29 @@
         lines.push(answer.applicable + " of them " + FITS[answer.action] + " now; the other " + skipped + " will be skipped.");
       }
       if (answer.more) {
-        lines.push("More than " + answer.cap + " jobs match: this acts on the newest " + answer.cap + " only. Preview again for the rest.");
+        lines.push("More than " + answer.count + " jobs match: this acts on these " + answer.count + " only (Next ones: those after them).");
+      } else if (answer.next !== null) {
+        lines.push("Older jobs were not looked at yet and may match too (Next ones: those after these).");
       }
+      after = answer.next;
+      next.hidden = after === null;
       note.textContent = lines.join(" ");
       confirm.textContent = VERBS[answer.action] + " " + jobs;
       confirm.hidden = answer.count === 0;
       box.dataset.count = String(answer.count);
     }
 
-    box.querySelector(".moi-bulk-preview").addEventListener("click", function () {
+    function preview(cursor) {
       reset();
       var body = filters();
       body.action = action.value;
+      if (cursor !== null) { body.cursor = cursor; }
       note.textContent = "counting…";
       api("POST", "/jobs/bulk/preview", body).then(previewed, function (error) { note.textContent = error.message; });
-    });
+    }
+
+    box.querySelector(".moi-bulk-preview").addEventListener("click", function () { forget(); preview(null); });
+    next.addEventListener("click", function () { preview(after); });
     confirm.addEventListener("click", function () {
       if (!chosen) { return; }
       var taken = chosen;
@@ -944,8 +956,10 @@
         onDone();
       }, function (error) { note.textContent = error.message; });
     });
-    form.addEventListener("input", function () { if (chosen) { reset(); note.textContent = "The filters changed: preview again."; } });
-    action.addEventListener("change", function () { if (chosen) { reset(); note.textContent = ""; } });
+    form.addEventListener("input", function () {
+      if (chosen || after !== null) { forget(); note.textContent = "The filters changed: preview again."; }
+    });
+    action.addEventListener("change", function () { forget(); note.textContent = ""; });
   }
 
   global.moiDashboard = {
