@@ -15,6 +15,8 @@ set and act on another; Temporal's bulk-terminate bug #2602). More than CAP matc
 
 A user acts only on their own jobs, an admin on anyone's: each id is checked (its owner, by the groups above
 it) when acted on, and one that is not the user's is skipped as "not found", as the API answers it elsewhere.
+One bulk action per user at a time (409 while one runs): a request that does a thousand things holds one of
+the server's worker threads while it does, and a user holds at most one that way.
 Cost: a preview reads at most ``listing.SCAN_PAGES`` x CAP index entries; an action, the CAP documents
 (one MGET) and the groups above them, then one action per job.
 """
@@ -39,6 +41,7 @@ from moi.web.api_submission import submitted
 CAP = 1000  # jobs one action touches
 ACTIONS = ("cancel", "relaunch", "delete")
 GONE = "not found"
+RUNNING: set[str] = set()  # the users whose bulk action runs now (this process's)
 
 
 def fits(action: str, info: Info) -> bool:
@@ -97,9 +100,20 @@ class BulkActionHandler(APIHandler):
               schema: {$ref: "#/components/schemas/BulkIds"}
         responses:
           200: {description: "{action, done, skipped, reasons: {why: how many}}"}
+          409: {description: a bulk action of the user's is still running}
           422: {description: "ids not a list of at most 1,000 job ids"}
         """
         ids = _ids_of(submitted(self.request, self.json_limit()))
+        user = str(self.current_user)
+        if user in RUNNING:
+            raise Problem(409, "conflict", "a bulk action of yours is still running: wait for its answer")
+        RUNNING.add(user)
+        try:
+            await self._act(action, ids)
+        finally:
+            RUNNING.discard(user)
+
+    async def _act(self, action: str, ids: list[str]) -> None:
         store = self.store
         mine = None if self.admin else await self.my_group()
         infos = await self.run(_owned, store, ids, mine)
