@@ -8,7 +8,9 @@ submission's body is read (JSON, or a multipart form with input files): ``moi.we
     POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group;
                                         time_limit, soft_time_limit, retries, retry_on, backoff, idempotent;
                                         or multipart/form-data: those as fields (params as JSON), input files as files
-    GET    /api/v1/jobs                 ?status=&service=&group=&since=&until=&q=&limit=&cursor=
+    GET    /api/v1/jobs                 ?status=&service=&group=&since=&until=&q=&user=&limit=&cursor=
+    POST   /api/v1/jobs/bulk/preview    the ids a bulk action would touch (see moi.web.api_bulk); then
+    POST   /api/v1/jobs/bulk/{action}   cancel, relaunch or delete those ids
     GET    /api/v1/jobs/{id}
     DELETE /api/v1/jobs/{id}            the job (cancelled first) and its files
     POST   /api/v1/jobs/{id}/cancel     also relaunch, pause, resume
@@ -40,6 +42,7 @@ from moi.queue import listing
 from moi.relay.node_removal import remove_nodes
 from moi.relay.websocket import hub_for
 from moi.storage.store import Store
+from moi.web import job_search
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
 from moi.web.api_submission import asked_policy, json_files, submitted, text_field
 from moi.web.file_routes import MOIFilesHandler
@@ -57,24 +60,16 @@ class JobsHandler(APIHandler):
           - {name: group, in: query, schema: {type: string}, description: the id of one of your groups}
           - {name: since, in: query, schema: {type: string}, description: created at or after (a date prefix)}
           - {name: until, in: query, schema: {type: string}, description: created before}
-          - {name: q, in: query, schema: {type: string}, description: a part of the job's name}
+          - {name: q, in: query, schema: {type: string}, description: "name, user, service, status, id start"}
+          - {name: name, in: query, schema: {type: string}, description: "a part of the job's name"}
+          - {name: user, in: query, schema: {type: string}, description: "one user's jobs (admins)"}
           - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 1000, default: 50}}
           - {name: cursor, in: query, schema: {type: integer, minimum: 0}, description: the last page's "next"}
         """
         limit = self._number("limit", 50, 1, listing.MAX_LIMIT)
         cursor = self._number("cursor", None, 0, 2**62)
-        group = self.get_query_argument("group", None)
-        filters = listing.Filters(
-            status=self.get_query_argument("status", None),
-            service=self.get_query_argument("service", None),
-            group=await self._group(group) if group is not None else None,
-            since=self.get_query_argument("since", None),
-            until=self.get_query_argument("until", None),
-            name=self.get_query_argument("q", None),
-        )
-        keys = hub_for(self.application).keys
-        index = keys.index_all if self.admin else keys.index(await self.my_group())
-        found, after = await self.run(listing.page, self.store, index, filters, limit, cursor)
+        search = await job_search.search_of(self, lambda name: self.get_query_argument(name, None))
+        found, after = await self.run(job_search.page, self.store, search, limit, cursor)
         self.answer({"jobs": [dict(info) for info in found], "next": after})
 
     def _number(self, name: str, default: int | None, low: int, high: int) -> Any:

@@ -23,7 +23,7 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from tornado.web import RequestHandler, StaticFileHandler
 
-from moi.web import api, api_ops, metrics
+from moi.web import api, api_bulk, api_ops, metrics
 
 METHODS = ("get", "head", "post", "delete")
 _GROUP = re.compile(r"\((?!\?:)([^()]*)\)")  # a capturing group with no group inside
@@ -78,6 +78,20 @@ NEW_JOB_FORM = {  # POST /api/v1/jobs as multipart/form-data: NEW_JOB's fields a
         "input": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "the input files"},
     },
 }
+BULK_PREVIEW = {  # POST /api/v1/jobs/bulk/preview (moi.web.api_bulk): an action and the listing's filters
+    "type": "object",
+    "properties": {
+        "action": {"type": "string", "enum": ["cancel", "relaunch", "delete"]},
+        **{name: {"type": "string"} for name in ("status", "service", "group", "since", "until", "name", "q", "user")},
+        "cursor": {"type": "integer", "minimum": 0, "description": "a preview's next: the jobs after its"},
+    },
+    "required": ["action"],
+}
+BULK_IDS = {  # POST /api/v1/jobs/bulk/{action}: the ids a preview answered
+    "type": "object",
+    "properties": {"ids": {"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 1000}},
+    "required": ["ids"],
+}
 _ANSWERS = {"get": "200", "head": "200", "post": "200", "delete": "204"}
 _ERRORS = {"400": "bad request", "401": "no or a bad token", "404": "no such job, or not yours", "503": "Redis away"}
 
@@ -87,6 +101,8 @@ def document(routes: list[tuple[str, type[RequestHandler]]]) -> dict[str, Any]:
     spec.components.schema("Error", ERROR)
     spec.components.schema("NewJob", NEW_JOB)
     spec.components.schema("NewJobForm", NEW_JOB_FORM)
+    spec.components.schema("BulkPreview", BULK_PREVIEW)
+    spec.components.schema("BulkIds", BULK_IDS)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for pattern, handler in routes:
         for path, names in _paths(pattern, handler):
@@ -158,7 +174,7 @@ class OpenAPIHandler(RequestHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(document([*api.ROUTES, *api_ops.ROUTES, *metrics.ROUTES])))
+        self.finish(json.dumps(document([*api_bulk.ROUTES, *api.ROUTES, *api_ops.ROUTES, *metrics.ROUTES])))
 
 
 class DocsHandler(RequestHandler):

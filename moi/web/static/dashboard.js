@@ -181,10 +181,14 @@
     { key: "duration", title: "Duration", value: function (i) { var s = seconds(i, new Date()); return s === null ? -1 : s; } },
     { key: "engine", title: "Engine", value: function (i) { return engineHost(i.engine); } }
   ];
+  var USER_COLUMN = { key: "user", title: "User", value: function (i) { return String(i.user || ""); } };
 
   // A table of jobs in `root` (its .moi-filters, .moi-thead and .moi-viewport); options.actions(info) gives a
   // row's buttons. table.put(info) / table.drop(id) / table.replace(list) change what it holds.
+  // options.userColumn adds the jobs' user; options.onSearch(), when given, searches on the server whenever a
+  // filter changes (the table then shows what it is given, unfiltered), and options.count(shown) says the count.
   function JobTable(root, options) {
+    var columns = options.userColumn ? [COLUMNS[0], USER_COLUMN].concat(COLUMNS.slice(1)) : COLUMNS;
     var jobs = {};          // id -> info
     var order = [];         // ids shown, filtered and sorted
     var drawn = {};         // id -> {row, revision, tick} of the rows in the DOM
@@ -200,6 +204,7 @@
     function filterValue(name) { var field = filters.elements[name]; return field ? field.value : ""; }
 
     function wanted(info) {
+      if (options.onSearch) { return !options.within || options.within(info); }  // the server filtered them
       var status = filterValue("status"), service = filterValue("service"), text = filterValue("q").toLowerCase();
       if (status && phase(info) !== status) { return false; }
       if (service === "-" && info.service) { return false; }
@@ -209,7 +214,7 @@
     }
 
     function recompute() {
-      var column = COLUMNS.filter(function (c) { return c.key === sort.key; })[0];
+      var column = columns.filter(function (c) { return c.key === sort.key; })[0];
       order = Object.keys(jobs).filter(function (id) { return wanted(jobs[id]); });
       order.sort(function (a, b) {
         var x = column.value(jobs[a]), y = column.value(jobs[b]);
@@ -218,7 +223,9 @@
       });
       spacer.style.height = (order.length * ROW_HEIGHT) + "px";
       var count = root.querySelector(".moi-count");
-      if (count) { count.textContent = order.length + " of " + Object.keys(jobs).length + " jobs"; }
+      if (count) {
+        count.textContent = options.count ? options.count(order.length) : order.length + " of " + Object.keys(jobs).length + " jobs";
+      }
       var empty = doc.querySelector(".moi-empty");
       if (empty) { empty.hidden = Object.keys(jobs).length > 0; }
     }
@@ -232,6 +239,7 @@
       link.href = jobLink(info.id);
       name.appendChild(link);
       row.appendChild(name);
+      if (options.userColumn) { row.appendChild(cell("moi-user", info.user || "")); }
       row.appendChild(cell("moi-service", info.service || ""));
       var status = cell("moi-status-cell");
       status.appendChild(el("span", "moi-status", info.status));
@@ -294,7 +302,7 @@
     function header() {
       var head = root.querySelector(".moi-thead");
       head.replaceChildren();
-      COLUMNS.forEach(function (column) {
+      columns.forEach(function (column) {
         var cellNode = el("span", "moi-th");
         cellNode.setAttribute("role", "columnheader");
         var arrow = sort.key === column.key ? (sort.down ? " ▼" : " ▲") : "";
@@ -316,7 +324,11 @@
       if (select) { select.appendChild(el("option", null, info.service)); }
     }
 
-    filters.addEventListener("input", function () { viewport.scrollTop = 0; soon(true); });
+    filters.addEventListener("input", function () {
+      viewport.scrollTop = 0;
+      if (options.onSearch) { options.onSearch(); }
+      soon(true);
+    });
     viewport.addEventListener("scroll", function () { soon(false); });
     global.addEventListener("resize", function () { soon(false); });
     global.setInterval(function () { soon(false); }, 1000);  // running jobs' durations tick
@@ -416,7 +428,17 @@
       onOpen: function () { viewport.dataset.connected = "true"; },
       onClose: function () { viewport.dataset.connected = "false"; }
     });
-    focusSearchOnSlash(root.querySelector(".moi-filters"));
+    var form = root.querySelector(".moi-filters"), bulk = root.querySelector(".moi-bulk");
+    if (group) {
+      bulk.hidden = true;  // the server filters by a direct group only; this page shows the groups under it too
+    } else {
+      bulkBar(bulk, form, function () {  // what the table shows: its filters as the API takes them (q: the name)
+        var body = { status: form.elements.status.value, service: form.elements.service.value, name: form.elements.q.value };
+        Object.keys(body).forEach(function (key) { if (!body[key]) { delete body[key]; } });
+        return body;
+      }, function () { /* the websocket brings the changes */ });
+    }
+    focusSearchOnSlash(form);
     return { table: table, client: client };
   }
 
@@ -715,9 +737,15 @@
 
   function opsPage(root) {
     var all = root.querySelector("#moi-all");
+    var search = serverSearch(all, function () { return table; });
     var table = JobTable(all, {
+      userColumn: true,
+      onSearch: search.soon,
+      count: search.count,
       actions: function (info) { var link = el("a", "moi-open", "open"); link.href = jobLink(info.id); return [link]; }
     });
+    var form = all.querySelector(".moi-filters");
+    bulkBar(all.querySelector(".moi-bulk"), form, function () { return filtersOf(form); }, function () { search.load(true); });
 
     function say(text) { root.querySelector(".moi-message").textContent = text || ""; }
 
@@ -811,12 +839,8 @@
       });
     }
 
-    function everyone() {
-      return api("GET", "/jobs?limit=1000").then(function (answer) { table.replace(answer.jobs); });
-    }
-
-    function refresh() {
-      Promise.all([contexts(), workers(), chart(), unloadable(), everyone()]).then(function () {
+    function refresh() {  // the jobs again only while one page is shown: pages loaded further stay as they are
+      Promise.all([contexts(), workers(), chart(), unloadable(), search.pages() <= 1 ? search.load(true) : null]).then(function () {
         root.dataset.loaded = "true";
       }, function (error) { say(error.message); });
     }
@@ -825,6 +849,117 @@
     global.setInterval(refresh, 3000);
     focusSearchOnSlash(all.querySelector(".moi-filters"));
     return { table: table };
+  }
+
+  // The filters of a search, as the API takes them (GET /jobs's query, the bulk preview's body).
+  function filtersOf(form) {
+    var found = {};
+    ["status", "service", "user", "q", "group"].forEach(function (name) {
+      var field = form.elements[name];
+      if (field && field.value) { found[name] = field.value; }
+    });
+    return found;
+  }
+
+  // Every user's jobs, searched on the server a page at a time: a filter changed searches again (the newest
+  // search wins); "Load more" follows the cursor. A page of a rare search may hold few jobs and a cursor.
+  function serverSearch(root, tableOf) {
+    var PAGE = 200;
+    var state = { cursor: null, pages: 0, generation: 0, timer: null };
+    var more = root.querySelector(".moi-more");
+
+    function load(first) {
+      var generation = first ? (state.generation += 1) : state.generation;
+      var query = filtersOf(root.querySelector(".moi-filters"));
+      query.limit = String(PAGE);
+      if (!first && state.cursor !== null) { query.cursor = String(state.cursor); }
+      var text = Object.keys(query).map(function (key) { return key + "=" + encodeURIComponent(query[key]); }).join("&");
+      return api("GET", "/jobs?" + text).then(function (answer) {
+        if (generation !== state.generation) { return; }  // a newer search has begun
+        if (first) { tableOf().replace(answer.jobs); } else { answer.jobs.forEach(tableOf().put); }
+        state.cursor = answer.next;
+        state.pages = first ? 1 : state.pages + 1;
+        more.hidden = answer.next === null;
+        root.dataset.searched = String(state.generation);
+      });
+    }
+
+    more.addEventListener("click", function () { load(false); });
+    return {
+      load: load,
+      pages: function () { return state.pages; },
+      soon: function () {  // typing searches once it pauses
+        global.clearTimeout(state.timer);
+        state.timer = global.setTimeout(function () { load(true); }, 250);
+      },
+      count: function (shown) {
+        return shown + " job" + (shown === 1 ? "" : "s") + (state.cursor === null ? "" : " loaded; older ones may match");
+      }
+    };
+  }
+
+  // A bulk action on the jobs the filters match: Preview asks the server for the ids it would touch and shows
+  // their count; Confirm acts on those ids only (never on the filter again), then says what was done. "Next"
+  // previews the matching jobs older than those (a preview takes at most 1,000, and looks at so many).
+  function bulkBar(box, form, filters, onDone) {
+    var note = box.querySelector(".moi-bulk-note"), confirm = box.querySelector(".moi-bulk-confirm");
+    var next = box.querySelector(".moi-bulk-next"), after = null;
+    var action = box.querySelector("select[name=bulk]"), chosen = null;
+    var VERBS = { cancel: "Cancel", relaunch: "Relaunch", "delete": "Delete" };
+    var FITS = { cancel: "can be cancelled", relaunch: "have finished and can be relaunched", "delete": "can be deleted" };
+
+    function reset() { chosen = null; confirm.hidden = true; }
+
+    function forget() { reset(); after = null; next.hidden = true; }
+
+    function previewed(answer) {
+      chosen = answer;
+      var jobs = answer.count + " job" + (answer.count === 1 ? "" : "s"), skipped = answer.count - answer.applicable;
+      var lines = [answer.count === 0 ? "No job matches these filters." : VERBS[answer.action] + " " + jobs + "?"];
+      if (skipped) {
+        lines.push(answer.applicable + " of them " + FITS[answer.action] + " now; the other " + skipped + " will be skipped.");
+      }
+      if (answer.more) {
+        lines.push("More than " + answer.count + " jobs match: this acts on these " + answer.count + " only (Next ones: those after them).");
+      } else if (answer.next !== null) {
+        lines.push("Older jobs were not looked at yet and may match too (Next ones: those after these).");
+      }
+      after = answer.next;
+      next.hidden = after === null;
+      note.textContent = lines.join(" ");
+      confirm.textContent = VERBS[answer.action] + " " + jobs;
+      confirm.hidden = answer.count === 0;
+      box.dataset.count = String(answer.count);
+    }
+
+    function preview(cursor) {
+      reset();
+      var body = filters();
+      body.action = action.value;
+      if (cursor !== null) { body.cursor = cursor; }
+      note.textContent = "counting…";
+      api("POST", "/jobs/bulk/preview", body).then(previewed, function (error) { note.textContent = error.message; });
+    }
+
+    box.querySelector(".moi-bulk-preview").addEventListener("click", function () { forget(); preview(null); });
+    next.addEventListener("click", function () { preview(after); });
+    confirm.addEventListener("click", function () {
+      if (!chosen) { return; }
+      var taken = chosen;
+      reset();
+      note.textContent = VERBS[taken.action] + ": working on " + taken.count + " jobs…";
+      api("POST", "/jobs/bulk/" + taken.action, { ids: taken.ids }).then(function (answer) {
+        var why = Object.keys(answer.reasons).map(function (reason) { return reason + ": " + answer.reasons[reason]; });
+        note.textContent = VERBS[answer.action] + ": " + answer.done + " done, " + answer.skipped + " skipped" +
+          (why.length ? " (" + why.join(", ") + ")" : "") + ".";
+        box.dataset.done = String(answer.done);
+        onDone();
+      }, function (error) { note.textContent = error.message; });
+    });
+    form.addEventListener("input", function () {
+      if (chosen || after !== null) { forget(); note.textContent = "The filters changed: preview again."; }
+    });
+    action.addEventListener("change", function () { forget(); note.textContent = ""; });
   }
 
   global.moiDashboard = {
