@@ -50,7 +50,9 @@ def test_cli_job_appears_and_finishes_live(page: Any, server: Server) -> None:
         page.set_viewport_size({"width": 900, "height": 420})
         page.screenshot(path=os.environ["MOI_SCREENSHOT"])
 
-    row(page, failing).locator("button.moi-remove").click()
+    row(page, failing).locator("button.moi-delete").click()
+    expect(row(page, failing).locator("button.moi-delete")).to_have_text("Delete? (click again to confirm)")
+    row(page, failing).locator("button.moi-delete").click()
     expect(row(page, failing)).to_have_count(0)
     expect(page.locator(".moi-row")).to_have_count(2)
     assert run_moi("job", "--job-id", failing).returncode == 1  # gone from Redis too

@@ -13,7 +13,7 @@
  *
  * moi.liveList(element, options) is the ready list: one row per job with its
  * name, status, a link to url/<id> once finished (only on the page's own site), one to its files (/moi-files/<id>/), a Cancel button while it is
- * unfinished (queued or running), and a Remove button. Rows
+ * unfinished (queued or running), and a Delete button that asks for a second click. Rows
  * keep the revision they show, so a stale update never overwrites a newer
  * state, and a re-sync never duplicates a row. All text goes in with
  * textContent, never as HTML. options.renderRow(info, row, helpers) replaces
@@ -148,7 +148,7 @@
     return node;
   }
 
-  // The default look of a row; helpers.remove() / helpers.cancel() ask the server to remove / cancel the job.
+  // The default look of a row; helpers.remove() / helpers.cancel() ask the server to delete / cancel the job.
   function defaultRenderRow(info, row, helpers) {
     row.replaceChildren();
     row.appendChild(element("span", "moi-name", info.name));
@@ -171,10 +171,20 @@
       cancel.addEventListener("click", helpers.cancel);
       row.appendChild(cancel);
     }
-    var button = element("button", "moi-remove", "Remove");
-    button.type = "button";
-    button.addEventListener("click", helpers.remove);
-    row.appendChild(button);
+    row.appendChild(confirmButton("Delete", "moi-delete", helpers.remove));
+  }
+
+  // What cannot be undone asks once more on the button itself: a first click arms it, a second acts.
+  function confirmButton(text, className, onConfirm) {
+    var node = element("button", className, text);
+    node.type = "button";
+    node.addEventListener("click", function () {
+      if (node.dataset.armed === "true") { onConfirm(); return; }
+      node.dataset.armed = "true";
+      node.textContent = text + "? (click again to confirm)";
+      global.setTimeout(function () { node.dataset.armed = "false"; node.textContent = text; }, 8000);
+    });
+    return node;
   }
 
   function liveList(container, options) {
@@ -271,6 +281,7 @@
   global.moi = {
     VERSION: "0.1.0",
     connect: connect, liveList: liveList, defaultRenderRow: defaultRenderRow, jobLink: jobLink, siteLink: siteLink,
+    confirmButton: confirmButton,
     init: init, add_callback: addCallback, send: sendOriginal
   };
 })(window);
