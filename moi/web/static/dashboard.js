@@ -553,9 +553,9 @@
         var detail = list.appendChild(el("dd", className));
         if (value instanceof global.Node) { detail.appendChild(value); } else { detail.appendChild(el("pre", null, value)); }
       }
-      function named(values) {  // keywords or parameters: name = value, one a line
+      function named(values) {  // keywords or parameters: name = value, one a line, by name (Redis keeps no order)
         var table = el("table", "moi-ran-named");
-        Object.keys(values).forEach(function (key) {
+        Object.keys(values).sort().forEach(function (key) {
           var row = table.appendChild(el("tr"));
           row.appendChild(el("th", null, key));
           var value = values[key];
