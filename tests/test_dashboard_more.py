@@ -121,7 +121,9 @@ def test_what_ran_times_counts_links_and_delete(browser: Any, server: Server, st
     with quiet(page):
         page.goto(f"{server.url}/jobs/{served}")
         expect(page.locator(".moi-actions a.moi-result")).to_have_attribute("href", f"/jobs/{served}")
-        page.goto(f"{server.url}/list")  # moi.js's list: Delete too, asking first
+        page.goto(f"{server.url}/list")  # moi.js's list: a result link only where served; Delete too, asking first
+        expect(row(page, served).locator("a.moi-result")).to_have_attribute("href", f"/jobs/{served}")
+        expect(row(page, hostile).locator("a.moi-result")).to_have_count(0)
         delete = row(page, hostile).locator("button.moi-delete")
         expect(delete).to_have_text("Delete")
         delete.click()

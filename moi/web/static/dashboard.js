@@ -160,26 +160,8 @@
 
   function jobLink(id) { return "/jobs/" + encodeURIComponent(id); }
 
-  // A finished job's result link (url/ID on this site, moi.jobLink), only once the server says it serves that
-  // path (GET /api/v1/served): a link it would answer 404 is never shown. Asked once per url (its jobs share a
-  // route); until the answer, null, and then `ready` is called for every link that waited on a served url.
-  var servedUrls = {};  // url -> true | false | [ready callbacks] while asking
-
-  function resultLink(info, ready) {
-    var href = moi.jobLink(info);
-    if (!href) { return null; }
-    var known = servedUrls[info.url];
-    if (known === true) { return href; }
-    if (Array.isArray(known)) { if (known.indexOf(ready) < 0) { known.push(ready); } return null; }
-    if (known === false) { return null; }
-    var waiting = servedUrls[info.url] = [ready];
-    var path = new URL(href, global.location.href).pathname;
-    api("GET", "/served?path=" + encodeURIComponent(path)).then(function (answer) {
-      servedUrls[info.url] = !!answer.served;
-      if (answer.served) { waiting.forEach(function (call) { call(); }); }
-    }, function () { servedUrls[info.url] = false; });
-    return null;
-  }
+  // A finished job's result link, only when this server serves it (moi.servedLink): never a 404.
+  function resultLink(info, ready) { return moi.servedLink(info, ready); }
 
   // A duration as moi's options write it: 900 -> "15m", 90 -> "90s" (moi.core.policy.shown).
   function duration(value) {
