@@ -115,6 +115,11 @@ def test_what_ran_times_counts_links_and_delete(browser: Any, server: Server, st
     answer = page.evaluate(f"moiDashboard.api('GET', '/jobs/{hostile}')")  # the API says the same
     assert answer["ran"]["args"] == [repr(SCRIPT), repr(IMG)]
     assert answer["ran"]["kwargs"] == {"api_token": "***", "note": repr("x" * 5000)[:FIELD_LIMIT] + CUT}
+    for path, expected in ((f"/jobs/{hostile}", True), ("/nowhere/x", False)):
+        assert page.request.get(f"{server.url}/api/v1/served?path={path}").json() == {"path": path, "served": expected}
+    for bad in ("//evil.example/x", "x", "/" + "a" * 3000):  # not a path on this server, or too long: 400
+        refused = page.request.get(f"{server.url}/api/v1/served?path={bad}")
+        assert refused.status == 400 and "path is a path on this server" in refused.json()["error"]
     code = page.evaluate(f"moiDashboard.api('GET', '/jobs/{long_code['id']}')")["ran"]
     text = "return 1  # " + "y" * 5000
     assert code == {"cmd_type": "python", "command": text[:FIELD_LIMIT] + CUT.replace("5000", str(len(text)))}
