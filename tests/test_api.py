@@ -249,6 +249,7 @@ def test_services_groups_queues_contexts_health_and_a_jobs_files_and_log(r, tmp_
                 "default": 0,
                 "required": False,
                 "help": "",
+                "secret": False,
             }
 
             tree = payload(await call(port, "GET", f"/api/v1/groups/{inner}", alice))

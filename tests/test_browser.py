@@ -43,14 +43,16 @@ def test_cli_job_appears_and_finishes_live(page: Any, server: Server) -> None:
 
     failing = submit_cli("carol", "fails", "return float('crash and burn')")
     expect(row(page, failing).locator(".moi-status")).to_have_text("Failed")
-    linked, _, _ = submit("default", "carol", "with a result page", "/result", jobs.add, 1, 2)
+    linked, _, _ = submit("default", "carol", "with a result page", "/jobs", jobs.add, 1, 2)  # url/ID: its page
     link = row(page, linked).locator("a.moi-result")
-    expect(link).to_have_attribute("href", f"/result/{linked}")
+    expect(link).to_have_attribute("href", f"/jobs/{linked}")
     if os.environ.get("MOI_SCREENSHOT"):
         page.set_viewport_size({"width": 900, "height": 420})
         page.screenshot(path=os.environ["MOI_SCREENSHOT"])
 
-    row(page, failing).locator("button.moi-remove").click()
+    row(page, failing).locator("button.moi-delete").click()
+    expect(row(page, failing).locator("button.moi-delete")).to_have_text("Delete? (click again to confirm)")
+    row(page, failing).locator("button.moi-delete").click()
     expect(row(page, failing)).to_have_count(0)
     expect(page.locator(".moi-row")).to_have_count(2)
     assert run_moi("job", "--job-id", failing).returncode == 1  # gone from Redis too

@@ -55,10 +55,10 @@ def test_job_links_never_leave_the_site(page: Any, server: Server, store: Store)
             **new_info(evil, "evil", "job", store.keys.channel(evil), parent=group, url="/\t/evil.example"),
             "status": "Success",
         },
-        {**new_info(good, "good", "job", store.keys.channel(good), parent=group, url="/result"), "status": "Success"},
+        {**new_info(good, "good", "job", store.keys.channel(good), parent=group, url="/jobs"), "status": "Success"},
     ]
     store.add_nodes(group, infos)
-    expect(row(page, good).locator("a.moi-result")).to_have_attribute("href", f"/result/{good}")
+    expect(row(page, good).locator("a.moi-result")).to_have_attribute("href", f"/jobs/{good}")  # served here
     expect(row(page, evil).locator(".moi-status")).to_have_text("Success")
     expect(row(page, evil).locator("a.moi-result")).to_have_count(0)
 

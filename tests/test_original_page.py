@@ -101,8 +101,8 @@ def test_the_list_follows_a_create_info_group_live(page: Any, app: Server, r: An
     release.touch()
     expect(status_of(page, job_id)).to_have_text("Success")
     row = p_of(page, job_id)
-    expect(row).to_have_text("Remove Creating analysis: Success")
-    expect(row.locator("button")).to_have_text("Remove")
+    expect(row).to_have_text("Delete Creating analysis: Success")
+    expect(row.locator("button")).to_have_text("Delete")
     expect(status_of(page, job_id).locator("a")).to_have_attribute("href", f"/analysis/results/1/{job_id}")
     seen = page.evaluate("window.seen")
     order = {"Queued": 0, "Running": 1, "Running analysis 1 at depth 3": 2, "Success": 3}
@@ -116,6 +116,8 @@ def test_the_list_follows_a_create_info_group_live(page: Any, app: Server, r: An
     elsewhere, _, _ = submit("default", "qiita@example.org", "not in this group", None, jobs.add, 1, 2)
     assert moi.job.get_info(elsewhere)["parent"] != group["id"]
 
+    p_of(page, failing).locator("button").click()
+    expect(p_of(page, failing).locator("button")).to_have_text("Delete? (click again to confirm)")
     p_of(page, failing).locator("button").click()
     expect(p_of(page, failing)).to_have_count(0)
     assert gone_from_redis(r, failing)
@@ -131,7 +133,7 @@ def test_a_job_named_as_html_is_shown_as_text(page: Any, app: Server) -> None:
     job_id, _, _ = submit("default", group["id"], name, None, jobs.add, 1, 2)
 
     expect(status_of(page, job_id)).to_have_text("Success")
-    expect(p_of(page, job_id)).to_have_text(f"Remove {name}: Success")
+    expect(p_of(page, job_id)).to_have_text(f"Delete {name}: Success")
     assert page.locator("#moi-list img").count() == 0
     assert page.title() != "owned"
 
@@ -149,6 +151,7 @@ def test_the_users_own_list_shows_groups_with_details_links_and_removes_them(pag
     expect(p_of(page, inside)).to_have_count(0)  # a grandchild: not a row of the user's own list
 
     p_of(page, group["id"]).locator("button").click()
+    p_of(page, group["id"]).locator("button").click()  # Delete, then its confirmation
     expect(p_of(page, group["id"])).to_have_count(0)
     assert gone_from_redis(r, group["id"]) and gone_from_redis(r, inside)
 

@@ -27,7 +27,7 @@ from moi.core.policy import Policy
 from moi.jobfiles.inputs import Inputs, Source, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
-from moi.jobs import connections
+from moi.jobs import connections, ran
 from moi.jobs.job_policy import PolicyKeywords, policy_fields
 from moi.queue import jobqueue as queue
 from moi.queue.job_handle import JobHandle, kept_values
@@ -108,7 +108,7 @@ def submit_many(
     store = connections.store()
     jobs = queue.Queue(store)
     batch_id = new_id()
-    pending = _pending_items(store, batch_id, items, Named(name, url, spec.name, level), fields)
+    pending = _pending_items(store, batch_id, func, items, Named(name, url, spec.name, level), fields)
     with _removed_if_refused() as made:
         origin = _origin(pending, made, files, workdir, resources, outputs)
         jobs.keep_call(batch_id, queue.pack_call(by_name(func), (), {}, origin))
@@ -143,13 +143,18 @@ class Named:
 
 
 def _pending_items(
-    store: Store, batch_id: str, items: Iterable[Any], named: Named, fields: dict[str, Any]
+    store: Store, batch_id: str, func: Callable[..., Any], items: Iterable[Any], named: Named, fields: dict[str, Any]
 ) -> list[tuple[Info, str, int]]:
-    """Each item's new info (``"<name> [i]"``, with ``fields``), its call (its arguments and the batch's id)
-    and its priority. An item is a tuple of positional arguments; anything else is the single argument."""
+    """Each item's new info (``"<name> [i]"``, with ``fields`` and what it runs), its call (its arguments and
+    the batch's id) and its priority. An item is a tuple of positional arguments; anything else is the single
+    argument."""
     arguments = [item if isinstance(item, tuple) else (item,) for item in items]
     return [
-        (_new_job(store, f"{named.name} [{index}]", named, fields), queue.item_call(batch_id, args), named.level)
+        (
+            _new_job(store, f"{named.name} [{index}]", named, {**fields, "ran": ran.function_call(func, args, {})}),
+            queue.item_call(batch_id, args),
+            named.level,
+        )
         for index, args in enumerate(arguments)
     ]
 

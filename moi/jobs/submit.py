@@ -16,7 +16,7 @@ from typing import Any
 from moi.compute import engine
 from moi.compute.context import Context, by_name
 from moi.compute.sandbox import run_code
-from moi.compute.text_jobs import system_call
+from moi.compute.text_jobs import python_exec, system_call
 from moi.core import values
 from moi.core.config import ContextSpec
 from moi.core.errors import UnknownId, WrongState
@@ -26,7 +26,7 @@ from moi.jobfiles.input_policy import LOCAL, WEB
 from moi.jobfiles.inputs import Inputs, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
-from moi.jobs import connections, job_policy
+from moi.jobs import connections, job_policy, ran
 from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch
 from moi.queue import jobqueue as queue
 from moi.queue import pause as pausing
@@ -39,6 +39,7 @@ log = logging.getLogger("moi.job")
 NO_USER_GROUP = "no-user"
 KEPT_RELAUNCHES = 20  # a job's newest relaunches it links to; relaunch_count counts them all
 CMD_TYPE_FIELD = "cmd_type"  # what ran: "python" or "system" (a shell command; from the web or system_call)
+RAN_FIELD = "ran"  # what the job runs, bounded and redacted, for its page (see moi.jobs.ran)
 
 
 # submitting --------------------------------------------------------------
@@ -129,7 +130,7 @@ def queue_job(
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
     info["priority"] = level
-    info.update(_fields_of(func, fields))
+    info.update(_fields_of(func, args, kwargs, fields))
     origin: tuple[Any, ...] = engine.submitted_from()
     directory = ""
     if placed.wanted:
@@ -152,12 +153,24 @@ def queue_job(
     return job_id, group_id, JobHandle(job_id, store)
 
 
-def _fields_of(func: Callable[..., Any], fields: Mapping[str, Any] | None) -> dict[str, Any]:
-    """``fields``; and a shell command (``moi submit --cmd-type system``) says so: its page shows the
-    result, ``[stdout, stderr, return code]``, as a command's output."""
+def _fields_of(
+    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], fields: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """``fields``, with what the job runs (``ran``) unless they say it; and a shell command (``moi submit
+    --cmd-type system``) says so: its page shows the result, ``[stdout, stderr, return code]``, as output."""
+    given = dict(fields or {})
+    given.setdefault(RAN_FIELD, _ran(func, args, kwargs))
     if func is system_call:
-        return {**(fields or {}), CMD_TYPE_FIELD: "system"}
-    return dict(fields or {})
+        given[CMD_TYPE_FIELD] = "system"
+    return given
+
+
+def _ran(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """A command as a command (``moi submit --cmd``, ``system_call``), any other call as a function's."""
+    kinds: dict[Callable[..., Any], str] = {system_call: "system", python_exec: "python"}
+    if func in kinds and len(args) == 1 and isinstance(args[0], str) and not kwargs:
+        return ran.command(kinds[func], args[0])
+    return ran.function_call(func, args, kwargs)
 
 
 def _check_fields(name: str, url: str | None, fields: Mapping[str, Any] | None = None) -> None:
@@ -207,7 +220,8 @@ def relaunch(job_id: str, store: Store | None = None, web_grant: bool | None = N
     new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)
     new.update(pubsub=store.keys.channel(new["id"]), priority=old.get("priority", 0), relaunch_of=job_id)
     new.update(job_policy.as_asked(old))  # its limits and retries, from its first attempt again
-    new.update({field: old[field] for field in (SANDBOX_FIELD, CMD_TYPE_FIELD) if field in old})  # runs as it did
+    kept = (SANDBOX_FIELD, CMD_TYPE_FIELD, RAN_FIELD)
+    new.update({field: old[field] for field in kept if field in old})  # runs as it did, and says so
     group_id, _ = jobs.enqueue(old["parent"], context, [(new, call, new["priority"])], connections.limits())
     _note_relaunch(store, old, new["id"])
     connections.dispatcher(connections.context_spec(context))
@@ -295,5 +309,6 @@ def submit_code(
     fields = policy_fields(policy or Policy(), spec, WEB)
     fields[SANDBOX_FIELD] = {"uid": place.uid, "network": place.network}
     fields[CMD_TYPE_FIELD] = kind  # what ran: the dashboard shows a shell command's result as its output
+    fields[RAN_FIELD] = ran.command(kind, cmd)
     job_id, group_id, _ = queue_job(spec, group, name, url, run_code, args, {}, level, Placed(), fields)
     return job_id, group_id

@@ -39,13 +39,15 @@ POLICY = POLICY_NAMES  # see Service
 
 @dataclass(frozen=True)
 class Parameter:
-    """A named, typed parameter of a service. ``type``: str, int, float or bool."""
+    """A named, typed parameter of a service. ``type``: str, int, float or bool. ``secret``: never shown
+    (the job's info, its page and the API show ``***``; a name like ``password`` or ``token`` is secret too)."""
 
     name: str
     type: str = "str"
     default: Any = None
     required: bool = False
     help: str = ""
+    secret: bool = False
 
     def __post_init__(self) -> None:
         if not self.name.isidentifier():
@@ -106,6 +108,7 @@ class Parameter:
             "default": self.default,
             "required": self.required,
             "help": self.help,
+            "secret": self.secret,
         }
 
 

@@ -21,7 +21,7 @@ from moi.core.values import text_problem
 from moi.jobfiles import input_policy
 from moi.jobfiles.input_policy import LOCAL
 from moi.jobfiles.uri_transfers import is_uri, name_of
-from moi.jobs import connections, job_policy
+from moi.jobs import connections, job_policy, ran
 from moi.jobs import submit as jobs
 from moi.jobs.job_policy import PolicyKeywords
 from moi.queue import jobqueue as queue
@@ -99,7 +99,10 @@ def _no_retries(retries: Any) -> bool:
 def _fields(cls: type[Service], checked: dict[str, Any], email: str | None, settings: Settings) -> dict[str, Any]:
     """What a service job's info holds besides moi's own fields: its service, parameters, first state,
     retention (with the retention hooks its service defines), email, steps, and the directories of its states."""
-    fields: dict[str, Any] = {"service": cls.name, "params": checked, "starts_as": first_state(cls)}
+    secret = [parameter.name for parameter in cls.parameters if parameter.secret]
+    shown = ran.masked_params(checked, secret)  # the call carries the values; the info, what a page may show
+    fields: dict[str, Any] = {"service": cls.name, "params": shown, "starts_as": first_state(cls)}
+    fields["ran"] = ran.service_call(cls.name, checked, secret)
     archive_after = parse_duration(cls.archive_after, "archive_after")
     expire_after = parse_duration(cls.expire_after, "expire_after")
     fields.update(retention_fields(archive_after, expire_after, settings.keep_expired, settings.ttl))

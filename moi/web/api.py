@@ -18,6 +18,7 @@ submission's body is read (JSON, or a multipart form with input files): ``moi.we
     GET    /api/v1/jobs/{id}/log        the job's framework.log
     GET    /api/v1/groups/{id}          a group of yours and every node under it
     GET    /api/v1/services             each service with its parameter schema and steps
+    GET    /api/v1/served?path=         whether this server serves a path (a job's result link), {"served": bool}
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from typing import Any
+
+from tornado.httputil import HTTPServerRequest
+from tornado.web import Application
 
 from moi import services
 from moi.compute.text_jobs import check_code
@@ -204,6 +208,30 @@ class JobActionHandler(APIHandler):
         self.answer(dict(await self.run(self.store.get, job_id)))
 
 
+class ServedHandler(APIHandler):
+    MOST = 2048  # characters of a path asked about
+
+    async def get(self) -> None:
+        """Whether this server has a route for a path on it: the pages link a job's result (``url/ID``) only then.
+        ---
+        parameters:
+          - {name: path, in: query, required: true, schema: {type: string}, description: "a path on this server, /..."}
+        responses:
+          200: {description: '{"path": ..., "served": true or false}'}
+        """
+        path = self.get_query_argument("path", "")
+        if not path.startswith("/") or path.startswith("//") or len(path) > self.MOST or "\\" in path:
+            raise Problem(400, "bad_request", f"path is a path on this server, /..., at most {self.MOST} characters")
+        self.answer({"path": path, "served": is_served(self.application, path)})
+
+
+def is_served(app: Application, path: str) -> bool:
+    """Whether a route of ``app`` other than the not-found answer takes a GET of ``path`` (its handler may still
+    answer 404 for an id it does not know: a route is what can be told without asking it)."""
+    request = HTTPServerRequest(method="GET", uri=path)
+    return app.default_router.find_handler(request) is not None
+
+
 class ServicesHandler(APIHandler):
     async def get(self) -> None:
         known = await self.run(services.known, self.store)
@@ -268,6 +296,7 @@ class JobLogHandler(MOIFilesHandler):
 
 ROUTES = [
     (rf"{PREFIX}/services", ServicesHandler),
+    (rf"{PREFIX}/served", ServedHandler),
     (rf"{PREFIX}/groups/([^/]+)", GroupHandler),
     (rf"{PREFIX}/jobs", JobsHandler),
     (rf"{PREFIX}/jobs/([^/]+)", JobHandler),

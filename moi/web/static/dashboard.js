@@ -72,18 +72,44 @@
     });
   }
 
+  // moi writes its times as the server's local time without a zone ("2015-06-01 15:46:49.977480"); the page
+  // is told the server's UTC offset (minutes, base.html), so a reader elsewhere sees the right moment.
+  var SERVER_OFFSET = Number(doc.body.dataset.utcOffset);
+  var NAIVE_TIME = /^(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d+))?$/;
+
   function parseDate(text) {
     if (typeof text !== "string" || !text) { return null; }
-    var date = new Date(text.replace(" ", "T").slice(0, 23));  // moi writes local time, microseconds
+    var found = NAIVE_TIME.exec(text), date;
+    if (found && isFinite(SERVER_OFFSET)) {
+      var parts = found.slice(1, 7).map(Number), millis = Number(((found[7] || "") + "000").slice(0, 3));
+      date = new Date(Date.UTC(parts[0], parts[1] - 1, parts[2], parts[3], parts[4], parts[5], millis) - SERVER_OFFSET * 60000);
+    } else {
+      date = new Date(text.replace(" ", "T").slice(0, 23));
+    }
     return isNaN(date.getTime()) ? null : date;
   }
 
+  // A time as the reader's local time with its zone ("21:40:03 CET"; another day's with its date).
+  function localTime(date) {
+    var today = new Date();
+    var time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", timeZoneName: "short" });
+    return date.toDateString() === today.toDateString() ? time : date.toLocaleDateString() + " " + time;
+  }
+
+  function utcTime(date) { return date.toISOString().replace("T", " ").slice(0, 19) + " UTC"; }
+
   function shortDate(text) {
     var date = parseDate(text);
-    if (!date) { return ""; }
-    var today = new Date();
-    var time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
-    return date.toDateString() === today.toDateString() ? time : date.toLocaleDateString() + " " + time;
+    return date ? localTime(date) : "";
+  }
+
+  // A node showing a time: local with the zone, UTC on hover (its title).
+  function timed(node, date) {
+    if (!date) { return node; }
+    node.textContent = localTime(date);
+    node.title = utcTime(date);
+    node.classList.add("moi-time");
+    return node;
   }
 
   function seconds(info, now) {
@@ -134,6 +160,9 @@
 
   function jobLink(id) { return "/jobs/" + encodeURIComponent(id); }
 
+  // A finished job's result link, only when this server serves it (moi.servedLink): never a 404.
+  function resultLink(info, ready) { return moi.servedLink(info, ready); }
+
   // A duration as moi's options write it: 900 -> "15m", 90 -> "90s" (moi.core.policy.shown).
   function duration(value) {
     var units = [["w", 604800], ["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
@@ -155,7 +184,7 @@
     }
     if (typeof info.retry_at === "number" && info.status === "Queued") {
       var at = new Date(info.retry_at * 1000), left = Math.max(0, Math.round((at - now) / 1000));
-      parts.push("next attempt at " + at.toLocaleTimeString() + (left > 0 ? " (in " + formatSeconds(left) + ")" : " (due)"));
+      parts.push("next attempt at " + localTime(at) + (left > 0 ? " (in " + formatSeconds(left) + ")" : " (due)"));
     }
     return parts.join(" · ");
   }
@@ -163,9 +192,10 @@
   // The earlier attempts, oldest first: how each ended, its traceback or reason.
   function attemptItem(attempt) {
     var item = el("li", "moi-attempt");
-    var ended = attempt.date_end ? " · ended " + shortDate(attempt.date_end) : "";
     var where = attempt.engine ? " · on " + engineHost(attempt.engine) : "";
-    item.appendChild(el("span", "moi-attempt-head", "Attempt " + attempt.attempt + where + ended));
+    var head = item.appendChild(el("span", "moi-attempt-head", "Attempt " + attempt.attempt + where));
+    var ended = parseDate(attempt.date_end);
+    if (ended) { head.appendChild(doc.createTextNode(" · ended ")); head.appendChild(timed(el("span"), ended)); }
     item.appendChild(el("pre", "moi-traceback", String(attempt.result === null || attempt.result === undefined ? "" : attempt.result)));
     return item;
   }
@@ -210,12 +240,13 @@
       if (service === "-" && info.service) { return false; }
       if (service && service !== "-" && info.service !== service) { return false; }
       if (text && String(info.name || "").toLowerCase().indexOf(text) < 0) { return false; }
-      return !options.within || options.within(info);
+      return true;
     }
 
     function recompute() {
       var column = columns.filter(function (c) { return c.key === sort.key; })[0];
-      order = Object.keys(jobs).filter(function (id) { return wanted(jobs[id]); });
+      var listed = Object.keys(jobs).filter(function (id) { return !options.within || options.within(jobs[id]); });
+      order = listed.filter(function (id) { return wanted(jobs[id]); });
       order.sort(function (a, b) {
         var x = column.value(jobs[a]), y = column.value(jobs[b]);
         var result = x < y ? -1 : x > y ? 1 : (a < b ? -1 : 1);
@@ -223,11 +254,11 @@
       });
       spacer.style.height = (order.length * ROW_HEIGHT) + "px";
       var count = root.querySelector(".moi-count");
-      if (count) {
-        count.textContent = options.count ? options.count(order.length) : order.length + " of " + Object.keys(jobs).length + " jobs";
+      if (count) {  // what the table can show
+        count.textContent = options.count ? options.count(order.length) : order.length + " of " + listed.length + " jobs";
       }
       var empty = doc.querySelector(".moi-empty");
-      if (empty) { empty.hidden = Object.keys(jobs).length > 0; }
+      if (empty) { empty.hidden = listed.length > 0; }
     }
 
     function cell(className, text) { var node = el("span", className, text); node.setAttribute("role", "cell"); return node; }
@@ -246,8 +277,8 @@
       var bar = progress(info);
       if (bar) { status.appendChild(bar); }
       row.appendChild(status);
-      row.appendChild(cell("moi-created", shortDate(info.date_created)));
-      row.appendChild(cell("moi-started", shortDate(info.date_start)));
+      row.appendChild(timed(cell("moi-created"), parseDate(info.date_created)));
+      row.appendChild(timed(cell("moi-started"), parseDate(info.date_start)));
       row.appendChild(cell("moi-duration", formatSeconds(seconds(info, new Date()))));
       row.appendChild(cell("moi-engine", engineHost(info.engine)));
       var actions = cell("moi-row-actions");
@@ -356,6 +387,10 @@
         Object.keys(drawn).forEach(function (id) { drawn[id].revision = -1; });
         soon(true);
       },
+      redraw: function () {  // every row drawn again (what its buttons and links depend on changed)
+        Object.keys(drawn).forEach(function (id) { drawn[id].revision = -1; });
+        soon(false);
+      },
       has: function (id) { return !!jobs[id]; },
       size: function () { return Object.keys(jobs).length; }
     };
@@ -384,11 +419,13 @@
       return false;
     }
 
+    function redraw() { table.redraw(); }
+
     var table = JobTable(root, {
       within: function (info) { return !isStep(info) && (!group || under(info)); },
       actions: function (info) {
         var found = [];
-        var href = moi.jobLink(info);
+        var href = resultLink(info, redraw);
         if (href) { var result = el("a", "moi-result", "result"); result.href = href; found.push(result); }
         if (FINISHED[info.status] && info.files && info.files.count) {
           var files = el("a", "moi-files", "files (" + info.files.count + ")");
@@ -477,7 +514,7 @@
       if (state === "Paused") { box.appendChild(button("Resume", "moi-resume", act("resume"))); }
       if (FINISHED[info.status]) { box.appendChild(button("Relaunch", "moi-relaunch", act("relaunch"))); }
       box.appendChild(confirmButton("Delete", "moi-delete", act("delete")));
-      var href = moi.jobLink(info);
+      var href = resultLink(info, actions);
       if (href) { var link = el("a", "moi-result", "result page"); link.href = href; box.appendChild(link); }
     }
 
@@ -507,14 +544,54 @@
       box.hidden = !box.childNodes.length;
     }
 
+    // What the job runs (its info's "ran", bounded and redacted by moi.jobs.ran), as text: a function with
+    // its arguments, a command, or a service with its parameters.
+    function ran() {
+      var what = info.ran && typeof info.ran === "object" ? info.ran : null;
+      var list = root.querySelector(".moi-ran");
+      list.replaceChildren();
+      root.querySelector(".moi-ran-box").hidden = !what;
+      if (!what) { return; }
+      function entry(term, className, value) {
+        list.appendChild(el("dt", null, term));
+        var detail = list.appendChild(el("dd", className));
+        if (value instanceof global.Node) { detail.appendChild(value); } else { detail.appendChild(el("pre", null, value)); }
+      }
+      function named(values) {  // keywords or parameters: name = value, one a line, by name (Redis keeps no order)
+        var table = el("table", "moi-ran-named");
+        Object.keys(values).sort().forEach(function (key) {
+          var row = table.appendChild(el("tr"));
+          row.appendChild(el("th", null, key));
+          var value = values[key];
+          row.appendChild(el("td")).appendChild(el("pre", null, typeof value === "string" ? value : JSON.stringify(value)));
+        });
+        return table;
+      }
+      if (typeof what.function === "string") {
+        entry("Function", "moi-ran-function", what.function);
+        var args = Array.isArray(what.args) ? what.args : [];
+        var ordered = el("ol", "moi-ran-args");
+        args.forEach(function (arg) { ordered.appendChild(el("li")).appendChild(el("pre", null, arg)); });
+        if (args.length) { entry("Arguments", "moi-ran-args-box", ordered); }
+        if (what.kwargs && Object.keys(what.kwargs).length) { entry("Keywords", "moi-ran-kwargs", named(what.kwargs)); }
+      } else if (typeof what.command === "string") {
+        entry(what.cmd_type === "system" ? "Shell command" : "Python code", "moi-ran-command", what.command);
+      } else if (typeof what.service === "string") {
+        entry("Service", "moi-ran-service", what.service);
+        if (what.params && Object.keys(what.params).length) { entry("Parameters", "moi-ran-params", named(what.params)); }
+      }
+    }
+
     function fields() {
       var body = root.querySelector(".moi-fields tbody");
       body.replaceChildren();
-      Object.keys(info).sort().filter(function (key) { return key !== "result"; }).forEach(function (key) {
+      Object.keys(info).sort().filter(function (key) { return key !== "result" && key !== "ran"; }).forEach(function (key) {
         var row = el("tr");
         row.appendChild(el("th", null, key));
-        var value = info[key];
-        row.appendChild(el("td", null, typeof value === "object" && value !== null ? JSON.stringify(value) : value));
+        var value = info[key], date = /^date_/.test(key) ? parseDate(value) : null;
+        var shown = el("td", null, typeof value === "object" && value !== null ? JSON.stringify(value) : value);
+        if (date) { shown.replaceChildren(timed(el("span"), date), doc.createTextNode(" (" + value + ")")); }
+        row.appendChild(shown);
         body.appendChild(row);
       });
     }
@@ -609,6 +686,7 @@
       if (bar) { holder.appendChild(bar); }
       actions();
       lineage();
+      ran();
       fields();
       attempts();
       result();
@@ -678,7 +756,7 @@
         var label = el("label", "moi-param", param.name + (param.required ? " (required)" : "") + " ");
         var input = el("input");
         input.name = "param:" + param.name;
-        input.type = INPUT_TYPES[param.type] || "text";
+        input.type = param.secret ? "password" : INPUT_TYPES[param.type] || "text";
         if (param.type === "float") { input.step = "any"; }
         if (param.type === "bool") { input.checked = !!param.default; } else if (param.default !== null && param.default !== undefined) {
           input.value = String(param.default);
@@ -799,29 +877,54 @@
       });
     }
 
+    // The chart's plot area inside its 640 x 160 viewBox: room on the left and below for the axes' labels.
+    var PLOT = { left: 48, right: 632, top: 8, bottom: 124 };
+
+    function svgNode(tag, attributes, text) {
+      var node = doc.createElementNS("http://www.w3.org/2000/svg", tag);
+      Object.keys(attributes).forEach(function (name) { node.setAttribute(name, String(attributes[name])); });
+      if (text !== undefined) { node.textContent = String(text); }
+      return node;
+    }
+
+    // Axes: time along the bottom (60 minutes ago to now), jobs per minute up the left (0 to the most).
+    function axes(svg, most, count) {
+      var axis = { "class": "moi-axis" };
+      svg.appendChild(svgNode("line", Object.assign({ x1: PLOT.left, y1: PLOT.bottom, x2: PLOT.right, y2: PLOT.bottom }, axis)));
+      svg.appendChild(svgNode("line", Object.assign({ x1: PLOT.left, y1: PLOT.top, x2: PLOT.left, y2: PLOT.bottom }, axis)));
+      [[0, PLOT.bottom], [most, PLOT.top + 8]].forEach(function (tick) {
+        svg.appendChild(svgNode("text", { x: PLOT.left - 6, y: tick[1], "text-anchor": "end", "class": "moi-axis-label" }, tick[0]));
+      });
+      [[count, "start"], [count / 2, "middle"], [0, "end"]].forEach(function (tick) {
+        var x = PLOT.right - tick[0] / count * (PLOT.right - PLOT.left);
+        var label = tick[0] ? "−" + Math.round(tick[0]) + " min" : "now";
+        svg.appendChild(svgNode("text", { x: x, y: PLOT.bottom + 16, "text-anchor": tick[1], "class": "moi-axis-label" }, label));
+      });
+      svg.appendChild(svgNode("text", { x: (PLOT.left + PLOT.right) / 2, y: PLOT.bottom + 32, "text-anchor": "middle",
+        "class": "moi-axis-title" }, "time (minutes ago)"));
+      svg.appendChild(svgNode("text", { x: 12, y: (PLOT.top + PLOT.bottom) / 2, "text-anchor": "middle", "class": "moi-axis-title",
+        transform: "rotate(-90 12 " + (PLOT.top + PLOT.bottom) / 2 + ")" }, "jobs per minute"));
+    }
+
     function chart() {
       return api("GET", "/throughput").then(function (answer) {
         var svg = root.querySelector(".moi-chart");
         var minutes = answer.minutes;
         var most = Math.max.apply(null, [1].concat(minutes.map(function (m) { return (m.Success || 0) + (m.Failed || 0) + (m.Cancelled || 0); })));
-        var width = 600 / minutes.length;
+        var width = (PLOT.right - PLOT.left) / minutes.length, tall = PLOT.bottom - PLOT.top;
         svg.replaceChildren();
+        axes(svg, most, Math.max(1, minutes.length));
         var total = { Success: 0, Failed: 0, Cancelled: 0 };
         minutes.forEach(function (minute, index) {
-          var y = 120;
+          var y = PLOT.bottom;
           ["Success", "Failed", "Cancelled"].forEach(function (status) {
             var count = minute[status] || 0;
             total[status] += count;
             if (!count) { return; }
-            var height = count / most * 116;
+            var height = count / most * tall;
             y -= height;
-            var bar = doc.createElementNS("http://www.w3.org/2000/svg", "rect");
-            bar.setAttribute("x", String(index * width + 1));
-            bar.setAttribute("y", String(y));
-            bar.setAttribute("width", String(Math.max(1, width - 2)));
-            bar.setAttribute("height", String(height));
-            bar.setAttribute("class", "moi-bar-" + status.toLowerCase());
-            svg.appendChild(bar);
+            svg.appendChild(svgNode("rect", { x: PLOT.left + index * width + 1, y: y, width: Math.max(1, width - 2), height: height,
+              "class": "moi-bar-" + status.toLowerCase() }));
           });
         });
         root.querySelector(".moi-chart-note").textContent = total.Success + " succeeded, " + total.Failed +
@@ -833,7 +936,7 @@
       return api("GET", "/services/unloadable").then(function (answer) {
         root.querySelector(".moi-unloadable-box").hidden = answer.services.length === 0;
         rows(".moi-unloadable", answer.services, function (service) {
-          var when = service.at ? new Date(service.at * 1000).toLocaleString() : "";
+          var when = service.at ? timed(el("span"), new Date(service.at * 1000)) : "";
           return [service.service, service.entry, service.where, when, service.error];
         });
       });

@@ -13,7 +13,8 @@
  *
  * moi.liveList(element, options) is the ready list: one row per job with its
  * name, status, a link to url/<id> once finished (only on the page's own site), one to its files (/moi-files/<id>/), a Cancel button while it is
- * unfinished (queued or running), and a Remove button. Rows
+ * unfinished (queued or running), and a Delete button that asks for a second click
+ * (options.servedOnly: the result link only once moi server says it serves that path). Rows
  * keep the revision they show, so a stale update never overwrites a newer
  * state, and a re-sync never duplicates a row. All text goes in with
  * textContent, never as HTML. options.renderRow(info, row, helpers) replaces
@@ -122,6 +123,28 @@
     return FINISHED[info.status] ? siteLink(info) : null;
   }
 
+  // jobLink(info), only once moi server says it serves that path (GET /api/v1/served): a link it would answer
+  // 404 is never shown. Asked once per url (its jobs share a route); until the answer, null, and then `ready`
+  // is called (once for each callback that waited on a url that is served).
+  var servedUrls = {};  // url -> true | false | [ready callbacks] while asking
+
+  function servedLink(info, ready) {
+    var href = jobLink(info);
+    var known = href ? servedUrls[info.url] : false;
+    if (known === true) { return href; }
+    if (known === false) { return null; }
+    if (Array.isArray(known)) { if (known.indexOf(ready) < 0) { known.push(ready); } return null; }
+    var waiting = servedUrls[info.url] = [ready];
+    var path = new URL(href, global.location.href).pathname;
+    global.fetch("/api/v1/served?path=" + encodeURIComponent(path), { credentials: "same-origin" })
+      .then(function (answer) { return answer.ok ? answer.json() : { served: false }; })
+      .then(function (answer) {
+        servedUrls[info.url] = !!answer.served;
+        if (answer.served) { waiting.forEach(function (call) { if (call) { call(); } }); }
+      }, function () { servedUrls[info.url] = false; });
+    return null;
+  }
+
   // A finished job's files on this site (moi.file_routes), when it has any.
   function filesLink(info) {
     if (!FINISHED[info.status] || !info.files || typeof info.files.count !== "number" || !info.files.count) {
@@ -148,12 +171,12 @@
     return node;
   }
 
-  // The default look of a row; helpers.remove() / helpers.cancel() ask the server to remove / cancel the job.
+  // The default look of a row; helpers.remove() / helpers.cancel() ask the server to delete / cancel the job.
   function defaultRenderRow(info, row, helpers) {
     row.replaceChildren();
     row.appendChild(element("span", "moi-name", info.name));
     row.appendChild(element("span", "moi-status", info.status));
-    var href = jobLink(info);
+    var href = helpers && "link" in helpers ? helpers.link : jobLink(info);
     if (href) {
       var link = element("a", "moi-result", "result");
       link.href = href;
@@ -171,10 +194,20 @@
       cancel.addEventListener("click", helpers.cancel);
       row.appendChild(cancel);
     }
-    var button = element("button", "moi-remove", "Remove");
-    button.type = "button";
-    button.addEventListener("click", helpers.remove);
-    row.appendChild(button);
+    row.appendChild(confirmButton("Delete", "moi-delete", helpers.remove));
+  }
+
+  // What cannot be undone asks once more on the button itself: a first click arms it, a second acts.
+  function confirmButton(text, className, onConfirm) {
+    var node = element("button", className, text);
+    node.type = "button";
+    node.addEventListener("click", function () {
+      if (node.dataset.armed === "true") { onConfirm(); return; }
+      node.dataset.armed = "true";
+      node.textContent = text + "? (click again to confirm)";
+      global.setTimeout(function () { node.dataset.armed = "false"; node.textContent = text; }, 8000);
+    });
+    return node;
   }
 
   function liveList(container, options) {
@@ -218,12 +251,21 @@
         known.row.dataset.id = info.id;
         container.appendChild(known.row);
       }
+      draw(known);
+    }
+
+    function draw(known) {
+      var info = known.info;
       known.row.dataset.status = String(info.status);
       render(info, known.row, {
         remove: function () { client.remove([info.id]); },
         cancel: function () { client.cancel([info.id]); },
-        link: jobLink(info)
+        link: options.servedOnly ? servedLink(info, redrawAll) : jobLink(info)
       });
+    }
+
+    function redrawAll() {  // a result link's path turned out served: every row is drawn again, in place
+      Object.keys(nodes).forEach(function (id) { if (nodes[id].row) { draw(nodes[id]); } });
     }
 
     function gone(info) { if (info && typeof info.id === "string") { drop(info.id); } }
@@ -271,6 +313,7 @@
   global.moi = {
     VERSION: "0.1.0",
     connect: connect, liveList: liveList, defaultRenderRow: defaultRenderRow, jobLink: jobLink, siteLink: siteLink,
+    confirmButton: confirmButton, servedLink: servedLink,
     init: init, add_callback: addCallback, send: sendOriginal
   };
 })(window);

@@ -7,10 +7,10 @@
  *
  * moi_list.init(group_id, div) appends <div id="moi-list"> to div (default
  * document.body), with one <p id="<node id>"> per node whose parent is
- * group_id: a Remove button, " name: ", then <span id="<id>:status">. A
+ * group_id: a Delete button, " name: ", then <span id="<id>:status">. A
  * finished job (Success or Failed) with a url shows its status as a link to
- * url/<id>; a group with a url shows a "Group details" link. Remove sends
- * {"remove": [id]} and drops the row.
+ * url/<id>; a group with a url shows a "Group details" link. Delete asks for a
+ * second click (as moi server's pages do), then sends {"remove": [id]} and drops the row.
  *
  * As the original, but: names and statuses go in as text, never as HTML (a job
  * named <img src=x onerror=...> shows those characters), links stay on the
@@ -43,10 +43,7 @@
     }
 
     function render(info, p) {
-      var remove = document.createElement("button");
-      remove.type = "button";
-      remove.textContent = "Remove";
-      remove.addEventListener("click", function () {
+      var remove = global.moi.confirmButton("Delete", "moi-delete", function () {
         global.moi.send("remove", [info.id]);
         drop(info.id);
       });
