@@ -31,6 +31,7 @@ from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch
 from moi.queue import jobqueue as queue
 from moi.queue import pause as pausing
 from moi.queue.job_handle import JobHandle
+from moi.queue.jobqueue import Limits
 from moi.queue.pause import Scope
 from moi.storage.store import Store
 
@@ -122,8 +123,10 @@ def queue_job(
     level: int,
     placed: Placed,
     fields: Mapping[str, Any] | None = None,
+    limits: Limits | None = None,
 ) -> tuple[str, str, JobHandle]:
-    """``submit`` once its context and priority are known; ``fields``: more of the info (a service's)."""
+    """``submit`` once its context and priority are known; ``fields``: more of the info (a service's);
+    ``limits``: the owner's (anonymous jobs have their own), else the configured ones."""
     _check_fields(name, url, fields)
     store = connections.store()
     job_id = new_id()
@@ -142,7 +145,8 @@ def queue_job(
             info["directory"] = directory  # not under the jobs root: its info says where
     call = queue.pack_call(by_name(func), args, kwargs, origin)
     try:
-        group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], connections.limits())
+        limits = limits or connections.limits()
+        group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], limits)
     except BaseException:
         if directory:  # nothing of a refused job stays behind
             remove_directory(directory)

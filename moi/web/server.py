@@ -6,7 +6,8 @@ development login, any name, or accounts with passwords; a login is a server-sid
 and ``/list``, see ``moi.web.dashboard``), ``/metrics`` (``moi.web.metrics``),
 ``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
 see ``moi.web.file_routes``), ``/api/v1/...`` (the HTTP API, see ``moi.web.api``),
-``/static/moi.js`` and ``/static/moi_list.js`` (the original moi's list widget).
+``/static/moi.js`` and ``/static/moi_list.js`` (the original moi's list widget), and, with no login,
+anonymous jobs and the one job each secret link ``/r/<id>/<secret>`` leads to (``moi.web.anonymous``).
 
 The cookie secret is the configured one (``MOI_COOKIE_SECRET``) or one
 generated once and kept in the state directory, so logins survive restarts.
@@ -40,7 +41,7 @@ from moi.relay.session_check import SESSIONS_SETTING
 from moi.relay.websocket import HUB_SETTING, MOIMessageHandler
 from moi.storage.store import store_for
 from moi.upkeep.passes import watch
-from moi.web import api, api_handler, api_ops, dashboard, metrics, openapi
+from moi.web import anonymous, api, api_handler, api_ops, dashboard, metrics, openapi
 from moi.web.file_routes import FILES_ROUTE
 from moi.web.login import LoginHandler, LogoutHandler, safe_next
 
@@ -81,6 +82,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         (r"/moi-ws/", MOIMessageHandler),
         FILES_ROUTE,
         *api_ops.ROUTES,
+        *anonymous.ROUTES,
         *api.ROUTES,
         *metrics.ROUTES,
         *openapi.routes(),

@@ -422,8 +422,13 @@
 
   // One job -----------------------------------------------------------------------
 
+  // A job's page; with data-api and data-socket (an anonymous job's secret link, /r/ID/SECRET) it reads
+  // that job only, through them, and offers no action and no link to anything else.
   function jobPage(root) {
     var id = root.dataset.id;
+    var linked = !!root.dataset.api;
+    var base = linked ? root.dataset.api.replace(/^\/api\/v1/, "") : "/jobs/" + encodeURIComponent(id);
+    var filesBase = linked ? root.dataset.api + "/files/" : "/moi-files/" + encodeURIComponent(id) + "/";
     var info = null;
     var steps = {};
     var polling = null;
@@ -449,6 +454,7 @@
     function actions() {
       var box = root.querySelector(".moi-actions");
       box.replaceChildren();
+      if (linked) { return; }
       var state = phase(info);
       if (!FINISHED[info.status]) { box.appendChild(button("Cancel", "moi-cancel", act("cancel"))); }
       if (state === "Queued") { box.appendChild(button("Pause", "moi-pause", act("pause"))); }
@@ -470,6 +476,7 @@
       var box = root.querySelector(".moi-lineage");
       var later = Array.isArray(info.relaunched_as) ? info.relaunched_as : [];
       box.replaceChildren();
+      if (linked) { box.hidden = true; return; }
       if (typeof info.relaunch_of === "string") {
         box.appendChild(doc.createTextNode("relaunch of "));
         box.appendChild(jobAnchor(info.relaunch_of, "moi-relaunch-of"));
@@ -554,18 +561,18 @@
 
     function files() {
       filesAsked = true;
-      api("GET", "/jobs/" + encodeURIComponent(id) + "/files").then(function (answer) {
+      api("GET", base + "/files").then(function (answer) {
         var list = root.querySelector(".moi-file-list");
         list.replaceChildren();
         var entries = answer.entries.filter(function (entry) { return !entry.is_dir; });
         if (!entries.length) { list.appendChild(el("li", null, "No files.")); }
         entries.forEach(function (entry) {
           var item = el("li", "moi-file");
-          var base = "/moi-files/" + encodeURIComponent(id) + "/" + entry.path.split("/").map(encodeURIComponent).join("/");
+          var href = filesBase + entry.path.split("/").map(encodeURIComponent).join("/");
           var view = el("a", "moi-file-view", entry.path);
-          view.href = base;
+          view.href = href;
           var download = el("a", "moi-file-download", "download");
-          download.href = base + "?download=1";
+          download.href = href + "?download=1";
           item.appendChild(view);
           item.appendChild(el("span", "moi-file-size", entry.size + " bytes"));
           item.appendChild(download);
@@ -610,7 +617,7 @@
     }
 
     function poll() {  // not in the user's own tree (an admin looking): read it from the API
-      api("GET", "/jobs/" + encodeURIComponent(id)).then(show, function (error) { say(error.message); });
+      api("GET", base).then(show, function (error) { say(error.message); });
     }
 
     poll();
@@ -619,6 +626,7 @@
     }, 1000);
     client = moi.connect({
       autoGet: false,
+      path: root.dataset.socket || "/moi-ws/",
       onAdd: onFrame, onUpdate: onFrame, onGet: onFrame,
       onAction: function (action, value) { if (action === "log") { onLog(value); } },
       onError: function () {
