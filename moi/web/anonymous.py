@@ -102,9 +102,9 @@ class AnonymousJobsHandler(_NoLogin):
               schema: {$ref: "#/components/schemas/AnonymousJobForm"}
         responses:
           201: {description: "the new job: {id, link}; the link (/r/ID/SECRET) is the only way back to it"}
-          403: {description: the service takes no anonymous jobs, or code was sent}
+          403: {description: "the service takes no anonymous jobs, or code was sent"}
           413: {description: the body or an upload is too large}
-          422: {description: a bad parameter, input or field}
+          422: {description: "a bad parameter, input or field"}
           429: {description: "this address's anonymous jobs this hour, or all anonymous jobs unfinished"}
         """
         given = submitted(self.request, self.json_limit())
