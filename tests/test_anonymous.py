@@ -29,7 +29,7 @@ from tests.browser import browser as browser  # the module's Chromium
 from tests.test_logins import run_async
 from tests.test_service_retention import Inbox, free_port
 
-PER_HOUR = 6  # anonymous submissions one address may make in an hour, in this module's server
+PER_HOUR = 7  # anonymous submissions one address may make in an hour, in this module's server
 YAML = """
 services:
   - name: anon_echo
@@ -75,11 +75,21 @@ def anon_server(redis_url: str, inbox: Inbox) -> Iterator[Server]:
     server = Server(free_port(), env=env)
     server.start()
     yield server
+    proc = server.proc
     server.stop()
+    log = proc.stderr.read() if proc is not None and proc.stderr is not None else ""
+    assert "/r/" in log or "/anonymous/jobs/" in log  # the 404s of the wrong links were logged ...
+    assert not [secret for secret in SEEN if secret in log]  # ... and no secret with them
+
+
+SEEN: list[str] = []  # every secret this module was given: none may reach the server's log
 
 
 def submit(server: Server, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(server.url + "/api/v1/anonymous/jobs", json=body, timeout=60)
+    answer = httpx.post(server.url + "/api/v1/anonymous/jobs", json=body, timeout=60)
+    if answer.status_code == 201:
+        SEEN.append(answer.json()["link"].rsplit("/", 1)[1])
+    return answer
 
 
 def api_of(link: str) -> str:
@@ -160,6 +170,7 @@ def test_a_link_shows_its_one_job_live_with_its_files_and_log_and_nothing_else(
     finally:
         context.close()
     assert not {name for name in cookies if name != "_xsrf"}  # the link gives no login of any kind
+    from_the_form(browser, anon_server)
     log = httpx.get(anon_server.url + api_of(link) + "/log", timeout=30)
     assert log.status_code == 200 and log.text
     info = finished(anon_server, link)
@@ -216,3 +227,25 @@ def test_an_address_is_limited_per_hour_and_an_expired_job_has_no_link(anon_serv
     assert store.get(job_id)["status"] == Status.EXPIRED
     assert httpx.get(anon_server.url + link, timeout=30).status_code == 404
     assert httpx.get(anon_server.url + api_of(link), timeout=30).status_code == 404
+
+
+def from_the_form(browser: Any, server: Server) -> None:
+    """The form of the services open to all, with no login: it lists only those, and leads to the new job's link."""
+    from playwright.sync_api import expect
+
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        with quiet(page):
+            page.goto(server.url + "/anonymous")
+            expect(page.locator("select[name=service] option")).to_have_count(2)  # greeter, anon_echo
+            assert "members_only" not in page.content()
+            page.select_option("select[name=service]", "greeter")
+            page.fill("input[name='param:word']", "salut")
+            page.fill("input[name=email]", "form@example.org")
+            page.click("button[type=submit]")
+            page.wait_for_url("**/r/**")
+            expect(page.locator("#moi-job")).to_have_attribute("data-status", "Success")
+            expect(page.locator(".moi-log")).to_contain_text("greeting salut")
+    finally:
+        context.close()

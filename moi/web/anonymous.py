@@ -1,5 +1,7 @@
 """Anonymous jobs over the web: the submission, and the one job its secret link reaches.
 
+    GET  /anonymous                                     the form: a service open to all, its parameters and files
+    GET  /api/v1/anonymous/services                     the services open to all, as /api/v1/services shows them
     POST /api/v1/anonymous/jobs                         {"service", "params", "name", "email"}, or multipart
                                                          with input files: 201 {"id", "link"}; no account
     GET  /api/v1/anonymous/jobs/{id}/{secret}           the job's info
@@ -36,7 +38,7 @@ from moi.jobs import connections
 from moi.relay.group import Group
 from moi.relay.outbound import CLOSE_POLICY
 from moi.relay.websocket import MOIMessageHandler, hub_for
-from moi.services import anonymous
+from moi.services import anonymous, registry
 from moi.storage.store import Store, store_for
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
 from moi.web.api_submission import json_files, submitted, text_field
@@ -163,6 +165,23 @@ def client_address(request: HTTPServerRequest) -> str:
     return peer
 
 
+class AnonymousServicesHandler(_NoLogin):
+    async def get(self) -> None:
+        """The services anyone may submit without an account, each with its parameter schema and steps.
+        ---
+        security: []
+        """
+        known = await self.run(registry.known, self.store)
+        self.answer({"services": [cls.describe() for cls in known.values() if cls.anonymous]})
+
+
+class AnonymousSubmitPageHandler(RequestHandler):
+    """The submit form of the services open to all: no login, no bar, no way into the dashboard."""
+
+    def get(self) -> None:
+        self.render("anonymous_submit.html")
+
+
 class LinkJobHandler(_NoLogin):
     async def get(self, job_id: str, secret: str) -> None:
         """The info of the one job a secret link leads to (no account).
@@ -256,7 +275,7 @@ class LinkSocket(_Capability, MOIMessageHandler):
         if info is None:
             raise HTTPError(404)
         self.group_id = job_id
-        self._claim(f"link {job_id}")  # a link's sockets have their own places, as a user's have
+        self._claim(f"moi:link:{job_id}")  # a link's own socket places: a reserved name, never a user's
         try:
             await WebSocketHandler.get(self)
         finally:
@@ -283,6 +302,7 @@ async def anonymous_job(store: Store, job_id: str, secret: str) -> Info | None:
 
 
 API_ROUTES = [
+    (rf"{PREFIX}/anonymous/services", AnonymousServicesHandler),
     (rf"{PREFIX}/anonymous/jobs", AnonymousJobsHandler),
     (rf"{PREFIX}/anonymous/jobs/([^/]+)/([^/]+)", LinkJobHandler),
     (rf"{PREFIX}/anonymous/jobs/([^/]+)/([^/]+)/files(?:/(.*))?", LinkFilesHandler),
@@ -290,6 +310,7 @@ API_ROUTES = [
 ]
 ROUTES = [
     *API_ROUTES,
+    (r"/anonymous", AnonymousSubmitPageHandler),
     (r"/r/([^/]+)/([^/]+)", LinkPageHandler),
     (r"/r/([^/]+)/([^/]+)/ws", LinkSocket),
 ]

@@ -646,9 +646,12 @@
 
   var INPUT_TYPES = { int: "number", float: "number", bool: "checkbox" };
 
+  // The submit form; with data-anonymous="true" (/anonymous, no login) it offers only the services open to
+  // all, sends an email address, and goes to the new job's secret link.
   function submitPage(form) {
     var known = {};
     var select = form.elements.service;
+    var anonymous = form.dataset.anonymous === "true";
 
     function say(text) { form.querySelector(".moi-message").textContent = text || ""; }
 
@@ -689,11 +692,12 @@
       return values;
     }
 
-    api("GET", "/services").then(function (answer) {
+    api("GET", anonymous ? "/anonymous/services" : "/services").then(function (answer) {
       answer.services.forEach(function (service) {
         known[service.name] = service;
         select.appendChild(el("option", null, service.name));
       });
+      if (anonymous && !answer.services.length) { say("No service here takes jobs without an account."); }
       drawParams();
     }, function (error) { say(error.message); });
 
@@ -707,14 +711,15 @@
         body.append("service", service.name);
         body.append("params", JSON.stringify(params(service)));
         if (form.elements.name.value) { body.append("name", form.elements.name.value); }
+        if (anonymous && form.elements.email.value) { body.append("email", form.elements.email.value); }
         Array.prototype.forEach.call(form.elements.input.files, function (file) { body.append("input", file, file.name); });
       } else {
         body = { cmd: form.elements.cmd.value, cmd_type: "python" };
         if (form.elements.name.value) { body.name = form.elements.name.value; }
       }
       say("submitting…");
-      api("POST", "/jobs", body).then(function (answer) {
-        global.location.assign(jobLink(answer.id));
+      api("POST", anonymous ? "/anonymous/jobs" : "/jobs", body).then(function (answer) {
+        global.location.assign(anonymous ? answer.link : jobLink(answer.id));
       }, function (error) { say(error.message); });
     });
   }
