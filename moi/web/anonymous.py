@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 from tornado.httputil import HTTPServerRequest
+from tornado.log import app_log
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
@@ -59,6 +60,13 @@ class _Capability(RequestHandler):
 
     def _request_summary(self) -> str:
         return f"{self.request.method} {redacted(self.request.uri or '')} ({self.request.remote_ip})"
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, HTTPError):
+            super().log_exception(typ, value, tb)  # one line, with the redacted summary
+            return
+        # Tornado's own adds the request's repr, which holds the path, secret and all
+        app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
     def _store(self) -> Store:
         hub = hub_for(self.application)
@@ -275,6 +283,7 @@ class LinkSocket(_Capability, MOIMessageHandler):
         if info is None:
             raise HTTPError(404)
         self.group_id = job_id
+        self.current_user = f"a link to job {job_id}"  # what the relay's log lines name: no login is read
         self._claim(f"moi:link:{job_id}")  # a link's own socket places: a reserved name, never a user's
         try:
             await WebSocketHandler.get(self)
