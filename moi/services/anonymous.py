@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moi.core.errors import CodeRefused, UnknownService
-from moi.core.info import Info, Status, is_uuid
-from moi.core.keys import ANONYMOUS_OWNER
+from moi.core.errors import BadDocument, CodeRefused, UnknownService
+from moi.core.info import Info, Status, is_uuid, parse
+from moi.core.keys import ANONYMOUS_OWNER, Keys
 from moi.core.redact import printable
 from moi.jobfiles.input_policy import WEB
 from moi.jobs import connections
@@ -45,6 +45,7 @@ from moi.storage.store import Store
 SECRET_BYTES = 32
 MAX_SECRET = 100  # characters of a secret worth hashing: a real one has 43
 LINK_MAIL = "link"  # the "to" of the mail that carries a link (moi.services.mail)
+_NO_ID = "00000000-0000-0000-0000-000000000000"  # read in place of an id that is not one (uuid4 never makes it)
 _NO_LINK = "0" * 64  # compared against when there is no link, so either way costs the same
 _HOUR = 3600
 
@@ -111,18 +112,31 @@ def submit(
     return link
 
 
+def link_keys(keys: Keys, job_id: str) -> list[str]:
+    """What a link's check reads, in one round trip: the secret's hash, and the job's info (for an id that
+    is no job id, those of one that cannot be a job's: the same read, and no other key named by a client)."""
+    job_id = job_id if is_uuid(job_id) else _NO_ID
+    return [keys.anonymous_link(job_id), keys.info(job_id)]
+
+
 def job_of_link(store: Store, job_id: str, secret: str) -> Info | None:
-    """The job a link names when its secret is right and the job still has a link; None otherwise (a wrong
-    secret, an unknown id, a job expired or removed), with the same work done whichever it is."""
-    kept = None
-    if is_uuid(job_id):
-        with reaching(store.url):
-            kept = store.redis.get(store.keys.anonymous_link(job_id))
+    """The job a link names when its secret is right and the job still has a link; None otherwise."""
+    with reaching(store.url):
+        kept, raw = store.redis.mget(link_keys(store.keys, job_id))
+    return verdict(store.keys, job_id, secret, kept, raw)
+
+
+def verdict(keys: Keys, job_id: str, secret: str, kept: str | None, raw: str | None) -> Info | None:
+    """A link's job from what ``link_keys`` read: None for a wrong secret, an unknown id, a job expired or
+    removed, with the same work whichever it is (one comparison of digests, in constant time)."""
     right = hmac.compare_digest(str(kept or _NO_LINK), _digest(secret[:MAX_SECRET]))
-    if kept is None or not right or len(secret) > MAX_SECRET:
+    if kept is None or raw is None or not right or len(secret) > MAX_SECRET or not is_uuid(job_id):
         return None
-    info = store.find(job_id)
-    if info is None or info.get("type") != "job" or not info.get("anonymous") or info.get("status") == Status.EXPIRED:
+    try:
+        info = parse(keys.info(job_id), raw, job_id)
+    except BadDocument:
+        return None
+    if info.get("type") != "job" or not info.get("anonymous") or info.get("status") == Status.EXPIRED:
         return None
     return info
 

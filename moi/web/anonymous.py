@@ -26,21 +26,22 @@ import ipaddress
 import re
 from typing import Any
 
+import redis
 from tornado.httputil import HTTPServerRequest
 from tornado.log import app_log
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
-from moi.core.errors import MoiError, QuotaExceeded
+from moi.core.errors import MoiError, QuotaExceeded, RedisUnavailable
 from moi.core.files_settings import split_list
 from moi.core.info import Info, Status
 from moi.jobfiles.log_tail import LOG_NAME
 from moi.jobs import connections
 from moi.relay.group import Group
+from moi.relay.hub import Hub
 from moi.relay.outbound import CLOSE_POLICY
 from moi.relay.websocket import MOIMessageHandler, hub_for
 from moi.services import anonymous, registry
-from moi.storage.store import Store, store_for
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
 from moi.web.api_submission import json_files, submitted, text_field
 from moi.web.file_routes import MOIFilesHandler
@@ -68,14 +69,10 @@ class _Capability(RequestHandler):
         # Tornado's own adds the request's repr, which holds the path, secret and all
         app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
 
-    def _store(self) -> Store:
-        hub = hub_for(self.application)
-        return store_for(hub.url, hub.keys.prefix, hub.ttl)
-
     async def linked(self, job_id: str, secret: str) -> Info:
         """The link's job; one 404 for every link that does not lead to one."""
         try:
-            info = await anonymous_job(self._store(), job_id, secret)
+            info = await anonymous_job(hub_for(self.application), job_id, secret)
         except MoiError as error:
             raise problem_of(error) from None
         if info is None:
@@ -227,7 +224,7 @@ class LinkFilesHandler(_Capability, MOIFilesHandler):
 
     async def serve_linked(self, job_id: str, secret: str, path: str, body: bool) -> None:
         try:
-            info = await anonymous_job(self._store(), job_id, secret)
+            info = await anonymous_job(hub_for(self.application), job_id, secret)
         except MoiError:
             self._answer(503, "the job store is unavailable; try again", "unavailable")
             return
@@ -260,7 +257,7 @@ class LinkPageHandler(_Capability, RequestHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Robots-Tag", "noindex")
         try:
-            info = await anonymous_job(self._store(), job_id, secret)
+            info = await anonymous_job(hub_for(self.application), job_id, secret)
         except MoiError:
             raise HTTPError(503) from None
         if info is None:
@@ -277,7 +274,7 @@ class LinkSocket(_Capability, MOIMessageHandler):
     async def get(self, job_id: str, secret: str) -> None:
         self.hub = hub_for(self.application)
         try:
-            info = await anonymous_job(self._store(), job_id, secret)
+            info = await anonymous_job(hub_for(self.application), job_id, secret)
         except MoiError:
             raise HTTPError(503, "job store unavailable") from None
         if info is None:
@@ -306,8 +303,13 @@ class LinkSocket(_Capability, MOIMessageHandler):
             self.shut(CLOSE_POLICY, "the job has expired")  # its link ends with it
 
 
-async def anonymous_job(store: Store, job_id: str, secret: str) -> Info | None:
-    return await _in_thread(anonymous.job_of_link, store, job_id, secret)  # type: ignore[no-any-return]
+async def anonymous_job(hub: Hub, job_id: str, secret: str) -> Info | None:
+    """The link's job, read on the event loop (one batched MGET, no thread): a flood of links asks no executor."""
+    try:
+        kept, raw = await hub.mget(anonymous.link_keys(hub.keys, job_id))
+    except (redis.RedisError, OSError, TimeoutError) as error:
+        raise RedisUnavailable(hub.url, error) from None
+    return anonymous.verdict(hub.keys, job_id, secret, kept, raw)
 
 
 API_ROUTES = [
