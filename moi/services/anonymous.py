@@ -15,7 +15,7 @@ from anyone, without an account. Such a job:
 
 The link is mailed to the address given, if any: the mail waits in ``moi:mail`` with the link, the one
 place the secret is written, until the sender takes it (``moi.services.mail``). Submissions from one
-client address (an IPv6 one by its /64) are counted per hour: ``allowed`` says whether one more may go.
+client address (an IPv6 one by its /64) are counted per hour, under ``rate_key``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import hmac
 import ipaddress
 import json
 import secrets
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -141,18 +140,13 @@ def verdict(keys: Keys, job_id: str, secret: str, kept: str | None, raw: str | N
     return info
 
 
-def allowed(store: Store, address: str, per_hour: int) -> bool:
-    """Count one anonymous submission from ``address`` this hour; whether it is within ``per_hour`` (0: no limit)."""
-    if per_hour <= 0:
-        return True
-    hour = int(time.time()) // _HOUR
-    key = store.keys.anonymous_rate(address_scope(address), hour)
-    with reaching(store.url):
-        pipe = store.redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, _HOUR + 60)
-        count, _ = pipe.execute()
-    return int(count) <= per_hour
+def rate_key(keys: Keys, address: str, moment: float) -> str:
+    """The counter of anonymous submissions from ``address`` (its scope) in the clock hour of ``moment``;
+    it should live ``RATE_WINDOW`` seconds."""
+    return keys.anonymous_rate(address_scope(address), int(moment) // _HOUR)
+
+
+RATE_WINDOW = _HOUR + 60
 
 
 def address_scope(address: str) -> str:
