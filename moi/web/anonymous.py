@@ -49,6 +49,8 @@ from moi.web.file_routes import MOIFilesHandler
 
 FIELDS = frozenset({"service", "params", "files", "name", "email", "_xsrf"})
 NO_LINK = "No such link: it is wrong, or its job has expired"
+SERVICES_SECONDS = 5.0  # how long the list of services open to all is reused
+_SERVICES_CACHE = "moi_anonymous_services"  # application setting: that list, and until when it is reused
 _SECRET_IN_PATH = re.compile(r"(/(?:r|anonymous/jobs)/[^/?]+/)[^/?]+")
 
 
@@ -189,8 +191,13 @@ class AnonymousServicesHandler(_NoLogin):
         ---
         security: []
         """
-        known = await self.run(registry.known, self.store)
-        self.answer({"services": [cls.describe() for cls in known.values() if cls.anonymous]})
+        cache = self.application.settings.setdefault(_SERVICES_CACHE, {})
+        if cache.get("until", 0.0) < time.monotonic():  # a flood of this open page builds them once a while
+            known = await self.run(registry.known, self.store)
+            cache.update(
+                until=time.monotonic() + SERVICES_SECONDS, found=[c.describe() for c in known.values() if c.anonymous]
+            )
+        self.answer({"services": cache["found"]})
 
 
 class AnonymousSubmitPageHandler(RequestHandler):
