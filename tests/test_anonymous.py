@@ -20,15 +20,18 @@ from aiosmtpd.controller import Controller
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
 
+from moi import job as jobs
 from moi import services
 from moi.core.config import build_settings
-from moi.core.errors import ConfigError, ServiceDefinitionError
+from moi.core.errors import ConfigError, QuotaExceeded, ServiceDefinitionError
 from moi.core.info import Status
+from moi.core.keys import ANONYMOUS_OWNER
 from moi.jobs import connections
-from moi.services import documents, sweeper
+from moi.services import anonymous, documents, sweeper
 from moi.services.anonymous import address_scope
 from tests.browser import Server, quiet
 from tests.browser import browser as browser  # the module's Chromium
+from tests.service_defs import Greeter
 from tests.test_logins import run_async
 from tests.test_service_retention import Inbox, free_port
 
@@ -274,3 +277,26 @@ def test_an_address_is_counted_by_its_host_and_the_settings_and_yaml_say_who_may
     assert open_to_all.anonymous and open_to_all.definition["anonymous"] is True
     with pytest.raises(ServiceDefinitionError, match="anonymous is true or false"):
         documents.load(YAML.replace("anonymous: true", "anonymous: 'yes'"))
+
+
+def test_anonymous_jobs_have_a_quota_of_their_own(r: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MOI_ANONYMOUS_MAX_QUEUED", "1")
+    connections.reset()
+    services.register(Greeter)
+    store = connections.store()
+    store.ensure_group(ANONYMOUS_OWNER)
+    try:
+        jobs.pause(user=ANONYMOUS_OWNER)  # held, so it stays unfinished
+        first = anonymous.submit("greeter", {"word": "one"})
+        with pytest.raises(QuotaExceeded):
+            anonymous.submit("greeter", {"word": "two"})
+        store.ensure_group("alice")
+        jobs.pause(user="alice")
+        services.submit("greeter", "alice", {})  # a member's job is not held back by the anonymous quota
+        held = anonymous.job_of_link(store, first.job_id, first.secret)
+        assert held is not None and held["owner"] == store.group_of_user(ANONYMOUS_OWNER)
+        assert anonymous.job_of_link(store, first.job_id, "x" * 43) is None
+    finally:
+        services.unregister("greeter")
+        monkeypatch.undo()
+        connections.reset()
