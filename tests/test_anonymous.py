@@ -78,7 +78,9 @@ def anon_server(redis_url: str, inbox: Inbox) -> Iterator[Server]:
         "MOI_ANONYMOUS_PER_HOUR": str(PER_HOUR),
         "MOI_SERVICES": "tests.service_defs:Greeter",  # a Python service open to all, beside the YAML ones
     }
-    server = Server(free_port(), env=env)
+    port = free_port()
+    env["MOI_SITE_URL"] = f"http://127.0.0.1:{port}/"  # the link mailed starts with it, never with a Host sent
+    server = Server(port, env=env)
     server.start()
     yield server
     proc = server.proc

@@ -82,8 +82,8 @@ def submit(
     job_name: str | None = None,
     site: str = "",
 ) -> Link:
-    """Queue an anonymous job of service ``name``; its link (mailed to ``email``, if given, as ``site`` +
-    the link's path). CodeRefused for a service that takes none; the quota's QuotaExceeded (429)."""
+    """Queue an anonymous job of service ``name``; its link (mailed to ``email``, if given, after ``site``,
+    ``[moi] site_url``). CodeRefused for a service that takes none; the quota's QuotaExceeded (429)."""
     anonymous_service(name)
     settings = connections.settings()
     job_id, _, _ = submission.submit(
@@ -105,7 +105,7 @@ def submit(
         # Kept a day past the job's own life at submission: a later write renews the job's, not this one's.
         pipe.set(store.keys.anonymous_link(job_id), _digest(link.secret), ex=store.ttl_of(info) + 86400)
         if email:
-            mail = {"job": job_id, "to": LINK_MAIL, "link": site.rstrip("/") + link.path}
+            mail = {"job": job_id, "to": LINK_MAIL, "link": _full(site, link.path)}
             pipe.rpush(store.keys.mail, json.dumps(mail))
         pipe.execute()
     return link
@@ -160,6 +160,13 @@ def address_scope(address: str) -> str:
             return str(parsed.ipv4_mapped)
         return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
     return str(parsed)
+
+
+def _full(site: str, path: str) -> str:
+    """The link as mailed: the site's address in front, or, with none configured, the path and what it is on."""
+    if site:
+        return site.rstrip("/") + path
+    return f"{path} on the site where you submitted it (its address is not configured: [moi] site_url)"
 
 
 def _digest(secret: str) -> str:

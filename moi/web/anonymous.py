@@ -126,9 +126,8 @@ class AnonymousJobsHandler(_NoLogin):
         if not isinstance(params, dict):
             raise Problem(422, "invalid", '"params" is an object')
         files = given.get("files") if is_form(self.request) else json_files(given.get("files"))
-        site = settings.site_url or f"{self.request.protocol}://{self.request.host}"
-        try:
-            link = await _in_thread(_submit, given, params, files, site)
+        try:  # the mailed link starts with [moi] site_url only, never the Host a client sent (a phishing host)
+            link = await _in_thread(_submit, given, params, files, settings.site_url)
         except QuotaExceeded as error:
             text = f"{error.unfinished} anonymous jobs are unfinished, the most there may be; try again later"
             raise Problem(429, "hard_limit", text) from None
