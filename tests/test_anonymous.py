@@ -226,6 +226,7 @@ def test_an_address_is_limited_per_hour_and_an_expired_job_has_no_link(anon_serv
     statuses = [submit(anon_server, {"service": "anon_echo"}) for _ in range(PER_HOUR)]
     limited = [answer for answer in statuses if answer.status_code == 429]
     assert limited and "anonymous jobs an hour from one address" in limited[0].json()["error"]
+    assert 0 < int(limited[0].headers["Retry-After"]) <= 3600  # until the next hour's count
     link = next(answer.json()["link"] for answer in statuses if answer.status_code == 201)
     finished(anon_server, link)
     store = connections.store()

@@ -146,7 +146,8 @@ def rate_key(keys: Keys, address: str, moment: float) -> str:
     return keys.anonymous_rate(address_scope(address), int(moment) // _HOUR)
 
 
-RATE_WINDOW = _HOUR + 60
+RATE_HOUR = _HOUR  # the count's window: a clock hour
+RATE_WINDOW = _HOUR + 60  # how long its counter lives
 
 
 def address_scope(address: str) -> str:

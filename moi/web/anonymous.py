@@ -147,6 +147,7 @@ class AnonymousJobsHandler(_NoLogin):
         except (redis.RedisError, OSError) as error:
             raise problem_of(RedisUnavailable(hub.url, error)) from None
         if int(count) > per_hour:
+            self.retry_after = anonymous.RATE_HOUR - int(time.time()) % anonymous.RATE_HOUR  # the next hour's count
             raise Problem(429, "rate_limited", f"at most {per_hour} anonymous jobs an hour from one address; try later")
 
 
