@@ -18,6 +18,7 @@ import pytest
 import redis
 from aiosmtpd.controller import Controller
 from tornado.httpclient import HTTPClientError, HTTPRequest
+from tornado.httputil import HTTPHeaders, HTTPServerRequest
 from tornado.websocket import websocket_connect
 
 from moi import job as jobs
@@ -29,6 +30,7 @@ from moi.core.keys import ANONYMOUS_OWNER
 from moi.jobs import connections
 from moi.services import anonymous, documents, sweeper
 from moi.services.anonymous import address_scope
+from moi.web.anonymous import client_address
 from tests.browser import Server, quiet
 from tests.browser import browser as browser  # the module's Chromium
 from tests.service_defs import Greeter
@@ -237,6 +239,7 @@ def test_an_address_is_limited_per_hour_and_an_expired_job_has_no_link(anon_serv
         time.sleep(0.2)
     assert store.get(job_id)["status"] == Status.EXPIRED
     assert httpx.get(anon_server.url + link, timeout=30).status_code == 404
+    assert socket_answer(anon_server, link + "/ws", []) == 404
     assert httpx.get(anon_server.url + api_of(link), timeout=30).status_code == 404
 
 
@@ -268,6 +271,14 @@ def test_an_address_is_counted_by_its_host_and_the_settings_and_yaml_say_who_may
     assert address_scope("2001:db8:1:2::1") == address_scope("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
     assert address_scope("2001:db8:1:3::1") != address_scope("2001:db8:1:2::1")
     assert address_scope("::ffff:192.0.2.7") == address_scope("192.0.2.7") == "192.0.2.7"
+    # Behind a proxy of [server] trusted_proxies, the address it saw; anyone else's X-Forwarded-For is ignored.
+    monkeypatch.setenv("MOI_TRUSTED_PROXIES", "10.0.0.0/8")
+    connections.reset()
+    for peer, expected in (("10.1.2.3", "2001:db8::7"), ("192.0.2.9", "192.0.2.9")):
+        request = HTTPServerRequest("POST", "/api/v1/anonymous/jobs", headers=HTTPHeaders())
+        request.remote_ip, request.headers["X-Forwarded-For"] = peer, "198.51.100.1, 2001:db8::7"
+        assert client_address(request) == expected
+    monkeypatch.delenv("MOI_TRUSTED_PROXIES")
     ini = tmp_path / "moi.ini"
     ini.write_text("[anonymous]\nmax_per_hour_per_address = 3\nmax_queued = 9\n")
     monkeypatch.setenv("MOI_CONFIG_FP", str(ini))
@@ -280,6 +291,7 @@ def test_an_address_is_counted_by_its_host_and_the_settings_and_yaml_say_who_may
     assert open_to_all.anonymous and open_to_all.definition["anonymous"] is True
     with pytest.raises(ServiceDefinitionError, match="anonymous is true or false"):
         documents.load(YAML.replace("anonymous: true", "anonymous: 'yes'"))
+    connections.reset()  # nothing of this test's settings stays for the next
 
 
 def test_anonymous_jobs_have_a_quota_of_their_own(r: Any, monkeypatch: pytest.MonkeyPatch) -> None:
