@@ -193,3 +193,18 @@ class ReadsChecked(Reads):
 
     name = "reads-checked"
     validators = [checks_then_swaps]
+
+
+class Greeter(Service):
+    """Open to anonymous users: logs its greeting and writes it to ``output/said.txt``."""
+
+    name = "greeter"
+    anonymous = True
+    parameters = [Parameter("word", "str", default="hello")]
+    archive_after, expire_after = "30d", "60d"
+
+    def run(self) -> dict[str, str]:
+        self.logger.info("greeting %s", self.params["word"])
+        Path("output").mkdir(exist_ok=True)
+        Path("output/said.txt").write_text(self.params["word"] + "\n")
+        return {"said": self.params["word"]}

@@ -32,8 +32,9 @@ from schemathesis import GenerationMode
 from examples.hetatm_service import Hetatm
 from moi import files, services
 from moi import job as jobs
+from moi.core.keys import ANONYMOUS_OWNER
 from moi.jobs import connections
-from tests.service_defs import Recording
+from tests.service_defs import Greeter, Recording
 from tests.test_api import multipart, token_for
 from tests.test_file_routes import a_job_with_files
 from tests.test_relay_security import server
@@ -146,6 +147,8 @@ def pinned(document: dict[str, Any]) -> dict[str, Any]:
     form = document["components"]["schemas"]["NewJobForm"]  # the multipart body's schema
     form["properties"]["service"] = {"type": "string", "enum": SERVICES}
     form["required"] = ["service", "input"]
+    for name in ("AnonymousJob", "AnonymousJobForm"):  # the one service open to all, so its jobs are made
+        document["components"]["schemas"][name]["properties"]["service"] = {"type": "string", "enum": ["greeter"]}
     for item in document["paths"].values():
         for parameter in item.get("get", {}).get("parameters", []):
             if parameter["name"] == "Range":
@@ -170,7 +173,7 @@ def own_job_passes(fuzz: Fuzz, odd: list[Any], seed: str) -> None:
         if takes(operation, "job_id"):
             fixed = {"job_id": seed, **({"path": "input/notes.txt"} if takes(operation, "path") else {})}
             fuzz.run(operation, "alice", GenerationMode.POSITIVE, path_parameters=fixed)
-        elif operation.path == "/api/v1/jobs" and operation.method.upper() == "POST":
+        elif operation.path in ("/api/v1/jobs", "/api/v1/anonymous/jobs") and operation.method.upper() == "POST":
             fuzz.run(operation, "alice", GenerationMode.POSITIVE, media_type="multipart/form-data")
             fuzz.run(operation, "alice", GenerationMode.NEGATIVE, media_type="multipart/form-data")
     fuzz.upload_names("alice")
@@ -187,7 +190,7 @@ def other_user_passes(fuzz: Fuzz, everything: list[Any], ids: dict[str, str]) ->
 def test_the_api_fuzzed_from_its_openapi_document_as_two_users_answers_no_5xx_and_no_traceback(
     r, tmp_path: Path
 ) -> None:
-    for cls in (Hetatm, Recording):
+    for cls in (Hetatm, Recording, Greeter):
         services.register(cls)
     store = connections.store()
     # alice may run code (her code jobs are held like the rest), bob may not (403), the admin reads everything
@@ -196,7 +199,8 @@ def test_the_api_fuzzed_from_its_openapi_document_as_two_users_answers_no_5xx_an
     (Path(files.directory_of(seed)) / "framework.log").write_text("a line of the log\n")
     store.ensure_group("bob")
     store.ensure_group("root")
-    for user in tokens:
+    store.ensure_group(ANONYMOUS_OWNER)
+    for user in [*tokens, ANONYMOUS_OWNER]:
         jobs.pause(user=user)  # what the fuzzer submits is held, never run
     try:
         with served_in_a_thread() as base:
@@ -212,7 +216,7 @@ def test_the_api_fuzzed_from_its_openapi_document_as_two_users_answers_no_5xx_an
             other_user_passes(fuzz, everything, {"job_id": seed, "group_id": str(store.group_of_user("alice"))})
             mine = requests.get(f"{base}/api/v1/jobs/{seed}", headers={"Authorization": f"Bearer {tokens['alice']}"})
     finally:
-        for cls in (Hetatm, Recording):
+        for cls in (Hetatm, Recording, Greeter):
             services.unregister(cls.name)
     assert not fuzz.broken, f"{len(fuzz.broken)} of {fuzz.calls} requests broke the rules:\n" + "\n".join(
         fuzz.broken[:15]

@@ -77,7 +77,8 @@ def services_command(ctx: click.Context) -> None:
     for name, cls in known.items():
         params = ", ".join(_shown(p) for p in cls.parameters) or "no parameters"
         steps = f"; steps: {' -> '.join(cls.step_names())}" if cls.step_names() else ""
-        click.echo(f"{name}: {params}{steps}")
+        open_to_all = " (anonymous: no account needed)" if cls.anonymous else ""
+        click.echo(f"{name}{open_to_all}: {params}{steps}")
 
 
 def _shown(parameter: services.Parameter) -> str:

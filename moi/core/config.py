@@ -132,6 +132,10 @@ class Settings:
     # Users who are admins when logged in by the page's login (a token's own flag decides for tokens):
     # comma-separated names. They see every user's jobs in the API and the operations page.
     admins: str = ""
+    # Anonymous jobs ([anonymous] section, see moi.services.anonymous): submissions an address (IPv6: its /64)
+    # may make in an hour, and how many anonymous jobs may be unfinished at once (their quota, all together).
+    anonymous_per_hour: int = 10
+    anonymous_max_queued: int = 50
     max_upload: int = 64 << 20  # bytes of a multipart POST /api/v1/jobs (a service job's input files)
     # Code over the web ([security] section, see moi.compute.sandbox): who may run it, and as which uids.
     code_users: str = ""  # users who may submit Python or shell jobs over the API (admins and --code tokens may too)
@@ -211,6 +215,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "smtp_port": int,
         "max_retries": int,
         "session_hours": float,
+        "anonymous_per_hour": int,
+        "anonymous_max_queued": int,
     }
     out = dict(values)
     for name, convert in converters.items():
@@ -314,7 +320,7 @@ def _check_choices(settings: Settings) -> None:
 def _check_numbers(settings: Settings) -> None:
     if settings.ttl <= 0:
         raise ConfigError(f"ttl must be a positive number of seconds, not {settings.ttl}")
-    for name in ("hog_size", "hard_limit"):
+    for name in ("hog_size", "hard_limit", "anonymous_per_hour", "anonymous_max_queued"):
         if getattr(settings, name) < 0:
             raise ConfigError(
                 f"{name} must be 0 (no limit) or a positive number of jobs, not {getattr(settings, name)}"

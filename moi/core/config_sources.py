@@ -6,7 +6,7 @@ nothing here knows what a value means, only under which setting it goes. Each IN
 - ``[redis]``: ``url``, or ``host``/``port``/``password``/``db``, or ``sentinels`` with ``service``;
 - ``[ipython]``: ``context`` (the contexts) and ``default``;
 - ``[moi]``: the settings of ``_MOI_OPTIONS``, each under its own name;
-- ``[mail]``, ``[files]``, ``[security]``, ``[server]``: their options (``_MAIL_OPTIONS``, ``_FILES_OPTIONS``, ...);
+- ``[mail]``, ``[files]``, ``[security]``, ``[server]``, ``[anonymous]``: their options (``_MAIL_OPTIONS``, ...);
 - ``[context NAME]``: what one context's jobs get by default (``_CONTEXT_OPTIONS``: ``time_limit``).
 """
 
@@ -57,6 +57,9 @@ _SERVER_OPTIONS = (
     "oidc_admin_claim",
     "oidc_admin_group",
 )
+
+# [anonymous] option -> setting
+_ANONYMOUS_OPTIONS = {"max_per_hour_per_address": "anonymous_per_hour", "max_queued": "anonymous_max_queued"}
 
 _CONTEXT_OPTIONS = ("time_limit",)
 CONTEXT_SECTION = "context"  # [context NAME]: one context's defaults
@@ -112,6 +115,8 @@ _ENVIRONMENT = {
     "MOI_SMTP_PASSWORD": "smtp_password",
     "MOI_MAIL_FROM": "mail_from",
     "MOI_ADMIN_EMAIL": "admin_email",
+    "MOI_ANONYMOUS_PER_HOUR": "anonymous_per_hour",
+    "MOI_ANONYMOUS_MAX_QUEUED": "anonymous_max_queued",
 }
 
 
@@ -127,14 +132,12 @@ def from_ini(path: str) -> dict[str, Any]:
         values.update(_ipython_section(parser["ipython"]))
     if parser.has_section("moi"):
         values.update({name: value for name, value in parser["moi"].items() if name in _MOI_OPTIONS})
-    if parser.has_section("mail"):
-        values.update(_mail_section(parser["mail"]))
-    if parser.has_section("files"):
-        values.update(_named_options(parser["files"], _FILES_OPTIONS))
-    if parser.has_section("security"):
-        values.update(_named_options(parser["security"], _SECURITY_OPTIONS))
-    if parser.has_section("server"):
-        values.update(_named_options(parser["server"], _SERVER_OPTIONS))
+    for name, options in (("mail", _MAIL_OPTIONS), ("anonymous", _ANONYMOUS_OPTIONS)):
+        if parser.has_section(name):
+            values.update(_mapped_section(parser[name], options))
+    for name, named in (("files", _FILES_OPTIONS), ("security", _SECURITY_OPTIONS), ("server", _SERVER_OPTIONS)):
+        if parser.has_section(name):
+            values.update(_named_options(parser[name], named))
     limits = _context_time_limits(parser)
     if limits:
         values["context_time_limits"] = limits
@@ -168,12 +171,13 @@ def _ipython_section(section: configparser.SectionProxy) -> dict[str, str]:
     return values
 
 
-def _mail_section(section: configparser.SectionProxy) -> dict[str, str]:
+def _mapped_section(section: configparser.SectionProxy, options: dict[str, str]) -> dict[str, str]:
+    """A section whose options name settings (``options``: option -> setting); ConfigError for any other option."""
     values = {}
     for name, value in section.items():
-        if name not in _MAIL_OPTIONS:
-            raise ConfigError(f"[mail] has no option {name!r}; the options are {', '.join(_MAIL_OPTIONS)}")
-        values[_MAIL_OPTIONS[name]] = value
+        if name not in options:
+            raise ConfigError(f"[{section.name}] has no option {name!r}; the options are {', '.join(options)}")
+        values[options[name]] = value
     return values
 
 

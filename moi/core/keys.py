@@ -56,6 +56,8 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:workers:done:<ctx> hash  engine label -> jobs it has run
     Pmoi:engines:wanted   string  how many engines the embedded cluster should have (operations page)
     Pmoi:engines:retiring set     labels of engines to stop once idle: they take no more jobs
+    Pmoi:anonymous:link:<id> string  SHA-256 (hex) of the secret of an anonymous job's results link; lives as the job
+    Pmoi:anonymous:rate:<address>:<hour> string  anonymous submissions from one address (IPv6: its /64) that hour
 """
 
 import uuid
@@ -239,6 +241,12 @@ class Keys:
     def active(self, owner: str) -> str:
         return f"{self.prefix}moi:active:{owner}"
 
+    def anonymous_link(self, job_id: str) -> str:
+        return f"{self.prefix}moi:anonymous:link:{job_id}"
+
+    def anonymous_rate(self, address: str, hour: int) -> str:
+        return f"{self.prefix}moi:anonymous:rate:{address}:{hour}"
+
     def node_of_channel(self, channel: str) -> str:
         """The id a channel name belongs to (inverse of ``channel``)."""
         return channel[len(self.prefix) : -len(":pubsub")]
@@ -247,6 +255,8 @@ class Keys:
 # Names a login may never take: the no-user group's name, moi's own keys, and what would read as a node.
 NO_USER = "no-user"
 RESERVED_PREFIX = "moi:"
+# The owner of anonymous jobs (moi.services.anonymous): a reserved name, so no login can ever be it.
+ANONYMOUS_OWNER = f"{RESERVED_PREFIX}anonymous"
 MAX_USER_NAME = 200
 
 

@@ -31,6 +31,7 @@ from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch
 from moi.queue import jobqueue as queue
 from moi.queue import pause as pausing
 from moi.queue.job_handle import JobHandle
+from moi.queue.jobqueue import Limits
 from moi.queue.pause import Scope
 from moi.storage.store import Store
 
@@ -123,6 +124,7 @@ def queue_job(
     level: int,
     placed: Placed,
     fields: Mapping[str, Any] | None = None,
+    limits: Limits | None = None,  # the owner's (anonymous jobs have their own); None: the configured ones
 ) -> tuple[str, str, JobHandle]:
     """``submit`` once its context and priority are known; ``fields``: more of the info (a service's)."""
     _check_fields(name, url, fields)
@@ -143,7 +145,7 @@ def queue_job(
             info["directory"] = directory  # not under the jobs root: its info says where
     call = queue.pack_call(by_name(func), args, kwargs, origin)
     try:
-        group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], connections.limits())
+        group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], limits or _configured())
     except BaseException:
         if directory:  # nothing of a refused job stays behind
             remove_directory(directory)
@@ -151,6 +153,11 @@ def queue_job(
     connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
     log.debug("queued %s for %s", job_id, spec.name)
     return job_id, group_id, JobHandle(job_id, store)
+
+
+def _configured() -> Limits:
+    """The per-user limits of the settings ([moi] hog_size, hard_limit)."""
+    return connections.limits()
 
 
 def _fields_of(

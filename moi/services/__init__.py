@@ -24,6 +24,7 @@ package is also a public path, so it only re-exports. Its modules:
     ``retention_hooks``    a job's archive() and expire() as hook jobs, on an engine, in its directory
     ``unloadable``         services that could not be loaded: why, where and when, for status, page and metrics
     ``mail``               mail of service jobs: to the submitter when one ends, to the admin on a failure
+    ``anonymous``          jobs without an account: the reserved owner, the secret link, the per-address count
 """
 
 from __future__ import annotations

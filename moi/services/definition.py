@@ -131,6 +131,7 @@ class Service:
     validators: ClassVar[Sequence[Callable[[Any], bool] | str]] = ()
     archive_after: ClassVar[str | float] = "never"
     expire_after: ClassVar[str | float] = "never"
+    anonymous: ClassVar[bool] = False  # anyone may submit it without an account (see moi.services.anonymous)
     reschedule_limit: ClassVar[int] = 5  # how often postprocess may call reschedule_run() for one job
     directories: ClassVar[Mapping[str, str]] = {}  # state -> directory root (see moi.services.state_directories)
     time_limit: ClassVar[str | float | None] = None
@@ -261,6 +262,7 @@ class Service:
             "archive_after": str(cls.archive_after),
             "expire_after": str(cls.expire_after),
             "policy": cls.described_policy(),
+            "anonymous": cls.anonymous,
         }
 
     @classmethod

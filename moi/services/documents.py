@@ -34,7 +34,8 @@ from moi.services.chain import Chain
 from moi.services.definition import POLICY, Parameter, Service
 from moi.services.steps import Step, check_chain, step_document, step_from
 
-_KEYS = {"name", "parameters", "validators", "steps", "archive_after", "expire_after", "reschedule_limit", *POLICY}
+_KEYS = {"name", "parameters", "validators", "steps", "archive_after", "expire_after", "reschedule_limit"}
+_KEYS |= {"anonymous", *POLICY}
 
 
 class StepService(Service):
@@ -82,6 +83,7 @@ def service_from(document: Mapping[str, Any]) -> type[StepService]:
         "archive_after": document.get("archive_after", "never"),
         "expire_after": document.get("expire_after", "never"),
         "reschedule_limit": int(document.get("reschedule_limit", Service.reschedule_limit)),
+        "anonymous": _anonymous(name, document.get("anonymous", False)),
         **{key: document[key] for key in POLICY if document.get(key) is not None},
     }
     cls = cast(type[StepService], type(f"Service_{name}", (StepService,), attributes))
@@ -102,9 +104,18 @@ def definition_of(cls: type[StepService]) -> dict[str, Any]:
             document[key] = getattr(cls, key)
     if cls.reschedule_limit != Service.reschedule_limit:
         document["reschedule_limit"] = cls.reschedule_limit
+    if cls.anonymous:
+        document["anonymous"] = True
     document.update({key: getattr(cls, key) for key in POLICY if getattr(cls, key) is not None})
     document["steps"] = [step_document(step) for step in cls.steps]
     return document
+
+
+def _anonymous(name: str, value: Any) -> bool:
+    """``anonymous: true``: anyone may submit the service's jobs without an account; only a YAML boolean."""
+    if not isinstance(value, bool):
+        raise ServiceDefinitionError(f"service {name!r}: anonymous is true or false, not {value!r}")
+    return value
 
 
 def _parameter_document(parameter: Parameter) -> dict[str, Any]:

@@ -37,16 +37,21 @@ _sender: threading.Thread | None = None
 _sender_lock = threading.Lock()
 
 
-def compose(info: Info, to: str, settings: Settings) -> EmailMessage | None:
-    """The mail ``to`` ("user" or "admin") is owed for a finished job; None when there is nobody to send it to."""
-    address = info.get("email") if to == "user" else settings.admin_email
+def compose(info: Info, to: str, settings: Settings, link: str = "") -> EmailMessage | None:
+    """The mail ``to`` ("user" or "admin") is owed for a finished job, or ("link") an anonymous job's
+    results ``link`` as it is submitted; None when there is nobody to send it to."""
+    address = settings.admin_email if to == "admin" else info.get("email")
     if not address:
         return None
     message = EmailMessage()
     message["From"] = settings.mail_from or f"moi@{settings.smtp_host}"
     message["To"] = address
     name, status, service = (_one_line(info.get(field)) for field in ("name", "status", "service"))
+    if to == "link":
+        return _link_mail(message, info, name, service, link)
     link = info.get("url") or (f"{settings.site_url.rstrip('/')}/?job={info['id']}" if settings.site_url else "")
+    if info.get("anonymous"):  # no account to see it with: its link is the one mailed when it was submitted
+        link = "the link you were sent when you submitted it"
     if to == "user":
         message["Subject"] = f"Your {service} job {name} ended: {status}"
         lines = [f"Your job {name} (service {service}, id {info['id']}) ended: {status}."]
@@ -56,6 +61,17 @@ def compose(info: Info, to: str, settings: Settings) -> EmailMessage | None:
         message["Subject"] = f"[moi] {service} job {info['id']} failed"
         lines = [f"Service job {info['id']} ({service}, name {name}) failed on {info.get('engine')}:", ""]
         lines.append(str(info.get("result")))
+    message.set_content("\n".join(lines) + "\n")
+    return message
+
+
+def _link_mail(message: EmailMessage, info: Info, name: str, service: str, link: str) -> EmailMessage:
+    message["Subject"] = f"Your {service} job {name} was submitted"
+    lines = [
+        f"Your job {name} (service {service}, id {info['id']}) was submitted.",
+        f"Its page, files and log are at {link}",
+        "Anyone with this link can see the job: keep it to yourself. It works until the job expires.",
+    ]
     message.set_content("\n".join(lines) + "\n")
     return message
 
@@ -103,10 +119,11 @@ def _deliver(store: Store, settings: Settings, raw: str) -> int:
         return 0
     except (ValueError, KeyError, TypeError, MoiError) as error:  # a bad entry, or a job moi cannot read
         return _given_up(store, f"a queued mail cannot be built: {printable(str(error))}")
-    if info.get("status") not in (Status.SUCCESS, Status.FAILED, Status.CANCELLED):
+    to = str(owed.get("to"))
+    if to != "link" and info.get("status") not in (Status.SUCCESS, Status.FAILED, Status.CANCELLED):
         return 0  # resubmitted meanwhile: its next end sends its own
     try:
-        message = compose(info, str(owed.get("to")), settings)
+        message = compose(info, to, settings, str(owed.get("link", "")))
     except (ValueError, TypeError, LookupError) as error:  # a header or body the email package refuses
         return _given_up(store, f"mail about job {printable(info['id'])} cannot be built: {printable(str(error))}")
     if message is None:

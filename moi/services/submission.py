@@ -26,6 +26,7 @@ from moi.jobs import submit as jobs
 from moi.jobs.job_policy import PolicyKeywords
 from moi.queue import jobqueue as queue
 from moi.queue.job_handle import JobHandle
+from moi.queue.jobqueue import Limits
 from moi.services import state_directories, validators
 from moi.services.definition import Service
 from moi.services.lifecycle import carried, first_state, run_service
@@ -49,6 +50,8 @@ def submit(
     context: str | None = None,
     job_name: str | None = None,
     origin: str = LOCAL,
+    limits: Limits | None = None,
+    anonymous: bool = False,
     **policy: Unpack[PolicyKeywords],
 ) -> tuple[str, str, JobHandle]:
     """Queue a job of service ``name`` for ``user`` (into ``group``, a group id of theirs, if given).
@@ -58,7 +61,7 @@ def submit(
     ``(job_id, group_id, handle)``. ``origin``: who names the inputs, LOCAL (this process's user, who may name
     any file they can read) or WEB (a web user: server paths only inside the operator's input roots; see
     ``moi.jobfiles.input_policy``). ``time_limit``, ``retries``, ...: ``submit``'s, over the service's own.
-    """
+    ``limits``, ``anonymous``: an anonymous job's quota and mark (``moi.services.anonymous``)."""
     cls = get(name)
     checked = cls.checked_params(params or {})
     inputs = _granted(_inputs(files), origin)
@@ -68,10 +71,12 @@ def submit(
     settings = connections.settings()
     spec = connections.context_spec(context or settings.default_context)
     fields = {**policy_fields(cls, Policy(**policy), spec.name, origin), **_fields(cls, checked, email, settings)}
+    fields.update({"anonymous": True} if anonymous else {})
     incoming = fields["directories"]["incoming"] if cls.directories else None
     placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
     call, level = (carried(cls), checked), queue.priority_of(priority)
-    return jobs.queue_job(spec, group or user, job_name or cls.name, url, run_service, call, {}, level, placed, fields)
+    name = job_name or cls.name
+    return jobs.queue_job(spec, group or user, name, url, run_service, call, {}, level, placed, fields, limits)
 
 
 def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) -> dict[str, Any]:

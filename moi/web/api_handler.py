@@ -113,6 +113,7 @@ class APIHandler(RequestHandler):
     """A JSON route: the user from a Bearer token or the cookie; errors as JSON."""
 
     admin = False
+    retry_after = RETRY_AFTER  # seconds a 429 tells the client to wait
 
     def get_current_user(self) -> Any:
         return cookie_user(self.get_signed_cookie("user"))
@@ -160,7 +161,7 @@ class APIHandler(RequestHandler):
         else:
             code, text = "internal", "the server failed on this request; its log says why"
         if status_code == 429:
-            self.set_header("Retry-After", str(RETRY_AFTER))
+            self.set_header("Retry-After", str(self.retry_after))
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": text, "code": code}))
 

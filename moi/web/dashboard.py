@@ -85,7 +85,7 @@ class JobPageHandler(PageHandler):
     @authenticated
     async def get(self, job_id: str) -> None:
         crumbs = await self._crumbs(job_id)
-        self.page("job.html", job_id=job_id, crumbs=crumbs)
+        self.page("job.html", job_id=job_id, crumbs=crumbs, link=None)
 
     async def _crumbs(self, job_id: str) -> list[tuple[str, str]]:
         """(id, name) of the groups above the job, top first; 404 unless the job is the user's (or an admin's)."""

@@ -56,7 +56,10 @@ class MOIFilesHandler(RequestHandler):
             self._answer(503, "the job store is unavailable; try again", "unavailable")
             return
         self._admin = await bearer.authenticate(self, hub_for(self.application))
-        status = await self._authorised(job_id)
+        await self.serve(job_id, await self._authorised(job_id), path, body)
+
+    async def serve(self, job_id: str, status: str | None, path: str, body: bool) -> None:
+        """The job's listing or file once the asker may see it (``status``: the job's), or 404 for anyone else."""
         if status is None:
             self._not_found(f"No files of job {printable(job_id)}")
             return

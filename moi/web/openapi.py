@@ -23,7 +23,7 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from tornado.web import RequestHandler, StaticFileHandler
 
-from moi.web import api, api_bulk, api_ops, metrics
+from moi.web import anonymous, api, api_bulk, api_ops, metrics
 
 METHODS = ("get", "head", "post", "delete")
 _GROUP = re.compile(r"\((?!\?:)([^()]*)\)")  # a capturing group with no group inside
@@ -92,6 +92,26 @@ BULK_IDS = {  # POST /api/v1/jobs/bulk/{action}: the ids a preview answered
     "properties": {"ids": {"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 1000}},
     "required": ["ids"],
 }
+ANONYMOUS_JOB = {  # POST /api/v1/anonymous/jobs as JSON (moi.web.anonymous): a service's job, nothing else
+    "type": "object",
+    "properties": {
+        "service": {"type": "string", "description": "a service marked anonymous"},
+        "params": {"type": "object"},
+        "files": {"type": "array", "items": {"type": "string"}, "description": "inputs by URI, as the policy allows"},
+        "name": {"type": "string"},
+        "email": {"type": "string", "description": "where the link is mailed"},
+    },
+    "required": ["service"],
+}
+ANONYMOUS_JOB_FORM = {
+    "type": "object",
+    "properties": {
+        **{name: {"type": "string"} for name in ("service", "name", "email")},
+        "params": {"type": "string", "description": "a JSON object"},
+        "input": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "the input files"},
+    },
+    "required": ["service"],
+}
 _ANSWERS = {"get": "200", "head": "200", "post": "200", "delete": "204"}
 _ERRORS = {"400": "bad request", "401": "no or a bad token", "404": "no such job, or not yours", "503": "Redis away"}
 
@@ -103,6 +123,8 @@ def document(routes: list[tuple[str, type[RequestHandler]]]) -> dict[str, Any]:
     spec.components.schema("NewJobForm", NEW_JOB_FORM)
     spec.components.schema("BulkPreview", BULK_PREVIEW)
     spec.components.schema("BulkIds", BULK_IDS)
+    spec.components.schema("AnonymousJob", ANONYMOUS_JOB)
+    spec.components.schema("AnonymousJobForm", ANONYMOUS_JOB_FORM)
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     for pattern, handler in routes:
         for path, names in _paths(pattern, handler):
@@ -174,7 +196,8 @@ class OpenAPIHandler(RequestHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(document([*api_bulk.ROUTES, *api.ROUTES, *api_ops.ROUTES, *metrics.ROUTES])))
+        routes = [*api_bulk.ROUTES, *api.ROUTES, *anonymous.API_ROUTES, *api_ops.ROUTES, *metrics.ROUTES]
+        self.finish(json.dumps(document(routes)))
 
 
 class DocsHandler(RequestHandler):

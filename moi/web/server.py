@@ -7,7 +7,8 @@ proxy's header; a login is a server-side session),
 and ``/list``, see ``moi.web.dashboard``), ``/metrics`` (``moi.web.metrics``),
 ``/moi-ws/`` (the websocket relay), ``/moi-files/<job id>/[path]`` (a job's files,
 see ``moi.web.file_routes``), ``/api/v1/...`` (the HTTP API, see ``moi.web.api``),
-``/static/moi.js`` and ``/static/moi_list.js`` (the original moi's list widget).
+``/static/moi.js`` and ``/static/moi_list.js`` (the original moi's list widget), and, with no login,
+anonymous jobs and the one job each secret link ``/r/<id>/<secret>`` leads to (``moi.web.anonymous``).
 
 The cookie secret is the configured one (``MOI_COOKIE_SECRET``) or one
 generated once and kept in the state directory, so logins survive restarts.
@@ -41,7 +42,7 @@ from moi.relay.session_check import SESSIONS_SETTING
 from moi.relay.websocket import HUB_SETTING, MOIMessageHandler
 from moi.storage.store import store_for
 from moi.upkeep.passes import watch
-from moi.web import api, api_bulk, api_handler, api_ops, dashboard, login_oidc, metrics, openapi
+from moi.web import anonymous, api, api_bulk, api_handler, api_ops, dashboard, login_oidc, metrics, openapi
 from moi.web.file_routes import FILES_ROUTE
 from moi.web.login import SECURE_SETTING, LoginHandler, LogoutHandler, safe_next
 from moi.web.proxy import proxy_warnings
@@ -85,6 +86,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         FILES_ROUTE,
         *api_ops.ROUTES,
         *api_bulk.ROUTES,  # before api's: /jobs/bulk/cancel is no job's action
+        *anonymous.ROUTES,
         *api.ROUTES,
         *metrics.ROUTES,
         *openapi.routes(),

@@ -481,8 +481,13 @@
 
   // One job -----------------------------------------------------------------------
 
+  // A job's page; with data-api and data-socket (an anonymous job's secret link, /r/ID/SECRET) it reads
+  // that job only, through them, and offers no action and no link to anything else.
   function jobPage(root) {
     var id = root.dataset.id;
+    var linked = !!root.dataset.api;
+    var base = linked ? root.dataset.api.replace(/^\/api\/v1/, "") : "/jobs/" + encodeURIComponent(id);
+    var filesBase = linked ? root.dataset.api + "/files/" : "/moi-files/" + encodeURIComponent(id) + "/";
     var info = null;
     var steps = {};
     var polling = null;
@@ -508,6 +513,7 @@
     function actions() {
       var box = root.querySelector(".moi-actions");
       box.replaceChildren();
+      if (linked) { return; }
       var state = phase(info);
       if (!FINISHED[info.status]) { box.appendChild(button("Cancel", "moi-cancel", act("cancel"))); }
       if (state === "Queued") { box.appendChild(button("Pause", "moi-pause", act("pause"))); }
@@ -529,6 +535,7 @@
       var box = root.querySelector(".moi-lineage");
       var later = Array.isArray(info.relaunched_as) ? info.relaunched_as : [];
       box.replaceChildren();
+      if (linked) { box.hidden = true; return; }
       if (typeof info.relaunch_of === "string") {
         box.appendChild(doc.createTextNode("relaunch of "));
         box.appendChild(jobAnchor(info.relaunch_of, "moi-relaunch-of"));
@@ -653,18 +660,18 @@
 
     function files() {
       filesAsked = true;
-      api("GET", "/jobs/" + encodeURIComponent(id) + "/files").then(function (answer) {
+      api("GET", base + "/files").then(function (answer) {
         var list = root.querySelector(".moi-file-list");
         list.replaceChildren();
         var entries = answer.entries.filter(function (entry) { return !entry.is_dir; });
         if (!entries.length) { list.appendChild(el("li", null, "No files.")); }
         entries.forEach(function (entry) {
           var item = el("li", "moi-file");
-          var base = "/moi-files/" + encodeURIComponent(id) + "/" + entry.path.split("/").map(encodeURIComponent).join("/");
+          var href = filesBase + entry.path.split("/").map(encodeURIComponent).join("/");
           var view = el("a", "moi-file-view", entry.path);
-          view.href = base;
+          view.href = href;
           var download = el("a", "moi-file-download", "download");
-          download.href = base + "?download=1";
+          download.href = href + "?download=1";
           item.appendChild(view);
           item.appendChild(el("span", "moi-file-size", entry.size + " bytes"));
           item.appendChild(download);
@@ -710,7 +717,7 @@
     }
 
     function poll() {  // not in the user's own tree (an admin looking): read it from the API
-      api("GET", "/jobs/" + encodeURIComponent(id)).then(show, function (error) { say(error.message); });
+      api("GET", base).then(show, function (error) { say(error.message); });
     }
 
     poll();
@@ -719,6 +726,7 @@
     }, 1000);
     client = moi.connect({
       autoGet: false,
+      path: root.dataset.socket || "/moi-ws/",
       onAdd: onFrame, onUpdate: onFrame, onGet: onFrame,
       onAction: function (action, value) { if (action === "log") { onLog(value); } },
       onError: function () {
@@ -738,9 +746,12 @@
 
   var INPUT_TYPES = { int: "number", float: "number", bool: "checkbox" };
 
+  // The submit form; with data-anonymous="true" (/anonymous, no login) it offers only the services open to
+  // all, sends an email address, and goes to the new job's secret link.
   function submitPage(form) {
     var known = {};
     var select = form.elements.service;
+    var anonymous = form.dataset.anonymous === "true";
 
     function say(text) { form.querySelector(".moi-message").textContent = text || ""; }
 
@@ -781,11 +792,12 @@
       return values;
     }
 
-    api("GET", "/services").then(function (answer) {
+    api("GET", anonymous ? "/anonymous/services" : "/services").then(function (answer) {
       answer.services.forEach(function (service) {
         known[service.name] = service;
         select.appendChild(el("option", null, service.name));
       });
+      if (anonymous && !answer.services.length) { say("No service here takes jobs without an account."); }
       drawParams();
     }, function (error) { say(error.message); });
 
@@ -799,14 +811,15 @@
         body.append("service", service.name);
         body.append("params", JSON.stringify(params(service)));
         if (form.elements.name.value) { body.append("name", form.elements.name.value); }
+        if (anonymous && form.elements.email.value) { body.append("email", form.elements.email.value); }
         Array.prototype.forEach.call(form.elements.input.files, function (file) { body.append("input", file, file.name); });
       } else {
         body = { cmd: form.elements.cmd.value, cmd_type: "python" };
         if (form.elements.name.value) { body.name = form.elements.name.value; }
       }
       say("submitting…");
-      api("POST", "/jobs", body).then(function (answer) {
-        global.location.assign(jobLink(answer.id));
+      api("POST", anonymous ? "/anonymous/jobs" : "/jobs", body).then(function (answer) {
+        global.location.assign(anonymous ? answer.link : jobLink(answer.id));
       }, function (error) { say(error.message); });
     });
   }
