@@ -41,7 +41,7 @@ from moi.relay.session_check import SESSIONS_SETTING
 from moi.relay.websocket import HUB_SETTING, MOIMessageHandler
 from moi.storage.store import store_for
 from moi.upkeep.passes import watch
-from moi.web import api, api_handler, api_ops, dashboard, login_oidc, metrics, openapi
+from moi.web import api, api_accounts, api_handler, api_ops, dashboard, login_oidc, metrics, openapi
 from moi.web.file_routes import FILES_ROUTE
 from moi.web.login import SECURE_SETTING, LoginHandler, LogoutHandler, safe_next
 from moi.web.proxy import proxy_warnings
@@ -84,6 +84,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         (r"/moi-ws/", MOIMessageHandler),
         FILES_ROUTE,
         *api_ops.ROUTES,
+        *api_accounts.ROUTES,
         *api.ROUTES,
         *metrics.ROUTES,
         *openapi.routes(),
