@@ -40,10 +40,6 @@
     ├── UnsafeStateDir
     ├── UnknownToken
     ├── AccountError
-    │   ├── UnknownAccount
-    │   ├── AccountExists
-    │   ├── PasswordRefused
-    │   └── LastAdmin
     ├── InvalidExpiry
     └── ServiceError
         ├── UnknownService
@@ -395,22 +391,6 @@ class UnknownToken(MoiError):
 
 class AccountError(MoiError):
     """An account of the password login missing, taken, or a new password refused (its text never shown)."""
-
-
-class UnknownAccount(AccountError):
-    """No password account by that name."""
-
-
-class AccountExists(AccountError):
-    """A new account under a name that has one."""
-
-
-class PasswordRefused(AccountError):
-    """A new password too short or too long; the message never holds it."""
-
-
-class LastAdmin(AccountError):
-    """Removing or demoting, from the web, the one admin account left (``moi user`` on the server may)."""
 
 
 class InvalidExpiry(MoiError):

@@ -11,6 +11,7 @@ same functions here, with the same side effects: a new password ends the user's 
 account ends their logins and revokes their tokens; taking the admin flag ends their logins and revokes
 their admin tokens (a login keeps the flag it was made with). From the web, ``keep_an_admin`` refuses to
 remove or demote the last admin account, so the server cannot lose its last account admin by a click.
+The errors, under ``moi.core.errors.AccountError``: UnknownAccount, AccountExists, PasswordRefused, LastAdmin.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from argon2.exceptions import Argon2Error, InvalidHashError
 from redis.exceptions import WatchError
 
 from moi.core.bounded_pool import BoundedPool
-from moi.core.errors import AccountError, AccountExists, InvalidUserName, LastAdmin, PasswordRefused, UnknownAccount
+from moi.core.errors import AccountError, InvalidUserName
 from moi.core.info import now
 from moi.core.keys import Keys, user_name_problem
 from moi.core.redact import printable
@@ -41,6 +42,22 @@ MIN_LENGTH = 8
 MAX_LENGTH = 1024  # argon2 takes any length; a bound keeps a login request cheap to refuse
 _hasher = PasswordHasher()
 _TRIES = 20  # rounds of an optimistic (WATCH) change before giving up to a busier writer
+
+
+class UnknownAccount(AccountError):
+    """No password account by that name."""
+
+
+class AccountExists(AccountError):
+    """A new account under a name that has one."""
+
+
+class PasswordRefused(AccountError):
+    """A new password too short or too long; the message never holds it."""
+
+
+class LastAdmin(AccountError):
+    """Removing or demoting, from the web, the one admin account left (``moi user`` on the server may)."""
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from tornado.web import HTTPError, RequestHandler
 
 from moi.core.errors import (
     AccountError,
-    AccountExists,
     CodeRefused,
     EngineCountRefused,
     FilesNotRemoved,
@@ -40,15 +39,12 @@ from moi.core.errors import (
     InvalidPriority,
     InvalidUserName,
     InvalidValue,
-    LastAdmin,
     MoiError,
     NotInGroup,
-    PasswordRefused,
     QuotaExceeded,
     RedisRefused,
     RedisUnavailable,
     ServiceError,
-    UnknownAccount,
     UnknownContext,
     UnknownId,
     UnknownService,
@@ -62,6 +58,7 @@ from moi.queue import jobqueue as queue
 from moi.relay import bearer
 from moi.relay.session_check import confirmed
 from moi.relay.websocket import cookie_user, hub_for, user_group
+from moi.storage.accounts import AccountExists, LastAdmin, PasswordRefused, UnknownAccount
 from moi.storage.store import Store, store_for
 
 PREFIX = "/api/v1"
