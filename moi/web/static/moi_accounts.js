@@ -69,7 +69,12 @@
     function say(text) { status.textContent = text || ""; }
     function failed(error) { say(error.message); }
     function load() { return call("GET", "/accounts").then(function (answer) { draw(answer.accounts); }, failed); }
-    function done(text) { say(text); return load(); }
+    // After a change, the table again; when it ended the admin's own login, the login page instead.
+    function done(text, user) {
+      if (user !== undefined && user === doc.body.dataset.user) { global.location.assign("/login"); return null; }
+      say(text);
+      return load();
+    }
 
     function passwordCell(account) {
       var form = el("form", "moi-account-password");
@@ -87,7 +92,7 @@
         var password = input.value;
         input.value = "";
         call("POST", accountPath(account.name, "/password"), { password: password }).then(function (answer) {
-          return done("changed the password of " + answer.name + "; " + ended(answer));
+          return done("changed the password of " + answer.name + "; " + ended(answer), answer.name);
         }, failed);
       });
       return form;
@@ -100,7 +105,7 @@
       var toggle = function () {
         call("POST", accountPath(account.name, "/admin"), { admin: !account.admin }).then(function (answer) {
           return done(answer.name + (answer.admin ? " is an admin from their next login" : " is no longer an admin; " +
-            ended(answer)));
+            ended(answer)), answer.admin ? undefined : answer.name);
         }, failed);
       };
       if (account.admin) {
@@ -112,7 +117,7 @@
       remove.type = "button";
       armed(remove, function () { return "Remove " + account.name + "?"; }, function () {
         call("DELETE", accountPath(account.name)).then(function () {
-          return done("removed " + account.name + "; their logins ended and their tokens were revoked");
+          return done("removed " + account.name + "; their logins ended and their tokens were revoked", account.name);
         }, failed);
       });
       cell.append(flag, " ", remove);
@@ -158,7 +163,7 @@
     }, function () {
       call("POST", "/users/" + encodeURIComponent(logout.elements.name.value) + "/logout").then(function (answer) {
         logout.reset();
-        return done(ended(answer));
+        return done(ended(answer), answer.name);
       }, failed);
     });
 
