@@ -14,5 +14,6 @@ Its modules:
     ``file_routes``     a job's files over HTTP: listed, and streamed one at a time, to its owner only
     ``dashboard``       the dashboard's pages: my jobs, a job, the submit form and, for admins, operations
 
-``static/`` holds ``moi.js``, ``moi_list.js``, ``dashboard.js``, ``moi_accounts.js`` and the CSS; ``templates/`` the pages' shells.
+``static/`` holds ``moi.js``, ``moi_list.js``, ``dashboard.js``, ``moi_accounts.js`` and the CSS;
+``templates/`` the pages' shells.
 """
