@@ -129,6 +129,7 @@ class AdminFlagHandler(AccountsAdminHandler):
           403: {description: not an admin}
           404: {description: no such account}
           409: {description: the last admin account cannot be demoted from the web}
+          422: {description: admin is not true or false}
         """
         admin = self.flag(self.body(), "admin")
         ended, revoked = await self.run(accounts.set_admin, self.store, name, admin, keep_an_admin=True)
