@@ -80,6 +80,8 @@ def password_problem(password: str) -> str | None:
 
 def _checked(name: str, password: str) -> None:
     problem = user_name_problem(name)
+    if problem is None and name != name.strip():
+        problem = "it starts or ends with a space, which the login form trims: it could never log in"
     if problem is not None:
         raise InvalidUserName(name, problem)
     problem = password_problem(password)
