@@ -1,4 +1,4 @@
-"""``moi user add|passwd|remove|list|logout``: the accounts of ``moi server``'s password login.
+"""``moi user add|passwd|admin|remove|list|logout``: the accounts of ``moi server``'s password login.
 
 See ``moi.storage.accounts`` (the accounts), ``moi.storage.sessions`` (page logins) and
 ``moi.storage.tokens`` (API tokens). A password is read from a prompt, twice, or from
@@ -12,8 +12,7 @@ import sys
 import click
 
 from moi.jobs import connections
-from moi.storage import accounts, sessions, tokens
-from moi.storage.store import Store
+from moi.storage import accounts, sessions
 
 
 @click.group("user")
@@ -45,18 +44,16 @@ def add_command(name: str, admin: bool, password_stdin: bool) -> None:
 @_STDIN
 def passwd_command(name: str, password_stdin: bool) -> None:
     """Change NAME's password, and end their page logins (their API tokens go on; `moi user logout` ends both)."""
-    store = connections.store()
-    accounts.set_password(store, name, _password(password_stdin))
-    click.echo(f"changed the password of {name}; ended {sessions.end_all(store, name)} login(s)")
+    ended = accounts.set_password(connections.store(), name, _password(password_stdin))
+    click.echo(f"changed the password of {name}; ended {ended} login(s)")
 
 
 @user_command.command("remove")
 @click.argument("name")
 def remove_command(name: str) -> None:
     """Remove NAME's account, and end their logins and API tokens."""
-    store = connections.store()
-    accounts.remove(store, name)
-    click.echo(f"removed {name}; {_log_out(store, name)}")
+    ended = accounts.remove(connections.store(), name)
+    click.echo(f"removed {name}; {_ended(name, *ended)}")
 
 
 @user_command.command("list")
@@ -70,14 +67,17 @@ def list_command() -> None:
 @click.argument("name")
 def logout_command(name: str) -> None:
     """End every page login of NAME and revoke their API tokens, at once."""
-    click.echo(_log_out(connections.store(), name))
+    click.echo(_ended(name, *sessions.end_everything(connections.store(), name)))
 
 
-def _log_out(store: Store, name: str) -> str:
-    ended = sessions.end_all(store, name)
-    revoked = 0
-    for token in tokens.listed(store):
-        if token.user == name:
-            tokens.revoke(store, token.id)
-            revoked += 1
-    return f"ended {ended} login(s) and revoked {revoked} token(s) of {name}"
+@user_command.command("admin")
+@click.argument("name")
+@click.option("--off", is_flag=True, help="Take the flag: their logins end and their admin tokens are revoked.")
+def admin_command(name: str, off: bool) -> None:
+    """Make NAME's account an admin's (from their next login), or with --off no longer."""
+    ended = accounts.set_admin(connections.store(), name, not off)
+    click.echo(f"{name} is {'no longer ' if off else ''}an admin" + (f"; {_ended(name, *ended)}" if off else ""))
+
+
+def _ended(name: str, logins: int, revoked: int) -> str:
+    return f"ended {logins} login(s) and revoked {revoked} token(s) of {name}"

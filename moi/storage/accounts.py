@@ -5,6 +5,13 @@ of its password, whether its user is an admin of the server, when it was made. T
 password itself is never kept, logged or shown. ``verify`` checks a login against a
 dummy hash when there is no such account, so an unknown name costs the same work and
 gets the same answer as a wrong password; argon2's check compares in constant time.
+
+``moi user`` (the operator) and the admins' API (``moi.web.api_accounts``) change accounts through the
+same functions here, with the same side effects: a new password ends the user's logins; removing an
+account ends their logins and revokes their tokens; taking the admin flag ends their logins and revokes
+their admin tokens (a login keeps the flag it was made with). From the web, ``keep_an_admin`` refuses to
+remove or demote the last admin account, so the server cannot lose its last account admin by a click.
+The errors, under ``moi.core.errors.AccountError``: UnknownAccount, AccountExists, PasswordRefused, LastAdmin.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
@@ -25,6 +33,7 @@ from moi.core.errors import AccountError, InvalidUserName
 from moi.core.info import now
 from moi.core.keys import Keys, user_name_problem
 from moi.core.redact import printable
+from moi.storage import sessions, tokens
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
 from moi.storage.tokens import reading
@@ -32,6 +41,23 @@ from moi.storage.tokens import reading
 MIN_LENGTH = 8
 MAX_LENGTH = 1024  # argon2 takes any length; a bound keeps a login request cheap to refuse
 _hasher = PasswordHasher()
+_TRIES = 20  # rounds of an optimistic (WATCH) change before giving up to a busier writer
+
+
+class UnknownAccount(AccountError):
+    """No password account by that name."""
+
+
+class AccountExists(AccountError):
+    """A new account under a name that has one."""
+
+
+class PasswordRefused(AccountError):
+    """A new password too short or too long; the message never holds it."""
+
+
+class LastAdmin(AccountError):
+    """Removing or demoting, from the web, the one admin account left (``moi user`` on the server may)."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +80,13 @@ def password_problem(password: str) -> str | None:
 
 def _checked(name: str, password: str) -> None:
     problem = user_name_problem(name)
+    if problem is None and name != name.strip():
+        problem = "it starts or ends with a space, which the login form trims: it could never log in"
     if problem is not None:
         raise InvalidUserName(name, problem)
     problem = password_problem(password)
     if problem is not None:
-        raise AccountError(f"That password is refused: {problem}")
+        raise PasswordRefused(f"That password is refused: {problem}")
 
 
 def add(store: Store, name: str, password: str, admin: bool = False) -> None:
@@ -67,24 +95,66 @@ def add(store: Store, name: str, password: str, admin: bool = False) -> None:
     kept = {"argon2": _hasher.hash(password), "admin": admin, "created": now()}
     with reaching(store.url):
         if not store.redis.hsetnx(store.keys.accounts, name, json.dumps(kept)):
-            raise AccountError(f"Account {printable(name)!r} exists already; `moi user passwd` changes its password")
+            raise AccountExists(f"Account {printable(name)!r} exists already; `moi user passwd` changes its password")
 
 
-def set_password(store: Store, name: str, password: str) -> None:
-    """A new password for an account (its admin flag and date kept); AccountError when there is none."""
+def set_password(store: Store, name: str, password: str) -> int:
+    """A new password for an account (its admin flag and date kept), and its user's logins ended (how many);
+    UnknownAccount when there is none. Their API tokens go on (``sessions.end_everything`` ends both)."""
     _checked(name, password)
-    with reaching(store.url):
-        text = store.redis.hget(store.keys.accounts, name)
-        if text is None:
-            raise AccountError(f"No account {printable(name)!r}; `moi user list` shows them")
-        kept = {**_record(text), "argon2": _hasher.hash(password)}
-        store.redis.hset(store.keys.accounts, name, json.dumps(kept))
+    digest = _hasher.hash(password)
+    _change(store, name, lambda kept: {**kept, "argon2": digest})
+    return sessions.end_all(store, name)
 
 
-def remove(store: Store, name: str) -> None:
+def set_admin(store: Store, name: str, admin: bool, keep_an_admin: bool = False) -> tuple[int, int]:
+    """Give or take an account's admin flag. Taking it ends the user's logins and revokes their admin
+    tokens: (logins ended, tokens revoked); giving it counts from their next login: (0, 0).
+    ``keep_an_admin``: LastAdmin rather than demote the last admin account."""
+
+    def flagged(kept: dict[str, Any]) -> dict[str, Any]:
+        return {**kept, "admin": admin}
+
+    was_admin = _change(store, name, flagged, keep_an_admin and not admin)
+    if admin or not was_admin:
+        return 0, 0
+    return sessions.end_all(store, name), tokens.revoke_of(store, name, admin_only=True)
+
+
+def remove(store: Store, name: str, keep_an_admin: bool = False) -> tuple[int, int]:
+    """Remove an account, end its user's logins and revoke their tokens: (logins ended, tokens revoked).
+    ``keep_an_admin``: LastAdmin rather than remove the last admin account."""
+    _change(store, name, None, keep_an_admin)
+    return sessions.end_everything(store, name)
+
+
+def _change(
+    store: Store, name: str, change: Callable[[dict[str, Any]], dict[str, Any]] | None, keep_an_admin: bool = False
+) -> bool:
+    """Rewrite ``name``'s record by ``change`` (None: delete it), atomically with the check that another
+    admin account is left when ``keep_an_admin``; whether the account was an admin's."""
     with reaching(store.url):
-        if not store.redis.hdel(store.keys.accounts, name):
-            raise AccountError(f"No account {printable(name)!r}; `moi user list` shows them")
+        for _ in range(_TRIES):
+            with contextlib.suppress(WatchError), store.redis.pipeline(transaction=True) as pipe:
+                pipe.watch(store.keys.accounts)
+                every = cast(dict[str, str], pipe.hgetall(store.keys.accounts))  # watched: read at once
+                if name not in every:
+                    raise UnknownAccount(f"No account {printable(name)!r}; `moi user list` shows them")
+                was_admin = _account(name, every[name]).admin
+                if keep_an_admin and was_admin and _admins(every) == 1:
+                    raise LastAdmin(f"{printable(name)!r} is the last admin account: make another admin first")
+                pipe.multi()
+                if change is None:
+                    pipe.hdel(store.keys.accounts, name)
+                else:
+                    pipe.hset(store.keys.accounts, name, json.dumps(change(_record(every[name]))))
+                pipe.execute()
+                return was_admin
+    raise AccountError("The accounts kept changing meanwhile; try again")
+
+
+def _admins(every: dict[str, str]) -> int:
+    return sum(_account(name, text).admin for name, text in every.items())
 
 
 def listed(store: Store) -> list[Account]:

@@ -3,7 +3,7 @@
 A login makes a session: a random id, sent in the signed cookie ``moi_session``, and a
 record kept under the SHA-256 of that id (so a copy of Redis holds no live cookie) that
 expires with the login (``[server] session_hours``). Logging out deletes the record;
-``moi user logout`` and ``moi user remove`` delete every session of a user (their ids are
+``moi user logout`` and ``moi user remove`` (and an admin on ``/ops``) delete every session of a user (their ids are
 in ``moi:sessions:<user>``, at most ``MAX_PER_USER``). A cookie whose record is gone is no login. Each end is announced
 on ``moi:sessions:ended``: every server closes the websockets opened with those sessions.
 """
@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 
 from moi.core.info import now
 from moi.core.keys import Keys
+from moi.storage import tokens
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
 from moi.storage.tokens import reading
@@ -131,6 +132,24 @@ def end_all(store: Store, user: str) -> int:
         pipe.publish(store.keys.sessions_ended, json.dumps({"ended": sorted(digests)}))
         ended = pipe.execute()
     return sum(int(count) for count in ended[:-2])
+
+
+def end_everything(store: Store, user: str) -> tuple[int, int]:
+    """End every session of ``user`` and revoke every token of theirs, at once (``moi user logout``,
+    ``POST /api/v1/users/{name}/logout``): (sessions ended, tokens revoked). Any login name will do,
+    with or without a password account (pam, oidc and header users have none)."""
+    return end_all(store, user), tokens.revoke_of(store, user)
+
+
+def live_counts(store: Store, users: list[str]) -> dict[str, int]:
+    """How many live sessions each of ``users`` has (those not yet expired)."""
+    now_ms = int(time.time() * 1000)
+    pipe = store.redis.pipeline(transaction=False)
+    for user in users:
+        pipe.zcount(store.keys.user_sessions(user), f"({now_ms}", "+inf")
+    with reaching(store.url):
+        counts = pipe.execute()
+    return {user: int(count) for user, count in zip(users, counts, strict=True)}
 
 
 def _record(text: str | None) -> dict[str, Any]:

@@ -12,7 +12,8 @@ over ``[moi] max_upload``), 422 (a bad parameter or input, or a value JSON and R
 hold: NaN, 1e999, 10**309, a lone surrogate, a control character; see ``moi.core.values``), 429 (the user's hard limit,
 with ``Retry-After``), 503 (Redis unreachable).
 
-The routes: jobs in ``moi.web.api``, the rest in ``moi.web.api_ops`` and ``moi.web.metrics``; a submission's
+The routes: jobs in ``moi.web.api``, accounts and logins in ``moi.web.api_accounts``, the rest in
+``moi.web.api_ops`` and ``moi.web.metrics``; a submission's
 body is read in ``moi.web.api_submission``.
 """
 
@@ -28,6 +29,7 @@ from tornado.httputil import HTTPServerRequest
 from tornado.web import HTTPError, RequestHandler
 
 from moi.core.errors import (
+    AccountError,
     CodeRefused,
     EngineCountRefused,
     FilesNotRemoved,
@@ -56,6 +58,7 @@ from moi.queue import jobqueue as queue
 from moi.relay import bearer
 from moi.relay.session_check import confirmed
 from moi.relay.websocket import cookie_user, hub_for, user_group
+from moi.storage.accounts import AccountExists, LastAdmin, PasswordRefused, UnknownAccount
 from moi.storage.store import Store, store_for
 
 PREFIX = "/api/v1"
@@ -83,6 +86,11 @@ _STATUS: list[tuple[type[MoiError], int, str]] = [
     (InvalidId, 404, "not_found"),
     (WrongState, 409, "conflict"),
     (EngineCountRefused, 409, "conflict"),
+    (UnknownAccount, 404, "not_found"),
+    (PasswordRefused, 422, "invalid"),
+    (AccountExists, 409, "conflict"),
+    (LastAdmin, 409, "conflict"),
+    (AccountError, 409, "conflict"),
     (QuotaExceeded, 429, "hard_limit"),
     (RedisUnavailable, 503, "unavailable"),
     (RedisRefused, 503, "unavailable"),

@@ -1,7 +1,7 @@
 """The API's OpenAPI 3 document, generated from its handlers, and an interactive page for it.
 
-Each route of ``moi.web.api`` and ``moi.web.api_ops`` gives its paths (a regex group becomes the
-parameter its method names: ``get(self, job_id)`` -> ``{job_id}``; an alternation of words,
+Each route of ``moi.web.api``, ``moi.web.api_ops`` and ``moi.web.api_accounts`` gives its paths (a regex
+group becomes the parameter its method names: ``get(self, job_id)`` -> ``{job_id}``; an alternation of words,
 one path per word); each handler method gives an operation: its docstring's first line is
 the summary, a YAML part after ``---`` (apispec's convention) adds to it. So the document
 cannot drift from what the server serves. ``GET /api/v1/openapi.json`` serves it;
@@ -23,7 +23,7 @@ from apispec import APISpec
 from apispec.yaml_utils import load_yaml_from_docstring
 from tornado.web import RequestHandler, StaticFileHandler
 
-from moi.web import anonymous, api, api_bulk, api_ops, metrics
+from moi.web import anonymous, api, api_accounts, api_bulk, api_ops, metrics
 
 METHODS = ("get", "head", "post", "delete")
 _GROUP = re.compile(r"\((?!\?:)([^()]*)\)")  # a capturing group with no group inside
@@ -196,7 +196,14 @@ class OpenAPIHandler(RequestHandler):
 
     def get(self) -> None:
         self.set_header("Content-Type", "application/json")
-        routes = [*api_bulk.ROUTES, *api.ROUTES, *anonymous.API_ROUTES, *api_ops.ROUTES, *metrics.ROUTES]
+        routes = [
+            *api_bulk.ROUTES,
+            *api.ROUTES,
+            *anonymous.API_ROUTES,
+            *api_ops.ROUTES,
+            *api_accounts.ROUTES,
+            *metrics.ROUTES,
+        ]
         self.finish(json.dumps(document(routes)))
 
 

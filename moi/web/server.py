@@ -42,7 +42,18 @@ from moi.relay.session_check import SESSIONS_SETTING
 from moi.relay.websocket import HUB_SETTING, MOIMessageHandler
 from moi.storage.store import store_for
 from moi.upkeep.passes import watch
-from moi.web import anonymous, api, api_bulk, api_handler, api_ops, dashboard, login_oidc, metrics, openapi
+from moi.web import (
+    anonymous,
+    api,
+    api_accounts,
+    api_bulk,
+    api_handler,
+    api_ops,
+    dashboard,
+    login_oidc,
+    metrics,
+    openapi,
+)
 from moi.web.file_routes import FILES_ROUTE
 from moi.web.login import SECURE_SETTING, LoginHandler, LogoutHandler, safe_next
 from moi.web.proxy import proxy_warnings
@@ -87,6 +98,7 @@ def make_app(hub: Hub | None = None, **settings: Any) -> Application:
         *api_ops.ROUTES,
         *api_bulk.ROUTES,  # before api's: /jobs/bulk/cancel is no job's action
         *anonymous.ROUTES,
+        *api_accounts.ROUTES,
         *api.ROUTES,
         *metrics.ROUTES,
         *openapi.routes(),
