@@ -139,6 +139,38 @@ def test_the_proxy_header_once_with_its_secret_and_one_session(r: Any, monkeypat
         moi.jobs.connections.reset()
 
 
+def test_with_a_proxy_secret_a_forwarded_address_counts_only_beside_it(r: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local process reaching moi's port directly cannot name a fresh address per guess (the same-host setup)."""
+    accounts.add(moi.jobs.connections.store(), "lena", PASSWORD)
+    secret = {"X-Moi-Proxy-Secret": "s3cret-of-the-proxy"}
+
+    async def body(client: httpx.AsyncClient) -> list[int]:
+        forged = [await post(client, "lena", WRONG_PASSWORD, f"10.7.0.{n}") for n in range(4)]
+        for hop in ("10.0.0.7:5678", "[2001:db8::5]:80"):
+            form = {"user": "lena", "password": WRONG_PASSWORD, "_xsrf": XSRF}
+            await client.post("/login", data=form, headers={"X-Forwarded-For": hop, **secret})
+        return [answer.status_code for answer in forged]
+
+    env = {
+        "MOI_LOGINS": "password",
+        "MOI_TRUSTED_PROXIES": "127.0.0.1",
+        "MOI_PROXY_SECRET": secret["X-Moi-Proxy-Secret"],
+    }
+    assert in_process(monkeypatch, env, body) == [401, 401, 401, 429]  # all the socket's: one bucket
+    assert r.get("moi:login:failed:pair:127.0.0.1|lena") == "3" and not r.keys("moi:login:failed:pair:10.7.*")
+    assert r.get("moi:login:failed:pair:10.0.0.7|lena") == "1"  # with the secret, the hop, its port dropped
+    assert r.get("moi:login:failed:pair:2001:db8::/64|lena") == "1"
+    monkeypatch.setenv("MOI_LOGINS", "password")
+    monkeypatch.setenv("MOI_TRUSTED_PROXIES", "127.0.0.1")
+    moi.jobs.connections.reset()
+    try:  # no secret, loopback trusted: warned with any login method
+        assert ["throttle" in line for line in proxy_warnings("127.0.0.1")] == [True]
+    finally:
+        monkeypatch.delenv("MOI_LOGINS")
+        monkeypatch.delenv("MOI_TRUSTED_PROXIES")
+        moi.jobs.connections.reset()
+
+
 def test_sessions_are_capped_per_user_with_an_expiry_that_only_grows(r: Any, redis_url: str) -> None:
     async def start_many() -> list[str]:
         client = aioredis.Redis.from_url(redis_url, decode_responses=True)

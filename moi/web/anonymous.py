@@ -22,19 +22,16 @@ the address that proxy saw).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import time
 from typing import Any
 
 import redis
-from tornado.httputil import HTTPServerRequest
 from tornado.log import app_log
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
 from moi.core.errors import MoiError, QuotaExceeded, RedisUnavailable
-from moi.core.files_settings import split_list
 from moi.core.info import Info, Status
 from moi.jobfiles.log_tail import LOG_NAME
 from moi.jobs import connections
@@ -46,6 +43,7 @@ from moi.services import anonymous, registry
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
 from moi.web.api_submission import json_files, submitted, text_field
 from moi.web.file_routes import MOIFilesHandler
+from moi.web.proxy import client_address  # one reading of X-Forwarded-For, with the proxy secret
 
 FIELDS = frozenset({"service", "params", "files", "name", "email", "_xsrf"})
 NO_LINK = "No such link: it is wrong, or its job has expired"
@@ -164,25 +162,6 @@ def _check_fields(given: dict[str, Any]) -> None:
     if unknown:
         named = ", ".join(repr(name[:40]) for name in unknown[:5])
         raise Problem(422, "invalid", f"an anonymous job takes service, params, files, name and email, not {named}")
-
-
-def client_address(request: HTTPServerRequest) -> str:
-    """Who is asking: the socket's address, or the one a trusted proxy (``[server] trusted_proxies``) saw."""
-    peer = request.remote_ip or ""
-    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-    if not forwarded:
-        return peer
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return peer
-    for network in split_list(connections.settings().trusted_proxies):
-        try:
-            if address in ipaddress.ip_network(network, strict=False):
-                return forwarded
-        except ValueError:
-            continue
-    return peer
 
 
 class AnonymousServicesHandler(_NoLogin):

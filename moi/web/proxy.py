@@ -6,6 +6,7 @@ the proxy, the client is the last X-Forwarded-For hop: the one the proxy itself 
 earlier hop is whatever the client sent). The user header counts only from the proxy, only once
 in a request, and, with ``[server] proxy_secret``, only with that secret in ``X-Moi-Proxy-Secret``
 (compared in constant time): then a local process that reaches moi's port directly names no one.
+With ``proxy_secret`` set, X-Forwarded-For too counts only beside the secret.
 """
 
 from __future__ import annotations
@@ -47,15 +48,32 @@ def _trusts(address: str) -> bool:
 
 
 def client_address(request: HTTPServerRequest) -> str:
-    """The client's address: the socket's, or from a trusted proxy the last X-Forwarded-For hop."""
+    """The client's address: the socket's, or from a trusted proxy the last X-Forwarded-For hop.
+
+    With ``[server] proxy_secret`` the hop counts only beside that secret: else any local process
+    reaching moi's port directly could name a fresh address per attempt and escape the login throttle.
+    """
     socket = request.remote_ip or "?"
     if not _trusts(socket):
         return socket
-    hops = ",".join(request.headers.get_list("X-Forwarded-For")).split(",")
-    try:
-        return str(ipaddress.ip_address(hops[-1].strip()))
-    except ValueError:
+    secret = connections.settings().proxy_secret
+    if secret and not _has_secret(request, secret):
         return socket
+    hops = ",".join(request.headers.get_list("X-Forwarded-For")).split(",")
+    return _hop_address(hops[-1]) or socket
+
+
+def _hop_address(hop: str) -> str:
+    """An X-Forwarded-For hop's address, without a port (``1.2.3.4:5678``, ``[::1]:80``); "" if none."""
+    text = hop.strip()
+    if text.startswith("["):
+        text = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return ""
 
 
 @dataclass(frozen=True)
@@ -92,13 +110,20 @@ def _has_secret(request: HTTPServerRequest, secret: str) -> bool:
 
 
 def proxy_warnings(bind_address: str) -> list[str]:
-    """What ``moi server`` warns about at start: a trusted proxy address any local process also has."""
+    """What ``moi server`` warns about at start: a trusted proxy address any local process also has.
+
+    Without ``proxy_secret`` such a process names any client address (escaping the login throttle,
+    whatever the login method) and, with ``logins = header``, any user.
+    """
     settings = connections.settings()
-    if "header" not in settings.login_methods or settings.proxy_secret:
+    if settings.proxy_secret:
         return []
+    risk = "forge X-Forwarded-For past the login throttle"
+    if "header" in settings.login_methods:
+        risk = f"log in as anyone with {settings.login_header}"
     return [
-        f"[server] trusted_proxies holds {probe}: any process on this machine can log in as anyone with "
-        f"{settings.login_header}; list only the proxy's address, or set [server] proxy_secret"
+        f"[server] trusted_proxies holds {probe}: any process on this machine can {risk}; "
+        "list only the proxy's address, or set [server] proxy_secret"
         for probe in sorted({"127.0.0.1", "::1", bind_address.strip("[]")})
         if _trusts(probe)
     ]
