@@ -35,6 +35,7 @@ USERS: dict[str, dict[str, Any]] = {
     "dave": {"preferred_username": "dave", "email": "dave@example.org", "groups": ["staff", ADMIN_GROUP]},
     "moiroot": {"preferred_username": "moi:root", "groups": []},  # a name moi refuses
     "mallory": {"preferred_username": "mallory", "groups": [ADMIN_GROUP]},  # gets a forged ID token
+    "erin": {"preferred_username": "erin", "groups": []},  # a password account's name too
 }
 
 

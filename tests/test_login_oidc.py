@@ -16,12 +16,16 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
+import moi.jobs.connections
 from moi.core.config import build_settings
 from moi.core.errors import ConfigError
+from moi.storage import accounts
 from moi.storage.redis_server import free_port
+from moi.web.login_oidc import login_name
 from moi.web.oidc_client import OidcFailed, ProviderCache
 from tests.browser import Server, quiet
 from tests.oidc_provider import ADMIN_GROUP, CLIENT_ID, CLIENT_SECRET, Provider
+from tests.test_logins import PASSWORD
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +44,7 @@ def oidc_server(provider: Provider, tmp_path_factory: pytest.TempPathFactory) ->
         "[server]\nlogins = oidc\n"
         f"oidc_issuer = {provider.issuer}\noidc_client_id = {CLIENT_ID}\noidc_client_secret = {CLIENT_SECRET}\n"
         f"oidc_name = Test Provider\noidc_admin_claim = groups\noidc_admin_group = {ADMIN_GROUP}\n"
+        "[moi]\nadmins = carol\n"  # names no OpenID login: carol stays a plain user
     )
     env = {**os.environ, "MOI_CONFIG_FP": str(config)}
     server = Server(free_port(), command=("-m", "moi", "-v", "server"), env=env)
@@ -87,7 +92,8 @@ def test_chromium_logs_in_through_the_provider_as_the_claims_user(browser: Any, 
         replay = page.goto(callbacks[-1])
         assert replay is not None and replay.status == 400
         expect(page.locator("#moi-login-error")).to_contain_text("expired or was already used")
-        assert context.request.get(oidc_server.url + "/ops").status == 403  # carol is not in the admin group
+        assert context.request.get(oidc_server.url + "/ops").status == 403  # not in the group; [moi] admins is not
+
         # An admin-group user, in a fresh browser context: sees /ops.
         admin = browser.new_context()
         admin_page = admin.new_page()
@@ -115,6 +121,12 @@ def test_each_refusal_is_a_clear_page_and_no_login(oidc_server: Server, provider
             assert forged.status_code == 400 and "expired or was already used" in error_line(forged)
         refused_name = client.get(choose(client, at_provider(client, oidc_server), user="moiroot").headers["Location"])
         assert refused_name.status_code == 403 and "refused" in error_line(refused_name)
+        accounts.add(moi.jobs.connections.store(), "erin", PASSWORD)
+        try:  # the provider cannot stand in for a password account's owner
+            taken = client.get(choose(client, at_provider(client, oidc_server), user="erin").headers["Location"])
+        finally:
+            accounts.remove(moi.jobs.connections.store(), "erin")
+        assert taken.status_code == 403 and "belongs to a password account" in error_line(taken)
         tampered = client.get(choose(client, at_provider(client, oidc_server), user="mallory").headers["Location"])
         assert tampered.status_code == 401 and "could not be verified" in error_line(tampered)
         assert "moi_session" not in client.cookies and client.get(oidc_server.url + "/api/v1/jobs").status_code == 401
@@ -138,6 +150,11 @@ def test_settings_are_checked_and_an_unreachable_issuer_is_a_503(caplog: pytest.
             build_settings(usable | wrong)
     settings = build_settings(usable)
     assert settings.oidc_username_claim == "preferred_username" and "s3cret" not in repr(settings)
+    by_email = build_settings(usable | {"oidc_username_claim": "email"})
+    for unverified in ({}, {"email_verified": "true"}, {"email_verified": False}):  # missing is not verified
+        with pytest.raises(OidcFailed, match="not verified"):
+            login_name({"email": "boss@example.org", **unverified}, by_email)
+    assert login_name({"email": "boss@example.org", "email_verified": True}, by_email) == "boss@example.org"
     secret = build_settings({"oidc_client_secret": CLIENT_SECRET})
     assert CLIENT_SECRET not in repr(secret)
     cache = ProviderCache(f"http://127.0.0.1:{free_port()}")

@@ -46,5 +46,10 @@ async def token_of(handler: RequestHandler, hub: Hub) -> tokens.Token | None:
 
 def is_admin_login(user: object) -> bool:
     """Whether a user logged in by the page's login (cookie) is one of ``[moi] admins``, or has an
-    admin account (``moi user add --admin``: its session carries the flag)."""
-    return bool(user) and (getattr(user, "admin", False) is True or str(user) in connections.settings().admin_names)
+    admin account (``moi user add --admin``: its session carries the flag). An OpenID login's session
+    is an admin only by its flag (the provider's admin group): ``[moi] admins`` names none."""
+    if not user:
+        return False
+    if getattr(user, "admin", False) is True:
+        return True
+    return getattr(user, "named_admin", True) is not False and str(user) in connections.settings().admin_names

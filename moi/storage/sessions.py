@@ -52,14 +52,17 @@ return dropped
 
 
 class LoginUser(str):
-    """A logged-in user's name, carrying whether their account makes them an admin."""
+    """A logged-in user's name, carrying whether their account makes them an admin, and whether
+    ``[moi] admins`` may (not for an OpenID login: the provider's names are not this site's)."""
 
     admin: bool = False
+    named_admin: bool = True
 
     @classmethod
-    def of(cls, name: str, admin: bool) -> LoginUser:
+    def of(cls, name: str, admin: bool, named_admin: bool = True) -> LoginUser:
         user = cls(name)
         user.admin = admin
+        user.named_admin = named_admin
         return user
 
 
@@ -68,12 +71,15 @@ def digest_of(session_id: str) -> str:
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
-async def start(client: aioredis.Redis[str], keys: Keys, url: str, user: str, admin: bool, seconds: int) -> str:
+async def start(  # noqa: PLR0913
+    client: aioredis.Redis[str], keys: Keys, url: str, user: str, admin: bool, seconds: int, method: str = ""
+) -> str:
     """A new session of ``user`` lasting ``seconds``; its id, for the cookie. Past ``MAX_PER_USER`` live
-    sessions the oldest end (their sockets told), so one user cannot pile up sessions without end."""
+    sessions the oldest end (their sockets told), so one user cannot pile up sessions without end.
+    ``method`` "oidc": ``[moi] admins`` does not apply to it (only ``admin``, from the provider's group)."""
     session_id = secrets.token_urlsafe(32)
     digest = digest_of(session_id)
-    record = json.dumps({"user": user, "admin": admin, "created": now()})
+    record = json.dumps({"user": user, "admin": admin, "created": now(), "method": method})
     now_ms = int(time.time() * 1000)
     with reading(url):
         args = [record, seconds, digest, now_ms, MAX_PER_USER, keys.session("")]
@@ -101,7 +107,9 @@ async def lookup(client: aioredis.Redis[str], keys: Keys, url: str, session_id: 
         text = await client.get(keys.session(digest_of(session_id)))
     kept = _record(text)
     user = kept.get("user")
-    return LoginUser.of(user, kept.get("admin") is True) if isinstance(user, str) else None
+    if not isinstance(user, str):
+        return None
+    return LoginUser.of(user, kept.get("admin") is True, named_admin=kept.get("method") != "oidc")
 
 
 async def alive(client: aioredis.Redis[str], keys: Keys, url: str, digest: str) -> bool:

@@ -122,7 +122,7 @@ class LoginHandler(_UserHandler):
         return safe_next(self.get_query_argument("next", "/", strip=False))
 
 
-async def start_login(handler: RequestHandler, user: str, admin: bool) -> None:
+async def start_login(handler: RequestHandler, user: str, admin: bool, method: str = "") -> None:
     """Set the login's cookies (and start its session, where the application keeps them: ``moi server``).
 
     Every login method ends here, once it has checked ``user`` (a name ``user_name_problem`` passes)."""
@@ -130,7 +130,9 @@ async def start_login(handler: RequestHandler, user: str, admin: bool) -> None:
     cookies = [("user", user)]
     if handler.settings.get(SESSIONS_SETTING):
         hub, seconds = hub_for(handler.application), max(1, round(hours * 3600))
-        cookies.append((SESSION_COOKIE, await sessions.start(hub.redis, hub.keys, hub.url, user, admin, seconds)))
+        cookies.append(
+            (SESSION_COOKIE, await sessions.start(hub.redis, hub.keys, hub.url, user, admin, seconds, method))
+        )
     for name, value in cookies:
         handler.set_signed_cookie(
             name, value, expires_days=hours / 24, httponly=True, samesite="Lax", secure=secure_cookies(handler)

@@ -9,7 +9,10 @@ state's record (a replayed, forged or expired state finds none: 400), checks the
 the code and the verifier for tokens at the token endpoint, checks the ID token
 (``moi.web.oidc_client``: signature, issuer, audience, expiry, nonce) and logs in the user its
 ``[server] oidc_username_claim`` names, once ``moi.core.keys.user_name_problem`` passes it; a
-``oidc_admin_claim`` (a list of groups) holding ``oidc_admin_group`` makes an admin. Every
+``oidc_admin_claim`` (a list of groups) holding ``oidc_admin_group`` makes an admin, and nothing
+else (``[moi] admins`` names no OpenID login: a provider's name is not this site's). The ``email``
+claim counts only with ``email_verified`` true, and a name that is a password account's is refused
+(the provider must not stand in for its owner). Every
 refusal is a page with one line and a 4xx (503 when the provider cannot be reached), never a 500.
 """
 
@@ -30,7 +33,7 @@ from moi.core.keys import user_name_problem
 from moi.core.redact import printable
 from moi.jobs import connections
 from moi.relay.websocket import hub_for
-from moi.storage import oidc_states
+from moi.storage import accounts, oidc_states
 from moi.web.login import safe_next, start_login
 from moi.web.oidc_client import Client, OidcFailed, ProviderCache, exchange, verified_claims
 
@@ -121,7 +124,7 @@ class OidcCallbackHandler(_OidcHandler):
             record = await self._record(state)
             if record is not None:
                 user, admin = await self._user(record)
-                await start_login(self, user, admin)
+                await start_login(self, user, admin, method="oidc")
                 self.clear_cookie(STATE_COOKIE, path="/login/oidc")
                 log.info("OpenID login for %s%s", printable(user), " (admin)" if admin else "")
                 self.redirect(safe_next(str(record.get("next", "/"))))
@@ -160,14 +163,19 @@ class OidcCallbackHandler(_OidcHandler):
         client = Client(settings.oidc_client_id, settings.oidc_client_secret)
         tokens = await exchange(await cache.provider(), client, code, str(record["verifier"]), record["redirect_uri"])
         claims = await verified_claims(cache, settings.oidc_client_id, tokens, str(record["nonce"]))
-        return login_name(claims, settings), is_admin(claims, settings)
+        name = login_name(claims, settings)
+        hub = hub_for(self.application)
+        if await accounts.exists(hub.redis, hub.keys, hub.url, name):
+            log.info("refused an OpenID login for %s: a password account has that name", printable(name))
+            raise OidcFailed(403, f"The name {name} belongs to a password account here: log in with its password.")
+        return name, is_admin(claims, settings)
 
 
 def login_name(claims: dict[str, Any], settings: Settings) -> str:
     """The name ``oidc_username_claim`` gives; OidcFailed (403) when it is missing or not a login name."""
     claim = settings.oidc_username_claim
     name = claims.get(claim)
-    if claim == "email" and claims.get("email_verified", True) is not True:
+    if claim == "email" and claims.get("email_verified") is not True:  # missing is unverified (nOAuth)
         raise OidcFailed(403, "Your e-mail address is not verified by the login provider.")
     if not isinstance(name, str):
         log.info("refused an OpenID login: the ID token has no %s claim", printable(claim))
