@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,7 +20,8 @@ import pytest
 import moi.jobs.connections
 from moi.core.config import build_settings
 from moi.core.errors import ConfigError
-from moi.storage import accounts
+from moi.core.keys import Keys
+from moi.storage import accounts, oidc_states
 from moi.storage.redis_server import free_port
 from moi.web.login_oidc import login_name
 from moi.web.oidc_client import OidcFailed, ProviderCache
@@ -178,6 +180,7 @@ def test_an_unreachable_provider_is_a_503_and_no_secret_is_logged(oidc_server: S
     with httpx.Client() as client:
         page = at_provider(client, oidc_server)
         approved = choose(client, page, user="carol").headers["Location"]
+        flood_of_starts(oidc_server)
         provider.stop()
         down = client.get(approved)
         assert down.status_code == 503 and "cannot be reached" in error_line(down)
@@ -189,3 +192,17 @@ def test_an_unreachable_provider_is_a_503_and_no_secret_is_logged(oidc_server: S
     oidc_server.proc = None
     assert "OpenID login for carol" in logged and "token endpoint unreachable" in logged
     assert CLIENT_SECRET not in logged and code not in logged and "eyJ" not in logged  # no secret, code, JWT
+
+
+def flood_of_starts(server: Server) -> None:
+    """Starts are capped per address; the refused ones count against it only, not everyone's minute."""
+    everyone = Keys().oidc_started(int(time.time() // 60))
+    store = moi.jobs.connections.store()
+    before = int(store.redis.get(everyone) or 0)
+    with httpx.Client() as flooder:
+        answers = [flooder.get(f"{server.url}/login/oidc") for _ in range(oidc_states.STARTS_PER_ADDRESS + 1)]
+    if everyone != Keys().oidc_started(int(time.time() // 60)):
+        return  # a minute turned: its counts started afresh
+    assert answers[-1].status_code == 429 and "Too many logins" in error_line(answers[-1])
+    started = sum(answer.status_code == 302 for answer in answers)
+    assert int(store.redis.get(everyone) or 0) - before == started < len(answers)

@@ -183,6 +183,9 @@ class Keys:
     def oidc_started(self, minute: int) -> str:
         return f"{self.prefix}moi:oidc:started:{minute}"
 
+    def oidc_started_by(self, scope: str, minute: int) -> str:
+        return f"{self.prefix}moi:oidc:started:{scope}:{minute}"
+
     @property
     def code_uids(self) -> str:
         return f"{self.prefix}moi:code:uids"

@@ -4,7 +4,9 @@
 to go to) under the SHA-256 of a random ``state``, for ``STATE_SECONDS``; the provider sends the
 browser back with that state, and the callback takes the record and deletes it in one
 transaction: a state replayed, forged or expired finds nothing. Anyone may start a login, so how
-many start in a minute is capped (``STARTS_PER_MINUTE``, server-wide): a flood cannot fill Redis.
+many start in a minute is capped per client address (``STARTS_PER_ADDRESS``; IPv6 by its /64) and
+server-wide (``STARTS_PER_MINUTE``, far above): a flood cannot fill Redis, and a refused start counts
+only against its address, so one client cannot shut the logins off for everyone.
 """
 
 from __future__ import annotations
@@ -17,10 +19,22 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from moi.core.keys import Keys
+from moi.storage.login_throttle import address_scope
 from moi.storage.tokens import reading
 
 STATE_SECONDS = 600  # how long a login may stay at the provider
-STARTS_PER_MINUTE = 600  # logins started per minute, at most: at most ~6,000 records pending at once
+STARTS_PER_ADDRESS = 20  # logins one client address may start per minute
+STARTS_PER_MINUTE = 10_000  # everyone's per minute, at most: at most ~100,000 small records pending
+# KEYS: the address's counter, everyone's counter, the state's record; ARGV: the caps, the record, its life.
+KEEP = """
+local mine = redis.call('INCR', KEYS[1])
+if mine == 1 then redis.call('EXPIRE', KEYS[1], 120) end
+if mine > tonumber(ARGV[1]) then return 0 end
+if tonumber(redis.call('GET', KEYS[2]) or '0') >= tonumber(ARGV[2]) then return 0 end
+if redis.call('INCR', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], 120) end
+redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
+return 1
+"""
 MAX_STATE = 200  # characters of a state the callback looks up (ours are 43)
 
 
@@ -28,19 +42,17 @@ def digest_of(state: str) -> str:
     return hashlib.sha256(state.encode()).hexdigest()
 
 
-async def keep(client: aioredis.Redis[str], keys: Keys, url: str, state: str, record: dict[str, Any]) -> bool:
-    """Keep ``record`` under ``state``; False (nothing kept) when too many logins started this minute."""
+async def keep(  # noqa: PLR0913
+    client: aioredis.Redis[str], keys: Keys, url: str, state: str, record: dict[str, Any], address: str
+) -> bool:
+    """Keep ``record`` under ``state``; False (nothing kept) when ``address``, or everyone, started too
+    many logins this minute."""
     minute = int(time.time() // 60)
-    counter = keys.oidc_started(minute)
-    pipe = client.pipeline(transaction=True)
-    pipe.incr(counter)
-    pipe.expire(counter, 120)
+    names = [keys.oidc_started_by(address_scope(address), minute), keys.oidc_started(minute)]
+    args = [STARTS_PER_ADDRESS, STARTS_PER_MINUTE, json.dumps(record), STATE_SECONDS]
     with reading(url):
-        started, _ = await pipe.execute()
-        if int(started) > STARTS_PER_MINUTE:
-            return False
-        await client.set(keys.oidc_state(digest_of(state)), json.dumps(record), ex=STATE_SECONDS)
-    return True
+        kept = await client.eval(KEEP, 3, *names, keys.oidc_state(digest_of(state)), *args)  # type: ignore[no-untyped-call]
+    return bool(kept)
 
 
 async def take(client: aioredis.Redis[str], keys: Keys, url: str, state: str) -> dict[str, Any] | None:

@@ -36,6 +36,7 @@ from moi.relay.websocket import hub_for
 from moi.storage import accounts, oidc_states
 from moi.web.login import safe_next, start_login
 from moi.web.oidc_client import Client, OidcFailed, ProviderCache, exchange, verified_claims
+from moi.web.proxy import client_address
 
 log = logging.getLogger("moi.server")
 
@@ -85,7 +86,8 @@ class OidcStartHandler(_OidcHandler):
             redirect_uri = callback_url(self)
             record = {"nonce": nonce, "verifier": verifier, "redirect_uri": redirect_uri, "next": self._next()}
             hub = hub_for(self.application)
-            if not await oidc_states.keep(hub.redis, hub.keys, hub.url, state, record):
+            address = client_address(self.request)
+            if not await oidc_states.keep(hub.redis, hub.keys, hub.url, state, record, address):
                 self.refuse(429, "Too many logins are starting at once; try again in a minute.")
                 return
         except OidcFailed as failed:
