@@ -24,8 +24,9 @@ from moi.core.errors import ConfigError
 from moi.core.keys import Keys
 from moi.core.log_limit import LimitedLog
 from moi.storage import accounts, sessions
-from moi.web.login_checks import BUSY, CHECKS
+from moi.web.login_checks import ADDRESS_BUSY, BUSY, CHECKS, PER_ADDRESS, address_place
 from moi.web.proxy import proxy_warnings
+from moi.web.server import PAM_LOGIN_WARNING, start_warnings
 from tests.test_logins import PASSWORD, WRONG_PASSWORD, error_line, run_async
 
 XSRF = "2|00000000|" + "a" * 32 + "|0"  # any well-formed token, the same in the cookie and the form
@@ -77,19 +78,28 @@ def test_a_login_flood_is_bounded_reserved_and_throttled_per_address(r: Any, mon
         with contextlib.ExitStack() as stack:  # every place of the checks' pool taken: refused at once
             assert all(stack.enter_context(CHECKS.place()) for _ in range(CHECKS.workers + CHECKS.waiting))
             seen["busy"] = await post(client, "ivan", PASSWORD, "10.0.0.3")
+        with contextlib.ExitStack() as stack:  # one address's checks in flight taken: it waits, not the others
+            assert all(stack.enter_context(address_place("10.0.0.5")) for _ in range(PER_ADDRESS))
+            seen["mine_busy"] = await post(client, "ivan", PASSWORD, "10.0.0.5")
+            seen["others"] = (await post(client, "ivan", PASSWORD, "10.0.0.6")).status_code
         seen["rehashed"] = (await post(client, "judy", PASSWORD, "10.0.0.4")).status_code
         return seen
 
     seen = in_process(monkeypatch, {"MOI_LOGINS": "password", "MOI_TRUSTED_PROXIES": "127.0.0.1"}, body)
-    assert seen["flood"] == [401] * 3 + [429] * 5  # reserved before the check: no race past the count
+    # Reserved before the check (no race past the count), at most PER_ADDRESS of them in flight at once.
+    checked = seen["flood"].count(401)
+    assert 1 <= checked <= 3 and seen["flood"] == [401] * checked + [429] * (8 - checked)
     # The pair waits (counted, and its wait set at its third attempt), not the account: another address logs in.
-    assert r.get("moi:login:failed:pair:10.0.0.1|ivan") == "3" and seen["elsewhere"] == 302
+    assert r.get("moi:login:failed:pair:10.0.0.1|ivan") == str(checked) and seen["elsewhere"] == 302
     assert r.get("moi:login:failed:pair:10.0.0.2|ivan") is None  # its success cleared it
     assert r.get("moi:login:failed:pair:2001:db8::/64|ivan") == "2"  # IPv6 counted by /64
+    assert r.get("moi:login:failed:net:2001:db8::/56") == "2"  # and its /56 too
     assert r.get("moi:login:failed:pair:203.0.113.9|ivan") is None  # the forged first hop is not the client
     assert seen["busy"].status_code == 503 and error_line(seen["busy"]) == BUSY
     assert seen["rehashed"] == 302 and "m=65536" in json.loads(r.hget("moi:accounts", "judy"))["argon2"]
     assert r.get("moi:login:failed:addr:10.0.0.3") is None  # a busy answer counts no attempt
+    assert seen["mine_busy"].status_code == 429 and error_line(seen["mine_busy"]) == ADDRESS_BUSY
+    assert seen["others"] == 302 and r.get("moi:login:failed:addr:10.0.0.5") is None
 
 
 def test_the_dev_login_beside_a_real_one_never_takes_an_admin_name(r: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -165,6 +175,9 @@ def test_with_a_proxy_secret_a_forwarded_address_counts_only_beside_it(r: Any, m
     moi.jobs.connections.reset()
     try:  # no secret, loopback trusted: warned with any login method
         assert ["throttle" in line for line in proxy_warnings("127.0.0.1")] == [True]
+        monkeypatch.setenv("MOI_LOGINS", "pam")
+        moi.jobs.connections.reset()
+        assert PAM_LOGIN_WARNING in start_warnings("127.0.0.1")  # pam_service = login: faillock may lock
     finally:
         monkeypatch.delenv("MOI_LOGINS")
         monkeypatch.delenv("MOI_TRUSTED_PROXIES")

@@ -2,16 +2,17 @@
 
 Each scope counts its attempts in a row (forgotten an hour after the last): ``pair:ADDR|NAME``
 (one account from one client address) and ``addr:ADDR`` (any names from that address; an IPv6
-client counts by its /64, which one host holds whole). An attempt is *reserved* before its
-password is checked, atomically (one Lua script): while a scope's wait key lives the attempt is
-refused, its password not even checked; otherwise each scope counts it, and a scope past its free
-attempts waits 1 s, 2 s, 4 s ... up to ``MAX_WAIT``. So concurrent attempts cannot race past the
-count, and at most the free attempts of a pair are ever checked at once. A login that succeeds
-clears its pair and gives its address back the attempt.
+client counts by its /64, which one host holds whole, and also by its /56, ``net:``, which one
+customer of a provider often holds: a host cannot hop across its 256 /64s for fresh attempts). An
+attempt is *reserved* before its password is checked, atomically (one Lua script): while a scope's
+wait key lives the attempt is refused, its password not even checked; otherwise each scope counts
+it, and a scope past its free attempts waits 1 s, 2 s, 4 s ... up to ``MAX_WAIT``. So concurrent
+attempts cannot race past the count, and at most the free attempts of a pair are ever checked at
+once. A login that succeeds clears its pair and gives its address back the attempt.
 
-There is no scope of a whole account: failures from one address never stop the right password
-from another, so nobody can keep an account locked by failing its logins now and then. Guessing
-one account's password from many addresses costs each address its own growing waits.
+There is no scope of a whole account: failures from one address never stop the right password from
+another, so nobody can keep an account locked by failing its logins now and then. Guessing one
+account's password from many addresses costs each address its own growing waits.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from moi.storage.tokens import reading
 
 PAIR_FREE = 3  # attempts at one account from one address before it must wait
 ADDRESS_FREE = 20  # attempts from one address (any names) before it must wait
+NETWORK_FREE = 60  # attempts from one IPv6 /56 (any names, any of its /64s) before it must wait
 MAX_WAIT = 300  # seconds
 FORGET_AFTER = 3600  # seconds after the last attempt
 
@@ -76,7 +78,10 @@ def address_scope(address: str) -> str:
 def scopes(user: str, address: str) -> dict[str, int]:
     """A login's scopes, each with its free attempts."""
     where = address_scope(address)
-    return {f"pair:{where}|{user}": PAIR_FREE, f"addr:{where}": ADDRESS_FREE}
+    free = {f"pair:{where}|{user}": PAIR_FREE, f"addr:{where}": ADDRESS_FREE}
+    if where.endswith("/64"):
+        free[f"net:{ipaddress.ip_network(where).supernet(new_prefix=56)}"] = NETWORK_FREE
+    return free
 
 
 def _keys(keys: Keys, scope_names: list[str]) -> list[str]:
@@ -94,6 +99,6 @@ async def reserve(client: aioredis.Redis[str], keys: Keys, url: str, free: dict[
 
 async def succeeded(client: aioredis.Redis[str], keys: Keys, url: str, free: dict[str, int]) -> None:
     """The reserved attempt logged in: its pair starts afresh, and its address has the attempt back."""
-    pair, address = list(free)
+    pair, address, *_ = list(free)  # a /56 keeps its count: it gives nothing back
     with reading(url):
         await client.eval(SUCCEEDED, 4, *_keys(keys, [pair, address]), free[address])  # type: ignore[no-untyped-call]

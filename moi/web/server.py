@@ -142,10 +142,18 @@ def login_settings(address: str) -> dict[str, Any]:
     return {**kept, "xsrf_cookie_kwargs": {"secure": True}} if secure else kept
 
 
+PAM_LOGIN_WARNING = (
+    "[server] pam_service is login: its lockout modules (pam_faillock) can lock Unix accounts on failed "
+    "web logins; make /etc/pam.d/moi with pam_unix only and set pam_service = moi (docs/deploy.md)"
+)
+
+
 def start_warnings(address: str) -> list[str]:
     """What ``moi server`` warns about when it starts on ``address``."""
-    dev = [DEV_LOGIN_WARNING] if "dev" in connections.settings().login_methods else []
-    return dev + proxy_warnings(address)
+    settings = connections.settings()
+    dev = [DEV_LOGIN_WARNING] if "dev" in settings.login_methods else []
+    pam = [PAM_LOGIN_WARNING] if "pam" in settings.login_methods and settings.pam_service == "login" else []
+    return dev + pam + proxy_warnings(address)
 
 
 async def serve(
