@@ -41,7 +41,7 @@ MYMODULE = textwrap.dedent(
 
     class MyService(Service):
         name = "retain-mine"
-        parameters = [Parameter("marks", "str", required=True)]
+        parameters = [Parameter("marks", "str", required=True), Parameter("key", "str", default="", secret=True)]
         archive_after = "1s"
         expire_after = "1s"
 
@@ -56,10 +56,11 @@ MYMODULE = textwrap.dedent(
 
         def _mark(self, hook):
             with open(os.path.join(self.params["marks"], hook), "w") as mark:
-                mark.write(f"{os.getpid()} {os.getcwd()} {os.path.isdir(self.directory)}")
+                mark.write(f"{os.getpid()} {os.getcwd()} {os.path.isdir(self.directory)} {self.params['key']}")
     '''
 )
 CONFIGURED = {"MOI_SERVICES": "mymodule:MyService"}  # as the user's configuration names it, for every moi process
+SECRET_KEY = "s3cret-key-of-the-hooks"
 NOT_FOUND = "ModuleNotFoundError: No module named 'mymodule'"
 
 
@@ -88,7 +89,8 @@ def moi_in(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def submitted(home: Path, marks: Path) -> str:
     """A job of MyService, as its user submits it: ``moi run`` in the directory that holds mymodule.py."""
-    done = moi_in(home, "run", "retain-mine", "--param", f"marks={marks}", "--user", "mine", "--block")
+    given = ["--param", f"marks={marks}", "--param", f"key={SECRET_KEY}"]
+    done = moi_in(home, "run", "retain-mine", *given, "--user", "mine", "--block")
     assert done.returncode == 0, done.stderr
     return done.stdout.split("Submitted job id: ")[1].split()[0]
 
@@ -105,8 +107,10 @@ def hook_jobs(job_id: str, count: int) -> dict[str, Info]:
 
 
 def mark(marks: Path, hook: str) -> tuple[int, Path, bool]:
-    """What a hook wrote down: its process, its working directory, and whether the job's directory was there."""
-    pid, cwd, there = (marks / hook).read_text().split()
+    """What a hook wrote down: its process, its working directory, and whether the job's directory was there;
+    and that it saw the secret parameter's real value (the job's info shows ``***``)."""
+    pid, cwd, there, key = (marks / hook).read_text().split()
+    assert key == SECRET_KEY
     return int(pid), Path(cwd), there == "True"
 
 
@@ -118,6 +122,7 @@ def test_a_service_only_its_submitter_imports_is_archived_and_expired_with_its_h
     job_id = submitted(home, marks)
     info = store.get(job_id)
     assert info["status"] == Status.SUCCESS and info["retention"]["hooks"] == ["archive", "expire"]
+    assert info["params"]["key"] == "***"  # masked in the info; its hooks get the call's value (mark)
     directory = Path(files.directory_of(job_id, info)).resolve()
     connections.dispatch_all()  # as every long-lived sweeper runs (the runtime, moi server, moi watchdog)
 

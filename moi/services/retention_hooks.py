@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from moi.compute import engine
@@ -114,10 +115,10 @@ def run_hook(job_id: str, hook: str, directory: str, **moi: Any) -> str:
     store, _ = engine.current_job()
     try:
         info = store.get(job_id)
-        cls = _loaded(store, info, hook)
+        cls, params = _loaded(store, info, hook)
         if not cls.overrides(hook):
             return f"service {cls.name!r} has no {hook}()"
-        _called(store, cls, info, directory, hook)
+        _called(store, cls, info, directory, hook, params)
         return f"{hook}() ran"
     finally:
         if hook == "expire":
@@ -125,17 +126,19 @@ def run_hook(job_id: str, hook: str, directory: str, **moi: Any) -> str:
                 remove_directory(directory)
 
 
-def _loaded(store: Store, info: Info, hook: str) -> type[Service]:
-    """The service of a job, loaded from its call as its own engine loaded it; ServiceError (noted on
-    the job and among the unloadable services) when it cannot be loaded here."""
+def _loaded(store: Store, info: Info, hook: str) -> tuple[type[Service], Mapping[str, Any]]:
+    """The service of a job, loaded from its call as its own engine loaded it, and the parameters that
+    call carries (the real ones: the info's are masked where secret); ServiceError (noted on the job and
+    among the unloadable services) when it cannot be loaded here."""
     name = str(info.get("service") or "")
     carried: Any = None
+    params: Any = None
     where = unloadable.on_engine(engine.engine_label())
     try:
         call = Queue(store).call_of(info["id"])
         if call is None:
             raise ServiceError("the job's call, which names its service, is no longer kept")
-        carried = unpack_call(call)[1][0]
+        carried, params = unpack_call(call)[1][:2]  # run_service(service, params)
         cls = resolved(carried)
     except Exception as error:  # an ImportError, a SyntaxError, a class gone from its module: said, not raised
         why = one_line(error)
@@ -143,12 +146,15 @@ def _loaded(store: Store, info: Info, hook: str) -> type[Service]:
         note(store, info["id"], hook, f"{hook}() not run: service {name!r} cannot be loaded on {where}: {why}")
         raise ServiceError(f"service {name!r} cannot be loaded on {where}: {why}") from error
     unloadable.clear(store, unloadable.entry_of(carried, name), unloadable.ENGINE)
-    return cls
+    return cls, params if isinstance(params, Mapping) else {}
 
 
-def _called(store: Store, cls: type[Service], info: Info, directory: str, hook: str) -> None:
-    """The hook itself, on an instance of the service as its other hooks had; a failure is noted and raised."""
-    service = cls(info["id"], directory, info.get("params") or {})
+def _called(  # noqa: PLR0913
+    store: Store, cls: type[Service], info: Info, directory: str, hook: str, params: Mapping[str, Any]
+) -> None:
+    """The hook itself, on an instance of the service as its other hooks had (with the call's parameters,
+    never the info's masked ones); a failure is noted and raised."""
+    service = cls(info["id"], directory, params)
     try:
         getattr(service, hook)()
     except Exception as error:
