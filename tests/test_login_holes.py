@@ -24,9 +24,10 @@ from moi.core.errors import ConfigError
 from moi.core.keys import Keys
 from moi.core.log_limit import LimitedLog
 from moi.storage import accounts, sessions
+from moi.web.login import SECURE_SETTING
 from moi.web.login_checks import ADDRESS_BUSY, BUSY, CHECKS, PER_ADDRESS, address_place
 from moi.web.proxy import proxy_warnings
-from moi.web.server import PAM_LOGIN_WARNING, start_warnings
+from moi.web.server import PAM_LOGIN_WARNING, login_settings, start_warnings
 from tests.test_logins import PASSWORD, WRONG_PASSWORD, error_line, run_async
 
 XSRF = "2|00000000|" + "a" * 32 + "|0"  # any well-formed token, the same in the cookie and the form
@@ -182,6 +183,26 @@ def test_with_a_proxy_secret_a_forwarded_address_counts_only_beside_it(r: Any, m
         monkeypatch.delenv("MOI_LOGINS")
         monkeypatch.delenv("MOI_TRUSTED_PROXIES")
         moi.jobs.connections.reset()
+
+
+def test_auto_secure_cookies_on_loopback_behind_a_tls_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On loopback, auto means Secure once an https site_url or trusted_proxies says a TLS proxy is in front."""
+    for env, secure in (
+        ({}, False),
+        ({"MOI_SITE_URL": "https://jobs.example.org/"}, True),
+        ({"MOI_SITE_URL": "http://127.0.0.1:8080/"}, False),
+        ({"MOI_TRUSTED_PROXIES": "127.0.0.1"}, True),
+        ({"MOI_TRUSTED_PROXIES": "127.0.0.1", "MOI_SECURE_COOKIES": "off"}, False),
+    ):
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        moi.jobs.connections.reset()
+        try:
+            assert login_settings("127.0.0.1")[SECURE_SETTING] is secure, env
+        finally:
+            for name in env:
+                monkeypatch.delenv(name)
+            moi.jobs.connections.reset()
 
 
 def test_sessions_are_capped_per_user_with_an_expiry_that_only_grows(r: Any, redis_url: str) -> None:

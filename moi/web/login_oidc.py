@@ -34,7 +34,7 @@ from moi.core.redact import printable
 from moi.jobs import connections
 from moi.relay.websocket import hub_for
 from moi.storage import accounts, oidc_states
-from moi.web.login import safe_next, start_login
+from moi.web.login import safe_next, secure_cookies, start_login
 from moi.web.oidc_client import Client, OidcFailed, ProviderCache, exchange, verified_claims
 from moi.web.proxy import client_address
 
@@ -99,7 +99,13 @@ class OidcStartHandler(_OidcHandler):
             return
         minutes = oidc_states.STATE_SECONDS / 60
         self.set_signed_cookie(
-            STATE_COOKIE, state, expires_days=minutes / 1440, path="/login/oidc", httponly=True, samesite="Lax"
+            STATE_COOKIE,
+            state,
+            expires_days=minutes / 1440,
+            path="/login/oidc",
+            httponly=True,
+            samesite="Lax",
+            secure=secure_cookies(self),
         )
         settings = connections.settings()
         query = {

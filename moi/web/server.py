@@ -135,9 +135,12 @@ def bind_allowed(address: str, dev_login_anywhere: bool = False) -> bool:
 
 def login_settings(address: str) -> dict[str, Any]:
     """The application settings of ``moi server``'s logins: server-side sessions, and cookies sent over
-    HTTPS only (``[server] secure_cookies``; auto: unless listening on loopback, where HTTPS is rare)."""
-    wanted = connections.settings().secure_cookies
-    secure = wanted == "on" or (wanted == "auto" and not is_loopback(address))
+    HTTPS only (``[server] secure_cookies``; auto: unless listening on loopback, where HTTPS is rare,
+    with neither an https ``[moi] site_url`` nor ``trusted_proxies``: either says a TLS proxy is in front)."""
+    settings = connections.settings()
+    behind_tls = settings.site_url.strip().lower().startswith("https://") or bool(settings.trusted_proxies.strip())
+    wanted = settings.secure_cookies
+    secure = wanted == "on" or (wanted == "auto" and (behind_tls or not is_loopback(address)))
     kept: dict[str, Any] = {SESSIONS_SETTING: True, SECURE_SETTING: secure}
     return {**kept, "xsrf_cookie_kwargs": {"secure": True}} if secure else kept
 
