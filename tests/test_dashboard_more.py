@@ -120,6 +120,8 @@ def test_what_ran_times_counts_links_and_delete(browser: Any, server: Server, st
     for bad in ("//evil.example/x", "x", "/" + "a" * 3000):  # not a path on this server, or too long: 400
         refused = page.request.get(f"{server.url}/api/v1/served?path={bad}")
         assert refused.status == 400 and "path is a path on this server" in refused.json()["error"]
+    many_fields = page.request.get(f"{server.url}/api/v1/served?path=/%3F" + "%26" * 1100)  # its query is no route's
+    assert many_fields.status == 200 and many_fields.json()["served"] is True
     code = page.evaluate(f"moiDashboard.api('GET', '/jobs/{long_code['id']}')")["ran"]
     text = "return 1  # " + "y" * 5000
     assert code == {"cmd_type": "python", "command": text[:FIELD_LIMIT] + CUT.replace("5000", str(len(text)))}

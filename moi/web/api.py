@@ -27,7 +27,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from tornado.httputil import HTTPServerRequest
+from tornado.httputil import HTTPInputError, HTTPServerRequest
 from tornado.web import Application
 
 from moi import services
@@ -35,6 +35,7 @@ from moi.compute.text_jobs import check_code
 from moi.core import values
 from moi.core.errors import MoiError
 from moi.core.info import Info, has_children, is_finished, is_uuid
+from moi.core.redact import printable
 from moi.jobfiles import removal
 from moi.jobfiles.input_policy import WEB
 from moi.jobfiles.log_tail import LOG_NAME
@@ -228,8 +229,11 @@ class ServedHandler(APIHandler):
 def is_served(app: Application, path: str) -> bool:
     """Whether a route of ``app`` other than the not-found answer takes a GET of ``path`` (its handler may still
     answer 404 for an id it does not know: a route is what can be told without asking it)."""
-    request = HTTPServerRequest(method="GET", uri=path)
-    return app.default_router.find_handler(request) is not None
+    try:  # the path part only: a query is no part of a route, and parsing one may raise (too many fields)
+        request = HTTPServerRequest(method="GET", uri=path.split("?", 1)[0].split("#", 1)[0])
+        return app.default_router.find_handler(request) is not None
+    except (HTTPInputError, ValueError) as error:
+        raise Problem(400, "bad_request", f"path is not a path: {printable(error, 80)}") from error
 
 
 class ServicesHandler(APIHandler):
