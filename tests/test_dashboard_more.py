@@ -14,6 +14,7 @@ import pytest
 
 from moi import services
 from moi.core.info import Status, new_id, new_info
+from moi.jobs import ran
 from moi.jobs.ran import FIELD_LIMIT
 from moi.services import Parameter, Service
 from moi.storage.redis_server import free_port
@@ -55,6 +56,27 @@ def test_a_service_job_keeps_its_secrets_off_its_info(r: Any, store: Store) -> N
     assert info["params"] == {"key": "***", "api_token": "***", "plain": "x" * 5000}  # the call keeps the values
     assert info["ran"] == {"service": "keyed", "params": {"key": "***", "api_token": "***", "plain": "x" * 2048 + CUT}}
     assert "k1" not in str(info) and "t1" not in str(info)
+
+
+def test_what_ran_masks_secrets_inside_its_texts() -> None:
+    """URLs' passwords, NAME=value, Authorization headers and nested keys, beside names that only look alike."""
+
+    def connect(*args: object, **kwargs: object) -> None: ...
+
+    call = ran.function_call(
+        connect,
+        ["postgresql://bob:hunter1@db/x", {"config": {"password": "hunter2", "user": "u"}}, "x?pw=hunter3&y=1"],
+        {"author": "Ann", "passphrase": "hunter4", "db_pw": "hunter5", "opts": {"Auth_Token": "hunter6"}},
+    )
+    shell = ran.command(
+        "system", 'PGPASSWORD=hunter7 psql; curl -H "Authorization: Bearer hunter8" https://u:hunter9@h/'
+    )
+    service = ran.service_call("s", {"passphrase": "hunter10", "note": "pwd=hunter11 ok", "author": "ann"})
+    assert "hunter" not in str([call, shell, service])
+    assert call["args"][0] == "'postgresql://bob:***@db/x'" and call["kwargs"]["author"] == "'Ann'"
+    assert shell["command"] == 'PGPASSWORD=*** psql; curl -H "Authorization: Bearer ***" https://u:***@h/'
+    assert service["params"] == {"passphrase": "***", "note": "pwd=*** ok", "author": "ann"}
+    assert not any(ran.is_secret(name) for name in ("author", "authority", "upwards", "pword"))
 
 
 def steps_under(store: Store, user: str) -> str:

@@ -9,11 +9,15 @@ its description is kept in the info object, where the job's page and ``GET /api/
 
 Every text is at most ``FIELD_LIMIT`` characters (longer: cut, with an ellipsis and a note of its length),
 at most ``MOST_ITEMS`` arguments are kept (a last item says how many more), and a keyword or parameter
-that is secret (marked so, or named like ``password``, ``secret``, ``token``) shows as ``***``.
+that is secret (marked so, or named like ``password``, ``secret``, ``token``, ``passphrase``, ``pw``)
+shows as ``***``. Inside every text shown, so too: a URL's password (``https://u:***@h/``), the value of
+``NAME=value`` with NAME named like a secret (``PGPASSWORD=***``, ``?pw=***``), an ``Authorization:``
+header's credentials, and in an argument's repr, the value of a dict key named like a secret.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import reprlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -25,9 +29,48 @@ FIELD_LIMIT = 2048  # characters of one argument, parameter, command or name
 MOST_ITEMS = 20  # arguments (and keywords, and parameters) kept
 TOTAL_LIMIT = 8 * FIELD_LIMIT  # characters of all arguments together: the info goes to every page watching it
 _UNSHOWN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
-SECRET_NAME = re.compile(r"secret|passw|token|api_?key|credential|private_?key", re.IGNORECASE)
+# "auth" but not "author"/"authority" (authorization is), and "pw"/"pwd" only as a word of the name.
+SECRET_NAME = re.compile(
+    r"secret|passw|phrase|token|api_?key|credential|private_?key|auth(?!or(?!i[sz]))|(?<![a-z])pwd?(?![a-z])",
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(r"(?P<keep>\b[a-z][a-z0-9+.-]*://[^\s/?#@:'\"]*:)[^\s/?#@'\"]+(?=@)", re.IGNORECASE)
+_ASSIGNED = re.compile(r"""(?P<name>[A-Za-z_][\w.-]*)(?P<sep>=)(?P<value>"[^"]*"|'[^']*'|[^\s&;,'"]+)""")
+_AUTH_HEADER = re.compile(r"(?P<keep>authorization\s*:\s*(?:[a-z-]+\s+)?)[^\s'\",]+", re.IGNORECASE)
+_MASKED_LOOK = 4 * 2048  # characters of a text searched for secrets (more than is ever shown)
 
-_REPR = reprlib.Repr()
+
+def masked_text(text: str) -> str:
+    """``text`` with the secrets it may carry as ``***``: a URL's password, ``NAME=value`` with NAME named
+    like a secret, an ``Authorization:`` header's credentials."""
+    text = _URL_PASSWORD.sub(lambda found: found["keep"] + MASK, text)
+    text = _AUTH_HEADER.sub(lambda found: found["keep"] + MASK, text)
+    return _ASSIGNED.sub(lambda found: _assigned(found), text)
+
+
+def _assigned(found: re.Match[str]) -> str:
+    return f"{found['name']}={MASK}" if is_secret(found["name"]) else found.group()
+
+
+class _MaskingRepr(reprlib.Repr):
+    """reprlib's bounded repr, with the value of a dict key named like a secret as ``'***'``, at any depth."""
+
+    def repr_dict(self, x: dict[Any, Any], level: int) -> str:
+        if not x:
+            return "{}"
+        if level <= 0:
+            return "{...}"
+        pieces = []
+        for key in itertools.islice(x, self.maxdict):
+            secret = isinstance(key, str) and is_secret(key)
+            value = repr(MASK) if secret else self.repr1(x[key], level - 1)
+            pieces.append(f"{self.repr1(key, level - 1)}: {value}")
+        if len(x) > self.maxdict:
+            pieces.append("...")
+        return "{" + ", ".join(pieces) + "}"
+
+
+_REPR = _MaskingRepr()
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 4, FIELD_LIMIT, FIELD_LIMIT, FIELD_LIMIT
 _REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = _REPR.maxfrozenset = 50
 
@@ -37,6 +80,7 @@ def bounded(text: str, total: int = 0) -> str:
     control characters (but tab and line ends) and lone surrogates escaped, as ``moi.core.values`` wants
     what is stored: a command with an escape sequence is still taken, and shown as ``\\x1b``."""
     total = max(total, len(text) if len(text) > FIELD_LIMIT else 0)
+    text = masked_text(text[:_MASKED_LOOK])  # before the cut: a secret cut in half is still found
     text = _UNSHOWN.sub(
         lambda found: found.group().encode("unicode_escape", "backslashreplace").decode(), text[:FIELD_LIMIT]
     )
