@@ -126,22 +126,23 @@
   // jobLink(info), only once moi server says it serves that path (GET /api/v1/served): a link it would answer
   // 404 is never shown. Asked once per url (its jobs share a route); until the answer, null, and then `ready`
   // is called (once for each callback that waited on a url that is served).
-  var servedUrls = {};  // url -> true | false | [ready callbacks] while asking
+  var servedUrls = new Map();  // url -> true | false | [ready callbacks] while asking (a Map: "__proto__" is a url)
 
   function servedLink(info, ready) {
     var href = jobLink(info);
-    var known = href ? servedUrls[info.url] : false;
+    var known = href ? servedUrls.get(info.url) : false;
     if (known === true) { return href; }
     if (known === false) { return null; }
     if (Array.isArray(known)) { if (known.indexOf(ready) < 0) { known.push(ready); } return null; }
-    var waiting = servedUrls[info.url] = [ready];
+    var waiting = [ready];
+    servedUrls.set(info.url, waiting);
     var path = new URL(href, global.location.href).pathname;
     global.fetch("/api/v1/served?path=" + encodeURIComponent(path), { credentials: "same-origin" })
       .then(function (answer) { return answer.ok ? answer.json() : { served: false }; })
       .then(function (answer) {
-        servedUrls[info.url] = !!answer.served;
+        servedUrls.set(info.url, !!answer.served);
         if (answer.served) { waiting.forEach(function (call) { if (call) { call(); } }); }
-      }, function () { servedUrls[info.url] = false; });
+      }, function () { servedUrls.set(info.url, false); });
     return null;
   }
 
