@@ -11,6 +11,7 @@ from typing import Any
 from moi.job import pause, submit
 from moi.jobs.batch import submit_many
 from moi.jobs.connections import store as the_store
+from moi.web import api_bulk
 from tests import jobs
 from tests.test_api import call, payload, token_for
 from tests.test_relay_security import server
@@ -102,6 +103,9 @@ def test_a_bulk_action_acts_on_exactly_the_jobs_its_preview_counted_and_only_on_
             assert {info["status"] for info in store.get_many(preview["ids"][:5])} == {"Paused"}
             refused = await call(port, "POST", "/api/v1/jobs/bulk/preview", carol, {"action": "delete", "user": "dave"})
             assert refused.code == 403
+            with api_bulk.one_at_a_time(api_bulk.PREVIEWING, "dave", "bulk preview"):  # one of dave's runs
+                busy = await call(port, "POST", "/api/v1/jobs/bulk/preview", dave, {"action": "cancel"})
+            assert busy.code == 409 and "bulk preview of yours is still running" in payload(busy)["error"]
 
             twice = [call(port, "POST", "/api/v1/jobs/bulk/cancel", dave, {"ids": preview["ids"]}) for _ in range(2)]
             answers = await asyncio.gather(*twice)  # the second waits its turn (409), or finds them cancelled

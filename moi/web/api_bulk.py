@@ -15,15 +15,18 @@ set and act on another; Temporal's bulk-terminate bug #2602). More than CAP matc
 
 A user acts only on their own jobs, an admin on anyone's: each id is checked (its owner, by the groups above
 it) when acted on, and one that is not the user's is skipped as "not found", as the API answers it elsewhere.
-One bulk action per user at a time (409 while one runs): a request that does a thousand things holds one of
-the server's worker threads while it does, and a user holds at most one that way.
+One bulk action per user at a time, and one preview (409 while one runs): a request that does a thousand
+things (or reads a thousand index pages) holds one of the server's worker threads while it does, and a user
+holds at most one of each that way.
 Cost: a preview reads at most ``listing.SCAN_PAGES`` x CAP index entries; an action, the CAP documents
 (one MGET) and the groups above them, then one action per job.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from moi.core.errors import MoiError
@@ -42,6 +45,19 @@ CAP = 1000  # jobs one action touches
 ACTIONS = ("cancel", "relaunch", "delete")
 GONE = "not found"
 RUNNING: set[str] = set()  # the users whose bulk action runs now (this process's)
+PREVIEWING: set[str] = set()  # the users whose bulk preview runs now (this process's)
+
+
+@contextlib.contextmanager
+def one_at_a_time(running: set[str], user: str, what: str) -> Iterator[None]:
+    """The block, while no other of ``user``'s ``what`` runs in this process; else 409."""
+    if user in running:
+        raise Problem(409, "conflict", f"a {what} of yours is still running: wait for its answer")
+    running.add(user)
+    try:
+        yield
+    finally:
+        running.discard(user)
 
 
 def fits(action: str, info: Info) -> bool:
@@ -75,8 +91,9 @@ class BulkPreviewHandler(APIHandler):
         if cursor is not None and (type(cursor) is not int or not 0 <= cursor <= 2**62):
             raise Problem(422, "invalid", '"cursor" is a whole number from 0 to 2**62 (a preview\'s "next")')
         search = await job_search.search_of(self, given.get)
-        chosen, after = await self.run(job_search.page, self.store, search, CAP, cursor)
-        more, after = await self.run(_more_after, self.store, search, after)
+        with one_at_a_time(PREVIEWING, str(self.current_user), "bulk preview"):
+            chosen, after = await self.run(job_search.page, self.store, search, CAP, cursor)
+            more, after = await self.run(_more_after, self.store, search, after)
         self.answer(
             {
                 "action": action,
@@ -104,14 +121,8 @@ class BulkActionHandler(APIHandler):
           422: {description: "ids not a list of at most 1,000 job ids"}
         """
         ids = _ids_of(submitted(self.request, self.json_limit()))
-        user = str(self.current_user)
-        if user in RUNNING:
-            raise Problem(409, "conflict", "a bulk action of yours is still running: wait for its answer")
-        RUNNING.add(user)
-        try:
+        with one_at_a_time(RUNNING, str(self.current_user), "bulk action"):
             await self._act(action, ids)
-        finally:
-            RUNNING.discard(user)
 
     async def _act(self, action: str, ids: list[str]) -> None:
         store = self.store
