@@ -122,7 +122,19 @@ def test_the_proxy_header_once_with_its_secret_and_one_session(r: Any, monkeypat
         proxied = {"X-Remote-User": "hana", "X-Moi-Proxy-Secret": "s3cret-of-the-proxy"}
         first = await client.get("/login", headers=proxied)
         again = await client.get("/login", headers=proxied)
-        return {"twice": twice, "no_secret": no_secret, "first": first, "again": again}
+        kept = (await client.get("/api/v1/jobs", headers=proxied)).status_code
+        # The proxy now names another user: hana's session ends on that request, and /login logs the other in.
+        switched = await client.get("/api/v1/jobs", headers={**proxied, "X-Remote-User": "hugo"})
+        relogged = await client.get("/login", headers={**proxied, "X-Remote-User": "hugo"})
+        return {
+            "twice": twice,
+            "no_secret": no_secret,
+            "first": first,
+            "again": again,
+            "kept": kept,
+            "switched": switched.status_code,
+            "relogged": relogged,
+        }
 
     env = {
         "MOI_LOGINS": "header",
@@ -133,7 +145,9 @@ def test_the_proxy_header_once_with_its_secret_and_one_session(r: Any, monkeypat
     assert seen["twice"].status_code == 400 and "more than once" in error_line(seen["twice"])
     assert seen["no_secret"].status_code == 401 and "moi_session" not in seen["no_secret"].cookies
     assert seen["first"].status_code == 302
-    assert seen["again"].status_code == 302 and r.zcard("moi:sessions:hana") == 1  # the live session kept
+    assert seen["again"].status_code == 302 and seen["kept"] == 200  # the live session kept ...
+    assert seen["switched"] == 401 and r.zcard("moi:sessions:hana") == 0  # ... until the proxy names another
+    assert seen["relogged"].status_code == 302 and r.zcard("moi:sessions:hugo") == 1
     with pytest.raises(ConfigError, match=r"^\[server\] trusted_proxies must list the proxies"):
         build_settings({"logins": "header", "trusted_proxies": "10.0.0.1, ::/0"})
     with pytest.raises(ConfigError, match="trusted_proxies"):

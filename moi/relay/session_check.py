@@ -2,7 +2,8 @@
 
 ``moi server`` turns this on (the application setting ``moi_sessions``): then the signed
 cookie ``user`` counts only with a ``moi_session`` cookie whose session is live and is
-that user's, so a logout, ``moi user logout`` or ``moi user remove`` ends the login at once.
+that user's, so a logout, ``moi user logout`` or ``moi user remove`` ends the login at once; so does
+a request from the trusted proxy (``logins = header``) naming another user than the session's.
 An application that mounts moi's handlers without that setting keeps the plain signed cookie.
 A websocket opened with a session lives no longer than it (``SessionWatch``): not past its end, nor its expiry.
 """
@@ -19,6 +20,7 @@ from tornado.web import RequestHandler
 from moi.core.errors import MoiError, RedisUnavailable
 from moi.relay.closing_tasks import in_background
 from moi.relay.hub import Hub
+from moi.relay.proxy_trust import names_another
 from moi.storage import sessions
 
 SESSIONS_SETTING = "moi_sessions"
@@ -35,7 +37,12 @@ async def confirmed(handler: RequestHandler, hub: Hub, user: str | None) -> str 
     if not session_id:
         return None
     found = await sessions.lookup(hub.redis, hub.keys, hub.url, session_id.decode())
-    return found if found is not None and found == user else None
+    if found is None or found != user:
+        return None
+    if names_another(handler.request, found):  # the proxy's user changed: this login is over
+        await sessions.end(hub.redis, hub.keys, hub.url, session_id.decode())
+        return None
+    return found
 
 
 class SessionHolder(Protocol):

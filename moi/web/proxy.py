@@ -11,40 +11,22 @@ With ``proxy_secret`` set, X-Forwarded-For too counts only beside the secret.
 
 from __future__ import annotations
 
-import functools
-import hmac
 import ipaddress
 import logging
 from dataclasses import dataclass
 
 from tornado.httputil import HTTPServerRequest
 
-from moi.core.files_settings import split_list
 from moi.core.log_limit import LimitedLog
 from moi.core.redact import printable
 from moi.jobs import connections
+from moi.relay.proxy_trust import SECRET_HEADER, has_secret, trusts
 
 log = logging.getLogger("moi.server")
 limited = LimitedLog(log)
 
-SECRET_HEADER = "X-Moi-Proxy-Secret"
 PROXY_ONLY = "Log in through this site's login proxy."
 TWICE = "The login header came more than once: refused."
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-@functools.lru_cache(maxsize=8)
-def _networks(text: str) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(entry, strict=False) for entry in split_list(text))
-
-
-def _trusts(address: str) -> bool:
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(parsed in network for network in _networks(connections.settings().trusted_proxies))
 
 
 def client_address(request: HTTPServerRequest) -> str:
@@ -54,10 +36,10 @@ def client_address(request: HTTPServerRequest) -> str:
     reaching moi's port directly could name a fresh address per attempt and escape the login throttle.
     """
     socket = request.remote_ip or "?"
-    if not _trusts(socket):
+    if not trusts(socket):
         return socket
     secret = connections.settings().proxy_secret
-    if secret and not _has_secret(request, secret):
+    if secret and not has_secret(request, secret):
         return socket
     hops = ",".join(request.headers.get_list("X-Forwarded-For")).split(",")
     return _hop_address(hops[-1]) or socket
@@ -92,21 +74,16 @@ def proxy_login(request: HTTPServerRequest) -> ProxyLogin:
     if not names:
         return ProxyLogin()
     socket = request.remote_ip or "?"
-    if not _trusts(socket):
+    if not trusts(socket):
         limited.warning("ignored a %s header from %s, not a trusted proxy", settings.login_header, printable(socket))
         return ProxyLogin()
     if len(names) > 1:
         limited.warning("refused a login: %s came %d times from %s", settings.login_header, len(names), socket)
         return ProxyLogin(refusal=TWICE, status=400)
-    if settings.proxy_secret and not _has_secret(request, settings.proxy_secret):
+    if settings.proxy_secret and not has_secret(request, settings.proxy_secret):
         limited.warning("refused a login from %s: no or wrong %s", printable(socket), SECRET_HEADER)
         return ProxyLogin(refusal=PROXY_ONLY)
     return ProxyLogin(names[0].strip())
-
-
-def _has_secret(request: HTTPServerRequest, secret: str) -> bool:
-    given = request.headers.get_list(SECRET_HEADER)
-    return len(given) == 1 and hmac.compare_digest(given[0].encode(), secret.encode())
 
 
 def proxy_warnings(bind_address: str) -> list[str]:
@@ -125,5 +102,5 @@ def proxy_warnings(bind_address: str) -> list[str]:
         f"[server] trusted_proxies holds {probe}: any process on this machine can {risk}; "
         "list only the proxy's address, or set [server] proxy_secret"
         for probe in sorted({"127.0.0.1", "::1", bind_address.strip("[]")})
-        if _trusts(probe)
+        if trusts(probe)
     ]
