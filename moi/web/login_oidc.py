@@ -97,16 +97,7 @@ class OidcStartHandler(_OidcHandler):
             log.warning("cannot start an OpenID login: %s", printable(error))
             self.refuse(503, STORE_DOWN)
             return
-        minutes = oidc_states.STATE_SECONDS / 60
-        self.set_signed_cookie(
-            STATE_COOKIE,
-            state,
-            expires_days=minutes / 1440,
-            path="/login/oidc",
-            httponly=True,
-            samesite="Lax",
-            secure=secure_cookies(self),
-        )
+        self._set_state_cookie(state)
         settings = connections.settings()
         query = {
             "response_type": "code",
@@ -123,6 +114,12 @@ class OidcStartHandler(_OidcHandler):
 
     def _next(self) -> str:
         return safe_next(self.get_query_argument("next", "/", strip=False))
+
+    def _set_state_cookie(self, state: str) -> None:
+        days, secure = oidc_states.STATE_SECONDS / 86400, secure_cookies(self)
+        self.set_signed_cookie(
+            STATE_COOKIE, state, expires_days=days, path="/login/oidc", httponly=True, samesite="Lax", secure=secure
+        )
 
 
 class OidcCallbackHandler(_OidcHandler):
