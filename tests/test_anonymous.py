@@ -11,6 +11,7 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,7 +25,7 @@ from tornado.websocket import websocket_connect
 from moi import job as jobs
 from moi import services
 from moi.core.config import build_settings
-from moi.core.errors import ConfigError, QuotaExceeded, ServiceDefinitionError
+from moi.core.errors import ConfigError, InputRefused, QuotaExceeded, ServiceDefinitionError
 from moi.core.info import Status
 from moi.core.keys import ANONYMOUS_OWNER
 from moi.jobs import connections
@@ -37,6 +38,7 @@ from tests.service_defs import Greeter
 from tests.test_logins import run_async
 from tests.test_service_retention import Inbox, free_port
 
+ROOT = Path(__file__).parent  # an input root of this module's server (a member may name a path in it)
 PER_HOUR = 8  # anonymous submissions one address may make in an hour, in this module's server
 YAML = """
 services:
@@ -78,6 +80,8 @@ def anon_server(redis_url: str, inbox: Inbox) -> Iterator[Server]:
         "MOI_SMTP_PORT": str(inbox.port),  # type: ignore[attr-defined]
         "MOI_MAIL_FROM": "moi@example.org",
         "MOI_ANONYMOUS_PER_HOUR": str(PER_HOUR),
+        "MOI_INPUT_ROOTS": str(ROOT),  # a member may name a path in it, and 127.0.0.1 may be fetched: not anonymously
+        "MOI_FETCH_ALLOW": "127.0.0.1",
         "MOI_SERVICES": "tests.service_defs:Greeter",  # a Python service open to all, beside the YAML ones
     }
     port = free_port()
@@ -222,6 +226,18 @@ def test_a_link_reaches_no_other_job_and_a_wrong_secret_is_an_unknown_job(anon_s
     assert bad.status_code == 422 and "Email address" in bad.json()["error"]
     extra = submit(anon_server, {"service": "anon_echo", "priority": 9})
     assert extra.status_code == 422 and "'priority'" in extra.json()["error"]
+
+
+def test_anonymous_inputs_are_uploads_never_a_path_or_uri(anon_server: Server) -> None:
+    store = connections.store()
+    links_before = set(store.redis.scan_iter(store.keys.anonymous_link("*")))  # every anonymous job has one
+    inside = str(ROOT / "service_defs.py")
+    for files in ([inside], [f"file://{inside}"], [anon_server.url + "/static/moi.js"], "x", [5]):
+        refused = httpx.post(anon_server.url + "/api/v1/anonymous/jobs", json={"service": "anon_echo", "files": files})
+        assert refused.status_code == 422 and "uploaded" in refused.json()["error"], refused.text
+    with pytest.raises(InputRefused, match="uploaded files only"):
+        anonymous.submit("anon_echo", files=[inside])
+    assert set(store.redis.scan_iter(store.keys.anonymous_link("*"))) == links_before  # no job was made
 
 
 def test_an_address_is_limited_per_hour_and_an_expired_job_has_no_link(anon_server: Server) -> None:

@@ -6,8 +6,9 @@ from anyone, without an account. Such a job:
 - belongs to the reserved owner ``moi:anonymous`` (``moi.core.keys.ANONYMOUS_OWNER``: no login can have
   that name), and counts against ``[anonymous] max_queued``, the unfinished anonymous jobs of everyone
   together (the per-user hard limit, with that owner);
-- gets only what the service declares: its parameters (type-checked), inputs (its validators, the web's
-  input policy), a name and an email address. No priority, time limit, retries, URL, group or code;
+- gets only what the service declares: its parameters (type-checked), uploaded inputs (its validators;
+  never a path or URI, which would read the server's files or reach its network), a name and an email
+  address. No priority, time limit, retries, URL, group or code;
 - answers with a link, ``/r/<job id>/<secret>``: 32 random bytes of which only the SHA-256 is kept
   (``moi:anonymous:link:<id>``), compared in constant time. The link reaches that one job and nothing
   else (see ``moi.web.anonymous``); once the job has expired (retention) or is removed, the link gets
@@ -29,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moi.core.errors import BadDocument, CodeRefused, UnknownService
+from moi.core.errors import BadDocument, CodeRefused, InputRefused, UnknownService
 from moi.core.info import Info, Status, is_uuid, parse
 from moi.core.keys import ANONYMOUS_OWNER, Keys
 from moi.core.redact import printable
@@ -90,11 +91,11 @@ def submit(
         name,
         ANONYMOUS_OWNER,
         params,
-        files=files,
+        files=uploads_only(files),
         email=email,
         job_name=job_name,
-        origin=WEB,  # inputs as a web user's: uploads, URIs the policy allows, paths only inside input roots
-        limits=Limits(0, settings.anonymous_max_queued),
+        origin=WEB,  # uploads only (checked above); the web's policy besides
+        limits=Limits(settings.hog_size, settings.anonymous_max_queued),
         anonymous=True,
     )
     link = Link(job_id, secrets.token_urlsafe(SECRET_BYTES))
@@ -109,6 +110,18 @@ def submit(
             pipe.rpush(store.keys.mail, json.dumps(mail))
         pipe.execute()
     return link
+
+
+def uploads_only(files: Any) -> dict[str, bytes] | None:
+    """An anonymous job's inputs: uploaded bytes by name, or none. A path (even inside ``[files] input_roots``)
+    or a URI is refused: anyone could read the server's files or make it fetch its own network's addresses."""
+    if files is None:
+        return None
+    if isinstance(files, Mapping) and all(
+        isinstance(key, str) and isinstance(value, bytes | bytearray) for key, value in files.items()
+    ):
+        return {key: bytes(value) for key, value in files.items()} or None
+    raise InputRefused("files", "an anonymous job takes uploaded files only (multipart/form-data), no path or URI")
 
 
 def link_keys(keys: Keys, job_id: str) -> list[str]:

@@ -44,7 +44,7 @@ from moi.relay.outbound import CLOSE_POLICY
 from moi.relay.websocket import MOIMessageHandler, hub_for
 from moi.services import anonymous, registry
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
-from moi.web.api_submission import json_files, submitted, text_field
+from moi.web.api_submission import submitted, text_field
 from moi.web.file_routes import MOIFilesHandler
 
 FIELDS = frozenset({"service", "params", "files", "name", "email", "_xsrf"})
@@ -125,7 +125,9 @@ class AnonymousJobsHandler(_NoLogin):
         params = given.get("params") or {}
         if not isinstance(params, dict):
             raise Problem(422, "invalid", '"params" is an object')
-        files = given.get("files") if is_form(self.request) else json_files(given.get("files"))
+        if not is_form(self.request) and given.get("files") is not None:  # no path or URI: see anonymous.uploads_only
+            raise Problem(422, "invalid", "an anonymous job's files are uploaded (multipart), never paths or URIs")
+        files = given.get("files") if is_form(self.request) else None
         try:  # the mailed link starts with [moi] site_url only, never the Host a client sent (a phishing host)
             link = await _in_thread(_submit, given, params, files, settings.site_url)
         except QuotaExceeded as error:
