@@ -31,6 +31,7 @@ from moi.core.keys import ANONYMOUS_OWNER
 from moi.jobs import connections
 from moi.services import anonymous, documents, sweeper
 from moi.services.anonymous import address_scope
+from moi.web import anonymous as anonymous_web
 from moi.web.anonymous import client_address
 from tests.browser import Server, quiet
 from tests.browser import browser as browser  # the module's Chromium
@@ -238,6 +239,17 @@ def test_anonymous_inputs_are_uploads_never_a_path_or_uri(anon_server: Server) -
     with pytest.raises(InputRefused, match="uploaded files only"):
         anonymous.submit("anon_echo", files=[inside])
     assert set(store.redis.scan_iter(store.keys.anonymous_link("*"))) == links_before  # no job was made
+
+
+def test_a_path_near_a_link_is_a_404_that_logs_no_secret(anon_server: Server) -> None:
+    answer = submit(anon_server, {"service": "anon_echo"})  # its secret is in SEEN: the server's log must not hold it
+    link = answer.json()["link"]
+    near = [link + "/", link + "/x", link + "/ws/", api_of(link) + "/", api_of(link) + "/logs", "/r/" + link[3:] + "//"]
+    for path in near:
+        assert httpx.get(anon_server.url + path, timeout=30).status_code == 404, path
+    ASKED_WRONG.append(True)
+    assert anonymous_web.redacted("/r/1/" + link.rsplit("/", 1)[1] + "/x") == "/r/1/…/x"
+    assert anonymous_web.redacted("/r//secret") == "/r//…"
 
 
 def test_an_address_is_limited_per_hour_and_an_expired_job_has_no_link(anon_server: Server) -> None:

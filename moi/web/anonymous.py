@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 from tornado.httputil import HTTPServerRequest
-from tornado.log import app_log
+from tornado.log import access_log, app_log
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
@@ -51,12 +51,22 @@ FIELDS = frozenset({"service", "params", "files", "name", "email", "_xsrf"})
 NO_LINK = "No such link: it is wrong, or its job has expired"
 SERVICES_SECONDS = 5.0  # how long the list of services open to all is reused
 _SERVICES_CACHE = "moi_anonymous_services"  # application setting: that list, and until when it is reused
-_SECRET_IN_PATH = re.compile(r"(/(?:r|anonymous/jobs)/[^/?]+/)[^/?]+")
+_SECRET_IN_PATH = re.compile(r"(/(?:r|anonymous/jobs)/[^/?]*/)[^/?]+")
 
 
 def redacted(uri: str) -> str:
     """A request's path with a link's secret left out, for the log."""
     return _SECRET_IN_PATH.sub(r"\1…", uri)
+
+
+def log_request(handler: RequestHandler) -> None:
+    """The access log's line of any request (``make_app``'s ``log_function``), as Tornado's own but with a
+    link's secret left out: a path near a link's (``/r/ID/SECRET/x``) that no handler takes is logged too."""
+    status = handler.get_status()
+    method = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    request = handler.request
+    summary = f"{request.method} {redacted(request.uri or '')} ({request.remote_ip})"
+    method("%d %s %.2fms", status, summary, 1000.0 * request.request_time())
 
 
 class _Capability(RequestHandler):
@@ -334,6 +344,13 @@ async def anonymous_job(hub: Hub, job_id: str, secret: str) -> Info | None:
     return anonymous.verdict(hub.keys, job_id, secret, kept, raw)
 
 
+class NearLinkHandler(_Capability, RequestHandler):
+    """A path under a link's that nothing serves (``/r/ID/SECRET/x``): Tornado's 404, logged without its secret."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404)
+
+
 API_ROUTES = [
     (rf"{PREFIX}/anonymous/services", AnonymousServicesHandler),
     (rf"{PREFIX}/anonymous/jobs", AnonymousJobsHandler),
@@ -346,6 +363,7 @@ ROUTES = [
     (r"/anonymous", AnonymousSubmitPageHandler),
     (r"/r/([^/]+)/([^/]+)", LinkPageHandler),
     (r"/r/([^/]+)/([^/]+)/ws", LinkSocket),
+    (rf"(?:/r|{PREFIX}/anonymous/jobs)/[^/]*/[^/]*(?:/.*)?", NearLinkHandler),  # after the links': their near misses
 ]
 
-__all__ = ["API_ROUTES", "ROUTES", "client_address", "redacted"]
+__all__ = ["API_ROUTES", "ROUTES", "client_address", "log_request", "redacted"]
