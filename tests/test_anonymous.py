@@ -25,13 +25,16 @@ from tornado.websocket import websocket_connect
 from moi import job as jobs
 from moi import services
 from moi.core.config import build_settings
-from moi.core.errors import ConfigError, InputRefused, QuotaExceeded, ServiceDefinitionError
+from moi.core.errors import ConfigError, InputRefused, InvalidValue, QuotaExceeded, ServiceDefinitionError
 from moi.core.info import Status
 from moi.core.keys import ANONYMOUS_OWNER
 from moi.jobs import connections
+from moi.relay.hub import Hub
 from moi.services import anonymous, documents, sweeper
 from moi.services.anonymous import address_scope
+from moi.storage import retention
 from moi.web import anonymous as anonymous_web
+from moi.web import anonymous_limits
 from moi.web.anonymous import client_address
 from tests.browser import Server, quiet
 from tests.browser import browser as browser  # the module's Chromium
@@ -149,7 +152,7 @@ def mailed_link(inbox: Inbox, job_id: str) -> str:
     while time.monotonic() < deadline:
         for envelope in inbox.messages:
             message = email.message_from_bytes(envelope.content, policy=email.policy.default)
-            if job_id in str(message["Subject"]) + message.get_content() and "was submitted" in str(message["Subject"]):
+            if job_id in message.get_content() and "was submitted" in str(message["Subject"]):
                 return str(message.get_content())
         time.sleep(0.2)
     raise AssertionError(f"no mail with the link of {job_id}")
@@ -160,11 +163,15 @@ def test_a_link_shows_its_one_job_live_with_its_files_and_log_and_nothing_else(
 ) -> None:
     from playwright.sync_api import expect
 
-    answer = submit(anon_server, {"service": "greeter", "params": {"word": "bonjour"}, "email": "me@example.org"})
+    spam = "Cheap pills at evil.example"
+    body = {"service": "greeter", "params": {"word": "bonjour"}, "email": "me@example.org", "name": spam}
+    answer = submit(anon_server, body)
     assert answer.status_code == 201, answer.text
     job_id, link = answer.json()["id"], answer.json()["link"]
     assert link.startswith(f"/r/{job_id}/") and len(link.rsplit("/", 1)[1]) >= 43
-    assert f"{anon_server.url}{link}" in mailed_link(inbox, job_id)  # the mail carries the link, whole
+    mailed = mailed_link(inbox, job_id)
+    assert f"{anon_server.url}{link}" in mailed and "greeter" in mailed  # the service and the link, whole ...
+    assert spam not in mailed and not [m for m in inbox.messages if b"Cheap pills" in m.content]  # ... no one's text
     stored = connections.store().redis.get(connections.store().keys.anonymous_link(job_id))
     assert stored and link.rsplit("/", 1)[1] not in stored  # only its hash is kept
     context = browser.new_context()
@@ -336,6 +343,8 @@ def test_anonymous_jobs_have_a_quota_of_their_own(r: Any, monkeypatch: pytest.Mo
         store.ensure_group("alice")
         jobs.pause(user="alice")
         services.submit("greeter", "alice", {})  # a member's job is not held back by the anonymous quota
+        with pytest.raises(InvalidValue, match="this server sends no mail"):  # no [mail]: the link would wait forever
+            anonymous.submit("greeter", {"word": "two"}, email="me@example.org")
         held = anonymous.job_of_link(store, first.job_id, first.secret)
         assert held is not None and held["owner"] == store.group_of_user(ANONYMOUS_OWNER)
         assert anonymous.job_of_link(store, first.job_id, "x" * 43) is None
@@ -343,3 +352,26 @@ def test_anonymous_jobs_have_a_quota_of_their_own(r: Any, monkeypatch: pytest.Mo
         services.unregister("greeter")
         monkeypatch.undo()
         connections.reset()
+
+
+def test_an_anonymous_job_mails_no_end_and_an_address_gets_few_links_a_day(r: Any) -> None:
+    store = connections.store()
+    done = {"anonymous": True, "email": "me@example.org", "status": Status.FAILED}
+    assert retention.mail_commands(store.keys, "job", done) == []  # neither its submitter's nor the admin's
+    assert retention.mail_commands(store.keys, "job", {**done, "anonymous": False})  # a member's job has both
+
+    async def count(times: int) -> int:
+        hub = Hub(store.url, store.keys, store.ttl)
+        try:
+            for sent in range(times):
+                try:
+                    await anonymous_limits.count_mail(hub, "Me@example.org" if sent % 2 else "me@example.org ")
+                except anonymous_limits.RateLimited as error:
+                    assert error.status_code == 429 and 0 < error.retry_after <= 86400
+                    return sent
+            return times
+        finally:
+            await hub.close()
+
+    assert run_async(count(anonymous_limits.MAILS_PER_DAY + 3)) == anonymous_limits.MAILS_PER_DAY
+    assert not [key for key in store.redis.scan_iter("*mailed*") if "me@" in key]  # kept by its hash only

@@ -14,8 +14,10 @@ from anyone, without an account. Such a job:
   else (see ``moi.web.anonymous``); once the job has expired (retention) or is removed, the link gets
   the same 404 as a wrong secret.
 
-The link is mailed to the address given, if any: the mail waits in ``moi:mail`` with the link, the one
-place the secret is written, until the sender takes it (``moi.services.mail``). Submissions from one
+The link is mailed to the address given, if any (refused when ``[mail]`` has no smtp_host): the mail
+waits in ``moi:mail`` with the link, the one place the secret is written, until the sender takes it
+(``moi.services.mail``). It says the service's name and the link, no text of the submitter's (no spam
+rides on it), and it is the only mail an anonymous job sends: none when it ends. Submissions from one
 client address (an IPv6 one by its /64) are counted per hour, under ``rate_key``.
 """
 
@@ -30,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moi.core.errors import BadDocument, CodeRefused, InputRefused, UnknownService
+from moi.core.errors import BadDocument, CodeRefused, InputRefused, InvalidValue, UnknownService
 from moi.core.info import Info, Status, is_uuid, parse
 from moi.core.keys import ANONYMOUS_OWNER, Keys
 from moi.core.redact import printable
@@ -87,6 +89,8 @@ def submit(
     ``[moi] site_url``). CodeRefused for a service that takes none; the quota's QuotaExceeded (429)."""
     anonymous_service(name)
     settings = connections.settings()
+    if email and not settings.smtp_host:  # it would wait in moi:mail forever, the secret with it
+        raise InvalidValue("email", "this server sends no mail")
     job_id, _, _ = submission.submit(
         name,
         ANONYMOUS_OWNER,

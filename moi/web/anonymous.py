@@ -22,19 +22,16 @@ the address that proxy saw).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import re
 import time
 from typing import Any
 
 import redis
-from tornado.httputil import HTTPServerRequest
 from tornado.log import access_log, app_log
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
 from moi.core.errors import MoiError, QuotaExceeded, RedisUnavailable
-from moi.core.files_settings import split_list
 from moi.core.info import Info, Status
 from moi.jobfiles.log_tail import LOG_NAME
 from moi.jobs import connections
@@ -43,9 +40,11 @@ from moi.relay.hub import Hub
 from moi.relay.outbound import CLOSE_POLICY
 from moi.relay.websocket import MOIMessageHandler, hub_for
 from moi.services import anonymous, registry
+from moi.web import anonymous_limits as limits
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
 from moi.web.api_submission import submitted, text_field
 from moi.web.file_routes import MOIFilesHandler
+from moi.web.proxy import client_address
 
 FIELDS = frozenset({"service", "params", "files", "name", "email", "_xsrf"})
 NO_LINK = "No such link: it is wrong, or its job has expired"
@@ -129,14 +128,20 @@ class AnonymousJobsHandler(_NoLogin):
         """
         given = submitted(self.request, self.json_limit())
         _check_fields(given)
+        if not is_form(self.request) and given.get("files") is not None:  # no path or URI: see anonymous.uploads_only
+            raise Problem(422, "invalid", "an anonymous job's files are uploaded (multipart), never paths or URIs")
         settings = connections.settings()
-        await self._count(settings.anonymous_per_hour)  # first: whatever follows costs more than a count
-        await self.run(anonymous.anonymous_service, given.get("service"))
+        hub = hub_for(self.application)
+        try:  # first: whatever follows costs more than a count
+            await limits.count_address(hub, client_address(self.request), settings.anonymous_per_hour)
+            await self.run(anonymous.anonymous_service, given.get("service"))
+            await limits.count_mail(hub, text_field(given, "email") if settings.smtp_host else None)
+        except limits.RateLimited as error:
+            self.retry_after = error.retry_after
+            raise
         params = given.get("params") or {}
         if not isinstance(params, dict):
             raise Problem(422, "invalid", '"params" is an object')
-        if not is_form(self.request) and given.get("files") is not None:  # no path or URI: see anonymous.uploads_only
-            raise Problem(422, "invalid", "an anonymous job's files are uploaded (multipart), never paths or URIs")
         files = given.get("files") if is_form(self.request) else None
         try:  # the mailed link starts with [moi] site_url only, never the Host a client sent (a phishing host)
             link = await _in_thread(_submit, given, params, files, settings.site_url)
@@ -146,21 +151,6 @@ class AnonymousJobsHandler(_NoLogin):
         except MoiError as error:
             raise problem_of(error) from None
         self.answer({"id": link.job_id, "link": link.path}, 201)
-
-    async def _count(self, per_hour: int) -> None:
-        """Count this submission against its address's hour (on the event loop); 429 past ``per_hour``."""
-        if per_hour <= 0:
-            return
-        hub = hub_for(self.application)
-        key = anonymous.rate_key(hub.keys, client_address(self.request), time.time())
-        try:
-            async with hub.redis.pipeline(transaction=False) as pipe:
-                count, _ = await pipe.incr(key).expire(key, anonymous.RATE_WINDOW).execute()
-        except (redis.RedisError, OSError) as error:
-            raise problem_of(RedisUnavailable(hub.url, error)) from None
-        if int(count) > per_hour:
-            self.retry_after = anonymous.RATE_HOUR - int(time.time()) % anonymous.RATE_HOUR  # the next hour's count
-            raise Problem(429, "rate_limited", f"at most {per_hour} anonymous jobs an hour from one address; try later")
 
 
 def _submit(given: dict[str, Any], params: dict[str, Any], files: Any, site: str) -> anonymous.Link:
@@ -176,25 +166,6 @@ def _check_fields(given: dict[str, Any]) -> None:
     if unknown:
         named = ", ".join(repr(name[:40]) for name in unknown[:5])
         raise Problem(422, "invalid", f"an anonymous job takes service, params, files, name and email, not {named}")
-
-
-def client_address(request: HTTPServerRequest) -> str:
-    """Who is asking: the socket's address, or the one a trusted proxy (``[server] trusted_proxies``) saw."""
-    peer = request.remote_ip or ""
-    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
-    if not forwarded:
-        return peer
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return peer
-    for network in split_list(connections.settings().trusted_proxies):
-        try:
-            if address in ipaddress.ip_network(network, strict=False):
-                return forwarded
-        except ValueError:
-            continue
-    return peer
 
 
 class AnonymousServicesHandler(_NoLogin):
