@@ -30,6 +30,7 @@ from moi.core.info import Status
 from moi.core.keys import ANONYMOUS_OWNER
 from moi.jobs import connections
 from moi.relay.hub import Hub
+from moi.relay.websocket import MAX_SOCKETS
 from moi.services import anonymous, documents, sweeper
 from moi.services.anonymous import address_scope
 from moi.storage import retention
@@ -257,6 +258,28 @@ def test_a_path_near_a_link_is_a_404_that_logs_no_secret(anon_server: Server) ->
     ASKED_WRONG.append(True)
     assert anonymous_web.redacted("/r/1/" + link.rsplit("/", 1)[1] + "/x") == "/r/1/…/x"
     assert anonymous_web.redacted("/r//secret") == "/r//…"
+
+
+def test_link_sockets_are_counted_by_address_not_by_link(anon_server: Server) -> None:
+    links = [anonymous.submit("anon_echo").path for _ in range(2)]  # made here: the hour's count is spent
+    SEEN.extend(link.rsplit("/", 1)[1] for link in links)
+
+    async def open_until_refused() -> tuple[int, Any]:
+        opened: list[Any] = []
+        try:
+            for attempt in range(MAX_SOCKETS + 1):  # alternating links: 20 a link would let all of these open
+                url = anon_server.url.replace("http", "ws") + links[attempt % 2] + "/ws"
+                try:
+                    opened.append(await websocket_connect(HTTPRequest(url)))
+                except HTTPClientError as error:
+                    return len(opened), error.code
+            return len(opened), None
+        finally:
+            for socket in opened:
+                socket.close()
+
+    count, refusal = run_async(open_until_refused())
+    assert refusal == 429 and count <= MAX_SOCKETS
 
 
 def test_an_address_is_limited_per_hour_and_an_expired_job_has_no_link(anon_server: Server) -> None:

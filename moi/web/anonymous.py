@@ -50,6 +50,9 @@ FIELDS = frozenset({"service", "params", "files", "name", "email", "_xsrf"})
 NO_LINK = "No such link: it is wrong, or its job has expired"
 SERVICES_SECONDS = 5.0  # how long the list of services open to all is reused
 _SERVICES_CACHE = "moi_anonymous_services"  # application setting: that list, and until when it is reused
+LINK_SOCKETS_SETTING = "moi_max_link_sockets"  # application setting: every link socket of a process, at most
+MAX_LINK_SOCKETS = 2000
+_LINK_SOCKETS = "moi_link_sockets"  # application setting: the link sockets open in this process
 _SECRET_IN_PATH = re.compile(r"(/(?:r|anonymous/jobs)/[^/?]*/)[^/?]+")
 
 
@@ -284,12 +287,25 @@ class LinkSocket(_Capability, MOIMessageHandler):
             raise HTTPError(404)
         self.group_id = job_id
         self.current_user = f"a link to job {job_id}"  # what the relay's log lines name: no login is read
-        self._claim(f"moi:link:{job_id}")  # a link's own socket places: a reserved name, never a user's
+        self._claim_link()
         try:
             await WebSocketHandler.get(self)
         finally:
             if self.ws_connection is None:
                 self._release()
+
+    def _claim_link(self) -> None:
+        """One of the socket places of the client's address (IPv6: its /64), under a reserved name (never a
+        user's), within a cap for every link socket of this process: a new link per submission gains nothing."""
+        every: set[LinkSocket] = self.application.settings.setdefault(_LINK_SOCKETS, set())
+        if len(every) >= int(self.settings.get(LINK_SOCKETS_SETTING, MAX_LINK_SOCKETS)):
+            raise HTTPError(429, "too many open sockets")
+        self._claim(f"moi:link:{anonymous.address_scope(client_address(self.request))}")
+        every.add(self)
+
+    def _release(self) -> None:
+        self.application.settings.get(_LINK_SOCKETS, set()).discard(self)
+        super()._release()
 
     async def open(self, *args: str, **kwargs: str) -> None:
         self._count_unsent()
