@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moi.core.errors import BadDocument, CodeRefused, InputRefused, InvalidValue, UnknownService
+from moi.core.errors import BadDocument, InputRefused, InvalidValue, UnknownService
 from moi.core.info import Info, Status, is_uuid, parse
 from moi.core.keys import ANONYMOUS_OWNER, Keys
 from moi.core.redact import printable
@@ -65,14 +65,12 @@ class Link:
 
 
 def anonymous_service(name: Any, store: Store | None = None) -> type[Service]:
-    """The service ``name`` when it takes anonymous jobs; CodeRefused (403) when it does not, and
-    UnknownService naming only the anonymous ones when there is none (no other service's name is told)."""
+    """The service ``name`` when it takes anonymous jobs; else UnknownService naming only the anonymous ones,
+    the same for a members' service as for none at all: no other service's name is told, nor can be probed."""
     known = registry.known(store)
     open_to_all = sorted(service for service, cls in known.items() if cls.anonymous)
-    if not isinstance(name, str) or name not in known:
+    if not isinstance(name, str) or name not in open_to_all:
         raise UnknownService(printable(str(name), 80), open_to_all)
-    if not known[name].anonymous:
-        raise CodeRefused(f"Service {name!r} takes no anonymous jobs: log in to submit it")
     return known[name]
 
 
@@ -86,7 +84,7 @@ def submit(
     site: str = "",
 ) -> Link:
     """Queue an anonymous job of service ``name``; its link (mailed to ``email``, if given, after ``site``,
-    ``[moi] site_url``). CodeRefused for a service that takes none; the quota's QuotaExceeded (429)."""
+    ``[moi] site_url``). UnknownService for a service that takes none; the quota's QuotaExceeded (429)."""
     anonymous_service(name)
     settings = connections.settings()
     if email and not settings.smtp_host:  # it would wait in moi:mail forever, the secret with it

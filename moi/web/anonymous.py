@@ -48,6 +48,7 @@ from moi.web.proxy import client_address
 
 FIELDS = frozenset({"service", "params", "files", "name", "email", "_xsrf"})
 NO_LINK = "No such link: it is wrong, or its job has expired"
+NO_FILE = "No such file in this job"
 SERVICES_SECONDS = 5.0  # how long the list of services open to all is reused
 _SERVICES_CACHE = "moi_anonymous_services"  # application setting: that list, and until when it is reused
 LINK_SOCKETS_SETTING = "moi_max_link_sockets"  # application setting: every link socket of a process, at most
@@ -124,9 +125,9 @@ class AnonymousJobsHandler(_NoLogin):
               schema: {$ref: "#/components/schemas/AnonymousJobForm"}
         responses:
           201: {description: "the new job: {id, link}; the link (/r/ID/SECRET) is the only way back to it"}
-          403: {description: "the service takes no anonymous jobs, or code was sent"}
+          403: {description: "code was sent"}
           413: {description: the body or an upload is too large}
-          422: {description: "a bad parameter, input or field"}
+          422: {description: "a bad parameter, input or field; a service unknown or not open to all (one answer)"}
           429: {description: "this address's anonymous jobs this hour, or all anonymous jobs unfinished"}
         """
         given = submitted(self.request, self.json_limit())
@@ -238,6 +239,10 @@ class LinkFilesHandler(_Capability, MOIFilesHandler):
             self._answer(404, NO_LINK, "not_found")
             return
         await self.serve(job_id, str(info.get("status")), path, body)
+
+    def _not_found(self, text: str) -> None:
+        # One plain line: the owner's would name the CLI and the server's paths, nothing a link's holder has.
+        self._answer(404, NO_FILE, "not_found")
 
 
 class LinkLogHandler(LinkFilesHandler):
