@@ -228,6 +228,18 @@ def test_a_link_reaches_no_other_job_and_a_wrong_secret_is_an_unknown_job(anon_s
     assert all("error" in frame for frame in frames[:3]), frames
     assert "unknown verb" in frames[2]["error"]
     assert frames[3]["get"]["id"] == mine[0]
+    hidden = {"engine", "owner", "parent", "pubsub", "ttl", "context", "archive_after", "expire_after", "email"}
+    assert not hidden & set(frames[3]["get"]) and not hidden & set(finished(anon_server, links[0]))
+    services.register(Greeter)  # here too, to submit it from this process (the server runs it)
+    try:
+        failing = anonymous.submit("greeter", {"word": "fail"})
+    finally:
+        services.unregister("greeter")
+    SEEN.append(failing.secret)
+    failed = finished(anon_server, failing.path)
+    assert failed["status"] == Status.FAILED and not hidden & set(failed)
+    assert failed["result"].endswith("no greeting for fail") and "Traceback" not in failed["result"]
+    assert "/" not in failed["result"] and "\n" not in failed["result"]  # its last line: no server path
     # A service not marked anonymous, and code: refused with one line; a bad address is refused too.
     refused, unknown = (submit(anon_server, {"service": name}) for name in ("members_only", "members_onlx"))
     assert refused.status_code == unknown.status_code == 422  # a members' service is told as none: not probeable

@@ -126,6 +126,26 @@ def uploads_only(files: Any) -> dict[str, bytes] | None:
     raise InputRefused("files", "an anonymous job takes uploaded files only (multipart/form-data), no path or URI")
 
 
+# What a link shows of its job and of its steps: no engine, owner, group, channel, context, ttl or
+# retention of the server's, and of a failure's traceback (server paths) its last line only.
+LINK_FIELDS = ("id", "type", "name", "status", "service", "result", "result_format", "revision", "ran")
+LINK_DATES = ("date_created", "date_start", "date_end")
+
+
+def link_view(info: Mapping[str, Any], job_id: str) -> dict[str, Any]:
+    """The fields of ``info`` (the link's job ``job_id``, or one of its steps) a link's holder is shown."""
+    shown = {name: info[name] for name in (*LINK_FIELDS, *LINK_DATES) if name in info}
+    if info.get("parent") == job_id:  # a step names its job (which the holder knows), never a job its group
+        shown["parent"] = job_id
+    files = info.get("files")
+    if isinstance(files, Mapping) and isinstance(files.get("count"), int):
+        shown["files"] = {"count": files["count"]}
+    if info.get("status") == Status.FAILED and isinstance(shown.get("result"), str):
+        lines = [line for line in shown["result"].splitlines() if line.strip()]
+        shown["result"] = lines[-1] if lines else ""
+    return shown
+
+
 def link_keys(keys: Keys, job_id: str) -> list[str]:
     """What a link's check reads, in one round trip: the secret's hash, and the job's info (for an id that
     is no job id, those of one that cannot be a job's: the same read, and no other key named by a client)."""

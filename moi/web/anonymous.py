@@ -202,7 +202,7 @@ class LinkJobHandler(_NoLogin):
         responses:
           404: {description: "a wrong secret, an unknown job or an expired one: the same answer"}
         """
-        self.answer(dict(await self.linked(job_id, secret)))
+        self.answer(anonymous.link_view(await self.linked(job_id, secret), job_id))
 
 
 class LinkFilesHandler(_Capability, MOIFilesHandler):
@@ -322,7 +322,7 @@ class LinkSocket(_Capability, MOIMessageHandler):
             self.close(1011, "job store unavailable")
 
     def send(self, action: str, info: Info) -> None:
-        super().send(action, info)
+        super().send(action, anonymous.link_view(info, self.group_id))  # never the server's fields
         if info.get("id") == self.group_id and (action == "remove" or info.get("status") == Status.EXPIRED):
             self.shut(CLOSE_POLICY, "the job has expired")  # its link ends with it
 
