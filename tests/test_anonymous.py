@@ -44,7 +44,8 @@ from tests.test_logins import run_async
 from tests.test_service_retention import Inbox, free_port
 
 ROOT = Path(__file__).parent  # an input root of this module's server (a member may name a path in it)
-PER_HOUR = 9  # anonymous submissions one address may make in an hour, in this module's server
+MAX_UPLOAD = 64 << 10  # bytes of an anonymous multipart body, in this module's server
+PER_HOUR = 10  # anonymous submissions one address may make in an hour, in this module's server
 YAML = """
 services:
   - name: anon_echo
@@ -87,6 +88,7 @@ def anon_server(redis_url: str, inbox: Inbox) -> Iterator[Server]:
         "MOI_ANONYMOUS_PER_HOUR": str(PER_HOUR),
         "MOI_INPUT_ROOTS": str(ROOT),  # a member may name a path in it, and 127.0.0.1 may be fetched: not anonymously
         "MOI_FETCH_ALLOW": "127.0.0.1",
+        "MOI_ANONYMOUS_MAX_UPLOAD": str(MAX_UPLOAD),
         "MOI_SERVICES": "tests.service_defs:Greeter",  # a Python service open to all, beside the YAML ones
     }
     port = free_port()
@@ -259,6 +261,13 @@ def test_anonymous_inputs_are_uploads_never_a_path_or_uri(anon_server: Server) -
     for files in ([inside], [f"file://{inside}"], [anon_server.url + "/static/moi.js"], "x", [5]):
         refused = httpx.post(anon_server.url + "/api/v1/anonymous/jobs", json={"service": "anon_echo", "files": files})
         assert refused.status_code == 422 and "uploaded" in refused.json()["error"], refused.text
+    url = anon_server.url + "/api/v1/anonymous/jobs"
+    uploaded = httpx.post(url, data={"service": "anon_echo"}, files={"input": ("in.txt", b"hi")}, timeout=60)
+    assert uploaded.status_code == 201, uploaded.text  # an upload is what an anonymous job takes
+    SEEN.append(uploaded.json()["link"].rsplit("/", 1)[1])
+    links_before.add(store.keys.anonymous_link(uploaded.json()["id"]))
+    big = httpx.post(url, data={"service": "anon_echo"}, files={"input": ("in.txt", b"x" * MAX_UPLOAD)}, timeout=60)
+    assert big.status_code == 413 and "over" in big.json()["error"]  # [anonymous] max_upload
     with pytest.raises(InputRefused, match="uploaded files only"):
         anonymous.submit("anon_echo", files=[inside])
     assert set(store.redis.scan_iter(store.keys.anonymous_link("*"))) == links_before  # no job was made
@@ -356,12 +365,18 @@ def test_an_address_is_counted_by_its_host_and_the_settings_and_yaml_say_who_may
     ini.write_text("[anonymous]\nmax_per_hour_per_address = 3\nmax_queued = 9\n")
     monkeypatch.setenv("MOI_CONFIG_FP", str(ini))
     settings = build_settings()
-    assert (settings.anonymous_per_hour, settings.anonymous_max_queued) == (3, 9)
+    anonymous_settings = (settings.anonymous_per_hour, settings.anonymous_max_queued, settings.anonymous_max_upload)
+    assert anonymous_settings == (3, 9, 8 << 20)
     ini.write_text("[anonymous]\nmax_per_hour = 3\n")
     with pytest.raises(ConfigError, match=r"\[anonymous\] has no option 'max_per_hour'"):
         build_settings()
     (open_to_all,) = documents.load(YAML.replace("members_only", "x").split("  - name: x")[0])
     assert open_to_all.anonymous and open_to_all.definition["anonymous"] is True
+    forever = YAML.replace("    expire_after: 60d\n", "")
+    with pytest.raises(ServiceDefinitionError, match="is anonymous: it needs archive_after and expire_after"):
+        documents.load(forever)
+    with pytest.raises(ServiceDefinitionError, match="is anonymous: it needs archive_after and expire_after"):
+        services.register(type("Forever", (Greeter,), {"name": "forever", "expire_after": "never"}))
     with pytest.raises(ServiceDefinitionError, match="anonymous is true or false"):
         documents.load(YAML.replace("anonymous: true", "anonymous: 'yes'"))
     connections.reset()  # nothing of this test's settings stays for the next

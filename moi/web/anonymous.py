@@ -108,6 +108,10 @@ class _NoLogin(_Capability, APIHandler):
         if len(self.request.body or b"") > limit:
             raise Problem(413, "too_large", f"the body is over {limit} bytes")
 
+    def _body_limit(self) -> int:
+        limit = super()._body_limit()  # anyone's uploads: held to [anonymous] max_upload, below [moi] max_upload
+        return min(limit, connections.settings().anonymous_max_upload) if is_form(self.request) else limit
+
     def check_xsrf_cookie(self) -> None:
         return  # nothing of a login is used here, so a forged request gains nothing a direct one would not
 
