@@ -31,6 +31,7 @@ from tornado.log import access_log, app_log
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
+from moi.core.config import Settings
 from moi.core.errors import MoiError, QuotaExceeded, RedisUnavailable
 from moi.core.info import Info, Status
 from moi.jobfiles.log_tail import LOG_NAME
@@ -135,18 +136,9 @@ class AnonymousJobsHandler(_NoLogin):
           429: {description: "this address's anonymous jobs this hour, or all anonymous jobs unfinished"}
         """
         given = submitted(self.request, self.json_limit())
-        _check_fields(given)
-        if not is_form(self.request) and given.get("files") is not None:  # no path or URI: see anonymous.uploads_only
-            raise Problem(422, "invalid", "an anonymous job's files are uploaded (multipart), never paths or URIs")
+        _check_fields(given, is_form(self.request))
         settings = connections.settings()
-        hub = hub_for(self.application)
-        try:  # first: whatever follows costs more than a count
-            await limits.count_address(hub, client_address(self.request), settings.anonymous_per_hour)
-            await self.run(anonymous.anonymous_service, given.get("service"))
-            await limits.count_mail(hub, text_field(given, "email") if settings.smtp_host else None)
-        except limits.RateLimited as error:
-            self.retry_after = error.retry_after
-            raise
+        await self._counted(given, settings)
         params = given.get("params") or {}
         if not isinstance(params, dict):
             raise Problem(422, "invalid", '"params" is an object')
@@ -160,14 +152,29 @@ class AnonymousJobsHandler(_NoLogin):
             raise problem_of(error) from None
         self.answer({"id": link.job_id, "link": link.path}, 201)
 
+    async def _counted(self, given: dict[str, Any], settings: Settings) -> None:
+        """The submission counted against its address (first: whatever follows costs more than a count), its
+        service checked, and the link to be mailed counted against its address; 429 past a count."""
+        hub = hub_for(self.application)
+        try:
+            await limits.count_address(hub, client_address(self.request), settings.anonymous_per_hour)
+            await self.run(anonymous.anonymous_service, given.get("service"))
+            await limits.count_mail(hub, text_field(given, "email") if settings.smtp_host else None)
+        except limits.RateLimited as error:
+            self.retry_after = error.retry_after
+            raise
+
 
 def _submit(given: dict[str, Any], params: dict[str, Any], files: Any, site: str) -> anonymous.Link:
     email, name = text_field(given, "email"), text_field(given, "name")
     return anonymous.submit(given["service"], params, files=files or None, email=email, job_name=name, site=site)
 
 
-def _check_fields(given: dict[str, Any]) -> None:
-    """An anonymous job is a service's, with its parameters: code, or a field of the account's, is refused."""
+def _check_fields(given: dict[str, Any], form: bool) -> None:
+    """An anonymous job is a service's, with its parameters and uploads: code, a field of the account's, or
+    files named by path or URI (see ``anonymous.uploads_only``) are refused."""
+    if not form and given.get("files") is not None:
+        raise Problem(422, "invalid", "an anonymous job's files are uploaded (multipart), never paths or URIs")
     if "cmd" in given:
         raise Problem(403, "forbidden", "running code needs an account with the grant; anonymous jobs are a service's")
     unknown = sorted(set(given) - FIELDS)
