@@ -427,4 +427,18 @@ def test_an_anonymous_job_mails_no_end_and_an_address_gets_few_links_a_day(r: An
             await hub.close()
 
     assert run_async(count(anonymous_limits.MAILS_PER_DAY + 3)) == anonymous_limits.MAILS_PER_DAY
+
+    async def after_a_burst_last_hour() -> int:  # the last clock hour still counts, for its part within the hour
+        hub = Hub(store.url, store.keys, store.ttl)
+        try:
+            try:
+                await anonymous_limits.count_address(hub, "192.0.2.50", 1)
+            except anonymous_limits.RateLimited as error:
+                return int(error.status_code)
+            return 201
+        finally:
+            await hub.close()
+
+    store.redis.set(anonymous.rate_key(store.keys, "192.0.2.50", time.time() - 3600), 10**6)
+    assert run_async(after_a_burst_last_hour()) == 429
     assert not [key for key in store.redis.scan_iter("*mailed*") if "me@" in key]  # kept by its hash only

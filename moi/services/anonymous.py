@@ -182,7 +182,7 @@ def rate_key(keys: Keys, address: str, moment: float) -> str:
 
 
 RATE_HOUR = _HOUR  # the count's window: a clock hour
-RATE_WINDOW = _HOUR + 60  # how long its counter lives
+RATE_WINDOW = 2 * _HOUR + 60  # how long its counter lives: the next hour reads it too (a sliding hour)
 
 
 def address_scope(address: str) -> str:

@@ -1,6 +1,8 @@
 """What holds back a flood of anonymous users (``moi.web.anonymous``): counts kept in Redis, read on the event loop.
 
-- submissions per client address (an IPv6 one by its /64) and clock hour, ``[anonymous] max_per_hour_per_address``;
+- submissions per client address (an IPv6 one by its /64) in a sliding hour (this clock hour's count, and
+  the last one's weighted by how much of it is within the hour: no double burst around the hour's turn),
+  ``[anonymous] max_per_hour_per_address``;
 - links mailed to one address per day (``MAILS_PER_DAY``): no one makes moi mail a stranger over and over.
 """
 
@@ -38,12 +40,22 @@ async def _counted(hub: Hub, key: str, lifetime: int) -> int:
     return int(count)
 
 
+async def _read(hub: Hub, key: str) -> int:
+    try:
+        return int(await hub.redis.get(key) or 0)
+    except (redis.RedisError, OSError) as error:
+        raise problem_of(RedisUnavailable(hub.url, error)) from None
+
+
 async def count_address(hub: Hub, address: str, per_hour: int) -> None:
     """Count a submission against its address's hour; a 429 past ``per_hour`` (0: no count)."""
     if per_hour <= 0:
         return
     now = time.time()
     count = await _counted(hub, anonymous.rate_key(hub.keys, address, now), anonymous.RATE_WINDOW)
+    if count <= per_hour:  # a sliding hour: the last clock hour's count, as much of it as is within the hour
+        earlier = await _read(hub, anonymous.rate_key(hub.keys, address, now - anonymous.RATE_HOUR))
+        count += int(earlier * (1 - (now % anonymous.RATE_HOUR) / anonymous.RATE_HOUR))
     if count > per_hour:
         text = f"at most {per_hour} anonymous jobs an hour from one address; try later"
         raise RateLimited(text, anonymous.RATE_HOUR - int(now) % anonymous.RATE_HOUR)  # until the next hour's count
