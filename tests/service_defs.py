@@ -205,6 +205,8 @@ class Greeter(Service):
 
     def run(self) -> dict[str, str]:
         self.logger.info("greeting %s", self.params["word"])
+        if self.params["word"] == "fail":  # a failure, with a traceback of the server's paths
+            raise ValueError("no greeting for fail")
         Path("output").mkdir(exist_ok=True)
         Path("output/said.txt").write_text(self.params["word"] + "\n")
         return {"said": self.params["word"]}

@@ -136,6 +136,7 @@ class Settings:
     # may make in an hour, and how many anonymous jobs may be unfinished at once (their quota, all together).
     anonymous_per_hour: int = 10
     anonymous_max_queued: int = 50
+    anonymous_max_upload: int = 8 << 20  # bytes of an anonymous multipart body: anyone's files, kept until expiry
     max_upload: int = 64 << 20  # bytes of a multipart POST /api/v1/jobs (a service job's input files)
     # Code over the web ([security] section, see moi.compute.sandbox): who may run it, and as which uids.
     code_users: str = ""  # users who may submit Python or shell jobs over the API (admins and --code tokens may too)
@@ -217,6 +218,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         "session_hours": float,
         "anonymous_per_hour": int,
         "anonymous_max_queued": int,
+        "anonymous_max_upload": int,
     }
     out = dict(values)
     for name, convert in converters.items():

@@ -59,7 +59,11 @@ _SERVER_OPTIONS = (
 )
 
 # [anonymous] option -> setting
-_ANONYMOUS_OPTIONS = {"max_per_hour_per_address": "anonymous_per_hour", "max_queued": "anonymous_max_queued"}
+_ANONYMOUS_OPTIONS = {
+    "max_per_hour_per_address": "anonymous_per_hour",
+    "max_queued": "anonymous_max_queued",
+    "max_upload": "anonymous_max_upload",
+}
 
 _CONTEXT_OPTIONS = ("time_limit",)
 CONTEXT_SECTION = "context"  # [context NAME]: one context's defaults
@@ -117,6 +121,7 @@ _ENVIRONMENT = {
     "MOI_ADMIN_EMAIL": "admin_email",
     "MOI_ANONYMOUS_PER_HOUR": "anonymous_per_hour",
     "MOI_ANONYMOUS_MAX_QUEUED": "anonymous_max_queued",
+    "MOI_ANONYMOUS_MAX_UPLOAD": "anonymous_max_upload",
 }
 
 

@@ -58,6 +58,7 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:engines:retiring set     labels of engines to stop once idle: they take no more jobs
     Pmoi:anonymous:link:<id> string  SHA-256 (hex) of the secret of an anonymous job's results link; lives as the job
     Pmoi:anonymous:rate:<address>:<hour> string  anonymous submissions from one address (IPv6: its /64) that hour
+    Pmoi:anonymous:mailed:<sha256 of address>:<day> string  anonymous links mailed to one address that day
 """
 
 import uuid
@@ -249,6 +250,9 @@ class Keys:
 
     def anonymous_rate(self, address: str, hour: int) -> str:
         return f"{self.prefix}moi:anonymous:rate:{address}:{hour}"
+
+    def anonymous_mailed(self, address_digest: str, day: int) -> str:
+        return f"{self.prefix}moi:anonymous:mailed:{address_digest}:{day}"
 
     def node_of_channel(self, channel: str) -> str:
         """The id a channel name belongs to (inverse of ``channel``)."""

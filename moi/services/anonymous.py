@@ -6,15 +6,18 @@ from anyone, without an account. Such a job:
 - belongs to the reserved owner ``moi:anonymous`` (``moi.core.keys.ANONYMOUS_OWNER``: no login can have
   that name), and counts against ``[anonymous] max_queued``, the unfinished anonymous jobs of everyone
   together (the per-user hard limit, with that owner);
-- gets only what the service declares: its parameters (type-checked), inputs (its validators, the web's
-  input policy), a name and an email address. No priority, time limit, retries, URL, group or code;
+- gets only what the service declares: its parameters (type-checked), uploaded inputs (its validators;
+  never a path or URI, which would read the server's files or reach its network), a name and an email
+  address. No priority, time limit, retries, URL, group or code;
 - answers with a link, ``/r/<job id>/<secret>``: 32 random bytes of which only the SHA-256 is kept
   (``moi:anonymous:link:<id>``), compared in constant time. The link reaches that one job and nothing
   else (see ``moi.web.anonymous``); once the job has expired (retention) or is removed, the link gets
   the same 404 as a wrong secret.
 
-The link is mailed to the address given, if any: the mail waits in ``moi:mail`` with the link, the one
-place the secret is written, until the sender takes it (``moi.services.mail``). Submissions from one
+The link is mailed to the address given, if any (refused when ``[mail]`` has no smtp_host): the mail
+waits in ``moi:mail`` with the link, the one place the secret is written, until the sender takes it
+(``moi.services.mail``). It says the service's name and the link, no text of the submitter's (no spam
+rides on it), and it is the only mail an anonymous job sends: none when it ends. Submissions from one
 client address (an IPv6 one by its /64) are counted per hour, under ``rate_key``.
 """
 
@@ -29,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from moi.core.errors import BadDocument, CodeRefused, UnknownService
+from moi.core.errors import BadDocument, InputRefused, InvalidValue, UnknownService
 from moi.core.info import Info, Status, is_uuid, parse
 from moi.core.keys import ANONYMOUS_OWNER, Keys
 from moi.core.redact import printable
@@ -62,14 +65,12 @@ class Link:
 
 
 def anonymous_service(name: Any, store: Store | None = None) -> type[Service]:
-    """The service ``name`` when it takes anonymous jobs; CodeRefused (403) when it does not, and
-    UnknownService naming only the anonymous ones when there is none (no other service's name is told)."""
+    """The service ``name`` when it takes anonymous jobs; else UnknownService naming only the anonymous ones,
+    the same for a members' service as for none at all: no other service's name is told, nor can be probed."""
     known = registry.known(store)
     open_to_all = sorted(service for service, cls in known.items() if cls.anonymous)
-    if not isinstance(name, str) or name not in known:
+    if not isinstance(name, str) or name not in open_to_all:
         raise UnknownService(printable(str(name), 80), open_to_all)
-    if not known[name].anonymous:
-        raise CodeRefused(f"Service {name!r} takes no anonymous jobs: log in to submit it")
     return known[name]
 
 
@@ -83,18 +84,20 @@ def submit(
     site: str = "",
 ) -> Link:
     """Queue an anonymous job of service ``name``; its link (mailed to ``email``, if given, after ``site``,
-    ``[moi] site_url``). CodeRefused for a service that takes none; the quota's QuotaExceeded (429)."""
+    ``[moi] site_url``). UnknownService for a service that takes none; the quota's QuotaExceeded (429)."""
     anonymous_service(name)
     settings = connections.settings()
+    if email and not settings.smtp_host:  # it would wait in moi:mail forever, the secret with it
+        raise InvalidValue("email", "this server sends no mail")
     job_id, _, _ = submission.submit(
         name,
         ANONYMOUS_OWNER,
         params,
-        files=files,
+        files=uploads_only(files),
         email=email,
         job_name=job_name,
-        origin=WEB,  # inputs as a web user's: uploads, URIs the policy allows, paths only inside input roots
-        limits=Limits(0, settings.anonymous_max_queued),
+        origin=WEB,  # uploads only (checked above); the web's policy besides
+        limits=Limits(settings.hog_size, settings.anonymous_max_queued),
         anonymous=True,
     )
     link = Link(job_id, secrets.token_urlsafe(SECRET_BYTES))
@@ -109,6 +112,38 @@ def submit(
             pipe.rpush(store.keys.mail, json.dumps(mail))
         pipe.execute()
     return link
+
+
+def uploads_only(files: Any) -> dict[str, bytes] | None:
+    """An anonymous job's inputs: uploaded bytes by name, or none. A path (even inside ``[files] input_roots``)
+    or a URI is refused: anyone could read the server's files or make it fetch its own network's addresses."""
+    if files is None:
+        return None
+    if isinstance(files, Mapping) and all(
+        isinstance(key, str) and isinstance(value, bytes | bytearray) for key, value in files.items()
+    ):
+        return {key: bytes(value) for key, value in files.items()} or None
+    raise InputRefused("files", "an anonymous job takes uploaded files only (multipart/form-data), no path or URI")
+
+
+# What a link shows of its job and of its steps: no engine, owner, group, channel, context, ttl or
+# retention of the server's, and of a failure's traceback (server paths) its last line only.
+LINK_FIELDS = ("id", "type", "name", "status", "service", "result", "result_format", "revision", "ran")
+LINK_DATES = ("date_created", "date_start", "date_end")
+
+
+def link_view(info: Mapping[str, Any], job_id: str) -> dict[str, Any]:
+    """The fields of ``info`` (the link's job ``job_id``, or one of its steps) a link's holder is shown."""
+    shown = {name: info[name] for name in (*LINK_FIELDS, *LINK_DATES) if name in info}
+    if info.get("parent") == job_id:  # a step names its job (which the holder knows), never a job its group
+        shown["parent"] = job_id
+    files = info.get("files")
+    if isinstance(files, Mapping) and isinstance(files.get("count"), int):
+        shown["files"] = {"count": files["count"]}
+    if info.get("status") == Status.FAILED and isinstance(shown.get("result"), str):
+        lines = [line for line in shown["result"].splitlines() if line.strip()]
+        shown["result"] = lines[-1] if lines else ""
+    return shown
 
 
 def link_keys(keys: Keys, job_id: str) -> list[str]:
@@ -147,7 +182,7 @@ def rate_key(keys: Keys, address: str, moment: float) -> str:
 
 
 RATE_HOUR = _HOUR  # the count's window: a clock hour
-RATE_WINDOW = _HOUR + 60  # how long its counter lives
+RATE_WINDOW = 2 * _HOUR + 60  # how long its counter lives: the next hour reads it too (a sliding hour)
 
 
 def address_scope(address: str) -> str:

@@ -215,8 +215,10 @@ class Service:
         for parameter in cls.parameters:
             if not isinstance(parameter, Parameter):
                 raise ServiceDefinitionError(f"service {cls.name!r}: {parameter!r} is not a Parameter")
-        parse_duration(cls.archive_after, f"service {cls.name!r} archive_after")
-        parse_duration(cls.expire_after, f"service {cls.name!r} expire_after")
+        archive = parse_duration(cls.archive_after, f"service {cls.name!r} archive_after")
+        expire = parse_duration(cls.expire_after, f"service {cls.name!r} expire_after")
+        if cls.anonymous and (archive is None or expire is None):  # anyone's uploads would stay on disk forever
+            raise ServiceDefinitionError(f"service {cls.name!r} is anonymous: it needs archive_after and expire_after")
         unknown = set(cls.directories) - set(STATES)
         if unknown:
             raise ServiceDefinitionError(f"service {cls.name!r}: no state {sorted(unknown)}; states are {STATES}")

@@ -48,7 +48,7 @@ def compose(info: Info, to: str, settings: Settings, link: str = "") -> EmailMes
     message["To"] = address
     name, status, service = (_one_line(info.get(field)) for field in ("name", "status", "service"))
     if to == "link":
-        return _link_mail(message, info, name, service, link)
+        return _link_mail(message, service, link)
     link = info.get("url") or (f"{settings.site_url.rstrip('/')}/?job={info['id']}" if settings.site_url else "")
     if info.get("anonymous"):  # no account to see it with: its link is the one mailed when it was submitted
         link = "the link you were sent when you submitted it"
@@ -65,10 +65,12 @@ def compose(info: Info, to: str, settings: Settings, link: str = "") -> EmailMes
     return message
 
 
-def _link_mail(message: EmailMessage, info: Info, name: str, service: str, link: str) -> EmailMessage:
-    message["Subject"] = f"Your {service} job {name} was submitted"
+def _link_mail(message: EmailMessage, service: str, link: str) -> EmailMessage:
+    # Only the service's name (the operator's) and the link: the job's name is anyone's text, and would
+    # make moi mail a stranger what an anonymous submitter wrote.
+    message["Subject"] = f"Your {service} job was submitted"
     lines = [
-        f"Your job {name} (service {service}, id {info['id']}) was submitted.",
+        f"Your {service} job was submitted.",
         f"Its page, files and log are at {link}",
         "Anyone with this link can see the job: keep it to yourself. It works until the job expires.",
     ]

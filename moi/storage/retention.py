@@ -89,7 +89,10 @@ def state_commands(keys: Keys, node_id: str, new: Info, old: Info | None) -> lis
 
 
 def mail_commands(keys: Keys, node_id: str, new: Info) -> list[Command]:
-    """The mails a service job owes as it finishes: its submitter's, and the admin's for a failure."""
+    """The mails a service job owes as it finishes: its submitter's, and the admin's for a failure. An
+    anonymous job owes none: anyone can make one fail, and its link was mailed when it was submitted."""
+    if new.get("anonymous"):
+        return []
     owed = []
     if new.get("email"):
         owed.append({"job": node_id, "to": "user"})

@@ -27,10 +27,11 @@ import time
 from typing import Any
 
 import redis
-from tornado.log import app_log
+from tornado.log import access_log, app_log
 from tornado.web import HTTPError, RequestHandler
 from tornado.websocket import WebSocketHandler
 
+from moi.core.config import Settings
 from moi.core.errors import MoiError, QuotaExceeded, RedisUnavailable
 from moi.core.info import Info, Status
 from moi.jobfiles.log_tail import LOG_NAME
@@ -40,21 +41,36 @@ from moi.relay.hub import Hub
 from moi.relay.outbound import CLOSE_POLICY
 from moi.relay.websocket import MOIMessageHandler, hub_for
 from moi.services import anonymous, registry
+from moi.web import anonymous_limits as limits
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
-from moi.web.api_submission import json_files, submitted, text_field
+from moi.web.api_submission import submitted, text_field
 from moi.web.file_routes import MOIFilesHandler
 from moi.web.proxy import client_address  # one reading of X-Forwarded-For, with the proxy secret
 
 FIELDS = frozenset({"service", "params", "files", "name", "email", "_xsrf"})
 NO_LINK = "No such link: it is wrong, or its job has expired"
+NO_FILE = "No such file in this job"
 SERVICES_SECONDS = 5.0  # how long the list of services open to all is reused
 _SERVICES_CACHE = "moi_anonymous_services"  # application setting: that list, and until when it is reused
-_SECRET_IN_PATH = re.compile(r"(/(?:r|anonymous/jobs)/[^/?]+/)[^/?]+")
+LINK_SOCKETS_SETTING = "moi_max_link_sockets"  # application setting: every link socket of a process, at most
+MAX_LINK_SOCKETS = 2000
+_LINK_SOCKETS = "moi_link_sockets"  # application setting: the link sockets open in this process
+_SECRET_IN_PATH = re.compile(r"(/(?:r|anonymous/jobs)/[^/?]*/)[^/?]+")
 
 
 def redacted(uri: str) -> str:
     """A request's path with a link's secret left out, for the log."""
     return _SECRET_IN_PATH.sub(r"\1…", uri)
+
+
+def log_request(handler: RequestHandler) -> None:
+    """The access log's line of any request (``make_app``'s ``log_function``), as Tornado's own but with a
+    link's secret left out: a path near a link's (``/r/ID/SECRET/x``) that no handler takes is logged too."""
+    status = handler.get_status()
+    method = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
+    request = handler.request
+    summary = f"{request.method} {redacted(request.uri or '')} ({request.remote_ip})"
+    method("%d %s %.2fms", status, summary, 1000.0 * request.request_time())
 
 
 class _Capability(RequestHandler):
@@ -93,6 +109,10 @@ class _NoLogin(_Capability, APIHandler):
         if len(self.request.body or b"") > limit:
             raise Problem(413, "too_large", f"the body is over {limit} bytes")
 
+    def _body_limit(self) -> int:
+        limit = super()._body_limit()  # anyone's uploads: held to [anonymous] max_upload, below [moi] max_upload
+        return min(limit, connections.settings().anonymous_max_upload) if is_form(self.request) else limit
+
     def check_xsrf_cookie(self) -> None:
         return  # nothing of a login is used here, so a forged request gains nothing a direct one would not
 
@@ -110,20 +130,19 @@ class AnonymousJobsHandler(_NoLogin):
               schema: {$ref: "#/components/schemas/AnonymousJobForm"}
         responses:
           201: {description: "the new job: {id, link}; the link (/r/ID/SECRET) is the only way back to it"}
-          403: {description: "the service takes no anonymous jobs, or code was sent"}
+          403: {description: "code was sent"}
           413: {description: the body or an upload is too large}
-          422: {description: "a bad parameter, input or field"}
+          422: {description: "a bad parameter, input or field; a service unknown or not open to all (one answer)"}
           429: {description: "this address's anonymous jobs this hour, or all anonymous jobs unfinished"}
         """
         given = submitted(self.request, self.json_limit())
-        _check_fields(given)
+        _check_fields(given, is_form(self.request))
         settings = connections.settings()
-        await self._count(settings.anonymous_per_hour)  # first: whatever follows costs more than a count
-        await self.run(anonymous.anonymous_service, given.get("service"))
+        await self._counted(given, settings)
         params = given.get("params") or {}
         if not isinstance(params, dict):
             raise Problem(422, "invalid", '"params" is an object')
-        files = given.get("files") if is_form(self.request) else json_files(given.get("files"))
+        files = given.get("files") if is_form(self.request) else None
         try:  # the mailed link starts with [moi] site_url only, never the Host a client sent (a phishing host)
             link = await _in_thread(_submit, given, params, files, settings.site_url)
         except QuotaExceeded as error:
@@ -133,20 +152,17 @@ class AnonymousJobsHandler(_NoLogin):
             raise problem_of(error) from None
         self.answer({"id": link.job_id, "link": link.path}, 201)
 
-    async def _count(self, per_hour: int) -> None:
-        """Count this submission against its address's hour (on the event loop); 429 past ``per_hour``."""
-        if per_hour <= 0:
-            return
+    async def _counted(self, given: dict[str, Any], settings: Settings) -> None:
+        """The submission counted against its address (first: whatever follows costs more than a count), its
+        service checked, and the link to be mailed counted against its address; 429 past a count."""
         hub = hub_for(self.application)
-        key = anonymous.rate_key(hub.keys, client_address(self.request), time.time())
         try:
-            async with hub.redis.pipeline(transaction=False) as pipe:
-                count, _ = await pipe.incr(key).expire(key, anonymous.RATE_WINDOW).execute()
-        except (redis.RedisError, OSError) as error:
-            raise problem_of(RedisUnavailable(hub.url, error)) from None
-        if int(count) > per_hour:
-            self.retry_after = anonymous.RATE_HOUR - int(time.time()) % anonymous.RATE_HOUR  # the next hour's count
-            raise Problem(429, "rate_limited", f"at most {per_hour} anonymous jobs an hour from one address; try later")
+            await limits.count_address(hub, client_address(self.request), settings.anonymous_per_hour)
+            await self.run(anonymous.anonymous_service, given.get("service"))
+            await limits.count_mail(hub, text_field(given, "email") if settings.smtp_host else None)
+        except limits.RateLimited as error:
+            self.retry_after = error.retry_after
+            raise
 
 
 def _submit(given: dict[str, Any], params: dict[str, Any], files: Any, site: str) -> anonymous.Link:
@@ -154,8 +170,11 @@ def _submit(given: dict[str, Any], params: dict[str, Any], files: Any, site: str
     return anonymous.submit(given["service"], params, files=files or None, email=email, job_name=name, site=site)
 
 
-def _check_fields(given: dict[str, Any]) -> None:
-    """An anonymous job is a service's, with its parameters: code, or a field of the account's, is refused."""
+def _check_fields(given: dict[str, Any], form: bool) -> None:
+    """An anonymous job is a service's, with its parameters and uploads: code, a field of the account's, or
+    files named by path or URI (see ``anonymous.uploads_only``) are refused."""
+    if not form and given.get("files") is not None:
+        raise Problem(422, "invalid", "an anonymous job's files are uploaded (multipart), never paths or URIs")
     if "cmd" in given:
         raise Problem(403, "forbidden", "running code needs an account with the grant; anonymous jobs are a service's")
     unknown = sorted(set(given) - FIELDS)
@@ -194,7 +213,7 @@ class LinkJobHandler(_NoLogin):
         responses:
           404: {description: "a wrong secret, an unknown job or an expired one: the same answer"}
         """
-        self.answer(dict(await self.linked(job_id, secret)))
+        self.answer(anonymous.link_view(await self.linked(job_id, secret), job_id))
 
 
 class LinkFilesHandler(_Capability, MOIFilesHandler):
@@ -231,6 +250,10 @@ class LinkFilesHandler(_Capability, MOIFilesHandler):
             self._answer(404, NO_LINK, "not_found")
             return
         await self.serve(job_id, str(info.get("status")), path, body)
+
+    def _not_found(self, text: str) -> None:
+        # One plain line: the owner's would name the CLI and the server's paths, nothing a link's holder has.
+        self._answer(404, NO_FILE, "not_found")
 
 
 class LinkLogHandler(LinkFilesHandler):
@@ -280,12 +303,25 @@ class LinkSocket(_Capability, MOIMessageHandler):
             raise HTTPError(404)
         self.group_id = job_id
         self.current_user = f"a link to job {job_id}"  # what the relay's log lines name: no login is read
-        self._claim(f"moi:link:{job_id}")  # a link's own socket places: a reserved name, never a user's
+        self._claim_link()
         try:
             await WebSocketHandler.get(self)
         finally:
             if self.ws_connection is None:
                 self._release()
+
+    def _claim_link(self) -> None:
+        """One of the socket places of the client's address (IPv6: its /64), under a reserved name (never a
+        user's), within a cap for every link socket of this process: a new link per submission gains nothing."""
+        every: set[LinkSocket] = self.application.settings.setdefault(_LINK_SOCKETS, set())
+        if len(every) >= int(self.settings.get(LINK_SOCKETS_SETTING, MAX_LINK_SOCKETS)):
+            raise HTTPError(429, "too many open sockets")
+        self._claim(f"moi:link:{anonymous.address_scope(client_address(self.request))}")
+        every.add(self)
+
+    def _release(self) -> None:
+        self.application.settings.get(_LINK_SOCKETS, set()).discard(self)
+        super()._release()
 
     async def open(self, *args: str, **kwargs: str) -> None:
         self._count_unsent()
@@ -297,7 +333,7 @@ class LinkSocket(_Capability, MOIMessageHandler):
             self.close(1011, "job store unavailable")
 
     def send(self, action: str, info: Info) -> None:
-        super().send(action, info)
+        super().send(action, anonymous.link_view(info, self.group_id))  # never the server's fields
         if info.get("id") == self.group_id and (action == "remove" or info.get("status") == Status.EXPIRED):
             self.shut(CLOSE_POLICY, "the job has expired")  # its link ends with it
 
@@ -309,6 +345,13 @@ async def anonymous_job(hub: Hub, job_id: str, secret: str) -> Info | None:
     except (redis.RedisError, OSError, TimeoutError) as error:
         raise RedisUnavailable(hub.url, error) from None
     return anonymous.verdict(hub.keys, job_id, secret, kept, raw)
+
+
+class NearLinkHandler(_Capability, RequestHandler):
+    """A path under a link's that nothing serves (``/r/ID/SECRET/x``): Tornado's 404, logged without its secret."""
+
+    def prepare(self) -> None:
+        raise HTTPError(404)
 
 
 API_ROUTES = [
@@ -323,6 +366,7 @@ ROUTES = [
     (r"/anonymous", AnonymousSubmitPageHandler),
     (r"/r/([^/]+)/([^/]+)", LinkPageHandler),
     (r"/r/([^/]+)/([^/]+)/ws", LinkSocket),
+    (rf"(?:/r|{PREFIX}/anonymous/jobs)/[^/]*/[^/]*(?:/.*)?", NearLinkHandler),  # after the links': their near misses
 ]
 
-__all__ = ["API_ROUTES", "ROUTES", "client_address", "redacted"]
+__all__ = ["API_ROUTES", "ROUTES", "client_address", "log_request", "redacted"]

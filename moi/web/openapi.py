@@ -92,12 +92,12 @@ BULK_IDS = {  # POST /api/v1/jobs/bulk/{action}: the ids a preview answered
     "properties": {"ids": {"type": "array", "items": {"type": "string", "format": "uuid"}, "maxItems": 1000}},
     "required": ["ids"],
 }
-ANONYMOUS_JOB = {  # POST /api/v1/anonymous/jobs as JSON (moi.web.anonymous): a service's job, nothing else
+ANONYMOUS_JOB = {  # POST /api/v1/anonymous/jobs as JSON (moi.web.anonymous): a service's job, nothing else; no files
+    # (they are uploaded, multipart: a path or URI is refused)
     "type": "object",
     "properties": {
         "service": {"type": "string", "description": "a service marked anonymous"},
         "params": {"type": "object"},
-        "files": {"type": "array", "items": {"type": "string"}, "description": "inputs by URI, as the policy allows"},
         "name": {"type": "string"},
         "email": {"type": "string", "description": "where the link is mailed"},
     },
