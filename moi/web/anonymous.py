@@ -68,9 +68,9 @@ def log_request(handler: RequestHandler) -> None:
     link's secret left out: a path near a link's (``/r/ID/SECRET/x``) that no handler takes is logged too."""
     status = handler.get_status()
     method = access_log.info if status < 400 else access_log.warning if status < 500 else access_log.error
-    request = handler.request
-    summary = f"{request.method} {redacted(request.uri or '')} ({request.remote_ip})"
-    method("%d %s %.2fms", status, summary, 1000.0 * request.request_time())
+    # The handler's own summary (the oidc callback's drops its query), then any link's secret left out.
+    summary = redacted(handler._request_summary())
+    method("%d %s %.2fms", status, summary, 1000.0 * handler.request.request_time())
 
 
 class _Capability(RequestHandler):
