@@ -95,6 +95,30 @@ def test_chromium_logs_in_with_an_account_and_logs_out(r: Any, browser: Any, pas
     assert socket_status(password_server, old) == 403
 
 
+def test_chromium_is_throttled_after_wrong_passwords_and_refused_a_header(
+    r: Any, browser: Any, password_server: Server
+) -> None:
+    """In the browser: three wrong passwords, then even the right one waits; a proxy's user header from
+    this address (not a trusted proxy, and the header method off) logs no one in."""
+    from playwright.sync_api import expect
+
+    add_user("ines")
+    context = browser.new_context(extra_http_headers={"X-Remote-User": "ines"})
+    try:
+        page = context.new_page()  # not quiet: a 401 and a 429 are this test's answers
+        page.goto(password_server.url + "/login")
+        expect(page.locator("input[name=password]")).to_be_visible()  # the header logged no one in
+        for password in [WRONG_PASSWORD] * 3 + [PASSWORD]:
+            page.fill("input[name=user]", "ines")
+            page.fill("input[name=password]", password)
+            page.click("button[type=submit]")
+            page.wait_for_load_state()
+        expect(page.locator("#moi-login-error")).to_contain_text("Too many failed logins; try again in")
+        assert not any(cookie["name"] == "moi_session" for cookie in context.cookies())
+    finally:
+        context.close()
+
+
 def socket_status(server: Server, cookies: dict[str, str]) -> int:
     header = "; ".join(f"{name}={value}" for name, value in cookies.items())
     request = HTTPRequest(server.url.replace("http", "ws") + "/moi-ws/", headers={"Cookie": header})
