@@ -270,7 +270,11 @@ class WrongState(MoiError):
 
 
 class EngineCountRefused(MoiError):
-    """An engine added or removed past the embedded cluster's bounds, or for a cluster moi did not start."""
+    """An engine added or removed past a context's bounds, or for a cluster whose engines moi cannot start."""
+
+
+class EnginesNotStarted(MoiError):
+    """A cluster's own launcher (local, SSH, Slurm) failed to start the engines asked for."""
 
 
 class JobFilesError(MoiError):
