@@ -29,6 +29,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from typing import Any
 
 from moi.compute import scaling
@@ -82,12 +83,15 @@ def change(store: Store, spec: ContextSpec, by: int) -> int:
 def start(path: str, count: int = 1) -> None:
     """Start ``count`` engines of the cluster in ``path`` with its own launcher; EnginesNotStarted if it fails."""
     command = [sys.executable, "-m", "moi.compute.launched", path, str(count)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=START_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise EnginesNotStarted(f"the cluster's launcher took over {START_TIMEOUT:g}s to start engines") from error
+    # Its error in a file, not a pipe: what the launcher starts (ssh sessions) inherits it and keeps a pipe open.
+    with tempfile.TemporaryFile("w+") as errors:
+        try:
+            done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=errors, timeout=START_TIMEOUT, check=False)
+        except subprocess.TimeoutExpired as error:
+            raise EnginesNotStarted(f"the cluster's launcher took over {START_TIMEOUT:g}s to start engines") from error
+        errors.seek(0)
+        lines = [line for line in errors.read().splitlines() if line.strip()] or ["no error message"]
     if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no error message"]
         raise EnginesNotStarted(f"the cluster's launcher failed to start engines: {printable(lines[-1])}")
     log.warning("started %d engine(s) of the cluster in %s", count, path)
 
@@ -113,14 +117,51 @@ def settle(store: Store, context: str, client: Any, known: dict[int, str]) -> No
             client.shutdown(targets=ids, block=False)
 
 
+# A running engine set's own settings a new set takes (ssh hosts and arguments, a batch template and queue):
+# given on ipcluster's command line, they are kept nowhere but in the cluster file. Not these, its state.
+_NOT_COPIED = {"profile_dir", "cluster_id", "n", "state", "engine_set_id", "pid", "job_id", "output_file"}
+
+
+def like_running(cluster: Any) -> dict[str, Any]:
+    """The settings of the cluster's first running engine set that a new one should share (none if none runs)."""
+    template = next(iter(cluster.engines.values()), None)
+    if template is None:
+        return {}
+    names = set(template.traits(config=True)) & set(template.traits(to_dict=True))
+    copied = {name: getattr(template, name) for name in sorted(names - _NOT_COPIED)}
+    if "engines" in copied:  # an ssh set: its hosts, unless the profile's configuration names them
+        configured = cluster.config[type(template).__name__].get("engines")
+        hosts = _hosts(copied.pop("engines"))
+        if hosts and not configured:
+            copied["engines"] = hosts
+    return copied
+
+
+def _hosts(engines: Any) -> dict[str, int]:
+    """An ssh engine set's hosts (``user@host`` -> engines) from the state of its engines in the cluster file
+    (where the set's own ``engines`` setting, the hosts, is not kept)."""
+    hosts: dict[str, int] = {}
+    for state in engines.values() if isinstance(engines, dict) else []:
+        if isinstance(state, dict) and state.get("hostname"):
+            host = f"{state['user']}@{state['hostname']}" if state.get("user") else str(state["hostname"])
+            hosts[host] = hosts.get(host, 0) + 1
+    return hosts
+
+
 def main(arguments: list[str]) -> int:
     """``python -m moi.compute.launched FILE N``: start N engines of the cluster in FILE, print their set's id."""
     import ipyparallel  # imported here: it is slow
 
     path, count = arguments[0], int(arguments[1])
     cluster = ipyparallel.Cluster.from_file(path, log_level=logging.WARNING)
-    print(cluster.start_engines_sync(count))
-    return 0
+    set_id = cluster.start_engines_sync(count, **like_running(cluster))
+    if getattr(cluster.engines[set_id], "n", count) == 0:  # an ssh launcher with no hosts configured, say
+        print(f"the cluster's launcher ({type(cluster.engines[set_id]).__name__}) started no engine", file=sys.stderr)
+        return 1
+    print(set_id, flush=True)
+    # Leave at once: the launchers' watches of the engines (a thread each, an ssh session polling each remote
+    # engine) would hold this process a minute or more at exit, and the engines run on without them.
+    os._exit(0)
 
 
 if __name__ == "__main__":
