@@ -34,7 +34,7 @@ from typing import Any
 
 from moi.compute import scaling
 from moi.core.config import ContextSpec
-from moi.core.errors import EngineCountRefused, EnginesNotStarted
+from moi.core.errors import EngineCountRefused
 from moi.core.redact import printable
 from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
@@ -73,7 +73,7 @@ def change(store: Store, spec: ContextSpec, by: int) -> int:
     if by > 0 and not retiring:  # a retiring engine, if any, stays instead (scaling.plan)
         try:
             start(path, by)
-        except EnginesNotStarted:
+        except EngineCountRefused:
             with reaching(store.url):
                 store.redis.incrby(store.keys.engines_wanted(spec.name), -by)
             raise
@@ -81,18 +81,18 @@ def change(store: Store, spec: ContextSpec, by: int) -> int:
 
 
 def start(path: str, count: int = 1) -> None:
-    """Start ``count`` engines of the cluster in ``path`` with its own launcher; EnginesNotStarted if it fails."""
+    """Start ``count`` engines of the cluster in ``path`` with its own launcher; EngineCountRefused if it fails."""
     command = [sys.executable, "-m", "moi.compute.launched", path, str(count)]
     # Its error in a file, not a pipe: what the launcher starts (ssh sessions) inherits it and keeps a pipe open.
     with tempfile.TemporaryFile("w+") as errors:
         try:
             done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=errors, timeout=START_TIMEOUT, check=False)
         except subprocess.TimeoutExpired as error:
-            raise EnginesNotStarted(f"the cluster's launcher took over {START_TIMEOUT:g}s to start engines") from error
+            raise EngineCountRefused(f"the cluster's launcher took over {START_TIMEOUT:g}s to start engines") from error
         errors.seek(0)
         lines = [line for line in errors.read().splitlines() if line.strip()] or ["no error message"]
     if done.returncode != 0:
-        raise EnginesNotStarted(f"the cluster's launcher failed to start engines: {printable(lines[-1])}")
+        raise EngineCountRefused(f"the cluster's launcher failed to start engines: {printable(lines[-1])}")
     log.warning("started %d engine(s) of the cluster in %s", count, path)
 
 

@@ -270,11 +270,7 @@ class WrongState(MoiError):
 
 
 class EngineCountRefused(MoiError):
-    """An engine added or removed past a context's bounds, or for a cluster whose engines moi cannot start."""
-
-
-class EnginesNotStarted(MoiError):
-    """A cluster's own launcher (local, SSH, Slurm) failed to start the engines asked for."""
+    """An engine added or removed past a context's bounds, or that moi cannot (or its launcher failed to) start."""
 
 
 class JobFilesError(MoiError):

@@ -30,7 +30,6 @@ from tornado.web import HTTPError, RequestHandler
 from moi.core.errors import (
     CodeRefused,
     EngineCountRefused,
-    EnginesNotStarted,
     FilesNotRemoved,
     InputRefused,
     InvalidCode,
@@ -84,7 +83,6 @@ _STATUS: list[tuple[type[MoiError], int, str]] = [
     (InvalidId, 404, "not_found"),
     (WrongState, 409, "conflict"),
     (EngineCountRefused, 409, "conflict"),
-    (EnginesNotStarted, 502, "engines_not_started"),
     (QuotaExceeded, 429, "hard_limit"),
     (RedisUnavailable, 503, "unavailable"),
     (RedisRefused, 503, "unavailable"),

@@ -94,8 +94,7 @@ class EnginesHandler(APIHandler):
         ---
         responses:
           403: {description: not an admin}
-          409: {description: "no cluster file moi can use, the context offline, or at its bounds"}
-          502: {description: "the cluster's launcher failed to start the engine"}
+          409: {description: "no cluster file moi can use, the context offline, at its bounds, or the launcher failed"}
         """
         if not self.admin:
             raise Problem(403, "forbidden", "adding and removing engines is for admins")
