@@ -106,7 +106,7 @@ def settle(store: Store, context: str, client: Any, known: dict[int, str]) -> No
         return  # nobody asked: the operator's cluster is as the operator made it
     labels = set(known.values())
     retiring, idle = scaling.plan(store, context, labels, target)
-    if not retiring and len(labels) == target:
+    if not retiring and len(labels) == target == len(client.ids):  # every engine met (a busy one answers late)
         with reaching(store.url):
             store.redis.delete(store.keys.engines_wanted(context))
         return
