@@ -162,3 +162,25 @@ def test_a_host_that_dies_fails_its_running_job_and_the_other_host_runs_the_queu
     )
     assert {host_of(info) for info in finished} == set(survivors)
     assert hosts_redis.scard("moi:running") == 0  # nothing stays Running
+
+
+def test_an_admin_adds_an_engine_that_the_clusters_ssh_launcher_starts(hosts: Hosts, server: Server) -> None:
+    """After the others (it changes how many engines there are): the operations page's add, over SSH."""
+    made = subprocess.run(
+        [sys.executable, "-m", "moi", "token", "create", "--user", "ops", "--admin"],
+        env=hosts.env(), capture_output=True, text=True, timeout=WAIT,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    api = httpx.Client(base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {made.stdout.strip()}"})
+
+    def engines() -> int | None:
+        seen = api.get("/contexts").json()["contexts"]["hosts"]
+        assert seen["scalable"]  # its cluster file is beside its connection file
+        return seen["engines"]
+
+    before = until(engines, "the hosts' engines counted", WAIT)
+    added = api.post("/contexts/hosts/engines/add", timeout=WAIT)
+    assert added.json() == {"context": "hosts", "engines_wanted": before + 1}, added.text
+    until(lambda: engines() == before + 1, "an engine more, started over ssh by the cluster's own launcher", WAIT)
+    hosts_of = {w["host"] for w in api.get("/workers").json()["workers"] if w["state"] != "lost"}
+    assert "moi-host1" in hosts_of  # ipyparallel's ssh launcher fills the hosts in order

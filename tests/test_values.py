@@ -223,7 +223,7 @@ def test_an_engine_whose_take_fails_says_so_once_and_backs_off(
     # A take Redis refuses for real (the retiring set is a string), in a key space of its own: engines of the
     # session, which share the default prefix, never see it.
     prefix = "values-test:"
-    r.set(f"{prefix}moi:engines:retiring", "not a set")
+    r.set(f"{prefix}moi:engines:retiring:default", "not a set")
     monkeypatch.setattr(worker, "TAKE_BACKOFF", 0.1)  # the pause, shortened; not what is checked
     spec = worker.WorkSpec("default", redis_url, prefix, 60, linger=0.1)
     with caplog.at_level(logging.WARNING, logger="moi.worker"):

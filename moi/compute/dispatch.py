@@ -9,7 +9,9 @@ of its work tasks returns, not by polling the queue; every ``TICK`` seconds it
 also renews its lease, moves the context's jobs due for their next attempt into
 its queue (``moi.queue.retries``), notes the cluster online, and checks that the
 controller is still the one it is connected to (a restarted controller has a
-new key and has forgotten every task: it reconnects and starts again).
+new key and has forgotten every task: it reconnects and starts again). For a cluster
+the operator started, it also retires engines the operations page removed
+(``moi.compute.launched``).
 
 A cluster that is down or not started yet is simply offline: jobs wait in the
 queue, and run once it is reachable.
@@ -30,6 +32,7 @@ from typing import Any
 
 import redis
 
+from moi.compute import launched
 from moi.compute.context import ByName, Context
 from moi.compute.engine_roster import Roll
 from moi.compute.watchdog import controller_alive
@@ -53,9 +56,10 @@ DELIVER_AT_EXIT = 30.0  # seconds a submitter that is exiting waits for the cont
 class Dispatcher:
     """Keeps one work task on each idle engine of a context while its queue is not empty."""
 
-    def __init__(self, store: Store, spec: ContextSpec, timeout: float = 10.0) -> None:
+    def __init__(self, store: Store, spec: ContextSpec, timeout: float = 10.0, scales: bool = False) -> None:
         self.store = store
         self.name = spec.name
+        self.scales = scales  # retires engines removed on the ops page (not the embedded cluster's: its supervisor)
         self.queue = Queue(store)
         self._retries = Retries(store)
         self.context = Context(spec, timeout)  # its own connection: nobody else resets it
@@ -194,6 +198,9 @@ class Dispatcher:
             return None
         self._note_online(len(client.ids))
         self._roll.refresh(client)
+        if self.scales:
+            with loops.item(self.store, "dispatcher", f"retiring engines of {self.name}", log):
+                launched.settle(self.store, self.name, client, dict(self._roll.known))
         return client
 
     def _offline(self, reason: str) -> None:
@@ -264,14 +271,17 @@ _running: dict[tuple[str, str, str], Dispatcher] = {}
 _exit_registered = False
 
 
-def ensure(store: Store, spec: ContextSpec, timeout: float = 10.0) -> Dispatcher:
-    """This process's dispatcher for a context (over ``store``'s Redis), started on first use."""
+def ensure(store: Store, spec: ContextSpec, timeout: float = 10.0, scales: bool = False) -> Dispatcher:
+    """This process's dispatcher for a context (over ``store``'s Redis), started on first use.
+
+    ``scales``: it retires the engines removed on the operations page (a cluster the operator started).
+    """
     global _exit_registered
     key = (store.url, store.keys.prefix, spec.name)
     with _lock:
         dispatcher = _running.get(key)
         if dispatcher is None:
-            dispatcher = _running[key] = Dispatcher(store, spec, timeout)
+            dispatcher = _running[key] = Dispatcher(store, spec, timeout, scales)
             dispatcher.start()
             if not _exit_registered:
                 atexit.register(_deliver_all)

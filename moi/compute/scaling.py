@@ -1,11 +1,12 @@
-"""Adding and removing engines of the embedded cluster while it runs (the operations page).
+"""Adding and removing engines of a context while it runs (the operations page).
 
 An admin asks for one engine more or fewer (``POST /api/v1/contexts/<ctx>/engines/add``
-or ``/remove``), which sets how many the cluster should have (``moi:engines:wanted``,
-kept across restarts). The runtime's supervisor looks once a second: with fewer engines
-it starts some; with more, it retires an idle one. A retiring engine's label goes into
-``moi:engines:retiring``, so the queue gives it no more jobs (TAKE refuses it); once no
-job runs on it, it is stopped. A removal never cuts a job short.
+or ``/remove``), which sets how many the context should have (``moi:engines:wanted:<ctx>``).
+For the embedded cluster the runtime's supervisor looks once a second (``settle``): with fewer
+engines it starts some; with more, it retires an idle one. A cluster an operator started
+(``ipcluster``: local, SSH or Slurm engines) is ``moi.compute.launched``'s, on the same protocol.
+A retiring engine's label goes into ``moi:engines:retiring:<ctx>``, so the queue gives it no more
+jobs (TAKE refuses it); once no job runs on it, it is stopped. A removal never cuts a job short.
 """
 
 from __future__ import annotations
@@ -27,19 +28,19 @@ MAX_ENGINES = 64
 MIN_ENGINES = 1
 
 
-def wanted(store: Store, configured: int) -> int:
-    """How many engines the embedded cluster should have: as last asked for, else as configured."""
+def wanted(store: Store, context: str, configured: int | None) -> int | None:
+    """How many engines a context should have: as last asked for, else ``configured``."""
     with reaching(store.url):
-        text = store.redis.get(store.keys.engines_wanted)
+        text = store.redis.get(store.keys.engines_wanted(context))
     return int(text) if text and text.isdigit() else configured
 
 
-def change(store: Store, by: int, current: int) -> int:
+def change(store: Store, context: str, by: int, current: int) -> int:
     """One step up or down from what is wanted now (``current`` if nobody asked yet); the new count.
 
     EngineCountRefused, and nothing changed, past ``MIN_ENGINES`` or ``MAX_ENGINES``.
     """
-    key = store.keys.engines_wanted
+    key = store.keys.engines_wanted(context)
     with reaching(store.url):
         store.redis.set(key, current, nx=True)
         count = int(store.redis.incrby(key, by))
@@ -47,7 +48,7 @@ def change(store: Store, by: int, current: int) -> int:
             return count
         store.redis.incrby(key, -by)
     raise EngineCountRefused(
-        f"the embedded cluster keeps from {MIN_ENGINES} to {MAX_ENGINES} engines, and {count - by} are wanted now"
+        f"context {context!r} keeps from {MIN_ENGINES} to {MAX_ENGINES} engines, and {count - by} are wanted now"
     )
 
 
@@ -59,8 +60,9 @@ def busy_labels(store: Store) -> set[str]:
     return {label for label in labels if label}
 
 
-async def settle(cluster: Any, store: Store | None, configured: int) -> None:
-    """The supervisor's look: engines that died replaced, and the count brought to what is wanted."""
+async def settle(cluster: Any, store: Store | None, context: str, configured: int) -> None:
+    """The supervisor's look at the embedded cluster: engines that died replaced, and the count brought to
+    what is wanted."""
     for set_id, engine_set in list(cluster.engines.items()):
         if not getattr(engine_set, "launchers", None):
             cluster.engines.pop(set_id)  # every engine of this set is gone
@@ -69,11 +71,12 @@ async def settle(cluster: Any, store: Store | None, configured: int) -> None:
         for engine_set in cluster.engines.values()
         for launcher in engine_set.launchers.values()
     }
-    target, retiring = configured, set()
+    target, retiring = configured, set[str]()
     if store is not None:
         try:
-            target = wanted(store, configured)
-            retiring = await _retire(store, launchers, target)
+            target = wanted(store, context, configured) or configured
+            retiring, idle = plan(store, context, set(launchers), target)
+            retiring -= await _stop(store, context, launchers, idle)
         except (MoiError, redis.RedisError) as error:  # Redis away: keep the cluster's size, retire nobody
             log.debug("engines kept as they are: %s", error)
     staying = len(launchers) - len(retiring)
@@ -82,16 +85,31 @@ async def settle(cluster: Any, store: Store | None, configured: int) -> None:
         await cluster.start_engines(n=target - staying)
 
 
-async def _retire(store: Store, launchers: dict[str, Any], target: int) -> set[str]:
-    """Mark idle engines beyond ``target`` retiring; stop those no job runs on. The labels still retiring."""
-    key = store.keys.engines_retiring
+async def _stop(store: Store, context: str, launchers: dict[str, Any], labels: list[str]) -> set[str]:
+    """Stop these engines through their launchers; the labels stopped."""
+    for label in labels:
+        log.warning("stopping engine %s: fewer engines wanted", label)
+        with contextlib.suppress(Exception):
+            await launchers[label].stop()
+        with reaching(store.url):
+            store.redis.srem(store.keys.engines_retiring(context), label)
+    return set(labels)
+
+
+def plan(store: Store, context: str, labels: set[str], target: int) -> tuple[set[str], list[str]]:
+    """Mark idle engines beyond ``target`` retiring (more wanted again: retiring ones stay after all).
+
+    ``labels``: the context's engines now. Answers the labels retiring, and those of them no job runs
+    on, to stop now.
+    """
+    key = store.keys.engines_retiring(context)
     with reaching(store.url):
         marked = set(store.redis.smembers(key))
-        if marked - launchers.keys():  # engines gone some other way (died, a runtime restarted)
-            store.redis.srem(key, *(marked - launchers.keys()))
-    retiring = marked & launchers.keys()
+        if marked - labels:  # engines gone some other way (died, stopped, a runtime restarted)
+            store.redis.srem(key, *(marked - labels))
+    retiring = marked & labels
     busy = busy_labels(store)
-    staying = [label for label in launchers if label not in retiring]
+    staying = [label for label in labels if label not in retiring]
     surplus = len(staying) - target
     if surplus > 0:
         chosen = sorted(staying, key=lambda label: label in busy)[:surplus]  # idle ones first
@@ -100,15 +118,8 @@ async def _retire(store: Store, launchers: dict[str, Any], target: int) -> set[s
         retiring |= set(chosen)
         busy = busy_labels(store)  # again, now that they take nothing: a job taken meanwhile is seen
     elif surplus < 0 and retiring:
-        kept = sorted(retiring)[:-surplus]  # more wanted again: the retiring ones stay after all
+        kept = sorted(retiring)[:-surplus]
         with reaching(store.url):
             store.redis.srem(key, *kept)
         retiring -= set(kept)
-    for label in sorted(retiring - busy):
-        log.warning("stopping engine %s: fewer engines wanted", label)
-        with contextlib.suppress(Exception):
-            await launchers[label].stop()
-        with reaching(store.url):
-            store.redis.srem(key, label)
-        retiring.discard(label)
-    return retiring
+    return retiring, sorted(retiring - busy)

@@ -270,7 +270,7 @@ class WrongState(MoiError):
 
 
 class EngineCountRefused(MoiError):
-    """An engine added or removed past the embedded cluster's bounds, or for a cluster moi did not start."""
+    """An engine added or removed past a context's bounds, or that moi cannot (or its launcher failed to) start."""
 
 
 class JobFilesError(MoiError):

@@ -54,8 +54,8 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:tally:minute:<m> hash    status -> jobs that ended in that minute (m: minutes since the epoch); kept 2 hours
     Pmoi:workers:<ctx>    hash    engine label ("host:pid") -> JSON: its engine id, host, pid, when seen, lost
     Pmoi:workers:done:<ctx> hash  engine label -> jobs it has run
-    Pmoi:engines:wanted   string  how many engines the embedded cluster should have (operations page)
-    Pmoi:engines:retiring set     labels of engines to stop once idle: they take no more jobs
+    Pmoi:engines:wanted:<ctx> string  how many engines a context should have (operations page, moi.compute.scaling)
+    Pmoi:engines:retiring:<ctx> set   labels of its engines to stop once idle: they take no more jobs
     Pmoi:anonymous:link:<id> string  SHA-256 (hex) of the secret of an anonymous job's results link; lives as the job
     Pmoi:anonymous:rate:<address>:<hour> string  anonymous submissions from one address (IPv6: its /64) that hour
     Pmoi:anonymous:mailed:<sha256 of address>:<day> string  anonymous links mailed to one address that day
@@ -234,13 +234,11 @@ class Keys:
     def loops(self) -> str:
         return f"{self.prefix}moi:loops"
 
-    @property
-    def engines_wanted(self) -> str:
-        return f"{self.prefix}moi:engines:wanted"
+    def engines_wanted(self, context: str) -> str:
+        return f"{self.prefix}moi:engines:wanted:{context}"
 
-    @property
-    def engines_retiring(self) -> str:
-        return f"{self.prefix}moi:engines:retiring"
+    def engines_retiring(self, context: str) -> str:
+        return f"{self.prefix}moi:engines:retiring:{context}"
 
     def active(self, owner: str) -> str:
         return f"{self.prefix}moi:active:{owner}"

@@ -256,7 +256,7 @@ return {1, online}
 # ("@<batch id>:"), the items of that batch that follow it in the queue are taken with it, ARGV[6] at most.
 # Items are only registered here (heartbeat, running set), still Queued: their engine marks each Running
 # as it starts it (moi.compute.batch_blocks), and a cancel of one is asked of that engine.
-# An engine being retired (its label in the retiring set) takes nothing, and is told so.
+# An engine being retired (its label in its context's retiring set) takes nothing, and is told so.
 # A queued job whose document this script cannot read (cjson refuses it: not JSON, a lone surrogate, another
 # type of key) or write back (a number cjson has no JSON for, such as 1e999, read as inf) fails alone, its
 # result one line, and its entry goes: it never stalls the take of every engine (moi.core.values keeps such values

@@ -89,7 +89,8 @@ def limits() -> Limits:
 
 def dispatcher(spec: ContextSpec) -> dispatch.Dispatcher:
     """This process's dispatcher for a context, started on first use."""
-    return dispatch.ensure(store(), spec, settings().cluster_timeout)
+    current = settings()
+    return dispatch.ensure(store(), spec, current.cluster_timeout, scales=not current.uses_embedded_cluster)
 
 
 def dispatch_all() -> list[dispatch.Dispatcher]:

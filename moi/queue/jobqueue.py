@@ -265,7 +265,8 @@ class Queue:
         keys = self.keys
         wanted = f"{ITEM_CALL}{batch}:" if batch else ""
         args = [keys.prefix, self.store.ttl, label, heartbeat_ttl, now(), max(1, most), wanted, keys.active("")]
-        script_keys = [keys.queue(context), keys.running, keys.engines_retiring, keys.tally, keys.fair_clock(context)]
+        retiring = keys.engines_retiring(context)
+        script_keys = [keys.queue(context), keys.running, retiring, keys.tally, keys.fair_clock(context)]
         with reaching(self.store.url):
             taken = self._take(keys=script_keys, args=args) or []
         if taken == ["retiring"]:

@@ -89,13 +89,13 @@ async def _keep_running(
     cluster: Any, engines: int, redis_server: KeptRedis, state_dir: Path, info: RuntimeInfo, stopping: asyncio.Event
 ) -> None:
     """Replace engines that died and a Redis that died, and add or remove engines as asked, until the runtime stops."""
-    store = _job_store(redis_server.url)
+    store, context = _job_store(redis_server.url), _context_name()
     while not stopping.is_set():
         if redis_server.restarted():
             info = replace(info, redis_pid=redis_server.pid)
             _write_state(state_dir, info)
         try:
-            await scaling.settle(cluster, store, engines)
+            await scaling.settle(cluster, store, context, engines)
         except Exception as error:  # an engine that would not start, say: the next look tries again
             _look_failed(store, error)
         with contextlib.suppress(TimeoutError):
@@ -107,6 +107,14 @@ def _look_failed(store: Store | None, error: Exception) -> None:
         log.warning("supervisor: replacing engines failed; going on: %s", loops.one_line(error))
     else:
         loops.failed(store, "supervisor", "replacing engines", error, log)
+
+
+def _context_name() -> str:
+    """The embedded cluster's context: the default one (its wanted count is kept under this name)."""
+    try:
+        return build_settings({}).default_context
+    except ConfigError:
+        return "default"
 
 
 def _job_store(own_redis_url: str) -> Store | None:

@@ -3,11 +3,12 @@ workers, throughput, services that cannot be loaded, and health. A user's own ro
 and log, groups, services) are ``moi.web.api``.
 
 GET /api/v1/queues                      per context: depth by priority (high, normal, low), paused
-GET /api/v1/contexts                    per context: online or offline, engines, queued
+GET /api/v1/contexts                    per context: online or offline, engines, queued, scalable
 GET /api/v1/throughput                  jobs ended per minute over the last hour, by status (admins)
 GET /api/v1/workers                     engines per context: host, pid, idle/busy/lost, the job it runs, jobs done
 GET /api/v1/services/unloadable         services that could not be loaded: why, where, when (admins)
-POST /api/v1/contexts/{name}/engines/add (or /remove)   one engine more or fewer, embedded cluster only (admins)
+POST /api/v1/contexts/{name}/engines/add (or /remove)   one engine more or fewer (admins): the embedded
+                                        cluster, or one with a cluster file (``moi.compute.launched``)
 GET /healthz                            Redis, and each context (no login needed: nothing private)
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from moi.compute import engine_roster, scaling
+from moi.compute import engine_roster, launched, scaling
 from moi.core.errors import MoiError
 from moi.core.lua import MAX_PRIORITY
 from moi.jobs import connections
@@ -66,42 +67,46 @@ class ContextsHandler(APIHandler):
 
 
 def contexts(store: Store) -> dict[str, Any]:
-    """Per context, as its dispatcher last saw it: online with its engines, or offline; and its queue's depth."""
-    names = sorted(connections.context_specs())
+    """Per context, as its dispatcher last saw it: online with its engines, or offline; its queue's depth;
+    and whether an admin may add and remove its engines."""
+    specs = connections.context_specs()
+    names = sorted(specs)
     pipe = store.redis.pipeline(transaction=False)
     for name in names:
         pipe.get(store.keys.online(name))
         pipe.zcard(store.keys.queue(name))
     with reaching(store.url):
         values = pipe.execute()
-    answer = {}
+    answer, embedded = {}, connections.settings().uses_embedded_cluster
     for index, name in enumerate(names):
         note, depth = values[2 * index], values[2 * index + 1]
         seen = json.loads(note) if note else {}
         answer[name] = {"online": bool(note), "engines": seen.get("engines"), "queued": depth}
+        answer[name]["scalable"] = embedded or launched.cluster_file(specs[name]) is not None
     return answer
 
 
 class EnginesHandler(APIHandler):
     async def post(self, context: str, action: str) -> None:
-        """One engine more or fewer for the embedded cluster (admins); answers how many are now wanted.
+        """One engine more or fewer (admins): of the embedded cluster, or of a cluster the operator started
+        whose cluster file moi finds (its own launcher starts the engine: local, SSH, Slurm); a removed engine
+        is retired, and stopped once idle. Answers how many are now wanted.
         ---
         responses:
           403: {description: not an admin}
-          409: {description: "not the embedded cluster, or at its bounds"}
+          409: {description: "no cluster file moi can use, the context offline, at its bounds, or the launcher failed"}
         """
         if not self.admin:
             raise Problem(403, "forbidden", "adding and removing engines is for admins")
-        current = connections.settings()
-        if context not in connections.context_specs():
+        current, specs = connections.settings(), connections.context_specs()
+        if context not in specs:
             raise Problem(404, "not_found", f"Unknown context: {context[:80]}")
-        if not current.uses_embedded_cluster:
-            why = "its engines are started by its own launcher (ipcluster, SSH, Slurm), not by moi"
-            raise Problem(409, "conflict", f"context {context!r} is not moi's embedded cluster: {why}")
-        started = runtime.read(Path(current.state_dir))
-        count = await self.run(
-            scaling.change, self.store, 1 if action == "add" else -1, started.engines if started else 1
-        )
+        by = 1 if action == "add" else -1
+        if current.uses_embedded_cluster:
+            started = runtime.read(Path(current.state_dir))
+            count = await self.run(scaling.change, self.store, context, by, started.engines if started else 1)
+        else:
+            count = await self.run(launched.change, self.store, specs[context], by)
         self.answer({"context": context, "engines_wanted": count})
 
 

@@ -868,8 +868,10 @@
         rows(".moi-contexts", Object.keys(seen).sort(), function (name) {
           var queue = queues[name] || { queued: {}, paused: false };
           var buttons = el("span", "moi-engine-buttons");
-          buttons.appendChild(button("Add engine", "moi-add-engine", engines(name, "add")));
-          buttons.appendChild(button("Remove engine", "moi-remove-engine", engines(name, "remove")));
+          if (seen[name].scalable) {  // the embedded cluster, or one whose cluster file moi finds
+            buttons.appendChild(button("Add engine", "moi-add-engine", engines(name, "add")));
+            buttons.appendChild(button("Remove engine", "moi-remove-engine", engines(name, "remove")));
+          }
           var state = el("span", "moi-state", seen[name].online ? "online" : "offline");
           state.dataset.state = seen[name].online ? "online" : "offline";
           return [name, state, seen[name].engines === null ? "" : seen[name].engines,
