@@ -4,7 +4,7 @@
  * Lists the password login's accounts from GET /api/v1/accounts, and adds, changes the password
  * of, gives or takes the admin flag of, and removes accounts; it ends every login and token of a
  * typed user name (POST /api/v1/users/NAME/logout). Calls carry the login cookie and Tornado's
- * XSRF token. Every text goes in with textContent, never as HTML; a password goes in a POST body
+ * XSRF token (through moiDashboard.api). Every text goes in with textContent, never as HTML; a password goes in a POST body
  * only, and each password field is emptied once sent.
  */
 (function (global) {
@@ -20,26 +20,8 @@
     return node;
   }
 
-  function xsrf() {
-    var found = /(?:^|;\s*)_xsrf=([^;]*)/.exec(doc.cookie);
-    return found ? decodeURIComponent(found[1]) : "";
-  }
-
-  // One API call; resolves with the JSON answer (null for 204), rejects with an Error holding the API's text.
-  function call(method, path, body) {
-    var init = { method: method, headers: { "X-XSRFToken": xsrf() }, credentials: "same-origin" };
-    if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      init.headers["Content-Type"] = "application/json";
-    }
-    return global.fetch("/api/v1" + path, init).then(function (answer) {
-      if (answer.status === 204) { return null; }
-      return answer.json().then(function (value) {
-        if (!answer.ok) { throw new Error(value && value.error ? value.error : answer.statusText); }
-        return value;
-      });
-    });
-  }
+  // One API call, with the login cookie and the XSRF token: dashboard.js's, loaded before this file.
+  function call(method, path, body) { return global.moiDashboard.api(method, path, body); }
 
   function accountPath(name, rest) { return "/accounts/" + encodeURIComponent(name) + (rest || ""); }
 
