@@ -151,9 +151,14 @@ def _hosts(engines: Any) -> dict[str, int]:
 def main(arguments: list[str]) -> int:
     """``python -m moi.compute.launched FILE N``: start N engines of the cluster in FILE, print their set's id."""
     import ipyparallel  # imported here: it is slow
+    from ipyparallel.cluster.launcher import BatchSystemLauncher
 
     path, count = arguments[0], int(arguments[1])
     cluster = ipyparallel.Cluster.from_file(path, log_level=logging.WARNING)
+    if issubclass(cluster.engine_launcher_class, BatchSystemLauncher):
+        # A batch launcher (Slurm, PBS, LSF...) writes its script into the working directory, and the job runs
+        # there: the profile's directory, not the server's (neither the operator's choice nor always writable).
+        os.chdir(cluster.profile_dir)
     set_id = cluster.start_engines_sync(count, **like_running(cluster))
     if getattr(cluster.engines[set_id], "n", count) == 0:  # an ssh launcher with no hosts configured, say
         print(f"the cluster's launcher ({type(cluster.engines[set_id]).__name__}) started no engine", file=sys.stderr)
