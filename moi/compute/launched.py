@@ -8,9 +8,9 @@ cluster file beside it cannot have engines added or removed by moi (the API answ
 
 Adding (``start``): ``python -m moi.compute.launched FILE N`` loads the cluster from its file
 (``Cluster.from_dict``, with its profile's ``ipcluster_config.py``) and starts N engines with the
-cluster's own launcher (``start_engines``), which writes the new engine set into the file: ``ipcluster stop`` stops them too. A process of its
-own, because loading a cluster watches each engine it lists (a thread each, for as long as they
-run), which a long-running server must not gather.
+cluster's own launcher (``start_engines``), which writes the new engine set into the file:
+``ipcluster stop`` stops them too. A process of its own, because loading a cluster watches each
+engine it lists (a thread each, for as long as they run), which a long-running server must not gather.
 
 Removing (``settle``, called by the context's leading dispatcher each tick): beyond the wanted count
 (``moi:engines:wanted:<ctx>``), idle engines are retired (``moi.compute.scaling.plan``: they take no
