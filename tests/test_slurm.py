@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 
@@ -127,7 +128,7 @@ def test_a_job_runs_on_engines_that_slurm_started_and_moi_status_shows_the_conte
 def test_scancel_fails_the_running_jobs_and_the_queued_wait_for_the_next_engines(
     slurm: Slurm, slurm_env: dict[str, str], server: Server, slurm_redis: redis.Redis, browser: Any
 ) -> None:
-    """Last in the module: it cancels the engines' Slurm job and starts another."""
+    """It cancels the engines' Slurm job and starts another (two engines in one Slurm job, as the next test expects)."""
     from playwright.sync_api import expect
 
     page = browser.new_context().new_page()
@@ -160,3 +161,62 @@ def test_scancel_fails_the_running_jobs_and_the_queued_wait_for_the_next_engines
             expect(row(page, job_id).locator(".moi-status")).to_have_text("Success", timeout=WAIT * 1000)
     finally:
         page.context.close()
+
+
+def hold(env: dict[str, str], marks: Path) -> str:
+    """A job of hana's on the Slurm context that runs until ``release-1`` appears in ``marks`` (it notes its
+    engine's pid in ``started-1``): submitted by a process of the context's environment."""
+    marks.mkdir()
+    code = (
+        "import sys; from moi.job import submit; from tests.retry_jobs import attempt_then_wait; "
+        "print(submit(None, 'hana', 'hold', None, attempt_then_wait, sys.argv[1])[0])"
+    )
+    made = subprocess.run(
+        [sys.executable, "-c", code, str(marks)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=WAIT
+    )
+    assert made.returncode == 0, made.stderr
+    return made.stdout.strip()
+
+
+def test_an_admin_adds_an_engine_as_a_slurm_job_and_removes_idle_ones_while_a_job_runs(
+    slurm: Slurm, slurm_env: dict[str, str], server: Server, slurm_redis: redis.Redis, tmp_path: Path
+) -> None:
+    """After the scancel test: the context has the two engines of one Slurm job (``ipcluster engines -n 2``)."""
+    made = moi(slurm_env, "token", "create", "--user", "ops", "--admin")
+    assert made.returncode == 0, made.stderr
+    api = httpx.Client(
+        base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {made.stdout.strip()}"}, timeout=WAIT
+    )
+
+    def engines() -> int | None:
+        seen = api.get("/contexts").json()["contexts"]["big"]
+        assert seen["scalable"]  # ipcluster's cluster file is beside the connection file
+        return seen["engines"]
+
+    until(lambda: engines() == 2, "the two engines of the Slurm job counted", WAIT)
+    [first_job] = slurm.job_ids(ENGINES_JOB)
+
+    added = api.post("/contexts/big/engines/add")  # sbatch, by the cluster's own Slurm launcher
+    assert added.json() == {"context": "big", "engines_wanted": 3}, added.text
+    [added_job] = set(slurm.job_ids(ENGINES_JOB)) - {first_job}  # one Slurm job more, of one engine
+    until(lambda: engines() == 3, "the engine of the new Slurm job counted", WAIT)
+    assert not (ROOT / "slurm_engine.sbatch").exists()  # its batch script is in the profile, not the server's cwd
+    assert (Path(slurm_env["IPYTHONDIR"]) / "profile_slurm" / "slurm_engine.sbatch").is_file()
+
+    marks = tmp_path / "hold"
+    running = hold(slurm_env, marks)  # a job runs, on one of the three engines
+    until(lambda: (marks / "started-1").exists(), "the job running", WAIT)
+
+    for wanted in (2, 1):  # the two idle engines retired and shut down; the busy one kept
+        removed = api.post("/contexts/big/engines/remove")
+        assert removed.json() == {"context": "big", "engines_wanted": wanted}, removed.text
+    until(lambda: engines() == 1, "one engine left", WAIT)
+    assert statuses(slurm_redis, [running]) == ["Running"]  # a removal cuts no job short
+    # The Slurm job all of whose engines were shut down ends (the added one, or the first if the job runs on
+    # the added engine); a Slurm job with an engine left runs on.
+    until(lambda: len(slurm.job_ids(ENGINES_JOB)) == 1, "the Slurm job of the removed engines ended", WAIT)
+    assert set(slurm.job_ids(ENGINES_JOB)) < {first_job, added_job}
+
+    (marks / "release-1").touch()
+    until(lambda: statuses(slurm_redis, [running]) == ["Success"], "the job done", WAIT)
+    api.close()

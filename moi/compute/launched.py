@@ -7,10 +7,10 @@ profile's ``security`` directory. moi looks for it there: a context whose connec
 cluster file beside it cannot have engines added or removed by moi (the API answers 409).
 
 Adding (``start``): ``python -m moi.compute.launched FILE N`` loads the cluster from its file
-(``Cluster.from_file``) and starts N engines with the cluster's own launcher (``start_engines``),
-which writes the new engine set into the file: ``ipcluster stop`` stops them too. A process of its
-own, because loading a cluster watches each engine it lists (a thread each, for as long as they
-run), which a long-running server must not gather.
+(``Cluster.from_dict``, with its profile's ``ipcluster_config.py``) and starts N engines with the
+cluster's own launcher (``start_engines``), which writes the new engine set into the file:
+``ipcluster stop`` stops them too. A process of its own, because loading a cluster watches each
+engine it lists (a thread each, for as long as they run), which a long-running server must not gather.
 
 Removing (``settle``, called by the context's leading dispatcher each tick): beyond the wanted count
 (``moi:engines:wanted:<ctx>``), idle engines are retired (``moi.compute.scaling.plan``: they take no
@@ -151,9 +151,19 @@ def _hosts(engines: Any) -> dict[str, int]:
 def main(arguments: list[str]) -> int:
     """``python -m moi.compute.launched FILE N``: start N engines of the cluster in FILE, print their set's id."""
     import ipyparallel  # imported here: it is slow
+    from ipyparallel.cluster.launcher import BatchSystemLauncher
 
     path, count = arguments[0], int(arguments[1])
-    cluster = ipyparallel.Cluster.from_file(path, log_level=logging.WARNING)
+    with open(path) as file:
+        state = json.load(file)
+    # Configured by its own profile's ipcluster_config.py (a batch launcher's time limit, say), which
+    # Cluster.from_file does not load: it makes the cluster in the default profile, then moves it.
+    profile = {"profile_dir": state["cluster"]["profile_dir"]} if state["cluster"].get("profile_dir") else {}
+    cluster = ipyparallel.Cluster.from_dict(state, cluster_file=path, log_level=logging.WARNING, **profile)
+    if issubclass(cluster.engine_launcher_class, BatchSystemLauncher):
+        # A batch launcher (Slurm, PBS, LSF...) writes its script into the working directory, and the job runs
+        # there: the profile's directory, not the server's (neither the operator's choice nor always writable).
+        os.chdir(cluster.profile_dir)
     set_id = cluster.start_engines_sync(count, **like_running(cluster))
     if getattr(cluster.engines[set_id], "n", count) == 0:  # an ssh launcher with no hosts configured, say
         print(f"the cluster's launcher ({type(cluster.engines[set_id]).__name__}) started no engine", file=sys.stderr)
