@@ -145,7 +145,8 @@ def queue_job(
             info["directory"] = directory  # not under the jobs root: its info says where
     call = queue.pack_call(by_name(func), args, kwargs, origin)
     try:
-        group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], limits or _configured())
+        owner_limits = limits or connections.limits()
+        group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], owner_limits)
     except BaseException:
         if directory:  # nothing of a refused job stays behind
             remove_directory(directory)
@@ -153,11 +154,6 @@ def queue_job(
     connections.dispatcher(spec)  # someone must dispatch: this process, unless another leads
     log.debug("queued %s for %s", job_id, spec.name)
     return job_id, group_id, JobHandle(job_id, store)
-
-
-def _configured() -> Limits:
-    """The per-user limits of the settings ([moi] hog_size, hard_limit)."""
-    return connections.limits()
 
 
 def _fields_of(
