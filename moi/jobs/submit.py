@@ -131,8 +131,7 @@ def queue_job(
     store = connections.store()
     job_id = new_id()
     info = new_info(job_id, name, "job", store.keys.channel(job_id), url=url, context=spec.name)
-    info["priority"] = level
-    info.update(_fields_of(func, args, kwargs, fields))
+    info.update(_fields_of(func, args, kwargs, fields), priority=level)
     origin: tuple[Any, ...] = engine.submitted_from()
     directory = ""
     if placed.wanted:
@@ -145,8 +144,8 @@ def queue_job(
             info["directory"] = directory  # not under the jobs root: its info says where
     call = queue.pack_call(by_name(func), args, kwargs, origin)
     try:
-        owner_limits = limits or connections.limits()
-        group_id, _ = connections.queue().enqueue(group, spec.name, [(info, call, level)], owner_limits)
+        entry = [(info, call, level)]
+        group_id, _ = connections.queue().enqueue(group, spec.name, entry, limits or connections.limits())
     except BaseException:
         if directory:  # nothing of a refused job stays behind
             remove_directory(directory)
