@@ -238,6 +238,7 @@ class Hosts:
             n=self.engines_per_host * len(self.hosts),
             engine_launcher_class="ssh",
             log_level=30,
+            engine_timeout=120,  # start_and_connect waits this long (default 60): an ssh engine on a loaded run is slow
             shutdown_atexit=False,  # at exit it would ssh to hosts that are gone, and wait on them
         )
         launcher = cluster.config.SSHEngineSetLauncher
