@@ -130,7 +130,13 @@ def _send_mail_once(store: Store) -> None:
 def _stop_on_signals(stop: threading.Event) -> None:
     """SIGINT and SIGTERM set ``stop``: also when started in the background, where SIGINT arrives ignored."""
     for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: _set_from_a_thread(stop))
+
+
+def _set_from_a_thread(stop: threading.Event) -> None:
+    # Not stop.set() in the handler: the handler runs in the main thread, which may hold the event's own
+    # lock inside stop.wait(); setting it there would wait on that lock for ever (the watchdog never stopped).
+    threading.Thread(target=stop.set, name="moi-stop", daemon=True).start()
 
 
 @click.command("down")
