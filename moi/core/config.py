@@ -39,6 +39,7 @@ from moi.core.files_settings import parse_allow, split_list, under
 from moi.core.lua import MAX_PRIORITY
 from moi.core.oidc_settings import check_oidc
 from moi.core.policy import DEFAULT_MAX_RETRIES, seconds_of
+from moi.core.scheduler_settings import SchedulerSpec, scheduler_specs
 
 TWO_WEEKS = 14 * 24 * 3600
 MOST_RETRIES = 1000  # [moi] max_retries at most: more is surely a mistake
@@ -46,12 +47,14 @@ MOST_RETRIES = 1000  # [moi] max_retries at most: more is surely a mistake
 
 @dataclass(frozen=True)
 class ContextSpec:
-    """Where one ipyparallel cluster is; ``None`` everywhere means the embedded runtime."""
+    """Where one ipyparallel cluster is; ``None`` everywhere means the embedded runtime. A scheduler context
+    (``scheduler`` set) has no cluster of engines: each of its jobs becomes a job of its batch scheduler."""
 
     name: str
     profile: str | None = None
     cluster_id: str | None = None
     url_file: str | None = None
+    scheduler: SchedulerSpec | None = None
 
     @classmethod
     def parse(cls, entry: str) -> ContextSpec:
@@ -155,6 +158,8 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     time_limit: float | None = None  # seconds; None: none
     context_time_limits: dict[str, float] = field(default_factory=dict)  # context name -> seconds
+    # Scheduler contexts ([context NAME] with scheduler = slurm ...): each job its own batch-scheduler job.
+    schedulers: dict[str, SchedulerSpec] = field(default_factory=dict)
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -235,6 +240,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         out["time_limit"] = _time_limit(out["time_limit"], "time_limit")
     if "context_time_limits" in out:
         out["context_time_limits"] = _context_time_limits(out["context_time_limits"])
+    if "schedulers" in out:
+        out["schedulers"] = scheduler_specs(out["schedulers"])
     return out
 
 
@@ -338,7 +345,7 @@ def _check_numbers(settings: Settings) -> None:
 
 def _check_context_names(settings: Settings) -> None:
     """ConfigError for a per-context setting of a context that is not configured (a typo would go unnoticed)."""
-    known = list(settings.contexts) or [settings.default_context]
+    known = (list(settings.contexts) or [settings.default_context]) + list(settings.schedulers)
     for name in settings.context_time_limits:
         if name not in known:
             raise ConfigError(f"[context {name}] names no configured context; the contexts are {', '.join(known)}")

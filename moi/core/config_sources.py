@@ -7,7 +7,8 @@ nothing here knows what a value means, only under which setting it goes. Each IN
 - ``[ipython]``: ``context`` (the contexts) and ``default``;
 - ``[moi]``: the settings of ``_MOI_OPTIONS``, each under its own name;
 - ``[mail]``, ``[files]``, ``[security]``, ``[server]``, ``[anonymous]``: their options (``_MAIL_OPTIONS``, ...);
-- ``[context NAME]``: what one context's jobs get by default (``_CONTEXT_OPTIONS``: ``time_limit``).
+- ``[context NAME]``: what one context's jobs get by default (``_CONTEXT_OPTIONS``: ``time_limit``); a section
+  that names a ``scheduler`` makes a scheduler context (``moi.core.scheduler_settings``), its options as they are.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from moi.core.errors import ConfigError
+from moi.core.scheduler_settings import SCHEDULER_OPTIONS
 
 _MOI_OPTIONS = frozenset(
     ("key_prefix", "state_dir", "scheduler", "hog_size", "hard_limit", "chooser", "jobs_dir", "ttl")
@@ -143,9 +145,8 @@ def from_ini(path: str) -> dict[str, Any]:
     for name, named in (("files", _FILES_OPTIONS), ("security", _SECURITY_OPTIONS), ("server", _SERVER_OPTIONS)):
         if parser.has_section(name):
             values.update(_named_options(parser[name], named))
-    limits = _context_time_limits(parser)
-    if limits:
-        values["context_time_limits"] = limits
+    per_context = {"context_time_limits": _context_time_limits(parser), "schedulers": _scheduler_sections(parser)}
+    values.update({name: found for name, found in per_context.items() if found})
     return values
 
 
@@ -197,14 +198,30 @@ def _named_options(section: configparser.SectionProxy, options: tuple[str, ...])
 def _context_time_limits(parser: configparser.ConfigParser) -> dict[str, str]:
     """Each ``[context NAME]`` section's ``time_limit``, by context name (checked by ``build_settings``)."""
     limits = {}
+    for name, section in _context_sections(parser):
+        allowed = SCHEDULER_OPTIONS + _CONTEXT_OPTIONS if "scheduler" in section else _CONTEXT_OPTIONS
+        options = _named_options(section, allowed)
+        if "time_limit" in options:
+            limits[name] = options["time_limit"]
+    return limits
+
+
+def _scheduler_sections(parser: configparser.ConfigParser) -> dict[str, dict[str, str]]:
+    """The ``[context NAME]`` sections that name a scheduler: name -> their options (checked by ``build_settings``)."""
+    return {
+        name: {option: section[option] for option in section if option != "time_limit"}
+        for name, section in _context_sections(parser)
+        if "scheduler" in section
+    }
+
+
+def _context_sections(parser: configparser.ConfigParser) -> list[tuple[str, configparser.SectionProxy]]:
+    found = []
     for section in parser.sections():
         kind, _, name = section.strip().partition(" ")
         if kind != CONTEXT_SECTION:
             continue
-        name = name.strip()
-        if not name:
+        if not name.strip():
             raise ConfigError(f"[{section}] names no context; write [context NAME]")
-        options = _named_options(parser[section], _CONTEXT_OPTIONS)
-        if "time_limit" in options:
-            limits[name] = options["time_limit"]
-    return limits
+        found.append((name.strip(), parser[section]))
+    return found

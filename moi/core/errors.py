@@ -7,6 +7,7 @@
     ├── RedisRefused
     ├── BadDocument
     ├── ClusterUnavailable
+    │   └── SchedulerUnavailable
     ├── UnknownId
     │   ├── UnknownKey
     │   └── NotInGroup
@@ -67,8 +68,7 @@ class UnknownContext(ConfigError):
 
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"Unknown context: {name!r}; known contexts: {', '.join(sorted(known)) or 'none'}")
-        self.name = name
-        self.known = known
+        self.name, self.known = name, known
 
 
 class RedisUnavailable(MoiError):
@@ -93,12 +93,15 @@ class BadDocument(MoiError):
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"Key {printable(key)} holds a bad document: {problem}; fix or delete that key")
-        self.key = key
-        self.problem = problem
+        self.key, self.problem = key, problem
 
 
 class ClusterUnavailable(MoiError):
     """No ipyparallel controller (or no engine) answers for a context."""
+
+
+class SchedulerUnavailable(ClusterUnavailable):
+    """A scheduler context's cluster cannot be reached (SSH refused, an unknown host key, its commands missing)."""
 
 
 class UnknownId(MoiError):
@@ -207,10 +210,7 @@ class CommandFailed(MoiError):
 
     def __init__(self, cmd: str, stdout: str, stderr: str, returncode: int) -> None:
         super().__init__(f"Failed to execute: {cmd}\nreturncode: {returncode}\nstdout: {stdout}\nstderr: {stderr}")
-        self.cmd = cmd
-        self.stdout = stdout
-        self.stderr = stderr
-        self.returncode = returncode
+        self.cmd, self.stdout, self.stderr, self.returncode = cmd, stdout, stderr, returncode
 
 
 class CodeRefused(MoiError):
@@ -257,8 +257,7 @@ class JobFailed(MoiError):
     def __init__(self, job_id: str, traceback: str) -> None:
         lines = [line for line in traceback.strip().splitlines() if line.strip()]
         super().__init__(f"Job {job_id} failed: {lines[-1].strip() if lines else 'no reason recorded'}")
-        self.job_id = job_id
-        self.traceback = traceback
+        self.job_id, self.traceback = job_id, traceback
 
 
 class WrongState(MoiError):

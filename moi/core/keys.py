@@ -56,6 +56,9 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:workers:done:<ctx> hash  engine label -> jobs it has run
     Pmoi:engines:wanted:<ctx> string  how many engines a context should have (operations page, moi.compute.scaling)
     Pmoi:engines:retiring:<ctx> set   labels of its engines to stop once idle: they take no more jobs
+    Pmoi:scheduled:<ctx>  set     ids of a scheduler context's jobs handed to its batch scheduler, not yet ended
+                          (its poller's worklist: a restart resumes from it; see moi.compute.schedulers)
+    Pmoi:scheduler:<ctx>  string  JSON: that scheduler context as its poller last saw it (reachable, counts, error)
     Pmoi:anonymous:link:<id> string  SHA-256 (hex) of the secret of an anonymous job's results link; lives as the job
     Pmoi:anonymous:rate:<address>:<hour> string  anonymous submissions from one address (IPv6: its /64) that hour
     Pmoi:anonymous:mailed:<sha256 of address>:<day> string  anonymous links mailed to one address that day
@@ -124,6 +127,12 @@ class Keys:
 
     def online(self, context: str) -> str:
         return f"{self.prefix}moi:online:{context}"
+
+    def scheduled(self, context: str) -> str:
+        return f"{self.prefix}moi:scheduled:{context}"
+
+    def scheduler_seen(self, context: str) -> str:
+        return f"{self.prefix}moi:scheduler:{context}"
 
     @property
     def paused(self) -> str:

@@ -116,10 +116,12 @@ def chooser() -> Callable[..., str] | None:
 
 
 def context_specs() -> dict[str, ContextSpec]:
+    """Every configured context: the clusters' (or the embedded one), then the scheduler contexts."""
     current = settings()
-    if current.contexts:
-        return current.contexts
-    return {current.default_context: ContextSpec(current.default_context)}
+    specs = dict(current.contexts) or {current.default_context: ContextSpec(current.default_context)}
+    for name, scheduler in current.schedulers.items():
+        specs[name] = ContextSpec(name, scheduler=scheduler)
+    return specs
 
 
 def context_spec(name: str) -> ContextSpec:
@@ -128,6 +130,6 @@ def context_spec(name: str) -> ContextSpec:
     if name not in specs:
         raise UnknownContext(name, list(specs))
     current = settings()
-    if current.uses_embedded_cluster:
+    if current.uses_embedded_cluster and specs[name].scheduler is None:
         return ContextSpec(name, url_file=runtime.ensure(current).url_file)
     return specs[name]

@@ -1,0 +1,132 @@
+"""Where a scheduler's commands run and its job directories live: this machine, or a login node over SSH.
+
+A ``Runner`` runs one command there (an argv, never a shell line built from user text) and reads and
+writes files there. ``LocalRunner`` is this machine; ``moi.compute.schedulers.ssh_runner.SshRunner`` is a
+login node reached over SSH (commands) and SFTP (files), which shares no filesystem with moi. Every method
+raises ``SchedulerUnavailable`` (one line: the host, and why) when the place cannot be reached at all; a
+command that runs and fails is a ``Ran`` with its return code, not an exception.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from moi.core.errors import SchedulerUnavailable
+
+COMMAND_TIMEOUT = 60.0  # seconds one scheduler command may take (sbatch, squeue ...)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A command's end: its return code and its output, decoded (undecodable bytes replaced)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def problem(self) -> str:
+        """The command's own complaint, on one line: the last line of stderr, else of stdout."""
+        for text in (self.stderr, self.stdout):
+            lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+            if lines:
+                return lines[-1][:500]
+        return f"exit code {self.returncode}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A file under a job directory: its path relative to that directory, size and modification time."""
+
+    path: str
+    size: int
+    mtime: float
+
+
+class Runner(Protocol):
+    """A place where a scheduler's commands run and its job directories live."""
+
+    @property
+    def where(self) -> str:
+        """The place for a person: ``this machine`` or ``alice@login:22``."""
+        ...
+
+    def run(self, argv: Sequence[str], stdin: str | None = None, timeout: float = COMMAND_TIMEOUT) -> Ran:
+        """Run a command there; SchedulerUnavailable when the place cannot be reached, or the program is missing."""
+        ...
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Write a file there (its parent directories made, 0o755); SchedulerUnavailable, OSError."""
+        ...
+
+    def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        """Bytes of a file there (``length`` None: to its end); FileNotFoundError when it is not there."""
+        ...
+
+    def list_files(self, directory: str) -> list[Entry]:
+        """Every regular file under ``directory`` there, recursively, symlinks not followed; [] when it is gone."""
+        ...
+
+    def make_dirs(self, path: str) -> None:
+        """A directory there, with its parents (0o755); OSError when it cannot be made."""
+        ...
+
+    def close(self) -> None:
+        """Let go of any connection (the next use connects again)."""
+        ...
+
+
+class LocalRunner:
+    """This machine: commands through ``subprocess``, files on its filesystem."""
+
+    where = "this machine"
+
+    def run(self, argv: Sequence[str], stdin: str | None = None, timeout: float = COMMAND_TIMEOUT) -> Ran:
+        try:
+            done = subprocess.run(list(argv), input=stdin, capture_output=True, timeout=timeout, check=False)
+        except FileNotFoundError:
+            raise SchedulerUnavailable(f"{argv[0]} is not installed on {self.where}") from None
+        except subprocess.TimeoutExpired:
+            raise SchedulerUnavailable(f"{argv[0]} did not answer within {timeout:g}s on {self.where}") from None
+        return Ran(done.returncode, _text(done.stdout), _text(done.stderr))
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        fd = os.open(path, flags, mode)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+
+    def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
+        with open(path, "rb") as source:
+            source.seek(offset)
+            return source.read() if length is None else source.read(length)
+
+    def list_files(self, directory: str) -> list[Entry]:
+        found = []
+        for root, dirs, files in os.walk(directory):
+            dirs[:] = [name for name in dirs if not os.path.islink(os.path.join(root, name))]
+            for name in files:
+                path = os.path.join(root, name)
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode):
+                    found.append(Entry(os.path.relpath(path, directory), info.st_size, info.st_mtime))
+        return sorted(found, key=lambda entry: entry.path)
+
+    def make_dirs(self, path: str) -> None:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+
+    def close(self) -> None:
+        pass
+
+
+def _text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
