@@ -42,6 +42,7 @@ class Slurm:
     def __init__(self, directory: Path, cpus: int = 8) -> None:
         self.directory = directory
         self.cpus = cpus
+        self.memory_mb = 4096  # the node's memory, so that a job may ask for some (--mem)
         self.node = socket.gethostname()  # slurmctld and slurmd each check that they run on the host named
         self.config = directory / "slurm.conf"
         self.daemons: list[subprocess.Popen[bytes]] = []
@@ -114,8 +115,10 @@ class Slurm:
         }
         lines = [f"{name}={value}" for name, value in settings.items()]
         lines += [
-            f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} State=UNKNOWN",
+            f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={self.memory_mb} State=UNKNOWN",
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
+            "PartitionName=long Nodes=ALL MaxTime=INFINITE State=UP",  # a partition a job may name
+            "PartitionName=short Nodes=ALL MaxTime=1 State=UP",  # one minute at most: a longer walltime is refused
         ]
         self.config.write_text("\n".join(lines) + "\n")
 

@@ -28,13 +28,15 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 import redis
 
 from moi.compute import launched
 from moi.compute.context import ByName, Context
 from moi.compute.engine_roster import Roll
+from moi.compute.lease import LEASE, Lease
+from moi.compute.schedulers.poller import SchedulerPoller
 from moi.compute.watchdog import controller_alive
 from moi.compute.worker import WorkSpec, work
 from moi.core.config import ContextSpec
@@ -48,7 +50,6 @@ from moi.storage.store import Store
 log = logging.getLogger("moi.dispatch")
 
 TICK = 2.0  # seconds between lease renewals and controller checks
-LEASE = 10.0  # seconds a leader's lease lasts unless renewed
 RETRY_OFFLINE = 2.0  # seconds between attempts to reach a cluster that is offline
 DELIVER_AT_EXIT = 30.0  # seconds a submitter that is exiting waits for the controller to hold its work
 
@@ -64,6 +65,7 @@ class Dispatcher:
         self._retries = Retries(store)
         self.context = Context(spec, timeout)  # its own connection: nobody else resets it
         self.me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease = Lease(store, store.keys.dispatcher(spec.name), self.me)
         self.work_spec = WorkSpec(spec.name, store.url, store.keys.prefix, store.ttl)
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -157,21 +159,13 @@ class Dispatcher:
 
     def _lead(self) -> bool:
         """Take or renew the lease; whether this process dispatches for the context now."""
-        key, client = self.store.keys.dispatcher(self.name), self.store.redis
-        lease_ms = int(LEASE * 1000)
-        if client.set(key, self.me, px=lease_ms, nx=True):
-            log.info("dispatching for %s", self.name)
-            return True
-        if client.get(key) == self.me:
-            client.pexpire(key, lease_ms)
+        if self._lease.take():
             return True
         self._outstanding.clear()  # another leads: what we sent is theirs to follow now
         return False
 
     def _release(self) -> None:
-        key, client = self.store.keys.dispatcher(self.name), self.store.redis
-        if client.get(key) == self.me:
-            client.delete(key)
+        self._lease.release()
 
     def _dispatch(self, client: Any) -> None:
         """Work for idle engines while jobs are queued; no Redis call at all while every engine works."""
@@ -266,13 +260,29 @@ class Dispatcher:
 
 # one per context per process ----------------------------------------------------------
 
+
+class Dispatching(Protocol):
+    """A context's loop in this process: a Dispatcher, or a scheduler context's SchedulerPoller."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def revive(self) -> bool: ...
+
+    def wake(self) -> None: ...
+
+    def deliver_at_exit(self) -> None: ...
+
+
 _lock = threading.Lock()
-_running: dict[tuple[str, str, str], Dispatcher] = {}
+_running: dict[tuple[str, str, str], Dispatching] = {}
 _exit_registered = False
 
 
-def ensure(store: Store, spec: ContextSpec, timeout: float = 10.0, scales: bool = False) -> Dispatcher:
-    """This process's dispatcher for a context (over ``store``'s Redis), started on first use.
+def ensure(store: Store, spec: ContextSpec, timeout: float = 10.0, scales: bool = False) -> Dispatching:
+    """This process's dispatcher for a context (over ``store``'s Redis), started on first use: a scheduler
+    context's poller (``moi.compute.schedulers``) for a context that is a batch scheduler.
 
     ``scales``: it retires the engines removed on the operations page (a cluster the operator started).
     """
@@ -281,7 +291,8 @@ def ensure(store: Store, spec: ContextSpec, timeout: float = 10.0, scales: bool 
     with _lock:
         dispatcher = _running.get(key)
         if dispatcher is None:
-            dispatcher = _running[key] = Dispatcher(store, spec, timeout, scales)
+            made = SchedulerPoller(store, spec) if spec.scheduler else Dispatcher(store, spec, timeout, scales)
+            dispatcher = _running[key] = made
             dispatcher.start()
             if not _exit_registered:
                 atexit.register(_deliver_all)
@@ -307,7 +318,7 @@ def _deliver_all() -> None:
         dispatcher.deliver_at_exit()
 
 
-def _forget_all() -> list[Dispatcher]:
+def _forget_all() -> list[Dispatching]:
     with _lock:
         dispatchers = list(_running.values())
         _running.clear()

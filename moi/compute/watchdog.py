@@ -78,6 +78,8 @@ class Watchdog:
                 info = infos.get(job_id)
                 if info is None or is_finished(info):
                     done.append(job_id)
+                elif isinstance(info.get("scheduler"), dict):
+                    continue  # handed to a batch scheduler: its context's poller follows it, not a heartbeat
                 elif _overdue(self._silent, job_id, bool(alive), moment, self.grace):
                     if self._fail(info, _engine_lost(info)):
                         failed.append(job_id)

@@ -8,6 +8,7 @@
     ├── BadDocument
     ├── ClusterUnavailable
     │   └── SchedulerUnavailable
+    ├── SchedulerRefused
     ├── UnknownId
     │   ├── UnknownKey
     │   └── NotInGroup
@@ -104,6 +105,10 @@ class SchedulerUnavailable(ClusterUnavailable):
     """A scheduler context's cluster cannot be reached (SSH refused, an unknown host key, its commands missing)."""
 
 
+class SchedulerRefused(MoiError):
+    """A batch scheduler refused a job (a partition that does not exist ...): its own message."""
+
+
 class UnknownId(MoiError):
     """An id that names no job or group in Redis."""
 
@@ -133,8 +138,7 @@ class NotAGroup(MoiError):
 
     def __init__(self, key: str, what: str) -> None:
         super().__init__(f"{printable(key)} is {what}, not a group; give a user name or a group id")
-        self.key = key
-        self.what = what
+        self.key, self.what = key, what
 
 
 class InvalidId(MoiError):
@@ -157,8 +161,7 @@ class InvalidUserName(MoiError):
 
     def __init__(self, name: str, problem: str) -> None:
         super().__init__(f"User name {printable(name)} is refused: {problem}")
-        self.name = name
-        self.problem = problem
+        self.name, self.problem = name, problem
 
 
 class InvalidCode(MoiError):
@@ -200,9 +203,7 @@ class QuotaExceeded(MoiError):
         if asked > 1:  # a batch: it may be too big on its own
             advice = f"a batch of {asked} would pass it; submit fewer, or wait for some to finish"
         super().__init__(f"User {printable(user)} has {unfinished} unfinished jobs and the limit is {limit}: {advice}")
-        self.user = user
-        self.unfinished = unfinished
-        self.limit = limit
+        self.user, self.unfinished, self.limit = user, unfinished, limit
 
 
 class CommandFailed(MoiError):

@@ -263,9 +263,11 @@ return {1, online}
 # out; this is for what got into Redis anyway).
 # The fair clock of the first job's priority is raised to its turn (never lowered: a job given back by RELEASE
 # keeps its old, earlier turn), and no other priority's (see ENQUEUE).
+# A scheduler context's poller (ARGV[9] "queued") takes a job as a batch item is taken: registered, still Queued,
+# until its batch scheduler runs it (moi.compute.schedulers).
 # KEYS: queue, running set, retiring set, tally, fair clock (to be followed by a priority).
-# ARGV: key prefix, ttl, engine label, heartbeat ttl,
-# date_start, most, batch, the owners' active sets' key without the owner.  Returns document, call, score for each
+# ARGV: key prefix, ttl, engine label, heartbeat ttl, date_start, most, batch, the owners' active sets' key
+# without the owner, "queued" to leave the job Queued ("" otherwise).  Returns document, call, score for each
 # job taken, false when the queue holds no job to run, or {'retiring'}.
 TAKE = """
 if redis.call('SISMEMBER', KEYS[3], ARGV[3]) == 1 then return {'retiring'} end
@@ -312,6 +314,7 @@ end
 local function start(id)
   local doc, info = read(id)
   if not info or info['status'] ~= 'Queued' then return nil end  -- gone, failed, or cancelled meanwhile
+  if ARGV[9] == 'queued' then return doc end
   if type(info['revision']) ~= 'number' then return fail(id, doc, info, 'its revision is not a number') end
   info['status'] = info['starts_as'] or 'Running'  -- a service job may start in its preprocess hook
   info['date_start'] = ARGV[5]

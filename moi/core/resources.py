@@ -36,9 +36,19 @@ _COUNTS = {"cores": 1, "nodes": 1, "gpus": 0}  # name -> the least it may be
 
 
 def split(given: Mapping[str, Any] | None) -> tuple[Resources, dict[str, Any]]:
-    """``submit``'s ``resources``: the scheduler's (checked) and the shared files by URI (as they came)."""
+    """``submit``'s ``resources``: the scheduler's (checked) and the shared files by URI (``name: scheme://...``,
+    checked where they are fetched). A name that is neither is refused here, in one line."""
+    if given is not None and not isinstance(given, Mapping):
+        raise InvalidValue("resources", f"write them as a mapping of {', '.join(RESOURCE_NAMES)}")
     asked = {name: value for name, value in (given or {}).items() if name in RESOURCE_NAMES}
     files = {name: value for name, value in (given or {}).items() if name not in RESOURCE_NAMES}
+    for name, value in files.items():
+        if not (isinstance(value, str) and "://" in value):
+            raise InvalidValue(
+                f"resources.{printable(str(name), 40)}",
+                f"there is no resource {printable(str(name), 40)!r}; the resources are {', '.join(RESOURCE_NAMES)}, "
+                "or shared files by URI (name: scheme://...)",
+            )
     return checked(asked), files
 
 

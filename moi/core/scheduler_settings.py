@@ -3,7 +3,7 @@
 Configured by a ``[context NAME]`` section that names a ``scheduler`` (see ``SCHEDULER_OPTIONS``)::
 
     [context hpc]
-    scheduler = slurm            ; slurm, sge, pbs, lsf or local
+    scheduler = slurm            ; slurm, sge (Grid Engine) or local (a process here or on the host)
     host = login.cluster.example ; a login node reached over SSH; none: the commands run here
     user = alice
     key = ~/.ssh/id_ed25519
@@ -29,7 +29,7 @@ from moi.core.errors import ConfigError, InvalidValue
 from moi.core.policy import seconds_of
 from moi.core.redact import printable
 
-SCHEDULER_KINDS = ("slurm", "sge", "pbs", "lsf", "local")
+SCHEDULER_KINDS = ("slurm", "sge", "local")  # pbs and lsf: not built yet (docs/schedulers.md)
 FETCH_CHOICES = ("never", "on-end")
 SCHEDULER_OPTIONS = (
     "scheduler",
@@ -95,6 +95,8 @@ def scheduler_spec(name: str, options: Mapping[str, Any]) -> SchedulerSpec:
     kind = str(options.get("scheduler", "")).strip().lower()
     if kind not in SCHEDULER_KINDS:
         raise ConfigError(f"{section} scheduler must be one of {', '.join(SCHEDULER_KINDS)}, not {kind!r}")
+    if options.get("host") and not str(options.get("workdir") or "").strip():
+        raise ConfigError(f"{section} names a host: give it a workdir, the directory there for job directories")
     try:
         return SchedulerSpec(
             name,

@@ -87,13 +87,13 @@ def limits() -> Limits:
     return Limits(current.hog_size, current.hard_limit)
 
 
-def dispatcher(spec: ContextSpec) -> dispatch.Dispatcher:
+def dispatcher(spec: ContextSpec) -> dispatch.Dispatching:
     """This process's dispatcher for a context, started on first use."""
     current = settings()
     return dispatch.ensure(store(), spec, current.cluster_timeout, scales=not current.uses_embedded_cluster)
 
 
-def dispatch_all() -> list[dispatch.Dispatcher]:
+def dispatch_all() -> list[dispatch.Dispatching]:
     """A dispatcher for every configured context (``moi server``, ``moi watchdog``)."""
     return [dispatcher(context_spec(name)) for name in context_specs()]
 

@@ -84,11 +84,7 @@ def _check_config_closed() -> None:
     except OSError:
         return  # the settings were read from it at start: gone since, it holds nothing to read
     if mode & stat.S_IROTH:
-        raise CodeRefused(
-            f"code over the web needs the config file {path} closed to other users: chmod o-rwx {path}"
-        )
-
-
+        raise CodeRefused(f"code over the web needs the config file {path} closed to other users: chmod o-rwx {path}")
 
 
 def is_code(info: Mapping[str, Any]) -> bool:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, TypedDict
 
+from moi.core import resources
+from moi.core.config import ContextSpec
 from moi.core.errors import InvalidValue
 from moi.core.info import Info
 from moi.core.policy import POLICY_NAMES, Policy, shown
@@ -46,6 +48,21 @@ def policy_fields(policy: Policy, context: str, origin: str = LOCAL) -> dict[str
             if isinstance(name, str) and "." in name:
                 check_exception_name(name)
     return fields
+
+
+def resource_fields(spec: ContextSpec, asked: resources.Resources) -> dict[str, Any]:
+    """A job's ``resources`` field: a scheduler context's defaults with what the job asked (checked) over them.
+    InvalidValue for resources asked of a context of engines, which could not give them."""
+    if spec.scheduler is None:
+        if asked:
+            raise InvalidValue(
+                "resources",
+                f"context {spec.name!r} runs jobs on its engines, which cannot give {resources.shown(asked)}; "
+                "choose a scheduler context ([context NAME] scheduler = slurm ...)",
+            )
+        return {}
+    merged = resources.merged(spec.scheduler.resources, asked)
+    return {"resources": merged} if merged else {}
 
 
 def _check_backoff(backoff: list[float] | None, ttl: int) -> None:
@@ -86,7 +103,7 @@ _AS_ASKED = tuple("max_attempts" if name == "retries" else name for name in POLI
 def as_asked(old: Info) -> dict[str, Any]:
     """The policy fields of a job as it was submitted, for a new job that runs it again (a relaunch): the
     same limits and retries, from attempt 1, without the old one's earlier attempts or next retry."""
-    fields = {name: old[name] for name in _AS_ASKED if old.get(name) is not None}
+    fields = {name: old[name] for name in (*_AS_ASKED, "resources") if old.get(name) is not None}
     if "max_attempts" in fields:
         fields["attempt"] = 1
     return fields

@@ -17,6 +17,7 @@ from moi.compute import engine
 from moi.compute.context import Context, by_name
 from moi.compute.sandbox import run_code
 from moi.compute.text_jobs import python_exec, system_call
+from moi.core import resources as job_resources
 from moi.core import values
 from moi.core.config import ContextSpec
 from moi.core.errors import UnknownId, WrongState
@@ -78,7 +79,9 @@ def submit(
     every engine is busy. ``files``: inputs copied into the job's own directory (paths, or names mapped to
     paths, bytes or binary files); ``workdir=True`` gives it a directory without inputs; an input given as a
     URI is fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per host and shared;
-    ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``).
+    ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``). In ``resources``,
+    ``cores``, ``memory``, ``walltime``, ``nodes``, ``gpus``, ``partition`` and ``account`` are what a scheduler
+    context's job asks of its batch scheduler (``moi.core.resources``).
     ``time_limit`` (``90s``, ``15m``, ``2h``; the context's by default) ends the job, Failed; ``soft_time_limit``
     warns it first. ``retries``: more attempts for the failures ``retry_on`` names (exception classes or names,
     exit codes; any but a cancel by default), after ``backoff``; ``idempotent=True``: queued again after a lost
@@ -87,7 +90,9 @@ def submit(
     """
     spec = context_for(ctx, name, group, args, kwargs)
     fields = policy_fields(Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent), spec)
-    placed, level = Placed(files, workdir, resources, outputs), queue.priority_of(priority)
+    asked, shared_files = job_resources.split(resources)
+    fields.update(job_policy.resource_fields(spec, asked))
+    placed, level = Placed(files, workdir, shared_files, outputs), queue.priority_of(priority)
     return queue_job(spec, group, name, url, func, args, kwargs, level, placed, fields)
 
 

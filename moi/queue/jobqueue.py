@@ -253,7 +253,13 @@ class Queue:
             return self.store.redis.hget(self.keys.user_map, owner) or owner
 
     def take(
-        self, context: str, label: str, heartbeat_ttl: int, most: int = 1, batch: str | None = None
+        self,
+        context: str,
+        label: str,
+        heartbeat_ttl: int,
+        most: int = 1,
+        batch: str | None = None,
+        still_queued: bool = False,
     ) -> list[Taken]:
         """The first job of ``context``'s queue, now Running on this engine; none when there is none.
 
@@ -261,10 +267,12 @@ class Queue:
         it come too, each Running: a block the engine runs one after another. Raises
         EngineRetiring when this engine is to stop (the operations page removed it). A queued job
         whose document cannot be read back is Failed on the way, alone, saying so (see ``TAKE``).
+        ``still_queued``: the job stays Queued (a scheduler context's poller hands it to its batch scheduler).
         """
         keys = self.keys
         wanted = f"{ITEM_CALL}{batch}:" if batch else ""
         args = [keys.prefix, self.store.ttl, label, heartbeat_ttl, now(), max(1, most), wanted, keys.active("")]
+        args.append("queued" if still_queued else "")
         retiring = keys.engines_retiring(context)
         script_keys = [keys.queue(context), keys.running, retiring, keys.tally, keys.fair_clock(context)]
         with reaching(self.store.url):

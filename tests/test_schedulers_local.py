@@ -1,0 +1,75 @@
+"""Scheduler contexts on this machine without a batch scheduler (``scheduler = local``): each job a process of its
+own, followed by its context's poller as any scheduler job is. The same paths as Slurm's, cheap enough for every run."""
+
+from __future__ import annotations
+
+import pytest
+
+import moi.jobs.connections
+from moi.compute.schedulers import script
+from moi.core.errors import InvalidValue
+from moi.jobfiles.directory import directory_of
+from moi.job import cancel, get_info, submit, system_call
+from tests.conftest import finished, until
+
+
+def scripted_sum(a: int, b: int, status_update=None) -> int:
+    if status_update is not None:
+        status_update("adding")
+    return a + b
+
+
+def breaks() -> None:
+    raise ValueError("no good")
+
+
+@pytest.fixture
+def here(store, tmp_path):
+    """A scheduler context named ``here``: jobs as processes on this machine, polled every 0.2 s."""
+    moi.jobs.connections.configure(schedulers={"here": {"scheduler": "local", "poll": "0.2"}})
+    yield store
+    moi.jobs.connections.reset()
+
+
+def test_a_shell_job_runs_as_its_own_process_and_its_exit_code_decides(here) -> None:
+    ok, _, _ = submit("here", "alice", "ok", None, system_call, "echo made here; pwd")
+    bad, _, _ = submit("here", "alice", "bad", None, system_call, "echo oops >&2; exit 3")
+    done = finished(ok, timeout=60)
+    assert done["status"] == "Success", done
+    assert "made here" in done["result"] and directory_of(ok) in done["result"]
+    assert done["scheduler"]["kind"] == "local" and done["scheduler"]["exit_code"] == 0
+    failed = finished(bad, timeout=60)
+    assert failed["status"] == "Failed" and "exited with code 3" in failed["result"] and "oops" in failed["result"]
+    with open(f"{directory_of(bad)}/{script.LOG}") as log:
+        assert "oops" in log.read()
+
+
+def test_a_python_job_returns_its_value_and_its_traceback(here) -> None:
+    ok, _, handle = submit("here", "alice", "sum", None, scripted_sum, 2, 3)
+    bad, _, _ = submit("here", "alice", "breaks", None, breaks)
+    assert finished(ok, timeout=60)["status"] == "Success"
+    assert handle.get(timeout=5) == 5
+    failed = finished(bad, timeout=60)
+    assert failed["status"] == "Failed" and "ValueError: no good" in failed["result"]
+
+
+def test_a_cancel_ends_the_process_and_the_job_reads_cancelled(here) -> None:
+    job_id, _, _ = submit("here", "alice", "long", None, system_call, "sleep 600")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", 60)
+    cancel(job_id)
+    done = finished(job_id, timeout=60)
+    assert done["status"] == "Cancelled", done
+
+
+def test_resources_are_refused_in_one_line_before_anything_is_stored(here, r) -> None:
+    for asked, words in (
+        ({"memory": "lots"}, "not an amount of memory"),
+        ({"cores": -1}, "not a whole number"),
+        ({"colour": "red"}, "there is no resource 'colour'"),
+        ({"partition": "long\n#SBATCH --uid=0"}, "is not a name"),
+    ):
+        with pytest.raises(InvalidValue, match=words):
+            submit("here", "alice", "x", None, system_call, "true", resources=asked)
+    with pytest.raises(InvalidValue, match="runs jobs on its engines"):
+        submit(None, "alice", "x", None, system_call, "true", resources={"cores": 2})
+    assert not r.keys("moi:queue:*") and not r.smembers("moi:scheduled:here")
