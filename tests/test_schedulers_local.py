@@ -8,8 +8,8 @@ import pytest
 import moi.jobs.connections
 from moi.compute.schedulers import script
 from moi.core.errors import InvalidValue
-from moi.jobfiles.directory import directory_of
 from moi.job import cancel, get_info, submit, system_call
+from moi.jobfiles.directory import directory_of
 from tests.conftest import finished, until
 
 
