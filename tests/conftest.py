@@ -91,6 +91,16 @@ def moi_environment(redis_url: str, cluster_file: str, session_dir: Path) -> Ite
     os.environ.update(saved)
 
 
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A one-node Slurm cluster for the session (tests.slurm), shared by the engine and scheduler-context tests."""
+    from tests.slurm import Slurm, reason_unavailable
+
+    require(reason_unavailable(), "Slurm tests")
+    with Slurm(tmp_path_factory.mktemp("slurm")) as made:
+        yield made
+
+
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
     """A raw client on the session's Redis, emptied before each test."""

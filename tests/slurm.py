@@ -84,6 +84,14 @@ class Slurm:
             return self.run(*argv).split()
         return []
 
+    def cancel_named(self, prefix: str) -> None:
+        """Every job of this cluster whose name starts with ``prefix`` cancelled (a test's leftovers)."""
+        with suppress(subprocess.CalledProcessError, subprocess.TimeoutExpired):
+            lines = self.run("squeue", "--noheader", "--format=%i|%j").split()
+            ids = [line.split("|")[0] for line in lines if line.partition("|")[2].startswith(prefix)]
+            if ids:
+                self.run("scancel", *ids)
+
     def _write_config(self) -> None:
         state, spool = self.directory / "state", self.directory / "spool"
         state.mkdir(parents=True, exist_ok=True)
@@ -112,6 +120,7 @@ class Slurm:
             "JobAcctGatherType": "jobacct_gather/none",
             "AccountingStorageType": "accounting_storage/none",
             "KillWait": 5,  # seconds between scancel's SIGTERM and its SIGKILL
+            "EnforcePartLimits": "ALL",  # sbatch refuses a job past its partition's limits, as sites set it
         }
         lines = [f"{name}={value}" for name, value in settings.items()]
         lines += [

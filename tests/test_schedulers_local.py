@@ -28,7 +28,7 @@ def here(store, tmp_path):
     """A scheduler context named ``here``: jobs as processes on this machine, polled every 0.2 s."""
     moi.jobs.connections.configure(schedulers={"here": {"scheduler": "local", "poll": "0.2"}})
     yield store
-    moi.jobs.connections.reset()
+    moi.jobs.connections.configure(schedulers={})
 
 
 def test_a_shell_job_runs_as_its_own_process_and_its_exit_code_decides(here) -> None:

@@ -23,9 +23,9 @@ import redis
 
 from moi.storage.redis_server import free_port, start_redis
 from tests.browser import Server, log_in, row
-from tests.conftest import ROOT, require, until
+from tests.conftest import ROOT, until
 from tests.processes import stop
-from tests.slurm import Slurm, reason_unavailable
+from tests.slurm import Slurm
 
 pytestmark = pytest.mark.slow  # a Slurm controller and daemon started for the module
 
@@ -37,13 +37,6 @@ IPCLUSTER_CONFIG = """
 c.SlurmLauncher.queue = "debug"
 c.SlurmLauncher.timelimit = "2:00:00"
 """
-
-
-@pytest.fixture(scope="module")
-def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slurm]:
-    require(reason_unavailable(), "Slurm tests")
-    with Slurm(tmp_path_factory.mktemp("slurm")) as made:
-        yield made
 
 
 @pytest.fixture(scope="module")

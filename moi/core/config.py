@@ -47,8 +47,7 @@ MOST_RETRIES = 1000  # [moi] max_retries at most: more is surely a mistake
 
 @dataclass(frozen=True)
 class ContextSpec:
-    """Where one ipyparallel cluster is; ``None`` everywhere means the embedded runtime. A scheduler context
-    (``scheduler`` set) has no cluster of engines: each of its jobs becomes a job of its batch scheduler."""
+    """Where one ipyparallel cluster is (``None`` everywhere: the embedded one), or a scheduler context's spec."""
 
     name: str
     profile: str | None = None
@@ -158,8 +157,7 @@ class Settings:
     max_retries: int = DEFAULT_MAX_RETRIES
     time_limit: float | None = None  # seconds; None: none
     context_time_limits: dict[str, float] = field(default_factory=dict)  # context name -> seconds
-    # Scheduler contexts ([context NAME] with scheduler = slurm ...): each job its own batch-scheduler job.
-    schedulers: dict[str, SchedulerSpec] = field(default_factory=dict)
+    schedulers: dict[str, SchedulerSpec] = field(default_factory=dict)  # [context NAME] with a scheduler
 
     @property
     def uses_embedded_redis(self) -> bool:
@@ -240,8 +238,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
         out["time_limit"] = _time_limit(out["time_limit"], "time_limit")
     if "context_time_limits" in out:
         out["context_time_limits"] = _context_time_limits(out["context_time_limits"])
-    if "schedulers" in out:
-        out["schedulers"] = scheduler_specs(out["schedulers"])
+    out["schedulers"] = scheduler_specs(out.get("schedulers") or {})
     return out
 
 

@@ -95,8 +95,8 @@ def scheduler_spec(name: str, options: Mapping[str, Any]) -> SchedulerSpec:
     kind = str(options.get("scheduler", "")).strip().lower()
     if kind not in SCHEDULER_KINDS:
         raise ConfigError(f"{section} scheduler must be one of {', '.join(SCHEDULER_KINDS)}, not {kind!r}")
-    if options.get("host") and not str(options.get("workdir") or "").strip():
-        raise ConfigError(f"{section} names a host: give it a workdir, the directory there for job directories")
+    if options.get("host") and not str(options.get("workdir") or "").strip().startswith("/"):
+        raise ConfigError(f"{section} names a host: give it a workdir there, an absolute path for job directories")
     try:
         return SchedulerSpec(
             name,
@@ -106,7 +106,7 @@ def scheduler_spec(name: str, options: Mapping[str, Any]) -> SchedulerSpec:
             key=_path(options, "key"),
             port=_port(options.get("port", 22), section),
             known_hosts=_path(options, "known_hosts"),
-            workdir=_path(options, "workdir") or "",
+            workdir=(_text(options, "workdir") if options.get("host") else _path(options, "workdir")) or "",
             python=_text(options, "python"),
             resources=resources.checked({key: options[key] for key in resources.RESOURCE_NAMES if key in options}),
             poll=seconds_of(options.get("poll", DEFAULT_POLL), f"{section} poll"),

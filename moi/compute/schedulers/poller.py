@@ -106,7 +106,7 @@ class SchedulerPoller:
         self.stop()
         try:
             if self._lease.take():
-                self.submit_queued()
+                self.submit_queued(even_stopping=True)
         except (MoiError, redis.RedisError) as error:
             log.warning("%s; queued jobs of %s wait for the next moi process", error, self.name)
         finally:
@@ -147,10 +147,11 @@ class SchedulerPoller:
         self._unreachable_since = None
         self._record(True, "", counts)
 
-    def submit_queued(self) -> int:
-        """The context's queued jobs handed to its scheduler, in queue order; how many."""
+    def submit_queued(self, even_stopping: bool = False) -> int:
+        """The context's queued jobs handed to its scheduler, in queue order; how many. A stopping poller
+        stops handing them over, unless ``even_stopping`` (its process's last act: ``deliver_at_exit``)."""
         handed = 0
-        while handed < MOST_PER_ROUND and not self._stopping.is_set():
+        while handed < MOST_PER_ROUND and (even_stopping or not self._stopping.is_set()):
             taken = self.queue.take(self.name, self.label, TAKEN_TTL, still_queued=True)
             if not taken:
                 break
