@@ -115,8 +115,8 @@ def test_threads_share_one_runner(runner: SshRunner, job_dir: str) -> None:
         return runner.run(["echo", str(number)]).stdout, runner.read_file(f"{job_dir}/{number}.txt")
 
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(one, range(16)))
-    assert results == [(f"{number}\n", str(number).encode()) for number in range(16)]
+        results = list(pool.map(one, range(8)))
+    assert results == [(f"{number}\n", str(number).encode()) for number in range(8)]
 
 
 def test_closed_the_runner_connects_again(login_node: LoginNode) -> None:
@@ -149,6 +149,8 @@ def test_a_key_the_node_does_not_trust_is_refused(login_node: LoginNode, tmp_pat
     message = unavailable(SshRunner(login_node.spec("hpc", key=str(tmp_path / "stranger"))))
     assert message.startswith(f"cannot reach root@{login_node.address}:22: it refused the login")
     assert "PRIVATE KEY" not in message and str(tmp_path / "stranger") in message
+    message = unavailable(SshRunner(login_node.spec("hpc", key=str(tmp_path / "none"))))
+    assert message.endswith(f"cannot use the key {tmp_path / 'none'}: No such file or directory")
 
 
 def test_a_closed_port_is_refused(login_node: LoginNode) -> None:
@@ -172,3 +174,15 @@ def test_a_node_off_the_network_is_unavailable_then_back(login_node: LoginNode) 
     finally:
         connected.close()
         fresh.close()
+
+
+def test_a_connection_the_node_dropped_is_made_again(login_node: LoginNode) -> None:
+    own = SshRunner(login_node.spec("hpc"))
+    try:
+        with pytest.raises(SchedulerUnavailable) as raised:  # its sshd session killed under the command
+            own.run(["sh", "-c", "kill -9 $PPID; sleep 30"])
+        assert login_node.address in str(raised.value) and "\n" not in str(raised.value)
+        assert own.run(["echo", "again"]).stdout == "again\n"
+        assert own.list_files(f"{login_node.workdir}/no-job") == []  # and a new SFTP session with it
+    finally:
+        own.close()

@@ -22,9 +22,9 @@ import shlex
 import stat
 import threading
 import warnings
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from moi.compute.schedulers.runner import COMMAND_TIMEOUT, Entry, Ran
 from moi.core.errors import SchedulerUnavailable
@@ -42,6 +42,8 @@ CLOSE_TIMEOUT = 10.0
 NOT_INSTALLED = 127  # the remote shell's exit status for a command it cannot find
 
 T = TypeVar("T")
+Connection = asyncssh.SSHClientConnection
+Operation = Callable[[Connection], Awaitable[T]]  # what a call does on the loop, with the connection
 
 
 class SshRunner:
@@ -56,8 +58,8 @@ class SshRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._connecting: asyncio.Lock | None = None  # one per loop: an asyncio lock is bound to its loop
-        self._connection: asyncssh.SSHClientConnection | None = None
-        self._sftp: asyncssh.SFTPClient | None = None
+        self._connection: Connection | None = None
+        self._sftp: tuple[Connection, asyncssh.SFTPClient] | None = None
 
     @property
     def where(self) -> str:
@@ -68,19 +70,23 @@ class SshRunner:
     def run(self, argv: Sequence[str], stdin: str | None = None, timeout: float = COMMAND_TIMEOUT) -> Ran:
         if not argv:
             raise ValueError("run needs a command")
-        return self._call(self._run(list(argv), stdin, timeout), timeout)
+        return self._call(lambda connection: self._run(connection, list(argv), stdin, timeout), timeout)
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        self._call(self._write_file(_checked(path), data, mode), FILE_TIMEOUT)
+        path = _checked(path)
+        self._call(lambda connection: self._write_file(connection, path, data, mode), FILE_TIMEOUT)
 
     def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
-        return self._call(self._read_file(_checked(path), offset, length), FILE_TIMEOUT)
+        path = _checked(path)
+        return self._call(lambda connection: self._read_file(connection, path, offset, length), FILE_TIMEOUT)
 
     def list_files(self, directory: str) -> list[Entry]:
-        return self._call(self._list_files(_checked(directory)), FILE_TIMEOUT)
+        directory = _checked(directory)
+        return self._call(lambda connection: self._list_files(connection, directory), FILE_TIMEOUT)
 
     def make_dirs(self, path: str) -> None:
-        self._call(self._make_dirs(_checked(path)), FILE_TIMEOUT)
+        path = _checked(path)
+        self._call(lambda connection: self._make_dirs(connection, path), FILE_TIMEOUT)
 
     def close(self) -> None:
         """Close the connection and stop the loop's thread; the next call starts both again."""
@@ -99,11 +105,11 @@ class SshRunner:
 
     # the loop ------------------------------------------------------------------------------------
 
-    def _call(self, coroutine: Coroutine[Any, Any, T], timeout: float) -> T:
-        """``coroutine``'s result, run on the loop; its exceptions raised here, in the caller's thread."""
+    def _call(self, operation: Operation[T], timeout: float) -> T:
+        """``operation``'s result, run on the loop with the connection; its exceptions raised in this thread."""
         loop = self._running_loop()
-        future = asyncio.run_coroutine_threadsafe(self._guarded(coroutine, timeout), loop)
-        try:  # the coroutine keeps its own time; this limit only guards against a loop that went away
+        future = asyncio.run_coroutine_threadsafe(self._guarded(operation, timeout), loop)
+        try:  # the operation keeps its own time; this limit only guards against a loop that went away
             return future.result(timeout + self.connect_timeout + CLOSE_TIMEOUT)
         except concurrent.futures.TimeoutError:
             future.cancel()
@@ -121,18 +127,24 @@ class SshRunner:
                 thread.start()
             return self._loop
 
-    async def _guarded(self, coroutine: Awaitable[T], timeout: float) -> T:
-        """Run one operation within ``timeout``; a connection that failed under it is dropped."""
+    async def _guarded(self, operation: Operation[T], timeout: float) -> T:
+        """One operation within ``timeout``, connected first if need be; the connection it failed on is dropped."""
+        used: list[Connection] = []
+
+        async def attempt() -> T:
+            used.append(await self._connected())
+            return await operation(used[0])
+
         try:
-            return await asyncio.wait_for(coroutine, timeout)
+            return await asyncio.wait_for(attempt(), timeout)
         except TimeoutError:  # asyncssh's own (a command's timeout) is one too
-            await self._drop()  # a connection that went silent is the usual cause: the next call makes a new one
+            await self._drop(*used)  # a connection gone silent is the usual cause: the next call makes a new one
             raise SchedulerUnavailable(f"{self.where} did not answer within {timeout:g}s") from None
         except (asyncssh.DisconnectError, asyncssh.ChannelOpenError, ConnectionError) as error:
-            await self._drop()
+            await self._drop(*used)
             raise SchedulerUnavailable(f"lost the connection to {self.where}: {_reason(error)}") from None
         except (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection) as error:
-            await self._drop()
+            await self._drop(*used)
             raise SchedulerUnavailable(f"lost the SFTP session on {self.where}: {_reason(error)}") from None
 
     async def _shut_down(self) -> None:
@@ -141,27 +153,29 @@ class SshRunner:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
-        await self._drop()
+        if self._connection is not None:
+            await self._drop(self._connection)
 
     # the connection --------------------------------------------------------------------------------
 
-    async def _connected(self) -> asyncssh.SSHClientConnection:
+    async def _connected(self) -> Connection:
         assert self._connecting is not None
         async with self._connecting:
             if self._connection is None or self._connection.is_closed():
-                await self._drop()
+                if self._connection is not None:
+                    await self._drop(self._connection)
                 self._connection = await self._connect()
             return self._connection
 
-    async def _sftp_client(self) -> asyncssh.SFTPClient:
-        connection = await self._connected()
+    async def _sftp_client(self, connection: Connection) -> asyncssh.SFTPClient:
+        """The SFTP client on ``connection``: started on first use, kept with it."""
         assert self._connecting is not None
         async with self._connecting:
-            if self._sftp is None:
-                self._sftp = await connection.start_sftp_client()
-            return self._sftp
+            if self._sftp is None or self._sftp[0] is not connection:
+                self._sftp = (connection, await connection.start_sftp_client())
+            return self._sftp[1]
 
-    async def _connect(self) -> asyncssh.SSHClientConnection:
+    async def _connect(self) -> Connection:
         known_hosts = self.spec.known_hosts or os.path.expanduser("~/.ssh/known_hosts")
         if not os.path.isfile(known_hosts):
             raise SchedulerUnavailable(
@@ -200,27 +214,29 @@ class SshRunner:
             return f"{where}: {_reason(error)}"
         raise error
 
-    async def _drop(self) -> None:
-        connection, self._connection, self._sftp = self._connection, None, None
-        if connection is not None:
-            connection.close()
-            with suppress(TimeoutError, OSError, asyncssh.Error):  # it is gone either way
-                await asyncio.wait_for(connection.wait_closed(), CLOSE_TIMEOUT)
+    async def _drop(self, connection: Connection | None = None) -> None:
+        """Close ``connection``, and forget it if it is the one kept (another call may have made a new one)."""
+        if connection is None:
+            return  # it failed before it had one: nothing to drop
+        if connection is self._connection:
+            self._connection = self._sftp = None
+        connection.close()
+        with suppress(TimeoutError, OSError, asyncssh.Error):  # it is gone either way
+            await asyncio.wait_for(connection.wait_closed(), CLOSE_TIMEOUT)
 
     # the operations, on the loop ------------------------------------------------------------------
 
-    async def _run(self, argv: list[str], stdin: str | None, timeout: float) -> Ran:
-        connection = await self._connected()
+    async def _run(self, connection: Connection, argv: list[str], stdin: str | None, timeout: float) -> Ran:
         given = stdin.encode() if stdin is not None else None
         done = await connection.run(shlex.join(argv), input=given, encoding=None, timeout=timeout, check=False)
         if done.returncode is None:
-            raise SchedulerUnavailable(f"{printable(argv[0], 80)} on {self.where} ended without an exit status")
+            raise SchedulerUnavailable(f"lost the connection to {self.where} while {printable(argv[0], 80)} ran")
         if done.returncode == NOT_INSTALLED:
             raise SchedulerUnavailable(f"{printable(argv[0], 80)} is not installed on {self.where}")
         return Ran(done.returncode, _text(done.stdout), _text(done.stderr))
 
-    async def _write_file(self, path: str, data: bytes, mode: int) -> None:
-        sftp = await self._sftp_client()
+    async def _write_file(self, connection: Connection, path: str, data: bytes, mode: int) -> None:
+        sftp = await self._sftp_client(connection)
         with _as_os_error(path):
             parent = posixpath.dirname(path)
             if parent:
@@ -230,8 +246,8 @@ class SshRunner:
                 await remote.write(data)
                 await remote.chmod(mode)  # as asked, whatever the server's umask or an older file's mode
 
-    async def _read_file(self, path: str, offset: int, length: int | None) -> bytes:
-        sftp = await self._sftp_client()
+    async def _read_file(self, connection: Connection, path: str, offset: int, length: int | None) -> bytes:
+        sftp = await self._sftp_client(connection)
         with _as_os_error(path):
             async with sftp.open(path, "rb") as remote:
                 if length is None:  # to its end: asyncssh's own "to the end" fails from past the end
@@ -241,8 +257,8 @@ class SshRunner:
                 data: bytes = await remote.read(length, offset)
                 return data
 
-    async def _list_files(self, directory: str) -> list[Entry]:
-        sftp = await self._sftp_client()
+    async def _list_files(self, connection: Connection, directory: str) -> list[Entry]:
+        sftp = await self._sftp_client(connection)
         found: list[Entry] = []
         await self._walk(sftp, directory, "", found)
         return sorted(found, key=lambda entry: entry.path)
@@ -264,8 +280,8 @@ class SshRunner:
             elif stat.S_ISREG(kind):
                 found.append(Entry(path, name.attrs.size or 0, float(name.attrs.mtime or 0)))
 
-    async def _make_dirs(self, path: str) -> None:
-        sftp = await self._sftp_client()
+    async def _make_dirs(self, connection: Connection, path: str) -> None:
+        sftp = await self._sftp_client(connection)
         with _as_os_error(path):
             await sftp.makedirs(path, attrs=asyncssh.SFTPAttrs(permissions=0o755), exist_ok=True)
 
