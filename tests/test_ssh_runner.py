@@ -16,6 +16,7 @@ import pytest
 
 from moi.compute.schedulers.ssh_runner import SshRunner
 from moi.core.errors import SchedulerUnavailable
+from tests.conftest import until
 from tests.hosts import make_key_pair
 from tests.login_node import LoginNode
 
@@ -122,7 +123,12 @@ def test_threads_share_one_runner(runner: SshRunner, job_dir: str) -> None:
 def test_closed_the_runner_connects_again(login_node: LoginNode) -> None:
     own = SshRunner(login_node.spec("hpc"))
     assert own.run(["echo", "first"]).stdout == "first\n"
-    own.close()
+    with ThreadPoolExecutor(1) as pool:
+        under_way = pool.submit(own.run, ["sleep", "30"])
+        until(lambda: own.run(["pgrep", "-x", "sleep"]).ok, "the sleep under way on the node", timeout=30)
+        own.close()  # the call under way ends, at once
+        with pytest.raises(SchedulerUnavailable, match="^the connection to root@.* was closed$"):
+            under_way.result()
     own.close()  # twice is fine
     assert own.run(["echo", "again"]).stdout == "again\n"
     own.close()

@@ -24,7 +24,7 @@ import threading
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from moi.compute.schedulers.runner import COMMAND_TIMEOUT, Entry, Ran
 from moi.core.errors import SchedulerUnavailable
@@ -60,6 +60,7 @@ class SshRunner:
         self._connecting: asyncio.Lock | None = None  # one per loop: an asyncio lock is bound to its loop
         self._connection: Connection | None = None
         self._sftp: tuple[Connection, asyncssh.SFTPClient] | None = None
+        self._calls: set[asyncio.Task[Any]] = set()  # the calls under way on the loop
 
     @property
     def where(self) -> str:
@@ -108,7 +109,12 @@ class SshRunner:
     def _call(self, operation: Operation[T], timeout: float) -> T:
         """``operation``'s result, run on the loop with the connection; its exceptions raised in this thread."""
         loop = self._running_loop()
-        future = asyncio.run_coroutine_threadsafe(self._guarded(operation, timeout), loop)
+        coroutine = self._tracked(operation, timeout)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        except RuntimeError:  # close() closed that loop meanwhile
+            coroutine.close()
+            raise SchedulerUnavailable(f"the connection to {self.where} was closed") from None
         try:  # the operation keeps its own time; this limit only guards against a loop that went away
             return future.result(timeout + self.connect_timeout + CLOSE_TIMEOUT)
         except concurrent.futures.TimeoutError:
@@ -126,6 +132,16 @@ class SshRunner:
                 self._loop, self._thread = loop, thread
                 thread.start()
             return self._loop
+
+    async def _tracked(self, operation: Operation[T], timeout: float) -> T:
+        """``_guarded``, known to be under way while it is: close() cancels the calls under way, and only them."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._calls.add(task)
+        try:
+            return await self._guarded(operation, timeout)
+        finally:
+            self._calls.discard(task)
 
     async def _guarded(self, operation: Operation[T], timeout: float) -> T:
         """One operation within ``timeout``, connected first if need be; the connection it failed on is dropped."""
@@ -148,11 +164,10 @@ class SshRunner:
             raise SchedulerUnavailable(f"lost the SFTP session on {self.where}: {_reason(error)}") from None
 
     async def _shut_down(self) -> None:
-        current = asyncio.current_task()
-        others = [task for task in asyncio.all_tasks() if task is not current]
-        for task in others:
+        calls = list(self._calls)
+        for task in calls:
             task.cancel()
-        await asyncio.gather(*others, return_exceptions=True)
+        await asyncio.gather(*calls, return_exceptions=True)
         if self._connection is not None:
             await self._drop(self._connection)
 
