@@ -221,3 +221,4 @@ def spare(store, monkeypatch, tmp_path):
 
 # The browser tests' fixtures (imported last: tests.browser uses this module).
 from tests.browser import browser, page, server  # noqa: E402, F401
+from tests.login_node import login_node  # noqa: E402, F401  (the login node of scheduler contexts over SSH)

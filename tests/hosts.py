@@ -39,19 +39,21 @@ CLUSTER_ID = "hosts"
 
 
 def reason_unavailable() -> str | None:
-    """None when namespaces, sshd and ssh can be had here; otherwise one line saying why not."""
+    """None when namespaces, sshd, ssh and a TLS Redis can be had here; otherwise one line saying why not."""
+    return reason_no_sshd() or reason_no_tls_redis()
+
+
+def reason_no_sshd() -> str | None:
+    """None when network namespaces, sshd and ssh can be had here; otherwise one line saying why not."""
     if os.geteuid() != 0:
         return "the multi-host tests need root (network namespaces, sshd)"
-    for tool in ("ip", "unshare", "ssh", "ssh-keygen"):
+    for tool in ("ip", "unshare", "nsenter", "ssh", "ssh-keygen"):
         if shutil.which(tool) is None:
             return f"the multi-host tests need {tool}: install iproute2, util-linux and openssh-client"
     if not os.path.exists(SSHD) and shutil.which("apt-get"):
         subprocess.run(["apt-get", "install", "-y", "openssh-server"], capture_output=True, check=False)
     if not os.path.exists(SSHD):
         return f"the multi-host tests need {SSHD}: apt-get install -y openssh-server"
-    no_tls = reason_no_tls_redis()
-    if no_tls is not None:
-        return no_tls
     probe = f"moi-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
     if made.returncode != 0:
@@ -64,7 +66,34 @@ def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, capture_output=True, text=True)
 
 
-def _free_subnet() -> int:
+def make_key_pair(path: Path) -> None:
+    """An ed25519 key pair with no passphrase: ``path`` and ``path.pub``."""
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path))
+
+
+def write_sshd_config(config: Path, address: str, directory: Path, pid_file: Path) -> None:
+    """An sshd's configuration: on ``address``:22, root logs in with a key of ``directory``/authorized_keys."""
+    config.write_text(
+        "\n".join(
+            [
+                f"ListenAddress {address}:22",
+                f"HostKey {directory / 'host_key'}",
+                f"AuthorizedKeysFile {directory / 'authorized_keys'}",
+                "PermitRootLogin prohibit-password",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "StrictModes no",
+                "Subsystem sftp internal-sftp",  # scp speaks sftp: the launcher sends connection files
+                f"PidFile {pid_file}",
+                "",
+            ]
+        )
+    )
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+
+
+def free_subnet() -> int:
     """A 10.237.N.0/24 no interface of this machine uses (another run of the tests may hold one)."""
     used = subprocess.run(["ip", "-br", "addr"], capture_output=True, text=True).stdout
     for _ in range(100):
@@ -92,6 +121,23 @@ class Host:
         _run("ip", "link", "set", self.veth, "down")
         self.reachable = False
 
+    def mend_link(self) -> None:
+        """The cable plugged back in."""
+        _run("ip", "link", "set", self.veth, "up")
+        self.reachable = True
+
+    def make_namespace(self) -> None:
+        """Its network namespace, joined to this machine by a veth pair: ``veth`` here, ``eth0`` there."""
+        _run("ip", "netns", "add", self.namespace)
+        _run("ip", "link", "add", self.veth, "type", "veth", "peer", "name", "eth0", "netns", self.namespace)
+        _run("ip", "-n", self.namespace, "addr", "add", f"{self.address}/24", "dev", "eth0")
+        _run("ip", "-n", self.namespace, "link", "set", "eth0", "up")
+        _run("ip", "-n", self.namespace, "link", "set", "lo", "up")
+
+    def remove_namespace(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.namespace], capture_output=True)
+        subprocess.run(["ip", "link", "delete", self.veth], capture_output=True)
+
     def kill_everything(self) -> None:
         """SIGKILL every process in the host (its engines, sshd): the host died."""
         self.reachable = False
@@ -107,7 +153,7 @@ class Hosts:
         self.directory = directory
         self.tls = tls  # moi's Redis speaks TLS only (rediss://), with a certificate made for the run
         self.tag = f"{os.getpid() % 1000:03d}"
-        self.subnet = _free_subnet()
+        self.subnet = free_subnet()
         self.bridge = f"moi{self.tag}br"
         self.main_address = f"10.237.{self.subnet}.1"
         self.hosts = [Host(index + 1, self.subnet, self.tag) for index in range(count)]
@@ -140,8 +186,7 @@ class Hosts:
             host.kill_everything()
         self._stack.close()
         for host in self.hosts:
-            subprocess.run(["ip", "netns", "delete", host.namespace], capture_output=True)
-            subprocess.run(["ip", "link", "delete", host.veth], capture_output=True)
+            host.remove_namespace()
         subprocess.run(["ip", "link", "delete", self.bridge], capture_output=True)
 
     def env(self) -> dict[str, str]:
@@ -161,41 +206,20 @@ class Hosts:
         _run("ip", "addr", "add", f"{self.main_address}/24", "dev", self.bridge)
         _run("ip", "link", "set", self.bridge, "up")
         for host in self.hosts:
-            _run("ip", "netns", "add", host.namespace)
-            _run("ip", "link", "add", host.veth, "type", "veth", "peer", "name", "eth0", "netns", host.namespace)
+            host.make_namespace()
             _run("ip", "link", "set", host.veth, "master", self.bridge, "up")
-            _run("ip", "-n", host.namespace, "addr", "add", f"{host.address}/24", "dev", "eth0")
-            _run("ip", "-n", host.namespace, "link", "set", "eth0", "up")
-            _run("ip", "-n", host.namespace, "link", "set", "lo", "up")
 
     def _make_keys(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key))
-        _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.directory / "host_key"))
+        make_key_pair(self.key)
+        make_key_pair(self.directory / "host_key")
         trusted = self.directory / "authorized_keys"
         trusted.write_text(Path(f"{self.key}.pub").read_text())
         trusted.chmod(0o600)
 
     def _start_sshd(self, host: Host) -> None:
         config = self.directory / f"sshd-{host.name}.conf"
-        config.write_text(
-            "\n".join(
-                [
-                    f"ListenAddress {host.address}:22",
-                    f"HostKey {self.directory / 'host_key'}",
-                    f"AuthorizedKeysFile {self.directory / 'authorized_keys'}",
-                    "PermitRootLogin prohibit-password",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
-                    "UsePAM no",
-                    "StrictModes no",
-                    "Subsystem sftp internal-sftp",  # scp speaks sftp: the launcher sends connection files
-                    f"PidFile {self.directory / f'sshd-{host.name}.pid'}",
-                    "",
-                ]
-            )
-        )
-        Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+        write_sshd_config(config, host.address, self.directory, self.directory / f"sshd-{host.name}.pid")
         log = self.directory / f"sshd-{host.name}.log"
         # -D: in the foreground, so that it is ours to stop; its own UTS namespace gives the host its name.
         host.sshd = subprocess.Popen(

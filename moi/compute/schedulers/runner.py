@@ -91,7 +91,8 @@ class LocalRunner:
 
     def run(self, argv: Sequence[str], stdin: str | None = None, timeout: float = COMMAND_TIMEOUT) -> Ran:
         try:
-            done = subprocess.run(list(argv), input=stdin, capture_output=True, timeout=timeout, check=False)
+            given = stdin.encode() if stdin is not None else None  # bytes: the output is decoded leniently
+            done = subprocess.run(list(argv), input=given, capture_output=True, timeout=timeout, check=False)
         except FileNotFoundError:
             raise SchedulerUnavailable(f"{argv[0]} is not installed on {self.where}") from None
         except subprocess.TimeoutExpired:
@@ -99,10 +100,13 @@ class LocalRunner:
         return Ran(done.returncode, _text(done.stdout), _text(done.stderr))
 
     def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        parent = os.path.dirname(path)
+        if parent:  # a bare name is in the current directory
+            os.makedirs(parent, mode=0o755, exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
         fd = os.open(path, flags, mode)
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, mode)  # as asked, whatever the umask or the mode of the file it replaces
             out.write(data)
 
     def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
