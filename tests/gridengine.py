@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -52,11 +53,28 @@ def reason_unavailable() -> str | None:
     if not _installed() and shutil.which("apt-get"):
         subprocess.run(["debconf-set-selections"], input=PRESEED, text=True, capture_output=True, check=False)
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        argv = ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES]
+        argv = ["apt-get", "install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", *PACKAGES]
         subprocess.run(argv, env=env, capture_output=True, check=False)
+        _stop_debian_daemons()
     if not _installed():
         return f"the Grid Engine tests need Debian's {' '.join(PACKAGES)}: apt-get install -y {' '.join(PACKAGES)}"
     return None
+
+
+def _stop_debian_daemons() -> None:
+    """Stop what the packages' init scripts started for Debian's own cell, which we leave unmade.
+
+    Where no policy-rc.d forbids it (a fresh CI machine), installing starts an ``sge_execd`` that
+    stays, retrying a qmaster that never comes. Those processes are told apart from any cell of
+    ours by their ``SGE_ROOT``: Debian's, ``/var/lib/gridengine``.
+    """
+    for proc in Path("/proc").iterdir():
+        with suppress(OSError, ValueError):
+            if Path(os.readlink(proc / "exe")).parent != BINARIES:
+                continue
+            environ = (proc / "environ").read_bytes().split(b"\0")
+            if f"SGE_ROOT={DEBIAN_ROOT}".encode() in environ:
+                os.kill(int(proc.name), signal.SIGKILL)
 
 
 def _installed() -> bool:
