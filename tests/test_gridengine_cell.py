@@ -41,7 +41,7 @@ def record(name: str, text: str) -> None:
         (RECORDED / name).write_text(text)
 
 
-def submit(cell: GridEngine, name: str, body: str, *options: str) -> str:
+def submit(cell: GridEngine, name: str, body: str, *options: str, recorded_as: str = "") -> str:
     """The id ``qsub -terse`` prints for a ``/bin/sh`` job running ``body`` in the cell's directory."""
     script = cell.directory / f"{name}.sh"
     script.write_text(f"#!/bin/sh\ncd {cell.directory}\n{body}\n")
@@ -49,7 +49,8 @@ def submit(cell: GridEngine, name: str, body: str, *options: str) -> str:
         "qsub", "-terse", "-N", name, "-o", str(cell.directory / f"{name}.out"), "-e",
         str(cell.directory / f"{name}.err"), *options, str(script),
     )  # fmt: skip
-    record("qsub-terse.txt", output)
+    if recorded_as:
+        record(recorded_as, output)
     return output.strip()
 
 
@@ -76,7 +77,7 @@ def test_a_job_pends_runs_and_its_exit_status_is_accounted(gridengine: GridEngin
     """Two slots of four taken; a job asking for four pends with a reason, runs when they are free."""
     directory = gridengine.directory
     held = submit(gridengine, "moi-exit3", "until [ -e exit3.go ]; do sleep 0.2; done; echo out; echo err >&2; exit 3",
-                  "-l", "h_rt=0:2:0", "-pe", "smp", "2")  # fmt: skip
+                  "-l", "h_rt=0:2:0", "-pe", "smp", "2", recorded_as="qsub-terse.txt")  # fmt: skip
     until(lambda: states(gridengine).get(held) == "r", "the first job running", WAIT)
     waiting = submit(gridengine, "moi-ok", "until [ -e ok.go ]; do sleep 0.2; done; echo fine",
                      "-l", "h_rt=120", "-pe", "smp", "4")  # fmt: skip
@@ -116,3 +117,34 @@ def test_a_job_past_its_walltime_is_killed(gridengine: GridEngine) -> None:
     until(lambda: job_id not in states(gridengine), "the job killed at its walltime", WAIT)
     ended = accounting(gridengine, job_id, "qacct-walltime.txt")
     assert ended["failed"].split()[0] != "0" or ended["exit_status"] != "0"
+
+
+def outcome(cell: GridEngine, *argv: str) -> str:
+    """A command's return code, output and errors, as the adapter meets them when a command refuses."""
+    done = subprocess.run(argv, env=cell.env(), capture_output=True, text=True, timeout=60)
+    return f"returncode {done.returncode}\nstdout:\n{done.stdout}stderr:\n{done.stderr}"
+
+
+def test_refusals_holds_and_a_job_in_error_state(gridengine: GridEngine) -> None:
+    """What qsub says when it refuses, and how a held job and one that cannot start (``Eqw``) look."""
+    refused = outcome(gridengine, "qsub", "-terse", "-pe", "nope", "2", "-b", "y", "true")
+    record("qsub-refused-pe.txt", refused)
+    assert refused.startswith("returncode 1") and 'parallel environment "nope" does not exist' in refused
+    record(
+        "qsub-refused-never-runs.txt",
+        outcome(gridengine, "qsub", "-terse", "-w", "e", "-pe", "smp", "99", "-b", "y", "true"),
+    )
+    record("qacct-unknown.txt", outcome(gridengine, "qacct", "-j", "999999"))
+    record("qdel-unknown.txt", outcome(gridengine, "qdel", "999999"))
+    held = submit(gridengine, "moi-held", "true", "-h")
+    broken = submit(gridengine, "moi-broken", "true", "-o", "/nonexistent/moi-broken.out")
+    until(lambda: states(gridengine).get(broken) == "Eqw", "the job that cannot open its output in error state", WAIT)
+    assert states(gridengine)[held] == "hqw"
+    record("qstat-held-and-error.xml", gridengine.run("qstat", "-u", "*", "-xml"))
+    record("qstat-j-held.txt", gridengine.run("qstat", "-j", held))
+    record("qstat-j-error.txt", gridengine.run("qstat", "-j", broken))
+    assert "error reason" in gridengine.run("qstat", "-j", broken)
+    gridengine.run("qdel", held, broken)
+    until(lambda: not {held, broken} & set(states(gridengine)), "the held and the broken job deleted", WAIT)
+    ended = accounting(gridengine, broken, "qacct-error.txt")
+    assert (ended["failed"], ended["exit_status"]) == ("26  : opening input/output file", "0")
