@@ -71,7 +71,9 @@ def test_a_job_waits_pending_with_slurms_reason_then_a_cancel_ends_it(hpc: Slurm
 
 def test_slurms_refusal_is_the_jobs_failure(hpc: Slurm) -> None:
     nowhere, _, _ = submit("hpc", "alice", "x", None, system_call, "true", resources={"partition": "nope"})
-    too_long, _, _ = submit("hpc", "alice", "y", None, system_call, "true", resources={"partition": "short", "walltime": "2h"})
+    too_long, _, _ = submit(
+        "hpc", "alice", "y", None, system_call, "true", resources={"partition": "short", "walltime": "2h"}
+    )
     failed = finished(nowhere, timeout=WAIT)
     assert failed["status"] == "Failed" and "sbatch refused the job" in failed["result"], failed
     assert "Invalid partition name specified" in failed["result"]
