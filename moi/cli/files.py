@@ -1,4 +1,5 @@
-"""``moi files`` and ``moi download``: a job's files from a terminal (see ``moi.jobfiles.reading``)."""
+"""``moi files``, ``moi download`` and ``moi files fetch``: a job's files from a terminal, here or on its
+cluster over SSH (see ``moi.jobs.job_files``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import BinaryIO
 
 import click
 
-from moi.jobfiles import reading
+from moi.jobs import job_files
 from moi.jobs.cancel import delete
 
 CHUNK = 1 << 20
@@ -19,8 +20,10 @@ CHUNK = 1 << 20
 @click.option("--recursive/--no-recursive", default=True, show_default=True, help="Into subdirectories too.")
 @click.argument("path", required=False, default="")
 def files_command(job_id: str, recursive: bool, path: str) -> None:
-    """List a job's files as `size  path` lines (directories end with /)."""
-    for entry in reading.list(job_id, path, recursive=recursive):
+    """List a job's files as `size  path` lines (directories end with /).
+
+    `moi files fetch JOB` brings the files of a job that ran on a cluster over SSH home."""
+    for entry in job_files.list(job_id, path, recursive=recursive):
         click.echo(f"{entry.size:>12}  {entry.path}/" if entry.is_dir else f"{entry.size:>12}  {entry.path}")
 
 
@@ -30,7 +33,7 @@ def files_command(job_id: str, recursive: bool, path: str) -> None:
 @click.argument("path")
 def download_command(job_id: str, output: str, path: str) -> None:
     """Copy one of a job's files out, to stdout or a file."""
-    with reading.open(job_id, path) as source:
+    with job_files.open(job_id, path) as source:
         if output == "-":
             _copy(source, sys.stdout.buffer)
             return
@@ -41,6 +44,14 @@ def download_command(job_id: str, output: str, path: str) -> None:
 def _copy(source: BinaryIO, target: BinaryIO) -> None:
     shutil.copyfileobj(source, target, CHUNK)
     target.flush()
+
+
+@click.command("fetch")
+@click.argument("job_id")
+def fetch_command(job_id: str) -> None:
+    """Bring the files of a job that ran on a cluster over SSH home, into its job directory here."""
+    count = job_files.fetch(job_id)
+    click.echo(f"Fetched {count} file{'' if count == 1 else 's'} of job {job_id}")
 
 
 @click.command("delete")

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from moi.cli.files import delete_command, download_command, files_command
+from moi.cli.files import delete_command, download_command, fetch_command, files_command
 from moi.cli.jobs import (
     cancel_command,
     job_command,
@@ -36,6 +36,14 @@ class _Commands(click.Group):
         except MoiError as error:
             click.echo(str(error), err=True)
             sys.exit(EXIT_ERROR)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """``moi files fetch JOB``: a command under ``moi files``, which itself lists (``moi files --job-id``)."""
+        if args[:2] == ["files", "fetch"]:
+            return "files fetch", fetch_command, args[2:]
+        return super().resolve_command(ctx, args)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False  # so usage errors reach us as exceptions

@@ -5,7 +5,8 @@ server answers ``{"log": {"id", "lines", "offset"}}`` frames, and one with ``"en
 once the job has finished and its log was read to the end. The first frame holds at
 most the last ``START`` bytes, each later one at most ``CHUNK``; a socket follows at
 most ``MAX_PER_SOCKET`` logs at once. The file is read through ``moi.jobfiles.reading``, so the
-rules of the job's directory (confined, no links) hold here too.
+rules of the job's directory (confined, no links) hold here too; the relay passes another opener for a
+job whose files are on a cluster (``moi.jobs.job_files.open``: the log read over SFTP as it grows there).
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, BinaryIO
 
-from moi.core.errors import JobFilesError, MoiError
+from moi.core.errors import ClusterUnavailable, JobFilesError, MoiError
 from moi.core.info import is_finished
 from moi.jobfiles import reading
 from moi.storage.store import Store
@@ -29,19 +30,20 @@ CHUNK = 64 * 1024  # bytes sent per frame after that
 INTERVAL = 0.5  # seconds between looks at the file
 MAX_PER_SOCKET = 4
 
+Opener = Callable[[str, str], BinaryIO]  # (job id, path) -> the file, opened for reading, seekable
 
-def read_from(job_id: str, offset: int | None, whole: bool) -> tuple[list[str], int]:
+
+def read_from(job_id: str, offset: int | None, whole: bool, opener: Opener = reading.open) -> tuple[list[str], int]:
     """Complete lines of the log from ``offset`` (None: its last START bytes), CHUNK bytes at most;
     the offset after them. ``whole``: the job has ended, so a last line without a newline counts."""
     try:
-        handle = reading.open(job_id, LOG_NAME)
-    except JobFilesError:
-        return [], offset or 0  # not written yet (it is made on the first line), or gone
-    with handle:
-        size = os.fstat(handle.fileno()).st_size
-        start = max(0, size - START) if offset is None else min(offset, size)
-        handle.seek(start)
-        data = handle.read(CHUNK)
+        with opener(job_id, LOG_NAME) as handle:
+            size = handle.seek(0, os.SEEK_END)
+            start = max(0, size - START) if offset is None else min(offset, size)
+            handle.seek(start)
+            data = handle.read(CHUNK)
+    except (JobFilesError, ClusterUnavailable):  # not written yet (made on the first line), gone, out of reach
+        return [], offset or 0
     if offset is None and start > 0:  # begun mid-line: from the next one
         cut = data.find(b"\n") + 1
         start, data = start + cut, data[cut:]
@@ -50,14 +52,20 @@ def read_from(job_id: str, offset: int | None, whole: bool) -> tuple[list[str], 
     return data.decode("utf-8", "replace").splitlines(), start + len(data)
 
 
-async def follow(job_id: str, store: Store, send: Callable[[dict[str, Any]], None], interval: float = INTERVAL) -> None:
-    """Send the log's lines until the job has ended and all of it was sent."""
+async def follow(
+    job_id: str,
+    store: Store,
+    send: Callable[[dict[str, Any]], None],
+    interval: float = INTERVAL,
+    opener: Opener = reading.open,
+) -> None:
+    """Send the log's lines until the job has ended and all of it was sent (read through ``opener``)."""
     loop = asyncio.get_running_loop()
     offset: int | None = None
     try:
         while True:
             ended = is_finished(await loop.run_in_executor(None, store.get, job_id))
-            lines, offset = await loop.run_in_executor(None, read_from, job_id, offset, ended)
+            lines, offset = await loop.run_in_executor(None, read_from, job_id, offset, ended, opener)
             if lines:
                 send({"id": job_id, "lines": lines, "offset": offset})
                 continue  # more may be waiting behind a full chunk

@@ -35,7 +35,7 @@ class Entry:
 
 def list(job_id: str, path: str = "", recursive: bool = True) -> builtins.list[Entry]:  # noqa: A001
     """The entries under ``path`` of the job's directory, sorted by path; links are not followed (nor listed)."""
-    names = _names(job_id, path)
+    names = confined_names(job_id, path)
     fd = _open_directory(job_id, names)
     try:
         entries = builtins.list(_listed(job_id, fd, "/".join(names), recursive))
@@ -48,7 +48,7 @@ def list(job_id: str, path: str = "", recursive: bool = True) -> builtins.list[E
 
 def open(job_id: str, path: str) -> BinaryIO:  # noqa: A001
     """A file of the job's directory, opened for reading (binary)."""
-    names = _names(job_id, path)
+    names = confined_names(job_id, path)
     if not names:
         raise PathRefused(job_id, path, "it names the job directory itself, not a file in it")
     parent = _open_directory(job_id, names[:-1])
@@ -81,8 +81,9 @@ def summary(directory: str) -> dict[str, int]:
     return {"count": count, "size": size}
 
 
-def _names(job_id: str, path: str) -> builtins.list[str]:
-    """``path`` as names inside the job directory; PathRefused for one that could leave it."""
+def confined_names(job_id: str, path: str) -> builtins.list[str]:
+    """``path`` as names inside the job directory; PathRefused for one that could leave it (also the rule
+    for a job's files on a cluster, ``moi.jobs.job_files``)."""
     if "\x00" in path:
         raise PathRefused(job_id, path, "it holds a NUL byte")
     if path.startswith("/") or path.startswith("\\"):

@@ -12,6 +12,7 @@ from typing import Any
 from moi.compute import dispatch
 from moi.compute.context import Context
 from moi.core.config import ContextSpec, Settings, build_settings
+from moi.jobs import remote_files
 from moi.queue.jobqueue import Limits, Queue
 from moi.storage import process
 from moi.storage.process import (  # re-exported: the wiring's callers read them here
@@ -68,6 +69,7 @@ def _drop_wiring() -> None:
     """Stop this process's dispatchers and forget its contexts and queue (made again on next use)."""
     global _queue
     dispatch.stop_all()
+    remote_files.close_all()  # the connections to clusters for their jobs' files
     for context in _contexts.values():
         context.reset()
     _contexts.clear()

@@ -18,7 +18,7 @@ from typing import Any
 
 from moi.core.errors import BadRequest, CodeRefused, NotInGroup, WrongState
 from moi.jobfiles import log_tail
-from moi.jobs import grant
+from moi.jobs import grant, job_files
 from moi.jobs.cancel import cancel
 from moi.jobs.submit import relaunch
 from moi.queue import pause as pausing
@@ -103,7 +103,8 @@ class SocketVerbs(SocketOutput):
             return
         if len(tails) >= log_tail.MAX_PER_SOCKET:
             raise BadRequest(f"at most {log_tail.MAX_PER_SOCKET} logs are followed at once; stop one first")
-        task = asyncio.get_running_loop().create_task(log_tail.follow(job_id, self._store(), self._send_log))
+        following = log_tail.follow(job_id, self._store(), self._send_log, opener=job_files.open)  # here or there
+        task = asyncio.get_running_loop().create_task(following)
         tails[job_id] = task
         task.add_done_callback(lambda _: tails.pop(job_id, None))
 

@@ -3,7 +3,9 @@
 Only the job's owner (the user whose tree holds it, by the same login the
 websocket uses) may list or download; anyone else gets 404, the same as for a
 job that does not exist, so nothing leaks. A path is confined as
-``moi.jobfiles.reading`` confines it (Tornado has decoded any percent-encoding first).
+``moi.jobfiles.reading`` confines it (Tornado has decoded any percent-encoding first). A job of a
+scheduler context over SSH has its files on the cluster: they are listed and streamed from there over
+SFTP (``moi.jobs.job_files``), by the same rules.
 Downloads come in chunks, with ``Range`` (one range), ``HEAD``, the content
 type from the name, ``?download=1`` for ``Content-Disposition: attachment``, and
 a sandboxing ``Content-Security-Policy``, so an HTML output cannot run scripts
@@ -23,11 +25,12 @@ from urllib.parse import quote
 
 from tornado.web import HTTPError, RequestHandler
 
-from moi.core.errors import JobFilesError, MoiError, UnknownId
+from moi.core.errors import ClusterUnavailable, JobFilesError, MoiError, UnknownId
 from moi.core.info import Status, is_uuid
 from moi.core.keys import user_name_problem
 from moi.core.redact import printable
 from moi.jobfiles import reading
+from moi.jobs import job_files
 from moi.relay import bearer
 from moi.relay.session_check import confirmed
 from moi.relay.websocket import cookie_user, hub_for, user_group
@@ -70,12 +73,15 @@ class MOIFilesHandler(RequestHandler):
         try:
             if path == "" or path.endswith("/"):
                 recursive = self.get_query_argument("recursive", "1") != "0"
-                entries = await loop.run_in_executor(None, reading.list, job_id, path, recursive)
+                entries = await loop.run_in_executor(None, job_files.list, job_id, path, recursive)
                 self._listing(job_id, path, entries, body)
                 return
-            handle = await loop.run_in_executor(None, reading.open, job_id, path)
+            handle = await loop.run_in_executor(None, job_files.open, job_id, path)
         except JobFilesError as error:
             self._not_found(str(error))
+            return
+        except ClusterUnavailable as error:  # the job's cluster is out of reach: its files wait there
+            self._answer(503, str(error), "unavailable")
             return
         with handle:
             await self._send(handle, path, body)
@@ -106,7 +112,8 @@ class MOIFilesHandler(RequestHandler):
         self.finish(json.dumps({"job": job_id, "path": path, "entries": listed}) if body else None)
 
     async def _send(self, handle: BinaryIO, path: str, body: bool) -> None:
-        size = os.fstat(handle.fileno()).st_size
+        loop = asyncio.get_running_loop()
+        size = await loop.run_in_executor(None, handle.seek, 0, os.SEEK_END)  # here or on a cluster alike
         self.set_header("Accept-Ranges", "bytes")
         asked = _range(self.request.headers.get("Range"), size)
         if asked is None:
@@ -127,9 +134,8 @@ class MOIFilesHandler(RequestHandler):
         if not body:
             self.finish()
             return
-        handle.seek(start)
+        await loop.run_in_executor(None, handle.seek, start)
         left = end - start
-        loop = asyncio.get_running_loop()
         while left > 0:
             chunk = await loop.run_in_executor(None, handle.read, min(CHUNK, left))
             if not chunk:

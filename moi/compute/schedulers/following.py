@@ -17,8 +17,12 @@ from typing import Any
 
 from moi.compute.schedulers import script
 from moi.compute.schedulers.adapters import ENDED, RUNNING, Seen
+from moi.compute.schedulers.fetching import bring_home
 from moi.compute.schedulers.handing import Hand
+from moi.core.errors import MoiError
 from moi.core.info import Info, Status, is_finished, now
+from moi.core.redact import printable
+from moi.jobfiles.directory import directory_of
 from moi.storage.loops import item
 from moi.storage.redis_errors import reaching
 
@@ -110,6 +114,7 @@ class Follow:
         exit_code = self._exit_code(directory)
         fields: dict[str, Any] = {"state": state, "reason": seen.reason if seen is not None else ""}
         fields["exit_code"] = exit_code
+        fields.update(self._fetched(info, directory))
         if seen is not None and seen.cancelled or self._cancel_asked(info["id"]) and exit_code is None:
             self.hand.end(info, Status.CANCELLED, "Cancelled while running", "text", fields)
         elif exit_code is None:
@@ -120,6 +125,17 @@ class Follow:
             self.hand.end(info, status, self._shell_result(directory, exit_code), "text", fields)
         else:
             self._python_ended(info, directory, exit_code, fields)
+
+    def _fetched(self, info: Info, directory: str) -> dict[str, Any]:
+        """``fetch = on-end``: the job's files brought home before its end is written; what its info says of it."""
+        if not (self.hand.spec.remote and self.hand.spec.fetch == "on-end"):
+            return {}
+        try:
+            bring_home(self.hand.runner, directory, directory_of(info["id"], info), info["id"])
+        except (OSError, MoiError) as error:  # its files stay there, where `moi files` still reads them
+            log.warning("job %s: its files were not brought home: %s", info["id"], printable(str(error)))
+            return {"fetch_error": printable(str(error), 300)}
+        return {"fetched": now()}
 
     def _python_ended(self, info: Info, directory: str, exit_code: int, fields: dict[str, Any]) -> None:
         outcome = self._outcome(directory)
