@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import moi.jobs.connections
-from moi.core.errors import JobFilesError, PathRefused
+from moi.core.errors import JobFilesError, PathRefused, SchedulerUnavailable
 from moi.core.info import Status
 from moi.job import get_info, submit, system_call
 from moi.jobfiles.directory import directory_of
@@ -104,6 +104,10 @@ def test_inputs_are_staged_there_and_outputs_listed_and_downloaded_over_sftp(hpc
             assert (part.code, part.body, part.headers["Content-Range"]) == (206, b"2345", "bytes 2-5/10")
             head = await fetch(port, f"/moi-files/{job_id}/out.txt", method="HEAD")
             assert (head.code, head.headers["Content-Length"]) == (200, "10")
+            api = await fetch(port, f"/api/v1/jobs/{job_id}/files/output/deep/x.txt")
+            assert (api.code, api.body) == (200, b"made\n")
+            log = await fetch(port, f"/api/v1/jobs/{job_id}/log")
+            assert (log.code, log.body) == (200, b"logged\n")
             missing = await fetch(port, f"/moi-files/{job_id}/nothing.txt")
             assert missing.code == 404
             stranger = await fetch(port, f"/moi-files/{job_id}/out.txt", user="mallory")
@@ -193,6 +197,9 @@ def test_a_node_out_of_reach_keeps_new_jobs_queued_and_submitted_ones_as_they_ar
         assert held["status"] == Status.QUEUED and hpc.address in held["waiting"], held
         assert "scheduler" not in held
         assert get_info(running)["status"] == Status.RUNNING  # within its grace: kept as it was
+        with pytest.raises(SchedulerUnavailable, match="cannot reach") as raised:
+            job_files.list(running)  # its files wait there: one line says why they cannot be read now
+        assert "\n" not in str(raised.value)
     finally:
         hpc.up()
     there(hpc, running, "touch go")
