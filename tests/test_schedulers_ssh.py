@@ -147,7 +147,8 @@ def test_fetch_on_end_brings_the_files_home_as_the_job_ends(hpc: LoginNode) -> N
     job_id, _, _ = submit("homing", "alice", "home", None, system_call, "echo result > result.txt")
     done = finished(job_id, timeout=WAIT)
     assert done["status"] == Status.SUCCESS and done["scheduler"]["fetched"], done
-    assert (Path(directory_of(job_id)) / "result.txt").read_text() == "result\n"
+    here = Path(directory_of(job_id))
+    assert (here / "result.txt").read_text() == "result\n" and here.stat().st_mode & 0o777 == 0o700
     assert "result.txt" in [entry.path for entry in job_files.list(job_id)]  # read here now
 
 

@@ -19,9 +19,10 @@ def bring_home(runner: Runner, there: str, here: str, job_id: str) -> int:
     """The files under ``there`` (on the runner's host) copied under ``here``; how many.
     OSError or SchedulerUnavailable as the runner raises them; PathRefused for a link in the way here."""
     entries = runner.list_files(there)
+    os.makedirs(here, mode=0o700, exist_ok=True)  # owner-only, as moi makes job directories
     for entry in entries:
         target = os.path.join(here, entry.path)
-        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        os.makedirs(os.path.dirname(target), mode=0o700, exist_ok=True)
         if os.path.realpath(os.path.dirname(target)) != os.path.join(os.path.realpath(here), *_parents(entry.path)):
             raise PathRefused(job_id, entry.path, "a symbolic link is in the way in its directory here")
         _copy(runner, f"{there}/{entry.path}", target)
