@@ -18,7 +18,7 @@ import pytest
 
 import moi.jobs.connections
 from moi.core.errors import JobFilesError, PathRefused, SchedulerUnavailable
-from moi.core.info import Status
+from moi.core.info import Status, new_id
 from moi.job import get_info, submit, system_call
 from moi.jobfiles.directory import directory_of
 from moi.jobs import job_files
@@ -141,6 +141,8 @@ def test_a_path_out_of_the_job_directory_there_is_refused_in_one_line(hpc: Login
     refused = run_moi("download", "--job-id", job_id, "../../etc/passwd", env=config_file(hpc, tmp_path))
     assert refused.returncode != 0 and refused.stdout == ""
     assert refused.stderr.strip().count("\n") == 0 and "climbs out with '..'" in refused.stderr
+    here = run_moi("files", "fetch", new_id())
+    assert here.returncode != 0 and "has no files on a cluster" in here.stderr and here.stderr.count("\n") == 1
 
 
 def test_fetch_on_end_brings_the_files_home_as_the_job_ends(hpc: LoginNode) -> None:

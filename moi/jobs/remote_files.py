@@ -14,7 +14,7 @@ import io
 import os
 import threading
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from moi.compute.schedulers.poller import runner_for
 from moi.compute.schedulers.runner import Runner
@@ -141,14 +141,15 @@ class _RemoteFile(io.RawIOBase):
         self.position = max(0, base + offset)
         return self.position
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        wanted = min(len(buffer), max(0, self.size - self.position))
+    def readinto(self, buffer: Any) -> int:  # Any: a writable buffer (collections.abc.Buffer is 3.12's)
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), max(0, self.size - self.position))
         if wanted == 0:
             return 0
         try:
             data = self.runner.read_file(self.path, self.position, wanted)
         except FileNotFoundError:
             return 0  # removed there meanwhile: its end
-        buffer[: len(data)] = data
+        view[: len(data)] = data
         self.position += len(data)
         return len(data)
