@@ -14,7 +14,7 @@ import click
 from moi.compute import watchdog
 from moi.core.errors import NotLoopback
 from moi.core.redact import masked_url, printable
-from moi.jobs import connections
+from moi.jobs import connections, scheduler_seen
 from moi.services import mail, unloadable
 from moi.storage import loops, runtime
 from moi.storage.redis_errors import reaching
@@ -40,6 +40,8 @@ def status_command() -> None:
     for spec in settings.contexts.values():
         target = spec.url_file or ":".join(filter(None, [spec.profile, spec.cluster_id]))
         click.echo(f"configured context: {spec.name} -> {target}")
+    for name, scheduler in settings.schedulers.items():
+        click.echo(f"configured context: {name} -> {scheduler.kind} scheduler on {scheduler.where}")
     click.echo(f"default context: {settings.default_context}")
     store = connections.running_store()
     if store is None:  # the local runtime holds the Redis, and it is not running: status never starts it
@@ -74,6 +76,9 @@ def _context_line(name: str) -> str:
     store = connections.store()
     with reaching(store.url):
         note, depth = store.redis.get(store.keys.online(name)), store.redis.zcard(store.keys.queue(name))
+    seen = scheduler_seen.read(store, connections.context_spec(name))
+    if seen is not None:  # a scheduler context: its poller's last sight
+        return scheduler_seen.line(name, seen, depth)
     if note is not None:
         engines = json.loads(note).get("engines", "?")
         return f"context {name}: online, {engines} engines, {depth} queued"
