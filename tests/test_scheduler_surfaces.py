@@ -97,7 +97,7 @@ def test_moi_job_and_moi_status_show_the_scheduler_job_and_its_context(here: dic
 
 def test_a_service_gives_its_context_and_resources_and_a_submission_adds_its_own(here: Any) -> None:
     (sized,) = services.documents.load(ON_HERE)
-    assert services.documents.load(services.documents.dump([sized]))[0].definition == sized.definition  # the YAML round trip
+    assert services.documents.load(services.documents.dump([sized]))[0].definition == sized.definition  # round trip
     services.register(sized)
     try:
         job_id, _, _ = services.submit("sized", "alice", resources={"memory": "4G"})

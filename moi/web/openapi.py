@@ -91,7 +91,7 @@ NEW_JOB_FORM = {  # POST /api/v1/jobs as multipart/form-data: NEW_JOB's fields a
         "retry_on": {"type": "string", "description": "the failures retried: exception names, exit codes (comma list)"},
         "backoff": {"type": "string", "description": "the delay before a retry, doubling: 2s, or 2s,5m"},
         "idempotent": {"type": "string", "enum": ["true", "false"], "description": "may run again after a lost engine"},
-        "resources": {"type": "string", "description": "a JSON object: cores, memory, walltime, ... (scheduler contexts)"},
+        "resources": {"type": "string", "description": "a JSON object: cores, memory, walltime, ... (schedulers)"},
         "input": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "the input files"},
     },
 }
