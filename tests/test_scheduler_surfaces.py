@@ -16,6 +16,8 @@ import moi.jobs.connections
 from moi import services
 from moi.core.errors import InvalidValue, ServiceDefinitionError
 from moi.job import cancel, get_info, submit, system_call
+from moi.storage.redis_server import free_port
+from tests.browser import Server, log_in
 from tests.conftest import finished, nothing_stored, run_moi, until
 from tests.test_api import call, payload, token_for
 from tests.test_relay_security import server
@@ -152,3 +154,30 @@ def test_the_contexts_api_shows_a_scheduler_context_as_its_poller_saw_it(here: A
     assert seen["scalable"] is False and seen["scheduler"]["reachable"] is False
     assert seen["scheduler"]["where"] == "this machine" and seen["scheduler"]["error"] == "ssh: refused <b>"
     assert os.environ.get("MOI_CONFIG_FP") is None  # the moi commands' setting never leaks into this process
+
+
+def test_the_job_page_and_the_operations_page_show_the_scheduler(here: dict[str, str], browser: Any) -> None:
+    """In headless Chromium against a real ``moi server`` that knows the ``here`` context."""
+    from playwright.sync_api import expect
+
+    served = Server(free_port(), env={**os.environ, **here, "MOI_ADMINS": "ops"})
+    served.start()
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        log_in(page, served, "ops", "/")
+        resources = {"cores": 2, "memory": "128G", "walltime": "12h", "partition": "long"}
+        job_id, _, _ = submit("here", "ops", "long", None, system_call, "sleep 600", resources=resources)
+        page.goto(f"{served.url}/jobs/{job_id}")
+        expect(page.locator(".moi-scheduler")).to_contain_text(re.compile(r"local job \d+ on this machine: RUNNING"))
+        expect(page.locator(".moi-resources")).to_have_text("cores=2 memory=128G walltime=12:00:00 partition=long")
+        expect(page.locator(".moi-status")).to_have_text("Running")
+        cancel(job_id)
+        expect(page.locator(".moi-status")).to_have_text("Cancelled")
+        page.goto(f"{served.url}/ops")
+        here_row = page.locator(".moi-contexts tr", has_text="here")
+        expect(here_row).to_contain_text(re.compile(r"local on this machine: reachable, last poll \d{4}-"))
+        expect(here_row).to_contain_text("0 pending, 0 running")
+    finally:
+        context.close()
+        served.stop()
