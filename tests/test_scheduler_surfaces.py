@@ -19,7 +19,7 @@ from moi.job import cancel, get_info, submit, system_call
 from moi.storage.redis_server import free_port
 from tests.browser import Server, log_in
 from tests.conftest import finished, nothing_stored, run_moi, until
-from tests.test_api import call, payload, token_for
+from tests.test_api import call, multipart, payload, token_for
 from tests.test_relay_security import server
 
 HERE = {"here": {"scheduler": "local", "poll": "0.2"}}
@@ -138,7 +138,12 @@ def test_the_api_takes_resources_and_refuses_bad_ones_in_one_line(here: Any, r: 
             job_id = payload(made)["id"]
             read = payload(await call(port, "GET", f"/api/v1/jobs/{job_id}", alice))
             assert read["resources"] == {"memory": 2048, "cores": 2, "walltime": 3600}
-            await asyncio.get_running_loop().run_in_executor(None, cancel, job_id)
+            body, headers = multipart({"service": "on-here", "resources": '{"gpus": 1}'}, {})
+            form = await call(port, "POST", "/api/v1/jobs", alice, body, headers=headers)
+            assert form.code == 201, form.body
+            assert get_info(payload(form)["id"])["resources"] == {"memory": 2048, "gpus": 1}
+            for job in (job_id, payload(form)["id"]):
+                await asyncio.get_running_loop().run_in_executor(None, cancel, job)
 
     try:
         asyncio.run(scenario())

@@ -76,9 +76,8 @@ def submit(
     fields.update(resource_fields(cls, spec, resources), **({"anonymous": True} if anonymous else {}))
     incoming = fields["directories"]["incoming"] if cls.directories else None
     placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
-    call, level = (carried(cls), checked), queue.priority_of(priority)
-    name = job_name or cls.name
-    return jobs.queue_job(spec, group or user, name, url, run_service, call, {}, level, placed, fields, limits)
+    call, level, owner = (carried(cls), checked), queue.priority_of(priority), group or user
+    return jobs.queue_job(spec, owner, job_name or cls.name, url, run_service, call, {}, level, placed, fields, limits)
 
 
 def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) -> dict[str, Any]:

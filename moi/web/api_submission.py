@@ -73,12 +73,7 @@ def _form(request: HTTPServerRequest, limit: int) -> dict[str, Any]:
     }
     if "retry_on" in given:  # repeatable, as --retry-on is: every part, as one comma list
         given["retry_on"] = ",".join(part.decode("utf-8", "replace") for part in request.body_arguments["retry_on"])
-    for name in ("params", "resources"):  # objects, as JSON text
-        if name in given:
-            try:
-                given[name] = values.loads(given[name])
-            except (ValueError, RecursionError):
-                raise Problem(422, "invalid", f'"{name}" is a JSON object') from None
+    _read_objects(given)
     if "priority" in given and values.is_whole(given["priority"], signed=True):
         given["priority"] = int(given["priority"])
     uploads = [upload for parts in request.files.values() for upload in parts]
@@ -87,6 +82,18 @@ def _form(request: HTTPServerRequest, limit: int) -> dict[str, Any]:
         raise Problem(422, "invalid", "two uploaded files have the same name")
     given["files"] = {upload.filename: upload.body for upload in uploads}
     return given
+
+
+def _read_objects(given: dict[str, Any]) -> None:
+    """A form's ``params`` and ``resources``: objects, sent as JSON text; an empty ``resources``, none asked."""
+    if not given.get("resources", "x").strip():
+        del given["resources"]
+    for name in ("params", "resources"):
+        if name in given:
+            try:
+                given[name] = values.loads(given[name])
+            except (ValueError, RecursionError):
+                raise Problem(422, "invalid", f'"{name}" is a JSON object') from None
 
 
 def json_files(value: Any) -> list[str] | None:
