@@ -61,7 +61,6 @@ def submitted(stdout: str) -> list[str]:
 def test_moi_submit_options_reach_the_info_and_a_bad_one_is_one_line(here: dict[str, str], r: Any, tmp_path) -> None:
     for options, words in (
         (["--context", "here", "--memory", "lots"], "'--memory': 'lots' is not an amount of memory"),
-        (["--context", "here", "--cores", "-1"], "'--cores': '-1' is not a whole number"),
         (["--cores", "2"], "'--cores': context 'default' runs jobs on its engines"),
     ):
         refused = run_moi("submit", "--cmd", "true", "--cmd-type", "system", *options, env=here)
@@ -79,6 +78,15 @@ def test_moi_submit_options_reach_the_info_and_a_bad_one_is_one_line(here: dict[
     each = run_moi("submit", "--context", "here", "--each", str(lines), "--gpus", "1", "--account", "xyz", env=here)
     assert each.returncode == 0, each.stderr
     assert [get_info(job)["resources"] for job in submitted(each.stdout)] == [{"gpus": 1, "account": "xyz"}] * 2
+
+    (tmp_path / "sized.yaml").write_text(ON_HERE)
+    with_service = {**here, "MOI_SERVICES": str(tmp_path / "sized.yaml")}
+    bad = run_moi("run", "sized", "--memory", "lots", env=with_service)
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1, bad.stderr
+    assert bad.stderr.endswith("'lots' is not an amount of memory; write it as 512M, 128G or 1T\n")
+    ran = run_moi("run", "sized", "--cores", "3", env=with_service)
+    assert ran.returncode == 0, ran.stderr
+    assert get_info(submitted(ran.stdout)[0])["resources"] == {"cores": 3, "walltime": 7200}
 
 
 def test_moi_job_and_moi_status_show_the_scheduler_job_and_its_context(here: dict[str, str], r: Any) -> None:

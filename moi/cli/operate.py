@@ -85,7 +85,7 @@ def _context_line(name: str) -> str:
     store = connections.store()
     with reaching(store.url):
         note, depth = store.redis.get(store.keys.online(name)), store.redis.zcard(store.keys.queue(name))
-    seen = scheduler_seen.read(store, connections.context_spec(name))
+    seen = scheduler_seen.read(store, connections.context_specs()[name])  # context_spec could start a runtime
     if seen is not None:  # a scheduler context: its poller's last sight
         return scheduler_seen.line(name, seen, depth)
     if note is not None:
