@@ -28,7 +28,8 @@ from benchmarks.stats import Figure, table
 log = logging.getLogger("benchmarks.run")
 
 CONTEXT = "bench"
-SECTIONS = ("throughput", "redis", "live")  # and "files", "services", "api", "hosts", run when asked for (--only hosts)
+# and "files", "services", "api", "hosts", "schedulers-per-job": run when asked for (--only hosts)
+SECTIONS = ("throughput", "redis", "live")
 
 
 @dataclass
@@ -126,6 +127,10 @@ def measure(plan: Plan, services: Services) -> list[tuple[str, list[Figure]]]:
         from benchmarks import hosts
 
         sections.append(hosts.measure(plan, services))
+    if "schedulers-per-job" in plan.sections:
+        from benchmarks import per_job
+
+        sections.append(per_job.measure(plan, services))
     return sections
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
 from moi.compute import engine
-from moi.services import Parameter, Service
+from moi.services import Parameter, SchedulerJob, Service
 
 
 def _status_now(service: Service) -> str:
@@ -210,3 +211,18 @@ class Greeter(Service):
         Path("output").mkdir(exist_ok=True)
         Path("output/said.txt").write_text(self.params["word"] + "\n")
         return {"said": self.params["word"]}
+
+
+class OnSlurm(Service):
+    """saliweb's shape: ``run`` hands a script to the batch scheduler; ``postprocess`` reads what it wrote."""
+
+    name = "on-slurm"
+    parameters = [Parameter("words", "str", default="from the cluster")]
+
+    def run(self) -> SchedulerJob:
+        command = f"echo {shlex.quote(self.params['words'])} > made.txt; nproc > cores.txt"
+        return SchedulerJob(command, resources={"cores": 2, "walltime": "5m"}, context="hpc")
+
+    def postprocess(self) -> None:
+        with open(os.path.join(self.directory, "made.txt")) as made:
+            Path(self.directory, "postprocessed.txt").write_text(made.read().upper())

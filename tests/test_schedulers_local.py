@@ -3,6 +3,8 @@ own, followed by its context's poller as any scheduler job is. The same paths as
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 import moi.jobs.connections
@@ -73,3 +75,13 @@ def test_resources_are_refused_in_one_line_before_anything_is_stored(here, r) ->
     with pytest.raises(InvalidValue, match="runs jobs on its engines"):
         submit(None, "alice", "x", None, system_call, "true", resources={"cores": 2})
     assert not r.keys("moi:queue:*") and not r.smembers("moi:scheduled:here")
+
+
+def test_a_job_that_vanishes_without_an_exit_code_fails_saying_so(here) -> None:
+    """Its node lost, or killed outside moi: no exit code was written, and the scheduler no longer shows it."""
+    job_id, _, _ = submit("here", "alice", "lost", None, system_call, "sleep 600")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", 60)
+    pid = get_info(job_id)["scheduler"]["id"]
+    subprocess.run(["kill", "-s", "KILL", "--", f"-{pid}"], check=True)
+    done = finished(job_id, timeout=60)
+    assert done["status"] == "Failed" and "vanished from the scheduler" in done["result"], done

@@ -7,13 +7,18 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import moi.jobs.connections
+from moi import services
 from moi.job import cancel, get_info, submit, system_call
+from moi.jobfiles.directory import directory_of
+from tests import service_defs
 from tests.conftest import ROOT, finished, until
+from tests.retry_jobs import start_engine
 from tests.slurm import Slurm
 
 pytestmark = pytest.mark.slow  # the session's Slurm cluster is started for these (about 10 s), jobs go through it
@@ -100,3 +105,27 @@ def test_a_job_submitted_by_a_process_that_exited_is_followed_by_the_next(hpc: S
     until(lambda: scheduler_of(job_id).get("id"), "the job in Slurm after its submitter exited", WAIT)
     moi.jobs.connections.dispatch_all()  # as moi server or moi watchdog starts: the same context, a new poller
     assert finished(job_id, timeout=WAIT)["status"] == "Success"
+
+
+def test_a_services_run_goes_to_slurm_and_postprocess_reads_its_output(hpc: Slurm, tmp_path, monkeypatch) -> None:
+    """saliweb's shape: a service job on an engine; its run() a Slurm job in the service job's directory."""
+    config = tmp_path / "moi.ini"  # the engine of the service job knows the scheduler context as this process does
+    config.write_text("[context hpc]\nscheduler = slurm\npoll = 0.5\n")
+    monkeypatch.setenv("MOI_CONFIG_FP", str(config))
+    monkeypatch.setenv("MOI_CONTEXTS", f"{os.environ['MOI_CONTEXTS']},engines={tmp_path}/no-cluster.json")
+    moi.jobs.connections.configure(schedulers={})
+    engine = start_engine("engines", moi.jobs.connections.store().url, 3600, tmp_path / "engine.log")
+    services.register(service_defs.OnSlurm)
+    try:
+        job_id, _, _ = services.submit("on-slurm", "alice", {"words": "hello"}, context="engines")
+        done = finished(job_id, timeout=WAIT)
+        assert done["status"] == "Success", (done, (tmp_path / "engine.log").read_text()[-3000:])
+        directory = directory_of(job_id, done)
+        assert Path(directory, "postprocessed.txt").read_text() == "HELLO\n"
+        assert Path(directory, "cores.txt").read_text().strip() == "2"  # Slurm gave it the 2 cores asked
+        child = done["result"]["scheduler_job"]
+        assert get_info(child)["scheduler"]["kind"] == "slurm" and get_info(child)["parent"] == job_id
+    finally:
+        services.unregister("on-slurm")
+        engine.kill()
+        engine.wait(30)

@@ -12,9 +12,10 @@ from pathlib import Path
 import click
 
 from moi.compute import watchdog
+from moi.core.config import Settings
 from moi.core.errors import NotLoopback
 from moi.core.redact import masked_url, printable
-from moi.jobs import connections
+from moi.jobs import connections, scheduler_seen
 from moi.services import mail, unloadable
 from moi.storage import loops, runtime
 from moi.storage.redis_errors import reaching
@@ -37,9 +38,8 @@ def status_command() -> None:
         click.echo(f"  cluster: {info.engines} engines, connection file {info.url_file}")
     if not settings.uses_embedded_redis:
         click.echo(f"configured redis: {masked_url(settings.redis_url or '')}")
-    for spec in settings.contexts.values():
-        target = spec.url_file or ":".join(filter(None, [spec.profile, spec.cluster_id]))
-        click.echo(f"configured context: {spec.name} -> {target}")
+    for line in _configured_contexts(settings):
+        click.echo(line)
     click.echo(f"default context: {settings.default_context}")
     store = connections.running_store()
     if store is None:  # the local runtime holds the Redis, and it is not running: status never starts it
@@ -58,6 +58,17 @@ def status_command() -> None:
         click.echo(service.line())
 
 
+def _configured_contexts(settings: Settings) -> list[str]:
+    """``configured context: NAME -> its cluster file``, or its batch scheduler and where that runs."""
+    lines = []
+    for spec in settings.contexts.values():
+        target = spec.url_file or ":".join(filter(None, [spec.profile, spec.cluster_id]))
+        lines.append(f"configured context: {spec.name} -> {target}")
+    for name, scheduler in settings.schedulers.items():
+        lines.append(f"configured context: {name} -> {scheduler.kind} scheduler on {scheduler.where}")
+    return lines
+
+
 def _loop_lines(store: Store) -> list[str]:
     """``loop NAME: N failed items, M restarts; last at TIME: LINE`` for each loop that failed."""
     lines = []
@@ -74,6 +85,9 @@ def _context_line(name: str) -> str:
     store = connections.store()
     with reaching(store.url):
         note, depth = store.redis.get(store.keys.online(name)), store.redis.zcard(store.keys.queue(name))
+    seen = scheduler_seen.read(store, connections.context_specs()[name])  # context_spec could start a runtime
+    if seen is not None:  # a scheduler context: its poller's last sight
+        return scheduler_seen.line(name, seen, depth)
     if note is not None:
         engines = json.loads(note).get("engines", "?")
         return f"context {name}: online, {engines} engines, {depth} queued"

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, TypeGuard
 
 from moi.compute import watchdog
-from moi.core import policy
+from moi.core import policy, resources
 from moi.core.info import SEED_FIELDS, Info, Status, is_finished
 from moi.core.redact import printable
 from moi.jobs import connections
@@ -50,10 +50,29 @@ def _shown_field(info: Info, key: str) -> Any:
         return ", ".join(str(name) for name in value)
     if key == "retry_at" and _finite(value):
         return _due(value, info)
+    if key == "resources" and isinstance(value, dict):
+        return resources.shown(value) or "none"
+    if key == "scheduler" and isinstance(value, dict):
+        return scheduler_line(value)
     if key == "attempts" and isinstance(value, list):
         earlier = [f"\n  {_attempt_line(attempt)}" for attempt in value if isinstance(attempt, dict)]
         return f"{len(earlier)} earlier" + "".join(earlier)
     return value
+
+
+def scheduler_line(seen: dict[str, Any]) -> str:
+    """A scheduler job for a person: ``slurm job 1234 on this machine: PENDING (Resources), exit code 0``."""
+    kind, job = printable(str(seen.get("kind", "?")), 20), seen.get("id")
+    text = f"{kind} job {printable(str(job), 40)}" if job else f"{kind}, not submitted yet"
+    if seen.get("where"):
+        text += f" on {printable(str(seen['where']), 100)}"
+    if seen.get("state"):
+        text += f": {printable(str(seen['state']), 40)}"
+    if seen.get("reason"):
+        text += f" ({printable(str(seen['reason']), 200)})"
+    if seen.get("exit_code") is not None:
+        text += f", exit code {printable(str(seen['exit_code']), 10)}"
+    return text
 
 
 def _finite(value: Any) -> TypeGuard[float]:

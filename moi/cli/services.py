@@ -10,6 +10,7 @@ import click
 from moi import services
 from moi.cli.output import exit_if_failed, format_info, wait_for
 from moi.cli.policy_options import checked, policy_of, policy_options
+from moi.cli.resource_options import resource_options, resources_of
 from moi.core.errors import ConfigError
 from moi.jobs import connections
 from moi.services.resubmission import resubmit
@@ -35,6 +36,7 @@ def _pairs(given: tuple[str, ...]) -> dict[str, str]:
 @click.option("--priority", default=None, help="low, normal (the default), high, or an integer.")
 @click.option("--block", is_flag=True, help="Wait for the job to finish and print it.")
 @policy_options
+@resource_options
 def run_command(
     name: str,
     params: tuple[str, ...],
@@ -47,6 +49,7 @@ def run_command(
     **policy: Any,
 ) -> None:
     """Submit a job of service NAME (`moi services` lists them)."""
+    asked = resources_of(policy)  # checked by the submit, over the service's: a bad one is one line
     limits = checked(policy_of(**policy), context or connections.settings().default_context, name)
     job_id, _, _ = services.submit(
         name,
@@ -56,6 +59,7 @@ def run_command(
         email=email,
         context=context,
         priority=priority,
+        resources=asked or None,
         **limits,
     )
     click.echo(f"Submitted job id: {job_id}")

@@ -8,6 +8,7 @@ import click
 
 from moi.cli.output import exit_if_failed, format_info, wait_for
 from moi.cli.policy_options import checked, policy_of, policy_options
+from moi.cli.resource_options import checked_resources, resource_options, resources_of
 from moi.compute import watchdog
 from moi.compute.text_jobs import check_code, python_exec, system_call
 from moi.core.redact import printable
@@ -44,6 +45,7 @@ DEFAULT_NAME = "no-user-cmd-submit"
     help="A file (or URI) put in the job's directory as $INPUT/<its name>; with --each, in every job's (repeatable).",
 )
 @policy_options
+@resource_options
 def submit_command(
     cmd: str | None,
     each: TextIO | None,
@@ -54,13 +56,16 @@ def submit_command(
     context: str | None,
     priority: str | None,
     inputs: tuple[str, ...],
-    **policy: Any,
+    **options: Any,
 ) -> None:
     """Submit a job (--cmd), or one job per line of a file (--each)."""
     if cmd is not None and each is not None:
         raise click.UsageError("Give --cmd or --each, not both")
     ctx = context or connections.settings().default_context
-    limits = checked(policy_of(**policy), ctx)  # time limit and retries: a bad one is a usage mistake
+    asked = checked_resources(resources_of(options), ctx)  # cores, memory ...: a bad one is a usage mistake
+    limits = checked(policy_of(**options), ctx)  # time limit and retries: the same
+    if asked:
+        limits["resources"] = asked
     if each is not None:
         _submit_each(each, cmd_type or "system", block, user or "no-user", name, ctx, list(inputs) or None, limits)
         return

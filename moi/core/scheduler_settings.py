@@ -3,18 +3,28 @@
 Configured by a ``[context NAME]`` section that names a ``scheduler`` (see ``SCHEDULER_OPTIONS``)::
 
     [context hpc]
-    scheduler = slurm            ; slurm, sge (Grid Engine) or local (a process here or on the host)
-    host = login.cluster.example ; a login node reached over SSH; none: the commands run here
+    # slurm, sge (Grid Engine) or local (a process here, or on the host)
+    scheduler = slurm
+    # a login node reached over SSH (no host: the commands run here), with host keys checked
+    host = login.cluster.example
     user = alice
     key = ~/.ssh/id_ed25519
     known_hosts = ~/.ssh/known_hosts
-    workdir = /scratch/alice/moi ; job directories live in <workdir>/<job id> (over SSH: on the cluster)
-    python = /opt/moi/bin/python ; the cluster's Python with moi, for Python function jobs
-    cores = 1                    ; default resources (moi.core.resources)
+    # job directories live in <workdir>/<job id> (with a host: there, an absolute path)
+    workdir = /scratch/alice/moi
+    # the cluster's Python with moi, for Python function jobs
+    python = /opt/moi/bin/python
+    # default resources (moi.core.resources)
+    cores = 1
     partition = short
-    poll = 5s                    ; seconds between two status queries (one per context, for all its jobs)
-    grace = 10m                  ; how long a job on an unreachable cluster is kept before it is failed
-    fetch = on-end               ; bring a job's files home when it ends (over SSH); never: leave them there
+    # seconds between two status queries (one per context, for all its jobs), and how long a job on a
+    # cluster out of reach is kept before it fails
+    poll = 5s
+    grace = 10m
+    # on-end: bring a job's files home when it ends (over SSH); never: leave them there
+    fetch = on-end
+
+moi's INI loader keeps ``a = b ; note`` whole as the value: comments go on lines of their own.
 """
 
 from __future__ import annotations

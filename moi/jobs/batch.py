@@ -19,6 +19,7 @@ from typing import Any, Unpack
 
 from moi.compute import engine
 from moi.compute.context import Context, by_name
+from moi.core import resources as job_resources
 from moi.core import values
 from moi.core.config import ContextSpec
 from moi.core.errors import InputRefused
@@ -28,7 +29,7 @@ from moi.jobfiles.inputs import Inputs, Source, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections, ran
-from moi.jobs.job_policy import PolicyKeywords, policy_fields
+from moi.jobs.job_policy import PolicyKeywords, policy_fields, resource_fields
 from moi.queue import jobqueue as queue
 from moi.queue.job_handle import JobHandle, kept_values
 from moi.storage.store import Store
@@ -91,7 +92,7 @@ def submit_many(
     priority: str | int | None = None,
     files: Inputs | None = None,
     workdir: bool = False,
-    resources: Mapping[str, str] | None = None,
+    resources: Mapping[str, Any] | None = None,
     outputs: str | None = None,
     **policy: Unpack[PolicyKeywords],
 ) -> tuple[list[str], str, Batch]:
@@ -102,15 +103,18 @@ def submit_many(
     Past the hard limit the whole batch is refused (QuotaExceeded) before any item is stored. The other
     keywords are ``submit``'s (``time_limit``, ``retries``, ...), for every item: each gets its own directory
     with the same inputs (``outputs`` one folder per item id), the same time limit and retries (checked once),
-    and attempts of its own.
+    and attempts of its own; on a scheduler context, the same ``cores``, ``memory``, ... in ``resources``
+    (checked once), each item its own scheduler job.
     """
+    asked, shared_files = job_resources.split(resources)
     spec, level, fields = _checked(ctx, priority, name, url, Policy(**policy))
+    fields.update(resource_fields(spec, asked))
     store = connections.store()
     jobs = queue.Queue(store)
     batch_id = new_id()
     pending = _pending_items(store, batch_id, func, items, Named(name, url, spec.name, level), fields)
     with _removed_if_refused() as made:
-        origin = _origin(pending, made, files, workdir, resources, outputs)
+        origin = _origin(pending, made, files, workdir, shared_files, outputs)
         jobs.keep_call(batch_id, queue.pack_call(by_name(func), (), {}, origin))
         group_id = _enqueue(jobs, group, spec.name, pending)
     connections.dispatcher(spec)

@@ -306,14 +306,24 @@ def get_info(job_id: str) -> Info:
 
 
 def submit_code(
-    group: str, name: str, url: str | None, kind: str, cmd: str, place: Place, level: int, policy: Policy | None = None
+    group: str,
+    name: str,
+    url: str | None,
+    kind: str,
+    cmd: str,
+    place: Place,
+    level: int,
+    policy: Policy | None = None,
+    resources: job_resources.Resources | None = None,
 ) -> tuple[str, str]:
     """Queue ``cmd`` to run at ``place``: the call says so, and the job's info too (``sandbox``: uid and
     network), which relaunch keeps and the API and websocket read to ask for the grant again.
-    ``policy``: its time limit and retries, as a web user asked (nothing they name is imported)."""
+    ``policy``: its time limit and retries, as a web user asked (nothing they name is imported);
+    ``resources``: what it asks of its context's batch scheduler (checked: ``moi.core.resources.checked``)."""
     args = (kind, cmd, place.uid, place.python, place.network, place.processes)
     spec = context_for(None, name, group, args, {})
     fields = policy_fields(policy or Policy(), spec, WEB)
+    fields.update(job_policy.resource_fields(spec, resources or {}))
     fields[SANDBOX_FIELD] = {"uid": place.uid, "network": place.network}
     fields[CMD_TYPE_FIELD] = kind  # what ran: the dashboard shows a shell command's result as its output
     fields[RAN_FIELD] = ran.command(kind, cmd)

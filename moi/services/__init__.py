@@ -25,6 +25,7 @@ package is also a public path, so it only re-exports. Its modules:
     ``unloadable``         services that could not be loaded: why, where and when, for status, page and metrics
     ``mail``               mail of service jobs: to the submitter when one ends, to the admin on a failure
     ``anonymous``          jobs without an account: the reserved owner, the secret link, the per-address count
+    ``scheduled_run``      a run() that returns a SchedulerJob: its script submitted to a batch scheduler, waited for
 """
 
 from __future__ import annotations
@@ -33,10 +34,12 @@ from moi.services import validators
 from moi.services.definition import Parameter, Service
 from moi.services.documents import StepService
 from moi.services.registry import dump, get, known, load_into, register, unregister
+from moi.services.scheduled_run import SchedulerJob
 from moi.services.submission import submit
 
 __all__ = [
     "Parameter",
+    "SchedulerJob",
     "Service",
     "StepService",
     "dump",

@@ -8,6 +8,7 @@ A service in Python is a subclass of ``Service``::
         validators = [validators.pdb]
         archive_after, expire_after = "30d", "90d"
         time_limit, retries, retry_on = "2h", 2, ["OSError"]  # each job's (see moi.core.policy)
+        context, resources = "hpc", {"cores": 4, "memory": "16G"}  # where its jobs go, what they ask there
 
         def run(self):
             return "grep ^HETATM $INPUT/*.pdb > $OUTPUT/hetatm.pdb"
@@ -24,10 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from moi.core import resources as job_resources
 from moi.core import values
 from moi.core.config import MOST_RETRIES
 from moi.core.errors import InvalidValue, ServiceDefinitionError, ValidationFailed
 from moi.core.policy import POLICY_NAMES, Policy
+from moi.core.resources import Resources
 from moi.storage.retention import parse_duration
 
 TYPES: dict[str, type] = {"str": str, "int": int, "float": float, "bool": bool}
@@ -124,6 +127,10 @@ class Service:
     ``time_limit``, ``soft_time_limit``, ``retries``, ``retry_on``, ``backoff``, ``idempotent``: each job's,
     as ``moi.jobs.submit.submit`` takes them (see ``moi.core.policy``); a submission may ask for less time
     or other retries. None: the context's time limit, no retries.
+
+    ``context``: the context its jobs go to unless a submission names one (None: the default context);
+    ``resources``: what each job asks of a scheduler context's batch scheduler (``cores``, ``memory``, ...; see
+    ``moi.core.resources``), a submission's own over them.
     """
 
     name: ClassVar[str] = ""
@@ -140,6 +147,8 @@ class Service:
     retry_on: ClassVar[Sequence[str | int | type[BaseException]] | None] = None
     backoff: ClassVar[Any] = None
     idempotent: ClassVar[bool | None] = None
+    context: ClassVar[str | None] = None
+    resources: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, job_id: str, directory: str, params: Mapping[str, Any]) -> None:
         self.job_id = job_id
@@ -223,6 +232,9 @@ class Service:
         if unknown:
             raise ServiceDefinitionError(f"service {cls.name!r}: no state {sorted(unknown)}; states are {STATES}")
         cls.checked_policy(MOST_RETRIES)
+        cls.checked_resources()
+        if cls.context is not None and not (isinstance(cls.context, str) and cls.context):
+            raise ServiceDefinitionError(f"service {cls.name!r}: context is the name of a configured context")
 
     @classmethod
     def policy(cls) -> Policy:
@@ -234,6 +246,15 @@ class Service:
         """Its jobs' policy fields; ServiceDefinitionError (one line) for a value ``moi.core.policy`` refuses."""
         try:
             return cls.policy().fields(max_retries)
+        except InvalidValue as error:
+            raise ServiceDefinitionError(f"service {cls.name!r}: {error}") from None
+
+    @classmethod
+    def checked_resources(cls) -> Resources:
+        """Its jobs' resources, checked; ServiceDefinitionError (one line) for a value ``moi.core.resources``
+        refuses."""
+        try:
+            return job_resources.checked(cls.resources)
         except InvalidValue as error:
             raise ServiceDefinitionError(f"service {cls.name!r}: {error}") from None
 
@@ -265,6 +286,8 @@ class Service:
             "expire_after": str(cls.expire_after),
             "policy": cls.described_policy(),
             "anonymous": cls.anonymous,
+            **({"context": cls.context} if cls.context else {}),
+            **({"resources": cls.checked_resources()} if cls.resources else {}),
         }
 
     @classmethod

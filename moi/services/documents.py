@@ -9,6 +9,8 @@
         expire_after: 90d
         time_limit: 1h                 # a job's, as moi.core.policy: time_limit, soft_time_limit,
         retries: 2                     # retries, retry_on, backoff, idempotent
+        context: hpc                   # where its jobs go (a submission may name another)
+        resources: {cores: 4, memory: 16G, walltime: 2h}  # each job's, on a scheduler context
         steps:
           - name: words
             run: tr -s ' ' '\\n' < $INPUT/text.txt > $OUTPUT/words.txt
@@ -35,7 +37,7 @@ from moi.services.definition import POLICY, Parameter, Service
 from moi.services.steps import Step, check_chain, step_document, step_from
 
 _KEYS = {"name", "parameters", "validators", "steps", "archive_after", "expire_after", "reschedule_limit"}
-_KEYS |= {"anonymous", *POLICY}
+_KEYS |= {"anonymous", "context", "resources", *POLICY}
 
 
 class StepService(Service):
@@ -84,7 +86,8 @@ def service_from(document: Mapping[str, Any]) -> type[StepService]:
         "expire_after": document.get("expire_after", "never"),
         "reschedule_limit": int(document.get("reschedule_limit", Service.reschedule_limit)),
         "anonymous": _anonymous(name, document.get("anonymous", False)),
-        **{key: document[key] for key in POLICY if document.get(key) is not None},
+        **{key: document[key] for key in (*POLICY, "context") if document.get(key) is not None},
+        "resources": _resources(name, document.get("resources")),
     }
     cls = cast(type[StepService], type(f"Service_{name}", (StepService,), attributes))
     cls.definition = definition_of(cls)
@@ -106,9 +109,20 @@ def definition_of(cls: type[StepService]) -> dict[str, Any]:
         document["reschedule_limit"] = cls.reschedule_limit
     if cls.anonymous:
         document["anonymous"] = True
-    document.update({key: getattr(cls, key) for key in POLICY if getattr(cls, key) is not None})
+    document.update({key: getattr(cls, key) for key in (*POLICY, "context") if getattr(cls, key) is not None})
+    if cls.resources:
+        document["resources"] = dict(cls.resources)
     document["steps"] = [step_document(step) for step in cls.steps]
     return document
+
+
+def _resources(name: str, value: Any) -> dict[str, Any]:
+    """``resources: {cores: 4, memory: 16G}``: a mapping (checked with the class, ``Service.check``)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ServiceDefinitionError(f"service {name!r}: resources is a mapping, as {{cores: 4, memory: 16G}}")
+    return dict(value)
 
 
 def _anonymous(name: str, value: Any) -> bool:

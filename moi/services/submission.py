@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import IO, Any, Unpack
 
-from moi.core.config import Settings
+from moi.core import resources as job_resources
+from moi.core.config import ContextSpec, Settings
 from moi.core.errors import InputRefused, InvalidValue, ValidationFailed
 from moi.core.policy import Policy, seconds_of, shown
 from moi.core.redact import printable
@@ -52,6 +53,7 @@ def submit(
     origin: str = LOCAL,
     limits: Limits | None = None,
     anonymous: bool = False,
+    resources: Mapping[str, Any] | None = None,
     **policy: Unpack[PolicyKeywords],
 ) -> tuple[str, str, JobHandle]:
     """Queue a job of service ``name`` for ``user`` (into ``group``, a group id of theirs, if given).
@@ -61,22 +63,21 @@ def submit(
     ``(job_id, group_id, handle)``. ``origin``: who names the inputs, LOCAL (this process's user, who may name
     any file they can read) or WEB (a web user: server paths only inside the operator's input roots; see
     ``moi.jobfiles.input_policy``). ``time_limit``, ``retries``, ...: ``submit``'s, over the service's own.
-    ``limits``, ``anonymous``: an anonymous job's quota and mark (``moi.services.anonymous``)."""
+    ``limits``, ``anonymous``: an anonymous job's quota and mark (``moi.services.anonymous``). ``context``: else the
+    service's, else the default; ``resources``: what the job asks of a scheduler context, over the service's."""
     cls = get(name)
     checked = cls.checked_params(params or {})
     inputs = _granted(_inputs(files), origin)
     validators.check_inputs(cls.validators, {n: s for n, s in inputs.items() if not _remote(s)})
-    if email is not None and not _is_address(email):
-        raise ValidationFailed("Email address", f"{printable(repr(email))} is not an address like someone@example.org")
+    _check_address(email)
     settings = connections.settings()
-    spec = connections.context_spec(context or settings.default_context)
+    spec = connections.context_spec(context or cls.context or settings.default_context)
     fields = {**policy_fields(cls, Policy(**policy), spec.name, origin), **_fields(cls, checked, email, settings)}
-    fields.update({"anonymous": True} if anonymous else {})
+    fields.update(resource_fields(cls, spec, resources), **({"anonymous": True} if anonymous else {}))
     incoming = fields["directories"]["incoming"] if cls.directories else None
     placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
-    call, level = (carried(cls), checked), queue.priority_of(priority)
-    name = job_name or cls.name
-    return jobs.queue_job(spec, group or user, name, url, run_service, call, {}, level, placed, fields, limits)
+    call, level, owner = (carried(cls), checked), queue.priority_of(priority), group or user
+    return jobs.queue_job(spec, owner, job_name or cls.name, url, run_service, call, {}, level, placed, fields, limits)
 
 
 def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) -> dict[str, Any]:
@@ -91,6 +92,13 @@ def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) 
         if fields["time_limit"] > most:
             raise InvalidValue("time_limit", f"service {cls.name!r} allows at most {shown(most)}")
     return fields
+
+
+def resource_fields(cls: type[Service], spec: ContextSpec, asked: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A service job's ``resources``: the context's defaults, the service's over them, the submission's over those
+    (checked: InvalidValue); InvalidValue too for resources asked of a context of engines."""
+    given = job_resources.merged(cls.checked_resources(), job_resources.checked(asked))
+    return job_policy.resource_fields(spec, given)
 
 
 def _no_retries(retries: Any) -> bool:
@@ -119,6 +127,11 @@ def _fields(cls: type[Service], checked: dict[str, Any], email: str | None, sett
     if cls.directories:  # the engine follows these; without any, the directory stays in the jobs root
         fields["directories"] = state_directories.resolved(cls.directories, settings.jobs_root)
     return fields
+
+
+def _check_address(email: str | None) -> None:
+    if email is not None and not _is_address(email):
+        raise ValidationFailed("Email address", f"{printable(repr(email))} is not an address like someone@example.org")
 
 
 def _is_address(email: Any) -> bool:

@@ -7,6 +7,7 @@ submission's body is read (JSON, or a multipart form with input files): ``moi.we
 
     POST   /api/v1/jobs                 {"cmd", "cmd_type"} or {"service", "params"}; name, url, priority, email, group;
                                         time_limit, soft_time_limit, retries, retry_on, backoff, idempotent;
+                                        resources (cores, memory, walltime, ...: for a scheduler context);
                                         or multipart/form-data: those as fields (params as JSON), input files as files
     GET    /api/v1/jobs                 ?status=&service=&group=&since=&until=&q=&user=&limit=&cursor=
     POST   /api/v1/jobs/bulk/preview    the ids a bulk action would touch (see moi.web.api_bulk); then
@@ -32,9 +33,10 @@ from tornado.web import Application
 
 from moi import services
 from moi.compute.text_jobs import check_code
-from moi.core import values
+from moi.core import resources, values
 from moi.core.errors import MoiError
 from moi.core.info import Info, has_children, is_finished, is_uuid
+from moi.core.policy import Policy
 from moi.core.redact import printable
 from moi.jobfiles import removal
 from moi.jobfiles.input_policy import WEB
@@ -49,7 +51,7 @@ from moi.relay.websocket import hub_for
 from moi.storage.store import Store
 from moi.web import job_search
 from moi.web.api_handler import PREFIX, APIHandler, Problem, is_form, problem_of
-from moi.web.api_submission import asked_policy, json_files, submitted, text_field
+from moi.web.api_submission import asked_policy, asked_resources, json_files, submitted, text_field
 from moi.web.file_routes import MOIFilesHandler
 
 log = logging.getLogger("moi.api")
@@ -143,6 +145,7 @@ class JobsHandler(APIHandler):
             priority=self.asked_priority(given),
             job_name=text_field(given, "name"),
             origin=WEB,  # a web user's inputs: uploads, URIs the policy allows, paths only inside input roots
+            resources=asked_resources(given),
             **asdict(asked_policy(given, is_form(self.request))),  # nothing a web user names is imported
         )
         return job_id, group_id
@@ -156,12 +159,20 @@ class JobsHandler(APIHandler):
             raise Problem(422, "invalid", '"cmd" is text and "cmd_type" python or system')
         if kind == "python":
             await self.run(check_code, cmd)
-        policy = asked_policy(given, is_form(self.request))
-        await self.run(job_policy.policy_fields, policy, connections.settings().default_context, WEB)  # before a uid
+        policy, asked = asked_policy(given, is_form(self.request)), asked_resources(given)
+        await self.run(_checked_policy, policy, asked)  # before a uid is placed
         place = await self.run(grant.placement, self.store, str(self.current_user))
         name = text_field(given, "name") or "api job"
         level = self.asked_priority(given)
-        return await self.run(submit_code, group, name, text_field(given, "url"), kind, cmd, place, level, policy)
+        url = text_field(given, "url")
+        return await self.run(submit_code, group, name, url, kind, cmd, place, level, policy, asked)
+
+
+def _checked_policy(policy: Policy, asked: resources.Resources) -> None:
+    """InvalidValue for a command job's time limit, retries or resources its (default) context refuses."""
+    default = connections.settings().default_context
+    job_policy.policy_fields(policy, default, WEB)
+    job_policy.resource_fields(connections.context_spec(default), asked)
 
 
 class JobHandler(APIHandler):

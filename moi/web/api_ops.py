@@ -3,7 +3,8 @@ workers, throughput, services that cannot be loaded, and health. A user's own ro
 and log, groups, services) are ``moi.web.api``.
 
 GET /api/v1/queues                      per context: depth by priority (high, normal, low), paused
-GET /api/v1/contexts                    per context: online or offline, engines, queued, scalable
+GET /api/v1/contexts                    per context: online or offline, engines, queued, scalable; a scheduler
+                                        context's scheduler: kind, where, reachable, error, polled, pending, running
 GET /api/v1/throughput                  jobs ended per minute over the last hour, by status (admins)
 GET /api/v1/workers                     engines per context: host, pid, idle/busy/lost, the job it runs, jobs done
 GET /api/v1/services/unloadable         services that could not be loaded: why, where, when (admins)
@@ -24,7 +25,7 @@ from tornado.web import RequestHandler
 from moi.compute import engine_roster, launched, scaling
 from moi.core.errors import MoiError
 from moi.core.lua import MAX_PRIORITY
-from moi.jobs import connections
+from moi.jobs import connections, scheduler_seen
 from moi.relay.websocket import hub_for
 from moi.services import unloadable
 from moi.storage import finished_counts, runtime
@@ -83,6 +84,9 @@ def contexts(store: Store) -> dict[str, Any]:
         seen = json.loads(note) if note else {}
         answer[name] = {"online": bool(note), "engines": seen.get("engines"), "queued": depth}
         answer[name]["scalable"] = embedded or launched.cluster_file(specs[name]) is not None
+        seen = scheduler_seen.read(store, specs[name])
+        if seen is not None:  # a batch scheduler's context: no engines to add, its poller's last sight instead
+            answer[name].update(scalable=False, scheduler=seen)
     return answer
 
 

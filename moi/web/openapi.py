@@ -37,6 +37,21 @@ _DURATION = {  # a time limit or a delay (moi.core.policy.seconds_of)
     "oneOf": [{"type": "number", "exclusiveMinimum": True, "minimum": 0}, {"type": "string", "example": "15m"}],
     "description": "seconds, or text: 90s, 15m, 2h",
 }
+RESOURCES = {  # what a job asks of a scheduler context's batch scheduler (moi.core.resources)
+    "type": "object",
+    "properties": {
+        "cores": {"type": "integer", "minimum": 1, "description": "cores per task"},
+        "nodes": {"type": "integer", "minimum": 1},
+        "gpus": {"type": "integer", "minimum": 0},
+        "memory": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "example": "128G"}]},
+        "walltime": {"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "example": "12:00:00"}]},
+        "partition": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"},
+        "account": {"type": "string", "pattern": "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"},
+    },
+    "additionalProperties": False,
+    "description": "for a scheduler context only: memory in MiB or as 512M, 128G; walltime in seconds or as 90m, "
+    "12h, 12:00:00",
+}
 NEW_JOB = {  # POST /api/v1/jobs as JSON (moi.web.api JobsHandler.post)
     "type": "object",
     "properties": {
@@ -62,6 +77,7 @@ NEW_JOB = {  # POST /api/v1/jobs as JSON (moi.web.api JobsHandler.post)
             "description": "the delay before a retry, doubling, with jitter: first, or [first, largest]",
         },
         "idempotent": {"type": "boolean", "description": "after a lost engine, queued again as a new attempt"},
+        "resources": RESOURCES,
     },
 }
 NEW_JOB_FORM = {  # POST /api/v1/jobs as multipart/form-data: NEW_JOB's fields as text, and the input files
@@ -75,6 +91,7 @@ NEW_JOB_FORM = {  # POST /api/v1/jobs as multipart/form-data: NEW_JOB's fields a
         "retry_on": {"type": "string", "description": "the failures retried: exception names, exit codes (comma list)"},
         "backoff": {"type": "string", "description": "the delay before a retry, doubling: 2s, or 2s,5m"},
         "idempotent": {"type": "string", "enum": ["true", "false"], "description": "may run again after a lost engine"},
+        "resources": {"type": "string", "description": "a JSON object: cores, memory, walltime, ... (schedulers)"},
         "input": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "the input files"},
     },
 }

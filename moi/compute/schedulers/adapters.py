@@ -73,7 +73,7 @@ class Slurm:
     kind = "slurm"
 
     def directives(self, name: str, log: str, directory: str, resources: Resources) -> list[str]:
-        lines = [f"--job-name={name}", f"--output={log}", f"--chdir={directory}"]
+        lines = [f"--job-name={name}", f"--output={log}", "--open-mode=append", f"--chdir={directory}"]
         for key, flag in (("cores", "--cpus-per-task"), ("nodes", "--nodes"), ("partition", "--partition")):
             if key in resources:
                 lines.append(f"{flag}={resources[key]}")
@@ -191,7 +191,7 @@ def _sge_seen(letters: str) -> Seen:
 
 # a process on the host ---------------------------------------------------------------------------
 
-_START = 'setsid sh "$1" > "$2" 2>&1 < /dev/null & echo $!'
+_START = 'setsid sh "$1" >> "$2" 2>&1 < /dev/null & echo $!'
 
 
 class LocalProcess:

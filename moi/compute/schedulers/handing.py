@@ -41,6 +41,9 @@ class Hand:
         """Where the job runs: ``<workdir>/<id>`` on a cluster over SSH; moi's own job directory here."""
         if self.spec.remote:
             return f"{self.spec.workdir.rstrip('/')}/{job_id}"
+        host = info.get("runs_in")  # a service job's run on the scheduler: in that job's own directory
+        if isinstance(host, str) and host:
+            return directory_of(host, self.store.get(host))
         return directory_of(job_id, info)
 
     def submit(self, taken: Taken) -> Info:
@@ -121,6 +124,8 @@ class Hand:
         and its script."""
         runner = self.runner
         runner.make_dirs(f"{directory}/{script.STATE_DIR}")
+        for stale in (script.EXIT, script.OUTCOME):  # an earlier run's, in a directory runs share, is not this one's
+            runner.write_file(script.path(directory, stale), b"")
         if self.spec.remote:
             self._stage_inputs(info, directory)
         shell = info.get("cmd_type") == "system"

@@ -172,6 +172,23 @@
     return value + "s";
   }
 
+  // Resources as moi.core.resources.shown writes them: "cores=4 memory=128G walltime=12:00:00 partition=long".
+  var RESOURCE_NAMES = ["cores", "memory", "walltime", "nodes", "gpus", "partition", "account"];
+  function resourcesText(asked) {
+    return RESOURCE_NAMES.filter(function (name) { return asked[name] !== undefined && asked[name] !== null; })
+      .map(function (name) {
+        var value = asked[name];
+        if (name === "memory" && typeof value === "number") { value = value % 1024 === 0 ? (value / 1024) + "G" : value + "M"; }
+        if (name === "walltime" && typeof value === "number") { value = clock(value); }
+        return name + "=" + value;
+      }).join(" ");
+  }
+
+  function clock(seconds) {  // HH:MM:SS, hours past 24 as they are
+    function two(n) { return (n < 10 ? "0" : "") + n; }
+    return two(Math.floor(seconds / 3600)) + ":" + two(Math.floor(seconds / 60) % 60) + ":" + two(seconds % 60);
+  }
+
   // What a job's time limit and retries say now: "time limit 15m · attempt 2 of 4 · next attempt at 12:00:03 (in 4 s)".
   function policyLine(info, now) {
     var parts = [];
@@ -641,6 +658,24 @@
         root.querySelector(".moi-attempts"), earlier.map(attemptItem));
     }
 
+    // A batch scheduler's job: its kind, id, state and reason; and the resources it asked for, as people write
+    // them (memory 128G, walltime 12:00:00; moi.core.resources.shown). Text only.
+    function scheduler() {
+      var seen = info.scheduler && typeof info.scheduler === "object" ? info.scheduler : null;
+      var asked = info.resources && typeof info.resources === "object" ? info.resources : null;
+      root.querySelector(".moi-scheduler-box").hidden = !seen && !asked;
+      var line = "";
+      if (seen) {
+        line = String(seen.kind || "scheduler") + (seen.id ? " job " + seen.id : ", not submitted yet");
+        if (seen.where) { line += " on " + seen.where; }
+        if (seen.state) { line += ": " + seen.state; }
+        if (seen.reason) { line += " (" + seen.reason + ")"; }
+        if (seen.exit_code !== undefined && seen.exit_code !== null) { line += ", exit code " + seen.exit_code; }
+      }
+      root.querySelector(".moi-scheduler").textContent = line;
+      root.querySelector(".moi-resources").textContent = asked ? resourcesText(asked) : "";
+    }
+
     function drawSteps() {
       var names = Object.keys(steps);
       root.querySelector(".moi-steps-box").hidden = names.length === 0;
@@ -696,6 +731,7 @@
       ran();
       fields();
       attempts();
+      scheduler();
       result();
       var hasFiles = !!(info.files && info.files.count);  // asked only when there are some: no 404 to log
       if (hasFiles && (!filesAsked || (FINISHED[info.status] && !wasFinished))) { files(); }
@@ -872,12 +908,26 @@
             buttons.appendChild(button("Add engine", "moi-add-engine", engines(name, "add")));
             buttons.appendChild(button("Remove engine", "moi-remove-engine", engines(name, "remove")));
           }
+          if (seen[name].scheduler) { return schedulerRow(name, seen[name].scheduler, queue); }
           var state = el("span", "moi-state", seen[name].online ? "online" : "offline");
           state.dataset.state = seen[name].online ? "online" : "offline";
           return [name, state, seen[name].engines === null ? "" : seen[name].engines,
             [queue.queued.high, queue.queued.normal, queue.queued.low].join(" / "), queue.paused ? "yes" : "no", buttons];
         });
       });
+    }
+
+    // A batch scheduler's context: its kind and where, reachable or not (with the last poll and its error), and
+    // moi's jobs pending and running there in the engines' column. Text only: nothing of it becomes markup.
+    function schedulerRow(name, seen, queue) {
+      var reach = seen.reachable === null ? "not polled yet" : (seen.reachable ? "reachable" : "unreachable");
+      var text = seen.kind + " on " + seen.where + ": " + reach;
+      if (seen.polled) { text += ", last poll " + String(seen.polled).slice(0, 19); }
+      if (seen.error) { text += " (" + seen.error + ")"; }
+      var state = el("span", "moi-state moi-scheduler-state", text);
+      state.dataset.state = seen.reachable ? "online" : "offline";
+      return [name, state, seen.pending + " pending, " + seen.running + " running",
+        [queue.queued.high, queue.queued.normal, queue.queued.low].join(" / "), queue.paused ? "yes" : "no", ""];
     }
 
     function workers() {
