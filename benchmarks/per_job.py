@@ -14,6 +14,7 @@ Needs root and Debian's slurm-wlm (installed by tests/slurm.py when missing).
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -128,6 +129,7 @@ def _submitit_round(directory: Path, jobs: int) -> float | None:
     except ImportError:
         print("submitit not installed: pip install submitit (the bench extra)", file=sys.stderr)
         return None
+    logging.getLogger("submitit").setLevel(logging.ERROR)  # without accounting, each of its polls warns (no sacct)
     executor = submitit.AutoExecutor(folder=str(directory), cluster="slurm")
     executor.update_parameters(timeout_min=5, slurm_partition="debug", cpus_per_task=1)
     started = time.monotonic()

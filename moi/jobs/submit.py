@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from moi.compute import engine
@@ -20,7 +20,7 @@ from moi.compute.text_jobs import python_exec, system_call
 from moi.core import resources as job_resources
 from moi.core import values
 from moi.core.config import ContextSpec
-from moi.core.errors import UnknownId, WrongState
+from moi.core.errors import CodeRefused, UnknownId, WrongState
 from moi.core.info import Info, is_finished, new_id, new_info
 from moi.core.policy import Policy
 from moi.jobfiles.input_policy import LOCAL, WEB
@@ -72,28 +72,35 @@ def submit(
 ) -> tuple[str, str, JobHandle]:
     """Queue ``func(*args, **kwargs)`` as a job under ``group``, to run on the context's cluster.
 
-    ``ctx`` is a context name or Context; or a chooser, ``chooser(name, user, args, kwargs)``
-    returning a context name; None uses the configured chooser (``[moi] chooser``), else the
-    default context. ``group`` is a user name (its group is created on first use) or a group id.
+    ``ctx`` is a context name or Context; or a chooser, ``chooser(name, user, args, kwargs)`` returning a context
+    name; None uses ``[moi] chooser``, else the default context. ``group``: a user name or a group id.
     ``priority``: ``low``, ``normal`` (the default), ``high`` or an integer; a higher one starts first when
     every engine is busy. ``files``: inputs copied into the job's own directory (paths, or names mapped to
     paths, bytes or binary files); ``workdir=True`` gives it a directory without inputs; an input given as a
-    URI is fetched on the engine; ``resources`` (names mapped to URIs) are fetched once per host and shared;
-    ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``). In ``resources``,
-    ``cores``, ``memory``, ``walltime``, ``nodes``, ``gpus``, ``partition`` and ``account`` are what a scheduler
-    context's job asks of its batch scheduler (``moi.core.resources``).
+    URI is fetched on the engine; ``resources``: shared files (names mapped to URIs, fetched once per host),
+    and what a scheduler context's job asks of its batch scheduler (``cores``, ``memory``: moi.core.resources);
+    ``outputs`` (a URI) receives ``output/`` after a success (see ``moi.jobfiles.on_engine``).
     ``time_limit`` (``90s``, ``15m``, ``2h``; the context's by default) ends the job, Failed; ``soft_time_limit``
     warns it first. ``retries``: more attempts for the failures ``retry_on`` names (exception classes or names,
     exit codes; any but a cancel by default), after ``backoff``; ``idempotent=True``: queued again after a lost
-    engine (see ``moi.core.policy``). Returns ``(job_id, group_id, handle)`` at once. The job is stored as Queued,
-    with its call, in moi's queue and announced before this returns; the cluster need not be up.
+    engine (see ``moi.core.policy``). Returns ``(job_id, group_id, handle)`` at once: the job is stored Queued,
+    with its call, and announced before this returns; the cluster need not be up.
     """
     spec = context_for(ctx, name, group, args, kwargs)
-    fields = policy_fields(Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent), spec)
+    policy = Policy(time_limit, soft_time_limit, retries, retry_on, backoff, idempotent)
+    fields, placed = _checked_fields(policy, spec, resources, Placed(files, workdir, None, outputs))
+    return queue_job(spec, group, name, url, func, args, kwargs, queue.priority_of(priority), placed, fields)
+
+
+def _checked_fields(
+    policy: Policy, spec: ContextSpec, resources: Mapping[str, Any] | None, placed: Placed
+) -> tuple[dict[str, Any], Placed]:
+    """A job's policy and scheduler resources as its info holds them (checked), and ``placed`` with its shared
+    files by URI (the other names of ``resources``)."""
+    fields = policy_fields(policy, spec)
     asked, shared_files = job_resources.split(resources)
     fields.update(job_policy.resource_fields(spec, asked))
-    placed, level = Placed(files, workdir, shared_files, outputs), queue.priority_of(priority)
-    return queue_job(spec, group, name, url, func, args, kwargs, level, placed, fields)
+    return fields, replace(placed, resources=shared_files)
 
 
 def policy_fields(policy: Policy, spec: ContextSpec, origin: str = LOCAL) -> dict[str, Any]:
@@ -322,6 +329,8 @@ def submit_code(
     ``resources``: what it asks of its context's batch scheduler (checked: ``moi.core.resources.checked``)."""
     args = (kind, cmd, place.uid, place.python, place.network, place.processes)
     spec = context_for(None, name, group, args, {})
+    if spec.scheduler is not None:  # no sandbox there: the cluster's job would run it as moi's own user
+        raise CodeRefused(f"code over the web does not run on scheduler context {spec.name!r}; publish a service")
     fields = policy_fields(policy or Policy(), spec, WEB)
     fields.update(job_policy.resource_fields(spec, resources or {}))
     fields[SANDBOX_FIELD] = {"uid": place.uid, "network": place.network}
