@@ -264,6 +264,9 @@ class SshRunner:
     async def _read_file(self, connection: Connection, path: str, offset: int, length: int | None) -> bytes:
         sftp = await self._sftp_client(connection)
         with _as_os_error(path):
+            # SFTP has no O_NOFOLLOW: a link is refused as it is found (a swap in between is a race, not a way)
+            if not stat.S_ISREG((await sftp.lstat(path)).permissions or 0):
+                raise PermissionError(f"{path} is not a regular file there; links are not followed")
             async with sftp.open(path, "rb") as remote:
                 if length is None:  # to its end: asyncssh's own "to the end" fails from past the end
                     length = max(0, ((await remote.stat()).size or 0) - offset)
