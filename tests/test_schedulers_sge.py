@@ -3,6 +3,7 @@ Grid Engine job with its own resources, followed live by the context's poller to
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,3 +105,19 @@ def test_a_python_job_runs_on_the_node_and_its_value_comes_back(grid: GridEngine
     job_id, _, handle = submit("grid", "alice", "py", None, doubled, 21)
     assert finished(job_id, timeout=WAIT)["status"] == "Success"
     assert handle.get(timeout=5) == 42
+
+
+def test_a_job_that_cannot_start_fails_with_grid_engines_error_and_leaves_the_cell(grid: GridEngine) -> None:
+    """Its directory gone while it waits: Grid Engine cannot open its output there and holds it in error state
+    (``Eqw``) for good; moi fails it with Grid Engine's error reason and deletes it."""
+    hog, _, _ = submit("grid", "alice", "hog", None, system_call, WAIT_FOR_GO, resources={"cores": grid.slots})
+    doomed, _, _ = submit("grid", "alice", "doomed", None, system_call, "echo never", resources={"cores": grid.slots})
+    until(lambda: get_info(hog)["status"] == "Running", "the first job running", WAIT)
+    sge_id = until(lambda: scheduler_of(doomed).get("id"), "the second job in Grid Engine", WAIT)
+    shutil.rmtree(directory_of(doomed))
+    go(hog)
+    failed = finished(doomed, timeout=WAIT)
+    assert failed["status"] == "Failed" and failed["scheduler"]["state"] == "Eqw", failed
+    assert failed["result"].startswith("Ended by the scheduler: Grid Engine error state Eqw: error: "), failed["result"]
+    assert finished(hog, timeout=WAIT)["status"] == "Success"
+    until(lambda: sge_id not in grid.job_ids(), "the job in error state deleted", WAIT)
