@@ -71,6 +71,11 @@ def test_qstat_j_tells_why_jobs_wait_or_failed() -> None:
     )
     assert gridengine.job_reasons(several)["3"].endswith("because of overload or full; Job is in hold state")
     assert gridengine.job_reasons(ran("qstat-j-ended.txt").stdout) == {}
+    turned_off = (
+        "job_number:                 4\n"
+        "scheduling info:            (Collecting of scheduler job information is turned off)\n"
+    )
+    assert gridengine.REASONS_OFF in turned_off and gridengine.job_reasons(turned_off) == {}  # schedd_job_info false
 
 
 def test_qacct_tells_why_a_job_without_its_exit_file_ended() -> None:

@@ -141,6 +141,9 @@ class GridEngine:
 
     kind = "sge"
 
+    def __init__(self) -> None:
+        self.says_why = True  # False once qstat -j shows its scheduler keeps no reasons (schedd_job_info false)
+
     def directives(self, name: str, log: str, directory: str, resources: Resources) -> list[str]:
         # -V: the job gets the submitter's environment (PATH, PYTHONPATH ...), as Slurm's jobs do by default
         lines = [f"-N {name}", f"-o {log}", "-j y", f"-wd {directory}", "-S /bin/sh", "-V"]
@@ -172,8 +175,8 @@ class GridEngine:
         wanted = set(ids)
         states = {job_id: letters for job_id, letters in gridengine.job_states(ran.stdout).items() if job_id in wanted}
         seen = {job_id: sge_seen(letters) for job_id, letters in states.items()}
-        asked = sorted((job_id for job_id, one in seen.items() if one.phase != RUNNING), key=_numeric)
-        reasons = _sge_reasons(runner, asked[:MOST_REASONS_ASKED])
+        asked = [job_id for job_id, one in seen.items() if one.phase == ENDED or self.says_why and one.phase == PENDING]
+        reasons = self._reasons(runner, sorted(asked, key=_numeric)[:MOST_REASONS_ASKED])
         seen = {job_id: _with_reason(one, reasons.get(job_id, "")) for job_id, one in seen.items()}
         errored = [job_id for job_id, one in seen.items() if one.phase == ENDED]
         if errored:
@@ -182,6 +185,19 @@ class GridEngine:
 
     def cancel(self, runner: Runner, ids: Sequence[str]) -> None:
         runner.run(["qdel", *ids])
+
+    def _reasons(self, runner: Runner, ids: Sequence[str]) -> dict[str, str]:
+        """Why each of ``ids`` waits or failed, from one ``qstat -j``; {} when it cannot tell (a job may have just
+        ended: qstat then names it as missing and still shows the others)."""
+        if not ids:
+            return {}
+        try:
+            shown = runner.run(["qstat", "-j", ",".join(ids)]).stdout
+        except SchedulerUnavailable:
+            return {}  # only the reasons are missing: the poll itself went through
+        if gridengine.REASONS_OFF in shown:
+            self.says_why = False  # from now on only jobs in error state are asked about (their error reason)
+        return gridengine.job_reasons(shown)
 
     def ended_reason(self, runner: Runner, scheduler_id: str) -> str:
         """Why a job that left ``qstat`` without its exit file ended, from ``qacct -j``; "" when not known (yet:
@@ -206,17 +222,6 @@ def sge_seen(letters: str) -> Seen:
     if "r" in letters or "t" in letters:
         return Seen(letters, "", RUNNING)
     return Seen(letters, "held" if "h" in letters else "", PENDING)
-
-
-def _sge_reasons(runner: Runner, ids: Sequence[str]) -> dict[str, str]:
-    """Why each of ``ids`` waits or failed, from one ``qstat -j``; {} when it cannot tell (a job may have just
-    ended: qstat then names it as missing and still shows the others)."""
-    if not ids:
-        return {}
-    try:
-        return gridengine.job_reasons(runner.run(["qstat", "-j", ",".join(ids)]).stdout)
-    except SchedulerUnavailable:
-        return {}  # only the reasons are missing: the poll itself went through
 
 
 def _with_reason(seen: Seen, reason: str) -> Seen:

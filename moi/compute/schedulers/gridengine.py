@@ -21,6 +21,7 @@ from moi.core.errors import SchedulerRefused, SchedulerUnavailable
 
 MOST_REASON = 300  # characters of a reason kept: Grid Engine repeats its queue messages for every job
 _NO_MESSAGES = "There are no messages available"
+REASONS_OFF = "Collecting of scheduler job information is turned off"  # schedd_job_info false: no reasons
 _RECORD = re.compile(r"^={20,}\s*$", re.MULTILINE)  # between two jobs of ``qstat -j``, two records of ``qacct``
 
 
@@ -57,7 +58,7 @@ def job_reasons(text: str) -> dict[str, str]:
     reasons = {}
     for block in _RECORD.split(text):
         number, errors, waits = _job_block(block)
-        said = [words for words in errors or waits if words and words != _NO_MESSAGES]
+        said = [words for words in errors or waits if words and words != _NO_MESSAGES and REASONS_OFF not in words]
         if number and said:
             reasons[number] = "; ".join(dict.fromkeys(said))[:MOST_REASON]
     return reasons
