@@ -107,3 +107,5 @@ def test_the_directives_ask_grid_engine_for_the_resources_and_the_environment() 
         "#$ -q long.q",
         "#$ -A physics",
     ]
+    with pytest.raises(SchedulerRefused, match="run on one host"):
+        GridEngine().directives("moi-abc", "/w/abc/framework.log", "/w/abc", {"nodes": 2})
