@@ -14,7 +14,7 @@ import pytest
 import moi.jobs.connections
 from moi.job import cancel, get_info, submit, system_call
 from moi.jobfiles.directory import directory_of
-from tests.conftest import ROOT, finished, until
+from tests.conftest import REDIS_PASSWORD, ROOT, finished, until
 from tests.gridengine import GridEngine
 
 pytestmark = pytest.mark.slow  # the session's Grid Engine cell is started for these, jobs go through it
@@ -54,7 +54,8 @@ def go(job_id: str) -> None:
 
 def test_resources_reach_grid_engine_and_the_exit_code_decides(grid: GridEngine) -> None:
     asked = {"cores": 2, "memory": "512M", "walltime": "10m", "partition": "all.q"}
-    job_id, _, _ = submit("grid", "alice", "sized", None, system_call, f"{WAIT_FOR_GO}; echo sized", resources=asked)
+    command = f"{WAIT_FOR_GO}; echo sized; env | grep ^MOI_ || echo no moi settings; echo $PYTHONPATH"
+    job_id, _, _ = submit("grid", "alice", "sized", None, system_call, command, resources=asked)
     bad, _, _ = submit("grid", "alice", "bad", None, system_call, "echo oops >&2; exit 3")
     sge_id = until(lambda: scheduler_of(job_id).get("id"), "the job's Grid Engine id", WAIT)
     shown = grid.run("qstat", "-j", sge_id)
@@ -63,6 +64,8 @@ def test_resources_reach_grid_engine_and_the_exit_code_decides(grid: GridEngine)
     go(job_id)
     done = finished(job_id, timeout=WAIT)
     assert done["status"] == "Success" and "sized" in done["result"], done
+    assert "no moi settings" in done["result"] and REDIS_PASSWORD not in done["result"]  # not moi's credentials,
+    assert str(ROOT) in done["result"]  # but the rest of the submitter's environment (-V)
     assert done["scheduler"]["kind"] == "sge" and done["scheduler"]["exit_code"] == 0
     failed = finished(bad, timeout=WAIT)
     assert failed["status"] == "Failed" and "exited with code 3" in failed["result"] and "oops" in failed["result"]

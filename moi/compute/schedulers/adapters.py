@@ -134,6 +134,10 @@ def _slurm_seen(state: str, reason: str) -> Seen:
 PARALLEL_ENVIRONMENT = "smp"  # the parallel environment a job with cores > 1 asks for (-pe smp N)
 MOST_REASONS_ASKED = 100  # jobs per poll whose ``qstat -j`` (a few KB each: their environment) is read for reasons
 ACCOUNTING_TIMEOUT = 20.0  # seconds for ``qacct``, which reads the whole accounting file
+# qsub's environment without moi's own settings (MOI_REDIS_URL and its password ...): -V hands the job all the rest,
+# and the code runs without moi's credentials (docs/security.md). The command comes as arguments, never as text here.
+_MOI_SETTINGS = r'$(env | sed -n "s/^\(MOI_[A-Za-z0-9_]*\)=.*/\1/p")'
+_WITHOUT_MOI_SETTINGS = f'for name in {_MOI_SETTINGS}; do unset "$name"; done; exec "$@"'
 
 
 class GridEngine:
@@ -166,7 +170,10 @@ class GridEngine:
 
     def submit(self, runner: Runner, script: str) -> str:
         # -w e: a job no queue could ever run is refused now, with Grid Engine's reason, rather than pending forever
-        return gridengine.qsub_id(runner.run(["qsub", "-terse", "-w", "e", script]))
+        ran = runner.run(["sh", "-c", _WITHOUT_MOI_SETTINGS, "moi", "qsub", "-terse", "-w", "e", script])
+        if ran.returncode == 127:
+            raise SchedulerUnavailable(f"qsub is not installed on {runner.where}: {ran.problem()}")
+        return gridengine.qsub_id(ran)
 
     def poll(self, runner: Runner, ids: Sequence[str]) -> dict[str, Seen]:
         """One ``qstat -xml`` for every job; one ``qstat -j`` for why the waiting ones wait (and why those in
