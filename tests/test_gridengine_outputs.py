@@ -4,13 +4,14 @@ qacct's records. Cheap: no Grid Engine runs here (tests/test_schedulers_sge.py r
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from moi.compute.schedulers import gridengine
 from moi.compute.schedulers.adapters import ENDED, PENDING, RUNNING, GridEngine, sge_seen
-from moi.compute.schedulers.runner import Ran
+from moi.compute.schedulers.runner import LocalRunner, Ran
 from moi.core.errors import SchedulerRefused, SchedulerUnavailable
 
 RECORDED = Path(__file__).parent / "data" / "gridengine"
@@ -109,3 +110,12 @@ def test_the_directives_ask_grid_engine_for_the_resources_and_the_environment() 
     ]
     with pytest.raises(SchedulerRefused, match="run on one host"):
         GridEngine().directives("moi-abc", "/w/abc/framework.log", "/w/abc", {"nodes": 2})
+
+
+def test_a_missing_qsub_leaves_the_job_waiting_not_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No qsub where the commands run: the cluster is unavailable (the job waits Queued), not a refusal."""
+    for tool in ("sh", "env", "sed"):
+        (tmp_path / tool).symlink_to(shutil.which(tool) or tool)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SchedulerUnavailable, match="^qsub is not installed on this machine"):
+        GridEngine().submit(LocalRunner(), str(tmp_path / "job.sh"))
