@@ -101,6 +101,16 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield made
 
 
+@pytest.fixture(scope="session")
+def gridengine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A one-host Grid Engine cell for the session (tests.gridengine), shared by its own tests and moi's adapter's."""
+    from tests.gridengine import GridEngine, reason_unavailable
+
+    require(reason_unavailable(), "Grid Engine tests")
+    with GridEngine(tmp_path_factory.mktemp("gridengine")) as cell:
+        yield cell
+
+
 @pytest.fixture
 def r(redis_url: str) -> Iterator[redis.Redis]:
     """A raw client on the session's Redis, emptied before each test."""

@@ -213,7 +213,9 @@ class GridEngine:
     def _start(self, daemon: str) -> None:
         """``daemon`` in the foreground (SGE_ND), so that it is ours to stop; its output in ``<daemon>.out``."""
         with open(self.directory / f"{daemon}.out", "wb") as output:
-            env = {**self.env(), "SGE_ND": "1"}
+            # without the test session's moi settings: a cluster's daemons have none, and a job gets theirs too
+            env = {name: value for name, value in self.env().items() if not name.startswith("MOI_")}
+            env["SGE_ND"] = "1"
             argv = [str(BINARIES / daemon)]
             self.daemons.append(subprocess.Popen(argv, stdout=output, stderr=output, env=env, cwd=self.directory))
 

@@ -13,25 +13,17 @@ from __future__ import annotations
 import os
 import subprocess
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import require, until
-from tests.gridengine import GridEngine, reason_unavailable
+from tests.conftest import until
+from tests.gridengine import GridEngine
 
 pytestmark = pytest.mark.slow  # a cell started, jobs waited for, one killed at its walltime
 
 WAIT = 120.0  # seconds for what Grid Engine does; nothing here is timed
 RECORDED = Path(__file__).parent / "data" / "gridengine"
-
-
-@pytest.fixture(scope="session")
-def gridengine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GridEngine]:
-    require(reason_unavailable(), "Grid Engine tests")
-    with GridEngine(tmp_path_factory.mktemp("gridengine")) as cell:
-        yield cell
 
 
 def record(name: str, text: str) -> None:

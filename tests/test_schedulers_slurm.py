@@ -48,13 +48,22 @@ def scheduler_of(job_id: str) -> dict[str, Any]:
 
 def test_resources_reach_slurm_and_the_job_ends_with_its_exit_code(hpc: Slurm) -> None:
     asked = {"cores": 2, "memory": "512M", "walltime": "10m", "partition": "long"}
-    job_id, _, _ = submit("hpc", "alice", "sized", None, system_call, "sleep 2; echo sized", resources=asked)
+    job_id, _, _ = submit(
+        "hpc",
+        "alice",
+        "sized",
+        None,
+        system_call,
+        "sleep 2; echo sized; env | grep ^MOI_ || echo no-moi-settings",
+        resources=asked,
+    )
     slurm_id = until(lambda: scheduler_of(job_id).get("id"), "the job's Slurm id", WAIT)
     shown = hpc.run("scontrol", "show", "job", slurm_id)
     for words in ("CPUs/Task=2", "MinMemoryNode=512M", "TimeLimit=00:10:00", "Partition=long", f"JobName=moi-{job_id}"):
         assert words in shown, (words, shown)
     done = finished(job_id, timeout=WAIT)
     assert done["status"] == "Success" and "sized" in done["result"], done
+    assert "no-moi-settings" in done["result"]  # the job runs without moi's settings (MOI_REDIS_URL, its password)
     assert done["resources"] == {"cores": 2, "memory": 512, "walltime": 600, "partition": "long"}
     assert done["scheduler"]["kind"] == "slurm" and done["scheduler"]["exit_code"] == 0
 

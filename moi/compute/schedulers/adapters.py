@@ -8,16 +8,18 @@ commands per scheduler are simpler to own than to wrap (docs/schedulers.md says 
 ``poll`` answers, for the scheduler ids asked, what the scheduler shows of each (``Seen``); an id it no longer
 shows is left out (the poller then reads the job's exit file, or calls it vanished). A scheduler that cannot be
 asked at all raises ``SchedulerUnavailable``; a job it refuses raises ``SchedulerRefused`` with its message.
+An adapter may also have ``ended_reason(runner, scheduler_id) -> str``: why a job that vanished without its exit
+file ended, from the scheduler's accounting ("" when unknown); Grid Engine's has it (``qacct``).
 """
 
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ElementTree
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
+from moi.compute.schedulers import gridengine
 from moi.compute.schedulers.runner import Ran, Runner
 from moi.core.errors import SchedulerRefused, SchedulerUnavailable
 from moi.core.resources import Resources, clock
@@ -71,6 +73,7 @@ _SLURM_ENDS = {"TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
 
 class Slurm:
     kind = "slurm"
+    vanished_wait = 5.0  # squeue shows an ended job for minutes (MinJobAge): one it no longer shows was lost
 
     def directives(self, name: str, log: str, directory: str, resources: Resources) -> list[str]:
         lines = [f"--job-name={name}", f"--output={log}", "--open-mode=append", f"--chdir={directory}"]
@@ -130,13 +133,23 @@ def _slurm_seen(state: str, reason: str) -> Seen:
 # Grid Engine -----------------------------------------------------------------------------------
 
 PARALLEL_ENVIRONMENT = "smp"  # the parallel environment a job with cores > 1 asks for (-pe smp N)
+MOST_REASONS_ASKED = 100  # jobs per poll whose ``qstat -j`` (a few KB each: their environment) is read for reasons
+ACCOUNTING_TIMEOUT = 20.0  # seconds for ``qacct``, which reads the whole accounting file
 
 
 class GridEngine:
+    """Grid Engine (SGE, Son of Grid Engine, Open Cluster Scheduler): ``qsub``, ``qstat``, ``qdel``, ``qacct``."""
+
     kind = "sge"
 
+    def __init__(self) -> None:
+        self.says_why = True  # False once qstat -j shows its scheduler keeps no reasons (schedd_job_info false)
+
     def directives(self, name: str, log: str, directory: str, resources: Resources) -> list[str]:
-        lines = [f"-N {name}", f"-o {log}", "-j y", f"-wd {directory}", "-S /bin/sh"]
+        # -V: the job gets the submitter's environment (PATH, PYTHONPATH ...), as Slurm's jobs do by default
+        lines = [f"-N {name}", f"-o {log}", "-j y", f"-wd {directory}", "-S /bin/sh", "-V"]
+        if int(resources.get("nodes", 1)) > 1:  # a PE across hosts is each site's own: no name moi could guess
+            raise SchedulerRefused("Grid Engine jobs here run on one host (-pe smp): ask for cores, not nodes")
         cores = int(resources.get("cores", 1))
         if cores > 1:
             lines.append(f"-pe {PARALLEL_ENVIRONMENT} {cores}")
@@ -153,40 +166,77 @@ class GridEngine:
         return [f"#$ {line}" for line in lines]
 
     def submit(self, runner: Runner, script: str) -> str:
-        return _submitted(runner.run(["qsub", "-terse", script]), "qsub", r"^\s*(\d+)")
+        # -w e: a job no queue could ever run is refused now, with Grid Engine's reason, rather than pending forever
+        return gridengine.qsub_id(runner.run(["qsub", "-terse", "-w", "e", script]))
 
     def poll(self, runner: Runner, ids: Sequence[str]) -> dict[str, Seen]:
+        """One ``qstat -xml`` for every job; one ``qstat -j`` for why the waiting ones wait (and why those in
+        error state failed); jobs in error state are deleted, since moi fails them (there they would stay)."""
         ran = runner.run(["qstat", "-xml"])
         if not ran.ok:
             raise SchedulerUnavailable(f"qstat failed on {runner.where}: {ran.problem()}")
-        return {job_id: seen for job_id, seen in qstat_xml(ran.stdout).items() if job_id in ids}
+        wanted = set(ids)
+        states = {job_id: letters for job_id, letters in gridengine.job_states(ran.stdout).items() if job_id in wanted}
+        seen = {job_id: sge_seen(letters) for job_id, letters in states.items()}
+        asked = [job_id for job_id, one in seen.items() if one.phase == ENDED or self.says_why and one.phase == PENDING]
+        reasons = self._reasons(runner, sorted(asked, key=_numeric)[:MOST_REASONS_ASKED])
+        seen = {job_id: _with_reason(one, reasons.get(job_id, "")) for job_id, one in seen.items()}
+        errored = [job_id for job_id, one in seen.items() if one.phase == ENDED]
+        if errored:
+            runner.run(["qdel", *errored])
+        return seen
 
     def cancel(self, runner: Runner, ids: Sequence[str]) -> None:
         runner.run(["qdel", *ids])
 
+    def _reasons(self, runner: Runner, ids: Sequence[str]) -> dict[str, str]:
+        """Why each of ``ids`` waits or failed, from one ``qstat -j``; {} when it cannot tell (a job may have just
+        ended: qstat then names it as missing and still shows the others)."""
+        if not ids:
+            return {}
+        try:
+            shown = runner.run(["qstat", "-j", ",".join(ids)]).stdout
+        except SchedulerUnavailable:
+            return {}  # only the reasons are missing: the poll itself went through
+        if gridengine.REASONS_OFF in shown:
+            self.says_why = False  # from now on only jobs in error state are asked about (their error reason)
+        return gridengine.job_reasons(shown)
 
-def qstat_xml(text: str) -> dict[str, Seen]:
-    """``qstat -xml``'s jobs: id -> what moi makes of its state letters (qw, hqw, r, t, dr, Eqw ...)."""
-    try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as error:
-        raise SchedulerUnavailable(f"qstat -xml gave no XML: {error}") from None
-    seen = {}
-    for job in root.iter("job_list"):
-        number, letters = job.findtext("JB_job_number", ""), job.findtext("state", "")
-        if number:
-            seen[number.strip()] = _sge_seen(letters.strip())
-    return seen
+    def ended_reason(self, runner: Runner, scheduler_id: str) -> str:
+        """Why a job that left ``qstat`` without its exit file ended, from ``qacct -j``; "" when not known (yet:
+        qmaster writes its accounting every ``flush_time``, 15 s by default)."""
+        if not scheduler_id.isdigit():
+            return ""
+        try:
+            ran = runner.run(["qacct", "-j", scheduler_id], timeout=ACCOUNTING_TIMEOUT)
+        except SchedulerUnavailable:
+            return ""
+        return gridengine.ended_reason(ran.stdout) if ran.ok else ""
 
 
-def _sge_seen(letters: str) -> Seen:
+def sge_seen(letters: str) -> Seen:
+    """What moi makes of a job's state letters in ``qstat`` (``qw``, ``hqw``, ``r``, ``t``, ``dr``, ``Eqw`` ...)."""
     if "E" in letters:
         return Seen(letters, "error state", ENDED, failure=f"Grid Engine error state {letters}")
     if "d" in letters:
         return Seen(letters, "being deleted", RUNNING)
+    if set(letters) & set("sST") and "q" not in letters:  # s: the job, S: its queue, T: a load threshold
+        return Seen(letters, "suspended", RUNNING)
     if "r" in letters or "t" in letters:
         return Seen(letters, "", RUNNING)
     return Seen(letters, "held" if "h" in letters else "", PENDING)
+
+
+def _with_reason(seen: Seen, reason: str) -> Seen:
+    if not reason:
+        return seen
+    if seen.phase == ENDED:
+        return replace(seen, reason=reason, failure=f"{seen.failure}: {reason}")
+    return replace(seen, reason=f"{seen.reason}: {reason}" if seen.reason else reason)
+
+
+def _numeric(job_id: str) -> int:
+    return int(job_id) if job_id.isdigit() else 0
 
 
 # a process on the host ---------------------------------------------------------------------------
@@ -198,6 +248,7 @@ class LocalProcess:
     """No scheduler: the job's script runs as a process of its own session on the host (ids are pids)."""
 
     kind = "local"
+    vanished_wait = 1.0  # its exit file is on the same filesystem, written before the process ends
 
     def directives(self, name: str, log: str, directory: str, resources: Resources) -> list[str]:
         return [f"# moi job {name}; its output goes to {log}"]

@@ -4,7 +4,9 @@ Each poll reads the context's worklist (``Pmoi:scheduled:<ctx>``) and the jobs' 
 every submitted one in one command (``squeue``, ``qstat``), and moves each on: pending there (its state and
 reason in the ``scheduler`` field), Running, or ended. An ended job's own exit file says Success or Failed (a
 Python job's outcome file, its value or traceback); a job the scheduler ended (TIMEOUT, OUT_OF_MEMORY,
-NODE_FAIL ...) or that vanished from it without an exit code is Failed with that reason. A cancel asked in moi
+NODE_FAIL ...) or that vanished from it without an exit code is Failed with that reason (the scheduler's
+accounting tells it, where the adapter reads one; the exit file and the accounting are waited for a little, since
+either may show late). A cancel asked in moi
 (the job's cancel flag) is passed on (``scancel``, ``qdel``); the job is Cancelled once the scheduler shows it
 ended. While the cluster cannot be reached, jobs keep their state; past the context's ``grace`` they fail.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from moi.compute.schedulers import script
@@ -30,6 +33,7 @@ log = logging.getLogger("moi.schedulers")
 
 TAIL = 16 * 1024  # bytes of a shell job's output kept as its result
 MOST_OUTCOME = 8 << 20  # bytes of a Python job's outcome file read back
+VANISHED_WAIT = 30.0  # seconds a job gone from its scheduler is given for its exit file or its accounting to show
 
 
 class Follow:
@@ -112,13 +116,17 @@ class Follow:
         directory = self.hand.directory(info["id"], info)
         state = seen.state if seen is not None else "GONE"
         exit_code = self._exit_code(directory)
+        cancelled = seen is not None and seen.cancelled or exit_code is None and self._cancel_asked(info["id"])
+        why = ""
+        if exit_code is None and not cancelled:
+            why = seen.failure if seen is not None and seen.failure else self._ended_reason(info)
+            if not why and seen is None and self._traces_may_come(info):
+                return  # asked again at the next poll
         fields: dict[str, Any] = {"state": state, "reason": seen.reason if seen is not None else ""}
-        fields["exit_code"] = exit_code
-        fields.update(self._fetched(info, directory))
-        if seen is not None and seen.cancelled or self._cancel_asked(info["id"]) and exit_code is None:
+        fields.update(exit_code=exit_code, **self._fetched(info, directory))
+        if cancelled:
             self.hand.end(info, Status.CANCELLED, "Cancelled while running", "text", fields)
         elif exit_code is None:
-            why = seen.failure if seen is not None and seen.failure else ""
             self.hand.end(info, Status.FAILED, _ended_by_scheduler(why, state, self.hand.adapter.kind), "text", fields)
         elif info.get("cmd_type") == "system":
             status = Status.SUCCESS if exit_code == 0 else Status.FAILED
@@ -136,6 +144,21 @@ class Follow:
             log.warning("job %s: its files were not brought home: %s", info["id"], printable(str(error)))
             return {"fetch_error": printable(str(error), 300)}
         return {"fetched": now()}
+
+    def _ended_reason(self, info: Info) -> str:
+        """Why a job without an exit code ended, from its scheduler's accounting (adapters that keep one)."""
+        reason_of = getattr(self.hand.adapter, "ended_reason", None)
+        return str(reason_of(self.hand.runner, _scheduler_id(info))) if reason_of is not None else ""
+
+    def _traces_may_come(self, info: Info) -> bool:
+        """A job gone from its scheduler, with no exit file and no reason yet: both may come late (a shared
+        filesystem shows a file late; Grid Engine writes its accounting every 15 s). Noted as gone, it is
+        waited for up to ``VANISHED_WAIT`` seconds."""
+        gone = (info.get("scheduler") or {}).get("gone")
+        if not isinstance(gone, int | float):
+            self.hand.note(info["id"], info, {"gone": time.time()})
+            return True
+        return time.time() - gone < getattr(self.hand.adapter, "vanished_wait", VANISHED_WAIT)
 
     def _python_ended(self, info: Info, directory: str, exit_code: int, fields: dict[str, Any]) -> None:
         outcome = self._outcome(directory)

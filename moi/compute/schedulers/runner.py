@@ -92,7 +92,9 @@ class LocalRunner:
     def run(self, argv: Sequence[str], stdin: str | None = None, timeout: float = COMMAND_TIMEOUT) -> Ran:
         try:
             given = stdin.encode() if stdin is not None else None  # bytes: the output is decoded leniently
-            done = subprocess.run(list(argv), input=given, capture_output=True, timeout=timeout, check=False)
+            done = subprocess.run(
+                list(argv), input=given, capture_output=True, timeout=timeout, check=False, env=without_moi_settings()
+            )
         except FileNotFoundError:
             raise SchedulerUnavailable(f"{argv[0]} is not installed on {self.where}") from None
         except subprocess.TimeoutExpired:
@@ -134,3 +136,9 @@ class LocalRunner:
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "replace")
+
+
+def without_moi_settings() -> dict[str, str]:
+    """This process's environment without moi's own settings (MOI_REDIS_URL and its password, MOI_CONFIG_FP ...):
+    sbatch and qsub -V hand a job the environment they run in, and a job runs without moi's credentials."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("MOI_")}
