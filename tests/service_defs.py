@@ -226,3 +226,17 @@ class OnSlurm(Service):
     def postprocess(self) -> None:
         with open(os.path.join(self.directory, "made.txt")) as made:
             Path(self.directory, "postprocessed.txt").write_text(made.read().upper())
+
+
+class RunsThere(Service):
+    """A service submitted to a scheduler context: its hooks on an engine, its run()'s command a job of that context."""
+
+    name = "runs-there"
+    context = "here"
+    resources = {"cores": 1}
+
+    def run(self) -> str:
+        return "echo from the scheduler > there.txt"
+
+    def postprocess(self) -> None:
+        Path(self.directory, "after.txt").write_text(Path(self.directory, "there.txt").read_text().upper())

@@ -111,8 +111,9 @@ def test_a_service_gives_its_context_and_resources_and_a_submission_adds_its_own
     services.register(sized)
     try:
         job_id, _, _ = services.submit("sized", "alice", resources={"memory": "4G"})
-        info = get_info(job_id)
-        assert info["context"] == "here" and info["resources"] == {"cores": 2, "walltime": 7200, "memory": 4096}
+        info = get_info(job_id)  # its hooks on an engine of the default context; its run's command to "here"
+        assert info["context"] == moi.jobs.connections.settings().default_context
+        assert info["run_on"] == {"context": "here", "resources": {"cores": 2, "walltime": 7200, "memory": 4096}}
         with pytest.raises(InvalidValue, match="walltime"):
             services.submit("sized", "alice", resources={"walltime": "forever"})
         cancel(job_id)
@@ -134,22 +135,24 @@ def test_the_api_takes_resources_and_refuses_bad_ones_in_one_line(here: Any, r: 
                 ({"cmd": "true", "cmd_type": "system", "resources": "4 cores"}, '"resources" is an object'),
                 ({"cmd": "true", "cmd_type": "system", "resources": {"cores": 2}}, "runs jobs on its engines"),
                 ({"service": "on-here", "resources": {"cores": 0}}, "not a whole number from 1"),
+                ({"service": "on-here", "resources": {"memory": "4G"}}, "allows at most 2048"),  # more than it gives
+                ({"service": "on-here", "resources": {"partition": "long"}}, "allows none"),
             ):
                 refused = await call(port, "POST", "/api/v1/jobs", alice, body)
                 assert refused.code == 422, (body, refused.code, refused.body)
                 assert words in payload(refused)["error"] and "\n" not in payload(refused)["error"]
             assert not r.keys("moi:queue:*")
             made = await call(
-                port, "POST", "/api/v1/jobs", alice, {"service": "on-here", "resources": {"cores": 2, "walltime": "1h"}}
+                port, "POST", "/api/v1/jobs", alice, {"service": "on-here", "resources": {"memory": "1G"}}
             )
             assert made.code == 201, made.body
             job_id = payload(made)["id"]
             read = payload(await call(port, "GET", f"/api/v1/jobs/{job_id}", alice))
-            assert read["resources"] == {"memory": 2048, "cores": 2, "walltime": 3600}
-            body, headers = multipart({"service": "on-here", "resources": '{"gpus": 1}'}, {})
+            assert read["run_on"] == {"context": "here", "resources": {"memory": 1024}}
+            body, headers = multipart({"service": "on-here", "resources": '{"memory": "512M"}'}, {})
             form = await call(port, "POST", "/api/v1/jobs", alice, body, headers=headers)
             assert form.code == 201, form.body
-            assert get_info(payload(form)["id"])["resources"] == {"memory": 2048, "gpus": 1}
+            assert get_info(payload(form)["id"])["run_on"]["resources"] == {"memory": 512}
             for job in (job_id, payload(form)["id"]):
                 await asyncio.get_running_loop().run_in_executor(None, cancel, job)
 

@@ -3,16 +3,36 @@ own, followed by its context's poller as any scheduler job is. The same paths as
 
 from __future__ import annotations
 
+import contextlib
+import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
 import moi.jobs.connections
+from moi import services
 from moi.compute.schedulers import script
 from moi.core.errors import InvalidValue
 from moi.job import cancel, get_info, submit, system_call
 from moi.jobfiles.directory import directory_of
+from tests import service_defs
 from tests.conftest import finished, until
+from tests.retry_jobs import start_engine
+
+
+@contextlib.contextmanager
+def mock_env(values: dict[str, str]):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def scripted_sum(a: int, b: int, status_update=None) -> int:
@@ -85,3 +105,35 @@ def test_a_job_that_vanishes_without_an_exit_code_fails_saying_so(here) -> None:
     subprocess.run(["kill", "-s", "KILL", "--", f"-{pid}"], check=True)
     done = finished(job_id, timeout=60)
     assert done["status"] == "Failed" and "vanished from the scheduler" in done["result"], done
+
+
+def test_a_service_of_a_scheduler_context_runs_its_hooks_on_an_engine_and_its_command_there(store, tmp_path) -> None:
+    config = tmp_path / "moi.ini"  # the service job's engine knows the scheduler context as this process does
+    config.write_text("[context here]\nscheduler = local\npoll = 0.2\n")
+    contexts = f"{os.environ['MOI_CONTEXTS']},engines={tmp_path}/none.json"
+    env = {"MOI_CONFIG_FP": str(config), "MOI_CONTEXTS": contexts, "MOI_DEFAULT_CONTEXT": "engines"}
+    with mock_env(env):
+        moi.jobs.connections.configure(schedulers={"here": {"scheduler": "local", "poll": "0.2"}})
+        engine = start_engine("engines", store.url, 3600, tmp_path / "engine.log")
+        services.register(service_defs.RunsThere)
+        try:
+            job_id, _, _ = services.submit("runs-there", "alice", context=None)
+            info = get_info(job_id)
+            assert info["run_on"] == {"context": "here", "resources": {"cores": 1}}
+            done = finished(job_id, timeout=60)
+            assert done["status"] == "Success", (done, (tmp_path / "engine.log").read_text()[-2000:])
+            assert Path(directory_of(job_id, done), "after.txt").read_text() == "FROM THE SCHEDULER\n"
+        finally:
+            services.unregister("runs-there")
+            engine.kill()
+            engine.wait(30)
+    moi.jobs.connections.configure(schedulers={})
+
+
+def test_a_link_the_job_leaves_is_not_followed_when_moi_reads_its_end(here, tmp_path) -> None:
+    secret = tmp_path / "moi-settings.ini"
+    secret.write_text("requirepass NOT-FOR-THE-JOB\n")
+    command = f"rm -f framework.log; ln -s {secret} framework.log"
+    job_id, _, _ = submit("here", "alice", "links", None, system_call, command)
+    done = finished(job_id, timeout=60)
+    assert done["status"] == "Success" and "NOT-FOR-THE-JOB" not in str(done["result"]), done

@@ -21,6 +21,7 @@ from typing import Any
 from moi.core.errors import InvalidValue
 from moi.core.policy import text_seconds
 from moi.core.redact import printable
+from moi.core.values import is_whole
 
 RESOURCE_NAMES = ("cores", "memory", "walltime", "nodes", "gpus", "partition", "account")
 Resources = dict[str, int | str]
@@ -29,9 +30,9 @@ MOST_COUNT = 1_000_000  # cores, nodes or gpus beyond this are a mistake (and a 
 MOST_MEMORY_MIB = 1024**3  # a PiB
 MOST_WALLTIME = 366 * 86400
 _MEMORY_UNITS = {"": 1, "m": 1, "mb": 1, "mib": 1, "g": 1024, "gb": 1024, "gib": 1024, "t": 1024**2, "tb": 1024**2}
-_MEMORY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-_CLOCK = re.compile(r"^(?:(\d+)-)?(\d+):(\d{1,2}):(\d{1,2})$")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_MEMORY = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+_CLOCK = re.compile(r"^(?:([0-9]{1,6})-)?([0-9]{1,9}):([0-9]{1,2}):([0-9]{1,2})$")
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # fullmatch: "$" would let a final newline through
 _COUNTS = {"cores": 1, "nodes": 1, "gpus": 0}  # name -> the least it may be
 
 
@@ -79,7 +80,7 @@ def _one(name: str, value: Any, where: str) -> int | str:
     if name == "walltime":
         return walltime_seconds(value, where)
     if name in ("partition", "account"):
-        if isinstance(value, str) and _NAME.match(value):
+        if isinstance(value, str) and _NAME.fullmatch(value):
             return value
         raise InvalidValue(where, f"{_shown(value)} is not a name; use letters, digits, _ . - (at most 64)")
     raise InvalidValue(where, f"there is no resource {name!r}; the resources are {', '.join(RESOURCE_NAMES)}")
@@ -87,7 +88,7 @@ def _one(name: str, value: Any, where: str) -> int | str:
 
 def _count(value: Any, least: int, where: str) -> int:
     number = value if isinstance(value, int) and not isinstance(value, bool) else None
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 7:
+    if isinstance(value, str) and is_whole(value.strip(), 7):  # ASCII digits: "²" is a digit to isdigit()
         number = int(value)
     if number is None or not least <= number <= MOST_COUNT:
         raise InvalidValue(where, f"{_shown(value)} is not a whole number from {least} to {MOST_COUNT:,}")

@@ -24,7 +24,7 @@ from moi.core.info import Status
 from moi.services import chain, state_directories, steps
 from moi.services.definition import Service
 from moi.services.documents import service_from
-from moi.services.scheduled_run import SchedulerJob, run_scheduled
+from moi.services.scheduled_run import RUN_ON, SchedulerJob, run_scheduled
 
 
 def first_state(service: type[Service]) -> str:
@@ -84,8 +84,10 @@ def _run(job: Service) -> Any:
     """``run``; a command it returns is run in the job directory and must exit 0; a SchedulerJob it returns is
     submitted to its batch scheduler and waited for (``moi.services.scheduled_run``)."""
     result = job.run()
+    store, info = engine.current_job()
+    if isinstance(result, str) and info.get(RUN_ON):  # submitted to a scheduler context: its command goes there
+        result = SchedulerJob(result)
     if isinstance(result, SchedulerJob):
-        store, info = engine.current_job()
         return run_scheduled(store, info, result)
     if isinstance(result, str) or (isinstance(result, list) and result and all(isinstance(w, str) for w in result)):
         done = chain.run_command(result, job.directory)

@@ -29,7 +29,7 @@ from moi.compute.context import by_name
 from moi.compute.text_jobs import system_call
 from moi.core.errors import ServiceError, StepFailed
 from moi.core.info import Info, Status, new_id, new_info
-from moi.core.resources import checked
+from moi.core.resources import checked, merged
 from moi.jobs import cancel as cancelling
 from moi.jobs import connections, job_policy
 from moi.queue.job_handle import JobHandle
@@ -37,6 +37,9 @@ from moi.queue.jobqueue import pack_call
 from moi.storage.store import Store
 
 CHILD_NAME = "run on the scheduler"
+# A service job submitted to a scheduler context: its hooks run on an engine, and its run()'s command (or the
+# SchedulerJob it returns) goes to that context with these resources (moi.services.submission).
+RUN_ON = "run_on"
 
 
 @dataclass(frozen=True)
@@ -50,12 +53,15 @@ class SchedulerJob:
 
 def run_scheduled(store: Store, info: Info, asked: SchedulerJob) -> dict[str, Any]:
     """Submit ``asked`` as the service job's child and wait for its end; what ``run`` returns then."""
-    spec = connections.context_spec(asked.context or str(info.get("context")))
+    found = info.get(RUN_ON)
+    run_on: dict[str, Any] = found if isinstance(found, dict) else {}
+    spec = connections.context_spec(asked.context or run_on.get("context") or str(info.get("context")))
     if spec.scheduler is None:
         raise ServiceError(f"run() returned a SchedulerJob for context {spec.name!r}, which is not a scheduler context")
     child = new_id()
     child_info = new_info(child, CHILD_NAME, "job", store.keys.channel(child), context=spec.name)
-    child_info.update(job_policy.resource_fields(spec, checked(asked.resources)))
+    given = merged(checked(run_on.get("resources") or {}), checked(asked.resources))
+    child_info.update(job_policy.resource_fields(spec, given))
     child_info.update(cmd_type="system", runs_in=info["id"], priority=info.get("priority") or 0)
     child_info["ttl"] = store.ttl_of(info)
     call = pack_call(by_name(system_call), (asked.script,), {}, None)

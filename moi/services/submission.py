@@ -20,7 +20,7 @@ from moi.core.policy import Policy, seconds_of, shown
 from moi.core.redact import printable
 from moi.core.values import text_problem
 from moi.jobfiles import input_policy
-from moi.jobfiles.input_policy import LOCAL
+from moi.jobfiles.input_policy import LOCAL, WEB
 from moi.jobfiles.uri_transfers import is_uri, name_of
 from moi.jobs import connections, job_policy, ran
 from moi.jobs import submit as jobs
@@ -33,6 +33,7 @@ from moi.services.definition import Service
 from moi.services.lifecycle import carried, first_state, run_service
 from moi.services.registry import get
 from moi.services.retention_hooks import hooks_of
+from moi.services.scheduled_run import RUN_ON
 from moi.storage.retention import parse_duration, retention_fields
 
 _EMAIL = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+\.[^@\s<>,;]+$")
@@ -73,7 +74,10 @@ def submit(
     settings = connections.settings()
     spec = connections.context_spec(context or cls.context or settings.default_context)
     fields = {**policy_fields(cls, Policy(**policy), spec.name, origin), **_fields(cls, checked, email, settings)}
-    fields.update(resource_fields(cls, spec, resources), **({"anonymous": True} if anonymous else {}))
+    fields.update(resource_fields(cls, spec, resources, origin), **({"anonymous": True} if anonymous else {}))
+    if spec.scheduler is not None:  # the hooks run on an engine; run()'s work goes to the scheduler (scheduled_run)
+        fields[RUN_ON] = {"context": spec.name, "resources": fields.pop("resources", {})}
+        spec = connections.context_spec(settings.default_context)
     incoming = fields["directories"]["incoming"] if cls.directories else None
     placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
     call, level, owner = (carried(cls), checked), queue.priority_of(priority), group or user
@@ -94,11 +98,25 @@ def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) 
     return fields
 
 
-def resource_fields(cls: type[Service], spec: ContextSpec, asked: Mapping[str, Any] | None) -> dict[str, Any]:
+def resource_fields(
+    cls: type[Service], spec: ContextSpec, asked: Mapping[str, Any] | None, origin: str = LOCAL
+) -> dict[str, Any]:
     """A service job's ``resources``: the context's defaults, the service's over them, the submission's over those
-    (checked: InvalidValue); InvalidValue too for resources asked of a context of engines."""
-    given = job_resources.merged(cls.checked_resources(), job_resources.checked(asked))
-    return job_policy.resource_fields(spec, given)
+    (checked: InvalidValue); InvalidValue too for resources asked of a context of engines. A web user may ask for
+    less than the service gives (fewer cores, less memory or time), never more, nor another partition or account."""
+    own, wanted = cls.checked_resources(), job_resources.checked(asked)
+    if origin == WEB:
+        _within(cls.name, job_resources.merged(spec.scheduler.resources if spec.scheduler else {}, own), wanted)
+    return job_policy.resource_fields(spec, job_resources.merged(own, wanted))
+
+
+def _within(service: str, given: Mapping[str, int | str], wanted: Mapping[str, int | str]) -> None:
+    for name, value in wanted.items():
+        most = given.get(name)
+        more = isinstance(value, int) and not (isinstance(most, int) and value <= most)
+        if more or isinstance(value, str) and value != most:
+            allowed = f"at most {most}" if isinstance(most, int) else (f"only {most}" if most else "none")
+            raise InvalidValue(f"resources.{name}", f"service {service!r} allows {allowed}")
 
 
 def _no_retries(retries: Any) -> bool:

@@ -63,8 +63,8 @@ class Runner(Protocol):
         """Run a command there; SchedulerUnavailable when the place cannot be reached, or the program is missing."""
         ...
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
-        """Write a file there (its parent directories made, 0o755); SchedulerUnavailable, OSError."""
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
+        """Write a file there (its parent directories made, 0o700); SchedulerUnavailable, OSError."""
         ...
 
     def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
@@ -76,7 +76,7 @@ class Runner(Protocol):
         ...
 
     def make_dirs(self, path: str) -> None:
-        """A directory there, with its parents (0o755); OSError when it cannot be made."""
+        """A directory there, with its parents (0o700: a job's inputs and call are its owner's); OSError."""
         ...
 
     def close(self) -> None:
@@ -99,12 +99,17 @@ class LocalRunner:
             raise SchedulerUnavailable(f"{argv[0]} is not installed on {self.where}") from None
         except subprocess.TimeoutExpired:
             raise SchedulerUnavailable(f"{argv[0]} did not answer within {timeout:g}s on {self.where}") from None
+        except OSError as error:  # an argument list past the kernel's limit, a program that cannot run ...
+            raise SchedulerUnavailable(f"{argv[0]} cannot run on {self.where}: {error.strerror or error}") from None
         return Ran(done.returncode, _text(done.stdout), _text(done.stderr))
 
-    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+    # A job's directory is written by the job's own code: a link it put there (framework.log pointing at moi's
+    # settings, .moi/exit.tmp at a file of moi's) is never followed, on any component of the path.
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         parent = os.path.dirname(path)
         if parent:  # a bare name is in the current directory
-            os.makedirs(parent, mode=0o755, exist_ok=True)
+            self.make_dirs(parent)
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
         fd = os.open(path, flags, mode)
         with os.fdopen(fd, "wb") as out:
@@ -112,7 +117,11 @@ class LocalRunner:
             out.write(data)
 
     def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
-        with open(path, "rb") as source:
+        _no_link_on(os.path.dirname(path) or ".")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as source:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PermissionError(f"{path} is not a regular file")
             source.seek(offset)
             return source.read() if length is None else source.read(length)
 
@@ -128,10 +137,18 @@ class LocalRunner:
         return sorted(found, key=lambda entry: entry.path)
 
     def make_dirs(self, path: str) -> None:
-        os.makedirs(path, mode=0o755, exist_ok=True)
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        _no_link_on(path)
 
     def close(self) -> None:
         pass
+
+
+def _no_link_on(directory: str) -> None:
+    """PermissionError when a link is on the way to ``directory`` (its real path is not the path itself)."""
+    absolute = os.path.abspath(directory)
+    if os.path.realpath(absolute) != absolute:
+        raise PermissionError(f"{directory} goes through a link; moi does not follow links in a job's directory")
 
 
 def _text(data: bytes) -> str:
@@ -140,5 +157,14 @@ def _text(data: bytes) -> str:
 
 def without_moi_settings() -> dict[str, str]:
     """This process's environment without moi's own settings (MOI_REDIS_URL and its password, MOI_CONFIG_FP ...):
-    sbatch and qsub -V hand a job the environment they run in, and a job runs without moi's credentials."""
-    return {name: value for name, value in os.environ.items() if not name.startswith("MOI_")}
+    sbatch and qsub -V hand a job the environment they run in, and a job runs without moi's credentials (nor the
+    paths an engine set for the job it runs, when a poller runs in an engine)."""
+    return {name: value for name, value in os.environ.items() if not _not_passed_on(name)}
+
+
+# Set by an engine for the job it runs (moi.jobfiles.on_engine): a poller in that engine must not hand them on.
+_THE_RUNNING_JOBS = frozenset(("INPUT", "OUTPUT", "TEMP", "RESOURCE", "CPU", "MOI_JOB_ID"))
+
+
+def _not_passed_on(name: str) -> bool:
+    return name.startswith("MOI_") or name in _THE_RUNNING_JOBS

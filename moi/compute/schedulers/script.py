@@ -46,7 +46,7 @@ def script(directives: list[str], directory: str, python: str | None) -> str:
         f"cd {shlex.quote(directory)} || exit 97",
         run,
         "code=$?",
-        f'echo "$code" > {exit_file}.tmp && mv {exit_file}.tmp {exit_file}',
+        f'rm -f {exit_file}.tmp; (set -C; echo "$code" > {exit_file}.tmp) && mv -f {exit_file}.tmp {exit_file}',
         'exit "$code"',
     ]
     return "\n".join(lines) + "\n"
