@@ -94,7 +94,10 @@ def test_resources_are_refused_in_one_line_before_anything_is_stored(here, r) ->
             submit("here", "alice", "x", None, system_call, "true", resources=asked)
     with pytest.raises(InvalidValue, match="runs jobs on its engines"):
         submit(None, "alice", "x", None, system_call, "true", resources={"cores": 2})
-    assert not r.keys("moi:queue:*") and not r.smembers("moi:scheduled:here")
+    assert not r.keys("moi:queue:*") and not r.exists("moi:scheduled:here")
+    limited, _, _ = submit("here", "alice", "limited", None, system_call, "true", time_limit="10m")
+    assert get_info(limited)["resources"] == {"walltime": 600}  # moi's time limit, held by the scheduler
+    assert finished(limited, timeout=60)["status"] == "Success"
 
 
 def test_a_job_that_vanishes_without_an_exit_code_fails_saying_so(here) -> None:

@@ -108,7 +108,7 @@ def submit_many(
     """
     asked, shared_files = job_resources.split(resources)
     spec, level, fields = _checked(ctx, priority, name, url, Policy(**policy))
-    fields.update(resource_fields(spec, asked))
+    fields.update(resource_fields(spec, asked, fields.get("time_limit")))
     store = connections.store()
     jobs = queue.Queue(store)
     batch_id = new_id()

@@ -16,6 +16,7 @@ comes). A module that does not import here passes, as written: it may exist only
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any, TypedDict
 
 from moi.core import resources
@@ -50,8 +51,9 @@ def policy_fields(policy: Policy, context: str, origin: str = LOCAL) -> dict[str
     return fields
 
 
-def resource_fields(spec: ContextSpec, asked: resources.Resources) -> dict[str, Any]:
-    """A job's ``resources`` field: a scheduler context's defaults with what the job asked (checked) over them.
+def resource_fields(spec: ContextSpec, asked: resources.Resources, time_limit: float | None = None) -> dict[str, Any]:
+    """A job's ``resources`` field: a scheduler context's defaults with what the job asked (checked) over them;
+    a job with a ``time_limit`` and no walltime gets it as its walltime (its scheduler then holds it to it).
     InvalidValue for resources asked of a context of engines, which could not give them."""
     if spec.scheduler is None:
         if asked:
@@ -62,6 +64,8 @@ def resource_fields(spec: ContextSpec, asked: resources.Resources) -> dict[str, 
             )
         return {}
     merged = resources.merged(spec.scheduler.resources, asked)
+    if time_limit and "walltime" not in merged:
+        merged["walltime"] = resources.walltime_seconds(max(1, math.ceil(time_limit)))
     return {"resources": merged} if merged else {}
 
 

@@ -99,7 +99,7 @@ def _checked_fields(
     files by URI (the other names of ``resources``)."""
     fields = policy_fields(policy, spec)
     asked, shared_files = job_resources.split(resources)
-    fields.update(job_policy.resource_fields(spec, asked))
+    fields.update(job_policy.resource_fields(spec, asked, fields.get("time_limit")))
     return fields, replace(placed, resources=shared_files)
 
 
