@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import pytest
 import moi.jobs.connections
 from moi import services
 from moi.compute.schedulers import script
-from moi.core.errors import InvalidValue
+from moi.core.config import build_settings
+from moi.core.errors import ConfigError, InvalidValue
 from moi.job import cancel, get_info, submit, system_call
 from moi.jobfiles.directory import directory_of
 from tests import service_defs
@@ -140,3 +142,22 @@ def test_a_link_the_job_leaves_is_not_followed_when_moi_reads_its_end(here, tmp_
     job_id, _, _ = submit("here", "alice", "links", None, system_call, command)
     done = finished(job_id, timeout=60)
     assert done["status"] == "Success" and "NOT-FOR-THE-JOB" not in str(done["result"]), done
+
+
+@pytest.mark.parametrize(
+    ("section", "words"),
+    [
+        ("scheduler = torque", "scheduler must be one of slurm, sge, local, not 'torque'"),
+        ("scheduler = slurm\nhost = login.example", "names a host: give it a workdir there"),
+        ("scheduler = slurm\ncolour = red", "has no option 'colour'"),
+        ("scheduler = slurm\nmemory = lots", "not an amount of memory"),
+        ("scheduler = slurm\nport = 99999", "port must be a port number"),
+    ],
+)
+def test_a_scheduler_context_that_cannot_be_is_one_line_at_start(tmp_path, monkeypatch, section, words) -> None:
+    config = tmp_path / "moi.ini"
+    config.write_text(f"[context hpc]\n{section}\n")
+    monkeypatch.setenv("MOI_CONFIG_FP", str(config))
+    with pytest.raises(ConfigError, match=re.escape(words)) as refused:
+        build_settings()
+    assert "\n" not in str(refused.value) and str(refused.value).startswith("[context hpc]")
