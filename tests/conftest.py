@@ -29,6 +29,10 @@ ENGINES = 2
 # The session's Redis asks for a password, as moi's own does: every moi process must pass it on.
 REDIS_PASSWORD = "moi-test-S3cret"
 CODE_UIDS = (200000, 265535)  # [security] code_uids: no account on a test machine has these
+# Seconds an engine's heartbeat lives (moi.compute.heartbeats), set where every engine of the session starts: the
+# watchdog fails a killed engine's job within about this + GRACE + 2 * INTERVAL (9 s, not 15 s with the default 10),
+# and a live engine's beats (one a second) must be held up over 4 s + GRACE = 7 s (not 13 s) to be taken for a death.
+HEARTBEAT_TTL = "4"
 # The system's Python: sys.executable may sit where another uid cannot go (here, under /root).
 CODE_PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
 
@@ -52,6 +56,7 @@ def cluster_file(session_dir: Path) -> Iterator[str]:
 
     # Engines import job functions from tests/ by reference.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    os.environ["MOI_HEARTBEAT_TTL"] = HEARTBEAT_TTL  # in the engines' environment (and every process after)
     cluster = ipyparallel.Cluster(n=ENGINES, profile_dir=str(session_dir / "ipython"), cluster_id="moitest")
     cluster.start_cluster_sync()
     client = cluster.connect_client_sync()
