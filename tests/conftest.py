@@ -50,6 +50,16 @@ def redis_url(session_dir: Path) -> Iterator[str]:
     proc.wait(10)
 
 
+def quick_stop() -> Any:
+    """An ipyparallel cluster's config whose stop SIGKILLs an engine 1 s after its SIGTERM, not 5 s: an engine busy
+    with a job (a test's long job, still running) ignores SIGTERM, and killed it must be either way."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.LocalEngineLauncher.stop_seconds_until_kill = 1
+    return config
+
+
 @pytest.fixture(scope="session")
 def cluster_file(session_dir: Path) -> Iterator[str]:
     import ipyparallel
@@ -57,7 +67,9 @@ def cluster_file(session_dir: Path) -> Iterator[str]:
     # Engines import job functions from tests/ by reference.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     os.environ["MOI_HEARTBEAT_TTL"] = HEARTBEAT_TTL  # in the engines' environment (and every process after)
-    cluster = ipyparallel.Cluster(n=ENGINES, profile_dir=str(session_dir / "ipython"), cluster_id="moitest")
+    cluster = ipyparallel.Cluster(
+        n=ENGINES, profile_dir=str(session_dir / "ipython"), cluster_id="moitest", config=quick_stop()
+    )
     cluster.start_cluster_sync()
     client = cluster.connect_client_sync()
     client.wait_for_engines(ENGINES, timeout=120)
