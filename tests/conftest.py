@@ -50,6 +50,12 @@ def redis_url(session_dir: Path) -> Iterator[str]:
     proc.wait(10)
 
 
+# What the tests' own clusters' controllers get: a heartbeat every second, not ipyparallel's 3 s. The controller
+# registers an engine only once it has heard the engine's first beat, so a cluster starts ~3 s sooner; an engine is
+# taken for dead after 10 missed beats (10 s, not 30 s), which moi's own liveness (its heartbeats in Redis) ignores.
+QUICK_CONTROLLER = ["--HeartMonitor.period=1000"]
+
+
 def quick_stop() -> Any:
     """An ipyparallel cluster's config whose stop SIGKILLs an engine 1 s after its SIGTERM, not 5 s: an engine busy
     with a job (a test's long job, still running) ignores SIGTERM, and killed it must be either way."""
@@ -68,7 +74,11 @@ def cluster_file(session_dir: Path) -> Iterator[str]:
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     os.environ["MOI_HEARTBEAT_TTL"] = HEARTBEAT_TTL  # in the engines' environment (and every process after)
     cluster = ipyparallel.Cluster(
-        n=ENGINES, profile_dir=str(session_dir / "ipython"), cluster_id="moitest", config=quick_stop()
+        n=ENGINES,
+        profile_dir=str(session_dir / "ipython"),
+        cluster_id="moitest",
+        config=quick_stop(),
+        controller_args=QUICK_CONTROLLER,
     )
     cluster.start_cluster_sync()
     client = cluster.connect_client_sync()

@@ -23,7 +23,7 @@ from moi.core.info import Status
 from moi.errors import InvalidPriority, JobCancelled
 from moi.job import cancel, get_info, submit
 from tests import jobs, queue_jobs
-from tests.conftest import finished, nothing_stored, quick_stop, run_moi
+from tests.conftest import QUICK_CONTROLLER, finished, nothing_stored, quick_stop, run_moi
 
 WAIT = 120  # seconds: a bound on a hang, never an assertion on time
 
@@ -146,7 +146,13 @@ class OwnCluster:
         import ipyparallel
 
         profile = str(self.profile_dir)
-        return ipyparallel.Cluster(n=self.engines, profile_dir=profile, cluster_id="queuetest", config=quick_stop())
+        return ipyparallel.Cluster(
+            n=self.engines,
+            profile_dir=profile,
+            cluster_id="queuetest",
+            config=quick_stop(),
+            controller_args=QUICK_CONTROLLER,
+        )
 
     def start(self) -> None:
         self.cluster.start_cluster_sync()
