@@ -29,6 +29,10 @@ ENGINES = 2
 # The session's Redis asks for a password, as moi's own does: every moi process must pass it on.
 REDIS_PASSWORD = "moi-test-S3cret"
 CODE_UIDS = (200000, 265535)  # [security] code_uids: no account on a test machine has these
+# Seconds an engine's heartbeat lives (moi.compute.heartbeats), set where every engine of the session starts: the
+# watchdog fails a killed engine's job within about this + GRACE + 2 * INTERVAL (9 s, not 15 s with the default 10),
+# and a live engine's beats (one a second) must be held up over 4 s + GRACE = 7 s (not 13 s) to be taken for a death.
+HEARTBEAT_TTL = "4"
 # The system's Python: sys.executable may sit where another uid cannot go (here, under /root).
 CODE_PYTHON = shutil.which("python3", path="/usr/bin:/usr/local/bin") or sys.executable
 
@@ -46,13 +50,36 @@ def redis_url(session_dir: Path) -> Iterator[str]:
     proc.wait(10)
 
 
+# What the tests' own clusters' controllers get: a heartbeat every second, not ipyparallel's 3 s. The controller
+# registers an engine only once it has heard the engine's first beat, so a cluster starts ~3 s sooner; 30 missed
+# beats, not 10, before it takes an engine for dead: 30 s, as with ipyparallel's defaults, on a loaded machine too.
+QUICK_CONTROLLER = ["--HeartMonitor.period=1000", "--HeartMonitor.max_heartmonitor_misses=30"]
+
+
+def quick_stop() -> Any:
+    """An ipyparallel cluster's config whose stop SIGKILLs an engine 1 s after its SIGTERM, not 5 s: an engine busy
+    with a job (a test's long job, still running) ignores SIGTERM, and killed it must be either way."""
+    from traitlets.config import Config
+
+    config = Config()
+    config.LocalEngineLauncher.stop_seconds_until_kill = 1
+    return config
+
+
 @pytest.fixture(scope="session")
 def cluster_file(session_dir: Path) -> Iterator[str]:
     import ipyparallel
 
     # Engines import job functions from tests/ by reference.
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    cluster = ipyparallel.Cluster(n=ENGINES, profile_dir=str(session_dir / "ipython"), cluster_id="moitest")
+    os.environ["MOI_HEARTBEAT_TTL"] = HEARTBEAT_TTL  # in the engines' environment (and every process after)
+    cluster = ipyparallel.Cluster(
+        n=ENGINES,
+        profile_dir=str(session_dir / "ipython"),
+        cluster_id="moitest",
+        config=quick_stop(),
+        controller_args=QUICK_CONTROLLER,
+    )
     cluster.start_cluster_sync()
     client = cluster.connect_client_sync()
     client.wait_for_engines(ENGINES, timeout=120)

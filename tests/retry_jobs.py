@@ -74,13 +74,13 @@ def start_engine(context: str, redis_url: str, ttl: int, log: Path, heartbeat_tt
     code = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, stream=sys.stderr, format='%(name)s %(levelname)s %(message)s')\n"
-        "from moi.compute import engine, time_limits, worker\n"
-        f"engine.HEARTBEAT_TTL = {heartbeat_ttl}\n"
+        "from moi.compute import time_limits, worker\n"
         "time_limits.GRACE = 1.0\n"
         f"worker.work(worker.WorkSpec({context!r}, {redis_url!r}, '', {ttl}, linger=600))\n"
     )
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT)
+        env = {**os.environ, "MOI_HEARTBEAT_TTL": str(heartbeat_ttl)}
+        return subprocess.Popen([sys.executable, "-c", code], stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def fails_once(marks: str, n: int, **kwargs: Any) -> int:

@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import moi.jobs.connections
+from moi.compute import heartbeats
 from moi.compute.running import _starter, _Tracker
 from moi.compute.watchdog import ENGINE_LOST_WITHIN, Watchdog
 from moi.core.info import Info, Status, is_finished, new_info
@@ -203,3 +204,11 @@ def test_an_id_with_a_newline_cannot_forge_a_watchdog_log_line(store, r, caplog)
     lines = [record.getMessage() for record in caplog.records]
     assert lines and all("\n" not in line for line in lines), lines
     assert any("job\\n2026-12-01" in line for line in lines), lines
+
+
+def test_an_engines_heartbeat_lives_10_s_unless_its_environment_says_otherwise(monkeypatch) -> None:
+    monkeypatch.delenv("MOI_HEARTBEAT_TTL", raising=False)
+    assert heartbeats.heartbeat_ttl() == heartbeats.HEARTBEAT_TTL == 10  # production's, unchanged
+    for text, life in (("4", 4), ("30", 30), ("1", 2), ("0", 2), ("ten", 10)):  # never under two beats
+        monkeypatch.setenv("MOI_HEARTBEAT_TTL", text)
+        assert heartbeats.heartbeat_ttl() == life, text

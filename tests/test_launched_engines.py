@@ -17,7 +17,7 @@ from moi.jobs import connections
 from moi.storage.redis_server import free_port
 from tests import retry_jobs
 from tests.browser import Server, log_in, quiet
-from tests.conftest import finished, run_moi, until
+from tests.conftest import QUICK_CONTROLLER, finished, run_moi, until
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,7 @@ def extra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     import ipyparallel
 
     profile = tmp_path_factory.mktemp("extra") / "ipython"
-    cluster = ipyparallel.Cluster(n=1, profile_dir=str(profile), cluster_id="extra")
+    cluster = ipyparallel.Cluster(n=1, profile_dir=str(profile), cluster_id="extra", controller_args=QUICK_CONTROLLER)
     cluster.start_cluster_sync()
     client = cluster.connect_client_sync()
     client.wait_for_engines(1, timeout=120)

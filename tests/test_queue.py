@@ -23,7 +23,7 @@ from moi.core.info import Status
 from moi.errors import InvalidPriority, JobCancelled
 from moi.job import cancel, get_info, submit
 from tests import jobs, queue_jobs
-from tests.conftest import finished, nothing_stored, run_moi
+from tests.conftest import QUICK_CONTROLLER, finished, nothing_stored, quick_stop, run_moi
 
 WAIT = 120  # seconds: a bound on a hang, never an assertion on time
 
@@ -133,24 +133,44 @@ def test_a_cancelled_queued_job_is_never_taken(r, tmp_path: Path) -> None:
 
 
 class OwnCluster:
-    """An ipyparallel cluster of the test's own, started and stopped as its operator would."""
+    """An ipyparallel cluster of the module's own, started and stopped as its operator would."""
 
     def __init__(self, profile_dir: Path, engines: int = 2) -> None:
         self.profile_dir = profile_dir
         self.engines = engines
         self.url_file = profile_dir / "security" / "ipcontroller-queuetest-client.json"
         self.cluster = self._new()
+        self.running = False
 
     def _new(self) -> Any:
         import ipyparallel
 
-        return ipyparallel.Cluster(n=self.engines, profile_dir=str(self.profile_dir), cluster_id="queuetest")
+        profile = str(self.profile_dir)
+        return ipyparallel.Cluster(
+            n=self.engines,
+            profile_dir=profile,
+            cluster_id="queuetest",
+            config=quick_stop(),
+            controller_args=QUICK_CONTROLLER,
+        )
 
     def start(self) -> None:
         self.cluster.start_cluster_sync()
         client = self.cluster.connect_client_sync()
         client.wait_for_engines(self.engines, timeout=WAIT)
         client.close()
+        self.running = True
+
+    def started(self) -> None:
+        """Running, as an earlier test may have left it (one start less: each takes seconds)."""
+        if not self.running:
+            self.start()
+
+    def not_started(self) -> None:
+        """Stopped, as a later test may want it, if an earlier one started it."""
+        if self.running:
+            self.stop()
+            self.cluster = self._new()
 
     def kill_controller(self) -> None:
         """SIGKILL the controller and its scheduler processes (left alone, they would outlive the tests)."""
@@ -162,6 +182,7 @@ class OwnCluster:
 
     def stop(self) -> None:
         self.cluster.stop_cluster_sync()
+        self.running = False
 
     def restart(self) -> None:
         """Stopped (what a killed controller left behind cleaned up), then a new controller started."""
@@ -172,19 +193,27 @@ class OwnCluster:
         self.start()
 
 
-@pytest.fixture
-def own_cluster(tmp_path: Path) -> Iterator[OwnCluster]:
-    cluster = OwnCluster(tmp_path / "ipython")
-    moi.configure(contexts=f"default={os.environ['MOI_CONTEXTS'].split('=', 1)[1]},later={cluster.url_file}")
-    try:
-        yield cluster
-    finally:
-        moi.storage.process._overrides.clear()
-        moi.jobs.connections.reset()
+@pytest.fixture(scope="module")
+def later_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnCluster]:
+    """One cluster for the module's tests of context ``later``: each finds it as the one before left it."""
+    cluster = OwnCluster(tmp_path_factory.mktemp("later") / "ipython")
+    yield cluster
+    if cluster.running:
         cluster.stop()
 
 
+@pytest.fixture
+def own_cluster(later_cluster: OwnCluster) -> Iterator[OwnCluster]:
+    moi.configure(contexts=f"default={os.environ['MOI_CONTEXTS'].split('=', 1)[1]},later={later_cluster.url_file}")
+    try:
+        yield later_cluster
+    finally:
+        moi.storage.process._overrides.clear()
+        moi.jobs.connections.reset()
+
+
 def test_a_job_submitted_before_its_cluster_starts_runs_once_it_is_up(r, own_cluster: OwnCluster) -> None:
+    own_cluster.not_started()
     job_id, _, handle = submit("later", "early", "before the cluster", None, jobs.add, 20, 22)
 
     info = get_info(job_id)
@@ -199,7 +228,7 @@ def test_a_job_submitted_before_its_cluster_starts_runs_once_it_is_up(r, own_clu
 def test_a_controller_killed_with_jobs_queued_loses_none_and_runs_none_twice(
     r, own_cluster: OwnCluster, tmp_path: Path
 ) -> None:
-    own_cluster.start()
+    own_cluster.started()
     release = tmp_path / "never"
     holders = [submit("later", "restart", "hold", None, queue_jobs.hold, str(release))[0] for _ in range(2)]
     for job_id in holders:

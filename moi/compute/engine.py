@@ -35,13 +35,12 @@ from typing import Any, Protocol, TypeVar
 import redis
 
 from moi.compute import attempts, time_limits
+from moi.compute.heartbeats import HEARTBEAT_INTERVAL, heartbeat_ttl
 from moi.core.errors import JobCancelled, JobSoftTimeLimit, JobSuperseded, JobTimeLimit, MoiError, RedisUnavailable
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.engine")
 
-HEARTBEAT_INTERVAL = 1.0  # seconds between beats, and so between looks at the cancel flag
-HEARTBEAT_TTL = 10  # seconds a heartbeat lives: an engine silent this long is lost
 REINTERRUPT_AFTER = 10.0  # a job that swallowed JobCancelled is interrupted again after this
 WRITE_RETRY_FOR = 60.0  # a state write keeps retrying through a Redis outage this long
 CANCEL_SIGNAL = signal.SIGUSR2
@@ -134,7 +133,7 @@ class Liveness:
         """The commands that register the job as running: they go with its Running write, atomically."""
         keys = self.store.keys
         return [
-            ["SET", keys.heartbeat(self.job_id), self.label, "EX", HEARTBEAT_TTL],
+            ["SET", keys.heartbeat(self.job_id), self.label, "EX", heartbeat_ttl()],
             ["SADD", keys.running, self.job_id],
         ]
 
@@ -222,7 +221,7 @@ class Liveness:
         try:
             answers = attempts.scripts(self.store)[0](
                 keys=[key for job_id in ids for key in (keys.heartbeat(job_id), keys.cancel(job_id))],
-                args=[self.label, HEARTBEAT_TTL],
+                args=[self.label, heartbeat_ttl()],
             )
         except redis.RedisError as error:
             if not self._outage_logged:

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from moi.compute import attempts
 from moi.compute.context import key_digest
-from moi.compute.engine import HEARTBEAT_TTL
+from moi.compute.heartbeats import HEARTBEAT_TTL, heartbeat_ttl
 from moi.core.errors import MoiError
 from moi.core.info import Info, Status, is_finished, now
 from moi.core.policy import attempts_left
@@ -41,7 +41,8 @@ log = logging.getLogger("moi.watchdog")
 INTERVAL = 2.0  # seconds between two passes
 GRACE = 3.0  # a heartbeat must stay missing this long before the job is failed
 PROBE_TIMEOUT = 1.0
-# From an engine's death to its job marked Failed, when a watchdog runs.
+# From an engine's death to its job marked Failed, when a watchdog runs (with the default heartbeat life: one
+# shortened by MOI_HEARTBEAT_TTL, as the tests' engines have, is failed sooner).
 ENGINE_LOST_WITHIN = HEARTBEAT_TTL + GRACE + 2 * INTERVAL
 _WRITTEN, _REFUSED, _SKIPPED = "written", "refused", "skipped"  # how a watchdog's write went
 
@@ -184,7 +185,7 @@ def _forget_others(suspects: dict[str, float], current: list[str]) -> None:
 def _engine_lost(info: Info) -> str:
     engine = info.get("engine") or "its engine"
     return (
-        f"Engine lost: {engine} stopped sending heartbeats for over {HEARTBEAT_TTL}s "
+        f"Engine lost: {engine} stopped sending heartbeats for over {heartbeat_ttl()}s "
         "(the engine died, or could not reach Redis); the job did not finish"
     )
 

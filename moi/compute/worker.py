@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from moi.compute import batch_blocks, engine, running
+from moi.compute import batch_blocks, engine, heartbeats, running
 from moi.compute.engine_roster import DoneCounter
 from moi.core.errors import EngineRetiring, MoiError
 from moi.core.redact import printable
@@ -58,7 +58,7 @@ def work(spec: WorkSpec) -> int:
     while True:
         most, batch = batches.block_size()
         try:
-            taken = queue.take(spec.context, label, engine.HEARTBEAT_TTL, most, batch)
+            taken = queue.take(spec.context, label, heartbeats.heartbeat_ttl(), most, batch)
         except EngineRetiring:  # wait out the linger (not on the wakeup tokens, which are the others'), then go
             counter.flush()
             time.sleep(spec.linger)
