@@ -3,14 +3,18 @@ own, followed by its context's poller as any scheduler job is. The same paths as
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
 
 import moi.jobs.connections
 from moi.compute.schedulers import script
-from moi.core.errors import InvalidValue
+from moi.compute.schedulers.adapters import LocalProcess
+from moi.compute.schedulers.runner import LocalRunner
+from moi.core.errors import CodeRefused, InvalidValue
 from moi.job import cancel, get_info, submit, system_call
+from moi.jobs.submit import relaunch
 from moi.jobfiles.directory import directory_of
 from tests.conftest import finished, until
 
@@ -74,7 +78,7 @@ def test_resources_are_refused_in_one_line_before_anything_is_stored(here, r) ->
             submit("here", "alice", "x", None, system_call, "true", resources=asked)
     with pytest.raises(InvalidValue, match="runs jobs on its engines"):
         submit(None, "alice", "x", None, system_call, "true", resources={"cores": 2})
-    assert not r.keys("moi:queue:*") and not r.smembers("moi:scheduled:here")
+    assert not r.keys("moi:queue:*") and not r.exists("moi:scheduled:here")
 
 
 def test_a_job_that_vanishes_without_an_exit_code_fails_saying_so(here) -> None:
@@ -85,3 +89,21 @@ def test_a_job_that_vanishes_without_an_exit_code_fails_saying_so(here) -> None:
     subprocess.run(["kill", "-s", "KILL", "--", f"-{pid}"], check=True)
     done = finished(job_id, timeout=60)
     assert done["status"] == "Failed" and "vanished from the scheduler" in done["result"], done
+
+
+def test_a_web_code_job_is_not_relaunched_onto_what_is_now_a_scheduler_context(here) -> None:
+    """A code job from when ``here`` ran engines (its info has the sandbox it ran in): on a scheduler there is no
+    sandbox, its code would run as moi's own user; refused, as a new one is, for the web and the CLI alike."""
+    job_id, _, _ = submit("here", "alice", "once", None, system_call, "true")
+    assert finished(job_id)["status"] == "Success"
+    here.update(job_id, lambda info: {**info, "sandbox": {"uid": 70000, "network": "none"}})
+    for grant in (True, None):
+        with pytest.raises(CodeRefused, match="does not run on scheduler context 'here'"):
+            relaunch(job_id, web_grant=grant)
+
+
+def test_a_poll_of_more_ids_than_one_argument_holds_still_sees_its_jobs() -> None:
+    """20,000 ids of 8 digits are over the kernel's 128 KiB for one argument: asked in runs, not at once."""
+    ids = [str(10_000_000 + n) for n in range(20_000)] + [str(os.getpid())]
+    seen = LocalProcess().poll(LocalRunner(), ids)
+    assert list(seen) == [str(os.getpid())] and seen[str(os.getpid())].phase == "running"
