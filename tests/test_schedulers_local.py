@@ -3,10 +3,13 @@ own, followed by its context's poller as any scheduler job is. The same paths as
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 
 import pytest
+import redis.asyncio as aioredis
 
 import moi.jobs.connections
 from moi.compute.schedulers import script
@@ -14,8 +17,9 @@ from moi.compute.schedulers.adapters import LocalProcess
 from moi.compute.schedulers.runner import LocalRunner
 from moi.core.errors import CodeRefused, InvalidValue
 from moi.job import cancel, get_info, submit, system_call
-from moi.jobs.submit import relaunch
 from moi.jobfiles.directory import directory_of
+from moi.jobs.submit import relaunch
+from moi.relay.node_removal import remove_nodes
 from tests.conftest import finished, until
 
 
@@ -107,3 +111,59 @@ def test_a_poll_of_more_ids_than_one_argument_holds_still_sees_its_jobs() -> Non
     ids = [str(10_000_000 + n) for n in range(20_000)] + [str(os.getpid())]
     seen = LocalProcess().poll(LocalRunner(), ids)
     assert list(seen) == [str(os.getpid())] and seen[str(os.getpid())].phase == "running"
+
+
+def _next_poll(store) -> None:
+    def polled() -> str:
+        return str(json.loads(store.redis.get(store.keys.scheduler_seen("here")))["polled"])
+
+    before = polled()
+    until(lambda: polled() != before, "one more poll", 30)
+
+
+def _alive(pid: str) -> bool:
+    return pid in LocalProcess().poll(LocalRunner(), [pid])
+
+
+async def _remove_as_the_websocket_does(store, job_id: str) -> None:
+    """The node deleted from Redis, without a cancel first (the API's delete cancels, then removes at once)."""
+    client = aioredis.from_url(store.url, decode_responses=True)
+    try:
+        await remove_nodes(client, store.keys, [job_id])
+    finally:
+        await client.aclose()
+
+
+def test_a_job_removed_while_it_runs_has_its_process_ended(here) -> None:
+    """Its info gone, the poller still knows its scheduler id (the worklist): the cluster job is cancelled, not
+    left to run to its walltime outside every quota."""
+    job_id, _, _ = submit("here", "alice", "long", None, system_call, "sleep 600")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", 60)
+    pid = get_info(job_id)["scheduler"]["id"]
+    asyncio.run(_remove_as_the_websocket_does(here, job_id))
+    until(lambda: not _alive(pid), "the removed job's process ended", 30)
+    until(lambda: not here.redis.hexists(here.keys.scheduled("here"), job_id), "the job forgotten", 30)
+
+
+def test_a_command_that_cannot_be_written_fails_its_job_rather_than_leave_it_submitting(here) -> None:
+    job_id, _, _ = submit("here", "alice", "surrogate", None, system_call, "echo \udc80")
+    done = finished(job_id, timeout=60)
+    assert done["status"] == "Failed" and "could not be handed to its scheduler" in done["result"], done
+    assert not here.redis.hexists(here.keys.scheduled("here"), job_id)
+
+
+def test_a_job_whose_scheduler_id_is_not_one_fails_alone(here) -> None:
+    """A document moi did not write (scheduler id "abc"): sent to squeue, it would make every job read vanished."""
+    good, _, _ = submit("here", "alice", "good", None, system_call, "sleep 600")
+    bad, _, _ = submit("here", "alice", "bad", None, system_call, "sleep 600")
+    until(lambda: get_info(good)["status"] == get_info(bad)["status"] == "Running", "both running", 60)
+    bad_pid = get_info(bad)["scheduler"]["id"]
+    here.update(bad, lambda info: {**info, "scheduler": {**info["scheduler"], "id": "abc"}})
+    failed = finished(bad, timeout=60)
+    subprocess.run(["kill", "-s", "TERM", "--", f"-{bad_pid}"], check=False)
+    assert failed["status"] == "Failed" and "scheduler id 'abc' is not one" in failed["result"], failed
+    for _ in range(2):  # two more polls: the good job is still followed as running, not read as vanished
+        _next_poll(here)
+    assert get_info(good)["status"] == "Running" and _alive(get_info(good)["scheduler"]["id"])
+    cancel(good)
+    assert finished(good, timeout=60)["status"] == "Cancelled"
