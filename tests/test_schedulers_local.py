@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import subprocess
+import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -150,6 +151,21 @@ def test_a_command_that_cannot_be_written_fails_its_job_rather_than_leave_it_sub
     done = finished(job_id, timeout=60)
     assert done["status"] == "Failed" and "could not be handed to its scheduler" in done["result"], done
     assert not here.redis.hexists(here.keys.scheduled("here"), job_id)
+
+
+def test_a_job_left_submitting_without_an_id_fails_naming_what_to_look_for(here) -> None:
+    """moi stopped while handing the job over: SUBMITTING, no scheduler id, first seen long ago (as the poller notes
+    it). It fails, naming the moi-<id> it may have reached the cluster as, rather than stay Queued for ever."""
+    job_id, _, _ = submit("here", "alice", "cut short", None, system_call, "sleep 600")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", 60)
+    pid = get_info(job_id)["scheduler"]["id"]
+    stuck = {"kind": "local", "state": "SUBMITTING", "stuck_since": time.time() - 3600}
+    worklist = here.keys.scheduled("here")
+    here.update(job_id, lambda info: {**info, "scheduler": stuck}, also=[["HSET", worklist, job_id, ""]])
+    failed = finished(job_id, timeout=60)
+    subprocess.run(["kill", "-s", "TERM", "--", f"-{pid}"], check=False)
+    assert failed["status"] == "Failed" and f"as moi-{job_id}" in failed["result"], failed
+    assert not here.redis.hexists(worklist, job_id)
 
 
 def test_a_job_whose_scheduler_id_is_not_one_fails_alone(here) -> None:
