@@ -14,7 +14,9 @@ import redis.asyncio as aioredis
 
 import moi.jobs.connections
 from moi.compute.schedulers import script
-from moi.compute.schedulers.adapters import LocalProcess
+from moi.compute.schedulers.adapters import GridEngine, LocalProcess
+from moi.compute.schedulers.following import MOST_REASONS_PER_POLL, Follow
+from moi.compute.schedulers.handing import Hand
 from moi.compute.schedulers.runner import LocalRunner
 from moi.core.errors import CodeRefused, InvalidValue
 from moi.job import cancel, get_info, submit, system_call
@@ -183,3 +185,14 @@ def test_a_job_whose_scheduler_id_is_not_one_fails_alone(here) -> None:
     assert get_info(good)["status"] == "Running" and _alive(get_info(good)["scheduler"]["id"])
     cancel(good)
     assert finished(good, timeout=60)["status"] == "Cancelled"
+
+
+def test_grid_engines_accounting_is_read_for_a_few_vanished_jobs_a_poll_and_remembered(here) -> None:
+    """qacct reads the whole accounting file (up to 20 s): at most ``MOST_REASONS_PER_POLL`` per poll, the others
+    wait for the next (None); an answer is not asked again at once."""
+    spec = moi.jobs.connections.context_spec("here").scheduler
+    follow = Follow(Hand(here, spec, GridEngine(), LocalRunner()))
+    vanished = [{"id": f"job{n}", "scheduler": {"id": str(900_000 + n)}} for n in range(MOST_REASONS_PER_POLL + 1)]
+    answers = [follow._ended_reason(info) for info in vanished]
+    assert answers == [""] * MOST_REASONS_PER_POLL + [None]
+    assert follow._ended_reason(vanished[0]) == ""  # remembered: no look-up left this poll, yet answered
