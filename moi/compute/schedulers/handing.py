@@ -21,7 +21,7 @@ from typing import Any
 from moi.compute.schedulers import script
 from moi.compute.schedulers.adapters import Adapter
 from moi.compute.schedulers.runner import LocalRunner, Runner
-from moi.core.errors import RedisUnavailable, SchedulerRefused, SchedulerUnavailable
+from moi.core.errors import RedisUnavailable, SchedulerRefused, SchedulerUnavailable, UnknownId
 from moi.core.info import Info, Status, is_finished, now
 from moi.core.scheduler_settings import SchedulerSpec
 from moi.jobfiles.directory import directory_of
@@ -72,7 +72,10 @@ class Hand:
         log.info("job %s submitted to %s as %s", job_id, self.spec.name, scheduler_id)
         with reaching(self.store.url):  # first, on its own: a job removed meanwhile still has its id cancelled
             self.store.redis.hset(self._worklist, job_id, scheduler_id)
-        return self.note(job_id, info, {"id": scheduler_id, "state": "SUBMITTED", "submitted": now()})
+        try:
+            return self.note(job_id, info, {"id": scheduler_id, "state": "SUBMITTED", "submitted": now()})
+        except UnknownId:  # removed while it was handed over: the next poll cancels it there
+            return info
 
     def give_back(self, taken: Taken, label: str, reason: str) -> None:
         """A job taken but not submitted (its cluster could not be reached): back in moi's queue, Queued, with
