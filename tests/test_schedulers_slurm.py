@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,18 @@ def test_a_removed_job_is_cancelled_in_slurm_and_a_bad_id_fails_alone(hpc: Slurm
     assert get_info(kept)["status"] == "Running" and "gone" not in scheduler_of(kept), get_info(kept)
     cancel(kept)
     assert finished(kept, timeout=WAIT)["status"] == "Cancelled"
+
+
+def test_a_job_whose_hand_over_was_cut_short_is_found_in_slurm_by_its_name(hpc: Slurm, store: Any) -> None:
+    """moi stopped between sbatch and keeping the id: the job, SUBMITTING without an id for long, is looked up
+    as moi-<id> and followed again (not failed, nor left to run unseen)."""
+    job_id, _, _ = submit("hpc", "alice", "cut short", None, system_call, "sleep 300")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", WAIT)
+    slurm_id = scheduler_of(job_id)["id"]
+    stuck = {"kind": "slurm", "state": "SUBMITTING", "stuck_since": time.time() - 3600}
+    worklist = store.keys.scheduled("hpc")
+    store.update(job_id, lambda info: {**info, "scheduler": stuck}, also=[["HSET", worklist, job_id, ""]])
+    until(lambda: scheduler_of(job_id).get("id") == slurm_id, "the job found again by its name", WAIT)
+    assert store.redis.hget(worklist, job_id) == slurm_id and get_info(job_id)["status"] == "Running"
+    cancel(job_id)
+    assert finished(job_id, timeout=WAIT)["status"] == "Cancelled"

@@ -8,8 +8,10 @@ commands per scheduler are simpler to own than to wrap (docs/schedulers.md says 
 ``poll`` answers, for the scheduler ids asked, what the scheduler shows of each (``Seen``); an id it no longer
 shows is left out (the poller then reads the job's exit file, or calls it vanished). A scheduler that cannot be
 asked at all raises ``SchedulerUnavailable``; a job it refuses raises ``SchedulerRefused`` with its message.
-An adapter may also have ``ended_reason(runner, scheduler_id) -> str``: why a job that vanished without its exit
-file ended, from the scheduler's accounting ("" when unknown); Grid Engine's has it (``qacct``).
+An adapter may also have ``find_named(runner, name) -> str``: the id of the job of that name, for a job whose
+hand-over was cut short (Slurm's has it); and ``ended_reason(runner, scheduler_id) -> str``: why a job that
+vanished without its exit file ended, from the scheduler's accounting ("" when unknown); Grid Engine's has it
+(``qacct``).
 """
 
 from __future__ import annotations
@@ -130,6 +132,13 @@ class Slurm:
     def cancel(self, runner: Runner, ids: Sequence[str]) -> None:
         for some in chunks([one for one in ids if is_scheduler_id(one)]):
             _run(runner, ["scancel", *some])
+
+    def find_named(self, runner: Runner, name: str) -> str:
+        """The id of the one job named ``name`` squeue shows, ended or not ("" for none, or more than one): a job
+        whose hand-over was cut short before its id was kept."""
+        ran = _run(runner, ["squeue", "--noheader", "--states=all", "--format=%i", f"--name={name}"])
+        found = [line.strip() for line in ran.stdout.splitlines() if is_scheduler_id(line.strip())] if ran.ok else []
+        return found[0] if len(found) == 1 else ""
 
 
 def _run(runner: Runner, argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> Ran:

@@ -116,6 +116,11 @@ class Follow:
             log.info("cancelled %s on %s: their jobs were removed from moi", ", ".join(orphans), self.hand.spec.name)
         return list(gone)
 
+    def _find_named(self, name: str) -> str:
+        """The scheduler id of the job named ``name`` there, where the adapter can look it up; "" if not found."""
+        find = getattr(self.hand.adapter, "find_named", None)
+        return str(find(self.hand.runner, name)) if find is not None else ""
+
     def _adopted(self, info: Info, scheduler_id: str) -> Info:
         """A job whose scheduler id reached the worklist but not its info (moi stopped between): it noted there."""
         if scheduler_id and not _scheduler_id(info):
@@ -124,7 +129,8 @@ class Follow:
 
     def _check_submitting(self, info: Info) -> None:
         """A job SUBMITTING with no scheduler id: its hand-over was cut short (moi stopped in the middle). Noted
-        when first seen; failed ``SUBMITTING_WAIT`` seconds later, naming what to look for on the cluster."""
+        when first seen; ``SUBMITTING_WAIT`` seconds later, looked up there by its name (Slurm) and followed if
+        found, else failed, naming what to look for on the cluster."""
         scheduler = info.get("scheduler") or {}
         if scheduler.get("state") != "SUBMITTING":
             return
@@ -134,6 +140,12 @@ class Follow:
             return
         if time.time() - since >= SUBMITTING_WAIT:
             name = script.job_name(info["id"])
+            found = self._find_named(name)
+            if found:  # it did reach the scheduler: followed from now on
+                with reaching(self.store.url):
+                    self.store.redis.hset(self._worklist, info["id"], found)
+                self._adopted(info, found)
+                return
             reason = (
                 f"Its hand-over to the scheduler was cut short and no scheduler id came back: it may have reached"
                 f" the scheduler as {name}; look for that name there ({self.hand.adapter.kind}) and cancel it"
