@@ -3,21 +3,31 @@ own, followed by its context's poller as any scheduler job is. The same paths as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 import moi.jobs.connections
 from moi import services
 from moi.compute.schedulers import script
+from moi.compute.schedulers.adapters import GridEngine, LocalProcess
+from moi.compute.schedulers.following import MOST_REASONS_PER_POLL, Follow
+from moi.compute.schedulers.handing import Hand
+from moi.compute.schedulers.runner import LocalRunner
 from moi.core.config import build_settings
-from moi.core.errors import ConfigError, InvalidValue
+from moi.core.errors import CodeRefused, ConfigError, InvalidValue
 from moi.job import cancel, get_info, submit, system_call
 from moi.jobfiles.directory import directory_of
+from moi.jobs.submit import relaunch
+from moi.relay.node_removal import remove_nodes
 from tests import service_defs
 from tests.conftest import finished, until
 from tests.retry_jobs import start_engine
@@ -161,3 +171,118 @@ def test_a_scheduler_context_that_cannot_be_is_one_line_at_start(tmp_path, monke
     with pytest.raises(ConfigError, match=re.escape(words)) as refused:
         build_settings()
     assert "\n" not in str(refused.value) and str(refused.value).startswith("[context hpc]")
+
+
+def test_a_web_code_job_is_not_relaunched_onto_what_is_now_a_scheduler_context(here) -> None:
+    """A code job from when ``here`` ran engines (its info has the sandbox it ran in): on a scheduler there is no
+    sandbox, its code would run as moi's own user; refused, as a new one is, for the web and the CLI alike."""
+    job_id, _, _ = submit("here", "alice", "once", None, system_call, "true")
+    assert finished(job_id)["status"] == "Success"
+    here.update(job_id, lambda info: {**info, "sandbox": {"uid": 70000, "network": "none"}})
+    for grant in (True, None):
+        with pytest.raises(CodeRefused, match="does not run on scheduler context 'here'"):
+            relaunch(job_id, web_grant=grant)
+
+
+def test_a_poll_of_more_ids_than_one_argument_holds_still_sees_its_jobs() -> None:
+    """20,000 ids of 8 digits are over the kernel's 128 KiB for one argument: asked in runs, not at once."""
+    ids = [str(10_000_000 + n) for n in range(20_000)] + [str(os.getpid())]
+    seen = LocalProcess().poll(LocalRunner(), ids)
+    assert list(seen) == [str(os.getpid())] and seen[str(os.getpid())].phase == "running"
+
+
+def _next_poll(store) -> None:
+    def polled() -> str:
+        return str(json.loads(store.redis.get(store.keys.scheduler_seen("here")))["polled"])
+
+    before = polled()
+    until(lambda: polled() != before, "one more poll", 30)
+
+
+def _alive(pid: str) -> bool:
+    return pid in LocalProcess().poll(LocalRunner(), [pid])
+
+
+async def _remove_as_the_websocket_does(store, job_id: str) -> None:
+    """The node deleted from Redis, without a cancel first (the API's delete cancels, then removes at once)."""
+    client = aioredis.from_url(store.url, decode_responses=True)
+    try:
+        await remove_nodes(client, store.keys, [job_id])
+    finally:
+        await client.aclose()
+
+
+def test_a_job_removed_while_it_runs_has_its_process_ended(here) -> None:
+    """Its info gone, the poller still knows its scheduler id (the worklist): the cluster job is cancelled, not
+    left to run to its walltime outside every quota."""
+    job_id, _, _ = submit("here", "alice", "long", None, system_call, "sleep 600")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", 60)
+    pid = get_info(job_id)["scheduler"]["id"]
+    asyncio.run(_remove_as_the_websocket_does(here, job_id))
+    until(lambda: not _alive(pid), "the removed job's process ended", 30)
+    until(lambda: not here.redis.hexists(here.keys.scheduled("here"), job_id), "the job forgotten", 30)
+
+
+def test_a_command_that_cannot_be_written_fails_its_job_rather_than_leave_it_submitting(here) -> None:
+    job_id, _, _ = submit("here", "alice", "surrogate", None, system_call, "echo \udc80")
+    done = finished(job_id, timeout=60)
+    assert done["status"] == "Failed" and "could not be handed to its scheduler" in done["result"], done
+    assert not here.redis.hexists(here.keys.scheduled("here"), job_id)
+
+
+def test_a_job_left_submitting_without_an_id_fails_naming_what_to_look_for(here) -> None:
+    """moi stopped while handing the job over: SUBMITTING, no scheduler id, first seen long ago (as the poller notes
+    it). It fails, naming the moi-<id> it may have reached the cluster as, rather than stay Queued for ever."""
+    job_id, _, _ = submit("here", "alice", "cut short", None, system_call, "sleep 600")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", 60)
+    pid = get_info(job_id)["scheduler"]["id"]
+    stuck = {"kind": "local", "state": "SUBMITTING", "stuck_since": time.time() - 3600}
+    worklist = here.keys.scheduled("here")
+    here.update(job_id, lambda info: {**info, "scheduler": stuck}, also=[["HSET", worklist, job_id, ""]])
+    failed = finished(job_id, timeout=60)
+    subprocess.run(["kill", "-s", "TERM", "--", f"-{pid}"], check=False)
+    assert failed["status"] == "Failed" and f"as moi-{job_id}" in failed["result"], failed
+    assert not here.redis.hexists(worklist, job_id)
+
+
+def test_a_job_whose_scheduler_id_is_not_one_fails_alone(here) -> None:
+    """A document moi did not write (scheduler id "abc"): sent to squeue, it would make every job read vanished."""
+    good, _, _ = submit("here", "alice", "good", None, system_call, "sleep 600")
+    bad, _, _ = submit("here", "alice", "bad", None, system_call, "sleep 600")
+    until(lambda: get_info(good)["status"] == get_info(bad)["status"] == "Running", "both running", 60)
+    bad_pid = get_info(bad)["scheduler"]["id"]
+    here.update(bad, lambda info: {**info, "scheduler": {**info["scheduler"], "id": "abc"}})
+    failed = finished(bad, timeout=60)
+    subprocess.run(["kill", "-s", "TERM", "--", f"-{bad_pid}"], check=False)
+    assert failed["status"] == "Failed" and "scheduler id 'abc' is not one" in failed["result"], failed
+    for _ in range(2):  # two more polls: the good job is still followed as running, not read as vanished
+        _next_poll(here)
+    assert get_info(good)["status"] == "Running" and _alive(get_info(good)["scheduler"]["id"])
+    cancel(good)
+    assert finished(good, timeout=60)["status"] == "Cancelled"
+
+
+def test_grid_engines_accounting_is_read_for_a_few_vanished_jobs_a_poll_and_remembered(here) -> None:
+    """qacct reads the whole accounting file (up to 20 s): at most ``MOST_REASONS_PER_POLL`` per poll, the others
+    wait for the next (None); an answer is not asked again at once."""
+    spec = moi.jobs.connections.context_spec("here").scheduler
+    follow = Follow(Hand(here, spec, GridEngine(), LocalRunner()))
+    vanished = [{"id": f"job{n}", "scheduler": {"id": str(900_000 + n)}} for n in range(MOST_REASONS_PER_POLL + 1)]
+    answers = [follow._ended_reason(info) for info in vanished]
+    assert answers == [""] * MOST_REASONS_PER_POLL + [None]
+    assert follow._ended_reason(vanished[0]) == ""  # remembered: no look-up left this poll, yet answered
+
+
+def test_a_worklist_an_earlier_moi_kept_as_a_set_is_followed(here) -> None:
+    """Jobs in flight across the upgrade: the set of ids becomes the hash, each with its info's scheduler id."""
+    job_id, _, _ = submit("here", "alice", "across", None, system_call, "sleep 600")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", 60)
+    pid = get_info(job_id)["scheduler"]["id"]
+    spec = moi.jobs.connections.context_spec("here").scheduler
+    worklist = here.keys.scheduled("here")
+    here.redis.delete(worklist)
+    here.redis.sadd(worklist, job_id)
+    assert [info["id"] for info in Follow(Hand(here, spec, LocalProcess(), LocalRunner())).jobs()] == [job_id]
+    assert here.redis.hgetall(worklist) == {job_id: pid}
+    cancel(job_id)
+    assert finished(job_id, timeout=60)["status"] == "Cancelled"

@@ -3,19 +3,24 @@ with its own resources, followed live by the context's poller to Success, Failed
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 import moi.jobs.connections
 from moi import services
 from moi.job import cancel, get_info, submit, system_call
 from moi.jobfiles.directory import directory_of
+from moi.relay.node_removal import remove_nodes
 from tests import service_defs
 from tests.conftest import ROOT, finished, until
 from tests.retry_jobs import start_engine
@@ -138,3 +143,52 @@ def test_a_services_run_goes_to_slurm_and_postprocess_reads_its_output(hpc: Slur
         services.unregister("on-slurm")
         engine.kill()
         engine.wait(30)
+
+
+def _polled(store: Any) -> str:
+    return str(json.loads(store.redis.get(store.keys.scheduler_seen("hpc")))["polled"])
+
+
+async def _remove(store: Any, job_id: str) -> None:
+    """The job's node deleted as the websocket's remove does (no cancel first)."""
+    client = aioredis.from_url(store.url, decode_responses=True)
+    try:
+        await remove_nodes(client, store.keys, [job_id])
+    finally:
+        await client.aclose()
+
+
+def test_a_removed_job_is_cancelled_in_slurm_and_a_bad_id_fails_alone(hpc: Slurm, store: Any) -> None:
+    """A job removed from moi does not run on in Slurm outside every quota; a job whose stored id is not one
+    ("abc": squeue would refuse the whole command) fails alone while its neighbour is still followed."""
+    kept, _, _ = submit("hpc", "alice", "kept", None, system_call, "sleep 300")
+    removed, _, _ = submit("hpc", "alice", "removed", None, system_call, "sleep 300")
+    bad, _, _ = submit("hpc", "alice", "bad", None, system_call, "sleep 300")
+    for job_id in (kept, removed, bad):
+        until(lambda job_id=job_id: get_info(job_id)["status"] == "Running", "the jobs running", WAIT)
+    asyncio.run(_remove(store, removed))
+    store.update(bad, lambda info: {**info, "scheduler": {**info["scheduler"], "id": "abc"}})
+    until(lambda: not hpc.job_ids(f"moi-{removed}"), "the removed job cancelled in Slurm", WAIT)
+    failed = finished(bad, timeout=WAIT)
+    assert failed["status"] == "Failed" and "scheduler id 'abc' is not one" in failed["result"], failed
+    for _ in range(2):  # two more polls: the neighbour is still seen in squeue, never noted as gone from it
+        before = _polled(store)
+        until(lambda before=before: _polled(store) != before, "one more poll", WAIT)
+    assert get_info(kept)["status"] == "Running" and "gone" not in scheduler_of(kept), get_info(kept)
+    cancel(kept)
+    assert finished(kept, timeout=WAIT)["status"] == "Cancelled"
+
+
+def test_a_job_whose_hand_over_was_cut_short_is_found_in_slurm_by_its_name(hpc: Slurm, store: Any) -> None:
+    """moi stopped between sbatch and keeping the id: the job, SUBMITTING without an id for long, is looked up
+    as moi-<id> and followed again (not failed, nor left to run unseen)."""
+    job_id, _, _ = submit("hpc", "alice", "cut short", None, system_call, "sleep 300")
+    until(lambda: get_info(job_id)["status"] == "Running", "the job running", WAIT)
+    slurm_id = scheduler_of(job_id)["id"]
+    stuck = {"kind": "slurm", "state": "SUBMITTING", "stuck_since": time.time() - 3600}
+    worklist = store.keys.scheduled("hpc")
+    store.update(job_id, lambda info: {**info, "scheduler": stuck}, also=[["HSET", worklist, job_id, ""]])
+    until(lambda: scheduler_of(job_id).get("id") == slurm_id, "the job found again by its name", WAIT)
+    assert store.redis.hget(worklist, job_id) == slurm_id and get_info(job_id)["status"] == "Running"
+    cancel(job_id)
+    assert finished(job_id, timeout=WAIT)["status"] == "Cancelled"

@@ -56,7 +56,8 @@ Redis; pub/sub channels are not per-database, so they carry it too):
     Pmoi:workers:done:<ctx> hash  engine label -> jobs it has run
     Pmoi:engines:wanted:<ctx> string  how many engines a context should have (operations page, moi.compute.scaling)
     Pmoi:engines:retiring:<ctx> set   labels of its engines to stop once idle: they take no more jobs
-    Pmoi:scheduled:<ctx>  set     ids of a scheduler context's jobs handed to its batch scheduler, not yet ended
+    Pmoi:scheduled:<ctx>  hash    id of a scheduler context's job handed to its batch scheduler, not yet ended ->
+                          its scheduler id ("" while it is being submitted; a removed job's is cancelled from here)
                           (its poller's worklist: a restart resumes from it; see moi.compute.schedulers)
     Pmoi:scheduler:<ctx>  string  JSON: that scheduler context as its poller last saw it (reachable, counts, error)
     Pmoi:anonymous:link:<id> string  SHA-256 (hex) of the secret of an anonymous job's results link; lives as the job

@@ -28,7 +28,7 @@ from moi.jobfiles.inputs import Inputs, prepare
 from moi.jobfiles.reading import summary
 from moi.jobfiles.removal import remove_directory
 from moi.jobs import connections, job_policy, ran
-from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch
+from moi.jobs.grant import SANDBOX_FIELD, Place, check_relaunch, is_code
 from moi.queue import jobqueue as queue
 from moi.queue import pause as pausing
 from moi.queue.job_handle import JobHandle
@@ -230,6 +230,8 @@ def relaunch(job_id: str, store: Store | None = None, web_grant: bool | None = N
         raise WrongState(job_id, "relaunched", "its call is not kept (a batch item, or it expired)")
     check_relaunch(old, call, web_grant)
     context = str(old.get("context"))
+    if is_code(old):  # its context may have become a scheduler context since it ran
+        _no_code_on_scheduler(connections.context_spec(context))
     _check_fields(old["name"], old.get("url"))  # one stored before these were checked: refused, not stuck
     new = new_info(new_id(), old["name"], "job", store.keys.channel(""), url=old.get("url"), context=context)
     new.update(pubsub=store.keys.channel(new["id"]), priority=old.get("priority", 0), relaunch_of=job_id)
@@ -329,8 +331,7 @@ def submit_code(
     ``resources``: what it asks of its context's batch scheduler (checked: ``moi.core.resources.checked``)."""
     args = (kind, cmd, place.uid, place.python, place.network, place.processes)
     spec = context_for(None, name, group, args, {})
-    if spec.scheduler is not None:  # no sandbox there: the cluster's job would run it as moi's own user
-        raise CodeRefused(f"code over the web does not run on scheduler context {spec.name!r}; publish a service")
+    _no_code_on_scheduler(spec)
     fields = policy_fields(policy or Policy(), spec, WEB)
     fields.update(job_policy.resource_fields(spec, resources or {}))
     fields[SANDBOX_FIELD] = {"uid": place.uid, "network": place.network}
@@ -338,3 +339,10 @@ def submit_code(
     fields[RAN_FIELD] = ran.command(kind, cmd)
     job_id, group_id, _ = queue_job(spec, group, name, url, run_code, args, {}, level, Placed(), fields)
     return job_id, group_id
+
+
+def _no_code_on_scheduler(spec: ContextSpec) -> None:
+    """CodeRefused for a web user's code bound for a scheduler context: no sandbox there, the cluster's job would
+    run it as moi's own user."""
+    if spec.scheduler is not None:
+        raise CodeRefused(f"code over the web does not run on scheduler context {spec.name!r}; publish a service")

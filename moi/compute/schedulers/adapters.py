@@ -8,8 +8,10 @@ commands per scheduler are simpler to own than to wrap (docs/schedulers.md says 
 ``poll`` answers, for the scheduler ids asked, what the scheduler shows of each (``Seen``); an id it no longer
 shows is left out (the poller then reads the job's exit file, or calls it vanished). A scheduler that cannot be
 asked at all raises ``SchedulerUnavailable``; a job it refuses raises ``SchedulerRefused`` with its message.
-An adapter may also have ``ended_reason(runner, scheduler_id) -> str``: why a job that vanished without its exit
-file ended, from the scheduler's accounting ("" when unknown); Grid Engine's has it (``qacct``).
+An adapter may also have ``find_named(runner, name) -> str``: the id of the job of that name, for a job whose
+hand-over was cut short (Slurm's has it); and ``ended_reason(runner, scheduler_id) -> str``: why a job that
+vanished without its exit file ended, from the scheduler's accounting ("" when unknown); Grid Engine's has it
+(``qacct``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,25 @@ from dataclasses import dataclass, replace
 from typing import Protocol
 
 from moi.compute.schedulers import gridengine
-from moi.compute.schedulers.runner import Ran, Runner
+from moi.compute.schedulers.runner import COMMAND_TIMEOUT, Ran, Runner
 from moi.core.errors import SchedulerRefused, SchedulerUnavailable
 from moi.core.resources import Resources, clock
 
 PENDING, RUNNING, ENDED = "pending", "running", "ended"
+# Ids per status or cancel command: all ids of a poll in one argument would pass the kernel's limit on one
+# argument (128 KiB: some 16,000 ids) and fail every poll. Up to this many jobs, a poll is still one command.
+IDS_PER_COMMAND = 1000
+
+
+def chunks(ids: Sequence[str], size: int = IDS_PER_COMMAND) -> list[Sequence[str]]:
+    """``ids`` in runs of at most ``size``, in order."""
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def is_scheduler_id(text: str) -> bool:
+    """Whether ``text`` is a job id as Slurm, Grid Engine and a process have them: plain digits. Any other (a
+    document moi did not write) is never sent to the scheduler: squeue would refuse the whole command for it."""
+    return text.isascii() and text.isdigit()
 
 
 @dataclass(frozen=True)
@@ -94,21 +110,43 @@ class Slurm:
         return _submitted(runner.run(["sbatch", "--parsable", script]), "sbatch", r"^\s*(\d+)")
 
     def poll(self, runner: Runner, ids: Sequence[str]) -> dict[str, Seen]:
+        seen: dict[str, Seen] = {}
+        for some in chunks([one for one in ids if is_scheduler_id(one)]):
+            seen.update(self._poll(runner, some))
+        return seen
+
+    def _poll(self, runner: Runner, ids: Sequence[str]) -> dict[str, Seen]:
         argv = ["squeue", "--noheader", "--states=all", "--format=%i|%T|%r", f"--jobs={','.join(ids)}"]
-        ran = runner.run(argv)
+        ran = _run(runner, argv)
         if not ran.ok:
             if "Invalid job id" in ran.stderr:
                 return {}  # none of them is known any more
             raise SchedulerUnavailable(f"squeue failed on {runner.where}: {ran.problem()}")
-        seen = {}
+        wanted, seen = set(ids), {}
         for line in ran.stdout.splitlines():
             parts = line.strip().split("|")
-            if len(parts) == 3 and parts[0] in ids:
+            if len(parts) == 3 and parts[0] in wanted:
                 seen[parts[0]] = _slurm_seen(parts[1], parts[2])
         return seen
 
     def cancel(self, runner: Runner, ids: Sequence[str]) -> None:
-        runner.run(["scancel", *ids])
+        for some in chunks([one for one in ids if is_scheduler_id(one)]):
+            _run(runner, ["scancel", *some])
+
+    def find_named(self, runner: Runner, name: str) -> str:
+        """The id of the one job named ``name`` squeue shows, ended or not ("" for none, or more than one): a job
+        whose hand-over was cut short before its id was kept."""
+        ran = _run(runner, ["squeue", "--noheader", "--states=all", "--format=%i", f"--name={name}"])
+        found = [line.strip() for line in ran.stdout.splitlines() if is_scheduler_id(line.strip())] if ran.ok else []
+        return found[0] if len(found) == 1 else ""
+
+
+def _run(runner: Runner, argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> Ran:
+    """A scheduler command run; SchedulerUnavailable (one line) when it cannot be started at all (E2BIG ...)."""
+    try:
+        return runner.run(argv, timeout=timeout)
+    except OSError as error:
+        raise SchedulerUnavailable(f"{argv[0]} could not be run on {runner.where}: {error}") from None
 
 
 def _slurm_time(seconds: int) -> str:
@@ -172,7 +210,7 @@ class GridEngine:
     def poll(self, runner: Runner, ids: Sequence[str]) -> dict[str, Seen]:
         """One ``qstat -xml`` for every job; one ``qstat -j`` for why the waiting ones wait (and why those in
         error state failed); jobs in error state are deleted, since moi fails them (there they would stay)."""
-        ran = runner.run(["qstat", "-xml"])
+        ran = _run(runner, ["qstat", "-xml"])  # every job at once, whatever their number
         if not ran.ok:
             raise SchedulerUnavailable(f"qstat failed on {runner.where}: {ran.problem()}")
         wanted = set(ids)
@@ -183,11 +221,12 @@ class GridEngine:
         seen = {job_id: _with_reason(one, reasons.get(job_id, "")) for job_id, one in seen.items()}
         errored = [job_id for job_id, one in seen.items() if one.phase == ENDED]
         if errored:
-            runner.run(["qdel", *errored])
+            self.cancel(runner, errored)
         return seen
 
     def cancel(self, runner: Runner, ids: Sequence[str]) -> None:
-        runner.run(["qdel", *ids])
+        for some in chunks([one for one in ids if is_scheduler_id(one)]):
+            _run(runner, ["qdel", *some])
 
     def _reasons(self, runner: Runner, ids: Sequence[str]) -> dict[str, str]:
         """Why each of ``ids`` waits or failed, from one ``qstat -j``; {} when it cannot tell (a job may have just
@@ -195,7 +234,7 @@ class GridEngine:
         if not ids:
             return {}
         try:
-            shown = runner.run(["qstat", "-j", ",".join(ids)]).stdout
+            shown = _run(runner, ["qstat", "-j", ",".join(ids)]).stdout
         except SchedulerUnavailable:
             return {}  # only the reasons are missing: the poll itself went through
         if gridengine.REASONS_OFF in shown:
@@ -208,7 +247,7 @@ class GridEngine:
         if not scheduler_id.isdigit():
             return ""
         try:
-            ran = runner.run(["qacct", "-j", scheduler_id], timeout=ACCOUNTING_TIMEOUT)
+            ran = _run(runner, ["qacct", "-j", scheduler_id], ACCOUNTING_TIMEOUT)
         except SchedulerUnavailable:
             return ""
         return gridengine.ended_reason(ran.stdout) if ran.ok else ""
@@ -258,16 +297,17 @@ class LocalProcess:
         return _submitted(runner.run(["sh", "-c", _START, "moi", script, log]), "sh", r"^\s*(\d+)")
 
     def poll(self, runner: Runner, ids: Sequence[str]) -> dict[str, Seen]:
-        ran = runner.run(["ps", "-o", "pid=,stat=", "-p", ",".join(pid for pid in ids if pid.isdigit())])
         seen = {}
-        for line in ran.stdout.splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[0] in ids and not parts[1].startswith("Z"):
-                seen[parts[0]] = Seen("RUNNING", "", RUNNING)
+        for some in chunks([pid for pid in ids if is_scheduler_id(pid)]):
+            ran, wanted = _run(runner, ["ps", "-o", "pid=,stat=", "-p", ",".join(some)]), set(some)
+            for line in ran.stdout.splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[0] in wanted and not parts[1].startswith("Z"):
+                    seen[parts[0]] = Seen("RUNNING", "", RUNNING)
         return seen
 
     def cancel(self, runner: Runner, ids: Sequence[str]) -> None:
         # Each job's whole process group; "--" first, or kill would read "-PID" as an option (-1: every process).
-        groups = [f"-{pid}" for pid in ids if pid.isdigit() and int(pid) > 1]
-        if groups:
-            runner.run(["kill", "-s", "TERM", "--", *groups])
+        groups = [f"-{pid}" for pid in ids if is_scheduler_id(pid) and int(pid) > 1]
+        for some in chunks(groups):
+            _run(runner, ["kill", "-s", "TERM", "--", *some])

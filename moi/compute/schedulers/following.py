@@ -1,14 +1,16 @@
 """Following a scheduler context's jobs to their end: one status query for all of them, per poll.
 
-Each poll reads the context's worklist (``Pmoi:scheduled:<ctx>``) and the jobs' infos, asks the scheduler about
-every submitted one in one command (``squeue``, ``qstat``), and moves each on: pending there (its state and
-reason in the ``scheduler`` field), Running, or ended. An ended job's own exit file says Success or Failed (a
-Python job's outcome file, its value or traceback); a job the scheduler ended (TIMEOUT, OUT_OF_MEMORY,
-NODE_FAIL ...) or that vanished from it without an exit code is Failed with that reason (the scheduler's
-accounting tells it, where the adapter reads one; the exit file and the accounting are waited for a little, since
-either may show late). A cancel asked in moi
-(the job's cancel flag) is passed on (``scancel``, ``qdel``); the job is Cancelled once the scheduler shows it
-ended. While the cluster cannot be reached, jobs keep their state; past the context's ``grace`` they fail.
+Each poll reads the context's worklist (``Pmoi:scheduled:<ctx>``: job id -> scheduler id) and the jobs' infos;
+a job removed from moi before it ended has its cluster job cancelled from there. It asks the scheduler about
+every submitted one in one command (``squeue``, ``qstat``; one per 1000 ids past that), and moves each on:
+pending there (its state and reason in the ``scheduler`` field), Running, or ended. An ended job's own exit file
+says Success or Failed (a Python job's outcome file, its value or traceback); a job the scheduler ended (TIMEOUT,
+OUT_OF_MEMORY, NODE_FAIL ...) or that vanished from it without an exit code is Failed with that reason (the
+scheduler's accounting tells it, where the adapter reads one, at most ``MOST_REASONS_PER_POLL`` per poll; the exit
+file and the accounting are waited for a little, since either may show late). A cancel asked in moi (the job's
+cancel flag) is passed on (``scancel``, ``qdel``); the job is Cancelled once the scheduler shows it ended. While
+the cluster cannot be reached, jobs keep their state; past the context's ``grace`` they fail. A job whose
+scheduler id is not one fails alone, and so does one left SUBMITTING without an id (its hand-over cut short).
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ import time
 from typing import Any
 
 from moi.compute.schedulers import script
-from moi.compute.schedulers.adapters import ENDED, RUNNING, Seen
+from moi.compute.schedulers.adapters import ENDED, RUNNING, Seen, is_scheduler_id
 from moi.compute.schedulers.fetching import bring_home
 from moi.compute.schedulers.handing import Hand
-from moi.core.errors import MoiError
+from moi.core.errors import MoiError, SchedulerUnavailable
 from moi.core.info import Info, Status, is_finished, now
 from moi.core.redact import printable
 from moi.jobfiles.directory import directory_of
@@ -34,6 +36,10 @@ log = logging.getLogger("moi.schedulers")
 TAIL = 16 * 1024  # bytes of a shell job's output kept as its result
 MOST_OUTCOME = 8 << 20  # bytes of a Python job's outcome file read back
 VANISHED_WAIT = 30.0  # seconds a job gone from its scheduler is given for its exit file or its accounting to show
+SUBMITTING_WAIT = 300.0  # seconds a job left SUBMITTING without a scheduler id is waited for before it fails
+MOST_REASONS_PER_POLL = 10  # accounting look-ups (qacct: up to 20 s each) per poll; the other jobs wait a poll
+REASON_AGAIN = 10.0  # seconds before a job's accounting that said nothing is read again (qmaster flushes every 15 s)
+REASONS_KEPT = 600.0  # seconds an accounting answer is remembered
 
 
 class Follow:
@@ -42,33 +48,126 @@ class Follow:
     def __init__(self, hand: Hand) -> None:
         self.hand = hand
         self.store = hand.store
+        self._reasons_left = MOST_REASONS_PER_POLL
+        self._hash_checked = False  # the worklist checked for an earlier moi's set (made a hash once)
+        self._reasons: dict[str, tuple[float, str]] = {}  # scheduler id -> when its accounting was read, what it said
+
+    @property
+    def _worklist(self) -> str:
+        return self.store.keys.scheduled(self.hand.spec.name)
 
     def jobs(self) -> list[Info]:
-        """The context's jobs handed to its scheduler and not yet ended (the worklist; ended ones leave it)."""
-        keys = self.store.keys
+        """The context's jobs handed to its scheduler and not yet ended (the worklist: ended ones leave it, and
+        removed ones too, once their cluster jobs are cancelled)."""
+        if not self._hash_checked:
+            self._from_a_set()
         with reaching(self.store.url):
-            ids = sorted(self.store.redis.smembers(keys.scheduled(self.hand.spec.name)))
-        infos = self.store.get_many(ids)
-        ended = [info["id"] for info in infos if is_finished(info)]
-        gone = set(ids) - {info["id"] for info in infos}
-        if ended or gone:
+            worklist: dict[str, str] = self.store.redis.hgetall(self._worklist)
+        infos = self.store.get_many(sorted(worklist))
+        present = {info["id"] for info in infos}
+        gone = {job_id: scheduler_id for job_id, scheduler_id in worklist.items() if job_id not in present}
+        forgotten = [info["id"] for info in infos if is_finished(info)] + self._cancel_removed(gone)
+        if forgotten:
             with reaching(self.store.url):
-                self.store.redis.srem(keys.scheduled(self.hand.spec.name), *ended, *gone)
-        return [info for info in infos if not is_finished(info)]
+                self.store.redis.hdel(self._worklist, *forgotten)
+        return [self._adopted(info, worklist[info["id"]]) for info in infos if not is_finished(info)]
+
+    def _from_a_set(self) -> None:
+        """A worklist an earlier moi kept as a set of job ids: made the hash this one keeps, each id with the
+        scheduler id its info names ("" if none)."""
+        with reaching(self.store.url):
+            if str(self.store.redis.execute_command("TYPE", self._worklist)) == "set":
+                ids = sorted(self.store.redis.smembers(self._worklist))
+                mapping = {info["id"]: _scheduler_id(info) for info in self.store.get_many(ids)}
+                pipe = self.store.redis.pipeline(transaction=True)
+                pipe.delete(self._worklist)
+                if mapping:
+                    pipe.hset(self._worklist, mapping=mapping)
+                pipe.execute()
+        self._hash_checked = True
 
     def poll(self, jobs: list[Info]) -> dict[str, int]:
         """Ask the scheduler about ``jobs`` (SchedulerUnavailable when it cannot be asked), and move each on.
         How many are pending and running there now."""
-        submitted = {str(info["scheduler"]["id"]): info for info in jobs if _scheduler_id(info)}
-        self._pass_on_cancels(jobs, submitted)
-        seen = self.hand.adapter.poll(self.hand.runner, sorted(submitted)) if submitted else {}
+        self._pass_on_cancels(jobs)
+        self._reasons_left = MOST_REASONS_PER_POLL
+        followed = self._followed(jobs)
+        seen = self.hand.adapter.poll(self.hand.runner, sorted(followed)) if followed else {}
         counts = {"pending": 0, "running": 0}
-        for scheduler_id, info in submitted.items():
-            with item(self.store, "scheduler poller", f"job {info['id']}", log):
-                phase = self._move_on(info, seen.get(scheduler_id))
-                if phase in counts:
-                    counts[phase] += 1
+        for scheduler_id, infos in followed.items():
+            for info in infos:  # two jobs of one scheduler id (a copied document): each followed
+                with item(self.store, "scheduler poller", f"job {info['id']}", log):
+                    phase = self._move_on(info, seen.get(scheduler_id))
+                    if phase in counts:
+                        counts[phase] += 1
         return counts
+
+    def _followed(self, jobs: list[Info]) -> dict[str, list[Info]]:
+        """The jobs to ask the scheduler about, by scheduler id. One whose id is not one fails (sent, it would
+        make squeue refuse the whole command: every job read as vanished); one without an id for long, too."""
+        followed: dict[str, list[Info]] = {}
+        for info in jobs:
+            scheduler_id = _scheduler_id(info)
+            with item(self.store, "scheduler poller", f"job {info['id']}", log):
+                if not scheduler_id:
+                    self._check_submitting(info)
+                elif not is_scheduler_id(scheduler_id):
+                    shown = printable(scheduler_id, 40)
+                    reason = f"Its scheduler id '{shown}' is not one (plain digits): moi did not write it"
+                    self.hand.end(info, Status.FAILED, reason, "text", {"state": "BAD_ID"})
+                else:
+                    followed.setdefault(scheduler_id, []).append(info)
+        return followed
+
+    def _cancel_removed(self, gone: dict[str, str]) -> list[str]:
+        """Jobs removed from moi before they ended: their cluster jobs cancelled (else they run to their walltime,
+        counted in no quota), in one command; the ids to forget. While the cluster cannot be reached, those
+        with a cluster job are kept, to be cancelled at a later poll."""
+        orphans = sorted({scheduler_id for scheduler_id in gone.values() if is_scheduler_id(scheduler_id)})
+        if orphans:
+            try:
+                self.hand.adapter.cancel(self.hand.runner, orphans)
+            except SchedulerUnavailable as error:
+                log.warning("removed jobs' cluster jobs of %s not cancelled yet: %s", self.hand.spec.name, error)
+                return [job_id for job_id, scheduler_id in gone.items() if not is_scheduler_id(scheduler_id)]
+            log.info("cancelled %s on %s: their jobs were removed from moi", ", ".join(orphans), self.hand.spec.name)
+        return list(gone)
+
+    def _find_named(self, name: str) -> str:
+        """The scheduler id of the job named ``name`` there, where the adapter can look it up; "" if not found."""
+        find = getattr(self.hand.adapter, "find_named", None)
+        return str(find(self.hand.runner, name)) if find is not None else ""
+
+    def _adopted(self, info: Info, scheduler_id: str) -> Info:
+        """A job whose scheduler id reached the worklist but not its info (moi stopped between): it noted there."""
+        if scheduler_id and not _scheduler_id(info):
+            return self.hand.note(info["id"], info, {"id": scheduler_id, "state": "SUBMITTED", "submitted": now()})
+        return info
+
+    def _check_submitting(self, info: Info) -> None:
+        """A job SUBMITTING with no scheduler id: its hand-over was cut short (moi stopped in the middle). Noted
+        when first seen; ``SUBMITTING_WAIT`` seconds later, looked up there by its name (Slurm) and followed if
+        found, else failed, naming what to look for on the cluster."""
+        scheduler = info.get("scheduler") or {}
+        if scheduler.get("state") != "SUBMITTING":
+            return
+        since = scheduler.get("stuck_since")
+        if not isinstance(since, int | float):
+            self.hand.note(info["id"], info, {"stuck_since": time.time()})
+            return
+        if time.time() - since >= SUBMITTING_WAIT:
+            name = script.job_name(info["id"])
+            found = self._find_named(name)
+            if found:  # it did reach the scheduler: followed from now on
+                with reaching(self.store.url):
+                    self.store.redis.hset(self._worklist, info["id"], found)
+                self._adopted(info, found)
+                return
+            reason = (
+                f"Its hand-over to the scheduler was cut short and no scheduler id came back: it may have reached"
+                f" the scheduler as {name}; look for that name there ({self.hand.adapter.kind}) and cancel it"
+            )
+            self.hand.end(info, Status.FAILED, reason, "text", {"state": "LOST"})
 
     def fail_stranded(self, jobs: list[Info], reason: str) -> None:
         """Jobs whose cluster has been out of reach past the grace period: Failed, saying so."""
@@ -76,7 +175,7 @@ class Follow:
             with item(self.store, "scheduler poller", f"job {info['id']}", log):
                 self.hand.end(info, Status.FAILED, reason, "text", {"state": "UNREACHABLE"})
 
-    def _pass_on_cancels(self, jobs: list[Info], submitted: dict[str, Info]) -> None:
+    def _pass_on_cancels(self, jobs: list[Info]) -> None:
         keys = self.store.keys
         with reaching(self.store.url):
             pipe = self.store.redis.pipeline(transaction=False)
@@ -119,9 +218,10 @@ class Follow:
         cancelled = seen is not None and seen.cancelled or exit_code is None and self._cancel_asked(info["id"])
         why = ""
         if exit_code is None and not cancelled:
-            why = seen.failure if seen is not None and seen.failure else self._ended_reason(info)
-            if not why and seen is None and self._traces_may_come(info):
+            known = seen.failure if seen is not None and seen.failure else self._ended_reason(info)
+            if known is None or not known and seen is None and self._traces_may_come(info):
                 return  # asked again at the next poll
+            why = known
         fields: dict[str, Any] = {"state": state, "reason": seen.reason if seen is not None else ""}
         fields.update(exit_code=exit_code, **self._fetched(info, directory))
         if cancelled:
@@ -145,10 +245,24 @@ class Follow:
             return {"fetch_error": printable(str(error), 300)}
         return {"fetched": now()}
 
-    def _ended_reason(self, info: Info) -> str:
-        """Why a job without an exit code ended, from its scheduler's accounting (adapters that keep one)."""
+    def _ended_reason(self, info: Info) -> str | None:
+        """Why a job without an exit code ended, from its scheduler's accounting (adapters that keep one); ""
+        when not known; None when not asked this poll (``MOST_REASONS_PER_POLL`` asked already: it waits a poll).
+        An answer is remembered: "" is asked again only after ``REASON_AGAIN`` seconds, a reason never."""
         reason_of = getattr(self.hand.adapter, "ended_reason", None)
-        return str(reason_of(self.hand.runner, _scheduler_id(info))) if reason_of is not None else ""
+        if reason_of is None:
+            return ""
+        scheduler_id, moment = _scheduler_id(info), time.monotonic()
+        asked = self._reasons.get(scheduler_id)
+        if asked is not None and (asked[1] or moment - asked[0] < REASON_AGAIN):
+            return asked[1]
+        if self._reasons_left <= 0:
+            return None
+        self._reasons_left -= 1
+        reason = str(reason_of(self.hand.runner, scheduler_id))
+        self._reasons = {key: one for key, one in self._reasons.items() if moment - one[0] < REASONS_KEPT}
+        self._reasons[scheduler_id] = (moment, reason)
+        return reason
 
     def _traces_may_come(self, info: Info) -> bool:
         """A job gone from its scheduler, with no exit file and no reason yet: both may come late (a shared

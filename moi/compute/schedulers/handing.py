@@ -1,13 +1,15 @@
 """Handing one queued job to its batch scheduler: its files written there, then its script submitted.
 
 The poller has taken the job from moi's queue (still Queued, registered as taken: ``Queue.take(still_queued=True)``).
-Here the job's info first gains its ``scheduler`` field (``SUBMITTING``), and the context's worklist the job, so
-that the engines' watchdog leaves it to the poller; then its directory is made there, its inputs staged (over
-SFTP when the cluster shares no filesystem), its script written and submitted. The scheduler's id goes into the
-info at once: a restart of moi finds it there and goes on following the job.
+Here the job's info first gains its ``scheduler`` field (``SUBMITTING``), and the context's worklist the job (its
+scheduler id "" until it has one), so that the engines' watchdog leaves it to the poller; then its directory is
+made there, its inputs staged (over SFTP when the cluster shares no filesystem), its script written and submitted.
+The scheduler's id goes into the info at once, and into the worklist first, on its own: a restart of moi finds it
+there and goes on following the job, and a job removed meanwhile still has its cluster job cancelled.
 
 A cluster that cannot be reached gives the job back to moi's queue, at its old place (``Queue.release``). A job the
-scheduler refuses fails, with the scheduler's own message as its result.
+scheduler refuses fails, with the scheduler's own message as its result; so does one that cannot be handed over
+for any other reason (it would otherwise stay SUBMITTING, followed by nothing).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from typing import Any
 from moi.compute.schedulers import script
 from moi.compute.schedulers.adapters import Adapter
 from moi.compute.schedulers.runner import LocalRunner, Runner
-from moi.core.errors import SchedulerRefused
+from moi.core.errors import RedisUnavailable, SchedulerRefused, SchedulerUnavailable, UnknownId
 from moi.core.info import Info, Status, is_finished, now
 from moi.core.scheduler_settings import SchedulerSpec
 from moi.jobfiles.directory import directory_of
 from moi.queue.jobqueue import Queue, Taken, batch_of, item_arguments, unpack_call
+from moi.storage.loops import one_line
+from moi.storage.redis_errors import reaching
 from moi.storage.store import Store
 
 log = logging.getLogger("moi.schedulers")
@@ -48,20 +52,30 @@ class Hand:
 
     def submit(self, taken: Taken) -> Info:
         """The job submitted; its info as it now stands. SchedulerUnavailable: nothing changed there.
-        SchedulerRefused: the job is Failed here, with the scheduler's message."""
+        SchedulerRefused (or anything else going wrong): the job is Failed here, with the reason."""
         job_id = taken.info["id"]
-        info = self.note(job_id, taken.info, {"state": "SUBMITTING"}, also=[["SADD", self._worklist, job_id]])
+        info = self.note(job_id, taken.info, {"state": "SUBMITTING"}, also=[["HSET", self._worklist, job_id, ""]])
         directory = self.directory(job_id, info)
         try:
             self._write_files(info, taken.call, directory)
             scheduler_id = self.adapter.submit(self.runner, script.path(directory, script.SCRIPT))
+        except (SchedulerUnavailable, RedisUnavailable):  # the job waits: given back, or found again
+            raise
         except SchedulerRefused as error:
             return self.end(info, Status.FAILED, str(error), "text", {"state": "REFUSED"})
         except OSError as error:  # the workdir cannot be written
             reason = f"its directory {directory} cannot be written on {self.runner.where}: {error}"
             return self.end(info, Status.FAILED, reason, "text", {"state": "REFUSED"})
+        except Exception as error:  # a command that cannot be written (a lone surrogate ...): failed, not stuck
+            reason = f"The job could not be handed to its scheduler: {one_line(error)}"
+            return self.end(info, Status.FAILED, reason, "text", {"state": "REFUSED"})
         log.info("job %s submitted to %s as %s", job_id, self.spec.name, scheduler_id)
-        return self.note(job_id, info, {"id": scheduler_id, "state": "SUBMITTED", "submitted": now()})
+        with reaching(self.store.url):  # first, on its own: a job removed meanwhile still has its id cancelled
+            self.store.redis.hset(self._worklist, job_id, scheduler_id)
+        try:
+            return self.note(job_id, info, {"id": scheduler_id, "state": "SUBMITTED", "submitted": now()})
+        except UnknownId:  # removed while it was handed over: the next poll cancels it there
+            return info
 
     def give_back(self, taken: Taken, label: str, reason: str) -> None:
         """A job taken but not submitted (its cluster could not be reached): back in moi's queue, Queued, with
@@ -75,7 +89,7 @@ class Hand:
             info["waiting"] = reason
             return info
 
-        self.store.update(job_id, change, also=[["SREM", self._worklist, job_id]])
+        self.store.update(job_id, change, also=[["HDEL", self._worklist, job_id]])
         Queue(self.store).release(self.spec.name, label, [taken])
 
     def note(self, job_id: str, info: Info, fields: dict[str, Any], also: list[list[str | int]] | None = None) -> Info:
@@ -99,7 +113,7 @@ class Hand:
     ) -> Info:
         """The job's final state, out of the worklist and the taken set; its ``value`` (pickled) kept beside."""
         job_id, keys = info["id"], self.store.keys
-        also: list[list[str | int]] = [["SREM", self._worklist, job_id], ["SREM", keys.running, job_id]]
+        also: list[list[str | int]] = [["HDEL", self._worklist, job_id], ["SREM", keys.running, job_id]]
         also.append(["DEL", keys.heartbeat(job_id), keys.cancel(job_id)])
         if value:
             also.append(["SET", keys.value(job_id), value, "EX", self.store.ttl])

@@ -138,14 +138,25 @@ class SchedulerPoller:
             if time.monotonic() < self._next_poll:
                 return
             self._next_poll = time.monotonic() + self.spec.poll
-            jobs = self.follow.jobs()
-            counts = self.follow.poll(jobs) if jobs else {"pending": 0, "running": 0}
+            counts = self._poll()
         except SchedulerUnavailable as error:
             self._next_poll = time.monotonic() + self.spec.poll
             self._offline(str(error))
             return
         self._unreachable_since = None
         self._record(True, "", counts)
+
+    def _poll(self) -> dict[str, int] | None:
+        """Every job of the context polled and moved on; how many pend and run there (None: the poll broke on
+        a surprise, logged and counted: the context is still online, its jobs keep their state till the next)."""
+        try:
+            jobs = self.follow.jobs()
+            return self.follow.poll(jobs) if jobs else {"pending": 0, "running": 0}
+        except (MoiError, redis.RedisError):  # the cluster or Redis out of reach: the round's to handle
+            raise
+        except Exception as error:
+            loops.failed(self.store, "scheduler poller", f"polling {self.name}", error, log)
+            return None
 
     def submit_queued(self, even_stopping: bool = False) -> int:
         """The context's queued jobs handed to its scheduler, in queue order; how many. A stopping poller
