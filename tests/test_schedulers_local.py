@@ -271,18 +271,3 @@ def test_grid_engines_accounting_is_read_for_a_few_vanished_jobs_a_poll_and_reme
     answers = [follow._ended_reason(info) for info in vanished]
     assert answers == [""] * MOST_REASONS_PER_POLL + [None]
     assert follow._ended_reason(vanished[0]) == ""  # remembered: no look-up left this poll, yet answered
-
-
-def test_a_worklist_an_earlier_moi_kept_as_a_set_is_followed(here) -> None:
-    """Jobs in flight across the upgrade: the set of ids becomes the hash, each with its info's scheduler id."""
-    job_id, _, _ = submit("here", "alice", "across", None, system_call, "sleep 600")
-    until(lambda: get_info(job_id)["status"] == "Running", "the job running", 60)
-    pid = get_info(job_id)["scheduler"]["id"]
-    spec = moi.jobs.connections.context_spec("here").scheduler
-    worklist = here.keys.scheduled("here")
-    here.redis.delete(worklist)
-    here.redis.sadd(worklist, job_id)
-    assert [info["id"] for info in Follow(Hand(here, spec, LocalProcess(), LocalRunner())).jobs()] == [job_id]
-    assert here.redis.hgetall(worklist) == {job_id: pid}
-    cancel(job_id)
-    assert finished(job_id, timeout=60)["status"] == "Cancelled"

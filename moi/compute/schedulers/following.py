@@ -49,7 +49,6 @@ class Follow:
         self.hand = hand
         self.store = hand.store
         self._reasons_left = MOST_REASONS_PER_POLL
-        self._hash_checked = False  # the worklist checked for an earlier moi's set (made a hash once)
         self._reasons: dict[str, tuple[float, str]] = {}  # scheduler id -> when its accounting was read, what it said
 
     @property
@@ -59,8 +58,6 @@ class Follow:
     def jobs(self) -> list[Info]:
         """The context's jobs handed to its scheduler and not yet ended (the worklist: ended ones leave it, and
         removed ones too, once their cluster jobs are cancelled)."""
-        if not self._hash_checked:
-            self._from_a_set()
         with reaching(self.store.url):
             worklist: dict[str, str] = self.store.redis.hgetall(self._worklist)
         infos = self.store.get_many(sorted(worklist))
@@ -71,20 +68,6 @@ class Follow:
             with reaching(self.store.url):
                 self.store.redis.hdel(self._worklist, *forgotten)
         return [self._adopted(info, worklist[info["id"]]) for info in infos if not is_finished(info)]
-
-    def _from_a_set(self) -> None:
-        """A worklist an earlier moi kept as a set of job ids: made the hash this one keeps, each id with the
-        scheduler id its info names ("" if none)."""
-        with reaching(self.store.url):
-            if str(self.store.redis.execute_command("TYPE", self._worklist)) == "set":
-                ids = sorted(self.store.redis.smembers(self._worklist))
-                mapping = {info["id"]: _scheduler_id(info) for info in self.store.get_many(ids)}
-                pipe = self.store.redis.pipeline(transaction=True)
-                pipe.delete(self._worklist)
-                if mapping:
-                    pipe.hset(self._worklist, mapping=mapping)
-                pipe.execute()
-        self._hash_checked = True
 
     def poll(self, jobs: list[Info]) -> dict[str, int]:
         """Ask the scheduler about ``jobs`` (SchedulerUnavailable when it cannot be asked), and move each on.

@@ -151,7 +151,7 @@ class Hand:
         directives = self.adapter.directives(name, log_path, directory, info.get("resources") or {})
         python = None if shell else (self.spec.python or "python3")
         text = script.script(directives, directory, python)
-        runner.write_file(script.path(directory, script.SCRIPT), text.encode(), mode=0o755)
+        runner.write_file(script.path(directory, script.SCRIPT), text.encode(), mode=0o700)
 
     def _write_call(self, call: str, directory: str) -> None:
         """A Python job's packed call; a batch item's is its batch's call, and its own arguments beside it."""
