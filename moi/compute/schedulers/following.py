@@ -22,7 +22,7 @@ from moi.compute.schedulers import script
 from moi.compute.schedulers.adapters import ENDED, RUNNING, Seen
 from moi.compute.schedulers.fetching import bring_home
 from moi.compute.schedulers.handing import Hand
-from moi.core.errors import MoiError
+from moi.core.errors import PathRefused, SchedulerUnavailable
 from moi.core.info import Info, Status, is_finished, now
 from moi.core.redact import printable
 from moi.jobfiles.directory import directory_of
@@ -140,9 +140,9 @@ class Follow:
             return {}
         try:
             bring_home(self.hand.runner, directory, directory_of(info["id"], info), info["id"])
-        except (OSError, MoiError) as error:  # its files stay there, where `moi files` still reads them
+        except Exception as error:  # noqa: BLE001 - whatever it was, the job still ends; its files stay there
             log.warning("job %s: its files were not brought home: %s", info["id"], printable(str(error)))
-            return {"fetch_error": printable(str(error), 300)}
+            return {"fetch_error": _fetch_problem(error)}
         return {"fetched": now()}
 
     def _ended_reason(self, info: Info) -> str:
@@ -215,3 +215,15 @@ def _ended_by_scheduler(failure: str, state: str, kind: str) -> str:
     if state == "GONE":
         return f"The job vanished from the scheduler ({kind}) without an exit code: its node was lost, or it was killed"
     return f"Ended by the scheduler ({state}) without an exit code"
+
+
+def _fetch_problem(error: Exception) -> str:
+    """Why a job's files did not come home, for its info (its users read it): the kind of trouble, without
+    the cluster's account, key or any path (those are in the log)."""
+    if isinstance(error, SchedulerUnavailable):
+        return "the cluster could not be reached; `moi files fetch` tries again"
+    if isinstance(error, PathRefused):
+        return "a symbolic link is in the way in its directory here"
+    if isinstance(error, OSError):
+        return f"a file could not be copied: {printable(error.strerror or type(error).__name__, 80)}"
+    return f"the copy failed ({type(error).__name__}); the server's log says why"
