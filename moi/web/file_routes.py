@@ -49,6 +49,7 @@ class MOIFilesHandler(RequestHandler):
     """The routes of a job's files; override ``get_current_user`` with your application's login."""
 
     _admin = False  # the request's Bearer token is an admin's: every user's jobs' files
+    _streaming = False  # the status and the first bytes of a file were sent: an error can no longer be told
 
     def get_current_user(self) -> Any:
         return cookie_user(self.get_signed_cookie("user"))
@@ -86,8 +87,11 @@ class MOIFilesHandler(RequestHandler):
             return
         try:
             await self._send(place, handle, path, body)
-        except (OSError, JobFilesError, ClusterUnavailable) as error:  # before the first byte was sent
-            self.clear()
+        except (OSError, JobFilesError, ClusterUnavailable) as error:
+            if self._streaming:  # the status is sent (the client went away, say): nothing more to tell
+                log.info("download of %s stopped: %s", printable(path, 200), printable(str(error), 300))
+                return
+            self.clear()  # before the first byte was sent: one line instead
             self._refused(error)
         finally:
             await job_files.work(place, handle.close, bounded=False)
@@ -144,6 +148,7 @@ class MOIFilesHandler(RequestHandler):
         await job_files.work(place, handle.seek, start)
         left = end - start
         chunk = await job_files.work(place, handle.read, min(CHUNK, left))
+        self._streaming = True
         while chunk:
             left -= len(chunk)
             self.write(chunk)
