@@ -166,7 +166,12 @@ def test_the_log_is_followed_live_from_the_cluster_over_the_websocket(hpc: Login
             owner = await connect(port, "logger")
             owner.write_message('{"get": []}')
             await frames_until(owner, is_get_of(group_id))
+            gate = threading.Event()  # the pool of remote file work full as the log is asked for: it waits
+            held = [asyncio.ensure_future(remote_files.in_pool(gate.wait)) for _ in range(remote_files.WAITING)]
             owner.write_message(json.dumps({"log": job_id}))
+            await asyncio.sleep(1)  # a tick or two of the follower against a full pool: it keeps following
+            gate.set()
+            await asyncio.gather(*held)
             lines: list[str] = []
 
             def has(text: str) -> Any:

@@ -68,10 +68,14 @@ async def follow(
     try:
         while True:
             ended = is_finished(await loop.run_in_executor(None, store.get, job_id))
-            if work is None:
-                lines, offset = await loop.run_in_executor(None, read_from, job_id, offset, ended, opener)
-            else:
-                lines, offset = await work(read_from, job_id, offset, ended, opener)
+            try:
+                if work is None:
+                    lines, offset = await loop.run_in_executor(None, read_from, job_id, offset, ended, opener)
+                else:
+                    lines, offset = await work(read_from, job_id, offset, ended, opener)
+            except ClusterUnavailable:  # its pool full, or its cluster out of reach: the next tick tries again
+                await asyncio.sleep(interval)
+                continue
             if lines:
                 send({"id": job_id, "lines": lines, "offset": offset})
                 continue  # more may be waiting behind a full chunk
