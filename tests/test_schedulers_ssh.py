@@ -299,3 +299,19 @@ def test_remote_file_work_is_bounded_and_a_cluster_lost_mid_read_is_one_line(hpc
         remote_files.close_all()  # its connection gone under an open file: never a silent, short end
         with pytest.raises(ClusterUnavailable, match="^the cluster of context hpc cannot be reached now"):
             handle.read()
+
+
+def test_a_fetch_that_fails_still_ends_the_job_with_a_short_reason(hpc: LoginNode, tmp_path: Path) -> None:
+    command = "mkdir sub && echo x > sub/f; " + WAITS_FOR_GO
+    job_id, _, _ = submit("homing", "alice", "blocked", None, system_call, command)
+    until(lambda: get_info(job_id)["status"] == Status.RUNNING, "the job running there", WAIT)
+    here = Path(directory_of(job_id))
+    here.mkdir(parents=True, exist_ok=True)
+    (here / "sub").symlink_to(tmp_path)  # in the way of its files coming home
+    there(hpc, job_id, "touch go")
+    done = finished(job_id, timeout=WAIT)
+    assert done["status"] == Status.SUCCESS and "fetched" not in done["scheduler"], done
+    assert (
+        done["scheduler"]["fetch_error"] == "a symbolic link is in the way in its directory here"
+    )  # no path, no account
+    assert list(tmp_path.iterdir()) == []
