@@ -10,18 +10,21 @@ import asyncio
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tornado.simple_httpclient import HTTPStreamClosedError
 
 import moi.jobs.connections
-from moi.core.errors import JobFilesError, PathRefused, SchedulerUnavailable
+from moi.core.errors import ClusterUnavailable, PathRefused
 from moi.core.info import Status, new_id
 from moi.job import get_info, submit, system_call
 from moi.jobfiles.directory import directory_of
-from moi.jobs import job_files
+from moi.jobs import job_files, remote_files
+from moi.web.api_ops import contexts
 from tests.conftest import finished, run_moi, until
 from tests.login_node import LoginNode
 from tests.test_file_routes import fetch
@@ -135,8 +138,8 @@ def test_a_path_out_of_the_job_directory_there_is_refused_in_one_line(hpc: Login
             job_files.open(job_id, path)
     listed = [entry.path for entry in job_files.list(job_id)]
     assert "a-link" not in listed and not any(path.startswith("up") for path in listed)
-    for through_a_link in ("a-link", "up/hostname"):  # never followed: as if not there
-        with pytest.raises(JobFilesError, match="No "):
+    for through_a_link in ("a-link", "up/hostname"):  # never followed: refused, as here
+        with pytest.raises(PathRefused, match="goes through a link"):
             job_files.open(job_id, through_a_link)
     refused = run_moi("download", "--job-id", job_id, "../../etc/passwd", env=config_file(hpc, tmp_path))
     assert refused.returncode != 0 and refused.stdout == ""
@@ -163,7 +166,12 @@ def test_the_log_is_followed_live_from_the_cluster_over_the_websocket(hpc: Login
             owner = await connect(port, "logger")
             owner.write_message('{"get": []}')
             await frames_until(owner, is_get_of(group_id))
+            gate = threading.Event()  # the pool of remote file work full as the log is asked for: it waits
+            held = [asyncio.ensure_future(remote_files.in_pool(gate.wait)) for _ in range(remote_files.WAITING)]
             owner.write_message(json.dumps({"log": job_id}))
+            await asyncio.sleep(1)  # a tick or two of the follower against a full pool: it keeps following
+            gate.set()
+            await asyncio.gather(*held)
             lines: list[str] = []
 
             def has(text: str) -> Any:
@@ -197,12 +205,15 @@ def test_a_node_out_of_reach_keeps_new_jobs_queued_and_submitted_ones_as_they_ar
     try:
         waiting, _, _ = submit("flaky", "alice", "during", None, system_call, "echo made while it was down")
         held = until(lambda: (info := get_info(waiting)).get("waiting") and info, "a reason to wait", WAIT)
-        assert held["status"] == Status.QUEUED and hpc.address in held["waiting"], held
-        assert "scheduler" not in held
+        assert held["status"] == Status.QUEUED and "context flaky, which cannot be reached" in held["waiting"]
+        assert hpc.address not in held["waiting"] and "scheduler" not in held  # the account is not the user's
         assert get_info(running)["status"] == Status.RUNNING  # within its grace: kept as it was
-        with pytest.raises(SchedulerUnavailable, match="cannot reach") as raised:
+        with pytest.raises(ClusterUnavailable) as raised:
             job_files.list(running)  # its files wait there: one line says why they cannot be read now
-        assert "\n" not in str(raised.value)
+        assert str(raised.value) == "the cluster of context flaky cannot be reached now; try again later"
+        seen = contexts(moi.jobs.connections.store(), admin=False)["flaky"]["scheduler"]
+        assert (seen["reachable"], seen["where"], seen["error"]) == (False, "", "")  # the detail is for admins
+        assert hpc.address in contexts(moi.jobs.connections.store())["flaky"]["scheduler"]["error"]
     finally:
         hpc.up()
     there(hpc, running, "touch go")
@@ -220,3 +231,87 @@ def test_a_node_out_of_reach_past_the_grace_fails_its_jobs_saying_so(hpc: LoginN
         hpc.up()
     assert done["status"] == Status.FAILED and "out of reach for more than 1s" in done["result"], done
     assert done["scheduler"]["state"] == "UNREACHABLE"
+
+
+# A name that is not UTF-8, one with a terminal escape, a deep tree (deeper than Python's recursion limit:
+# test_ssh_runner; here a cheaper one).
+ODD_FILES = (
+    "printf x > $(printf 'bad\\377') && printf y > $(printf 'esc\\033[31m')"
+    " && d=$(printf 'd/%.0s' $(seq 30)) && mkdir -p $d && echo deep > ${d}f && echo last line"
+)
+
+
+def test_odd_files_there_are_listed_read_and_fetched_and_the_job_ends(hpc: LoginNode, tmp_path: Path) -> None:
+    deep = "d/" * 30 + "f"
+    job_id, _, _ = submit("hpc", "alice", "odd", None, system_call, ODD_FILES)
+    homing, _, _ = submit("homing", "alice", "odd", None, system_call, ODD_FILES)  # both at once: cheaper
+    assert finished(job_id, timeout=WAIT)["status"] == Status.SUCCESS
+    files = [entry.path for entry in job_files.list(job_id) if not entry.is_dir and "/" not in entry.path]
+    assert sorted(files) == ["esc\x1b[31m", "framework.log"]  # the name that is not UTF-8 skipped
+    assert deep in [entry.path for entry in job_files.list(job_id, "d/")]
+    with job_files.open(job_id, deep) as handle:
+        assert handle.read() == b"deep\n"
+    listed = run_moi("files", "--job-id", job_id, env=config_file(hpc, tmp_path))
+    assert listed.returncode == 0 and "\x1b" not in listed.stdout and "esc\\x1b[31m" in listed.stdout
+    done = finished(homing, timeout=WAIT)  # its files brought home as it ended, the odd name skipped
+    assert done["status"] == Status.SUCCESS and done["scheduler"]["fetched"], done
+    assert (Path(directory_of(homing)) / deep).read_text() == "deep\n"
+
+
+def test_remote_file_work_is_bounded_and_a_cluster_lost_mid_read_is_one_line(hpc: LoginNode) -> None:
+    job_id, _, _ = submit("hpc", "alice", "small", None, system_call, "echo 0123456789 > out.txt")
+    assert finished(job_id, timeout=WAIT)["status"] == Status.SUCCESS
+
+    async def over_http() -> None:
+        async with server() as port:
+            gate = threading.Event()
+            held = [asyncio.ensure_future(remote_files.in_pool(gate.wait)) for _ in range(remote_files.WAITING)]
+            try:
+                busy = await fetch(port, f"/moi-files/{job_id}/out.txt")
+                assert busy.code == 503 and "too many requests for files on clusters" in busy.body.decode()
+            finally:
+                gate.set()
+                await asyncio.gather(*held)
+            served = await fetch(port, f"/moi-files/{job_id}/out.txt")
+            assert (served.code, served.body) == (200, b"0123456789\n")
+
+    asyncio.run(over_http())
+    there(hpc, job_id, "head -c 16M /dev/zero > big.bin")
+
+    async def cut_mid_download() -> tuple[int, int]:
+        received: list[int] = []
+
+        def arrived(chunk: bytes) -> None:
+            if not received:
+                remote_files.close_all()  # the cluster's connection lost once the download has begun
+            received.append(len(chunk))
+
+        async with server() as port:
+            try:
+                cut = await fetch(port, f"/moi-files/{job_id}/big.bin", streaming_callback=arrived)
+            except HTTPStreamClosedError:  # the connection closed mid-body: the client knows it is short
+                return 599, sum(received)
+            return cut.code, sum(received)
+
+    code, size = asyncio.run(cut_mid_download())
+    assert code == 599 and 0 < size < 16 << 20  # the connection closed: the client knows it is short
+    with job_files.open(job_id, "out.txt") as handle:
+        remote_files.close_all()  # its connection gone under an open file: never a silent, short end
+        with pytest.raises(ClusterUnavailable, match="^the cluster of context hpc cannot be reached now"):
+            handle.read()
+
+
+def test_a_fetch_that_fails_still_ends_the_job_with_a_short_reason(hpc: LoginNode, tmp_path: Path) -> None:
+    command = "mkdir sub && echo x > sub/f; " + WAITS_FOR_GO
+    job_id, _, _ = submit("homing", "alice", "blocked", None, system_call, command)
+    until(lambda: get_info(job_id)["status"] == Status.RUNNING, "the job running there", WAIT)
+    here = Path(directory_of(job_id))
+    here.mkdir(parents=True, exist_ok=True)
+    (here / "sub").symlink_to(tmp_path)  # in the way of its files coming home
+    there(hpc, job_id, "touch go")
+    done = finished(job_id, timeout=WAIT)
+    assert done["status"] == Status.SUCCESS and "fetched" not in done["scheduler"], done
+    assert (
+        done["scheduler"]["fetch_error"] == "a symbolic link is in the way in its directory here"
+    )  # no path, no account
+    assert list(tmp_path.iterdir()) == []

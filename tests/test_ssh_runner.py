@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from moi.compute.schedulers import sftp_files
+from moi.compute.schedulers.fetching import bring_home
 from moi.compute.schedulers.ssh_runner import SshRunner
-from moi.core.errors import SchedulerUnavailable
+from moi.core.errors import PathRefused, SchedulerUnavailable
 from tests.conftest import until
 from tests.hosts import make_key_pair
 from tests.login_node import LoginNode
@@ -192,3 +194,77 @@ def test_a_connection_the_node_dropped_is_made_again(login_node: LoginNode) -> N
         assert own.list_files(f"{login_node.workdir}/no-job") == []  # and a new SFTP session with it
     finally:
         own.close()
+
+
+def test_a_name_that_is_not_utf8_and_a_very_deep_tree_are_walked(
+    runner: SshRunner, login_node: LoginNode, job_dir: str
+) -> None:
+    deep = "/".join(["d"] * 1100)  # deeper than Python's recursion limit
+    made = login_node.run_there(
+        f"mkdir -p {job_dir}/{deep} && echo x > {job_dir}/{deep}/f && echo ok > {job_dir}/good.txt"
+        f" && printf bad > {job_dir}/$(printf 'bad\\377') && mkdir {job_dir}/$(printf 'dir\\377')"
+        f" && echo hidden > {job_dir}/$(printf 'dir\\377')/inner.txt"
+    )
+    assert made.returncode == 0, made.stderr
+    assert [entry.path for entry in runner.list_files(job_dir)] == [f"{deep}/f", "good.txt"]  # the others skipped
+
+
+def test_a_walk_past_its_bound_is_an_os_error(runner: SshRunner, job_dir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for number in range(4):
+        runner.write_file(f"{job_dir}/{number}.txt", b"x")
+    monkeypatch.setattr(sftp_files, "MAX_ENTRIES", 3)  # the bound (100,000 entries) made small
+    with pytest.raises(OSError, match="more than 3 entries"):
+        runner.list_files(job_dir)
+
+
+def test_an_opened_file_is_read_by_its_handle_and_no_link_is_followed_on_the_way(
+    runner: SshRunner, login_node: LoginNode, job_dir: str
+) -> None:
+    runner.write_file(f"{job_dir}/sub/f.txt", b"inside")
+    runner.write_file(f"{login_node.workdir}/outside/f.txt", b"OUTSIDE")
+    opened = runner.open_file(job_dir, ["sub", "f.txt"])
+    try:
+        assert opened.size == 6 and opened.read(2, 3) == b"sid"
+        # the job swaps its parent directory for a link out: the open handle still reads its own file
+        swapped = login_node.run_there(f"cd {job_dir} && mv sub sub.old && ln -s ../outside sub")
+        assert swapped.returncode == 0, swapped.stderr
+        assert opened.read(0, 100) == b"inside" and opened.read(6, 10) == b""
+    finally:
+        opened.close()
+    with pytest.raises(PermissionError, match="links are not followed"):
+        runner.open_file(job_dir, ["sub", "f.txt"])  # through the link: refused before it is opened
+    login_node.run_there(f"ln -s {login_node.workdir}/outside/f.txt {job_dir}/sub.old/link.txt")
+    with pytest.raises(PermissionError, match="links are not followed"):
+        runner.open_file(job_dir, ["sub.old", "link.txt"])
+    with pytest.raises(FileNotFoundError):
+        runner.open_file(job_dir, ["sub.old", "absent.txt"])
+
+
+def test_a_file_opened_on_a_connection_since_closed_is_unavailable(login_node: LoginNode, job_dir: str) -> None:
+    own = SshRunner(login_node.spec("hpc"))
+    try:
+        own.write_file(f"{job_dir}/f.txt", b"data")
+        opened = own.open_file(job_dir, ["f.txt"])
+        own.close()
+        with pytest.raises(SchedulerUnavailable, match="was closed while a file was read"):
+            opened.read(0, 4)
+        opened.close()  # quietly
+    finally:
+        own.close()
+
+
+def test_fetching_home_refuses_a_link_here_before_making_anything_through_it(
+    runner: SshRunner, job_dir: str, tmp_path: Path
+) -> None:
+    runner.write_file(f"{job_dir}/top.txt", b"top")
+    runner.write_file(f"{job_dir}/sub/deeper/f.txt", b"deep")
+    here, outside = tmp_path / "here", tmp_path / "outside"
+    here.mkdir()
+    outside.mkdir()
+    (here / "sub").symlink_to(outside)  # planted where the job's directory "sub" comes home
+    with pytest.raises(PathRefused, match="symbolic link"):
+        bring_home(runner, job_dir, str(here), "job")
+    assert list(outside.iterdir()) == []  # nothing made through the link
+    (here / "sub").unlink()
+    assert bring_home(runner, job_dir, str(here), "job") == 2
+    assert (here / "sub/deeper/f.txt").read_bytes() == b"deep" and (here / "top.txt").read_bytes() == b"top"

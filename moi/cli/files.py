@@ -9,6 +9,8 @@ from typing import BinaryIO
 
 import click
 
+from moi.core.redact import printable
+from moi.jobfiles.reading import LIST_PATH_MAX
 from moi.jobs import job_files
 from moi.jobs.cancel import delete
 
@@ -24,7 +26,8 @@ def files_command(job_id: str, recursive: bool, path: str) -> None:
 
     `moi files fetch JOB` brings the files of a job that ran on a cluster over SSH home."""
     for entry in job_files.list(job_id, path, recursive=recursive):
-        click.echo(f"{entry.size:>12}  {entry.path}/" if entry.is_dir else f"{entry.size:>12}  {entry.path}")
+        name = printable(entry.path, LIST_PATH_MAX)  # a job names its files: no escape reaches the terminal
+        click.echo(f"{entry.size:>12}  {name}/" if entry.is_dir else f"{entry.size:>12}  {name}")
 
 
 @click.command("download")

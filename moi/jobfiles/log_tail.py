@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO
 
 from moi.core.errors import ClusterUnavailable, JobFilesError, MoiError
@@ -31,6 +31,7 @@ INTERVAL = 0.5  # seconds between looks at the file
 MAX_PER_SOCKET = 4
 
 Opener = Callable[[str, str], BinaryIO]  # (job id, path) -> the file, opened for reading, seekable
+Work = Callable[..., Awaitable[Any]]  # (func, *args) -> func(*args), run off the event loop
 
 
 def read_from(job_id: str, offset: int | None, whole: bool, opener: Opener = reading.open) -> tuple[list[str], int]:
@@ -58,14 +59,23 @@ async def follow(
     send: Callable[[dict[str, Any]], None],
     interval: float = INTERVAL,
     opener: Opener = reading.open,
+    work: Work | None = None,
 ) -> None:
-    """Send the log's lines until the job has ended and all of it was sent (read through ``opener``)."""
+    """Send the log's lines until the job has ended and all of it was sent (read through ``opener``, off the
+    event loop by ``work``: its shared executor unless told otherwise). Any failure ends it with one line."""
     loop = asyncio.get_running_loop()
     offset: int | None = None
     try:
         while True:
             ended = is_finished(await loop.run_in_executor(None, store.get, job_id))
-            lines, offset = await loop.run_in_executor(None, read_from, job_id, offset, ended, opener)
+            try:
+                if work is None:
+                    lines, offset = await loop.run_in_executor(None, read_from, job_id, offset, ended, opener)
+                else:
+                    lines, offset = await work(read_from, job_id, offset, ended, opener)
+            except ClusterUnavailable:  # its pool full, or its cluster out of reach: the next tick tries again
+                await asyncio.sleep(interval)
+                continue
             if lines:
                 send({"id": job_id, "lines": lines, "offset": offset})
                 continue  # more may be waiting behind a full chunk
@@ -75,3 +85,7 @@ async def follow(
             await asyncio.sleep(interval)
     except MoiError as error:  # the job was removed, or Redis went away: say so, and stop
         send({"id": job_id, "lines": [], "offset": offset or 0, "end": True, "error": str(error)})
+    except Exception as error:  # noqa: BLE001 - a task that dies says so, in one line, rather than in silence
+        log.warning("following the log of job %s failed", job_id, exc_info=True)
+        why = f"the log could not be read: {getattr(error, 'strerror', None) or type(error).__name__}"
+        send({"id": job_id, "lines": [], "offset": offset or 0, "end": True, "error": why})

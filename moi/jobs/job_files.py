@@ -5,8 +5,10 @@ follower and ``moi files`` / ``moi download`` read through here; ``fetch`` bring
 
 from __future__ import annotations
 
+import asyncio
 import builtins
-from typing import BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
 
 from moi.compute.schedulers.fetching import bring_home
 from moi.core.errors import JobFilesError, UnknownId
@@ -14,23 +16,42 @@ from moi.core.info import Info, is_finished, is_uuid, now
 from moi.jobfiles import reading
 from moi.jobfiles.directory import directory_of
 from moi.jobs import remote_files
+from moi.jobs.remote_files import Place
 from moi.storage import process
+
+T = TypeVar("T")
 
 
 def list(job_id: str, path: str = "", recursive: bool = True) -> builtins.list[reading.Entry]:  # noqa: A001
     """The entries under ``path`` of the job's directory, sorted by path (``moi.jobfiles.reading.list``)."""
-    place = _place(job_id)
+    return list_at(place_of(job_id), job_id, path, recursive)
+
+
+def open(job_id: str, path: str) -> BinaryIO:  # noqa: A001
+    """A file of the job's directory, opened for reading (binary, seekable)."""
+    return open_at(place_of(job_id), job_id, path)
+
+
+def list_at(place: Place | None, job_id: str, path: str, recursive: bool) -> builtins.list[reading.Entry]:
+    """``list``, the job's place known (``place_of``)."""
     if place is None:
         return reading.list(job_id, path, recursive)
     return remote_files.list(place, job_id, path, recursive)
 
 
-def open(job_id: str, path: str) -> BinaryIO:  # noqa: A001
-    """A file of the job's directory, opened for reading (binary, seekable)."""
-    place = _place(job_id)
+def open_at(place: Place | None, job_id: str, path: str) -> BinaryIO:
+    """``open``, the job's place known (``place_of``)."""
     if place is None:
         return reading.open(job_id, path)
     return remote_files.open(place, job_id, path)
+
+
+async def work(place: Place | None, func: Callable[..., T], *args: Any, bounded: bool = True) -> T:
+    """``func(*args)`` off the event loop: on its shared executor for files here, on the bounded pool of
+    remote file work for files on a cluster (``remote_files.in_pool``), which a silent cluster may hold."""
+    if place is None:
+        return await asyncio.get_running_loop().run_in_executor(None, func, *args)
+    return await remote_files.in_pool(func, *args, bounded=bounded)
 
 
 def fetch(job_id: str) -> int:
@@ -52,7 +73,14 @@ def fetch(job_id: str) -> int:
     return count
 
 
-def _place(job_id: str) -> remote_files.Place | None:
+async def work_for(job_id: str, func: Callable[..., T], *args: Any) -> T:
+    """``work``, the job's place looked up first (it changes once its files are brought home)."""
+    place = await asyncio.get_running_loop().run_in_executor(None, place_of, job_id)
+    return await work(place, func, *args)
+
+
+def place_of(job_id: str) -> Place | None:
+    """Where the job's files are: None for here (also for a job that is not there), else its cluster."""
     info = _info(job_id)
     return remote_files.place_of(info) if info is not None else None
 

@@ -12,6 +12,7 @@ and adding the method.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
 from typing import Any
@@ -103,7 +104,9 @@ class SocketVerbs(SocketOutput):
             return
         if len(tails) >= log_tail.MAX_PER_SOCKET:
             raise BadRequest(f"at most {log_tail.MAX_PER_SOCKET} logs are followed at once; stop one first")
-        following = log_tail.follow(job_id, self._store(), self._send_log, opener=job_files.open)  # here or there
+        # here or on a cluster: read there on the bounded pool of remote file work, not the loop's executor
+        work = functools.partial(job_files.work_for, job_id)
+        following = log_tail.follow(job_id, self._store(), self._send_log, opener=job_files.open, work=work)
         task = asyncio.get_running_loop().create_task(following)
         tails[job_id] = task
         task.add_done_callback(lambda _: tails.pop(job_id, None))

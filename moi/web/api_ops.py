@@ -64,12 +64,13 @@ def queues(store: Store) -> dict[str, Any]:
 
 class ContextsHandler(APIHandler):
     async def get(self) -> None:
-        self.answer({"contexts": await self.run(contexts, self.store)})
+        self.answer({"contexts": await self.run(contexts, self.store, self.admin)})
 
 
-def contexts(store: Store) -> dict[str, Any]:
+def contexts(store: Store, admin: bool = True) -> dict[str, Any]:
     """Per context, as its dispatcher last saw it: online with its engines, or offline; its queue's depth;
-    and whether an admin may add and remove its engines."""
+    and whether an admin may add and remove its engines. A scheduler context's ``where`` and ``error`` (the
+    cluster's account, host, key and known_hosts paths) are for admins only: blank for anyone else."""
     specs = connections.context_specs()
     names = sorted(specs)
     pipe = store.redis.pipeline(transaction=False)
@@ -86,6 +87,8 @@ def contexts(store: Store) -> dict[str, Any]:
         answer[name]["scalable"] = embedded or launched.cluster_file(specs[name]) is not None
         seen = scheduler_seen.read(store, specs[name])
         if seen is not None:  # a batch scheduler's context: no engines to add, its poller's last sight instead
+            if not admin:
+                seen.update(where="", error="")
             answer[name].update(scalable=False, scheduler=seen)
     return answer
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import mimetypes
 import os
 import re
@@ -31,10 +32,13 @@ from moi.core.keys import user_name_problem
 from moi.core.redact import printable
 from moi.jobfiles import reading
 from moi.jobs import job_files
+from moi.jobs.remote_files import Place
 from moi.relay import bearer
 from moi.relay.session_check import confirmed
 from moi.relay.websocket import cookie_user, hub_for, user_group
 from moi.storage.store import Store, store_for
+
+log = logging.getLogger("moi.files")
 
 CHUNK = 256 * 1024  # bytes read and written at a time: what a download holds in memory
 # ASCII digits, and at most 18 of them: int() refuses more than 4,300 digits, and no file has 10^18 bytes
@@ -45,6 +49,7 @@ class MOIFilesHandler(RequestHandler):
     """The routes of a job's files; override ``get_current_user`` with your application's login."""
 
     _admin = False  # the request's Bearer token is an admin's: every user's jobs' files
+    _streaming = False  # the status and the first bytes of a file were sent: an error can no longer be told
 
     def get_current_user(self) -> Any:
         return cookie_user(self.get_signed_cookie("user"))
@@ -69,22 +74,36 @@ class MOIFilesHandler(RequestHandler):
         if status in (Status.ARCHIVED, Status.EXPIRED):  # retention: the owner keeps the metadata only
             self._answer(410, f"Job {job_id} is {status.lower()}: its files are no longer served", "gone")
             return
-        loop = asyncio.get_running_loop()
         try:
+            place = await asyncio.get_running_loop().run_in_executor(None, job_files.place_of, job_id)
             if path == "" or path.endswith("/"):
                 recursive = self.get_query_argument("recursive", "1") != "0"
-                entries = await loop.run_in_executor(None, job_files.list, job_id, path, recursive)
+                entries = await job_files.work(place, job_files.list_at, place, job_id, path, recursive)
                 self._listing(job_id, path, entries, body)
                 return
-            handle = await loop.run_in_executor(None, job_files.open, job_id, path)
-        except JobFilesError as error:
-            self._not_found(str(error))
+            handle = await job_files.work(place, job_files.open_at, place, job_id, path)
+        except (JobFilesError, ClusterUnavailable) as error:
+            self._refused(error)
             return
-        except ClusterUnavailable as error:  # the job's cluster is out of reach: its files wait there
+        try:
+            await self._send(place, handle, path, body)
+        except (OSError, JobFilesError, ClusterUnavailable) as error:
+            if self._streaming:  # the status is sent (the client went away, say): nothing more to tell
+                log.info("download of %s stopped: %s", printable(path, 200), printable(str(error), 300))
+                return
+            self.clear()  # before the first byte was sent: one line instead
+            self._refused(error)
+        finally:
+            await job_files.work(place, handle.close, bounded=False)
+
+    def _refused(self, error: Exception) -> None:
+        """404 for a file that cannot be read, 503 for a cluster out of reach: one line each."""
+        if isinstance(error, ClusterUnavailable):  # the job's cluster is out of reach: its files wait there
             self._answer(503, str(error), "unavailable")
-            return
-        with handle:
-            await self._send(handle, path, body)
+        elif isinstance(error, JobFilesError):
+            self._not_found(str(error))
+        else:
+            self._not_found(f"the file cannot be read: {printable(getattr(error, 'strerror', None) or error, 200)}")
 
     async def _authorised(self, job_id: str) -> str | None:
         """The job's status when the user owns it; None for anyone else, who learns nothing (404, as for no job)."""
@@ -111,9 +130,10 @@ class MOIFilesHandler(RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"job": job_id, "path": path, "entries": listed}) if body else None)
 
-    async def _send(self, handle: BinaryIO, path: str, body: bool) -> None:
-        loop = asyncio.get_running_loop()
-        size = await loop.run_in_executor(None, handle.seek, 0, os.SEEK_END)  # here or on a cluster alike
+    async def _send(self, place: Place | None, handle: BinaryIO, path: str, body: bool) -> None:
+        """The file, or the asked range of it; its first chunk is read before anything is sent, so that a file
+        that cannot be read is still one line (the caller's); a failure later closes the connection."""
+        size = await job_files.work(place, handle.seek, 0, os.SEEK_END)  # here or on a cluster alike
         self.set_header("Accept-Ranges", "bytes")
         asked = _range(self.request.headers.get("Range"), size)
         if asked is None:
@@ -121,6 +141,29 @@ class MOIFilesHandler(RequestHandler):
             self._answer(416, f"the Range asked for is not one range of bytes within the file's {size}", "bad_range")
             return
         start, end = asked
+        self._headers_for(path, start, end, size)
+        if not body:
+            self.finish()
+            return
+        await job_files.work(place, handle.seek, start)
+        left = end - start
+        chunk = await job_files.work(place, handle.read, min(CHUNK, left))
+        self._streaming = True
+        while chunk:
+            left -= len(chunk)
+            self.write(chunk)
+            await self.flush()  # one chunk in memory at a time, whatever the file's size
+            if left <= 0:
+                break
+            try:
+                chunk = await job_files.work(place, handle.read, min(CHUNK, left))
+            except (OSError, MoiError) as error:  # the status is sent: all that is left is to stop
+                log.warning("download of %s stopped: %s", printable(path, 200), printable(str(error), 300))
+                self.request.connection.close()  # type: ignore[union-attr]
+                return
+        self.finish()  # a file that shrank meanwhile ends short: the client sees fewer bytes than announced
+
+    def _headers_for(self, path: str, start: int, end: int, size: int) -> None:
         if self.request.headers.get("Range"):
             self.set_status(206)
             self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
@@ -131,19 +174,6 @@ class MOIFilesHandler(RequestHandler):
             name = quote(os.path.basename(path))
             self.set_header("Content-Disposition", f"attachment; filename*=UTF-8''{name}")
         self.set_header("Content-Length", str(end - start))
-        if not body:
-            self.finish()
-            return
-        await loop.run_in_executor(None, handle.seek, start)
-        left = end - start
-        while left > 0:
-            chunk = await loop.run_in_executor(None, handle.read, min(CHUNK, left))
-            if not chunk:
-                break  # the file shrank meanwhile
-            left -= len(chunk)
-            self.write(chunk)
-            await self.flush()  # one chunk in memory at a time, whatever the file's size
-        self.finish()
 
     def _not_found(self, text: str) -> None:
         self._answer(404, text, "not_found")

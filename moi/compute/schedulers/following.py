@@ -24,7 +24,7 @@ from moi.compute.schedulers import script
 from moi.compute.schedulers.adapters import ENDED, RUNNING, Seen, is_scheduler_id
 from moi.compute.schedulers.fetching import bring_home
 from moi.compute.schedulers.handing import Hand
-from moi.core.errors import MoiError, SchedulerUnavailable
+from moi.core.errors import PathRefused, SchedulerUnavailable
 from moi.core.info import Info, Status, is_finished, now
 from moi.core.redact import printable
 from moi.jobfiles.directory import directory_of
@@ -223,9 +223,9 @@ class Follow:
             return {}
         try:
             bring_home(self.hand.runner, directory, directory_of(info["id"], info), info["id"])
-        except (OSError, MoiError) as error:  # its files stay there, where `moi files` still reads them
+        except Exception as error:  # noqa: BLE001 - whatever it was, the job still ends; its files stay there
             log.warning("job %s: its files were not brought home: %s", info["id"], printable(str(error)))
-            return {"fetch_error": printable(str(error), 300)}
+            return {"fetch_error": _fetch_problem(error)}
         return {"fetched": now()}
 
     def _ended_reason(self, info: Info) -> str | None:
@@ -269,26 +269,33 @@ class Follow:
 
     def _exit_code(self, directory: str) -> int | None:
         try:
-            text = self.hand.runner.read_file(script.path(directory, script.EXIT), 0, 64).decode().strip()
+            text = self._read(directory, [script.STATE_DIR, script.EXIT], 64, at_end=False).decode().strip()
         except (OSError, UnicodeDecodeError):
             return None
         return int(text) if text.lstrip("-").isdigit() else None
 
     def _outcome(self, directory: str) -> dict[str, Any] | None:
         try:
-            data = self.hand.runner.read_file(script.path(directory, script.OUTCOME), 0, MOST_OUTCOME)
-            outcome = json.loads(data)
+            outcome = json.loads(self._read(directory, [script.STATE_DIR, script.OUTCOME], MOST_OUTCOME, at_end=False))
         except (OSError, ValueError):
             return None
         return outcome if isinstance(outcome, dict) else None
 
     def _tail(self, directory: str) -> str:
-        path = f"{directory}/{script.LOG}"
         try:
-            size = next((entry.size for entry in self.hand.runner.list_files(directory) if entry.path == script.LOG), 0)
-            return self.hand.runner.read_file(path, max(0, size - TAIL), TAIL).decode("utf-8", "replace")
+            return self._read(directory, [script.LOG], TAIL, at_end=True).decode("utf-8", "replace")
         except OSError:
             return ""
+
+    def _read(self, directory: str, names: list[str], most: int, at_end: bool) -> bytes:
+        """At most ``most`` bytes of a file in the job's directory (its last ones, ``at_end``), opened without
+        following a link below that directory: the job's own code may have left one (framework.log -> a file
+        of moi's), and what is read here becomes its result."""
+        opened = self.hand.runner.open_file(directory, names)
+        try:
+            return opened.read(max(0, opened.size - most) if at_end else 0, most)
+        finally:
+            opened.close()
 
     def _shell_result(self, directory: str, exit_code: int) -> str:
         tail = self._tail(directory)
@@ -312,3 +319,15 @@ def _ended_by_scheduler(failure: str, state: str, kind: str) -> str:
     if state == "GONE":
         return f"The job vanished from the scheduler ({kind}) without an exit code: its node was lost, or it was killed"
     return f"Ended by the scheduler ({state}) without an exit code"
+
+
+def _fetch_problem(error: Exception) -> str:
+    """Why a job's files did not come home, for its info (its users read it): the kind of trouble, without
+    the cluster's account, key or any path (those are in the log)."""
+    if isinstance(error, SchedulerUnavailable):
+        return "the cluster could not be reached; `moi files fetch` tries again"
+    if isinstance(error, PathRefused):
+        return "a symbolic link is in the way in its directory here"
+    if isinstance(error, OSError):
+        return f"a file could not be copied: {printable(error.strerror or type(error).__name__, 80)}"
+    return f"the copy failed ({type(error).__name__}); the server's log says why"

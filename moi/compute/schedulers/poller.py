@@ -173,8 +173,10 @@ class SchedulerPoller:
     def _hand_over(self, taken: Taken) -> None:
         try:
             self.hand.submit(taken)
-        except SchedulerUnavailable as error:
-            self.hand.give_back(taken, self.label, f"for its cluster ({self.name}): {error}")
+        except SchedulerUnavailable:
+            # its users see this reason: the detail (the cluster's account, key and paths) is for the log and /ops
+            reason = f"for the cluster of context {self.name}, which cannot be reached now"
+            self.hand.give_back(taken, self.label, reason)
             raise
 
     # offline -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ command that runs and fails is a ``Ran`` with its return code, not an exception.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from moi.core.errors import SchedulerUnavailable
+from moi.jobfiles.by_descriptor import DIRECTORY, FILE
 
 COMMAND_TIMEOUT = 60.0  # seconds one scheduler command may take (sbatch, squeue ...)
 
@@ -51,6 +53,18 @@ class Entry:
     mtime: float
 
 
+class OpenedFile(Protocol):
+    """A file opened there for reading, by its handle: later reads read the same file, whatever is renamed."""
+
+    size: int  # its size when it was opened
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to ``length`` bytes from ``offset`` (b"" past its end); OSError, SchedulerUnavailable."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Runner(Protocol):
     """A place where a scheduler's commands run and its job directories live."""
 
@@ -73,6 +87,11 @@ class Runner(Protocol):
 
     def list_files(self, directory: str) -> list[Entry]:
         """Every regular file under ``directory`` there, recursively, symlinks not followed; [] when it is gone."""
+        ...
+
+    def open_file(self, directory: str, names: list[str]) -> OpenedFile:
+        """``directory/names...`` opened for reading, no link followed on the way from ``directory``
+        (PermissionError for one); FileNotFoundError when it is not there."""
         ...
 
     def make_dirs(self, path: str) -> None:
@@ -103,8 +122,8 @@ class LocalRunner:
             raise SchedulerUnavailable(f"{argv[0]} cannot run on {self.where}: {error.strerror or error}") from None
         return Ran(done.returncode, _text(done.stdout), _text(done.stderr))
 
-    # A job's directory is written by the job's own code: a link it put there (framework.log pointing at moi's
-    # settings, .moi/exit.tmp at a file of moi's) is never followed, on any component of the path.
+    # A job's directory is written by the job's own code: what moi reads of it is opened without following a
+    # link the job left there (open_file: no component below the directory; read_file: the file itself).
 
     def write_file(self, path: str, data: bytes, mode: int = 0o600) -> None:
         parent = os.path.dirname(path)
@@ -117,7 +136,6 @@ class LocalRunner:
             out.write(data)
 
     def read_file(self, path: str, offset: int = 0, length: int | None = None) -> bytes:
-        _no_link_on(os.path.dirname(path) or ".")
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb") as source:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
@@ -136,19 +154,37 @@ class LocalRunner:
                     found.append(Entry(os.path.relpath(path, directory), info.st_size, info.st_mtime))
         return sorted(found, key=lambda entry: entry.path)
 
+    def open_file(self, directory: str, names: list[str]) -> OpenedFile:
+        fd = os.open(directory, DIRECTORY)
+        try:
+            for name in names[:-1]:
+                inner = os.open(name, DIRECTORY, dir_fd=fd)
+                os.close(fd)
+                fd = inner
+            opened = os.open(names[-1], FILE, dir_fd=fd)
+        finally:
+            os.close(fd)
+        if not stat.S_ISREG(os.fstat(opened).st_mode):
+            os.close(opened)
+            raise PermissionError(errno.EACCES, "not a regular file", names[-1])
+        return _LocalFile(opened)
+
     def make_dirs(self, path: str) -> None:
         os.makedirs(path, mode=0o700, exist_ok=True)
-        _no_link_on(path)
 
     def close(self) -> None:
         pass
 
 
-def _no_link_on(directory: str) -> None:
-    """PermissionError when a link is on the way to ``directory`` (its real path is not the path itself)."""
-    absolute = os.path.abspath(directory)
-    if os.path.realpath(absolute) != absolute:
-        raise PermissionError(f"{directory} goes through a link; moi does not follow links in a job's directory")
+class _LocalFile:
+    def __init__(self, fd: int) -> None:
+        self.fd, self.size = fd, os.fstat(fd).st_size
+
+    def read(self, offset: int, length: int) -> bytes:
+        return os.pread(self.fd, length, offset)
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 def _text(data: bytes) -> str:

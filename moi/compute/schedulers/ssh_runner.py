@@ -26,7 +26,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Any, TypeVar
 
-from moi.compute.schedulers.runner import COMMAND_TIMEOUT, Entry, Ran
+from moi.compute.schedulers import sftp_files
+from moi.compute.schedulers.runner import COMMAND_TIMEOUT, Entry, OpenedFile, Ran
 from moi.core.errors import SchedulerUnavailable
 from moi.core.redact import printable
 from moi.core.scheduler_settings import SchedulerSpec
@@ -84,6 +85,13 @@ class SshRunner:
     def list_files(self, directory: str) -> list[Entry]:
         directory = _checked(directory)
         return self._call(lambda connection: self._list_files(connection, directory), FILE_TIMEOUT)
+
+    def open_file(self, directory: str, names: list[str]) -> OpenedFile:
+        """``directory/names...`` opened once (each component checked, no link), read by its handle."""
+        for name in names:
+            _checked(name)
+        directory = _checked(directory)
+        return self._call(lambda connection: self._open_file(connection, directory, list(names)), FILE_TIMEOUT)
 
     def make_dirs(self, path: str) -> None:
         path = _checked(path)
@@ -187,7 +195,8 @@ class SshRunner:
         assert self._connecting is not None
         async with self._connecting:
             if self._sftp is None or self._sftp[0] is not connection:
-                self._sftp = (connection, await connection.start_sftp_client())
+                # surrogateescape: a name that is not UTF-8 is not an error of the whole directory (sftp_files skips it)
+                self._sftp = (connection, await connection.start_sftp_client(path_errors="surrogateescape"))
             return self._sftp[1]
 
     async def _connect(self) -> Connection:
@@ -277,31 +286,48 @@ class SshRunner:
 
     async def _list_files(self, connection: Connection, directory: str) -> list[Entry]:
         sftp = await self._sftp_client(connection)
-        found: list[Entry] = []
-        await self._walk(sftp, directory, "", found)
-        return sorted(found, key=lambda entry: entry.path)
+        with _as_os_error(directory):
+            return await sftp_files.walk(sftp, directory)
 
-    async def _walk(self, sftp: asyncssh.SFTPClient, top: str, relative: str, found: list[Entry]) -> None:
-        """Regular files under ``top/relative`` into ``found``; a directory that is gone has none."""
-        try:
-            names = await sftp.readdir(posixpath.join(top, relative) if relative else top)
-        except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNotADirectory, asyncssh.SFTPPermissionDenied):
-            return
-        for name in names:  # a directory's entries come with lstat's attributes: links are links
-            filename = str(name.filename)
-            if filename in (".", ".."):
-                continue
-            path = posixpath.join(relative, filename) if relative else filename
-            kind = name.attrs.permissions or 0
-            if stat.S_ISDIR(kind):
-                await self._walk(sftp, top, path, found)
-            elif stat.S_ISREG(kind):
-                found.append(Entry(path, name.attrs.size or 0, float(name.attrs.mtime or 0)))
+    async def _open_file(self, connection: Connection, directory: str, names: list[str]) -> _SftpFile:
+        sftp = await self._sftp_client(connection)
+        with _as_os_error(posixpath.join(directory, *names)):
+            remote, size = await sftp_files.open_confined(sftp, directory, names)
+        return _SftpFile(self, connection, remote, size, posixpath.join(directory, *names))
 
     async def _make_dirs(self, connection: Connection, path: str) -> None:
         sftp = await self._sftp_client(connection)
         with _as_os_error(path):
             await sftp.makedirs(path, attrs=asyncssh.SFTPAttrs(permissions=0o755), exist_ok=True)
+
+
+class _SftpFile:
+    """A file opened there: read by its handle (the same file whatever is renamed meanwhile), on the loop."""
+
+    def __init__(
+        self, runner: SshRunner, on: Connection, remote: asyncssh.SFTPClientFile, size: int, path: str
+    ) -> None:
+        self.runner, self.on, self.remote, self.size, self.path = runner, on, remote, size, path
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.runner._call(lambda connection: self._read(connection, offset, length), FILE_TIMEOUT)
+
+    async def _read(self, connection: Connection, offset: int, length: int) -> bytes:
+        if connection is not self.on:  # the connection it was opened on is gone: so is its handle
+            raise SchedulerUnavailable(f"the connection to {self.runner.where} was closed while a file was read")
+        with _as_os_error(self.path):
+            data: bytes = await self.remote.read(length, offset) if length > 0 else b""
+            return data
+
+    def close(self) -> None:
+        with suppress(OSError, SchedulerUnavailable):  # closed with its connection, if that went first
+            self.runner._call(self._close, CLOSE_TIMEOUT)
+
+    async def _close(self, connection: Connection) -> None:
+        if connection is not self.on:
+            return
+        with suppress(asyncssh.Error, OSError):
+            await self.remote.close()
 
 
 class _as_os_error:  # noqa: N801 - used as a context manager, like contextlib's
