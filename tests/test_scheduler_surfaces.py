@@ -86,7 +86,10 @@ def test_moi_submit_options_reach_the_info_and_a_bad_one_is_one_line(here: dict[
     assert bad.stderr.endswith("'lots' is not an amount of memory; write it as 512M, 128G or 1T\n")
     ran = run_moi("run", "sized", "--cores", "3", env=with_service)
     assert ran.returncode == 0, ran.stderr
-    assert get_info(submitted(ran.stdout)[0])["resources"] == {"cores": 3, "walltime": 7200}
+    assert get_info(submitted(ran.stdout)[0])["run_on"] == {
+        "context": "here",
+        "resources": {"cores": 3, "walltime": 7200},
+    }
 
 
 def test_moi_job_and_moi_status_show_the_scheduler_job_and_its_context(here: dict[str, str], r: Any) -> None:

@@ -64,8 +64,7 @@ def submit(
     ``(job_id, group_id, handle)``. ``origin``: who names the inputs, LOCAL (this process's user, who may name
     any file they can read) or WEB (a web user: server paths only inside the operator's input roots; see
     ``moi.jobfiles.input_policy``). ``time_limit``, ``retries``, ...: ``submit``'s, over the service's own.
-    ``limits``, ``anonymous``: an anonymous job's quota and mark (``moi.services.anonymous``). ``context``: else the
-    service's, else the default; ``resources``: what the job asks of a scheduler context, over the service's."""
+    ``limits``, ``anonymous``: an anonymous job's quota and mark. ``context``, ``resources``: over the service's."""
     cls = get(name)
     checked = cls.checked_params(params or {})
     inputs = _granted(_inputs(files), origin)
@@ -75,13 +74,20 @@ def submit(
     spec = connections.context_spec(context or cls.context or settings.default_context)
     fields = {**policy_fields(cls, Policy(**policy), spec.name, origin), **_fields(cls, checked, email, settings)}
     fields.update(resource_fields(cls, spec, resources, origin), **({"anonymous": True} if anonymous else {}))
-    if spec.scheduler is not None:  # the hooks run on an engine; run()'s work goes to the scheduler (scheduled_run)
-        fields[RUN_ON] = {"context": spec.name, "resources": fields.pop("resources", {})}
-        spec = connections.context_spec(settings.default_context)
+    spec = _hooks_context(spec, fields, settings)
     incoming = fields["directories"]["incoming"] if cls.directories else None
     placed = jobs.Placed(files=inputs, workdir=True, root=incoming, origin=origin)
     call, level, owner = (carried(cls), checked), queue.priority_of(priority), group or user
     return jobs.queue_job(spec, owner, job_name or cls.name, url, run_service, call, {}, level, placed, fields, limits)
+
+
+def _hooks_context(spec: ContextSpec, fields: dict[str, Any], settings: Settings) -> ContextSpec:
+    """Where a service job's hooks run: an engine. A job submitted to a scheduler context runs them on the default
+    context, and its run()'s work goes to the scheduler (``run_on``, see moi.services.scheduled_run)."""
+    if spec.scheduler is None:
+        return spec
+    fields[RUN_ON] = {"context": spec.name, "resources": fields.pop("resources", {})}
+    return connections.context_spec(settings.default_context)
 
 
 def policy_fields(cls: type[Service], asked: Policy, context: str, origin: str) -> dict[str, Any]:
