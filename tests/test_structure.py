@@ -3,7 +3,6 @@ functions, and every public import path (with the original moi's names) still th
 
 from __future__ import annotations
 
-import ast
 import importlib
 import subprocess
 import sys
