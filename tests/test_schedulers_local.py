@@ -4,7 +4,6 @@ own, followed by its context's poller as any scheduler job is. The same paths as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
@@ -31,20 +30,7 @@ from moi.relay.node_removal import remove_nodes
 from tests import service_defs
 from tests.conftest import finished, until
 from tests.retry_jobs import start_engine
-
-
-@contextlib.contextmanager
-def mock_env(values: dict[str, str]):
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+from tests.test_inputs_policy import settings
 
 
 def scripted_sum(a: int, b: int, status_update=None) -> int:
@@ -127,7 +113,7 @@ def test_a_service_of_a_scheduler_context_runs_its_hooks_on_an_engine_and_its_co
     config.write_text("[context here]\nscheduler = local\npoll = 0.2\n")
     contexts = f"{os.environ['MOI_CONTEXTS']},engines={tmp_path}/none.json"
     env = {"MOI_CONFIG_FP": str(config), "MOI_CONTEXTS": contexts, "MOI_DEFAULT_CONTEXT": "engines"}
-    with mock_env(env):
+    with settings(**env):
         moi.jobs.connections.configure(schedulers={"here": {"scheduler": "local", "poll": "0.2"}})
         engine = start_engine("engines", store.url, 3600, tmp_path / "engine.log")
         services.register(service_defs.RunsThere)

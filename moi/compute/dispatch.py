@@ -37,6 +37,7 @@ from moi.compute.context import ByName, Context
 from moi.compute.engine_roster import Roll
 from moi.compute.lease import LEASE, Lease
 from moi.compute.schedulers.poller import SchedulerPoller
+from moi.compute.waking import WakeChannel
 from moi.compute.watchdog import controller_alive
 from moi.compute.worker import WorkSpec, work
 from moi.core.config import ContextSpec
@@ -52,9 +53,6 @@ log = logging.getLogger("moi.dispatch")
 TICK = 2.0  # seconds between lease renewals and controller checks
 RETRY_OFFLINE = 2.0  # seconds between attempts to reach a cluster that is offline
 DELIVER_AT_EXIT = 30.0  # seconds a submitter that is exiting waits for the controller to hold its work
-# Seconds the wake listener's thread blocks per read (a message wakes it at once): its stop, at every submitting
-# process's exit, waits out the read under way, so short (1 s cost each `moi submit` ~0.85 s more).
-LISTEN_POLL = 0.2
 
 
 class Dispatcher:
@@ -76,7 +74,7 @@ class Dispatcher:
         self._roll = Roll(store, spec.name)  # who each engine is, for /api/v1/workers
         self._offline_until = 0.0
         self._thread: threading.Thread | None = None
-        self._pubsub: Any = None
+        self._channel = WakeChannel(store, spec.name, self._wake, self._stopping, TICK)
         self._last_problem = ""
 
     # lifecycle ------------------------------------------------------------------
@@ -94,32 +92,15 @@ class Dispatcher:
         self.start()
         return True
 
-    def _listen(self) -> None:
-        """Wake on the queue's announcements (subscribed once Redis answers)."""
-        pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(**{self.store.keys.wake(self.name): lambda _message: self._wake.set()})
-        self._pubsub = pubsub
-        self._listener = pubsub.run_in_thread(
-            sleep_time=LISTEN_POLL, daemon=True, exception_handler=self._listen_failed
-        )
-
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
-        self._stop_listening()
+        self._channel.stop()
         with contextlib.suppress(redis.RedisError):
             self._release()
         self.context.reset()
-
-    def _stop_listening(self) -> None:
-        if self._pubsub is None:
-            return
-        with contextlib.suppress(Exception):
-            self._listener.stop()
-            self._listener.join(5)
-            self._pubsub.close()
 
     def wake(self) -> None:
         self._wake.set()
@@ -133,8 +114,8 @@ class Dispatcher:
             try:
                 if time.monotonic() >= next_tick:  # the lease, the controller and the online note: per tick
                     next_tick = time.monotonic() + TICK
-                    if self._pubsub is None:
-                        self._listen()
+                    if not self._channel.listening:
+                        self._channel.listen()
                     leading = self._lead()
                     if leading:
                         self._promote()
@@ -225,13 +206,6 @@ class Dispatcher:
             log.debug("work sent to %d engine(s) of %s (%d queued)", len(sent), self.name, depth)
         return sent
 
-    def _listen_failed(self, error: BaseException, pubsub: Any, thread: Any) -> None:
-        if self._stopping.is_set():
-            return
-        # The wake channel is a shortcut: without it the leader still looks every TICK seconds.
-        log.warning("dispatcher for %s lost its wake channel (%s); looking every %gs", self.name, error, TICK)
-        time.sleep(TICK)
-
     def _returned(self, task: Any) -> None:
         # Runs in ipyparallel's IO thread: only wake the loop, which looks at the queue again.
         self._wake.set()
@@ -248,7 +222,7 @@ class Dispatcher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
-        self._stop_listening()
+        self._channel.stop()
         try:
             depth = self.queue.depth(self.name)
             if depth and self._lead():

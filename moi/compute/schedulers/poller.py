@@ -21,7 +21,6 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
 
 import redis
 
@@ -30,6 +29,7 @@ from moi.compute.schedulers.adapters import adapter_for
 from moi.compute.schedulers.following import Follow
 from moi.compute.schedulers.handing import Hand
 from moi.compute.schedulers.runner import LocalRunner, Runner
+from moi.compute.waking import WakeChannel
 from moi.core.config import ContextSpec
 from moi.core.errors import MoiError, SchedulerUnavailable
 from moi.core.info import now
@@ -69,7 +69,7 @@ class SchedulerPoller:
         self._lease = Lease(store, store.keys.dispatcher(spec.name), self.me)
         self._wake, self._stopping = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
-        self._pubsub: Any = None
+        self._channel = WakeChannel(store, spec.name, self._wake, self._stopping, self.spec.poll)
         self._unreachable_since: float | None = None
         self._next_poll = 0.0
         self._last_problem = ""
@@ -95,7 +95,7 @@ class SchedulerPoller:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(10)
-        self._stop_listening()
+        self._channel.stop()
         with contextlib.suppress(redis.RedisError):
             self._lease.release()
         self.hand.runner.close()
@@ -119,8 +119,8 @@ class SchedulerPoller:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                if self._pubsub is None:
-                    self._listen()
+                if not self._channel.listening:
+                    self._channel.listen()
                 if self._lease.take():
                     self.round()
             except (MoiError, redis.RedisError) as error:
@@ -205,26 +205,6 @@ class SchedulerPoller:
         if reachable:
             pipe.set(self.store.keys.online(self.name), json.dumps({"scheduler": self.spec.kind}), px=int(LEASE * 1000))
         pipe.execute()
-
-    # the wake channel ----------------------------------------------------------------------
-
-    def _listen(self) -> None:
-        pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
-        pubsub.subscribe(**{self.store.keys.wake(self.name): lambda _message: self._wake.set()})
-        self._pubsub = pubsub
-        self._listener = pubsub.run_in_thread(sleep_time=1.0, daemon=True, exception_handler=self._listen_failed)
-
-    def _listen_failed(self, error: BaseException, pubsub: Any, thread: Any) -> None:
-        if not self._stopping.is_set():
-            log.warning("scheduler poller of %s lost its wake channel (%s)", self.name, error)
-            time.sleep(self.spec.poll)
-
-    def _stop_listening(self) -> None:
-        if self._pubsub is not None:
-            with contextlib.suppress(Exception):
-                self._listener.stop()
-                self._listener.join(5)
-                self._pubsub.close()
 
     def _complain(self, error: Exception) -> None:
         text = str(error)
