@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
 import pytest
+import redis.asyncio as aioredis
 
 from moi.core.info import Status
 from moi.errors import JobCancelled
 from moi.job import cancel, submit
+from moi.relay.node_removal import remove_nodes
 from tests import jobs
-from tests.conftest import finished, run_moi
+from tests.conftest import finished, run_moi, until
 
 CANCEL_BOUND = 30  # generous: the engine notices within a second, a shell gets 3s before SIGKILL
 
@@ -112,3 +115,19 @@ def test_cancel_leaves_no_liveness_keys(store, r, pid_file) -> None:
     assert not r.exists(store.keys.heartbeat(job_id), store.keys.cancel(job_id))
     assert r.zscore(store.keys.queue("default"), job_id) is None
     assert os.environ["MOI_REDIS_URL"]  # keys above were read from the session's Redis
+
+
+def test_a_job_removed_as_it_runs_is_stopped_and_its_engine_freed(store) -> None:
+    """The websocket's remove takes a running job's info away without a cancel first: its engine stops it at its
+    next heartbeat, rather than running it on with nothing left to record its end in."""
+    long = [submit("default", "alice", f"long {n}", None, jobs.sleepy, 600)[0] for n in range(2)]  # both engines
+    until(lambda: all(store.get(job_id)["status"] == Status.RUNNING for job_id in long), "both running", 60)
+
+    async def remove() -> None:
+        client = aioredis.Redis.from_url(store.url, decode_responses=True)
+        await remove_nodes(client, store.keys, long)
+        await client.aclose()
+
+    asyncio.run(remove())
+    quick, _, handle = submit("default", "alice", "after", None, jobs.add, 2, 3)
+    assert handle.get(timeout=60) == 5  # an engine was freed: the removed jobs were stopped

@@ -315,3 +315,14 @@ def test_a_fetch_that_fails_still_ends_the_job_with_a_short_reason(hpc: LoginNod
         done["scheduler"]["fetch_error"] == "a symbolic link is in the way in its directory here"
     )  # no path, no account
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_workdir_that_cannot_be_written_there_fails_the_job_saying_so(hpc: LoginNode) -> None:
+    moi.jobs.connections.configure(schedulers={"readonly": options(hpc, workdir="/proc/moi-jobs")})
+    try:
+        job_id, _, _ = submit("readonly", "alice", "nowhere", None, system_call, "true")
+        done = finished(job_id, timeout=WAIT)
+        assert done["status"] == Status.FAILED and "cannot be written" in done["result"], done
+        assert "\n" not in done["result"]
+    finally:
+        moi.jobs.connections.configure(schedulers={})

@@ -216,11 +216,14 @@ class Liveness:
 
     def _beat_jobs(self, ids: list[str]) -> list[int] | None:
         """Refresh the heartbeats of ``ids`` where they are this engine's; per job, 1 when its cancel is
-        requested, 0 when not, -1 when a newer attempt holds it. None when Redis cannot be reached."""
+        requested or its info is gone (removed as it ran), 0 when not, -1 when a newer attempt holds it. None
+        when Redis cannot be reached."""
         keys = self.store.keys
         try:
             answers = attempts.scripts(self.store)[0](
-                keys=[key for job_id in ids for key in (keys.heartbeat(job_id), keys.cancel(job_id))],
+                keys=[
+                    key for job_id in ids for key in (keys.heartbeat(job_id), keys.cancel(job_id), keys.info(job_id))
+                ],
                 args=[self.label, heartbeat_ttl()],
             )
         except redis.RedisError as error:

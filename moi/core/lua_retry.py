@@ -109,14 +109,18 @@ COMPARE_AND_SET_UNLESS_KEY = "if redis.call('EXISTS', KEYS[2]) == 1 then return 
 # An engine's heartbeat for its jobs, and a look at their cancel flags, in one call. A heartbeat that holds
 # another engine's label belongs to a newer attempt (the watchdog queued the job again, another engine took
 # it): it is left alone. A missing one is set again (its key expired while Redis was away, or restarted).
-# KEYS: per job, its heartbeat and its cancel flag.  ARGV: engine label, heartbeat ttl.
-# Returns per job: 1 when its cancel is requested, 0 when not, -1 when a newer attempt holds it.
+# A job whose info is gone (removed as it ran, with no cancel first) is stopped as a cancelled one is: it would
+# otherwise run on, its engine taken, with nothing left to record its end in.
+# KEYS: per job, its heartbeat, its cancel flag and its info.  ARGV: engine label, heartbeat ttl.
+# Returns per job: 1 when its cancel is requested or its info is gone, 0 when not, -1 when a newer attempt holds it.
 BEAT = """
 local out = {}
-for i = 1, #KEYS, 2 do
+for i = 1, #KEYS, 3 do
   local holder = redis.call('GET', KEYS[i])
   if holder and holder ~= ARGV[1] then
     out[#out + 1] = -1
+  elseif redis.call('EXISTS', KEYS[i + 2]) == 0 then
+    out[#out + 1] = 1  -- its info is gone (the job removed while it ran): stopped as a cancelled job is
   else
     redis.call('SET', KEYS[i], ARGV[1], 'EX', ARGV[2])
     out[#out + 1] = redis.call('EXISTS', KEYS[i + 1])
