@@ -67,7 +67,8 @@ def test_a_shell_job_runs_as_its_own_process_and_its_exit_code_decides(here) -> 
 def test_a_python_job_returns_its_value_and_its_traceback(here) -> None:
     ok, _, handle = submit("here", "alice", "sum", None, scripted_sum, 2, 3)
     bad, _, _ = submit("here", "alice", "breaks", None, breaks)
-    assert finished(ok, timeout=60)["status"] == "Success"
+    done = finished(ok, timeout=60)
+    assert done["status"] == "Success" and done["scheduler"]["status_text"] == "adding"  # its status_update
     assert handle.get(timeout=5) == 5
     failed = finished(bad, timeout=60)
     assert failed["status"] == "Failed" and "ValueError: no good" in failed["result"]

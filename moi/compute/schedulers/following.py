@@ -258,6 +258,7 @@ class Follow:
         return time.time() - gone < getattr(self.hand.adapter, "vanished_wait", VANISHED_WAIT)
 
     def _python_ended(self, info: Info, directory: str, exit_code: int, fields: dict[str, Any]) -> None:
+        fields.update(self._status_text(directory))
         outcome = self._outcome(directory)
         if outcome is None:
             reason = f"The job's Python ended with exit code {exit_code} and no outcome; its log says why"
@@ -266,6 +267,15 @@ class Follow:
         status = Status.SUCCESS if outcome.get("status") == "Success" else Status.FAILED
         result, result_format = outcome.get("result"), str(outcome.get("result_format") or "text")
         self.hand.end(info, status, result, result_format, fields, str(outcome.get("value") or ""))
+
+    def _status_text(self, directory: str) -> dict[str, str]:
+        """The last ``status_update`` text the job's function wrote there (``status_text``), if any."""
+        try:
+            text = self._read(directory, [script.STATE_DIR, script.STATUS], 1000, at_end=False)
+        except OSError:
+            return {}
+        shown = printable(text.decode("utf-8", "replace"), 1000)
+        return {"status_text": shown} if shown else {}
 
     def _exit_code(self, directory: str) -> int | None:
         try:
