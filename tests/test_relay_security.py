@@ -25,7 +25,7 @@ from moi.core.info import dumps, new_id, new_info
 from moi.server import make_app
 from moi.storage.store import Store
 from moi.websocket import CLOSE_POLICY, SOCKETS_SETTING, UNSENT_SETTING, UNSENT_TIMEOUT_SETTING, MOIMessageHandler
-from tests.web import serving
+from tests.web import run_to_end, serving
 
 SECRET = "relay-security-tests"
 WAIT = 60  # seconds before a missing frame fails the test (a bound, never an assertion on time)
@@ -84,7 +84,7 @@ def test_a_frame_nested_too_deep_gets_an_error_frame(store: Store) -> None:
             await frames_until(ws, is_get_of(group))
             ws.close()
 
-    asyncio.run(test())
+    run_to_end(test())
 
 
 # 7: bad documents in a user's tree --------------------------------------------------------------
@@ -131,7 +131,7 @@ def test_a_bad_document_is_skipped_with_an_error_frame_each_time(r: redis.Redis,
                 await frames_until(ws, is_get_of(good))  # still open and answering
                 ws.close()
 
-    asyncio.run(test())
+    run_to_end(test())
 
 
 def test_a_followed_job_overwritten_with_garbage_keeps_its_last_state(r: redis.Redis, store: Store) -> None:
@@ -151,7 +151,7 @@ def test_a_followed_job_overwritten_with_garbage_keeps_its_last_state(r: redis.R
             assert not any("remove" in frame for frame in frames)
             ws.close()
 
-    asyncio.run(test())
+    run_to_end(test())
 
 
 def test_a_refused_redis_command_is_not_reported_as_unreachable(r: redis.Redis, store: Store) -> None:
@@ -169,7 +169,7 @@ def test_a_refused_redis_command_is_not_reported_as_unreachable(r: redis.Redis, 
             assert "unreachable" not in answer["error"]
             ws.close()
 
-    asyncio.run(test())
+    run_to_end(test())
 
 
 # 5: log lines cannot be forged --------------------------------------------------------------------
@@ -187,7 +187,7 @@ def test_an_id_with_a_newline_cannot_forge_a_log_line(store: Store, caplog: pyte
             ws.close()
 
     with caplog.at_level(logging.INFO, logger="moi.websocket"):
-        asyncio.run(test())
+        run_to_end(test())
     refused = [record.getMessage() for record in caplog.records if record.getMessage().startswith("refused")]
     assert len(refused) == 2, refused
     assert all("\n" not in line for line in refused)
@@ -250,7 +250,7 @@ def test_a_client_that_never_reads_is_closed_and_others_are_still_served(
             other.close()
 
     with caplog.at_level(logging.INFO):
-        asyncio.run(test())
+        run_to_end(test())
         gc.collect()  # an unretrieved exception is logged when its task is collected
     assert not [r for r in caplog.records if "never retrieved" in r.getMessage()]
     assert len([r for r in caplog.records if "closing the socket of" in r.getMessage()]) == 2
@@ -275,7 +275,7 @@ def test_a_users_sockets_are_bounded(store: Store, caplog: pytest.LogCaptureFixt
                 ws.close()
 
     with caplog.at_level(logging.WARNING, logger="moi.websocket"):
-        asyncio.run(test())
+        run_to_end(test())
     assert any("refused a socket for alice: 2 open already" in r.getMessage() for r in caplog.records)
 
 

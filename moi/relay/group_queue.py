@@ -56,6 +56,11 @@ class GroupWorker:
 
     async def _run(self) -> None:
         while True:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A cancel that a step turned into another error (redis-py, or 3.11's wait_for, can): honoured
+                # here, or the loop would wait on its queue for ever and hang whoever awaits its end.
+                raise asyncio.CancelledError
             work, future = await self._queue.get()
             try:
                 await work()
